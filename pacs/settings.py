@@ -1,0 +1,155 @@
+"""Settings: one pydantic-settings class read from ``CLOUDFILM_*`` env and an optional TOML file.
+
+The TOML file is named by ``CLOUDFILM_CONFIG`` (or ``--config`` on the CLI). Its keys are the
+setting names in lower case; nested tables are joined with ``_`` (``[dicom] port = 104`` is
+``dicom_port``), and ``[dicom.modalities]`` holds the known remote AEs. Environment variables win
+over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pacs.errors import SettingsError
+
+CONFIG_ENV = "CLOUDFILM_CONFIG"
+
+
+class RemoteAE(BaseModel):
+    """A DICOM peer the archive knows by AE title (C-MOVE destination, query/retrieve client)."""
+
+    aet: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
+
+
+class Settings(BaseSettings):
+    """Every option of a cloudfilm process. See README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOUDFILM_", extra="ignore", case_sensitive=False)
+
+    data_dir: Path = Path("./cloudfilm-data")
+    database_url: str | None = None
+    storage_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = False
+    s3_region: str | None = None
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = None
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    ae_title: str = "CLOUDFILM"
+    dicom_open: bool = False
+    dicom_modalities: dict[str, RemoteAE] = Field(default_factory=dict)
+
+    stable_age: float = Field(default=60.0, gt=0)
+    overwrite: bool = False
+    admin_password: SecretStr | None = None
+    log_level: str = "INFO"
+    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if not 0 < len(value) <= 16 or "\\" in value or not value.isprintable():
+            raise ValueError("must be 1 to 16 printable characters without backslash")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file://", "s3://")):
+            raise ValueError("must start with file:// or s3://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return f"file://{(self.data_dir / 'objects').resolve()}"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``CLOUDFILM_CONFIG``, flattening nested tables into names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(CONFIG_ENV)
+        self._values: dict[str, Any] = {}
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    raw = tomllib.load(fh)
+            except FileNotFoundError as exc:
+                raise SettingsError(f"config file {path} (from {CONFIG_ENV}) does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+            fields = set(settings_cls.model_fields)
+            self._flatten(raw, (), fields, path)
+
+    def _flatten(self, table: dict[str, Any], prefix: tuple[str, ...], fields: set[str], path: str) -> None:
+        for key, value in table.items():
+            name = "_".join((*prefix, key)).lower()
+            if name in fields:
+                self._values[name] = value
+            elif isinstance(value, dict):
+                self._flatten(value, (*prefix, key), fields, path)
+            else:
+                raise SettingsError(f"config file {path}: unknown setting {'.'.join((*prefix, key))!r}")
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning any validation failure into one :class:`SettingsError` line."""
+    if config_path is not None:
+        os.environ[CONFIG_ENV] = str(config_path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = "_".join(str(p) for p in first["loc"]) or "settings"
+        raise SettingsError(f"invalid setting CLOUDFILM_{loc.upper()}: {first['msg']}") from exc

@@ -1,0 +1,30 @@
+"""Object storage backends behind one interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pacs.errors import SettingsError
+from pacs.settings import Settings
+from pacs.storage.base import ObjectInfo, ObjectStore
+from pacs.storage.keys import check_key, instance_key
+
+__all__ = ["ObjectInfo", "ObjectStore", "check_key", "instance_key", "open_store"]
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The store named by ``CLOUDFILM_STORAGE_URL`` (``file://...`` or ``s3://bucket``)."""
+    url = settings.resolved_storage_url
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        from pacs.storage.filesystem import FilesystemStore
+
+        return FilesystemStore(Path(parsed.path))
+    if parsed.scheme == "s3":
+        from pacs.storage.s3 import S3Store
+
+        if not settings.s3_endpoint:
+            raise SettingsError("invalid setting CLOUDFILM_S3_ENDPOINT: required when STORAGE_URL is s3://")
+        return S3Store.from_settings(settings)
+    raise SettingsError(f"invalid setting CLOUDFILM_STORAGE_URL: unsupported scheme {parsed.scheme!r}")

@@ -1,0 +1,71 @@
+"""The object store interface: every instance is one immutable object, addressed by a key.
+
+Backends: :mod:`pacs.storage.filesystem` (default) and :mod:`pacs.storage.s3` (MinIO, AWS S3,
+SeaweedFS, ... through the ``minio`` SDK). A ``put_*`` returns only once the object is durable.
+Backend failures surface as :class:`~pacs.errors.StorageUnavailable`; a missing key as
+:class:`~pacs.errors.NotFound`.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class ObjectStore(ABC):
+    """A flat namespace of immutable byte objects."""
+
+    url: str
+
+    @abstractmethod
+    def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
+        """Store everything read from ``stream`` under ``key``; durable when this returns."""
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at ``path`` under ``key``; durable when this returns."""
+        with open(path, "rb") as fh:
+            self.put_stream(key, fh, path.stat().st_size)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put_stream(key, io.BytesIO(data), len(data))
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A readable stream of the whole object; the caller closes it."""
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as fh:
+            return fh.read()
+
+    @abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes starting at ``offset`` (one ranged read)."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size of the object, or None when it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the store is reachable and usable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default holds none."""

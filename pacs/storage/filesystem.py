@@ -1,0 +1,139 @@
+"""Local filesystem object store: temp file, fsync, atomic rename, fsync of the directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from pacs.errors import NotFound, StorageUnavailable
+from pacs.storage.base import ObjectInfo, ObjectStore
+from pacs.storage.keys import check_key
+
+_CHUNK = 1024 * 1024
+
+
+class FilesystemStore(ObjectStore):
+    """Objects as files under ``root``; keys map to relative paths and can never leave ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.url = f"file://{self.root}"
+        self._tmp = self.root / ".tmp"
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create the object store at {self.root}: {exc.strerror}") from exc
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise NotFound(f"object key {key!r} is outside the store")
+        return path
+
+    def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(stream, out, _CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp_name, dest)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+                raise
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        with open(path, "rb") as fh:
+            self.put_stream(key, fh)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} does not exist") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read from the object store: {exc.strerror}") from exc
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} does not exist") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read from the object store: {exc.strerror}") from exc
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot reach the object store: {exc.strerror}") from exc
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete from the object store: {exc.strerror}") from exc
+        # Prune empty series/study directories; a concurrent put recreates them (mkdir parents).
+        for parent in (path.parent, path.parent.parent):
+            if parent == self.root:
+                break
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if Path(dirpath) == self.root and ".tmp" in dirnames:
+                dirnames.remove(".tmp")
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        yield ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size)
+
+    def ping(self) -> None:
+        if not os.access(self.root, os.W_OK) or not self._tmp.is_dir():
+            raise StorageUnavailable(f"the object store at {self.root} is not writable")
+
+    def cleanup_temp(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp files left by a crash mid-write; returns how many were removed."""
+        import time
+
+        removed = 0
+        now = time.time()
+        for entry in self._tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if now - entry.stat().st_mtime > older_than_s:
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
