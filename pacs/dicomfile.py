@@ -1,0 +1,227 @@
+"""Reading what the archive needs from a Part 10 object without decoding pixel data.
+
+:func:`parse_part10` reads the header (everything before Pixel Data), then walks the pixel data
+element's structure with seeks to find each frame's byte range inside the object, so a frame is
+later served with one ranged read (PS3.5 A.4 for encapsulated pixel data).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from pacs.errors import NotDicom
+
+_ITEM = 0xE000FFFE  # (FFFE,E000) read as little-endian uint32 of group,element
+_SEQ_DELIM = 0xE0DDFFFE
+_PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+BULK_THRESHOLD = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRange:
+    """Where one frame lies in the stored object.
+
+    For encapsulated pixel data the range spans the frame's fragment items *including* their
+    8-byte item headers; :func:`frame_bytes_from_range` strips them.
+    """
+
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class ParsedInstance:
+    """The header of one instance and the layout of its pixel data."""
+
+    dataset: Dataset  # header only: no pixel data element; ``file_meta`` attached
+    transfer_syntax_uid: str
+    encapsulated: bool
+    frames: list[FrameRange]  # empty when there is no pixel data or frames cannot be ranged
+    pixel_vr: str | None  # VR of the pixel data element, None when absent
+
+
+def parse_part10(fp: BinaryIO, size: int) -> ParsedInstance:
+    """Parse a Part 10 object from a seekable stream of ``size`` bytes (PS3.10 7.1)."""
+    start = fp.tell()
+    head = fp.read(132)
+    fp.seek(start)
+    if not (len(head) >= 132 and head[128:132] == b"DICM") and not head.startswith(b"\x02\x00"):
+        raise NotDicom("the data is not a DICOM Part 10 file (no DICM prefix or file meta information)")
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, OverflowError) as exc:
+        raise NotDicom(f"the data cannot be parsed as DICOM: {_short(exc)}") from exc
+    except Exception as exc:  # pydicom raises a wide variety on garbage; never let it escape raw
+        raise NotDicom(f"the data cannot be parsed as DICOM: {_short(exc)}") from exc
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "").rstrip("\x00 ")
+    if not ts:
+        raise NotDicom("the file meta information has no TransferSyntaxUID")
+    pixel_pos = fp.tell()
+    if ts == DeflatedExplicitVRLittleEndian:
+        # The dataset is one deflate stream: frames cannot be addressed by byte ranges.
+        pixel_vr = "OB" if "PixelData" in _peek_deflated_pixel_tags(ds) else None
+        return ParsedInstance(ds, ts, False, [], pixel_vr)
+    explicit = not pydicom.uid.UID(ts).is_implicit_VR if ts in pydicom.uid.AllTransferSyntaxes else True
+    little = pydicom.uid.UID(ts).is_little_endian if ts in pydicom.uid.AllTransferSyntaxes else True
+    end = start + size
+    if pixel_pos >= end - 8:
+        return ParsedInstance(ds, ts, False, [], None)
+    header = fp.read(12)
+    order = "<" if little else ">"
+    group, elem = struct.unpack(order + "HH", header[:4])
+    tag = (group << 16) | elem
+    if tag not in _PIXEL_TAGS:
+        return ParsedInstance(ds, ts, False, [], None)
+    if explicit:
+        vr = header[4:6].decode("ascii", "replace")
+        (length,) = struct.unpack(order + "I", header[8:12])
+        value_pos = pixel_pos + 12
+    else:
+        vr = "OW" if tag == 0x7FE00010 and int(ds.get("BitsAllocated", 16)) > 8 else "OB"
+        (length,) = struct.unpack(order + "I", header[4:8])
+        value_pos = pixel_pos + 8
+    if tag != 0x7FE00010:
+        vr = "OF" if tag == 0x7FE00008 else "OD"
+    if length == 0xFFFFFFFF:
+        frames = _encapsulated_frames(fp, value_pos, end, ds)
+        return ParsedInstance(ds, ts, True, frames, vr)
+    if value_pos + length > end:
+        raise NotDicom("the file is truncated inside the pixel data")
+    return ParsedInstance(ds, ts, False, _native_frames(ds, value_pos, length, tag), vr)
+
+
+def _native_frames(ds: Dataset, value_pos: int, length: int, tag: int) -> list[FrameRange]:
+    try:
+        rows = int(ds.Rows)
+        cols = int(ds.Columns)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = {0x7FE00008: 32, 0x7FE00009: 64}.get(tag) or int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return []
+    frame_bits = rows * cols * spp * bits
+    if frame_bits % 8 or nframes < 1:
+        return []  # bit-packed frames (BitsAllocated 1) do not start on byte boundaries
+    frame_len = frame_bits // 8
+    if frame_len * nframes > length:
+        return []
+    return [FrameRange(value_pos + i * frame_len, frame_len) for i in range(nframes)]
+
+
+def _encapsulated_frames(fp: BinaryIO, value_pos: int, end: int, ds: Dataset) -> list[FrameRange]:
+    """Walk the items of encapsulated pixel data with seeks (PS3.5 A.4) and group them into frames."""
+    items: list[tuple[int, int]] = []  # (item start incl. header, value length)
+    pos = value_pos
+    bot: bytes = b""
+    first = True
+    while True:
+        if pos + 8 > end:
+            raise NotDicom("the file is truncated inside the encapsulated pixel data")
+        fp.seek(pos)
+        tag, length = struct.unpack("<II", fp.read(8))
+        if tag == _SEQ_DELIM:
+            break
+        if tag != _ITEM or length == 0xFFFFFFFF:
+            raise NotDicom("the encapsulated pixel data is malformed (expected an item tag)")
+        if pos + 8 + length > end:
+            raise NotDicom("the file is truncated inside the encapsulated pixel data")
+        if first:
+            bot = fp.read(length) if length else b""
+            first = False
+        else:
+            items.append((pos, length))
+        pos += 8 + length
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    if not items:
+        return []
+    first_item = items[0][0]
+
+    def span(a: int, b: int) -> FrameRange:  # items[a:b]
+        s = items[a][0]
+        e = items[b - 1][0] + 8 + items[b - 1][1]
+        return FrameRange(s, e - s)
+
+    if nframes == 1:
+        return [span(0, len(items))]
+    if len(items) == nframes:
+        return [span(i, i + 1) for i in range(nframes)]
+    starts: list[int] = []
+    if bot and len(bot) // 4 == nframes:
+        starts = [first_item + o for o in struct.unpack(f"<{nframes}I", bot)]
+    elif "ExtendedOffsetTable" in ds:
+        raw = ds.ExtendedOffsetTable
+        starts = [first_item + o for o in struct.unpack(f"<{len(raw) // 8}Q", raw)]
+    else:
+        # No offset table: a new frame starts at each fragment that begins with a codestream
+        # start marker (JPEG SOI FFD8, JPEG 2000 SOC FF4F).
+        for item_pos, _length in items:
+            fp.seek(item_pos + 8)
+            if fp.read(2) in (b"\xff\xd8", b"\xff\x4f"):
+                starts.append(item_pos)
+    if len(starts) != nframes:
+        return []
+    index = {p: i for i, (p, _l) in enumerate(items)}
+    if any(s not in index for s in starts):
+        return []
+    bounds = [index[s] for s in starts] + [len(items)]
+    return [span(bounds[i], bounds[i + 1]) for i in range(nframes)]
+
+
+def frame_bytes_from_range(raw: bytes, encapsulated: bool) -> bytes:
+    """The frame's codestream (or native bytes) from what a :class:`FrameRange` read returned."""
+    if not encapsulated:
+        return raw
+    out = bytearray()
+    pos = 0
+    while pos + 8 <= len(raw):
+        _tag, length = struct.unpack_from("<II", raw, pos)
+        out += raw[pos + 8 : pos + 8 + length]
+        pos += 8 + length
+    return bytes(out)
+
+
+def _peek_deflated_pixel_tags(ds: Dataset) -> Dataset:
+    return ds  # header was fully inflated by pydicom; pixel data was skipped
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+# --- DICOM JSON (PS3.18 F.2) -------------------------------------------------------------------
+
+
+def dicom_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
+    """Compact DICOM JSON of the header; bulk data as ``BulkDataURI`` relative to the DICOMweb root.
+
+    ``bulk_prefix`` is ``studies/{s}/series/{se}/instances/{i}``; the URI of a top-level bulk
+    element is ``{bulk_prefix}/bulk/{tag}``. The DICOMweb layer prefixes its base URL when serving.
+    """
+
+    def handler(elem: DataElement) -> str:
+        return f"{bulk_prefix}/bulk/{elem.tag:08X}"
+
+    body: dict[str, Any] = ds.to_json_dict(BULK_THRESHOLD, handler)
+    if pixel_vr is not None:
+        body["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{bulk_prefix}/bulk/7FE00010"}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def file_meta_bytes(meta: FileMetaDataset) -> bytes:
+    """Preamble + ``DICM`` + encoded file meta group, to prefix a dataset received over DIMSE."""
+    buf = io.BytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    pydicom.filewriter.write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[attr-defined]
+    return buf.getvalue()

@@ -1,0 +1,155 @@
+"""The SQL index: patients, studies, series, instances and the outbox (SQLAlchemy 2 typed ORM).
+
+The schema exists only through Alembic migrations (``migrations/``). Attributes that C-FIND and
+QIDO-RS match on are columns; patient attributes are copied onto the study row so study queries
+need no join. Counts and byte sizes are recomputed under the study's row lock on every ingest
+commit, so they stay exact with concurrent writers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "issuer", name="uq_patients_id_issuer"),
+        Index("ix_patients_name_norm", "patient_name_norm"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_name_norm: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+    study_count: Mapped[int] = mapped_column(Integer, default=0)
+    series_count: Mapped[int] = mapped_column(Integer, default=0)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (
+        Index("ix_studies_patient_name_norm", "patient_name_norm"),
+        Index("ix_studies_patient_id", "patient_id"),
+        Index("ix_studies_study_date", "study_date", "study_time"),
+        Index("ix_studies_accession", "accession_number"),
+        Index("ix_studies_last_instance_at", "last_instance_at"),
+        Index("ix_studies_patient_fk", "patient_fk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_fk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
+    # Patient attributes as they appear in this study (copied for join-free study queries).
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_name_norm: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    referring_physician: Mapped[str] = mapped_column(String(324), default="")
+    referring_physician_norm: Mapped[str] = mapped_column(String(324), default="")
+    institution_name: Mapped[str] = mapped_column(String(64), default="")
+    modalities: Mapped[str] = mapped_column(String(128), default="")  # backslash-joined, sorted
+    specific_charset: Mapped[str] = mapped_column(String(128), default="")
+    series_count: Mapped[int] = mapped_column(Integer, default=0)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_instance_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Series(Base):
+    __tablename__ = "series"
+    __table_args__ = (
+        Index("ix_series_study_fk", "study_fk", "series_number"),
+        Index("ix_series_modality", "modality", "study_fk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_fk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str] = mapped_column(String(64), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+    series_date: Mapped[str] = mapped_column(String(8), default="")
+    series_time: Mapped[str] = mapped_column(String(16), default="")
+    pps_start_date: Mapped[str] = mapped_column(String(8), default="")
+    pps_start_time: Mapped[str] = mapped_column(String(16), default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (
+        Index("ix_instances_series_fk", "series_fk", "instance_number"),
+        Index("ix_instances_study_fk", "study_fk"),
+        Index("ix_instances_sop_class", "sop_class_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_fk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    study_fk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    columns: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(256))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    metadata_json: Mapped[str] = mapped_column(Text)  # PS3.18 F.2, bulk data as BulkDataURI
+    frames_json: Mapped[str] = mapped_column(Text, default="[]")  # [[offset, length], ...]
+    encapsulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxEvent(Base):
+    """Append-only change feed written in the same transaction as the index rows."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_study", "study_uid"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(32))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64), default="")
+    sop_uid: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

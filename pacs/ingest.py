@@ -1,0 +1,342 @@
+"""The one ingest path: every entry point (C-STORE, STOW-RS, import, AI results) stores through here.
+
+Order of work for one instance: parse the header (pixel data is never decoded), validate, hash,
+write the object durably, then commit index rows + an outbox row in one transaction. A crash at
+any point leaves at worst an object without an index row (``cloudfilm fsck --repair`` removes it),
+never an index row without its object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from pacs import metrics
+from pacs.dicomfile import ParsedInstance, parse_part10
+from pacs.errors import CloudfilmError, InvalidDataset, NotDicom, StorageUnavailable
+from pacs.index.records import Identity, InstanceRecord, build_record, identity_of
+from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing
+from pacs.storage import ObjectStore, instance_key
+
+log = logging.getLogger(__name__)
+_CHUNK = 1024 * 1024
+
+
+class Outcome(StrEnum):
+    """What happened to one submitted instance; each entry point maps it to its own status."""
+
+    STORED = "stored"  # new instance, durable
+    REPLACED = "replaced"  # duplicate with other bytes, overwritten (CLOUDFILM_OVERWRITE=true)
+    DUPLICATE = "duplicate"  # same SOPInstanceUID, same bytes: nothing changed
+    KEPT_EXISTING = "kept-existing"  # same SOPInstanceUID, other bytes: stored one kept (warning)
+    INVALID = "invalid"  # parsable, but required attributes missing or malformed
+    NOT_DICOM = "not-dicom"  # cannot be parsed
+    UNAVAILABLE = "unavailable"  # object store or database failed: retry later
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: Outcome
+    reason: str = ""
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """The instance is in the archive (stored now or before, possibly as an earlier version)."""
+        return self.outcome in (Outcome.STORED, Outcome.REPLACED, Outcome.DUPLICATE, Outcome.KEPT_EXISTING)
+
+    @property
+    def warning(self) -> bool:
+        return self.outcome is Outcome.KEPT_EXISTING
+
+
+class Part10Source:
+    """A Part 10 object to ingest: bytes in memory, a file, or a file-meta prefix + dataset file."""
+
+    def __init__(self, opener: Callable[[], BinaryIO], size: int, label: str) -> None:
+        self._opener = opener
+        self.size = size
+        self.label = label
+
+    @classmethod
+    def from_bytes(cls, data: bytes, label: str = "<bytes>") -> Part10Source:
+        return cls(lambda: io.BytesIO(data), len(data), label)
+
+    @classmethod
+    def from_path(cls, path: Path) -> Part10Source:
+        return cls(lambda: open(path, "rb"), path.stat().st_size, str(path))
+
+    @classmethod
+    def from_prefixed_file(cls, prefix: bytes, path: Path, label: str = "<dataset>") -> Part10Source:
+        """``prefix`` (preamble + file meta) followed by the encoded dataset in ``path``."""
+        return cls(lambda: _ChainReader(prefix, open(path, "rb")), len(prefix) + path.stat().st_size, label)
+
+    def open(self) -> BinaryIO:
+        return self._opener()
+
+
+class _ChainReader(io.RawIOBase):
+    """A seekable reader over ``prefix`` bytes followed by a file."""
+
+    def __init__(self, prefix: bytes, fh: BinaryIO) -> None:
+        self._prefix = prefix
+        self._fh = fh
+        self._pos = 0
+        fh.seek(0, os.SEEK_END)
+        self._size = len(prefix) + fh.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = len(buffer)
+        done = 0
+        p = len(self._prefix)
+        if self._pos < p and n:
+            chunk = self._prefix[self._pos : self._pos + n]
+            buffer[: len(chunk)] = chunk
+            done = len(chunk)
+            self._pos += done
+        if done < n and self._pos >= p:
+            self._fh.seek(self._pos - p)
+            got = self._fh.readinto(buffer[done:])  # type: ignore[attr-defined]
+            got = got or 0
+            self._pos += got
+            done += got
+        return done
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: InstanceRecord
+    future: Future[CommitOutcome]
+
+
+class _GroupCommitter:
+    """One thread that commits index writes in batches (group commit), resolving each caller's future."""
+
+    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: InstanceRecord) -> Future[CommitOutcome]:
+        fut: Future[CommitOutcome] = Future()
+        self._queue.put(_Pending(record, fut))
+        return fut
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = commit_batch(self._engine, [p.record for p in batch])
+        except (OperationalError, DBAPIError) as exc:
+            if len(batch) > 1 and not isinstance(exc, OperationalError):
+                for p in batch:  # isolate the instance that broke the batch
+                    self._commit([p])
+                return
+            log.error("index commit failed: %s", exc)
+            err = StorageUnavailable("the index database is unavailable")
+            for p in batch:
+                p.future.set_exception(err)
+            return
+        except SQLAlchemyError as exc:
+            if len(batch) > 1:
+                for p in batch:
+                    self._commit([p])
+                return
+            log.exception("index commit failed")
+            batch[0].future.set_exception(StorageUnavailable(f"the index rejected the instance: {type(exc).__name__}"))
+            return
+        except Exception as exc:  # never leave a caller waiting forever
+            log.exception("index commit failed")
+            for p in batch:
+                p.future.set_exception(exc)
+            return
+        for p, outcome in zip(batch, outcomes, strict=True):
+            p.future.set_result(outcome)
+
+
+class IngestService:
+    """Store DICOM instances durably and index them; safe to call from many threads."""
+
+    def __init__(self, engine: Engine, store: ObjectStore, *, overwrite: bool = False) -> None:
+        self.engine = engine
+        self.store = store
+        self.overwrite = overwrite
+        self._committer = _GroupCommitter(engine)
+
+    def close(self) -> None:
+        self._committer.close()
+
+    # Entry points ----------------------------------------------------------------------------
+
+    def store_bytes(self, data: bytes, label: str = "<bytes>") -> IngestResult:
+        return self.store_source(Part10Source.from_bytes(data, label))
+
+    def store_file(self, path: Path) -> IngestResult:
+        try:
+            source = Part10Source.from_path(path)
+        except OSError as exc:
+            return IngestResult(Outcome.NOT_DICOM, f"cannot read {path}: {exc.strerror}")
+        return self.store_source(source)
+
+    def store_source(self, source: Part10Source) -> IngestResult:
+        started = time.perf_counter()
+        result = self._store(source)
+        metrics.observe_ingest(result.outcome.value, result.size, time.perf_counter() - started)
+        if not result.ok:
+            log.info("rejected %s: %s", source.label, result.reason)
+        return result
+
+    # The path itself ---------------------------------------------------------------------------
+
+    def _store(self, source: Part10Source) -> IngestResult:
+        try:
+            with source.open() as fh:
+                parsed = parse_part10(fh, source.size)
+                ident = identity_of(parsed.dataset)
+                fh.seek(0)
+                sha = _sha256(fh)
+        except NotDicom as exc:
+            return IngestResult(Outcome.NOT_DICOM, str(exc), size=source.size)
+        except InvalidDataset as exc:
+            return IngestResult(Outcome.INVALID, str(exc), size=source.size)
+        except OSError as exc:
+            return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
+
+        def result(outcome: Outcome, reason: str = "") -> IngestResult:
+            return IngestResult(outcome, reason, ident.sop_uid, ident.sop_class_uid, ident.study_uid,
+                                ident.series_uid, source.size)
+
+        try:
+            existing = find_existing(self.engine, ident.sop_uid)
+        except SQLAlchemyError:
+            log.exception("index lookup failed")
+            return result(Outcome.UNAVAILABLE, "the index database is unavailable")
+        if existing is not None:
+            if existing.sha256 == sha:
+                return result(Outcome.DUPLICATE, "the same instance is already stored")
+            if existing.study_uid != ident.study_uid:
+                return result(Outcome.KEPT_EXISTING,
+                              "an instance with this SOPInstanceUID is stored in another study; kept")
+            if not self.overwrite:
+                return result(Outcome.KEPT_EXISTING,
+                              "an instance with this SOPInstanceUID and different content is already stored; kept")
+
+        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
+        try:
+            record = self._record(parsed, ident, key, source.size, sha)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
+        record.replace = existing is not None and self.overwrite
+        try:
+            with source.open() as fh:
+                self.store.put_stream(key, fh, source.size)
+        except CloudfilmError as exc:
+            return result(Outcome.UNAVAILABLE, str(exc))
+        except OSError as exc:
+            return result(Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
+
+        try:
+            outcome = self._committer.submit(record).result()
+        except CloudfilmError as exc:
+            # The object is durable but unindexed: remove it now, or fsck --repair will later.
+            self._forget_object(key)
+            return result(Outcome.UNAVAILABLE, str(exc))
+
+        if outcome.status is CommitStatus.INSERTED:
+            return result(Outcome.STORED)
+        if outcome.status is CommitStatus.REPLACED:
+            if outcome.previous_key and outcome.previous_key != key:
+                self._forget_object(outcome.previous_key)
+            return result(Outcome.REPLACED, "an earlier version of this instance was replaced")
+        if outcome.status is CommitStatus.EXISTS_SAME:
+            return result(Outcome.DUPLICATE, "the same instance is already stored")
+        # A concurrent writer stored other bytes under this SOPInstanceUID first.
+        self._forget_object(key)
+        return result(Outcome.KEPT_EXISTING,
+                      "an instance with this SOPInstanceUID and different content is already stored; kept")
+
+    def _record(self, parsed: ParsedInstance, ident: Identity, key: str, size: int, sha: str) -> InstanceRecord:
+        return build_record(parsed, ident, object_key=key, size=size, sha256=sha)
+
+    def _forget_object(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except CloudfilmError:
+            log.warning("could not delete unindexed object %s; fsck --repair will", key)
+
+
+def _sha256(fh: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := fh.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def ingest_service(engine: Engine, store: ObjectStore, *, overwrite: bool = False) -> Iterator[IngestService]:
+    service = IngestService(engine, store, overwrite=overwrite)
+    try:
+        yield service
+    finally:
+        service.close()
