@@ -20,6 +20,7 @@ from typing import BinaryIO
 class ObjectInfo:
     key: str
     size: int
+    modified: float | None = None  # POSIX timestamp of the last write, when the backend knows it
 
 
 class ObjectStore(ABC):

@@ -111,7 +111,8 @@ class FilesystemStore(ObjectStore):
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if key.startswith(prefix):
                     with contextlib.suppress(FileNotFoundError):
-                        yield ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size)
+                        st = os.stat(os.path.join(dirpath, name))
+                        yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK) or not self._tmp.is_dir():

@@ -38,8 +38,10 @@ PART_SIZE = 16 * 1024 * 1024
 POOL_SIZE = 32
 """Connections kept per host, enough for concurrent ranged frame reads."""
 
+# Worst cases: an unreachable endpoint fails after 3 connect attempts (~6.6 s with backoff); one
+# that accepts connections but never answers fails after one read timeout (no read retries).
 CONNECT_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 10.0
 _READ_BUFFER = 1024 * 1024
 
 # Codes that mean "this key is not there" (HEAD answers carry no body; minio names them itself).
@@ -60,7 +62,7 @@ def _http_client() -> urllib3.PoolManager:
         retries=Retry(
             total=2,
             connect=2,
-            read=1,
+            read=0,
             status=2,
             other=0,
             backoff_factor=0.2,

@@ -1,0 +1,1 @@
+"""AI plugins: the SDK vendors write against, the SR/SEG writers, the job runner and benchmarks."""

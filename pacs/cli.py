@@ -1,0 +1,173 @@
+"""The ``cloudfilm`` command line: the commands that need only the archive core.
+
+Commands that need higher layers (``serve``, ``users``, ``worker``, ``benchmark``) are added to
+this Typer app by ``ai_plugins.cli`` and ``viewer_api.cli``; the console script is
+``viewer_api.cli:main``, which assembles all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pacs import __version__
+from pacs.archive import Archive
+from pacs.errors import CloudfilmError, SettingsError
+from pacs.ingest import IngestResult, Outcome
+from pacs.settings import CONFIG_ENV, Settings, load_settings
+
+app = typer.Typer(help="cloudfilm: a cloud film archive for hospitals.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Index database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+out = Console()
+
+
+@app.callback()
+def _root(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (or CLOUDFILM_CONFIG).")] = None,
+) -> None:
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+
+
+def settings_or_exit() -> Settings:
+    """Load settings; an invalid one stops with one line naming it and exit code 2."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
+
+
+def open_archive_or_exit(settings: Settings, *, migrate: bool = True) -> Archive:
+    try:
+        return Archive.open(settings, migrate=migrate)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def version() -> None:
+    """Print the cloudfilm version."""
+    out.print(f"cloudfilm {__version__}", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations to the index database."""
+    from pacs.index import db
+
+    settings = settings_or_exit()
+    engine = db.make_engine(settings.resolved_database_url)
+    try:
+        db.upgrade(engine)
+        out.print(f"index at revision {db.current_revision(engine)}", highlight=False)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+
+
+def _walk(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield Path(root) / name
+        else:
+            yield path
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (recursively) to import.")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel readers.")] = 4,
+) -> None:
+    """Import DICOM files into the archive; each rejected file is listed with its reason."""
+    settings = settings_or_exit()
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        console.print(f"[red]error:[/red] no such file or folder: {missing[0]}", highlight=False)
+        raise typer.Exit(2)
+    archive = open_archive_or_exit(settings)
+    files = list(_walk(paths))
+    counts = {"stored": 0, "duplicate": 0, "rejected": 0}
+    try:
+        with Progress(TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=not sys.stderr.isatty()) as progress, \
+                ThreadPoolExecutor(jobs) as pool:
+            task = progress.add_task("import", total=len(files))
+            for path, result in zip(files, pool.map(archive.ingest.store_file, files), strict=True):
+                _count(counts, path, result)
+                progress.advance(task)
+    finally:
+        archive.close()
+    out.print(f"{counts['stored']} stored, {counts['duplicate']} duplicate, {counts['rejected']} rejected",
+              highlight=False)
+    if counts["rejected"]:
+        raise typer.Exit(1)
+
+
+def _count(counts: dict[str, int], path: Path, result: IngestResult) -> None:
+    if result.outcome in (Outcome.STORED, Outcome.REPLACED):
+        counts["stored"] += 1
+    elif result.ok:
+        counts["duplicate"] += 1
+        if result.warning:
+            console.print(f"[yellow]kept existing[/yellow] {path}: {result.reason}", highlight=False)
+    else:
+        counts["rejected"] += 1
+        console.print(f"[red]rejected[/red] {path}: {result.reason}", highlight=False, soft_wrap=True)
+
+
+@app.command("fsck")
+def fsck_cmd(
+    repair: Annotated[bool, typer.Option("--repair", help="Delete orphan objects (never index rows).")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also verify every object's SHA-256.")] = False,
+    grace: Annotated[float, typer.Option("--grace", help="Leave orphans younger than this many seconds.")] = 600.0,
+) -> None:
+    """Check that every indexed instance has its object, and list objects without an index row."""
+    from pacs.fsck import fsck
+
+    settings = settings_or_exit()
+    archive = open_archive_or_exit(settings)
+    try:
+        report = fsck(archive, deep=deep, repair=repair, grace_s=grace)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    for label, items in (("missing object", report.missing), ("wrong size", report.wrong_size),
+                         ("wrong hash", report.wrong_hash), ("orphan object", report.orphans)):
+        for item in items:
+            out.print(f"{label}: {item}", highlight=False, soft_wrap=True)
+    out.print(f"{report.checked} instances checked, {report.problems} problems"
+              + (f", {report.removed_orphans} orphan objects removed" if repair else ""), highlight=False)
+    remaining = report.problems - report.removed_orphans
+    if remaining:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,31 @@
+"""The ``cloudfilm`` console script: the core commands plus those of the higher layers."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from pacs.cli import app, open_archive_or_exit, settings_or_exit
+from viewer_api.server import serve as run_server
+
+log = logging.getLogger("cloudfilm")
+
+
+@app.command()
+def serve() -> None:
+    """Run the archive: HTTP API + viewer, DICOM listener and background workers."""
+    settings = settings_or_exit()
+    archive = open_archive_or_exit(settings)
+    logging.getLogger("cloudfilm.serve").info("data directory: %s", settings.data_dir.resolve())
+    try:
+        run_server(archive)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,68 @@
+"""The one mapping of archive errors to HTTP responses: a short sentence, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pacs.errors import (
+    CloudfilmError,
+    Conflict,
+    InvalidDataset,
+    InvalidQuery,
+    NotDicom,
+    NotFound,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[CloudfilmError], int] = {
+    NotFound: 404,
+    InvalidQuery: 400,
+    InvalidDataset: 400,
+    NotDicom: 400,
+    Conflict: 409,
+    StorageUnavailable: 503,
+}
+
+
+def status_for(exc: CloudfilmError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 500
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    hdrs = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    hdrs.update(headers or {})
+    return PlainTextResponse(message.rstrip(".") + ".\n", status_code=status, headers=hdrs)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CloudfilmError)
+    async def _archive_error(_request: Request, exc: CloudfilmError) -> Response:
+        status = status_for(exc)
+        if status >= 500:
+            log.error("request failed: %s", exc, exc_info=exc.__cause__)
+        return error_response(status, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+        return error_response(400, f"invalid {where or 'request'}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(500, "internal error; the details are in the server log")

@@ -1,0 +1,43 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pacs.errors import StorageUnavailable
+from pacs.index import db
+from viewer_api.context import archive_of
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The index database and the object store are reachable")
+async def readyz(request: Request) -> Response:
+    archive = archive_of(request)
+    checks: dict[str, str] = {}
+
+    def check() -> None:
+        for name, probe in (("database", lambda: db.ping(archive.engine)), ("storage", archive.store.ping)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except StorageUnavailable as exc:
+                checks[name] = str(exc)
+
+    await asyncio.to_thread(check)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,59 @@
+"""``cloudfilm serve``: the HTTP API, the DICOM listener and background workers in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import uvicorn
+
+from pacs.archive import Archive
+from viewer_api.app import create_app
+
+log = logging.getLogger("cloudfilm.serve")
+
+
+class BackgroundService(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+#: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI workers...).
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = []
+
+
+def serve(archive: Archive) -> None:
+    """Run until SIGINT/SIGTERM; stop everything cleanly."""
+    settings = archive.settings
+    services: list[BackgroundService] = []
+    for factory in SERVICE_FACTORIES:
+        service = factory(archive)
+        if service is not None:
+            service.start()
+            services.append(service)
+    app = create_app(archive)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                            access_log=False, proxy_headers=True, server_header=False)
+    server = uvicorn.Server(config)
+    log.info("HTTP listening on http://%s:%d", settings.http_host, settings.http_port)
+    log.info("index: %s", archive.engine.url.render_as_string(hide_password=True))
+    log.info("objects: %s", archive.store.url)
+    try:
+        server.run()
+    finally:
+        for service in reversed(services):
+            try:
+                service.stop()
+            except Exception:  # keep stopping the others
+                log.exception("stopping %s failed", service.name)
+
+
+def install_signal_logging() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
