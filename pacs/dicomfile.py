@@ -7,7 +7,6 @@ later served with one ranged read (PS3.5 A.4 for encapsulated pixel data).
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pacs.errors import NotDicom
@@ -221,7 +222,7 @@ def dicom_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
 
 def file_meta_bytes(meta: FileMetaDataset) -> bytes:
     """Preamble + ``DICM`` + encoded file meta group, to prefix a dataset received over DIMSE."""
-    buf = io.BytesIO()
+    buf = DicomBytesIO()
     buf.write(b"\x00" * 128 + b"DICM")
-    pydicom.filewriter.write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[attr-defined]
+    write_file_meta_info(buf, meta, enforce_standard=True)
     return buf.getvalue()

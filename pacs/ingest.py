@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -88,7 +88,8 @@ class Part10Source:
     @classmethod
     def from_prefixed_file(cls, prefix: bytes, path: Path, label: str = "<dataset>") -> Part10Source:
         """``prefix`` (preamble + file meta) followed by the encoded dataset in ``path``."""
-        return cls(lambda: _ChainReader(prefix, open(path, "rb")), len(prefix) + path.stat().st_size, label)
+        size = len(prefix) + path.stat().st_size
+        return cls(lambda: cast(BinaryIO, _ChainReader(prefix, open(path, "rb"))), size, label)
 
     def open(self) -> BinaryIO:
         return self._opener()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -166,7 +166,7 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
             }
         )
     if stored_events:
-        conn.execute(OutboxEvent.__table__.insert(), stored_events)
+        conn.execute(insert(OutboxEvent), stored_events)
 
     _recount(conn, set(series_ids.values()), set(study_ids.values()), set(study_patient.values()))
     return outcomes
@@ -190,8 +190,12 @@ def _instance_values(rec: InstanceRecord) -> dict[str, Any]:
     }
 
 
-def _scalar(stmt: Select[Any]) -> Any:
-    return stmt.scalar_subquery()
+def _count(col: Any, where: Any) -> Any:
+    return select(func.count(col)).where(where).scalar_subquery()
+
+
+def _sum(col: Any, where: Any) -> Any:
+    return select(func.coalesce(func.sum(col), 0)).where(where).scalar_subquery()
 
 
 def _recount(conn: Connection, series_ids: set[int], study_ids: set[int], patient_ids: set[int]) -> None:
@@ -201,10 +205,8 @@ def _recount(conn: Connection, series_ids: set[int], study_ids: set[int], patien
             update(Series)
             .where(Series.id == sid)
             .values(
-                instance_count=_scalar(select(func.count(Instance.id)).where(Instance.series_fk == sid)),
-                size_bytes=_scalar(
-                    select(func.coalesce(func.sum(Instance.size_bytes), 0)).where(Instance.series_fk == sid)
-                ),
+                instance_count=_count(Instance.id, Instance.series_fk == sid),
+                size_bytes=_sum(Instance.size_bytes, Instance.series_fk == sid),
             )
         )
     recount_studies(conn, study_ids)
@@ -220,9 +222,9 @@ def recount_studies(conn: Connection, study_ids: set[int]) -> None:
             update(Study)
             .where(Study.id == sid)
             .values(
-                series_count=_scalar(select(func.count(Series.id)).where(Series.study_fk == sid)),
-                instance_count=_scalar(select(func.coalesce(func.sum(Series.instance_count), 0)).where(Series.study_fk == sid)),
-                size_bytes=_scalar(select(func.coalesce(func.sum(Series.size_bytes), 0)).where(Series.study_fk == sid)),
+                series_count=_count(Series.id, Series.study_fk == sid),
+                instance_count=_sum(Series.instance_count, Series.study_fk == sid),
+                size_bytes=_sum(Series.size_bytes, Series.study_fk == sid),
                 modalities="\\".join(modalities)[:128],
             )
         )
@@ -234,11 +236,9 @@ def recount_patients(conn: Connection, patient_ids: set[int]) -> None:
             update(Patient)
             .where(Patient.id == pid)
             .values(
-                study_count=_scalar(select(func.count(Study.id)).where(Study.patient_fk == pid)),
-                series_count=_scalar(select(func.coalesce(func.sum(Study.series_count), 0)).where(Study.patient_fk == pid)),
-                instance_count=_scalar(
-                    select(func.coalesce(func.sum(Study.instance_count), 0)).where(Study.patient_fk == pid)
-                ),
-                size_bytes=_scalar(select(func.coalesce(func.sum(Study.size_bytes), 0)).where(Study.patient_fk == pid)),
+                study_count=_count(Study.id, Study.patient_fk == pid),
+                series_count=_sum(Study.series_count, Study.patient_fk == pid),
+                instance_count=_sum(Study.instance_count, Study.patient_fk == pid),
+                size_bytes=_sum(Study.size_bytes, Study.patient_fk == pid),
             )
         )
