@@ -77,9 +77,7 @@ def parse_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:
     if "://" in raw:
         parsed = urlparse(raw)
         if parsed.scheme not in ("http", "https"):
-            raise SettingsError(
-                f"invalid setting CLOUDFILM_S3_ENDPOINT: unsupported scheme {parsed.scheme!r}"
-            )
+            raise SettingsError(f"invalid setting CLOUDFILM_S3_ENDPOINT: unsupported scheme {parsed.scheme!r}")
         if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.username:
             raise SettingsError("invalid setting CLOUDFILM_S3_ENDPOINT: give only scheme, host and port")
         raw, secure = parsed.netloc, parsed.scheme == "https"
@@ -149,14 +147,10 @@ class S3Store(ObjectStore):
             try:
                 check_key(prefix)
             except InvalidDataset as exc:
-                raise SettingsError(
-                    f"invalid setting CLOUDFILM_STORAGE_URL: bad key prefix {prefix!r}"
-                ) from exc
+                raise SettingsError(f"invalid setting CLOUDFILM_STORAGE_URL: bad key prefix {prefix!r}") from exc
         secret = secret_key.get_secret_value() if isinstance(secret_key, SecretStr) else secret_key
         if bool(access_key) != bool(secret):
-            raise SettingsError(
-                "invalid setting CLOUDFILM_S3_SECRET_KEY: give both access key and secret key"
-            )
+            raise SettingsError("invalid setting CLOUDFILM_S3_SECRET_KEY: give both access key and secret key")
         self.endpoint = host
         self.bucket = bucket
         self.prefix = prefix
@@ -183,9 +177,7 @@ class S3Store(ObjectStore):
         """Build from ``CLOUDFILM_STORAGE_URL=s3://bucket[/prefix]`` and the ``CLOUDFILM_S3_*`` settings."""
         parsed = urlparse(settings.resolved_storage_url)
         if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
-            raise SettingsError(
-                "invalid setting CLOUDFILM_STORAGE_URL: expected s3://bucket or s3://bucket/prefix"
-            )
+            raise SettingsError("invalid setting CLOUDFILM_STORAGE_URL: expected s3://bucket or s3://bucket/prefix")
         if not settings.s3_endpoint:
             raise SettingsError("invalid setting CLOUDFILM_S3_ENDPOINT: required when STORAGE_URL is s3://")
         return cls(
@@ -207,9 +199,7 @@ class S3Store(ObjectStore):
     def _fail(self, action: str, exc: BaseException) -> NoReturn:
         log.warning("S3 %s at %s failed: %r", action, self._where, exc)
         if isinstance(exc, S3Error):
-            raise StorageUnavailable(
-                f"the object store at {self._where} refused to {action} ({exc.code})"
-            ) from exc
+            raise StorageUnavailable(f"the object store at {self._where} refused to {action} ({exc.code})") from exc
         raise StorageUnavailable(f"cannot {action} at the object store {self._where}") from exc
 
     def _ensure_bucket(self) -> None:
