@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pacs.archive import Archive
+from pacs.settings import Settings
 from pacs.storage.base import ObjectStore
 from pacs.storage.filesystem import FilesystemStore
 from pacs.storage.s3 import S3Store
+from tests.pg import temporary_database
 from tests.s3server import S3Server, run_s3_server
 
 # ---------------------------------------------------------------------------------------------
@@ -68,3 +71,48 @@ def object_store(request: pytest.FixtureRequest) -> ObjectStore:
 # ---------------------------------------------------------------------------------------------
 # (other areas append their fixtures below, each in its own section)
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Archive core: an open Archive on SQLite + filesystem, and on PostgreSQL + SeaweedFS S3.
+# ---------------------------------------------------------------------------------------------
+
+ARCHIVE_BACKENDS = ["sqlite-fs", pytest.param("postgres-s3", marks=[pytest.mark.postgres, pytest.mark.s3])]
+
+
+def archive_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings for a fresh, empty archive on ``backend`` (a new PG database and S3 bucket each time)."""
+    if backend == "sqlite-fs":
+        yield Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0)
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = f"archive-{uuid.uuid4().hex[:20]}"
+    with temporary_database() as url:
+        yield Settings(
+            data_dir=tmp_path / "data", http_port=0, dicom_port=0, database_url=url, storage_url=f"s3://{bucket}",
+            s3_endpoint=server.endpoint, s3_access_key=server.access_key, s3_secret_key=server.secret_key,
+        )
+
+
+@pytest.fixture(params=ARCHIVE_BACKENDS)
+def archive_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(archive_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    yield from archive_settings(archive_backend, tmp_path, request)
+
+
+@pytest.fixture
+def archive(settings: Settings) -> Iterator[Archive]:
+    """An open, migrated, empty archive on each backend in turn."""
+    with Archive.open(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def local_archive(tmp_path: Path) -> Iterator[Archive]:
+    """An archive on the embedded default only (SQLite + filesystem), for tests of one backend."""
+    with Archive.open(Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0)) as opened:
+        yield opened
