@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
 
+    # DICOMweb (issue 4)
+    dicomweb_max_parts: int = Field(default=10_000, gt=0)  # parts in one STOW-RS request
+    dicomweb_spool_dir: Path | None = None  # STOW-RS parts over 1 MiB are spooled here (default DATA_DIR/spool)
+    dicomweb_delete: bool = True  # DELETE of studies/series/instances (405 when off)
+    cors_origins: str = ""  # comma-separated origins allowed cross-origin ("*" for any); empty: none
+    ohif_dir: Path | None = None  # a built OHIF viewer (``dist/``) to serve at /ohif/
+
     @field_validator("ae_title")
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
