@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -21,6 +21,11 @@ from pacs.errors import SettingsError
 
 CONFIG_ENV = "CLOUDFILM_CONFIG"
 
+#: DIMSE services a calling AE may be allowed (issue 3): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET,
+#: Storage Commitment.
+DimseService = Literal["echo", "store", "find", "move", "get", "commit"]
+ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("echo", "store", "find", "move", "get", "commit")
+
 
 class RemoteAE(BaseModel):
     """A DICOM peer the archive knows by AE title (C-MOVE destination, query/retrieve client)."""
@@ -29,6 +34,7 @@ class RemoteAE(BaseModel):
     host: str
     port: int = Field(ge=1, le=65535)
     tls: bool = False
+    allow: list[DimseService] = Field(default_factory=lambda: list(ALL_DIMSE_SERVICES))  # DIMSE (issue 3)
 
 
 class Settings(BaseSettings):
@@ -65,6 +71,22 @@ class Settings(BaseSettings):
     dicomweb_delete: bool = True  # DELETE of studies/series/instances (405 when off)
     cors_origins: str = ""  # comma-separated origins allowed cross-origin ("*" for any); empty: none
     ohif_dir: Path | None = None  # a built OHIF viewer (``dist/``) to serve at /ohif/
+
+    # DIMSE (issue 3)
+    dicom_enabled: bool = True  # run the DICOM listener in ``cloudfilm serve``
+    dicom_host: str = "0.0.0.0"  # address the DICOM listener binds
+    dicom_allow_unknown: list[DimseService] = Field(default_factory=lambda: ["echo", "store"])  # not in modalities
+    dicom_check_peer_host: bool = True  # a modality is recognised only from the address of its ``host``
+    dicom_check_called_aet: bool = True  # reject associations not addressed to AE_TITLE
+    dicom_max_associations: int = Field(default=32, ge=1, le=1000)
+    dicom_max_pdu: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)  # bytes we accept in one PDU
+    dicom_acse_timeout: float = Field(default=30.0, gt=0)  # association negotiation / release
+    dicom_dimse_timeout: float = Field(default=60.0, gt=0)  # waiting for a DIMSE message
+    dicom_network_timeout: float = Field(default=60.0, gt=0)  # idle connection
+    dicom_tls_port: int | None = Field(default=None, ge=0, le=65535)  # DICOM TLS listener (PS3.15 B.1)
+    dicom_tls_cert: Path | None = None  # PEM server certificate (chain)
+    dicom_tls_key: Path | None = None  # PEM private key
+    dicom_tls_ca: Path | None = None  # PEM CA bundle: when set, client certificates are required and verified
 
     @field_validator("ae_title")
     @classmethod
