@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pydicom
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
@@ -69,14 +69,17 @@ def parse_part10(fp: BinaryIO, size: int) -> ParsedInstance:
     if not ts:
         raise NotDicom("the file meta information has no TransferSyntaxUID")
     pixel_pos = fp.tell()
+    end = start + size
     if ts == DeflatedExplicitVRLittleEndian:
         # The dataset is one deflate stream: frames cannot be addressed by byte ranges.
         pixel_vr = "OB" if "PixelData" in _peek_deflated_pixel_tags(ds) else None
         return ParsedInstance(ds, ts, False, [], pixel_vr)
     explicit = not pydicom.uid.UID(ts).is_implicit_VR if ts in pydicom.uid.AllTransferSyntaxes else True
     little = pydicom.uid.UID(ts).is_little_endian if ts in pydicom.uid.AllTransferSyntaxes else True
-    end = start + size
+    header_end = _check_complete(ds)
     if pixel_pos >= end - 8:
+        if header_end is not None and header_end != end - start and header_end != pixel_pos - start:
+            raise NotDicom("the file is truncated or has trailing bytes after its last element")
         return ParsedInstance(ds, ts, False, [], None)
     header = fp.read(12)
     order = "<" if little else ">"
@@ -100,6 +103,25 @@ def parse_part10(fp: BinaryIO, size: int) -> ParsedInstance:
     if value_pos + length > end:
         raise NotDicom("the file is truncated inside the pixel data")
     return ParsedInstance(ds, ts, False, _native_frames(ds, value_pos, length, tag), vr)
+
+
+def _check_complete(ds: Dataset) -> int | None:
+    """Raise NotDicom when a top-level element's value was cut short (pydicom reads such files
+    silently); return where the last element ends, relative to the stream start, when known."""
+    last_end: int | None = None
+    for tag in ds.keys():
+        elem = ds.get_item(tag)
+        if not isinstance(elem, RawDataElement) or elem.value_tell is None:
+            continue
+        value = elem.value
+        if elem.length == 0xFFFFFFFF:
+            elem_end = elem.value_tell + (len(value) + 8 if isinstance(value, bytes) else 0)
+        else:
+            if isinstance(value, bytes) and len(value) < elem.length:
+                raise NotDicom(f"the file is truncated inside element {elem.tag}")
+            elem_end = elem.value_tell + elem.length
+        last_end = elem_end if last_end is None else max(last_end, elem_end)
+    return last_end
 
 
 def _native_frames(ds: Dataset, value_pos: int, length: int, tag: int) -> list[FrameRange]:

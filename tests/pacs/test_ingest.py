@@ -1,0 +1,220 @@
+"""The one ingest path: durability, duplicates, rejects, frames and metadata, on every backend."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from sqlalchemy import func, select
+
+from pacs.access import AccessScope
+from pacs.archive import Archive
+from pacs.index.models import Instance, OutboxEvent, Patient, Series, Study
+from pacs.index.records import PLACEHOLDER_PATIENT_PREFIX
+from pacs.ingest import IngestService, Outcome
+from pacs.retrieve import find_instances, instance_metadata, read_frames
+from pacs.storage.filesystem import FilesystemStore
+from tests.factories import (
+    encode,
+    make_ct_study,
+    make_multiframe,
+    multiframe_pixels,
+    to_bytes,
+    truncated_bytes,
+    with_bad_uid,
+    without,
+)
+
+
+def _count(archive: Archive, model: type) -> int:
+    with archive.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def _objects(archive: Archive) -> list[str]:
+    return [o.key for o in archive.store.list()]
+
+
+def test_stores_a_study_and_keeps_counts(archive: Archive) -> None:
+    datasets = make_ct_study(n_slices=6, series_count=2, seed=1)
+    results = [archive.ingest.store_bytes(to_bytes(ds)) for ds in datasets]
+    assert {r.outcome for r in results} == {Outcome.STORED}
+    with archive.engine.connect() as conn:
+        study = conn.execute(select(Study)).one()
+        assert (study.series_count, study.instance_count) == (2, 12)
+        assert study.size_bytes == sum(r.size for r in results)
+        assert study.modalities == "CT"
+        patient = conn.execute(select(Patient)).one()
+        assert (patient.study_count, patient.series_count, patient.instance_count) == (1, 2, 12)
+        assert conn.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 12
+    assert len(_objects(archive)) == 12
+
+
+def test_stored_bytes_are_identical(archive: Archive) -> None:
+    ds = make_ct_study(n_slices=1, seed=2)[0]
+    data = to_bytes(ds)
+    assert archive.ingest.store_bytes(data).outcome is Outcome.STORED
+    [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    assert archive.store.get_bytes(inst.object_key) == data
+
+
+def test_duplicate_policy(archive: Archive) -> None:
+    ds = make_ct_study(n_slices=1, seed=3)[0]
+    first = to_bytes(ds)
+    assert archive.ingest.store_bytes(first).outcome is Outcome.STORED
+    assert archive.ingest.store_bytes(first).outcome is Outcome.DUPLICATE
+    ds.InstitutionName = "Another hospital"
+    changed = archive.ingest.store_bytes(to_bytes(ds))
+    assert changed.outcome is Outcome.KEPT_EXISTING and changed.warning and changed.ok
+    [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    assert archive.store.get_bytes(inst.object_key) == first
+    assert _count(archive, Instance) == 1 and len(_objects(archive)) == 1
+
+
+def test_overwrite_replaces_and_removes_the_old_object(archive: Archive) -> None:
+    overwriting = IngestService(archive.engine, archive.store, overwrite=True)
+    try:
+        ds = make_ct_study(n_slices=1, seed=4)[0]
+        assert overwriting.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
+        ds.InstitutionName = "Corrected"
+        new = to_bytes(ds)
+        assert overwriting.store_bytes(new).outcome is Outcome.REPLACED
+    finally:
+        overwriting.close()
+    [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    assert archive.store.get_bytes(inst.object_key) == new
+    assert _objects(archive) == [inst.object_key]
+    assert "Corrected" in instance_metadata(archive.engine, AccessScope.everything(), study_uid=ds.StudyInstanceUID)[0]
+
+
+@pytest.mark.parametrize(
+    ("make", "outcome", "reason"),
+    [
+        (lambda ds: b"this is not DICOM at all" * 20, Outcome.NOT_DICOM, "not a DICOM"),
+        (lambda ds: to_bytes(without(ds, "StudyInstanceUID")), Outcome.INVALID, "StudyInstanceUID is missing"),
+        (lambda ds: to_bytes(without(ds, "SOPClassUID")), Outcome.INVALID, "SOPClassUID is missing"),
+        (lambda ds: to_bytes(with_bad_uid(ds, "SOPInstanceUID", "1.2.3/../../etc")), Outcome.INVALID,
+         "not a valid UID"),
+        (lambda ds: to_bytes(with_bad_uid(ds, "StudyInstanceUID", "1.2.3." + "4" * 70)), Outcome.INVALID,
+         "not a valid UID"),
+        (lambda ds: truncated_bytes(ds, where="pixel_data"), Outcome.NOT_DICOM, "truncated"),
+        (lambda ds: truncated_bytes(ds, where="header"), Outcome.NOT_DICOM, ""),
+        (lambda ds: b"", Outcome.NOT_DICOM, "not a DICOM"),
+    ],
+    ids=["not-dicom", "no-study-uid", "no-sop-class", "dotdot-uid", "long-uid", "truncated-pixels",
+         "truncated-header", "empty"],
+)
+def test_rejects_leave_nothing_behind(archive: Archive, make, outcome: Outcome, reason: str) -> None:  # type: ignore[no-untyped-def]
+    ds = make_ct_study(n_slices=1, seed=5)[0]
+    result = archive.ingest.store_bytes(make(ds))
+    assert result.outcome is outcome, result
+    assert reason in result.reason
+    assert not result.ok
+    assert _count(archive, Instance) == 0 and _count(archive, Study) == 0
+    assert _objects(archive) == []
+
+
+def test_missing_patient_id_gets_a_per_study_placeholder(local_archive: Archive) -> None:
+    a = without(make_ct_study(n_slices=1, seed=6)[0], "PatientID")
+    b = without(make_ct_study(n_slices=1, seed=7)[0], "PatientID")
+    for ds in (a, b):
+        assert local_archive.ingest.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
+    with local_archive.engine.connect() as conn:
+        ids = sorted(conn.execute(select(Patient.patient_id)).scalars())
+    assert len(ids) == 2 and all(i.startswith(PLACEHOLDER_PATIENT_PREFIX) for i in ids)
+
+
+def test_native_and_encapsulated_frames_are_one_ranged_read(archive: Archive) -> None:
+    mf = make_multiframe(n_frames=5, rows=32, cols=48)
+    expected = multiframe_pixels(5, 32, 48)
+    variants = [mf, encode(mf, RLELossless, new_instance_uid=True), encode(mf, JPEGLSLossless, new_instance_uid=True)]
+    for ds in variants:
+        assert archive.ingest.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
+        [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+        assert len(inst.frames) == 5
+        frames = read_frames(archive.store, inst, [1, 3, 5])
+        if not inst.encapsulated:
+            got = np.frombuffer(frames[1], dtype="<u2").reshape(32, 48)
+            assert np.array_equal(got, expected[2])
+        else:
+            # each frame is a complete codestream that decodes on its own
+            from pydicom.pixels import decompress  # noqa: F401  (pixel handlers are importable)
+
+            assert frames[0] != frames[1]
+            assert all(len(f) > 0 for f in frames)
+
+
+def test_single_frame_jpeg2000_frame_matches_the_fragment(local_archive: Archive) -> None:
+    ds = encode(make_ct_study(n_slices=1, rows=64, cols=64, seed=8)[0], JPEG2000Lossless)
+    assert local_archive.ingest.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
+    [inst] = find_instances(local_archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    [frame] = read_frames(local_archive.store, inst, [1])
+    assert frame.startswith(b"\xff\x4f")  # J2K start-of-codestream marker
+
+
+def test_metadata_json_is_in_the_index(archive: Archive) -> None:
+    ds = make_ct_study(n_slices=1, seed=9)[0]
+    archive.ingest.store_bytes(to_bytes(ds))
+    [meta] = instance_metadata(archive.engine, AccessScope.everything(), study_uid=ds.StudyInstanceUID)
+    body = json.loads(meta)
+    assert body["00100010"]["Value"][0]["Alphabetic"] == str(ds.PatientName).split("=")[0]
+    assert body["7FE00010"]["BulkDataURI"].endswith(f"instances/{ds.SOPInstanceUID}/bulk/7FE00010")
+    assert "InlineBinary" not in body.get("7FE00010", {})
+
+
+def test_concurrent_writers_lose_nothing(settings) -> None:  # type: ignore[no-untyped-def]
+    """Two archive processes' worth of writers (two group committers) on one database."""
+    datasets = make_ct_study(n_slices=24, series_count=3, seed=10)
+    blobs = [to_bytes(ds) for ds in datasets]
+    with Archive.open(settings) as one, Archive.open(settings, migrate=False) as two:
+        services = [one.ingest, two.ingest]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: services[i % 2].store_bytes(blobs[i]), range(len(blobs))))
+        # the same instances again, concurrently: all duplicates, nothing added
+        with ThreadPoolExecutor(8) as pool:
+            again = list(pool.map(lambda i: services[(i + 1) % 2].store_bytes(blobs[i]), range(len(blobs))))
+        assert {r.outcome for r in results} == {Outcome.STORED}
+        assert {r.outcome for r in again} == {Outcome.DUPLICATE}
+        with one.engine.connect() as conn:
+            study = conn.execute(select(Study)).one()
+            assert (study.series_count, study.instance_count) == (3, 72)
+            assert conn.execute(select(func.sum(Series.instance_count))).scalar_one() == 72
+        assert len(list(one.store.list())) == 72
+
+
+def test_unavailable_store_answers_unavailable_and_indexes_nothing(local_archive: Archive, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken_root = tmp_path / "broken"
+    store = FilesystemStore(broken_root)
+    broken_root.chmod(0o500)
+    (broken_root / ".tmp").chmod(0o500)
+    service = IngestService(local_archive.engine, store)
+    try:
+        import os
+
+        if os.geteuid() == 0:
+            # root ignores permissions: make the temp dir a file instead
+            (broken_root / ".tmp").chmod(0o700)
+            (broken_root / ".tmp").rmdir()
+            (broken_root / ".tmp").write_bytes(b"")
+        result = service.store_bytes(to_bytes(make_ct_study(n_slices=1, seed=11)[0]))
+    finally:
+        service.close()
+        broken_root.chmod(0o700)
+    assert result.outcome is Outcome.UNAVAILABLE
+    assert _count(local_archive, Instance) == 0
+
+
+def test_unavailable_database_answers_unavailable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pacs.index.db import make_engine
+
+    engine = make_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    service = IngestService(engine, FilesystemStore(tmp_path / "objects"))
+    try:
+        result = service.store_bytes(to_bytes(make_ct_study(n_slices=1, seed=12)[0]))
+    finally:
+        service.close()
+    assert result.outcome is Outcome.UNAVAILABLE
+    assert "unavailable" in result.reason
