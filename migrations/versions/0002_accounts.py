@@ -71,6 +71,7 @@ def upgrade() -> None:
         "shares",
         sa.Column("id", BigId, nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("token_salt", sa.String(32), nullable=False),
         sa.Column("study_uid", sa.String(64), nullable=False),
         sa.Column("created_by_fk", BigId, nullable=True),
         sa.Column("created_at", TS, nullable=False),

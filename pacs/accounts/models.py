@@ -3,7 +3,8 @@
 The tables live in the index database next to the studies (same ``Base.metadata``) and exist only
 through the Alembic migration ``0002``. Secrets are never stored in clear: passwords and PINs as
 argon2 hashes, API keys and share tokens (high-entropy random strings) as SHA-256 digests.
-``audit_events`` is append-only; the migration installs triggers that refuse UPDATE and DELETE.
+``audit_events`` (:class:`AuditRow`; callers write :class:`pacs.accounts.audit.AuditEvent`) is
+append-only; the migration installs triggers that refuse UPDATE and DELETE.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Share(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token is HMAC(secret key, salt): re-derivable for the owner's QR code, never stored.
+    token_salt: Mapped[str] = mapped_column(String(32))
     study_uid: Mapped[str] = mapped_column(String(64))
     created_by_fk: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -83,7 +86,7 @@ class Share(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class AuditEvent(Base):
+class AuditRow(Base):
     """One row per security-relevant event (append-only): who, what, when, from where, outcome."""
 
     __tablename__ = "audit_events"
