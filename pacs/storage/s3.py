@@ -293,7 +293,7 @@ class S3Store(ObjectStore):
             self._fail("look up an object", exc)
         except _NETWORK_ERRORS as exc:
             self._fail("look up an object", exc)
-        return ObjectInfo(key, int(stat.size or 0))
+        return ObjectInfo(key, int(stat.size or 0), stat.last_modified.timestamp() if stat.last_modified else None)
 
     def delete(self, key: str) -> None:
         name = self._name(key)
@@ -315,7 +315,8 @@ class S3Store(ObjectStore):
                 name = obj.object_name
                 if obj.is_dir or name is None or not name.startswith(base):
                     continue
-                yield ObjectInfo(name[len(base) :], int(obj.size or 0))
+                modified = obj.last_modified.timestamp() if obj.last_modified else None
+                yield ObjectInfo(name[len(base) :], int(obj.size or 0), modified)
         except _NETWORK_ERRORS as exc:
             self._fail("list objects", exc)
 
