@@ -1,0 +1,83 @@
+"""Who is calling, and the :class:`~pacs.access.AccessScope` that follows from it.
+
+A principal is a user (admin, physician, patient, vendor), a visitor holding an opened share link,
+or both at once (a signed-in patient who opened a share link to claim the study). ``scope_for`` is
+the only place where roles turn into visible studies: admin and physician see every study; a
+patient sees the studies of the (PatientID, IssuerOfPatientID) pairs linked to the account; a
+vendor sees nothing directly; an opened share adds exactly its one study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pacs.access import AccessScope
+
+Role = Literal["admin", "physician", "patient", "vendor"]
+Via = Literal["session", "bearer", "api_key", "share", "local"]
+STAFF_ROLES: frozenset[str] = frozenset({"admin", "physician"})
+
+
+@dataclass(frozen=True, slots=True)
+class ShareGrant:
+    """An opened (and, when it has a PIN, unlocked) share link: one study."""
+
+    share_id: int
+    study_uid: str
+    allow_download: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one request or command."""
+
+    user_id: int | None = None
+    username: str = ""
+    role: Role | None = None
+    patient_keys: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    share: ShareGrant | None = None
+    via: Via = "session"
+
+    @classmethod
+    def local_admin(cls) -> Principal:
+        """The caller when authentication is turned off (loopback only) and for CLI commands."""
+        return cls(username="local", role="admin", via="local")
+
+    @property
+    def is_user(self) -> bool:
+        return self.role is not None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @property
+    def label(self) -> str:
+        """Who, in words, for the audit trail and page headers."""
+        if self.role is not None:
+            return self.username
+        return f"share:{self.share.share_id}" if self.share else "anonymous"
+
+    def has_role(self, *roles: str) -> bool:
+        return self.role is not None and self.role in roles
+
+
+def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset()) -> AccessScope:
+    """The studies ``principal`` may see. ``hidden_study_uids`` are withheld from all but admins."""
+    shared = frozenset({principal.share.study_uid}) if principal.share else frozenset()
+    hidden = frozenset() if principal.role == "admin" else hidden_study_uids
+    if principal.role in STAFF_ROLES:
+        return AccessScope(all_studies=True, hidden_study_uids=hidden)
+    if principal.role == "patient":
+        return AccessScope(study_uids=shared, patient_keys=principal.patient_keys, hidden_study_uids=hidden)
+    return AccessScope(study_uids=shared, hidden_study_uids=hidden)
+
+
+def may_download(principal: Principal, study_uid: str, patient_id: str, issuer: str) -> bool:
+    """Downloads (ZIP, film sheets) of a visible study: staff, the owning patient, or a share that allows it."""
+    if principal.role in STAFF_ROLES:
+        return True
+    if principal.role == "patient" and (patient_id, issuer) in principal.patient_keys:
+        return True
+    return principal.share is not None and principal.share.study_uid == study_uid and principal.share.allow_download

@@ -1,0 +1,227 @@
+"""Share links: one study, opened at ``/s/{token}`` by whoever holds the token (and the PIN).
+
+The token is ``HMAC-SHA256(secret key, random salt)`` truncated to 160 bits: the database keeps the
+salt and the token's SHA-256 only, so a copy of the database alone opens nothing, while the owner
+can still be shown the link and its QR code again. Five wrong PINs (or birth dates, when a patient
+claims the study) lock the link for 15 minutes.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from pacs.accounts.errors import InvalidAccountData
+from pacs.accounts.hashing import derive_token, digest, hash_secret, verify_secret
+from pacs.accounts.models import Share, User
+from pacs.accounts.patients import link_patient
+from pacs.accounts.principal import ShareGrant
+from pacs.accounts.tx import aware, aware_or_none, reading, writing
+from pacs.errors import NotFound
+from pacs.index.db import utcnow
+from pacs.index.models import Study
+
+MAX_TRIES = 5
+LOCK_FOR = timedelta(minutes=15)
+_PIN = re.compile(r"^[0-9]{4,12}$")
+
+
+class ShareStatus(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class ShareInfo:
+    id: int
+    study_uid: str
+    token: str | None  # None when no key was given to derive it
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    has_pin: bool
+    allow_download: bool
+    views: int
+    last_viewed_at: datetime | None
+    revoked_at: datetime | None
+    locked_until: datetime | None
+
+    def status(self, now: datetime | None = None) -> ShareStatus:
+        if self.revoked_at is not None:
+            return ShareStatus.REVOKED
+        if (now or utcnow()) >= self.expires_at:
+            return ShareStatus.EXPIRED
+        return ShareStatus.ACTIVE
+
+    def locked(self, now: datetime | None = None) -> bool:
+        return self.locked_until is not None and (now or utcnow()) < self.locked_until
+
+    def grant(self) -> ShareGrant:
+        return ShareGrant(self.id, self.study_uid, self.allow_download)
+
+
+def _info(share: Share, key: bytes | None, created_by: str) -> ShareInfo:
+    return ShareInfo(
+        id=share.id, study_uid=share.study_uid, token=derive_token(key, share.token_salt) if key else None,
+        created_by=created_by, created_at=aware(share.created_at), expires_at=aware(share.expires_at),
+        has_pin=share.pin_hash is not None, allow_download=share.allow_download, views=share.views,
+        last_viewed_at=aware_or_none(share.last_viewed_at), revoked_at=aware_or_none(share.revoked_at),
+        locked_until=aware_or_none(share.locked_until),
+    )
+
+
+def _creator(session: Session, share: Share) -> str:
+    if share.created_by_fk is None:
+        return ""
+    user = session.get(User, share.created_by_fk)
+    return user.username if user else ""
+
+
+def create_share(
+    engine: Engine, key: bytes, study_uid: str, *, created_by: int | None, expires_in_days: int,
+    max_days: int, pin: str | None = None, allow_download: bool = False,
+) -> ShareInfo:
+    """A new link to ``study_uid`` (which must exist), valid for ``expires_in_days`` (1..max_days)."""
+    if not 1 <= expires_in_days <= max_days:
+        raise InvalidAccountData(f"a share link lasts 1 to {max_days} days")
+    if pin is not None and not _PIN.match(pin):
+        raise InvalidAccountData("a PIN is 4 to 12 digits")
+    now = utcnow()
+    with writing(engine) as session:
+        if session.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is None:
+            raise NotFound("the study does not exist")
+        salt = secrets.token_hex(16)
+        share = Share(
+            token_hash=digest(derive_token(key, salt)), token_salt=salt, study_uid=study_uid,
+            created_by_fk=created_by, created_at=now, expires_at=now + timedelta(days=expires_in_days),
+            pin_hash=hash_secret(pin) if pin else None, failed_tries=0, locked_until=None,
+            allow_download=allow_download, views=0, last_viewed_at=None, revoked_at=None,
+        )
+        session.add(share)
+        session.flush()
+        return _info(share, key, _creator(session, share))
+
+
+def list_shares(engine: Engine, key: bytes | None, study_uid: str) -> list[ShareInfo]:
+    with reading(engine) as session:
+        rows = session.scalars(select(Share).where(Share.study_uid == study_uid).order_by(Share.id))
+        return [_info(s, key, _creator(session, s)) for s in rows]
+
+
+def get_share(engine: Engine, key: bytes | None, study_uid: str, share_id: int) -> ShareInfo:
+    with reading(engine) as session:
+        share = session.get(Share, share_id)
+        if share is None or share.study_uid != study_uid:
+            raise NotFound("there is no such share link")
+        return _info(share, key, _creator(session, share))
+
+
+def revoke_share(engine: Engine, study_uid: str, share_id: int) -> ShareInfo:
+    """Revoke a link of ``study_uid`` (idempotent); visitors holding it lose access at once."""
+    with writing(engine) as session:
+        share = session.get(Share, share_id)
+        if share is None or share.study_uid != study_uid:
+            raise NotFound("there is no such share link")
+        if share.revoked_at is None:
+            share.revoked_at = utcnow()
+        return _info(share, None, _creator(session, share))
+
+
+def find_share(engine: Engine, token: str) -> ShareInfo | None:
+    """The link this token opens (active or not), or ``None`` for a token that was never issued."""
+    if not token or len(token) > 128:
+        return None
+    with reading(engine) as session:
+        share = session.scalars(select(Share).where(Share.token_hash == digest(token))).first()
+        return None if share is None else _info(share, None, _creator(session, share))
+
+
+def active_grant(engine: Engine, share_id: int) -> ShareGrant | None:
+    """The grant of a still-active link (for validating a share session on each request)."""
+    with reading(engine) as session:
+        share = session.get(Share, share_id)
+        if share is None or share.revoked_at is not None or utcnow() >= aware(share.expires_at):
+            return None
+        return ShareGrant(share.id, share.study_uid, share.allow_download)
+
+
+def record_view(engine: Engine, share_id: int) -> None:
+    with writing(engine) as session:
+        share = session.get(Share, share_id)
+        if share is not None:
+            share.views += 1
+            share.last_viewed_at = utcnow()
+
+
+class Check(StrEnum):
+    OK = "ok"
+    WRONG = "wrong"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    result: Check
+    tries_left: int = MAX_TRIES
+    locked_until: datetime | None = None
+
+
+def _check(share: Share, ok: bool, now: datetime) -> CheckResult:
+    locked = aware_or_none(share.locked_until)
+    if locked is not None and now < locked:
+        return CheckResult(Check.LOCKED, 0, locked)
+    if ok:
+        share.failed_tries = 0
+        share.locked_until = None
+        return CheckResult(Check.OK)
+    share.failed_tries += 1
+    if share.failed_tries >= MAX_TRIES:
+        share.failed_tries = 0
+        share.locked_until = now + LOCK_FOR
+        return CheckResult(Check.LOCKED, 0, share.locked_until)
+    return CheckResult(Check.WRONG, MAX_TRIES - share.failed_tries)
+
+
+def check_pin(engine: Engine, share_id: int, pin: str) -> CheckResult:
+    """Compare ``pin`` with the link's PIN, counting wrong tries and locking after five."""
+    with writing(engine) as session:
+        share = session.get(Share, share_id)
+        if share is None:
+            raise NotFound("there is no such share link")
+        now = utcnow()
+        locked = aware_or_none(share.locked_until)
+        if locked is not None and now < locked:  # no argon2 work while locked
+            return CheckResult(Check.LOCKED, 0, locked)
+        return _check(share, share.pin_hash is None or verify_secret(share.pin_hash, pin), now)
+
+
+def _birth_date(value: str) -> str:
+    digits = value.strip().replace("-", "")
+    if not re.fullmatch(r"[0-9]{8}", digits):
+        raise InvalidAccountData("enter the birth date as YYYY-MM-DD")
+    return digits
+
+
+def claim_study(engine: Engine, share_id: int, username: str, birth_date: str) -> CheckResult:
+    """A signed-in patient who holds the link adds the study's patient to the account by birth date."""
+    given = _birth_date(birth_date)
+    with writing(engine) as session:
+        share = session.get(Share, share_id)
+        if share is None:
+            raise NotFound("there is no such share link")
+        study = session.scalars(select(Study).where(Study.study_uid == share.study_uid)).first()
+        if study is None:
+            raise NotFound("the study does not exist")
+        ok = bool(study.birth_date) and study.birth_date == given
+        result = _check(share, ok, utcnow())
+        patient_id, issuer = study.patient_id, study.issuer
+    if result.result is Check.OK:
+        link_patient(engine, username, patient_id, issuer)
+    return result
