@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     dicom_tls_key: Path | None = None  # PEM private key
     dicom_tls_ca: Path | None = None  # PEM CA bundle: when set, client certificates are required and verified
 
+    # Accounts and shares (issue 5)
+    secret_key: SecretStr | None = None  # signs sessions, tokens, share links; default: DATA_DIR/secret_key
+    auth_disabled: bool = False  # no login at all: ``serve`` then refuses any non-loopback HTTP_HOST
+    session_hours: float = Field(default=12.0, gt=0)  # browser session cookie lifetime
+    token_minutes: float = Field(default=15.0, gt=0)  # OAuth2 bearer (JWT) lifetime
+    share_default_days: int = Field(default=30, ge=1)  # share link expiry when none is asked for
+    share_max_days: int = Field(default=365, ge=1)  # longest expiry a share link may have
+    login_max_failures: int = Field(default=10, ge=1)  # per username in 15 minutes (3x that per address)
+
     @field_validator("ae_title")
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
