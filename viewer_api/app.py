@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from pacs import __version__
 from pacs.archive import Archive
+from viewer_api import dicomweb
 from viewer_api.errors import install_error_handlers
 from viewer_api.routes import health
 
@@ -22,4 +24,10 @@ def create_app(archive: Archive) -> FastAPI:
     app.state.archive = archive
     install_error_handlers(app)
     app.include_router(health.router)
+    dicomweb.install(app)
+    origins = [o.strip() for o in archive.settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["*"], expose_headers=["ETag", "Content-Location", "Warning"],
+                           max_age=600)  # fmt: skip
     return app

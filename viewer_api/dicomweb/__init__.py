@@ -1,0 +1,66 @@
+"""DICOMweb (PS3.18) under ``/dicomweb``, WADO-URI at ``/wado`` and the OHIF viewer at ``/ohif/``.
+
+:func:`install` adds every route to the application. Each module serves one kind of resource
+(``stow``, ``qido``, ``wado``, ``metadata``, ``frames``, ``bulk``, ``rendered``, ``delete``,
+``wado_uri``); this one adds the protocol hygiene around them: 405 with the full ``Allow`` list for
+a known path and a wrong method, and 400/404 for paths that are malformed or unknown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from viewer_api.dicomweb import bulk, delete, frames, metadata, ohif, qido, rendered, stow, wado, wado_uri
+from viewer_api.dicomweb.media import BadRequest
+
+PREFIX = "/dicomweb"
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9.,/_-]*$")
+
+
+def dicomweb_router() -> APIRouter:
+    router = APIRouter(prefix=PREFIX)
+    modules = (stow, qido, metadata, frames, bulk, rendered, wado, delete)
+    for module in modules:
+        router.include_router(module.router)
+    _add_method_guards(router, [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)])
+    router.add_api_route("/{rest:path}", _unknown, methods=list(_ALL_METHODS), include_in_schema=False)
+    return router
+
+
+def _add_method_guards(router: APIRouter, routes: list[APIRoute]) -> None:
+    """For each path, a route answering the methods it lacks with 405 and the full Allow list."""
+    methods: dict[str, set[str]] = {}
+    for route in routes:
+        methods.setdefault(route.path, set()).update(route.methods)
+    for path, allowed in methods.items():
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        allow = ", ".join(m for m in _ALL_METHODS if m in allowed)
+        missing = [m for m in _ALL_METHODS if m not in allowed]
+        router.add_api_route(path, _refuse(allow), methods=missing, include_in_schema=False)
+
+
+def _refuse(allow: str) -> Callable[[], Awaitable[None]]:
+    async def not_allowed() -> None:
+        raise HTTPException(405, f"this resource supports {allow}", headers={"Allow": allow})
+
+    return not_allowed
+
+
+async def _unknown(rest: str) -> None:
+    if ".." in rest or "//" in rest or not _SAFE_PATH.match(rest):
+        raise BadRequest("the DICOMweb path is malformed")
+    raise HTTPException(404, "no such DICOMweb resource")
+
+
+def install(app: FastAPI) -> None:
+    """Add DICOMweb, WADO-URI and the OHIF viewer to ``app``."""
+    app.include_router(dicomweb_router())
+    app.include_router(wado_uri.router)
+    app.include_router(ohif.router)

@@ -1,0 +1,60 @@
+"""Request parameters shared by the DICOMweb routes: UIDs in paths, frame lists, the base URL."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from pacs.uids import is_valid_uid
+from viewer_api.context import archive_of
+from viewer_api.dicomweb.media import BadRequest
+
+MAX_FRAMES_PER_REQUEST = 10_000
+
+
+def uid(value: str, what: str) -> str:
+    """``value`` as a UID or a 400 naming ``what`` (a ``../`` can never reach the index or store)."""
+    if not is_valid_uid(value):
+        shown = value if len(value) <= 70 else value[:67] + "..."
+        raise BadRequest(f"{what} {shown!r} is not a valid UID")
+    return value
+
+
+def frame_numbers(text: str) -> list[int]:
+    """``1,3,5`` as a list of 1-based frame numbers (PS3.18 8.4.2: a comma-separated list)."""
+    numbers: list[int] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if not piece.isdigit() or len(piece) > 9 or int(piece) < 1:
+            raise BadRequest(f"frame list {text[:70]!r} must be comma-separated numbers from 1")
+        numbers.append(int(piece))
+    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+        raise BadRequest(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
+    return numbers
+
+
+def dicomweb_base(request: Request) -> str:
+    """The absolute URL of the DICOMweb root, ending with ``/`` (``CLOUDFILM_PUBLIC_URL`` wins)."""
+    public = archive_of(request).settings.public_url
+    root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
+    return f"{root}/dicomweb/"
+
+
+def flag(value: str | None, name: str) -> bool:
+    if value is None or value.lower() in ("false", "0", "no", ""):
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    raise BadRequest(f"{name} must be true or false")
+
+
+def int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high], or a 400 naming it."""
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return number
