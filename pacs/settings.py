@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=10, ge=1)  # per username in 15 minutes (3x that per address)
 
     @field_validator("ae_title")
+    # AI jobs (issue 6)
+    worker_concurrency: int = Field(default=1, ge=0, le=64)  # jobs ``serve`` runs at once (0: no workers in serve)
+    job_max_attempts: int = Field(default=3, ge=1, le=100)  # attempts before a job is dead-lettered
+    job_retry_backoff: float = Field(default=30.0, gt=0)  # seconds before the first retry; doubles each attempt
+    job_retry_backoff_max: float = Field(default=3600.0, gt=0)  # longest wait between two attempts
+    job_lease: float = Field(default=60.0, gt=0)  # seconds a claimed job stays a worker's without a heartbeat
+    job_timeout: float = Field(default=900.0, gt=0)  # per-job limit for in-process plugins that set none
+    job_poll_interval: float = Field(default=1.0, gt=0)  # how often idle workers and the stable-study detector look
+
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
         value = value.strip()
