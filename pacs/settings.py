@@ -25,6 +25,7 @@ CONFIG_ENV = "CLOUDFILM_CONFIG"
 #: Storage Commitment.
 DimseService = Literal["echo", "store", "find", "move", "get", "commit"]
 ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("echo", "store", "find", "move", "get", "commit")
+_DEFAULT_UNKNOWN: tuple[DimseService, ...] = ("echo", "store")
 
 
 class RemoteAE(BaseModel):
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     # DIMSE (issue 3)
     dicom_enabled: bool = True  # run the DICOM listener in ``cloudfilm serve``
     dicom_host: str = "0.0.0.0"  # address the DICOM listener binds
-    dicom_allow_unknown: list[DimseService] = Field(default_factory=lambda: ["echo", "store"])  # not in modalities
+    dicom_allow_unknown: list[DimseService] = Field(default_factory=lambda: list(_DEFAULT_UNKNOWN))  # not in modalities
     dicom_check_peer_host: bool = True  # a modality is recognised only from the address of its ``host``
     dicom_check_called_aet: bool = True  # reject associations not addressed to AE_TITLE
     dicom_max_associations: int = Field(default=32, ge=1, le=1000)

@@ -24,8 +24,17 @@ class BackgroundService(Protocol):
     def stop(self) -> None: ...
 
 
+def dicom_listener(archive: Archive) -> BackgroundService | None:
+    """The DIMSE listener on ``DICOM_PORT`` (issue 3), unless ``CLOUDFILM_DICOM_ENABLED=false``."""
+    if not archive.settings.dicom_enabled:
+        return None
+    from pacs.dimse import DicomListener
+
+    return DicomListener(archive)
+
+
 #: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI workers...).
-SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = []
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener]
 
 
 def serve(archive: Archive) -> None:

@@ -1,0 +1,178 @@
+"""The DICOM listener: one pynetdicom AE serving C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET and
+Storage Commitment on ``DICOM_PORT`` (and DICOM TLS on ``DICOM_TLS_PORT``).
+
+Each association runs on its own thread, so a slow peer never blocks the others. When an
+association is requested the calling AE is identified (:mod:`pacs.dimse.security`) and only the
+presentation contexts of the services it may use are offered (:mod:`pacs.dimse.contexts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from pynetdicom import AE, _config, evt
+
+from pacs.archive import Archive
+from pacs.dimse import status
+from pacs.dimse.commitment import CommitmentSCP
+from pacs.dimse.contexts import contexts_for, supported_contexts
+from pacs.dimse.find import FindSCP
+from pacs.dimse.retrieve import GetSCP, MoveSCP
+from pacs.dimse.security import AccessPolicy, Peer
+from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP, discard_partial_dataset
+from pacs.dimse.tls import client_context, server_context
+from pacs.dimse.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
+from pacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Process-wide pynetdicom switches: spool C-STORE datasets to disk as they arrive; do not bind
+# pynetdicom's per-PDU debug logging handlers (measurable on the receive path).
+_config.STORE_RECV_CHUNKED_DATASET = True
+_config.LOG_HANDLER_LEVEL = "none"
+
+class DicomListener:
+    """The archive's DICOM AE as a background service of ``cloudfilm serve`` (``start``/``stop``)."""
+
+    name = "dicom"
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+        self._settings: Settings = archive.settings
+        settings = self._settings
+        self._policy = AccessPolicy(settings)
+        self._ae = self._make_ae(settings)
+        self._contexts = supported_contexts()
+        self._peers: WeakKeyDictionary[Any, Peer] = WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._servers: list[DicomServer] = []
+        self._store = StoreSCP(archive.ingest)
+        self._find = FindSCP(archive.engine, settings.ae_title)
+        self._move = MoveSCP(archive.engine, archive.store, self._policy, self._client_tls)
+        self._get = GetSCP(archive.engine, archive.store)
+        self._commit = CommitmentSCP(archive.engine, archive.store, self._policy, self._ae, settings.ae_title,
+                                     self._client_tls)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self._settings
+        self._servers.append(self._serve(settings.dicom_port, None))
+        if settings.dicom_tls_port is not None:
+            self._servers.append(self._serve(settings.dicom_tls_port, server_context(settings)))
+        log.info("DICOM listening on %s:%d as %s%s", settings.dicom_host, self.port, settings.ae_title,
+                 f" (TLS on port {self.tls_port})" if self.tls_port is not None else "")
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        for assoc in list(self._ae.active_associations):
+            assoc.abort()
+        self._servers.clear()
+        self._commit.close()
+
+    @property
+    def port(self) -> int:
+        """The bound plain DICOM port (useful when ``DICOM_PORT`` is 0)."""
+        return int(self._servers[0].server_address[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        return int(self._servers[1].server_address[1]) if len(self._servers) > 1 else None
+
+    @property
+    def ae(self) -> AE:
+        return self._ae
+
+    # --- setup -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _make_ae(settings: Settings) -> AE:
+        ae = AE(ae_title=settings.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_pdu_size = settings.dicom_max_pdu
+        ae.maximum_associations = settings.dicom_max_associations
+        ae.acse_timeout = settings.dicom_acse_timeout
+        ae.dimse_timeout = settings.dicom_dimse_timeout
+        ae.network_timeout = settings.dicom_network_timeout
+        ae.connection_timeout = settings.dicom_acse_timeout
+        ae.require_called_aet = settings.dicom_check_called_aet
+        return ae
+
+    def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> DicomServer:
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._wrap(self._store.handle)),
+            (evt.EVT_C_FIND, self._wrap(self._find.handle)),
+            (evt.EVT_C_MOVE, self._wrap(self._move.handle)),
+            (evt.EVT_C_GET, self._wrap(self._get.handle)),
+            (evt.EVT_N_ACTION, self._wrap(self._commit.handle)),
+        ]
+        server = self._ae.make_server((self._settings.dicom_host, port), ae_title=self._settings.ae_title,
+                                      contexts=self._contexts, ssl_context=ssl_context, evt_handlers=handlers,
+                                      server_class=DicomServer, request_handler=DicomRequestHandler)
+        assert isinstance(server, DicomServer)
+        server.pdu_limit = max(self._settings.dicom_max_pdu + 6, MIN_PDU_LIMIT)
+        server.handshake_timeout = self._settings.dicom_acse_timeout
+        server.network_timeout = self._settings.dicom_network_timeout
+        thread = threading.Thread(target=server.serve_forever, name=f"dicom-accept-{port}", daemon=True)
+        thread.start()
+        return server
+
+    def _client_tls(self) -> tuple[ssl.SSLContext, None]:
+        return client_context(self._settings), None
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _peer(self, assoc: Any) -> Peer:
+        with self._lock:
+            peer = self._peers.get(assoc)
+        if peer is None:
+            peer = self._policy.identify(str(assoc.requestor.ae_title), str(assoc.requestor.address),
+                                         int(assoc.requestor.port))
+            with self._lock:
+                self._peers[assoc] = peer
+        return peer
+
+    def _on_requested(self, event: Any) -> None:
+        """Identify the caller and offer only the contexts of the services it may use."""
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        peer = self._policy.identify(str(rq.calling_ae_title), str(assoc.requestor.address),
+                                     int(assoc.requestor.port))
+        with self._lock:
+            self._peers[assoc] = peer
+        if not peer.allowed:
+            log.warning("association from %s rejected: the calling AE is not allowed any service", peer)
+            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, user, calling AE not recognised
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+            return
+        assoc.acceptor.supported_contexts = contexts_for(peer, self._contexts, rq.presentation_context_definition_list)
+        log.debug("association requested by %s (allowed: %s)", peer, ", ".join(sorted(peer.allowed)))
+
+    def _on_closed(self, event: Any) -> None:
+        discard_partial_dataset(event.assoc)
+        with self._lock:
+            self._peers.pop(event.assoc, None)
+
+    def _on_echo(self, event: Any) -> int:
+        peer = self._peer(event.assoc)
+        if not peer.may("echo"):
+            return status.NOT_AUTHORIZED
+        return status.SUCCESS
+
+    def _wrap(self, handler: Callable[[Any, Peer], Any]) -> Callable[[Any], Any]:
+        def bound(event: Any) -> Any:
+            return handler(event, self._peer(event.assoc))
+
+        bound.__name__ = getattr(handler, "__qualname__", "handler")
+        return bound

@@ -1,0 +1,147 @@
+"""C-STORE SCP (PS3.4 B.2): the dataset as received goes through the one ingest path.
+
+pynetdicom writes each incoming dataset to a spool file as its fragments arrive
+(``STORE_RECV_CHUNKED_DATASET``), so a large object is never held whole in memory. The spool file
+starts with pynetdicom's own File Meta Information; the archive stores its own instead (its
+Implementation Class UID, the sender as Source AE Title) followed by the received dataset bytes,
+untouched: pixel data is never decoded here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
+
+from pacs import __version__
+from pacs.dicomfile import file_meta_bytes
+from pacs.dimse import status
+from pacs.dimse.security import Peer
+from pacs.ingest import IngestResult, IngestService, Outcome, Part10Source
+
+log = logging.getLogger(__name__)
+
+#: The archive's Implementation Class UID (PS3.7 D.3.3.2), derived once from "cloudfilm implementation".
+IMPLEMENTATION_CLASS_UID = UID("2.25.1291012722190521670963785586830670458")
+IMPLEMENTATION_VERSION_NAME = f"CLOUDFILM_{__version__}"[:16]
+
+
+def spooled_dataset_offset(path: Path) -> int:
+    """Where the dataset starts in a spool file: after preamble, ``DICM`` and the meta group (PS3.10 7.1)."""
+    with open(path, "rb") as fh:
+        head = fh.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("the spool file does not start with File Meta Information")
+    (group_length,) = struct.unpack("<I", head[140:144])
+    return 144 + group_length
+
+
+class _MetaThenDataset(io.RawIOBase):
+    """A seekable reader over ``meta`` bytes followed by ``path`` from ``offset`` on."""
+
+    def __init__(self, meta: bytes, path: Path, offset: int) -> None:
+        self._meta = meta
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._offset = offset
+        self._size = len(meta) + os.fstat(self._fh.fileno()).st_size - offset
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = len(view)
+        done = 0
+        meta_len = len(self._meta)
+        if self._pos < meta_len and want:
+            chunk = self._meta[self._pos : self._pos + want]
+            view[: len(chunk)] = chunk
+            done = len(chunk)
+            self._pos += done
+        if done < want and self._pos >= meta_len:
+            self._fh.seek(self._offset + self._pos - meta_len)
+            got = self._fh.readinto(view[done:]) or 0
+            self._pos += got
+            done += got
+        return done
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def received_source(spool: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                    calling_aet: str) -> Part10Source:
+    """A Part 10 source: the archive's File Meta Information + the dataset bytes as received."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if calling_aet:
+        meta.SourceApplicationEntityTitle = calling_aet
+    prefix = file_meta_bytes(meta)
+    offset = spooled_dataset_offset(spool)
+    size = len(prefix) + spool.stat().st_size - offset
+    return Part10Source(lambda: cast(BinaryIO, _MetaThenDataset(prefix, spool, offset)), size,
+                        f"C-STORE {sop_instance_uid} from {calling_aet}")
+
+
+class StoreSCP:
+    """Handles ``EVT_C_STORE``: one call per received instance, on the association's thread."""
+
+    def __init__(self, ingest: IngestService) -> None:
+        self._ingest = ingest
+
+    def handle(self, event: Any, peer: Peer) -> Dataset:
+        request = event.request
+        sop_uid = str(request.AffectedSOPInstanceUID or "")
+        if not peer.may("store"):
+            log.warning("C-STORE of %s refused: %s may not store", sop_uid, peer)
+            return status.status_dataset(status.NOT_AUTHORIZED, f"{peer.calling_aet} may not store here")
+        try:
+            source = received_source(Path(event.dataset_path), str(request.AffectedSOPClassUID or ""), sop_uid,
+                                     str(event.context.transfer_syntax), peer.calling_aet)
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the spooled C-STORE dataset of %s from %s: %s", sop_uid, peer, exc)
+            result = IngestResult(Outcome.UNAVAILABLE, "the received data could not be spooled")
+            return status.store_response(result)
+        result = self._ingest.store_source(source)
+        if result.ok and result.sop_instance_uid != sop_uid:
+            log.warning("C-STORE from %s: Affected SOP Instance UID %s differs from the dataset's %s",
+                        peer, sop_uid, result.sop_instance_uid)
+        if not result.ok or result.warning:
+            log.info("C-STORE %s from %s: %s (%s)", sop_uid, peer, result.outcome.value, result.reason)
+        return status.store_response(result)
+
+
+def discard_partial_dataset(assoc: Any) -> None:
+    """Remove the spool file of a C-STORE cut off mid-dataset (pynetdicom leaves it behind)."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    spool = getattr(message, "_data_set_file", None)
+    if spool is None:
+        return
+    with contextlib.suppress(OSError):
+        spool.close()
+    with contextlib.suppress(OSError):
+        os.unlink(spool.name)

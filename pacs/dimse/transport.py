@@ -1,0 +1,114 @@
+"""The DICOM Upper Layer transport under pynetdicom, hardened for hostile and slow peers.
+
+pynetdicom's stock server does the TLS handshake in its accept loop (one silent client stalls
+every new connection), leaves accepted sockets without a timeout (a peer that stops mid-PDU pins
+its thread forever), trusts the PDU length a peer announces (``0xFFFFFFFF`` asks for 4 GiB) and
+reads PDUs 4 KiB per Python call. Here the handshake runs in the connection's own thread under
+the ACSE timeout, every socket has the network timeout, a PDU longer than the limit drops the
+connection, and PDUs are read straight into one buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from socketserver import TCPServer
+from typing import Any, cast
+
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+log = logging.getLogger(__name__)
+
+#: Smallest PDU limit, whatever the configured maximum: A-ASSOCIATE-RQs with 128 presentation
+#: contexts of many transfer syntaxes each are legitimately tens of KiB.
+MIN_PDU_LIMIT = 256 * 1024
+
+
+class GuardedSocket(AssociationSocket):
+    """An :class:`AssociationSocket` that refuses oversized PDUs and reads each PDU in one buffer."""
+
+    pdu_limit: int = MIN_PDU_LIMIT
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > self.pdu_limit:
+            peer = self._peer()
+            log.warning("%s announced a PDU of %d bytes (limit %d); dropping the connection",
+                        peer, nr_bytes, self.pdu_limit)
+            return bytearray()  # short read: the DUL treats it as a closed connection
+        sock = cast(socket.socket, self.socket)
+        buf = bytearray(nr_bytes)
+        view = memoryview(buf)
+        got = 0
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if not n:
+                return buf[:got]
+            got += n
+        return buf
+
+    def _peer(self) -> str:
+        try:
+            host, port = cast(socket.socket, self.socket).getpeername()[:2]
+            return f"{host}:{port}"
+        except (OSError, AttributeError):
+            return "a peer"
+
+
+class DicomRequestHandler(RequestHandler):
+    """Per-connection setup in the connection's own thread: timeouts, TLS handshake, guarded socket."""
+
+    server: DicomServer
+
+    def handle(self) -> None:
+        sock = cast(socket.socket, self.request)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(self.server.handshake_timeout)
+            try:
+                sock.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                _close_quietly(sock)
+                return
+        sock.settimeout(self.server.network_timeout)
+        super().handle()
+
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        guarded = cast(Any, assoc.dul.socket)
+        guarded.__class__ = GuardedSocket  # same state, stricter and faster recv()
+        guarded.pdu_limit = self.server.pdu_limit
+        return assoc
+
+
+class DicomServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the deferred TLS handshake and a deeper accept backlog."""
+
+    request_queue_size = 128
+    daemon_threads = True
+    pdu_limit = MIN_PDU_LIMIT
+    handshake_timeout = 30.0
+    network_timeout: float | None = 60.0
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        listener = cast(socket.socket, self.socket)
+        client, address = listener.accept()
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("unexpected error on the connection from %s", client_address)
+
+    def shutdown(self) -> None:
+        """Stop accepting and close the listening socket (pynetdicom's also edits the AE's server list)."""
+        TCPServer.shutdown(self)
+        self.server_close()
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
