@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -114,10 +113,9 @@ def import_(
     counts = {"stored": 0, "duplicate": 0, "rejected": 0}
     try:
         with Progress(TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=not sys.stderr.isatty()) as progress, \
-                ThreadPoolExecutor(jobs) as pool:
+                      console=console, transient=not sys.stderr.isatty()) as progress:
             task = progress.add_task("import", total=len(files))
-            for path, result in zip(files, pool.map(archive.ingest.store_file, files), strict=True):
+            for path, result in zip(files, archive.ingest.store_files(files, jobs=jobs), strict=True):
                 _count(counts, path, result)
                 progress.advance(task)
     finally:

@@ -109,7 +109,7 @@ def _check_complete(ds: Dataset) -> int | None:
     """Raise NotDicom when a top-level element's value was cut short (pydicom reads such files
     silently); return where the last element ends, relative to the stream start, when known."""
     last_end: int | None = None
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 - keys() avoids converting raw elements
         elem = ds.get_item(tag)
         if not isinstance(elem, RawDataElement) or elem.value_tell is None:
             continue

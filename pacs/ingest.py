@@ -15,8 +15,9 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from pacs import metrics
-from pacs.dicomfile import ParsedInstance, parse_part10
+from pacs.dicomfile import parse_part10
 from pacs.errors import CloudfilmError, InvalidDataset, NotDicom, StorageUnavailable
 from pacs.index.records import Identity, InstanceRecord, build_record, identity_of
 from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing
@@ -35,6 +36,7 @@ from pacs.storage import ObjectStore, instance_key
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
+_IN_MEMORY_LIMIT = 64 * 1024 * 1024
 
 
 class Outcome(StrEnum):
@@ -93,6 +95,10 @@ class Part10Source:
 
     def open(self) -> BinaryIO:
         return self._opener()
+
+    def read_all(self) -> bytes:
+        with self.open() as fh:
+            return fh.read()
 
 
 class _ChainReader(io.RawIOBase):
@@ -216,6 +222,25 @@ class _GroupCommitter:
             p.future.set_result(outcome)
 
 
+_SAME = "the same instance is already stored"
+_OTHER_STUDY = "an instance with this SOPInstanceUID is stored in another study; kept"
+_DIFFERENT = "an instance with this SOPInstanceUID and different content is already stored; kept"
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An instance whose object is durable and whose index commit is queued."""
+
+    ident: Identity
+    key: str
+    size: int
+    commit: Future[CommitOutcome]
+
+
+def _result_for(ident: Identity, size: int, outcome: Outcome, reason: str = "") -> IngestResult:
+    return IngestResult(outcome, reason, ident.sop_uid, ident.sop_class_uid, ident.study_uid, ident.series_uid, size)
+
+
 class IngestService:
     """Store DICOM instances durably and index them; safe to call from many threads."""
 
@@ -241,8 +266,41 @@ class IngestService:
         return self.store_source(source)
 
     def store_source(self, source: Part10Source) -> IngestResult:
+        """Store one instance; returns once it is durable and indexed (or rejected)."""
         started = time.perf_counter()
-        result = self._store(source)
+        step = self._prepare(source)
+        result = step if isinstance(step, IngestResult) else self._finish(step)
+        return self._observed(source, result, started)
+
+    def store_files(self, paths: Iterable[Path], *, jobs: int = 4, window: int = 256) -> Iterator[IngestResult]:
+        """Store many files, in order of ``paths``, pipelined: readers prepare and write objects while
+        earlier instances wait for the index, so commits are grouped into large batches."""
+        pending: deque[tuple[Part10Source | None, float, Future[_Prepared | IngestResult]]] = deque()
+        with ThreadPoolExecutor(jobs, thread_name_prefix="ingest") as pool:
+            for path in paths:
+                try:
+                    source: Part10Source | None = Part10Source.from_path(path)
+                except OSError as exc:
+                    failed: Future[_Prepared | IngestResult] = Future()
+                    failed.set_result(IngestResult(Outcome.NOT_DICOM, f"cannot read {path}: {exc.strerror}"))
+                    pending.append((None, time.perf_counter(), failed))
+                else:
+                    assert source is not None
+                    pending.append((source, time.perf_counter(), pool.submit(self._prepare, source)))
+                while len(pending) >= window:
+                    yield self._drain_one(pending)
+            while pending:
+                yield self._drain_one(pending)
+
+    def _drain_one(
+        self, pending: deque[tuple[Part10Source | None, float, Future[_Prepared | IngestResult]]]
+    ) -> IngestResult:
+        source, started, fut = pending.popleft()
+        step = fut.result()
+        result = step if isinstance(step, IngestResult) else self._finish(step)
+        return self._observed(source, result, started) if source is not None else result
+
+    def _observed(self, source: Part10Source, result: IngestResult, started: float) -> IngestResult:
         metrics.observe_ingest(result.outcome.value, result.size, time.perf_counter() - started)
         if not result.ok:
             log.info("rejected %s: %s", source.label, result.reason)
@@ -250,13 +308,17 @@ class IngestService:
 
     # The path itself ---------------------------------------------------------------------------
 
-    def _store(self, source: Part10Source) -> IngestResult:
+    def _prepare(self, source: Part10Source) -> _Prepared | IngestResult:
+        """Parse, validate, hash and write the object durably, then queue the index commit."""
         try:
-            with source.open() as fh:
+            # Small objects (nearly all) are read once into memory: parsing from a buffer avoids a
+            # syscall per element, and the same bytes are hashed and written.
+            data = source.read_all() if source.size <= _IN_MEMORY_LIMIT else None
+            with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
                 ident = identity_of(parsed.dataset)
                 fh.seek(0)
-                sha = _sha256(fh)
+                sha = hashlib.sha256(data).hexdigest() if data is not None else _sha256(fh)
         except NotDicom as exc:
             return IngestResult(Outcome.NOT_DICOM, str(exc), size=source.size)
         except InvalidDataset as exc:
@@ -265,8 +327,7 @@ class IngestService:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
 
         def result(outcome: Outcome, reason: str = "") -> IngestResult:
-            return IngestResult(outcome, reason, ident.sop_uid, ident.sop_class_uid, ident.study_uid,
-                                ident.series_uid, source.size)
+            return _result_for(ident, source.size, outcome, reason)
 
         try:
             existing = find_existing(self.engine, ident.sop_uid)
@@ -275,35 +336,43 @@ class IngestService:
             return result(Outcome.UNAVAILABLE, "the index database is unavailable")
         if existing is not None:
             if existing.sha256 == sha:
-                return result(Outcome.DUPLICATE, "the same instance is already stored")
+                return result(Outcome.DUPLICATE, _SAME)
             if existing.study_uid != ident.study_uid:
-                return result(Outcome.KEPT_EXISTING,
-                              "an instance with this SOPInstanceUID is stored in another study; kept")
+                return result(Outcome.KEPT_EXISTING, _OTHER_STUDY)
             if not self.overwrite:
-                return result(Outcome.KEPT_EXISTING,
-                              "an instance with this SOPInstanceUID and different content is already stored; kept")
+                return result(Outcome.KEPT_EXISTING, _DIFFERENT)
 
         key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
         try:
-            record = self._record(parsed, ident, key, source.size, sha)
+            record = build_record(parsed, ident, object_key=key, size=source.size, sha256=sha)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
         record.replace = existing is not None and self.overwrite
         try:
-            with source.open() as fh:
-                self.store.put_stream(key, fh, source.size)
+            if data is not None:
+                self.store.put_bytes(key, data)
+            else:
+                with source.open() as fh:
+                    self.store.put_stream(key, fh, source.size)
         except CloudfilmError as exc:
             return result(Outcome.UNAVAILABLE, str(exc))
         except OSError as exc:
             return result(Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
+        return _Prepared(ident, key, source.size, self._committer.submit(record))
+
+    def _finish(self, prepared: _Prepared) -> IngestResult:
+        """Wait for the index commit and turn its outcome into the caller's result."""
+        ident, key = prepared.ident, prepared.key
+
+        def result(outcome: Outcome, reason: str = "") -> IngestResult:
+            return _result_for(ident, prepared.size, outcome, reason)
 
         try:
-            outcome = self._committer.submit(record).result()
+            outcome = prepared.commit.result()
         except CloudfilmError as exc:
             # The object is durable but unindexed: remove it now, or fsck --repair will later.
             self._forget_object(key)
             return result(Outcome.UNAVAILABLE, str(exc))
-
         if outcome.status is CommitStatus.INSERTED:
             return result(Outcome.STORED)
         if outcome.status is CommitStatus.REPLACED:
@@ -311,14 +380,10 @@ class IngestService:
                 self._forget_object(outcome.previous_key)
             return result(Outcome.REPLACED, "an earlier version of this instance was replaced")
         if outcome.status is CommitStatus.EXISTS_SAME:
-            return result(Outcome.DUPLICATE, "the same instance is already stored")
+            return result(Outcome.DUPLICATE, _SAME)
         # A concurrent writer stored other bytes under this SOPInstanceUID first.
         self._forget_object(key)
-        return result(Outcome.KEPT_EXISTING,
-                      "an instance with this SOPInstanceUID and different content is already stored; kept")
-
-    def _record(self, parsed: ParsedInstance, ident: Identity, key: str, size: int, sha: str) -> InstanceRecord:
-        return build_record(parsed, ident, object_key=key, size=size, sha256=sha)
+        return result(Outcome.KEPT_EXISTING, _DIFFERENT)
 
     def _forget_object(self, key: str) -> None:
         try:

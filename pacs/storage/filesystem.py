@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,19 +30,25 @@ class FilesystemStore(ObjectStore):
             raise StorageUnavailable(f"cannot create the object store at {self.root}: {exc.strerror}") from exc
 
     def _path(self, key: str) -> Path:
-        path = (self.root / check_key(key)).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise NotFound(f"object key {key!r} is outside the store")
-        return path
+        # check_key admits only [A-Za-z0-9_-.] segments joined by "/", never "..": the joined path
+        # cannot leave the root (the root and everything under it is the archive's own).
+        return self.root / check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._atomic_write(key, lambda out: out.write(data))
 
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
+        self._atomic_write(key, lambda out: shutil.copyfileobj(stream, out, _CHUNK))
+
+    def _atomic_write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
+        """Temp file, fsync, atomic rename, fsync of the directory: all or nothing, durable."""
         dest = self._path(key)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(stream, out, _CHUNK)
+                    write(out)
                     out.flush()
                     os.fsync(out.fileno())
                 os.replace(tmp_name, dest)
