@@ -19,6 +19,9 @@ from pacs.ingest import Part10Source
 from viewer_api.dicomweb.media import MediaRange, parse_media_type
 
 
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
 class MalformedMultipart(ValueError):
     """The body is not a well-formed multipart message within the limits."""
 
@@ -66,11 +69,18 @@ class Part:
             self._fh = None
 
     def source(self) -> Part10Source:
+        """The body as a Part 10 source; a body that opens with the file meta group but lacks the
+        preamble and ``DICM`` (what ``pydicom.dcmwrite`` gives for an in-memory dataset, and so what
+        dicomweb-client sends) gets them, so the archive keeps a well-formed Part 10 file (PS3.10 7.1)."""
         label = f"part {self.index}"
+        head = self.head(132)
+        prefix = _PREAMBLE if head[128:132] != b"DICM" and head[:2] == b"\x02\x00" else b""
         if self.path is not None:
             path = self.path
+            if prefix:
+                return Part10Source.from_prefixed_file(prefix, path, label)
             return Part10Source(lambda: open(path, "rb"), self.size, label)
-        return Part10Source.from_bytes(bytes(self.data or b""), label)
+        return Part10Source.from_bytes(prefix + bytes(self.data or b""), label)
 
     def head(self, n: int) -> bytes:
         """The first ``n`` bytes of the body."""

@@ -35,7 +35,16 @@ def frame_numbers(text: str) -> list[int]:
 def dicomweb_base(request: Request) -> str:
     """The absolute URL of the DICOMweb root, ending with ``/`` (``CLOUDFILM_PUBLIC_URL`` wins)."""
     public = archive_of(request).settings.public_url
-    root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
+    if public:
+        return f"{public.rstrip('/')}/dicomweb/"
+    root = str(request.base_url).rstrip("/")
+    host = request.headers.get("host", "")
+    server = request.scope.get("server")
+    direct = not any(h in request.headers for h in ("x-forwarded-host", "x-forwarded-proto", "forwarded"))
+    if direct and host and ":" not in host.rsplit("]", 1)[-1] and server and server[1] not in (80, 443):
+        # A Host header without the port of a direct connection (dicomweb-client sends one):
+        # the URLs we hand out must still reach this listener.
+        root = f"{request.url.scheme}://{host}:{server[1]}"
     return f"{root}/dicomweb/"
 
 
