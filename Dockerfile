@@ -1,0 +1,29 @@
+# cloudfilm: one image for `serve` (HTTP + DICOM listener + in-process workers) and `worker`.
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    CLOUDFILM_DATA_DIR=/var/lib/cloudfilm CLOUDFILM_HTTP_HOST=0.0.0.0
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home /var/lib/cloudfilm cloudfilm \
+ && install -d -o cloudfilm -g cloudfilm /var/lib/cloudfilm
+
+WORKDIR /opt/cloudfilm
+COPY pyproject.toml README.md ./
+COPY pacs ./pacs
+COPY viewer_api ./viewer_api
+COPY ai_plugins ./ai_plugins
+COPY migrations ./migrations
+# CPU-only PyTorch for the built-in plugin (the project requires torch>=2.3).
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3" \
+ && pip install ".[ai]"
+
+USER cloudfilm
+VOLUME ["/var/lib/cloudfilm"]
+EXPOSE 8000 11112
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:8000/readyz || exit 1
+ENTRYPOINT ["cloudfilm"]
+CMD ["serve"]

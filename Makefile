@@ -1,0 +1,41 @@
+# The two quick-start commands (see README): `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch for the built-in AI plugin; the project itself requires a range (torch>=2.3).
+TORCH ?= torch==2.13.0
+
+.PHONY: install install-dev run test lint unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[ai]'
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[ai,dev]'
+
+## Install and run the archive on the embedded default (SQLite + filesystem under ./cloudfilm-data).
+run: install
+	$(BIN)/cloudfilm serve
+
+## Install and run every check: lint, types, import contracts and the whole test suite.
+test: install-dev lint unit
+
+lint:
+	$(BIN)/ruff check pacs viewer_api ai_plugins migrations tests benchmarks
+	$(BIN)/mypy pacs
+	$(BIN)/lint-imports
+
+unit:
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench:
+	$(BIN)/python benchmarks/import_bench.py
+
+clean:
+	rm -rf $(VENV) cloudfilm-data .pytest_cache .mypy_cache .ruff_cache
