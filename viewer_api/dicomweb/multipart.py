@@ -18,7 +18,6 @@ from typing import BinaryIO
 from pacs.ingest import Part10Source
 from viewer_api.dicomweb.media import MediaRange, parse_media_type
 
-
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pydicom
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -25,6 +25,7 @@ from pacs.archive import Archive
 from pacs.ingest import IngestResult, Outcome
 from viewer_api.access import current_scope
 from viewer_api.context import archive_of
+from viewer_api.dicomweb.encoding import dumps
 from viewer_api.dicomweb.media import DICOM, DICOM_JSON, BadRequest, UnsupportedMediaType, parse_media_type
 from viewer_api.dicomweb.multipart import MalformedMultipart, MultipartLimits, MultipartParser, Part, boundary_of
 from viewer_api.dicomweb.params import dicomweb_base, uid
@@ -226,7 +227,7 @@ def _response(outcomes: list[PartOutcome], base: str) -> Response:
             log.info("STOW-RS failed %s: %s (0x%04X)", o.sop_uid or "part", o.reason, o.failure)
     if status == 503:
         headers["Retry-After"] = "30"
-    return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=headers)
+    return Response(dumps(body), status_code=status, media_type=DICOM_JSON, headers=headers)
 
 
 def _latin1(text: str) -> str:
