@@ -479,6 +479,26 @@ class JobQueue:
             raise LeaseLost(f"job {job.id} is no longer held by {job.owner}")
         return status
 
+    def release(self, job: ClaimedJob, reason: str) -> None:
+        """Give a claimed job back without counting the attempt (the worker is shutting down)."""
+        now = self._clock()
+        with write_transaction(self.engine) as conn:
+            done = conn.execute(
+                update(Job)
+                .where(self._owned(job))
+                .values(
+                    status=JobStatus.RETRYING.value,
+                    attempts=Job.attempts - 1,
+                    run_after=now,
+                    updated_at=now,
+                    lease_owner="",
+                    lease_expires_at=None,
+                    progress_message=reason[:256],
+                )
+            ).rowcount
+        if not done:
+            raise LeaseLost(f"job {job.id} is no longer held by {job.owner}")
+
     def cancel_claimed(self, job: ClaimedJob, reason: str) -> None:
         """Give up a claimed job without running it (e.g. its plugin was disabled meanwhile)."""
         now = self._clock()

@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
 from viewer_api.server import serve as run_server
 

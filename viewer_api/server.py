@@ -33,8 +33,15 @@ def dicom_listener(archive: Archive) -> BackgroundService | None:
     return DicomListener(archive)
 
 
+def ai_workers(archive: Archive) -> BackgroundService | None:
+    """AI plugin workers and the stable-study detector (issue 6), unless ``CLOUDFILM_WORKER_CONCURRENCY=0``."""
+    from ai_plugins.runner import worker_service
+
+    return worker_service(archive)
+
+
 #: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI workers...).
-SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener]
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_workers]
 
 
 def serve(archive: Archive) -> None:

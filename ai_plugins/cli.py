@@ -1,0 +1,93 @@
+"""``cloudfilm worker`` and ``cloudfilm plugins …``: the AI commands of the console script.
+
+Importing this module registers them on :data:`pacs.cli.app` (``viewer_api.cli`` does, so the
+``cloudfilm`` script has them).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from ai_plugins.runner.service import PluginService
+
+from pacs.cli import app, console, open_archive_or_exit, out, settings_or_exit
+from pacs.errors import CloudfilmError
+
+plugins_app = typer.Typer(help="AI plugins: list them, switch versions on and off.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs run at once (default: WORKER_CONCURRENCY)."),
+    ] = None,
+) -> None:
+    """Run AI workers: detect stable studies, run plugin jobs, store their SR/SEG (until Ctrl-C or SIGTERM)."""
+    from ai_plugins.runner import WorkerPool
+
+    settings = settings_or_exit()
+    archive = open_archive_or_exit(settings)
+    pool = WorkerPool(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        pool.start()
+        pool.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pool.stop()
+        archive.close()
+
+
+def _service() -> PluginService:
+    from ai_plugins.runner.service import PluginService
+
+    settings = settings_or_exit()
+    return PluginService(open_archive_or_exit(settings))
+
+
+@plugins_app.command("list")
+def plugins_list() -> None:
+    """Every plugin version and whether it runs."""
+    service = _service()
+    try:
+        for p in service.plugins():
+            state = "enabled" if p.enabled else "disabled"
+            if not p.installed:
+                state += ", not installed"
+            where = p.endpoint_url or p.entry_point
+            out.print(f"{p.key:40} {p.source.value:12} {state:24} {where}", highlight=False, soft_wrap=True)
+    finally:
+        service.archive.close()
+
+
+def _set(name: str, version: str, enabled: bool) -> None:
+    service = _service()
+    try:
+        plugin = service.set_enabled(name, version, enabled)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        service.archive.close()
+    out.print(f"{plugin.key} {'enabled' if plugin.enabled else 'disabled'}", highlight=False)
+
+
+@plugins_app.command("enable")
+def plugins_enable(name: str, version: str) -> None:
+    """Let one plugin version run on stable studies."""
+    _set(name, version, True)
+
+
+@plugins_app.command("disable")
+def plugins_disable(name: str, version: str) -> None:
+    """Stop one plugin version (its waiting jobs are cancelled)."""
+    _set(name, version, False)

@@ -1,0 +1,337 @@
+"""Which plugins exist, which versions are enabled, and how to load an in-process one.
+
+In-process plugins are found through the entry-point group ``cloudfilm.plugins`` (read with
+:mod:`importlib.metadata` at every :meth:`PluginRegistry.sync`) plus any classes handed to the
+registry directly (tests, embedding); each version gets a row in ``plugins`` the first time it is
+seen, enabled, because installing a package is the operator's decision. Vendor-hosted plugins are
+registered with a manifest (``POST /api/plugins``) and start disabled until an admin enables them,
+because enabling one sends study data to the vendor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import Connection
+
+from ai_plugins.runner.models import PluginRecord
+from ai_plugins.sdk import ENTRY_POINT_GROUP, InputFilter, Plugin, PluginInfo
+from ai_plugins.sdk.plugin import NAME_PATTERN
+from pacs.errors import Conflict, NotFound
+from pacs.index.db import utcnow
+from pacs.jobs import aware, write_transaction
+
+log = logging.getLogger(__name__)
+
+MAX_TIMEOUT_S = 6 * 3600.0
+
+
+class PluginSource(StrEnum):
+    ENTRY_POINT = "entry-point"  # in-process, from an installed package
+    REMOTE = "remote"  # hosted by the vendor, called over HTTP
+
+
+class RemoteManifest(BaseModel):
+    """What a vendor registers: who the plugin is, what it wants, where and how long to call it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
+    vendor: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=1024)
+    intended_use: str = Field(default="", max_length=2048)
+    input_filter: InputFilter = Field(default_factory=InputFilter)
+    endpoint_url: str = Field(min_length=8, max_length=1024, description="https:// (or http:// on loopback)")
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_TIMEOUT_S)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return value
+
+    def info(self) -> PluginInfo:
+        return PluginInfo(name=self.name, version=self.version, vendor=self.vendor, description=self.description,
+                          intended_use=self.intended_use, input_filter=self.input_filter)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PluginView:
+    """One registered plugin version and its state."""
+
+    name: str
+    version: str
+    source: PluginSource
+    vendor: str
+    description: str
+    intended_use: str
+    input_filter: InputFilter
+    endpoint_url: str
+    entry_point: str
+    timeout_s: float
+    enabled: bool
+    registered_by: str
+    created_at: datetime
+    updated_at: datetime
+    installed: bool = True  # in-process plugins: importable in this process
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def runnable(self) -> bool:
+        return self.enabled and self.installed
+
+    def info(self) -> PluginInfo:
+        return PluginInfo(name=self.name, version=self.version, vendor=self.vendor, description=self.description,
+                          intended_use=self.intended_use, input_filter=self.input_filter)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledPlugin:
+    """An in-process plugin class and the ``module:qualname`` a child process imports it by."""
+
+    ref: str
+    cls: type[Plugin]
+
+    @property
+    def info(self) -> PluginInfo:
+        return self.cls.info()
+
+
+def plugin_ref(cls: type[Plugin]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def load_plugin_class(ref: str) -> type[Plugin]:
+    """Import ``module:qualname`` and check that it is a :class:`Plugin` subclass."""
+    module_name, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Plugin)):
+        raise TypeError(f"{ref} is not a cloudfilm Plugin class")
+    return obj
+
+
+def discover_installed(extra: Iterable[type[Plugin]] = (), *, use_entry_points: bool = True) -> list[InstalledPlugin]:
+    """Every plugin class of the ``cloudfilm.plugins`` entry points, then ``extra``; broken ones are logged."""
+    found: list[InstalledPlugin] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP) if use_entry_points else ():
+        try:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+                raise TypeError("not a cloudfilm Plugin class")
+            cls.info()
+        except Exception as exc:  # one broken package must not hide the others
+            log.error("plugin entry point %s = %s cannot be loaded: %s", ep.name, ep.value, exc)
+            continue
+        found.append(InstalledPlugin(plugin_ref(cls), cls))
+    for cls in extra:
+        cls.info()
+        found.append(InstalledPlugin(plugin_ref(cls), cls))
+    return found
+
+
+def _view(row: Any, installed: dict[tuple[str, str], InstalledPlugin]) -> PluginView:
+    source = PluginSource(row.source)
+    return PluginView(
+        name=row.name, version=row.version, source=source, vendor=row.vendor, description=row.description,
+        intended_use=row.intended_use, input_filter=InputFilter.model_validate_json(row.input_filter_json or "{}"),
+        endpoint_url=row.endpoint_url, entry_point=row.entry_point, timeout_s=float(row.timeout_s),
+        enabled=bool(row.enabled), registered_by=row.registered_by, created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+        installed=source is PluginSource.REMOTE or (row.name, row.version) in installed,
+    )  # fmt: skip
+
+
+class PluginRegistry:
+    """Plugin registrations in the index database, plus the plugin classes installed here."""
+
+    def __init__(self, engine: Engine, *, extra: Sequence[type[Plugin]] = (), default_timeout_s: float = 900.0,
+                 use_entry_points: bool = True) -> None:  # fmt: skip
+        self.engine = engine
+        self.extra = tuple(extra)
+        self.use_entry_points = use_entry_points
+        self.default_timeout_s = default_timeout_s
+        self._installed: dict[tuple[str, str], InstalledPlugin] = {}
+
+    # --- in-process plugins --------------------------------------------------------------------
+
+    def sync(self) -> list[PluginView]:
+        """Discover installed plugins and give each new version a row (enabled); return all plugins."""
+        installed = discover_installed(self.extra, use_entry_points=self.use_entry_points)
+        self._installed = {(p.info.name, p.info.version): p for p in installed}
+        now = utcnow()
+        with write_transaction(self.engine) as conn:
+            existing = {(r.name, r.version): r for r in conn.execute(select(PluginRecord))}
+            for (name, version), plugin in sorted(self._installed.items()):
+                info = plugin.info
+                row = existing.get((name, version))
+                timeout = float(getattr(plugin.cls, "timeout_s", self.default_timeout_s))
+                values = {
+                    "vendor": info.vendor, "description": info.description, "intended_use": info.intended_use,
+                    "input_filter_json": info.input_filter.model_dump_json(), "entry_point": plugin.ref,
+                    "timeout_s": timeout, "updated_at": now,
+                }  # fmt: skip
+                if row is None:
+                    if any(r.name == name and r.source == PluginSource.REMOTE for r in existing.values()):
+                        log.error("installed plugin %s is shadowed by a remote registration of that name", name)
+                        continue
+                    conn.execute(
+                        _insert_ignore(conn).values(
+                            name=name,
+                            version=version,
+                            source=PluginSource.ENTRY_POINT.value,
+                            endpoint_url="",
+                            enabled=True,
+                            registered_by="",
+                            created_at=now,
+                            **values,
+                        )  # fmt: skip
+                    )
+                elif row.source == PluginSource.ENTRY_POINT and (row.entry_point, row.input_filter_json) != (
+                    plugin.ref,
+                    values["input_filter_json"],
+                ):
+                    conn.execute(update(PluginRecord).where(PluginRecord.id == row.id).values(**values))
+        return self.list_all()
+
+    def installed(self, name: str, version: str) -> InstalledPlugin | None:
+        if not self._installed:
+            self._installed = {
+                (p.info.name, p.info.version): p
+                for p in discover_installed(self.extra, use_entry_points=self.use_entry_points)
+            }
+        return self._installed.get((name, version))
+
+    # --- remote plugins ------------------------------------------------------------------------
+
+    def register_remote(self, manifest: RemoteManifest, *, registered_by: str) -> tuple[PluginView, bool]:
+        """Record a vendor's manifest (disabled); ``(plugin, created)``. Versions are immutable."""
+        now = utcnow()
+        with write_transaction(self.engine) as conn:
+            rows = list(conn.execute(select(PluginRecord).where(PluginRecord.name == manifest.name)))
+            for row in rows:
+                if row.source != PluginSource.REMOTE or row.registered_by != registered_by:
+                    raise Conflict(f"the plugin name {manifest.name!r} belongs to another vendor")
+            same = next((r for r in rows if r.version == manifest.version), None)
+            values = {
+                "vendor": manifest.vendor, "description": manifest.description,
+                "intended_use": manifest.intended_use, "input_filter_json": manifest.input_filter.model_dump_json(),
+                "endpoint_url": manifest.endpoint_url, "timeout_s": manifest.timeout_s,
+            }  # fmt: skip
+            if same is not None:
+                if any(getattr(same, k) != v for k, v in values.items()):
+                    raise Conflict(f"{manifest.name}@{manifest.version} is registered with another manifest; "
+                                   "register a new version")  # fmt: skip
+                created = False
+            else:
+                conn.execute(
+                    _insert_ignore(conn).values(
+                        name=manifest.name,
+                        version=manifest.version,
+                        source=PluginSource.REMOTE.value,
+                        entry_point="",
+                        enabled=False,
+                        registered_by=registered_by,
+                        created_at=now,
+                        updated_at=now,
+                        **values,
+                    )  # fmt: skip
+                )
+                created = True
+        log.info("remote plugin %s@%s registered by %s", manifest.name, manifest.version, registered_by)
+        return self.get(manifest.name, manifest.version), created
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def set_enabled(self, name: str, version: str, enabled: bool) -> PluginView:
+        """Turn one plugin version on or off (jobs already queued for it are cancelled by the caller)."""
+        with write_transaction(self.engine) as conn:
+            n = conn.execute(
+                update(PluginRecord)
+                .where(PluginRecord.name == name, PluginRecord.version == version)
+                .values(enabled=enabled, updated_at=utcnow())
+            ).rowcount
+        if not n:
+            raise NotFound(f"no plugin {name}@{version}")
+        return self.get(name, version)
+
+    def get(self, name: str, version: str) -> PluginView:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(PluginRecord).where(PluginRecord.name == name, PluginRecord.version == version)
+            ).first()
+        if row is None:
+            raise NotFound(f"no plugin {name}@{version}")
+        return _view(row, self._installed_map())
+
+    def latest(self, name: str, *, enabled_only: bool = True) -> PluginView:
+        """The newest registered version of ``name`` (the enabled ones only, by default)."""
+        versions = [p for p in self.list_all() if p.name == name and (p.runnable or not enabled_only)]
+        if not versions:
+            raise NotFound(f"no {'enabled ' if enabled_only else ''}plugin named {name!r}")
+        return max(versions, key=lambda p: (_version_key(p.version), p.created_at))
+
+    def list_all(self) -> list[PluginView]:
+        with self.engine.connect() as conn:
+            return self.list_in(conn)
+
+    def list_in(self, conn: Connection) -> list[PluginView]:
+        """Every registration, read on the caller's connection (the router runs in a transaction)."""
+        installed = self._installed_map()
+        rows = conn.execute(select(PluginRecord).order_by(PluginRecord.name, PluginRecord.created_at))
+        return [_view(r, installed) for r in rows]
+
+    def _installed_map(self) -> dict[tuple[str, str], InstalledPlugin]:
+        if not self._installed:
+            self._installed = {
+                (p.info.name, p.info.version): p
+                for p in discover_installed(self.extra, use_entry_points=self.use_entry_points)
+            }
+        return self._installed
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Orders ``1.10.0`` after ``1.9.2``; non-numeric parts compare as text after numbers."""
+    out: list[tuple[int, int | str]] = []
+    for part in version.replace("-", ".").replace("+", ".").split("."):
+        out.append((0, int(part)) if part.isdigit() else (1, part))
+    return tuple(out)
+
+
+def _insert_ignore(conn: Connection) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(PluginRecord).on_conflict_do_nothing(index_elements=["name", "version"])
+
+
+def manifest_json(view: PluginView) -> dict[str, Any]:
+    """A plugin as the API shows it."""
+    return {
+        "name": view.name, "version": view.version, "source": view.source.value, "vendor": view.vendor,
+        "description": view.description, "intended_use": view.intended_use,
+        "input_filter": json.loads(view.input_filter.model_dump_json()), "endpoint_url": view.endpoint_url or None,
+        "timeout_s": view.timeout_s, "enabled": view.enabled, "installed": view.installed,
+        "registered_by": view.registered_by or None, "created_at": view.created_at.isoformat(),
+        "updated_at": view.updated_at.isoformat(),
+    }  # fmt: skip

@@ -1,0 +1,120 @@
+"""The plugin and job services the HTTP API and the CLI call (one function per request)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ai_plugins.runner.models import PluginResult
+from ai_plugins.runner.registry import PluginRegistry, PluginView, RemoteManifest
+from ai_plugins.runner.routing import JOB_KIND, Router
+from ai_plugins.runner.worker import job_queue
+from ai_plugins.sdk import Plugin
+from pacs.access import AccessScope
+from pacs.archive import Archive
+from pacs.errors import NotFound
+from pacs.jobs import JobQueue, JobStatus, JobView
+from pacs.query import Level, QueryRequest, run_query
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultView:
+    """One object a plugin job stored."""
+
+    job_id: int
+    plugin_name: str
+    plugin_version: str
+    generation: int
+    kind: str
+    series_uid: str
+    sop_uid: str
+
+
+class PluginService:
+    """Plugins, their state, their jobs and re-runs, for one archive."""
+
+    def __init__(self, archive: Archive, *, extra_plugins: Sequence[type[Plugin]] = (),
+                 use_entry_points: bool = True) -> None:  # fmt: skip
+        self.archive = archive
+        self.registry = PluginRegistry(
+            archive.engine,
+            extra=extra_plugins,
+            default_timeout_s=archive.settings.job_timeout,
+            use_entry_points=use_entry_points,
+        )
+        self.queue: JobQueue = job_queue(archive)
+        self.router = Router(self.registry, max_attempts=archive.settings.job_max_attempts)
+        self._synced = False
+
+    def _sync(self) -> None:
+        if not self._synced:
+            self.registry.sync()
+            self._synced = True
+
+    # --- plugins ---------------------------------------------------------------------------------
+
+    def plugins(self, *, registered_by: str | None = None) -> list[PluginView]:
+        """Every plugin version with its state (only one vendor's, when ``registered_by`` is given)."""
+        self._sync()
+        plugins = self.registry.list_all()
+        if registered_by is not None:
+            plugins = [p for p in plugins if p.registered_by == registered_by]
+        return plugins
+
+    def register(self, manifest: RemoteManifest, *, registered_by: str) -> tuple[PluginView, bool]:
+        self._sync()
+        return self.registry.register_remote(manifest, registered_by=registered_by)
+
+    def set_enabled(self, name: str, version: str, enabled: bool) -> PluginView:
+        """Enable or disable one version; disabling cancels its waiting jobs (running ones finish)."""
+        self._sync()
+        plugin = self.registry.set_enabled(name, version, enabled)
+        if not enabled:
+            n = self.queue.cancel_pending(kind=JOB_KIND, target=name, target_version=version,
+                                          reason=f"{plugin.key} was disabled")  # fmt: skip
+            log.info("%s disabled; %d waiting job(s) cancelled", plugin.key, n)
+        return plugin
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def jobs(self, *, statuses: Sequence[JobStatus] = (), study_uid: str | None = None, plugin: str | None = None,
+             plugins: Sequence[str] | None = None, limit: int = 100, offset: int = 0) -> list[JobView]:  # fmt: skip
+        """Plugin jobs, newest first; ``plugins`` restricts to those names (a vendor's own)."""
+        if plugins is not None and plugin is None and not plugins:
+            return []
+        found = self.queue.list_jobs(statuses=statuses, study_uid=study_uid, target=plugin, kind=JOB_KIND,
+                                     limit=limit if plugins is None else 1000, offset=offset)  # fmt: skip
+        if plugins is not None:
+            found = [j for j in found if j.target in plugins][:limit]
+        return found
+
+    def job(self, job_id: int) -> JobView:
+        view = self.queue.get(job_id)
+        if view.kind != JOB_KIND:
+            raise NotFound("no such job")
+        return view
+
+    def rerun(self, study_uid: str, name: str, *, version: str | None, requested_by: str,
+              scope: AccessScope) -> tuple[JobView, bool]:  # fmt: skip
+        """Queue a run of ``name`` on a study the caller can see; ``(job, created)``."""
+        self._sync()
+        visible = list(run_query(self.archive.engine, QueryRequest(Level.STUDY, {"StudyInstanceUID": study_uid},
+                                                                   scope=scope, limit=1)))  # fmt: skip
+        if not visible:
+            raise NotFound("no such study")
+        return self.router.rerun(self.archive.engine, self.queue, study_uid, name, version=version,
+                                 requested_by=requested_by)  # fmt: skip
+
+    def results(self, study_uid: str) -> list[ResultView]:
+        """What plugin jobs stored in a study, oldest first."""
+        with self.archive.engine.connect() as conn:
+            rows = conn.execute(
+                select(PluginResult).where(PluginResult.study_uid == study_uid).order_by(PluginResult.id)
+            ).all()
+        return [ResultView(r.job_id, r.plugin_name, r.plugin_version, r.generation, r.kind, r.series_uid, r.sop_uid)
+                for r in rows]  # fmt: skip

@@ -1,0 +1,107 @@
+"""AI plugins over HTTP: list them with their state, vendors register hosted ones, admins switch
+versions on and off, staff re-run a plugin on a study.
+
+``GET /api/plugins``, ``POST /api/plugins``, ``PATCH /api/plugins/{name}/{version}``,
+``POST /api/studies/{uid}/plugins/{name}/run``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel
+
+from ai_plugins.runner.registry import PluginView, RemoteManifest
+from ai_plugins.runner.service import PluginService
+from pacs.accounts.principal import Principal, scope_for
+from viewer_api.auth.dependencies import require_roles
+from viewer_api.routes.jobs import JobOut, job_out, plugin_service
+
+router = APIRouter(tags=["plugins"])
+
+
+class PluginOut(BaseModel):
+    name: str
+    version: str
+    source: str
+    vendor: str
+    description: str
+    intended_use: str
+    input_filter: dict[str, Any]
+    endpoint_url: str | None
+    timeout_s: float
+    enabled: bool
+    installed: bool
+    registered_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PluginState(BaseModel):
+    enabled: bool
+
+
+def plugin_out(view: PluginView) -> PluginOut:
+    return PluginOut(
+        name=view.name, version=view.version, source=view.source.value, vendor=view.vendor,
+        description=view.description, intended_use=view.intended_use,
+        input_filter=view.input_filter.model_dump(mode="json"), endpoint_url=view.endpoint_url or None,
+        timeout_s=view.timeout_s, enabled=view.enabled, installed=view.installed,
+        registered_by=view.registered_by or None, created_at=view.created_at, updated_at=view.updated_at,
+    )  # fmt: skip
+
+
+@router.get("/api/plugins", response_model=list[PluginOut], summary="Plugins and their state")
+def list_plugins(
+    principal: Principal = Depends(require_roles("admin", "physician", "vendor")),
+    service: PluginService = Depends(plugin_service),
+) -> list[PluginOut]:
+    """Every plugin version, enabled or not; a vendor sees the plugins it registered."""
+    mine = principal.username if principal.role == "vendor" else None
+    return [plugin_out(p) for p in service.plugins(registered_by=mine)]
+
+
+@router.post("/api/plugins", response_model=PluginOut, status_code=201, summary="Register a hosted plugin")
+def register_plugin(
+    manifest: RemoteManifest,
+    response: Response,
+    principal: Principal = Depends(require_roles("vendor", "admin")),
+    service: PluginService = Depends(plugin_service),
+) -> PluginOut:
+    """A vendor registers a plugin version it hosts; it stays disabled until an admin enables it."""
+    view, created = service.register(manifest, registered_by=principal.username or principal.label)
+    if not created:
+        response.status_code = 200
+    return plugin_out(view)
+
+
+@router.patch("/api/plugins/{name}/{version}", response_model=PluginOut, summary="Enable or disable a version")
+def set_plugin_state(
+    name: str,
+    version: str,
+    state: PluginState,
+    _admin: Principal = Depends(require_roles("admin")),
+    service: PluginService = Depends(plugin_service),
+) -> PluginOut:
+    """Turn one plugin version on or off; a disabled version never runs (its waiting jobs are cancelled)."""
+    return plugin_out(service.set_enabled(name, version, state.enabled))
+
+
+@router.post("/api/studies/{study_uid}/plugins/{name}/run", response_model=JobOut, status_code=202,
+             summary="Re-run a plugin on a study")  # fmt: skip
+def rerun_plugin(
+    study_uid: str,
+    name: str,
+    response: Response,
+    version: str | None = Query(None, description="a version (default: the newest enabled one)"),
+    principal: Principal = Depends(require_roles("admin", "physician")),
+    service: PluginService = Depends(plugin_service),
+) -> JobOut:
+    """Queue a new run, which writes a new SR next to the earlier ones; a waiting or running job is returned."""
+    job, created = service.rerun(study_uid, name, version=version, requested_by=principal.label,
+                                 scope=scope_for(principal))  # fmt: skip
+    if not created:
+        response.status_code = 200
+    return job_out(job)
