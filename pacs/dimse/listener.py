@@ -123,7 +123,8 @@ class DicomListener:
         server.pdu_limit = max(self._settings.dicom_max_pdu + 6, MIN_PDU_LIMIT)
         server.handshake_timeout = self._settings.dicom_acse_timeout
         server.network_timeout = self._settings.dicom_network_timeout
-        thread = threading.Thread(target=server.serve_forever, name=f"dicom-accept-{port}", daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name=f"dicom-accept-{port}", daemon=True)
         thread.start()
         return server
 
