@@ -1,18 +1,12 @@
-"""Who the caller is allowed to see: the one FastAPI dependency every route takes its scope from."""
+"""Who the caller is allowed to see: the one FastAPI dependency every route takes its scope from.
+
+Every DICOMweb, WADO-URI and viewer route depends on :func:`current_scope` and nothing else for
+access. It is the accounts layer's: the principal the auth middleware authenticated (bearer
+token, API key, session or share cookie), turned into its scope by ``pacs.accounts.principal``.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
+from viewer_api.auth.dependencies import current_scope
 
-from pacs.access import AccessScope
-
-
-def current_scope(request: Request) -> AccessScope:
-    """The studies the caller of ``request`` may see.
-
-    Every DICOMweb, WADO-URI and viewer route depends on this function and nothing else for
-    access, so the accounts layer decides visibility in one place by replacing its body
-    (principal from the bearer token or session, then its scope). Until then the archive is open.
-    """
-    del request
-    return AccessScope.everything()
+__all__ = ["current_scope"]

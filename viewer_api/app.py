@@ -7,9 +7,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from pacs import __version__
 from pacs.archive import Archive
-from viewer_api import dicomweb
+from viewer_api import dicomweb, portal
 from viewer_api.errors import install_error_handlers
-from viewer_api.routes import health
+from viewer_api.routes import health, jobs, plugins
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -24,7 +24,10 @@ def create_app(archive: Archive) -> FastAPI:
     app.state.archive = archive
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
+    app.include_router(jobs.router)
     dicomweb.install(app)
+    portal.install(app, archive)  # accounts, shares, viewer, audit (issue 5); before CORS
     origins = [o.strip() for o in archive.settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],

@@ -1,0 +1,96 @@
+"""Turning request credentials into a :class:`~pacs.accounts.principal.Principal`.
+
+Order: ``Authorization: Bearer`` (an API key ``cfk_…`` or a JWT access token; if present it must
+be valid, no fallback), then the browser session cookie, then the share cookie (which adds its one
+study to a signed-in user, or stands alone for a visitor). Every credential is re-checked against
+the database on each request, so disabling a user or revoking a key or link takes effect at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from pacs.accounts.api_keys import authenticate_api_key
+from pacs.accounts.keys import secret_key
+from pacs.accounts.principal import Principal
+from pacs.accounts.shares import active_grant
+from pacs.accounts.users import active_user
+from pacs.settings import Settings
+from viewer_api.auth.tokens import TokenSigner
+
+SESSION_COOKIE = "cf_session"
+SHARE_COOKIE = "cf_share"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The outcome of authenticating one request."""
+
+    principal: Principal | None
+    csrf: str = ""  # the value cookie-authenticated changes must echo
+    bad_bearer: bool = False  # an Authorization header was sent and is not valid
+    stale_session: bool = False  # a session cookie was sent and is no longer valid (clear it)
+    stale_share: bool = False
+
+
+class Authenticator:
+    """Holds the signing key and the settings that govern credentials."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.key = secret_key(settings)
+        self.signer = TokenSigner(self.key)
+        self.disabled = settings.auth_disabled
+
+    @property
+    def session_lifetime(self) -> timedelta:
+        return timedelta(hours=self.settings.session_hours)
+
+    @property
+    def token_lifetime(self) -> timedelta:
+        return timedelta(minutes=self.settings.token_minutes)
+
+    def resolve(self, authorization: str | None, session: str | None, share: str | None) -> Resolution:
+        if self.disabled:
+            return Resolution(Principal.local_admin())
+        if authorization:
+            return self._bearer(authorization)
+        principal: Principal | None = None
+        csrf = ""
+        stale_session = stale_share = False
+        if session:
+            claims = self.signer.check(session, "session")
+            user = active_user(self.engine, claims.subject) if claims else None
+            if user is None or claims is None:
+                stale_session = True
+            else:
+                principal, csrf = user.principal("session"), claims.csrf
+        if share:
+            claims = self.signer.check(share, "share")
+            grant = active_grant(self.engine, claims.subject) if claims else None
+            if grant is None or claims is None:
+                stale_share = True
+            elif principal is None:
+                principal, csrf = Principal(share=grant, via="share"), claims.csrf
+            else:
+                principal = Principal(user_id=principal.user_id, username=principal.username, role=principal.role,
+                                      patient_keys=principal.patient_keys, share=grant, via="session")
+        return Resolution(principal, csrf, stale_session=stale_session, stale_share=stale_share)
+
+    def _bearer(self, authorization: str) -> Resolution:
+        scheme, _, credential = authorization.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            return Resolution(None, bad_bearer=True)
+        if credential.startswith("cfk_"):
+            user = authenticate_api_key(self.engine, credential)
+            return Resolution(user.principal("api_key") if user else None, bad_bearer=user is None)
+        claims = self.signer.check(credential, "access")
+        user = active_user(self.engine, claims.subject) if claims else None
+        return Resolution(user.principal("bearer") if user else None, bad_bearer=user is None)

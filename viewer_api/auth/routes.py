@@ -1,0 +1,179 @@
+"""Sign-in and credentials: the login page, the session cookie, OAuth2 tokens and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, Field
+
+from pacs.accounts.api_keys import create_api_key, find_owner, list_api_keys, revoke_api_key
+from pacs.accounts.audit import Action, Outcome
+from pacs.accounts.principal import Principal
+from pacs.accounts.users import UserInfo, authenticate
+from viewer_api.auth.authenticator import CSRF_FIELD, SESSION_COOKIE, SHARE_COOKIE, Authenticator
+from viewer_api.auth.dependencies import (
+    audit,
+    authenticator_of,
+    client_address,
+    current_principal,
+    optional_principal,
+    require_user,
+)
+from viewer_api.auth.middleware import cross_site
+from viewer_api.auth.ratelimit import WINDOW, login_allowed
+from viewer_api.pages import render
+
+router = APIRouter()
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: ``/x`` but never ``//host`` or ``/\\host`` (open redirects)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\n" in target:
+        return "/viewer/"
+    return target
+
+
+def login_page(request: Request, status: int = 200, message: str = "", username: str = "") -> Response:
+    target = request.query_params.get("next") or (
+        request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.url.path != "/login" else "/viewer/"
+    )
+    return render(request, "login.html", status=status, next=safe_next(target), message=message, username=username)
+
+
+async def _check_login(request: Request, auth: Authenticator, username: str, password: str) -> UserInfo:
+    """The account for these credentials; 429 when rate-limited, 401 otherwise. Audited either way."""
+    engine = auth.engine
+    source = client_address(request)
+    allowed = await run_in_threadpool(login_allowed, engine, username, source, auth.settings.login_max_failures)
+    if not allowed:
+        await run_in_threadpool(audit, request, Action.LOGIN, outcome=Outcome.DENIED, username=username,
+                                detail="rate limited")
+        raise HTTPException(429, "too many failed sign-ins; wait 15 minutes",
+                            headers={"Retry-After": str(int(WINDOW.total_seconds()))})
+    user = await run_in_threadpool(authenticate, engine, username, password)
+    if user is None:
+        await run_in_threadpool(audit, request, Action.LOGIN, outcome=Outcome.FAILURE, username=username)
+        raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = user.principal("session")
+    await run_in_threadpool(audit, request, Action.LOGIN)
+    return user
+
+
+@router.get("/login", include_in_schema=False)
+def get_login(request: Request) -> Response:
+    principal = optional_principal(request)
+    if principal is not None and principal.role is not None:
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    return login_page(request)
+
+
+@router.post("/login", include_in_schema=False)
+async def post_login(request: Request, username: str = Form(""), password: str = Form(""),
+                     next: str = Form("/viewer/"), auth: Authenticator = Depends(authenticator_of)) -> Response:
+    if cross_site(request):
+        raise HTTPException(403, "cross-site requests are refused")
+    try:
+        user = await _check_login(request, auth, username.strip(), password)
+    except HTTPException as exc:
+        message = "Wrong username or password." if exc.status_code == 401 else str(exc.detail).capitalize() + "."
+        request.scope["query_string"] = b""
+        return render(request, "login.html", status=exc.status_code, next=safe_next(next), message=message,
+                      username=username, headers=dict(exc.headers or {}))
+    token, _ = auth.signer.issue("session", user.id, auth.session_lifetime)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(auth.session_lifetime.total_seconds()), httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+async def post_logout(request: Request, csrf_token: str = Form("", alias=CSRF_FIELD)) -> Response:
+    principal = optional_principal(request)
+    if principal is not None and principal.via in ("session", "share"):
+        if cross_site(request) or csrf_token != getattr(request.state, "csrf", ""):
+            raise HTTPException(403, "the request lacks a valid CSRF token; reload the page and try again")
+        await run_in_threadpool(audit, request, Action.LOGOUT)
+    response = RedirectResponse("/login", status_code=303)
+    secure = request.url.scheme == "https"
+    for name in (SESSION_COOKIE, SHARE_COOKIE):
+        response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="lax")
+    return response
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+@router.post("/api/auth/token", response_model=TokenResponse, tags=["auth"])
+async def issue_token(request: Request, form: OAuth2PasswordRequestForm = Depends(),
+                      auth: Authenticator = Depends(authenticator_of)) -> Any:
+    """OAuth2 password flow (RFC 6749 4.3): a short-lived JWT bearer token."""
+    user = await _check_login(request, auth, form.username.strip(), form.password)
+    token, _ = auth.signer.issue("access", user.id, auth.token_lifetime)
+    body = TokenResponse(access_token=token, expires_in=int(auth.token_lifetime.total_seconds()))
+    return JSONResponse(body.model_dump(), headers={"Cache-Control": "no-store"})
+
+
+class Me(BaseModel):
+    username: str
+    role: str | None
+    share_study_uid: str | None
+    patient_keys: list[tuple[str, str]]
+
+
+@router.get("/api/auth/me", response_model=Me, tags=["auth"])
+def me(principal: Principal = Depends(current_principal)) -> Me:
+    """Who the credentials belong to."""
+    return Me(username=principal.username, role=principal.role,
+              share_study_uid=principal.share.study_uid if principal.share else None,
+              patient_keys=sorted(principal.patient_keys))
+
+
+class NewKey(BaseModel):
+    name: str = Field(default="", max_length=64)
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    created_at: str
+    last_used_at: str | None
+    revoked: bool
+    key: str | None = None  # only in the answer that creates it
+
+
+@router.get("/api/auth/keys", response_model=list[KeyOut], tags=["auth"])
+def my_keys(request: Request, principal: Principal = Depends(require_user)) -> list[KeyOut]:
+    """The caller's API keys (without the keys themselves)."""
+    keys = list_api_keys(request.app.state.archive.engine, principal.username)
+    return [KeyOut(id=k.id, name=k.name, created_at=k.created_at.isoformat(),
+                   last_used_at=k.last_used_at.isoformat() if k.last_used_at else None,
+                   revoked=k.revoked_at is not None) for k in keys]
+
+
+@router.post("/api/auth/keys", response_model=KeyOut, status_code=201, tags=["auth"])
+def new_key(request: Request, body: NewKey, principal: Principal = Depends(require_user)) -> KeyOut:
+    """A new API key for the caller; the key is in this answer only."""
+    info, clear = create_api_key(request.app.state.archive.engine, principal.username, body.name)
+    audit(request, Action.API_KEY, detail=f"created key {info.id}")
+    return KeyOut(id=info.id, name=info.name, created_at=info.created_at.isoformat(), last_used_at=None,
+                  revoked=False, key=clear)
+
+
+@router.delete("/api/auth/keys/{key_id}", status_code=204, tags=["auth"])
+def delete_key(request: Request, key_id: int, principal: Principal = Depends(require_user)) -> Response:
+    """Revoke one of the caller's API keys (an admin may revoke anyone's)."""
+    engine = request.app.state.archive.engine
+    owner = principal.username
+    if principal.role == "admin":
+        owner = find_owner(engine, key_id)
+    revoke_api_key(engine, owner, key_id)
+    audit(request, Action.API_KEY, detail=f"revoked key {key_id} of {owner}")
+    return Response(status_code=204)

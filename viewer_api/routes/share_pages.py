@@ -1,0 +1,171 @@
+"""The share link itself: ``/s/{token}`` opens one study in the viewer, after the PIN if it has one.
+
+Opening gives the browser a share session (an HttpOnly cookie) scoped to exactly that study, for
+as long as the link lives (at most ``session_hours``). Unknown, expired, revoked and locked links
+get a page saying so. A signed-in patient may claim the study by entering the birth date.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+
+from pacs.accounts.audit import Action, Outcome
+from pacs.accounts.principal import Principal, scope_for
+from pacs.accounts.shares import Check, CheckResult, ShareInfo, ShareStatus, check_pin, claim_study, find_share
+from pacs.accounts.shares import record_view as count_view
+from pacs.errors import NotFound
+from pacs.index.db import utcnow
+from viewer_api.auth.authenticator import CSRF_FIELD, SHARE_COOKIE
+from viewer_api.auth.dependencies import audit, authenticator_of, optional_principal
+from viewer_api.auth.middleware import cross_site
+from viewer_api.auth.tokens import Claims
+from viewer_api.context import archive_of
+from viewer_api.pages import render
+from viewer_api.routes.viewer_pages import viewer_page
+from viewer_api.viewer.model import study_header
+
+router = APIRouter(include_in_schema=False)
+
+
+def _message(request: Request, status: int, title: str, text: str) -> Response:
+    return render(request, "message.html", status=status, title=title, text=text)
+
+
+def _minutes_until(moment: datetime | None) -> int:
+    if moment is None:
+        return 15
+    return max(1, int((moment - utcnow()).total_seconds() // 60) + 1)
+
+
+def _unusable(request: Request, share: ShareInfo | None) -> Response | None:
+    """The page for a link that cannot be opened, or ``None``."""
+    if share is None:
+        return _message(request, 404, "Link not found",
+                        "This link is not valid. Check that it was copied completely, or ask for a new one.")
+    status = share.status()
+    if status is ShareStatus.REVOKED:
+        return _message(request, 410, "Link revoked",
+                        "This link has been revoked by the person who shared it. Ask them for a new one.")
+    if status is ShareStatus.EXPIRED:
+        return _message(request, 410, "Link expired", f"This link expired on {share.expires_at:%d %B %Y}. "
+                        "Ask the person who shared it for a new one.")
+    return None
+
+
+def _holds(principal: Principal | None, share: ShareInfo) -> bool:
+    return principal is not None and principal.share is not None and principal.share.share_id == share.id
+
+
+def _issue(request: Request, share: ShareInfo) -> tuple[str, Claims]:
+    """A share session for ``share`` (as long as the link lives, at most a session); pages echo its CSRF."""
+    auth = authenticator_of(request)
+    cookie, claims = auth.signer.issue("share", share.id, auth.session_lifetime, not_after=share.expires_at)
+    current = optional_principal(request)
+    if current is None or current.role is None:
+        request.state.csrf = claims.csrf
+    return cookie, claims
+
+
+def _set_cookie(request: Request, response: Response, cookie: str, claims: Claims) -> Response:
+    response.set_cookie(SHARE_COOKIE, cookie, max_age=max(1, int((claims.expires - utcnow()).total_seconds())),
+                        httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+def _open(request: Request, token: str, share: ShareInfo) -> Response:
+    """Count the view, audit it, show the study, and (re)start the share session."""
+    auth = authenticator_of(request)
+    current = optional_principal(request)
+    principal = Principal(
+        user_id=current.user_id if current else None, username=current.username if current else "",
+        role=current.role if current else None, patient_keys=current.patient_keys if current else frozenset(),
+        share=share.grant(), via="session" if current and current.role else "share",
+    )
+    request.state.principal = principal
+    count_view(auth.engine, share.id)
+    try:
+        header = study_header(archive_of(request).engine, scope_for(principal), share.study_uid)
+    except NotFound:
+        return _message(request, 404, "Study not available", "The shared study is no longer in the archive.")
+    audit(request, Action.SHARE_OPEN, study_uid=share.study_uid, patient_id=header.patient_id)
+    cookie, claims = _issue(request, share)
+    return _set_cookie(request, viewer_page(request, principal, share.study_uid, share_token=token), cookie, claims)
+
+
+def _pin_page(request: Request, token: str, status: int = 200, message: str = "") -> Response:
+    return render(request, "pin.html", status=status, token=token, message=message)
+
+
+@router.get("/s/{token}")
+def open_share(request: Request, token: str) -> Response:
+    auth = authenticator_of(request)
+    share = find_share(auth.engine, token)
+    refusal = _unusable(request, share)
+    if refusal is not None or share is None:
+        return refusal or _message(request, 404, "Link not found", "This link is not valid.")
+    if share.has_pin and not _holds(optional_principal(request), share):
+        if share.locked():
+            return _locked(request, share.locked_until)
+        return _pin_page(request, token)
+    return _open(request, token, share)
+
+
+def _locked(request: Request, until: datetime | None) -> Response:
+    minutes = _minutes_until(until)
+    return _message(request, 429, "Link locked",
+                    f"Too many wrong attempts. This link is locked; try again in {minutes} minutes.")
+
+
+@router.post("/s/{token}")
+async def enter_pin(request: Request, token: str, pin: str = Form("")) -> Response:
+    if cross_site(request):
+        raise HTTPException(403, "cross-site requests are refused")
+    auth = authenticator_of(request)
+    share = await run_in_threadpool(find_share, auth.engine, token)
+    refusal = _unusable(request, share)
+    if refusal is not None or share is None:
+        return refusal or _message(request, 404, "Link not found", "This link is not valid.")
+    result: CheckResult = await run_in_threadpool(check_pin, auth.engine, share.id, pin.strip())
+    if result.result is Check.OK:
+        cookie, claims = _issue(request, share)
+        return _set_cookie(request, RedirectResponse(f"/s/{token}", status_code=303), cookie, claims)
+    await run_in_threadpool(audit_failure, request, share, result)
+    if result.result is Check.LOCKED:
+        return _locked(request, result.locked_until)
+    plural = "s" if result.tries_left != 1 else ""
+    return _pin_page(request, token, 401, f"Wrong PIN. {result.tries_left} attempt{plural} left.")
+
+
+def audit_failure(request: Request, share: ShareInfo, result: CheckResult) -> None:
+    audit(request, Action.SHARE_PIN_FAILURE, outcome=Outcome.FAILURE, study_uid=share.study_uid,
+          detail=f"share {share.id}: {result.result.value}, {result.tries_left} tries left")
+
+
+@router.post("/s/{token}/claim")
+async def claim(request: Request, token: str, birth_date: str = Form(""),
+                csrf_token: str = Form("", alias=CSRF_FIELD)) -> Response:
+    """A signed-in patient adds the shared study's patient to the account, proving the birth date."""
+    principal = optional_principal(request)
+    if principal is None or principal.role != "patient":
+        raise HTTPException(403, "sign in with a patient account to add this study to it")
+    if cross_site(request) or csrf_token != getattr(request.state, "csrf", ""):
+        raise HTTPException(403, "the request lacks a valid CSRF token; reload the page and try again")
+    auth = authenticator_of(request)
+    share = await run_in_threadpool(find_share, auth.engine, token)
+    refusal = _unusable(request, share)
+    if refusal is not None or share is None:
+        return refusal or _message(request, 404, "Link not found", "This link is not valid.")
+    result = await run_in_threadpool(claim_study, auth.engine, share.id, principal.username, birth_date)
+    if result.result is Check.OK:
+        await run_in_threadpool(audit, request, Action.SHARE_CLAIM, study_uid=share.study_uid)
+        return RedirectResponse("/viewer/home", status_code=303)
+    await run_in_threadpool(audit, request, Action.SHARE_CLAIM, outcome=Outcome.FAILURE, study_uid=share.study_uid,
+                            detail=f"share {share.id}: {result.result.value}")
+    if result.result is Check.LOCKED:
+        return _locked(request, result.locked_until)
+    return _message(request, 401, "Birth date does not match",
+                    f"The birth date does not match the study. {result.tries_left} attempts left.")

@@ -1,0 +1,134 @@
+"""Share links of a study: create, list, revoke, and their QR codes (``/api/studies/{uid}/shares``).
+
+A physician or an admin may share any study; a patient only the studies linked to the account.
+The link's token is never stored; the owner is shown the URL (and QR code) again on request.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+
+import segno
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from pacs.accounts.audit import Action
+from pacs.accounts.principal import Principal, scope_for
+from pacs.accounts.shares import ShareInfo, create_share, get_share, list_shares, revoke_share
+from viewer_api.auth.dependencies import audit, authenticator_of, require_user
+from viewer_api.context import archive_of
+from viewer_api.viewer.model import StudyHeader, study_header
+
+router = APIRouter(tags=["shares"])
+
+
+class ShareRequest(BaseModel):
+    expires_in_days: int | None = Field(default=None, ge=1, description="default: CLOUDFILM_SHARE_DEFAULT_DAYS")
+    pin: str | None = Field(default=None, description="4 to 12 digits; asked before the study opens")
+    allow_download: bool = False
+
+
+class ShareOut(BaseModel):
+    id: int
+    url: str
+    qr_png: str
+    qr_svg: str
+    study_uid: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime
+    status: str
+    has_pin: bool
+    allow_download: bool
+    views: int
+    last_viewed_at: datetime | None
+    revoked_at: datetime | None
+    locked_until: datetime | None
+
+
+def base_url(request: Request) -> str:
+    configured = archive_of(request).settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def share_url(request: Request, token: str) -> str:
+    return f"{base_url(request)}/s/{token}"
+
+
+def _out(request: Request, share: ShareInfo) -> ShareOut:
+    api = f"/api/studies/{share.study_uid}/shares/{share.id}"
+    return ShareOut(
+        id=share.id, url=share_url(request, share.token or ""), qr_png=f"{api}/qr.png", qr_svg=f"{api}/qr.svg",
+        study_uid=share.study_uid, created_at=share.created_at, created_by=share.created_by,
+        expires_at=share.expires_at, status=share.status().value, has_pin=share.has_pin,
+        allow_download=share.allow_download, views=share.views, last_viewed_at=share.last_viewed_at,
+        revoked_at=share.revoked_at, locked_until=share.locked_until,
+    )
+
+
+def shareable_study(request: Request, principal: Principal, study_uid: str) -> StudyHeader:
+    """The study, if ``principal`` may manage its links: staff, or the patient who owns it."""
+    if principal.role not in ("admin", "physician", "patient"):
+        raise HTTPException(403, "your account may not share studies")
+    header = study_header(archive_of(request).engine, scope_for(principal), study_uid)  # 404 if not visible
+    if principal.role == "patient" and (header.patient_id, header.issuer) not in principal.patient_keys:
+        raise HTTPException(403, "only the patient the study belongs to, or a physician, may share it")
+    return header
+
+
+@router.post("/api/studies/{study_uid}/shares", status_code=201, response_model=ShareOut)
+def create(request: Request, study_uid: str, body: ShareRequest,
+           principal: Principal = Depends(require_user)) -> ShareOut:
+    """Create a share link for one study (PS: the answer's ``url`` is what the patient opens)."""
+    header = shareable_study(request, principal, study_uid)
+    auth = authenticator_of(request)
+    settings = archive_of(request).settings
+    share = create_share(
+        auth.engine, auth.key, study_uid, created_by=principal.user_id,
+        expires_in_days=body.expires_in_days or min(settings.share_default_days, settings.share_max_days),
+        max_days=settings.share_max_days, pin=body.pin or None, allow_download=body.allow_download,
+    )
+    audit(request, Action.SHARE_CREATE, study_uid=study_uid, patient_id=header.patient_id,
+          detail=f"share {share.id}, expires {share.expires_at:%Y-%m-%d}, pin={share.has_pin}, "
+                 f"download={share.allow_download}")
+    return _out(request, share)
+
+
+@router.get("/api/studies/{study_uid}/shares", response_model=list[ShareOut])
+def index(request: Request, study_uid: str, principal: Principal = Depends(require_user)) -> list[ShareOut]:
+    """The study's share links, newest last, with their status and view counts."""
+    shareable_study(request, principal, study_uid)
+    auth = authenticator_of(request)
+    return [_out(request, s) for s in list_shares(auth.engine, auth.key, study_uid)]
+
+
+@router.delete("/api/studies/{study_uid}/shares/{share_id}", status_code=204)
+def revoke(request: Request, study_uid: str, share_id: int, principal: Principal = Depends(require_user)) -> Response:
+    """Revoke a link: whoever holds it loses access at once."""
+    header = shareable_study(request, principal, study_uid)
+    revoke_share(authenticator_of(request).engine, study_uid, share_id)
+    audit(request, Action.SHARE_REVOKE, study_uid=study_uid, patient_id=header.patient_id, detail=f"share {share_id}")
+    return Response(status_code=204)
+
+
+def qr_code(url: str, kind: str) -> bytes:
+    """The URL as a QR code (error correction M, 2-module quiet zone as scanners allow)."""
+    buf = io.BytesIO()
+    segno.make(url, error="m").save(buf, kind=kind, scale=8, border=2, dark="#000", light="#fff")
+    return buf.getvalue()
+
+
+@router.get("/api/studies/{study_uid}/shares/{share_id}/qr.{kind}")
+def qr(request: Request, study_uid: str, share_id: int, kind: str,
+       principal: Principal = Depends(require_user)) -> Response:
+    """The share link as a QR code, ``qr.png`` or ``qr.svg``."""
+    if kind not in ("png", "svg"):
+        raise HTTPException(404, "QR codes are qr.png or qr.svg")
+    shareable_study(request, principal, study_uid)
+    auth = authenticator_of(request)
+    share = get_share(auth.engine, auth.key, study_uid, share_id)
+    media = "image/png" if kind == "png" else "image/svg+xml"
+    return Response(qr_code(share_url(request, share.token or ""), kind), media_type=media,
+                    headers={"Cache-Control": "private, no-store"})

@@ -1,0 +1,188 @@
+"""The viewer's pages: the worklist (staff), the patient home and the study viewer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from pacs.access import AccessScope
+from pacs.accounts.audit import ACCESS_ACTIONS, Action, AuditEvent, AuditQuery
+from pacs.accounts.audit import query as audit_query
+from pacs.accounts.principal import Principal, may_download, scope_for
+from pacs.accounts.shares import list_shares
+from pacs.errors import InvalidQuery
+from pacs.query import Level, Match, QueryRequest, run_query
+from viewer_api.auth.dependencies import audit, authenticator_of, current_principal, require_roles
+from viewer_api.context import archive_of
+from viewer_api.pages import render
+from viewer_api.viewer.model import study_view
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 25
+_STUDY_KEYS = ("StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances", "IssuerOfPatientID",
+               "PatientBirthDate")
+
+
+@dataclass(frozen=True, slots=True)
+class StudyRow:
+    study_uid: str
+    patient_name: str
+    patient_id: str
+    birth_date: str
+    study_date: str
+    description: str
+    accession: str
+    modalities: str
+    images: int
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _row(m: Match) -> StudyRow:
+    return StudyRow(
+        study_uid=_text(m.get("StudyInstanceUID")), patient_name=_text(m.get("PatientName")),
+        patient_id=_text(m.get("PatientID")), birth_date=_text(m.get("PatientBirthDate")),
+        study_date=_text(m.get("StudyDate")), description=_text(m.get("StudyDescription")),
+        accession=_text(m.get("AccessionNumber")), modalities=_text(m.get("ModalitiesInStudy")),
+        images=int(m.get("NumberOfStudyRelatedInstances") or 0),
+    )
+
+
+@router.get("/")
+def root() -> Response:
+    return RedirectResponse("/viewer/", status_code=303)
+
+
+@router.get("/viewer/")
+def start(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """Each kind of caller's landing page."""
+    if principal.role in ("admin", "physician"):
+        return RedirectResponse("/viewer/worklist", status_code=303)
+    if principal.role == "patient":
+        return RedirectResponse("/viewer/home", status_code=303)
+    if principal.role is None and principal.share is not None:
+        return RedirectResponse(f"/viewer/studies/{principal.share.study_uid}", status_code=303)
+    return render(request, "message.html", status=403, title="No viewer for this account",
+                  text="Vendor accounts use the API (see /docs); they see no studies directly.")
+
+
+_DATE = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
+
+
+def worklist_filters(params: dict[str, str]) -> dict[str, str]:
+    """Search form fields to query-engine filters (PS3.4 C.2.2.2 matching)."""
+    filters: dict[str, str] = {}
+    name = params.get("name", "").strip()
+    if name:
+        filters["PatientName"] = f"*{name.strip('*')}*"
+    for field, keyword in (("patient_id", "PatientID"), ("accession", "AccessionNumber")):
+        value = params.get(field, "").strip()
+        if value:
+            filters[keyword] = value if any(c in value for c in "*?") else f"{value}*"
+    dates = [params.get(k, "").strip() for k in ("date_from", "date_to")]
+    for value in dates:
+        if value and not _DATE.match(value):
+            raise InvalidQuery("dates are YYYY-MM-DD")
+    start, end = (d.replace("-", "") for d in dates)
+    if start or end:
+        filters["StudyDate"] = start if start == end else f"{start}-{end}"
+    modality = params.get("modality", "").strip().upper()
+    if modality:
+        filters["ModalitiesInStudy"] = modality
+    return filters
+
+
+@router.get("/viewer/worklist")
+def worklist(request: Request, principal: Principal = Depends(require_roles("admin", "physician"))) -> Response:
+    """Search studies by name, patient ID, accession, date range and modality; newest first, paged."""
+    params = {k: v for k, v in request.query_params.items()}
+    try:
+        page = max(1, int(params.get("page", "1") or 1))
+    except ValueError:
+        page = 1
+    error = ""
+    rows: list[StudyRow] = []
+    more = False
+    try:
+        filters = worklist_filters(params)
+        matches = list(run_query(archive_of(request).engine, QueryRequest(
+            level=Level.STUDY, filters=filters, return_keys=_STUDY_KEYS, limit=PAGE_SIZE + 1,
+            offset=(page - 1) * PAGE_SIZE, scope=scope_for(principal),
+        )))
+        more = len(matches) > PAGE_SIZE
+        rows = sorted((_row(m) for m in matches[:PAGE_SIZE]), key=lambda r: r.study_date, reverse=True)
+        audit(request, Action.SEARCH, detail=" ".join(f"{k}={v}" for k, v in filters.items())[:500])
+    except InvalidQuery as exc:
+        error = str(exc)
+    modalities = ["", "CT", "MR", "CR", "DX", "US", "MG", "PT", "NM", "XA", "SC"]
+    return render(request, "worklist.html", rows=rows, params=params, page=page, more=more, error=error,
+                  modalities=modalities, searched=bool(params))
+
+
+@router.get("/viewer/home")
+def home(request: Request, principal: Principal = Depends(require_roles("patient"))) -> Response:
+    """The patient's own studies, their share links, and who opened them."""
+    engine = archive_of(request).engine
+    own = AccessScope(patient_keys=principal.patient_keys)
+    matches = list(run_query(engine, QueryRequest(level=Level.STUDY, return_keys=_STUDY_KEYS, scope=own,
+                                                  limit=500)))
+    rows = sorted((_row(m) for m in matches), key=lambda r: r.study_date, reverse=True)
+    auth = authenticator_of(request)
+    shares = {r.study_uid: [s for s in list_shares(engine, auth.key, r.study_uid)] for r in rows}
+    opened: list[AuditEvent] = []
+    if rows:
+        opened = audit_query(engine, AuditQuery(study_uids=[r.study_uid for r in rows], actions=ACCESS_ACTIONS,
+                                                exclude_user_id=principal.user_id, limit=50))
+    names = {r.study_uid: f"{r.study_date} {r.description}".strip() for r in rows}
+    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names)
+
+
+def viewer_page(request: Request, principal: Principal, study_uid: str, share_token: str | None = None) -> Response:
+    """The study viewer for ``principal`` (404 when the study is not in its scope)."""
+    archive = archive_of(request)
+    view = study_view(archive.engine, scope_for(principal), study_uid)
+    header = view.header
+    settings = archive.settings
+    download = may_download(principal, study_uid, header.patient_id, header.issuer)
+    can_share = principal.role in ("admin", "physician") or (
+        principal.role == "patient" and (header.patient_id, header.issuer) in principal.patient_keys)
+    model = view.as_json() | {
+        "urls": {
+            "dicomweb": "/dicomweb",
+            "findings": f"/api/studies/{study_uid}/findings",
+            "film": f"/api/studies/{study_uid}/film" if download else None,
+            "archive": f"/api/studies/{study_uid}/archive.zip" if download else None,
+            "shares": f"/api/studies/{study_uid}/shares" if can_share else None,
+            "ohif": f"/ohif/viewer?StudyInstanceUIDs={study_uid}" if settings.ohif_dir else None,
+        },
+    }
+    first_image = None
+    shown = [sv for sv in view.series if sv.images]
+    if shown:
+        slices = [(img.sop, n) for img in shown[0].images for n in range(1, img.frames + 1)]
+        middle = len(slices) // 2
+        model["start"] = {"series": 0, "index": middle}
+        sop, frame = slices[middle]
+        first_image = f"/dicomweb/studies/{study_uid}/series/{shown[0].uid}/instances/{sop}/frames/{frame}/rendered"
+    headers = {"Referrer-Policy": "no-referrer"} if share_token else None
+    if share_token is None:  # opening a share link is audited as share-open
+        audit(request, Action.VIEW, study_uid=study_uid, patient_id=header.patient_id)
+    return render(request, "viewer.html", headers=headers, view=view, header=header, model=model,
+                  first_image=first_image,
+                  share_token=share_token, can_download=download, can_share=can_share,
+                  can_claim=bool(share_token) and principal.role == "patient")
+
+
+@router.get("/viewer/studies/{study_uid}")
+def study(request: Request, study_uid: str, principal: Principal = Depends(current_principal)) -> Response:
+    if principal.role == "vendor":
+        raise HTTPException(403, "vendor accounts see no studies directly")
+    return viewer_page(request, principal, study_uid)

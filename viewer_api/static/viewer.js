@@ -1,0 +1,484 @@
+/* cloudfilm study viewer: slices by wheel, drag, swipe, slider and arrow keys; window/level presets
+   and drag; zoom, pan, fit, reset; cine; prefetching; series thumbnails; AI findings overlay.
+   Images are DICOMweb rendered frames (PS3.18 8.3.5) from this server. Plain JS, no build step.
+
+   Findings extension point: GET model.urls.findings answers
+   {"findings": [{"label", "text", "plugin", "series_uid", "sop_uid", "frame",
+                  "shape": "point"|"polyline"|"polygon"|"ellipse"|"box", "points": [[col, row], ...]}]}
+   (image pixel coordinates); a 404 hides the panel. */
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("study-data").textContent);
+  const study = data.study;
+  const urls = data.urls;
+  const seriesList = data.series;
+  const $ = function (id) { return document.getElementById(id); };
+  const vp = $("viewport"), img = $("frame"), overlay = $("overlay"), slider = $("slider");
+  const PREFETCH = 16, MAX_INFLIGHT = 6, CACHE_MAX = 600;
+
+  const state = {
+    s: 0, i: 0, slices: [], window: null, zoom: 1, panX: 0, panY: 0, mode: "scroll",
+    natW: 0, natH: 0, cine: null, findings: [],
+  };
+
+  function slicesOf(series) {
+    const out = [];
+    series.images.forEach(function (im) {
+      for (let f = 1; f <= im.frames; f++) out.push({ sop: im.sop, frame: f });
+    });
+    return out;
+  }
+
+  function series() { return seriesList[state.s]; }
+
+  function frameUrl(index, win) {
+    const sl = state.slices[index];
+    let u = urls.dicomweb + "/studies/" + study.study_uid + "/series/" + series().uid + "/instances/" +
+      sl.sop + "/frames/" + sl.frame + "/rendered";
+    if (win) u += "?window=" + Math.round(win.c) + "," + Math.max(1, Math.round(win.w)) + ",linear";
+    return u;
+  }
+
+  /* --- loading and prefetching -------------------------------------------------------------- */
+  const cache = new Map();   // url -> Image (loading or loaded)
+  const queue = [];
+  let inflight = 0;
+
+  function load(url, urgent) {
+    let im = cache.get(url);
+    if (im) { cache.delete(url); cache.set(url, im); return im; }
+    im = new Image();
+    im.decoding = "async";
+    im._started = false;
+    cache.set(url, im);
+    if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value);
+    if (urgent) start(im, url); else queue.push([im, url]);
+    pump();
+    return im;
+  }
+
+  function start(im, url) {
+    im._started = true;
+    inflight++;
+    const done = function () { inflight--; pump(); };
+    im.addEventListener("load", done, { once: true });
+    im.addEventListener("error", function () { cache.delete(url); done(); }, { once: true });
+    im.src = url;
+  }
+
+  function pump() {
+    while (inflight < MAX_INFLIGHT && queue.length) {
+      const next = queue.shift();
+      if (!next[0]._started && cache.get(next[1]) === next[0]) start(next[0], next[1]);
+    }
+  }
+
+  function prefetch() {
+    queue.length = 0;
+    const n = state.slices.length;
+    for (let d = 1; d <= PREFETCH; d++) {
+      [state.i + d, state.i - d].forEach(function (k) { if (k >= 0 && k < n) load(frameUrl(k, state.window), false); });
+    }
+  }
+
+  /* --- showing ------------------------------------------------------------------------------ */
+  let wanted = "";
+
+  function show(options) {
+    const url = frameUrl(state.i, state.window);
+    wanted = url;
+    vp.dataset.index = String(state.i);
+    slider.value = String(state.i + 1);
+    labels();
+    drawFindings();
+    const im = load(url, true);
+    if (im.complete && im.naturalWidth) {
+      present(url, im);
+    } else {
+      $("spinner").hidden = false;
+      im.addEventListener("load", function () { if (wanted === url) present(url, im); }, { once: true });
+    }
+    if (!options || !options.noPrefetch) prefetch();
+    updateLinks();
+  }
+
+  function present(url, im) {
+    $("spinner").hidden = true;
+    if (img.getAttribute("src") !== url) img.setAttribute("src", url);
+    if (im.naturalWidth !== state.natW || im.naturalHeight !== state.natH) {
+      state.natW = im.naturalWidth; state.natH = im.naturalHeight;
+      layout();
+    }
+    vp.dataset.loaded = url;
+  }
+
+  function fitScale() {
+    if (!state.natW) return 1;
+    return Math.min(vp.clientWidth / state.natW, vp.clientHeight / state.natH);
+  }
+
+  function layout() {
+    if (!state.natW) return;
+    const scale = fitScale() * state.zoom;
+    const tx = state.panX - (state.natW * scale) / 2, ty = state.panY - (state.natH * scale) / 2;
+    const t = "translate(" + tx + "px," + ty + "px) scale(" + scale + ")";
+    img.style.width = state.natW + "px"; img.style.height = state.natH + "px";
+    img.style.transform = t;
+    overlay.setAttribute("width", state.natW); overlay.setAttribute("height", state.natH);
+    overlay.setAttribute("viewBox", "0 0 " + state.natW + " " + state.natH);
+    overlay.style.transform = t;
+    $("zoom-label").textContent = Math.abs(state.zoom - 1) < 0.01 ? "" : state.zoom.toFixed(1) + "×";
+  }
+
+  function currentWindow() {
+    if (state.window) return state.window;
+    const w = series().window;
+    return w ? { c: w[0], w: w[1] } : null;
+  }
+
+  function labels() {
+    const s = series();
+    $("slice-label").textContent = (s.modality || "") + (s.number != null ? " " + s.number : "") + " · " +
+      (state.i + 1) + "/" + state.slices.length;
+    const w = currentWindow();
+    $("window-label").textContent = w ? "C " + Math.round(w.c) + "  W " + Math.round(w.w) : "auto window";
+    vp.dataset.window = w ? Math.round(w.c) + "," + Math.round(w.w) : "";
+  }
+
+  function go(index) {
+    const n = state.slices.length;
+    const next = Math.max(0, Math.min(n - 1, index));
+    if (next !== state.i) { state.i = next; show(); }
+  }
+
+  function setWindow(win) {
+    state.window = win ? { c: win.c, w: Math.max(1, win.w) } : null;
+    show();
+  }
+
+  function selectSeries(index, sliceIndex) {
+    stopCine();
+    state.s = index;
+    state.slices = slicesOf(series());
+    state.i = sliceIndex != null ? sliceIndex : Math.floor(state.slices.length / 2);
+    state.window = null;
+    state.natW = 0; state.natH = 0;
+    slider.max = String(state.slices.length);
+    slider.hidden = state.slices.length < 2;
+    fillPresets();
+    document.querySelectorAll(".series-strip button").forEach(function (b, k) {
+      b.classList.toggle("active", k === index);
+      b.setAttribute("aria-pressed", String(k === index));
+    });
+    $("cine").hidden = state.slices.length < 2;
+    show();
+  }
+
+  /* --- presets ------------------------------------------------------------------------------ */
+  function fillPresets() {
+    const sel = $("preset");
+    sel.textContent = "";
+    const add = function (value, text) { const o = document.createElement("option"); o.value = value; o.textContent = text; sel.appendChild(o); };
+    add("", "Default window");
+    (series().presets || []).forEach(function (p, k) { add(String(k), p.name + " (" + p.center + "/" + p.width + ")"); });
+    sel.hidden = !(series().presets || []).length && !series().window;
+  }
+
+  $("preset").addEventListener("change", function () {
+    const v = this.value;
+    if (v === "") { setWindow(null); return; }
+    const p = series().presets[Number(v)];
+    setWindow({ c: p.center, w: p.width });
+  });
+
+  /* --- pointer, touch, wheel, keys ---------------------------------------------------------- */
+  const pointers = new Map();
+  let drag = null, pinch = null, wlTimer = 0;
+
+  vp.addEventListener("pointerdown", function (e) {
+    vp.setPointerCapture(e.pointerId);
+    pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+    if (pointers.size === 1) {
+      drag = { x: e.clientX, y: e.clientY, acc: 0, win: currentWindow(), index: state.i };
+    } else if (pointers.size === 2) {
+      drag = null;
+      const p = Array.from(pointers.values());
+      pinch = { d: dist(p[0], p[1]), m: mid(p[0], p[1]), zoom: state.zoom, panX: state.panX, panY: state.panY };
+    }
+  });
+
+  vp.addEventListener("pointermove", function (e) {
+    if (!pointers.has(e.pointerId)) return;
+    pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+    if (pinch && pointers.size >= 2) {
+      const p = Array.from(pointers.values());
+      const d = dist(p[0], p[1]), m = mid(p[0], p[1]);
+      state.zoom = clamp(pinch.zoom * d / Math.max(pinch.d, 1), 0.25, 16);
+      state.panX = pinch.panX + (m.x - pinch.m.x); state.panY = pinch.panY + (m.y - pinch.m.y);
+      layout();
+      return;
+    }
+    if (!drag) return;
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (state.mode === "scroll") {
+      const along = Math.abs(dy) >= Math.abs(dx) ? dy : dx;
+      const step = Math.max(4, Math.min(14, vp.clientHeight / Math.max(state.slices.length, 1)));
+      go(drag.index + Math.trunc(along / step));
+    } else if (state.mode === "window" && drag.win) {
+      const k = Math.max(drag.win.w / 250, 0.5);
+      const win = { c: drag.win.c - dy * k, w: Math.max(1, drag.win.w + dx * k) };
+      clearTimeout(wlTimer);
+      state.window = win; labels();
+      wlTimer = setTimeout(function () { show({ noPrefetch: true }); }, 30);
+    } else if (state.mode === "pan") {
+      state.panX += e.movementX || 0; state.panY += e.movementY || 0;
+      if (!e.movementX && !e.movementY) { state.panX += dx - (drag.px || 0); state.panY += dy - (drag.py || 0); }
+      drag.px = dx; drag.py = dy;
+      layout();
+    }
+  });
+
+  function release(e) {
+    pointers.delete(e.pointerId);
+    if (pointers.size < 2) pinch = null;
+    if (pointers.size === 0) {
+      if (drag && state.mode === "window") { clearTimeout(wlTimer); show(); }
+      drag = null;
+    }
+  }
+  vp.addEventListener("pointerup", release);
+  vp.addEventListener("pointercancel", release);
+
+  let wheelAcc = 0;
+  vp.addEventListener("wheel", function (e) {
+    e.preventDefault();
+    if (e.ctrlKey || e.metaKey) {
+      state.zoom = clamp(state.zoom * (e.deltaY < 0 ? 1.1 : 1 / 1.1), 0.25, 16); layout(); return;
+    }
+    wheelAcc += e.deltaMode === 1 ? e.deltaY * 30 : e.deltaY;
+    const steps = Math.trunc(wheelAcc / 40);
+    if (steps) { wheelAcc -= steps * 40; go(state.i + steps); }
+    else if (Math.abs(e.deltaY) >= 1 && Math.abs(e.deltaY) < 40 && e.deltaMode === 0 && Math.abs(wheelAcc) >= 20) {
+      go(state.i + Math.sign(wheelAcc)); wheelAcc = 0;
+    }
+  }, { passive: false });
+
+  vp.addEventListener("dblclick", resetView);
+
+  document.addEventListener("keydown", function (e) {
+    if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName) && e.target !== slider) return;
+    const keys = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 };
+    if (e.key in keys && e.target !== slider) { e.preventDefault(); go(state.i + keys[e.key]); }
+    else if (e.key === "Home") go(0);
+    else if (e.key === "End") go(state.slices.length - 1);
+    else if (e.key === "+" || e.key === "=") zoomBy(1.25);
+    else if (e.key === "-") zoomBy(0.8);
+    else if (e.key === "0") resetView();
+    else if (e.key === " " && e.target === document.body) { e.preventDefault(); toggleCine(); }
+  });
+
+  slider.addEventListener("input", function () { go(Number(slider.value) - 1); });
+
+  function dist(a, b) { return Math.hypot(a.x - b.x, a.y - b.y); }
+  function mid(a, b) { return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 }; }
+  function clamp(v, lo, hi) { return Math.max(lo, Math.min(hi, v)); }
+  function zoomBy(f) { state.zoom = clamp(state.zoom * f, 0.25, 16); layout(); }
+  function resetView() { state.zoom = 1; state.panX = 0; state.panY = 0; layout(); }
+
+  /* --- toolbar ------------------------------------------------------------------------------ */
+  document.querySelectorAll(".modes .mode").forEach(function (b) {
+    b.addEventListener("click", function () {
+      state.mode = b.dataset.mode;
+      document.querySelectorAll(".modes .mode").forEach(function (o) {
+        o.classList.toggle("active", o === b); o.setAttribute("aria-pressed", String(o === b));
+      });
+      vp.classList.remove("mode-scroll", "mode-window", "mode-pan");
+      vp.classList.add("mode-" + state.mode);
+    });
+  });
+  $("zoom-in").addEventListener("click", function () { zoomBy(1.25); });
+  $("zoom-out").addEventListener("click", function () { zoomBy(0.8); });
+  $("fit").addEventListener("click", resetView);
+  $("reset").addEventListener("click", function () { $("preset").value = ""; resetView(); setWindow(null); });
+
+  function toggleCine() { if (state.cine) stopCine(); else startCine(); }
+  function startCine() {
+    $("cine").setAttribute("aria-pressed", "true"); $("cine").textContent = "❚❚";
+    state.cine = setInterval(function () {
+      const next = (state.i + 1) % state.slices.length;
+      const im = cache.get(frameUrl(next, state.window));
+      if (!im || (im.complete && im.naturalWidth)) { state.i = next; show(); }
+    }, 100);
+  }
+  function stopCine() {
+    if (!state.cine) return;
+    clearInterval(state.cine); state.cine = null;
+    $("cine").setAttribute("aria-pressed", "false"); $("cine").textContent = "▶";
+  }
+  $("cine").addEventListener("click", toggleCine);
+
+  function filmUrl(kind) {
+    const params = new URLSearchParams({ series: series().uid, count: "12" });
+    const w = state.window;
+    if (w) params.set("window", Math.round(w.c) + "," + Math.max(1, Math.round(w.w)));
+    return urls.film + "." + kind + "?" + params.toString();
+  }
+  function updateLinks() {
+    if (urls.film && $("film-pdf")) $("film-pdf").href = filmUrl("pdf");
+  }
+  if (urls.film && $("film")) $("film").addEventListener("click", function () { window.open(filmUrl("png"), "_blank", "noopener"); });
+
+  /* --- series strip ------------------------------------------------------------------------- */
+  const strip = $("series-strip");
+  seriesList.forEach(function (s, k) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.title = (s.description || "Series " + (s.number != null ? s.number : k + 1));
+    const t = document.createElement("img");
+    t.loading = k < 6 ? "eager" : "lazy";
+    t.alt = "";
+    t.src = urls.dicomweb + "/studies/" + study.study_uid + "/series/" + s.uid + "/thumbnail";
+    const label = document.createElement("span");
+    label.textContent = (s.modality || "") + " " + (s.number != null ? s.number : "") + " · " +
+      s.images.reduce(function (a, im) { return a + im.frames; }, 0);
+    const desc = document.createElement("span");
+    desc.textContent = s.description || "";
+    b.append(t, label, desc);
+    b.addEventListener("click", function () { selectSeries(k); });
+    strip.appendChild(b);
+  });
+  strip.hidden = seriesList.length < 2;
+
+  /* --- findings (AI) ------------------------------------------------------------------------ */
+  function drawFindings() {
+    overlay.textContent = "";
+    if (!state.findings.length || !state.slices.length) return;
+    const sl = state.slices[state.i];
+    const ns = "http://www.w3.org/2000/svg";
+    state.findings.forEach(function (f) {
+      if (f.sop_uid !== sl.sop || (f.frame || 1) !== sl.frame || !f.points || !f.points.length) return;
+      let el;
+      const pts = f.points.map(function (p) { return p[0] + "," + p[1]; }).join(" ");
+      if (f.shape === "point" || f.points.length === 1) {
+        el = document.createElementNS(ns, "circle");
+        el.setAttribute("cx", f.points[0][0]); el.setAttribute("cy", f.points[0][1]); el.setAttribute("r", 6);
+      } else if (f.shape === "polyline") {
+        el = document.createElementNS(ns, "polyline"); el.setAttribute("points", pts);
+      } else if (f.shape === "box" && f.points.length === 2) {
+        el = document.createElementNS(ns, "rect");
+        const a = f.points[0], b = f.points[1];
+        el.setAttribute("x", Math.min(a[0], b[0])); el.setAttribute("y", Math.min(a[1], b[1]));
+        el.setAttribute("width", Math.abs(b[0] - a[0])); el.setAttribute("height", Math.abs(b[1] - a[1]));
+      } else {
+        el = document.createElementNS(ns, "polygon"); el.setAttribute("points", pts);
+      }
+      el.setAttribute("class", "finding");
+      const title = document.createElementNS(ns, "title");
+      title.textContent = f.label || "";
+      el.appendChild(title);
+      overlay.appendChild(el);
+    });
+  }
+
+  function loadFindings() {
+    if (!urls.findings) return;
+    fetch(urls.findings, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        if (!body || !Array.isArray(body.findings) || !body.findings.length) return;
+        state.findings = body.findings;
+        const list = $("findings-list");
+        body.findings.forEach(function (f) {
+          const li = document.createElement("li");
+          const b = document.createElement("b");
+          b.textContent = f.label || "Finding";
+          const p = document.createElement("div");
+          p.className = "small";
+          p.textContent = [f.text, f.plugin].filter(Boolean).join(" · ");
+          li.append(b, p);
+          li.addEventListener("click", function () { jumpTo(f); });
+          list.appendChild(li);
+        });
+        $("findings-toggle").hidden = false;
+        $("findings").hidden = false;
+        drawFindings();
+      })
+      .catch(function () { /* no findings service */ });
+  }
+  $("findings-toggle").addEventListener("click", function () { $("findings").hidden = !$("findings").hidden; });
+
+  function jumpTo(f) {
+    const k = seriesList.findIndex(function (s) { return s.uid === f.series_uid; });
+    if (k < 0) return;
+    const idx = slicesOf(seriesList[k]).findIndex(function (sl) { return sl.sop === f.sop_uid && sl.frame === (f.frame || 1); });
+    if (k !== state.s) selectSeries(k, Math.max(idx, 0)); else go(Math.max(idx, 0));
+  }
+
+  /* --- sharing ------------------------------------------------------------------------------ */
+  const dialog = $("share-dialog");
+  function renderShares() {
+    window.cloudfilm.fetch(urls.shares).then(function (r) { return r.ok ? r.json() : []; }).then(function (items) {
+      const ul = $("share-list");
+      ul.textContent = "";
+      items.forEach(function (s) {
+        const li = document.createElement("li");
+        li.textContent = "#" + s.id + " " + s.status + " until " + s.expires_at.slice(0, 10) + " · " + s.views + " views" +
+          (s.has_pin ? " · PIN" : "") + (s.allow_download ? " · download" : "") + " ";
+        if (s.status === "active") {
+          const b = document.createElement("button");
+          b.type = "button"; b.className = "linkish revoke"; b.dataset.url = urls.shares + "/" + s.id; b.textContent = "Revoke";
+          li.appendChild(b);
+        }
+        ul.appendChild(li);
+      });
+    });
+  }
+  if (dialog && urls.shares) {
+    $("share").addEventListener("click", function () { $("share-result").hidden = true; renderShares(); dialog.showModal(); });
+    $("share-close").addEventListener("click", function () { dialog.close(); });
+    $("share-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      const form = e.target;
+      const body = { allow_download: form.allow_download.checked };
+      if (form.expires_in_days.value) body.expires_in_days = Number(form.expires_in_days.value);
+      if (form.pin.value) body.pin = form.pin.value;
+      $("share-error").hidden = true;
+      window.cloudfilm.fetch(urls.shares, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      }).then(function (r) {
+        if (!r.ok) return r.text().then(function (t) { throw new Error(t); });
+        return r.json();
+      }).then(function (share) {
+        $("share-url").value = share.url;
+        $("share-qr").src = share.qr_svg;
+        $("share-result").hidden = false;
+        renderShares();
+      }).catch(function (err) { $("share-error").textContent = err.message; $("share-error").hidden = false; });
+    });
+    $("share-copy").addEventListener("click", function () {
+      const u = $("share-url");
+      if (navigator.clipboard) navigator.clipboard.writeText(u.value); else { u.select(); document.execCommand("copy"); }
+    });
+  }
+
+  /* --- start -------------------------------------------------------------------------------- */
+  window.addEventListener("resize", layout);
+  img.addEventListener("load", function () {
+    if (img.naturalWidth && (img.naturalWidth !== state.natW || img.naturalHeight !== state.natH)) {
+      state.natW = img.naturalWidth; state.natH = img.naturalHeight; layout();
+    }
+    $("spinner").hidden = true;
+    vp.dataset.loaded = img.getAttribute("src");
+  });
+  if (!seriesList.length) {
+    $("slice-label").textContent = "No images in this study";
+    slider.hidden = true;
+    return;
+  }
+  const first = data.start || { series: 0, index: null };
+  selectSeries(first.series || 0, first.index);
+  if (img.complete && img.naturalWidth) { state.natW = img.naturalWidth; state.natH = img.naturalHeight; layout(); vp.dataset.loaded = img.getAttribute("src"); }
+  vp.classList.add("mode-scroll");
+  loadFindings();
+  window.cloudfilmViewer = { state: state, go: go, setWindow: setWindow, selectSeries: selectSeries };
+})();
