@@ -14,11 +14,31 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.settings import Settings
-from tests.factories import to_bytes
+from tests.factories import (
+    PATIENTS,
+    encode,
+    make_ct_study,
+    make_gray8,
+    make_multiframe,
+    make_palette,
+    make_rgb,
+    to_bytes,
+)
 from viewer_api.access import current_scope
 from viewer_api.app import create_app
 
@@ -108,3 +128,79 @@ def serve() -> Iterator[Callable[[Archive], RunningServer]]:
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def parts_of(content_type: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart/related body: (lower-cased headers, content)."""
+    assert content_type.startswith("multipart/related"), content_type
+    boundary = next(p.split("=", 1)[1].strip('"') for p in content_type.split(";") if p.strip().startswith("boundary="))
+    delimiter = b"--" + boundary.encode()
+    assert body.startswith(delimiter) and body.rstrip(b"\r\n").endswith(delimiter + b"--")
+    out = []
+    for chunk in body.split(b"\r\n" + delimiter)[:-1]:
+        chunk = chunk.removeprefix(delimiter)
+        head, _, content = chunk.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        out.append((headers, content))
+    return out
+
+
+@dataclass
+class Gallery:
+    """One study holding an instance of each kind the DICOMweb code must handle."""
+
+    client: TestClient
+    archive: Archive
+    items: dict[str, Dataset]
+
+    @property
+    def study(self) -> str:
+        return str(self.items["ct"].StudyInstanceUID)
+
+    def url(self, name: str, suffix: str = "") -> str:
+        ds = self.items[name]
+        return f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}" \
+            + suffix
+
+
+def _relabelled(ds: Dataset, label: str, **changes: object) -> Dataset:
+    out = encode(ds, ds.file_meta.TransferSyntaxUID)
+    new_uid = generate_uid(entropy_srcs=[label, ds.SOPInstanceUID])
+    out.SOPInstanceUID = out.file_meta.MediaStorageSOPInstanceUID = new_uid
+    for keyword, value in changes.items():
+        setattr(out, keyword, value)
+    return out
+
+
+def gallery_items() -> dict[str, Dataset]:
+    patient = PATIENTS[0]
+    ct = make_ct_study(patient, n_slices=3, rows=32, cols=32, seed=21)
+    study = ct[0].StudyInstanceUID
+    multi = make_multiframe(n_frames=6, rows=32, cols=32, patient=patient, study_uid=study)
+    items = {f"ct{i}": ds for i, ds in enumerate(ct)}
+    items["ct"] = ct[0]
+    for name, ts in (("j2k", JPEG2000Lossless), ("jls", JPEGLSLossless), ("rle", RLELossless),
+                     ("jpeg_ll", JPEGLosslessSV1), ("big_endian", ExplicitVRBigEndian),
+                     ("implicit", ImplicitVRLittleEndian), ("deflated", DeflatedExplicitVRLittleEndian)):
+        items[name] = encode(ct[1], ts, new_instance_uid=True)
+    items["mono1"] = _relabelled(ct[2], "mono1", PhotometricInterpretation="MONOCHROME1")
+    items["rgb"] = make_rgb(32, 32, patient=patient, study_uid=study)
+    items["ybr"] = make_rgb(32, 32, seed=1, patient=patient, study_uid=study, transfer_syntax=JPEGBaseline8Bit)
+    items["palette"] = make_palette(32, 32, patient=patient, study_uid=study)
+    items["gray8"] = make_gray8(32, 32, patient=patient, study_uid=study)
+    items["multi"] = multi
+    items["multi_jls"] = encode(multi, JPEGLSLossless, new_instance_uid=True)
+    return items
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gallery]:
+    items = gallery_items()
+    with Archive.open(dicomweb_settings(Path(tmp_path_factory.mktemp("gallery")))) as archive:
+        store_all(archive, list({ds.SOPInstanceUID: ds for ds in items.values()}.values()))
+        with TestClient(make_app(archive)) as client:
+            yield Gallery(client, archive, items)

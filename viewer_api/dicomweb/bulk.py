@@ -26,7 +26,7 @@ from viewer_api.dicomweb.frames import frame_bytes, frames_response, image_for, 
 from viewer_api.dicomweb.media import OCTET_STREAM, BadRequest, MediaRange, NotAcceptable, accept_of, type_matches
 from viewer_api.dicomweb.multipart import MultipartWriter
 from viewer_api.dicomweb.params import uid
-from viewer_api.dicomweb.pixels import PIXEL_DATA_TAG, check_frames, locate
+from viewer_api.dicomweb.pixels import PIXEL_DATA_TAG, check_frames, frame_count, locate
 
 router = APIRouter(tags=["DICOMweb"])
 _PIXEL_TAGS = {PIXEL_DATA_TAG, "7FE00008", "7FE00009"}
@@ -99,9 +99,7 @@ def _single(data: bytes, multipart: bool) -> Response:
 
 
 def _pixel_data(archive: Archive, scope: AccessScope, stored: StoredInstance, accept: list[MediaRange]) -> Response:
-    if stored.number_of_frames is None:
-        raise NotFound("the instance has no pixel data")
-    numbers = list(range(1, stored.number_of_frames + 1))
+    numbers = list(range(1, frame_count(stored) + 1))
     check_frames(stored, numbers)
     how = plan(accept, stored.transfer_syntax_uid, stored.encapsulated, 1 if not stored.encapsulated else len(numbers))
     image = image_for(archive, scope, stored, how)

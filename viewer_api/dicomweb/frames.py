@@ -68,7 +68,7 @@ def plan(accept: Sequence[MediaRange], stored_ts: str, encapsulated: bool, count
     """The first representation in the client's order that can be produced; else 406."""
     compressed_type = frame_media_type(stored_ts)
     for rng in accept:
-        multipart = rng.is_multipart
+        multipart = rng.is_multipart or "*" in rng.media_type  # "*/*" gets the standard multipart answer
         if not multipart and count != 1:
             continue
         part, wanted = rng.part_type, rng.transfer_syntax

@@ -43,16 +43,24 @@ class Image:
 
     @property
     def frame_count(self) -> int:
-        return self.stored.number_of_frames or 0
+        return frame_count(self.stored)
 
     @property
     def has_pixels(self) -> bool:
-        return self.stored.number_of_frames is not None and self.stored.rows is not None
+        return frame_count(self.stored) > 0
+
+
+def frame_count(stored: StoredInstance) -> int:
+    """Frames of an image (0: not an image). An image whose pixel data the index could not see
+    (a deflated object) still has Rows: it counts as one frame, decoded from the whole object."""
+    if stored.rows is None:
+        return 0
+    return stored.number_of_frames or 1
 
 
 def check_frames(stored: StoredInstance, numbers: list[int]) -> None:
     """NotFound unless every frame number exists in ``stored``."""
-    count = stored.number_of_frames if stored.rows is not None else None
+    count = frame_count(stored)
     if not count:
         raise NotFound("the instance has no pixel data")
     for n in numbers:
@@ -147,6 +155,8 @@ def frame_array(archive: Archive, image: Image, number: int, *, as_rgb: bool = T
 def _from_whole_object(archive: Archive, stored: StoredInstance, number: int, *, as_rgb: bool) -> np.ndarray:
     with open_instance(archive.store, stored) as fh:
         ds = pydicom.dcmread(fh)
+    if "PixelData" not in ds:
+        raise NotFound("the instance has no pixel data")
     try:
         from pydicom.pixels import pixel_array
 

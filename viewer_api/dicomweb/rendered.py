@@ -36,7 +36,7 @@ from viewer_api.dicomweb.media import (
     type_matches,
 )
 from viewer_api.dicomweb.params import frame_numbers, uid
-from viewer_api.dicomweb.pixels import frame_array, load_image, locate
+from viewer_api.dicomweb.pixels import frame_array, frame_count, load_image, locate
 
 THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 8192
@@ -295,7 +295,7 @@ def render(archive: Archive, scope: AccessScope, stored: StoredInstance, frames:
 def representative(archive: Archive, scope: AccessScope, study: str, series: str | None) -> StoredInstance:
     """The image that stands for a study or series: the middle image of its first series with images."""
     found = find_instances(archive.engine, scope, study_uid=study, series_uid=series)
-    images = [i for i in found if i.rows is not None and i.number_of_frames is not None]
+    images = [i for i in found if frame_count(i) > 0]
     if not images:
         raise NotFound("the " + ("series" if series else "study") + " holds no image to render")
     first_series = images[0].series_uid
