@@ -8,6 +8,7 @@ import typer
 
 import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
+from viewer_api.cli_users import is_loopback, seed_admin
 from viewer_api.server import serve as run_server
 
 log = logging.getLogger("cloudfilm")
@@ -17,7 +18,12 @@ log = logging.getLogger("cloudfilm")
 def serve() -> None:
     """Run the archive: HTTP API + viewer, DICOM listener and background workers."""
     settings = settings_or_exit()
+    if settings.auth_disabled and not is_loopback(settings.http_host):
+        typer.echo(f"error: refusing to listen on {settings.http_host} with CLOUDFILM_AUTH_DISABLED: "
+                   "use a loopback address (127.0.0.1) or turn authentication on", err=True)
+        raise typer.Exit(2)
     archive = open_archive_or_exit(settings)
+    seed_admin(archive)
     logging.getLogger("cloudfilm.serve").info("data directory: %s", settings.data_dir.resolve())
     try:
         run_server(archive)
