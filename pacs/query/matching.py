@@ -59,29 +59,24 @@ def string_condition(column: Any, value: str, dialect: str, *, case_sensitive: b
 
 
 def pn_condition(norm_column: Any, value: str, dialect: str) -> Any:
-    """Person name: folded, matched against each component group (PS3.5 6.2.1)."""
+    """Person name: folded, matched against the component groups (PS3.5 6.2.1).
+
+    An ASCII pattern matches the alphabetic group (an index range scan); a pattern with other
+    scripts (``山田*``) may match the ideographic or phonetic group too.
+    """
     pattern = normalize_pn(value)
+    if "=" in pattern:
+        pattern = next((g for g in pattern.split("=") if g), "")
     if pattern in ("", "*"):
         return None
-    groups = [g for g in pattern.split("=") if g]
-    if "=" in pattern:
-        pattern = groups[0] if groups else ""
-    if not has_wildcard(pattern):
-        like_exact = pattern
-        return or_(
-            norm_column == pattern,
-            norm_column.like(_like_pattern(like_exact) + "=%", escape="\\"),
-            norm_column.like("%=" + _like_pattern(like_exact), escape="\\"),
-            norm_column.like("%=" + _like_pattern(like_exact) + "=%", escape="\\"),
-        )
     like = _like_pattern(pattern)
-    prefix = re.split(r"[*?]", pattern, maxsplit=1)[0]
-    first_group = norm_column.like(like, escape="\\")
-    narrow = _prefix_range(norm_column, prefix)
+    first_group = or_(norm_column.like(like, escape="\\"), norm_column.like(like + "=%", escape="\\"))
+    narrow = _prefix_range(norm_column, re.split(r"[*?]", pattern, maxsplit=1)[0])
     alphabetic = and_(narrow, first_group) if narrow is not None else first_group
+    if pattern.isascii():
+        return alphabetic
     return or_(
         alphabetic,
-        norm_column.like(like + "=%", escape="\\"),
         norm_column.like("%=" + like, escape="\\"),
         norm_column.like("%=" + like + "=%", escape="\\"),
     )
