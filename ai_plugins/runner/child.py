@@ -27,7 +27,7 @@ from pacs.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Imported once in the fork server, so that children start warm.
-PRELOAD = ["ai_plugins.runner.child", "ai_plugins.runner.source", "ai_plugins.sdk"]
+PRELOAD = ["ai_plugins.runner.child", "ai_plugins.runner.source", "ai_plugins.sdk", "ai_plugins.sr"]
 _preload_lock = threading.Lock()
 _preloaded: set[str] = set()
 

@@ -27,17 +27,27 @@ def job_uid(job_key: str, part: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ResultUids:
-    """The UIDs of everything one job may store."""
+    """The UIDs of everything one job may store, derived from the job's key."""
 
-    sr_series: str
-    sr_instance: str
-    seg_series: str
-    seg_instance: str
+    job_key: str
 
     @classmethod
     def for_job(cls, job_key: str) -> ResultUids:
-        return cls(job_uid(job_key, "sr-series"), job_uid(job_key, "sr"), job_uid(job_key, "seg-series"),
-                   job_uid(job_key, "seg"))  # fmt: skip
+        return cls(job_key)
+
+    @property
+    def sr_series(self) -> str:
+        return job_uid(self.job_key, "sr-series")
+
+    @property
+    def sr_instance(self) -> str:
+        return job_uid(self.job_key, "sr")
+
+    def seg_series(self, n: int) -> str:
+        return job_uid(self.job_key, f"seg-series-{n}")
+
+    def seg_instance(self, n: int) -> str:
+        return job_uid(self.job_key, f"seg-{n}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +81,23 @@ def _object(ds: Dataset) -> ResultObject:
                         to_part10(ds))  # fmt: skip
 
 
-def build_result_objects(
-    findings: Findings, study: StudyInput, info: PluginInfo, uids: ResultUids
-) -> list[ResultObject]:
-    """The SR (always: even "nothing found" is a result) and the SEG (when there are masks)."""
-    from ai_plugins.sr import write_seg, write_sr
+def build_result_objects(findings: Findings, study: StudyInput, info: PluginInfo,
+                         uids: ResultUids) -> list[ResultObject]:  # fmt: skip
+    """The SR (always: "nothing found" is a result too) and one SEG per segmentation, with the job's UIDs."""
+    from ai_plugins.sr import SEG_SERIES_NUMBER, build_measurement_report, build_segmentation, evidence_for
 
-    objects: list[ResultObject] = []
-    for segmentation in findings.segmentations:
-        seg = write_seg(segmentation, study, info, series_uid=uids.seg_series, sop_uid=uids.seg_instance)
+    objects = [_object(build_measurement_report(findings, evidence_for(findings, study), info,
+                                                series_instance_uid=uids.sr_series,
+                                                sop_instance_uid=uids.sr_instance))]  # fmt: skip
+    for n, segmentation in enumerate(findings.segmentations):
+        volume = study.get_series(segmentation.series_uid).volume
+        seg = build_segmentation(
+            segmentation,
+            volume,
+            info,
+            series_instance_uid=uids.seg_series(n),
+            sop_instance_uid=uids.seg_instance(n),
+            series_number=SEG_SERIES_NUMBER + n,
+        )
         objects.append(_object(seg))
-        break  # one SEG per job: a plugin segments the series it analysed
-    sr = write_sr(findings, study, info, series_uid=uids.sr_series, sop_uid=uids.sr_instance)
-    objects.append(_object(sr))
     return objects
