@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import build_context, build_role
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,6 +42,9 @@ REQUEST_STORAGE_COMMITMENT = 1  # N-ACTION Action Type ID
 EVENT_ALL_COMMITTED = 1  # N-EVENT-REPORT Event Type ID: every instance committed
 EVENT_SOME_FAILED = 2  # at least one instance failed
 _CHUNK = 1024 * 1024
+#: An SCU that wants the report on a new association releases right after the N-ACTION response;
+#: waiting this long before choosing avoids sending into an association that is being released.
+RELEASE_GRACE_S = 0.5
 
 
 @dataclass
@@ -169,22 +174,24 @@ class CommitmentSCP:
             log.info("storage commitment from %s: undecodable request: %s", peer, exc)
             return status.INVALID_ARGUMENT, None
         log.info("storage commitment %s from %s: %d instances", transaction_uid, peer, len(refs))
-        self._workers.submit(self._run, event.assoc, peer, transaction_uid, refs)
+        self._workers.submit(self._run, event.assoc, peer, transaction_uid, refs, time.monotonic())
         return status.SUCCESS, None
 
-    def _run(self, assoc: Any, peer: Peer, transaction_uid: str, refs: list[tuple[str, str]]) -> None:
+    def _run(self, assoc: Any, peer: Peer, transaction_uid: str, refs: list[tuple[str, str]],
+             requested_at: float) -> None:
         try:
             result = verify(self._engine, self._store, transaction_uid, refs)
             report = result.to_dataset(self._ae_title)
             log.info("storage commitment %s: %d committed, %d failed", transaction_uid,
                      len(result.committed), len(result.failed))
+            time.sleep(max(0.0, requested_at + RELEASE_GRACE_S - time.monotonic()))
             if not self._send_on(assoc, report, result.event_type):
                 self._send_new(peer, report, result.event_type)
         except Exception:  # a worker must never die silently
             log.exception("storage commitment %s failed", transaction_uid)
 
     def _send_on(self, assoc: Any, report: Dataset, event_type: int) -> bool:
-        if not assoc.is_established:
+        if not assoc.is_established or isinstance(assoc.dul.peek_next_pdu(), A_RELEASE):
             return False
         try:
             rsp, _reply = assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT_PUSH,
