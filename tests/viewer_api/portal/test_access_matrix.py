@@ -1,0 +1,143 @@
+"""The access matrix: each kind of caller × every route → the expected status.
+
+Callers: nobody, an admin (session cookie), a physician (OAuth2 bearer), the patient who owns the
+"owned" study (session cookie), an AI vendor (API key) and a visitor holding a share link of the
+owned study (share cookie, no downloads). 401: not signed in; 403: the role may not; 404: the study
+is outside the caller's scope (its existence does not leak).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.factories import PATIENTS, make_ct_study, to_bytes
+from tests.viewer_api.portal.conftest import KINDS, Site, frame_url, store
+
+BOUNDARY = "matrix-boundary"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    method: str
+    path: Callable[[Site], str]
+    expect: dict[str, int]  # kind -> status
+    body: Callable[[Site, str], dict[str, object]] | None = None
+
+
+def row(anonymous: int, admin: int, physician: int, patient: int, vendor: int, share: int) -> dict[str, int]:
+    return dict(zip(KINDS, (anonymous, admin, physician, patient, vendor, share), strict=True))
+
+
+def _owned(s: Site) -> str:
+    return s.owned_uid
+
+
+def _other(s: Site) -> str:
+    return s.other_uid
+
+
+def _wado(ds_of: Callable[[Site], object]) -> Callable[[Site], str]:
+    def path(s: Site) -> str:
+        ds = ds_of(s)
+        return (f"/wado?requestType=WADO&studyUID={ds.StudyInstanceUID}&seriesUID={ds.SeriesInstanceUID}"  # type: ignore[attr-defined]
+                f"&objectUID={ds.SOPInstanceUID}&contentType=image/jpeg")  # type: ignore[attr-defined]
+    return path
+
+
+def _stow_body(_s: Site, kind: str) -> dict[str, object]:
+    ds = make_ct_study(PATIENTS[3], n_slices=1, rows=16, cols=16, seed=900 + KINDS.index(kind))[0]
+    body = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + to_bytes(ds)
+            + f"\r\n--{BOUNDARY}--\r\n".encode())
+    return {"content": body,
+            "headers": {"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'}}
+
+
+def _share_body(_s: Site, _kind: str) -> dict[str, object]:
+    return {"json": {"expires_in_days": 3}}
+
+
+def _throwaway(s: Site) -> str:
+    ds = make_ct_study(PATIENTS[4], n_slices=1, rows=16, cols=16, seed=950)
+    store(s.archive, ds)
+    return f"/dicomweb/studies/{ds[0].StudyInstanceUID}"
+
+
+CASES: list[Case] = [
+    # DICOMweb and WADO-URI
+    Case("qido-studies", "GET", lambda s: "/dicomweb/studies", row(401, 200, 200, 200, 200, 403)),
+    Case("qido-series", "GET", lambda s: "/dicomweb/series", row(401, 200, 200, 200, 200, 403)),
+    Case("qido-series-of-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}/series",
+         row(401, 200, 200, 200, 200, 200)),
+    Case("metadata-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}/metadata",
+         row(401, 200, 200, 200, 404, 200)),
+    Case("metadata-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}/metadata",
+         row(401, 200, 200, 404, 404, 404)),
+    Case("retrieve-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}", row(401, 200, 200, 200, 404, 200)),
+    Case("retrieve-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}", row(401, 200, 200, 404, 404, 404)),
+    Case("rendered-owned", "GET", lambda s: frame_url(s.owned[0]), row(401, 200, 200, 200, 404, 200)),
+    Case("rendered-other", "GET", lambda s: frame_url(s.other[0]), row(401, 200, 200, 404, 404, 404)),
+    Case("thumbnail-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}/thumbnail",
+         row(401, 200, 200, 404, 404, 404)),
+    Case("wado-uri-owned", "GET", _wado(lambda s: s.owned[1]), row(401, 200, 200, 200, 404, 200)),
+    Case("wado-uri-other", "GET", _wado(lambda s: s.other[1]), row(401, 200, 200, 404, 404, 404)),
+    Case("stow", "POST", lambda s: "/dicomweb/studies", row(401, 200, 200, 403, 403, 403), _stow_body),
+    Case("delete-study", "DELETE", _throwaway, row(401, 204, 403, 403, 403, 403)),
+    # Pages
+    Case("worklist", "GET", lambda s: "/viewer/worklist", row(401, 200, 200, 403, 403, 403)),
+    Case("patient-home", "GET", lambda s: "/viewer/home", row(401, 403, 403, 200, 403, 403)),
+    Case("viewer-owned", "GET", lambda s: f"/viewer/studies/{_owned(s)}", row(401, 200, 200, 200, 403, 200)),
+    Case("viewer-other", "GET", lambda s: f"/viewer/studies/{_other(s)}", row(401, 200, 200, 404, 403, 404)),
+    Case("share-page", "GET", lambda s: f"/s/{s.share.token}", row(200, 200, 200, 200, 200, 200)),
+    Case("login-page", "GET", lambda s: "/login", row(200, 303, 303, 303, 303, 200)),
+    Case("static", "GET", lambda s: "/static/app.css", row(200, 200, 200, 200, 200, 200)),
+    Case("healthz", "GET", lambda s: "/healthz", row(200, 200, 200, 200, 200, 200)),
+    # JSON API
+    Case("me", "GET", lambda s: "/api/auth/me", row(401, 200, 200, 200, 200, 200)),
+    Case("shares-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/shares", row(401, 200, 200, 200, 403, 403)),
+    Case("shares-other", "GET", lambda s: f"/api/studies/{_other(s)}/shares", row(401, 200, 200, 404, 403, 403)),
+    Case("share-create-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/shares",
+         row(401, 201, 201, 201, 403, 403), _share_body),
+    Case("share-create-other", "POST", lambda s: f"/api/studies/{_other(s)}/shares",
+         row(401, 201, 201, 404, 403, 403), _share_body),
+    Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
+    Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
+    # Downloads
+    Case("film-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/film.png", row(401, 200, 200, 200, 403, 403)),
+    Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404)),
+    Case("zip-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/archive.zip", row(401, 200, 200, 200, 403, 403)),
+    Case("zip-other", "GET", lambda s: f"/api/studies/{_other(s)}/archive.zip", row(401, 200, 200, 404, 403, 404)),
+    # Operations
+    Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
+    Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
+]
+
+
+@pytest.mark.parametrize(("case", "kind"), list(itertools.product(CASES, KINDS)),
+                         ids=[f"{c.name}-{k}" for c, k in itertools.product(CASES, KINDS)])
+def test_access(site: Site, case: Case, kind: str) -> None:
+    original = site.client(kind)
+    client = site.new_client(headers=dict(original.headers), cookies=dict(original.cookies))  # no state leaks
+    kwargs: dict[str, object] = case.body(site, kind) if case.body else {}
+    headers = dict(kwargs.pop("headers", {}))  # type: ignore[call-overload]
+    headers.update(site.headers(kind))
+    response = client.request(case.method, case.path(site), headers=headers, follow_redirects=False,
+                              **kwargs)  # type: ignore[arg-type]
+    client.close()
+    assert response.status_code == case.expect[kind], f"{case.method} {case.name} as {kind}: {response.text[:200]}"
+
+
+def test_lists_hold_only_what_the_caller_may_see(site: Site) -> None:
+    def studies(kind: str) -> set[str]:
+        response = site.client(kind).get("/dicomweb/studies", params={"limit": "1000"})
+        return {item["0020000D"]["Value"][0] for item in response.json()}
+
+    everything = studies("admin")
+    assert {site.owned_uid, site.other_uid} <= everything
+    assert studies("physician") == everything
+    assert studies("patient") == {site.owned_uid}
+    assert studies("vendor") == set()
