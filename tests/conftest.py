@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pacs.archive import Archive
+from pacs.index.db import make_engine, upgrade
 from pacs.settings import Settings
 from pacs.storage.base import ObjectStore
 from pacs.storage.filesystem import FilesystemStore
@@ -86,12 +87,23 @@ def archive_settings(backend: str, tmp_path: Path, request: pytest.FixtureReques
         yield Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0)
         return
     server: S3Server = request.getfixturevalue("s3_server")
+    template: str = request.getfixturevalue("pg_template")
     bucket = f"archive-{uuid.uuid4().hex[:20]}"
-    with temporary_database() as url:
+    with temporary_database(template=template) as url:
         yield Settings(
             data_dir=tmp_path / "data", http_port=0, dicom_port=0, database_url=url, storage_url=f"s3://{bucket}",
             s3_endpoint=server.endpoint, s3_access_key=server.access_key, s3_secret_key=server.secret_key,
         )
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test's database is copied from (fast)."""
+    with temporary_database("cloudfilm_template") as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(params=ARCHIVE_BACKENDS)
@@ -109,6 +121,14 @@ def archive(settings: Settings) -> Iterator[Archive]:
     """An open, migrated, empty archive on each backend in turn."""
     with Archive.open(settings) as opened:
         yield opened
+
+
+@pytest.fixture(scope="module", params=ARCHIVE_BACKENDS)
+def module_archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+    """One archive per test module and backend, for read-only tests that share loaded data."""
+    for settings in archive_settings(str(request.param), tmp_path_factory.mktemp("archive"), request):
+        with Archive.open(settings) as opened:
+            yield opened
 
 
 @pytest.fixture

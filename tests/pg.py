@@ -25,12 +25,12 @@ def postgres_available() -> bool:
 
 
 @contextmanager
-def temporary_database(prefix: str = "cloudfilm_test") -> Iterator[str]:
-    """Create a uniquely named database, yield its URL, drop it afterwards."""
+def temporary_database(prefix: str = "cloudfilm_test", template: str | None = None) -> Iterator[str]:
+    """Create a uniquely named database (a copy of ``template`` if given), yield its URL, drop it."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"

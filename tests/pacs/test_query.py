@@ -22,8 +22,9 @@ STUDIES = [
 ]
 
 
-@pytest.fixture
-def loaded(archive: Archive) -> Iterator[tuple[Archive, list[str]]]:
+@pytest.fixture(scope="module")
+def loaded(module_archive: Archive) -> Iterator[tuple[Archive, list[str]]]:
+    archive = module_archive
     uids = []
     for i, spec in enumerate(STUDIES):
         case = make_ct_case(n_slices=2, rows=16, cols=16, seed=100 + i, **spec)  # type: ignore[arg-type]
