@@ -27,6 +27,9 @@ def dicomweb_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
     modules = (stow, qido, metadata, frames, bulk, rendered, wado, delete)
     for module in modules:
+        for route in module.router.routes:
+            if isinstance(route, APIRoute) and "GET" in route.methods:
+                route.methods.add("HEAD")  # HEAD answers like GET, without the body (RFC 9110 9.3.2)
         router.include_router(module.router)
     _add_method_guards(router, [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)])
     router.add_api_route("/{rest:path}", _unknown, methods=list(_ALL_METHODS), include_in_schema=False)

@@ -25,7 +25,7 @@ async def _delete(request: Request, scope: AccessScope, study: str, series: str 
                   instance: str | None) -> Response:  # fmt: skip
     archive = archive_of(request)
     if not archive.settings.dicomweb_delete:
-        raise MethodNotAllowed()
+        raise MethodNotAllowed("GET, HEAD, POST" if series is None else "GET, HEAD")
     study = uid(study, "StudyInstanceUID")
     series = uid(series, "SeriesInstanceUID") if series is not None else None
     instance = uid(instance, "SOPInstanceUID") if instance is not None else None
@@ -35,8 +35,8 @@ async def _delete(request: Request, scope: AccessScope, study: str, series: str 
 
 
 class MethodNotAllowed(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(405, "deleting is disabled on this archive", headers={"Allow": "GET, HEAD"})
+    def __init__(self, allow: str) -> None:
+        super().__init__(405, "deleting is disabled on this archive", headers={"Allow": allow})
 
 
 @router.delete("/studies/{study}", summary="Delete a study", status_code=204)

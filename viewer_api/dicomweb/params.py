@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import Request
 
 from pacs.uids import is_valid_uid
@@ -9,13 +11,15 @@ from viewer_api.context import archive_of
 from viewer_api.dicomweb.media import BadRequest
 
 MAX_FRAMES_PER_REQUEST = 10_000
+_PRINTABLE = re.compile(r"^[0-9A-Za-z.,_/ -]{0,80}$")
 
 
 def uid(value: str, what: str) -> str:
     """``value`` as a UID or a 400 naming ``what`` (a ``../`` can never reach the index or store)."""
     if not is_valid_uid(value):
-        shown = value if len(value) <= 70 else value[:67] + "..."
-        raise BadRequest(f"{what} {shown!r} is not a valid UID")
+        if _PRINTABLE.match(value):
+            raise BadRequest(f"{what} {value[:64]!r} is not a valid UID")
+        raise BadRequest(f"{what} is not a valid UID")  # never echo markup or control characters
     return value
 
 
