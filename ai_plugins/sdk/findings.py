@@ -177,7 +177,7 @@ class Point2D(_Model):
 
 
 class BoundingBox(_Model):
-    """An axis-aligned rectangle on one image (written as a closed SCOORD POLYGON)."""
+    """An axis-aligned rectangle on one image (written as a closed SCOORD POLYLINE)."""
 
     type: Literal["box"] = "box"
     sop_instance_uid: UID
@@ -195,7 +195,7 @@ class BoundingBox(_Model):
 
 
 class Polygon(_Model):
-    """A closed polygon on one image (SCOORD POLYGON); the closing vertex is implied."""
+    """A closed polygon on one image (a closed SCOORD POLYLINE); the closing vertex is implied."""
 
     type: Literal["polygon"] = "polygon"
     sop_instance_uid: UID

@@ -1,0 +1,1 @@
+"""Plugins that ship with cloudfilm (registered through the ``cloudfilm.plugins`` entry points)."""

@@ -1,0 +1,402 @@
+"""Findings ⇄ Comprehensive 3D SR following TID 1500 Measurement Report (PS3.16 TID 1500).
+
+Writing: every study-level classification becomes a TID 1501 measurement group (finding =
+the classification's code, a "Probability" measurement); every finding becomes a TID 1410 planar
+ROI group whose region is a SCOORD on a referenced image (point, box as a closed polygon, polygon)
+or a SCOORD3D point in the frame of reference, with its measurements (UCUM units), finding site
+and probability. The algorithm (TID 4019) names the plugin and version; the device observer
+(TID 1004) names the vendor. The evaluated images are the evidence; the key images (those the
+regions lie on, the slice nearest each 3D point) form the image library (TID 1600).
+Classification groups are tracked as "Classification <n>", which is how the reader tells them
+from region-less findings.
+
+Reading (:func:`read_measurement_report`) turns such an SR back into :class:`Findings`, so the
+viewer and tests see exactly what a plugin said.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as dcm_codes
+from pydicom.sr.coding import Code as DicomCode
+
+from ai_plugins.sdk import (
+    BoundingBox,
+    Classification,
+    Code,
+    Finding,
+    Findings,
+    Measurement,
+    PluginInfo,
+    Point2D,
+    Point3D,
+    Polygon,
+    codes,
+)
+
+__all__ = [
+    "MANUFACTURER",
+    "SR_SERIES_NUMBER",
+    "build_measurement_report",
+    "derived_uid",
+    "nearest_image",
+    "read_measurement_report",
+    "to_dicom_code",
+]
+
+MANUFACTURER = "cloudfilm"
+SR_SERIES_NUMBER = 9100
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cloudfilm.invalid/ai-plugins")
+
+
+def derived_uid(*parts: object) -> str:
+    """A deterministic "2.25." UID (PS3.5 B.2) from ``parts`` (device UIDs, reproducible tests)."""
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(31).join(str(p) for p in parts)).int}"
+
+
+def to_dicom_code(code: Code) -> DicomCode:
+    return DicomCode(value=code.value, scheme_designator=code.scheme, meaning=code.meaning,
+                     scheme_version=code.scheme_version)  # fmt: skip
+
+
+def _from_dicom_code(code: DicomCode | hd.sr.CodedConcept) -> Code:
+    version = getattr(code, "scheme_version", None)
+    return Code(value=str(code.value), scheme=str(code.scheme_designator), meaning=str(code.meaning),
+                scheme_version=str(version) if version else None)  # fmt: skip
+
+
+def _procedure(evidence: Sequence[Dataset]) -> DicomCode:
+    """CID 100 procedure from the evaluated modality."""
+    modalities = {str(ds.get("Modality", "")) for ds in evidence}
+    if modalities == {"CT"}:
+        return dcm_codes.LN.CTUnspecifiedBodyRegion
+    if modalities == {"MR"}:
+        return dcm_codes.LN.MRIUnspecifiedBodyRegion
+    return dcm_codes.SCT.ImagingProcedure
+
+
+def _algorithm(plugin: PluginInfo) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=plugin.name, version=plugin.version)
+
+
+def _probability(value: float) -> hd.sr.Measurement:
+    return hd.sr.Measurement(
+        name=to_dicom_code(codes.PROBABILITY), value=float(value), unit=to_dicom_code(codes.UCUM_NO_UNITS)
+    )
+
+
+def _measurements(finding: Finding, source: Dataset | None) -> list[hd.sr.Measurement]:
+    images = (
+        [hd.sr.SourceImageForMeasurement(str(source.SOPClassUID), str(source.SOPInstanceUID))]
+        if source is not None
+        else None
+    )
+    out = [
+        hd.sr.Measurement(
+            name=to_dicom_code(m.name), value=float(m.value), unit=to_dicom_code(m.unit), referenced_images=images
+        )
+        for m in finding.measurements
+    ]
+    if finding.probability is not None:
+        out.append(_probability(finding.probability))
+    return out
+
+
+def nearest_image(point: Point3D, evidence: Sequence[Dataset]) -> Dataset | None:
+    """The single-frame image of ``point``'s frame of reference whose plane lies closest to it."""
+    best: tuple[float, Dataset] | None = None
+    p = np.array(point.as_tuple())
+    for ds in evidence:
+        if (
+            str(ds.get("FrameOfReferenceUID", "")) != point.frame_of_reference_uid
+            or int(ds.get("NumberOfFrames", 1)) > 1
+        ):
+            continue
+        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if not ipp or not iop or len(ipp) != 3 or len(iop) != 6:
+            continue
+        normal = np.cross(np.array(iop[:3], dtype=float), np.array(iop[3:], dtype=float))
+        distance = abs(float(np.dot(p - np.array(ipp, dtype=float), normal)))
+        if best is None or distance < best[0]:
+            best = (distance, ds)
+    return best[1] if best else None
+
+
+def _key_image(finding: Finding, evidence: Sequence[Dataset], by_uid: dict[str, Dataset]) -> Dataset | None:
+    """The image a finding is best looked at on: the one its 2D region is on, or the 3D point's slice."""
+    region = finding.region
+    if isinstance(region, Point3D):
+        return nearest_image(region, evidence)
+    if isinstance(region, Point2D | BoundingBox | Polygon):
+        return by_uid.get(region.sop_instance_uid)
+    return None
+
+
+def _source_image(uid: str, frame: int | None, by_uid: dict[str, Dataset]) -> hd.sr.SourceImageForRegion:
+    ds = by_uid.get(uid)
+    if ds is None:
+        raise ValueError(f"finding refers to instance {uid}, which is not among the evaluated images")
+    return hd.sr.SourceImageForRegion(
+        referenced_sop_class_uid=str(ds.SOPClassUID),
+        referenced_sop_instance_uid=uid,
+        referenced_frame_numbers=[frame] if frame is not None else None,
+    )
+
+
+def _region(finding: Finding, by_uid: dict[str, Dataset]) -> hd.sr.ImageRegion | hd.sr.ImageRegion3D:
+    region = finding.region
+    if isinstance(region, Point3D):
+        return hd.sr.ImageRegion3D(
+            graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+            graphic_data=np.array([[region.x, region.y, region.z]]),
+            frame_of_reference_uid=region.frame_of_reference_uid,
+        )
+    if isinstance(region, Point2D):
+        return hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POINT,
+            graphic_data=np.array([[region.x, region.y]]),
+            source_image=_source_image(region.sop_instance_uid, region.frame_number, by_uid),
+        )
+    if isinstance(region, BoundingBox):
+        corners = [
+            (region.x_min, region.y_min),
+            (region.x_max, region.y_min),
+            (region.x_max, region.y_max),
+            (region.x_min, region.y_max),
+            (region.x_min, region.y_min),
+        ]
+        return hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array(corners),
+            source_image=_source_image(region.sop_instance_uid, region.frame_number, by_uid),
+        )
+    if isinstance(region, Polygon):
+        points = list(region.points)
+        if points[0] != points[-1]:
+            points.append(points[0])
+        return hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array(points),
+            source_image=_source_image(region.sop_instance_uid, region.frame_number, by_uid),
+        )
+    raise ValueError("finding has no region")
+
+
+def _tracking(label: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label)
+
+
+def _classification_group(
+    n: int, c: Classification, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(f"Classification {n}"),
+        finding_type=to_dicom_code(c.code),
+        algorithm_id=algorithm,
+        measurements=[_probability(c.probability)],
+    )
+
+
+def _finding_group(
+    n: int,
+    f: Finding,
+    algorithm: hd.sr.AlgorithmIdentification,
+    by_uid: dict[str, Dataset],
+    key_image: Dataset | None,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations:
+    sites = [hd.sr.FindingSite(anatomic_location=to_dicom_code(f.finding_site))] if f.finding_site else None
+    label = f.label or f"Finding {n}"
+    if f.region is None:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(label),
+            finding_type=to_dicom_code(f.code),
+            algorithm_id=algorithm,
+            finding_sites=sites,
+            measurements=_measurements(f, None) or None,
+        )
+    source = key_image if isinstance(f.region, Point3D) else None
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(label),
+        referenced_region=_region(f, by_uid),
+        finding_type=to_dicom_code(f.code),
+        algorithm_id=algorithm,
+        finding_sites=sites,
+        measurements=_measurements(f, source) or None,
+    )
+
+
+def build_measurement_report(
+    findings: Findings,
+    evidence: Sequence[Dataset],
+    plugin: PluginInfo,
+    *,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = SR_SERIES_NUMBER,
+    instance_number: int = 1,
+    institution_name: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """A Comprehensive 3D SR for ``findings``, a new series in the study of ``evidence``.
+
+    ``evidence`` are the headers of the images the plugin evaluated: all of them are listed in the
+    Current Requested Procedure Evidence Sequence and give the patient and study modules; every
+    image a 2D region refers to must be among them. The image library (TID 1600) holds the key
+    images: those 2D regions lie on, and for a 3D point the slice nearest to it, which its
+    measurements also cite as their source (TID 300 "Source of Measurement").
+    """
+    if not evidence:
+        raise ValueError("an SR needs the evaluated images as evidence")
+    studies = {str(ds.StudyInstanceUID) for ds in evidence}
+    if len(studies) != 1:
+        raise ValueError("the evidence must come from one study")
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
+    algorithm = _algorithm(plugin)
+    groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations] = [
+        _classification_group(n, c, algorithm) for n, c in enumerate(findings.classifications, start=1)
+    ]
+    key_images = [_key_image(f, evidence, by_uid) for f in findings.findings]
+    groups += [
+        _finding_group(n, f, algorithm, by_uid, key)
+        for n, (f, key) in enumerate(zip(findings.findings, key_images, strict=True), start=1)
+    ]
+    library = list({str(ds.SOPInstanceUID): ds for ds in key_images if ds is not None}.values())
+
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=derived_uid("device", plugin.vendor, plugin.name, plugin.version),
+        name=plugin.key,
+        manufacturer_name=plugin.vendor,
+        model_name=plugin.name,
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=dcm_codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=_procedure(evidence),
+        imaging_measurements=groups or None,
+        referenced_images=library or None,
+    )
+    first = evidence[0]
+    return hd.sr.Comprehensive3DSR(
+        evidence=list(evidence),
+        content=report[0],
+        series_instance_uid=series_instance_uid or hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid or hd.UID(),
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=plugin.name,
+        software_versions=plugin.version,
+        device_serial_number=plugin.key,
+        institution_name=institution_name or first.get("InstitutionName"),
+        series_description=f"AI {plugin.key} findings"[:64],
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reading back
+
+
+def _probability_and_measurements(
+    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
+) -> tuple[float | None, list[Measurement]]:
+    probability: float | None = None
+    measurements: list[Measurement] = []
+    for m in group.get_measurements():
+        name = _from_dicom_code(m.name)
+        if (name.value, name.scheme) == (codes.PROBABILITY.value, codes.PROBABILITY.scheme):
+            probability = float(m.value)
+        else:
+            measurements.append(Measurement(name=name, value=float(m.value), unit=_from_dicom_code(m.unit)))
+    return probability, measurements
+
+
+def _fl(value: np.float32) -> float:
+    """A Graphic Data (FL) value as the shortest decimal that round-trips through float32."""
+    return float(str(np.float32(value)))
+
+
+def _read_region(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> Point3D | Point2D | Polygon | None:
+    roi = group.roi
+    if isinstance(roi, hd.sr.ImageRegion3D):
+        data = np.asarray(roi.value, dtype=np.float32).reshape(-1, 3)
+        if roi.graphic_type == hd.sr.GraphicTypeValues3D.POINT:
+            x, y, z = (_fl(v) for v in data[0])
+            return Point3D(x=x, y=y, z=z, frame_of_reference_uid=str(roi.frame_of_reference_uid))
+        return None
+    if isinstance(roi, hd.sr.ImageRegion):
+        data = np.asarray(roi.value, dtype=np.float32).reshape(-1, 2)
+        ref = roi.ReferencedSOPSequence[0]
+        uid = str(ref.ReferencedSOPInstanceUID)
+        frames = ref.get("ReferencedFrameNumber")
+        frame = (
+            int(frames[0] if isinstance(frames, Sequence) and not isinstance(frames, str) else frames)
+            if frames
+            else None
+        )
+        if roi.graphic_type == hd.sr.GraphicTypeValues.POINT:
+            return Point2D(sop_instance_uid=uid, frame_number=frame, x=_fl(data[0][0]), y=_fl(data[0][1]))
+        if roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE:
+            points = [(_fl(x), _fl(y)) for x, y in data]
+            if len(points) > 3 and points[0] == points[-1]:
+                points = points[:-1]
+            return Polygon(sop_instance_uid=uid, frame_number=frame, points=points)
+    return None
+
+
+def read_measurement_report(sr: Dataset) -> Findings:
+    """The findings an SR written by :func:`build_measurement_report` carries.
+
+    Boxes come back as polygons; measurement groups this writer does not produce are skipped.
+    """
+    document = sr if isinstance(sr, hd.sr.Comprehensive3DSR) else hd.sr.Comprehensive3DSR.from_dataset(sr)
+    report = document.content
+    if not isinstance(report, hd.sr.MeasurementReport):
+        raise ValueError("the SR does not hold a TID 1500 Measurement Report")
+    classifications: list[Classification] = []
+    findings: list[Finding] = []
+    for group in report.get_image_measurement_groups():
+        probability, measurements = _probability_and_measurements(group)
+        if group.finding_type is None:
+            continue
+        code = _from_dicom_code(group.finding_type)
+        label = group.tracking_identifier or None
+        if label and label.startswith("Classification ") and probability is not None and not measurements:
+            classifications.append(Classification(code=code, probability=probability))
+        else:
+            findings.append(Finding(code=code, probability=probability, label=label, measurements=measurements,
+                                    finding_site=_site(group)))  # fmt: skip
+    for roi_group in report.get_planar_roi_measurement_groups():
+        if roi_group.finding_type is None:
+            continue
+        probability, measurements = _probability_and_measurements(roi_group)
+        findings.append(
+            Finding(
+                code=_from_dicom_code(roi_group.finding_type),
+                probability=probability,
+                label=roi_group.tracking_identifier or None,
+                finding_site=_site(roi_group),
+                region=_read_region(roi_group),
+                measurements=measurements,
+            )
+        )
+    evidence = document.get("CurrentRequestedProcedureEvidenceSequence", [])
+    series = sorted({str(ref.SeriesInstanceUID) for study in evidence for ref in study.ReferencedSeriesSequence})
+    return Findings(evaluated_series=series, classifications=classifications, findings=findings)
+
+
+def _site(
+    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
+) -> Code | None:
+    sites = group.finding_sites
+    return _from_dicom_code(sites[0].value) if sites else None
