@@ -25,18 +25,39 @@ log = logging.getLogger(__name__)
 #: contexts of many transfer syntaxes each are legitimately tens of KiB.
 MIN_PDU_LIMIT = 256 * 1024
 
+_PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3)
+
 
 class GuardedSocket(AssociationSocket):
-    """An :class:`AssociationSocket` that refuses oversized PDUs and reads each PDU in one buffer."""
+    """An :class:`AssociationSocket` that refuses oversized PDUs and non-DICOM peers, and reads each
+    PDU in one buffer.
+
+    pynetdicom reads a PDU as ``recv(6)`` (type, reserved, length) then ``recv(length)``, strictly
+    alternating; a header that is not a PDU type (``GET /``, TLS to a plain port...) or a length
+    over the limit ends the connection at once: the short read is seen as a closed transport.
+    """
 
     pdu_limit: int = MIN_PDU_LIMIT
+    _expect_header: bool = True
 
     def recv(self, nr_bytes: int) -> bytearray:
+        header = self._expect_header
+        self._expect_header = not header
+        if header:
+            data = self._recv_exactly(nr_bytes)
+            if data and data[0] not in _PDU_TYPES:
+                log.warning("%s sent data that is not DICOM (%r...); dropping the connection",
+                            self._peer(), bytes(data[:6]))
+                return bytearray()
+            return data
         if nr_bytes > self.pdu_limit:
             peer = self._peer()
             log.warning("%s announced a PDU of %d bytes (limit %d); dropping the connection",
                         peer, nr_bytes, self.pdu_limit)
             return bytearray()  # short read: the DUL treats it as a closed connection
+        return self._recv_exactly(nr_bytes)
+
+    def _recv_exactly(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
         buf = bytearray(nr_bytes)
         view = memoryview(buf)
