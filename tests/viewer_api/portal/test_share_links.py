@@ -9,7 +9,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from pacs.index.db import utcnow
-from tests.viewer_api.portal.conftest import PASSWORD, OWNER, Site, csrf_of, frame_url, login
+from tests.viewer_api.portal.conftest import OWNER, PASSWORD, Site, csrf_of, frame_url, login
 
 
 def _create(site: Site, kind: str = "admin", study: str | None = None, **body: object) -> dict[str, object]:
