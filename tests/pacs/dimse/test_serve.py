@@ -1,0 +1,47 @@
+"""``cloudfilm serve`` runs the DICOM listener on CLOUDFILM_DICOM_PORT as CLOUDFILM_AE_TITLE."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pacs.archive import Archive
+from pacs.dimse import DicomListener
+from pacs.settings import Settings
+from tests.pacs.dimse.support import free_port, run_tool
+from viewer_api.server import SERVICE_FACTORIES, dicom_listener
+
+
+def test_listener_is_a_serve_service(tmp_path: Path) -> None:
+    assert dicom_listener in SERVICE_FACTORIES
+    with Archive.open(Settings(data_dir=tmp_path / "a", dicom_port=0)) as archive:
+        assert isinstance(dicom_listener(archive), DicomListener)
+    with Archive.open(Settings(data_dir=tmp_path / "b", dicom_enabled=False)) as archive:
+        assert dicom_listener(archive) is None
+
+
+def test_cloudfilm_serve_answers_echo(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "CLOUDFILM_DATA_DIR": str(tmp_path / "data"), "CLOUDFILM_HTTP_PORT": str(free_port()),
+           "CLOUDFILM_DICOM_PORT": str(port), "CLOUDFILM_DICOM_HOST": "127.0.0.1", "CLOUDFILM_AE_TITLE": "FILMROOM",
+           "CLOUDFILM_WORKER_CONCURRENCY": "0"}
+    env.pop("CLOUDFILM_CONFIG", None)
+    cli = Path(sys.executable).with_name("cloudfilm")
+    proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if run_tool("echoscu", "-aec", "FILMROOM", "127.0.0.1", port, timeout=10).returncode == 0:
+                break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the DICOM listener never answered")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert f"DICOM listening on 127.0.0.1:{port} as FILMROOM" in output
