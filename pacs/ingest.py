@@ -381,6 +381,9 @@ class IngestService:
             return result(Outcome.REPLACED, "an earlier version of this instance was replaced")
         if outcome.status is CommitStatus.EXISTS_SAME:
             return result(Outcome.DUPLICATE, _SAME)
+        if outcome.status is CommitStatus.SERIES_IN_OTHER_STUDY:
+            self._forget_object(key)
+            return result(Outcome.INVALID, f"SeriesInstanceUID {ident.series_uid} already belongs to another study")
         # A concurrent writer stored other bytes under this SOPInstanceUID first.
         self._forget_object(key)
         return result(Outcome.KEPT_EXISTING, _DIFFERENT)

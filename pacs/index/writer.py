@@ -32,6 +32,7 @@ class CommitStatus(StrEnum):
     REPLACED = "replaced"
     EXISTS_SAME = "exists-same"  # same SOPInstanceUID with the same bytes
     EXISTS_DIFFERENT = "exists-different"  # same SOPInstanceUID, other bytes; kept
+    SERIES_IN_OTHER_STUDY = "series-in-other-study"  # SeriesInstanceUID already filed under another study
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +80,17 @@ def commit_batch(engine: Engine, records: Sequence[InstanceRecord]) -> list[Comm
 
 
 def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], now: Any) -> list[CommitOutcome]:
+    # A SeriesInstanceUID already filed under another study is refused before anything is written.
+    owners = dict(conn.execute(
+        select(Series.series_uid, Study.study_uid).join(Study, Study.id == Series.study_fk)
+        .where(Series.series_uid.in_(sorted({r.series.series_uid for r in records})))
+    ).tuples().all())
+    foreign_series = {r.series.series_uid for r in records
+                      if owners.get(r.series.series_uid, r.study.study_uid) != r.study.study_uid}
+    valid = [r for r in records if r.series.series_uid not in foreign_series]
+
     patient_ids: dict[tuple[str, str], int] = {}
-    for rec in sorted(records, key=lambda r: (r.patient.patient_id, r.patient.issuer)):
+    for rec in sorted(valid, key=lambda r: (r.patient.patient_id, r.patient.issuer)):
         key = (rec.patient.patient_id, rec.patient.issuer)
         if key in patient_ids:
             continue
@@ -100,7 +110,8 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
 
     study_ids: dict[str, int] = {}
     study_patient: dict[str, int] = {}
-    for rec in sorted(records, key=lambda r: r.study.study_uid):
+    new_studies: dict[str, bool] = {}
+    for rec in sorted(valid, key=lambda r: r.study.study_uid):
         uid = rec.study.study_uid
         if uid in study_ids:
             continue
@@ -111,28 +122,44 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
             | {"patient_fk": pfk, "created_at": now, "last_instance_at": now}
         )
         stmt = _insert(engine, Study).values(**values)
+        # created_at is only ever set on insert: equal to `now` means this transaction created it.
         stmt = stmt.on_conflict_do_update(
             index_elements=["study_uid"], set_={"last_instance_at": stmt.excluded.last_instance_at}
-        ).returning(Study.id, Study.patient_fk)
-        sid, existing_pfk = conn.execute(stmt).one()
+        ).returning(Study.id, Study.patient_fk, Study.created_at)
+        sid, existing_pfk, created = conn.execute(stmt).one()
         study_ids[uid] = sid
         study_patient[uid] = existing_pfk
+        new_studies[uid] = _same_instant(created, now)
 
     series_ids: dict[str, int] = {}
-    for rec in sorted(records, key=lambda r: r.series.series_uid):
+    new_series: set[str] = set()
+    for rec in sorted(valid, key=lambda r: r.series.series_uid):
         uid = rec.series.series_uid
-        if uid in series_ids:
+        if uid in series_ids or uid in foreign_series:
             continue
         values = asdict(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "created_at": now}
-        stmt = _insert(engine, Series).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["series_uid"], set_={"series_uid": stmt.excluded.series_uid}
-        ).returning(Series.id)
-        series_ids[uid] = conn.execute(stmt).scalar_one()
+        inserted = conn.execute(
+            _insert(engine, Series).values(**values).on_conflict_do_nothing(index_elements=["series_uid"])
+            .returning(Series.id)
+        ).scalar_one_or_none()
+        if inserted is not None:
+            series_ids[uid] = inserted
+            new_series.add(uid)
+            continue
+        sid, owner = conn.execute(select(Series.id, Series.study_fk).where(Series.series_uid == uid)).one()
+        if owner != study_ids[rec.study.study_uid]:  # filed elsewhere by a concurrent writer meanwhile
+            foreign_series.add(uid)
+        else:
+            series_ids[uid] = sid
 
     outcomes: list[CommitOutcome] = []
     stored_events: list[dict[str, Any]] = []
+    # Count and size changes per series; applied as increments under the rows' locks.
+    added: dict[str, list[int]] = {}
     for rec in records:
+        if rec.series.series_uid in foreign_series:
+            outcomes.append(CommitOutcome(CommitStatus.SERIES_IN_OTHER_STUDY))
+            continue
         values = _instance_values(rec) | {
             "series_fk": series_ids[rec.series.series_uid],
             "study_fk": study_ids[rec.study.study_uid],
@@ -141,20 +168,25 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
         ins = _insert(engine, Instance).values(**values).on_conflict_do_nothing(index_elements=["sop_uid"])
         new_id = conn.execute(ins.returning(Instance.id)).scalar_one_or_none()
         event = EVENT_INSTANCE_STORED
+        delta = added.setdefault(rec.series.series_uid, [0, 0])
         if new_id is not None:
             outcomes.append(CommitOutcome(CommitStatus.INSERTED))
+            delta[0] += 1
+            delta[1] += rec.size_bytes
         else:
             row = conn.execute(
-                select(Instance.id, Instance.sha256, Instance.object_key).where(Instance.sop_uid == rec.sop_uid)
+                select(Instance.id, Instance.sha256, Instance.object_key, Instance.size_bytes, Instance.series_fk)
+                .where(Instance.sop_uid == rec.sop_uid)
             ).one()
             if row.sha256 == rec.sha256:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME))
                 continue
-            if not rec.replace:
+            if not rec.replace or row.series_fk != series_ids[rec.series.series_uid]:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_DIFFERENT))
                 continue
             conn.execute(update(Instance).where(Instance.id == row.id).values(**values))
             outcomes.append(CommitOutcome(CommitStatus.REPLACED, previous_key=row.object_key))
+            delta[1] += rec.size_bytes - row.size_bytes
             event = EVENT_INSTANCE_REPLACED
         stored_events.append(
             {
@@ -168,8 +200,47 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
     if stored_events:
         conn.execute(insert(OutboxEvent), stored_events)
 
-    _recount(conn, set(series_ids.values()), set(study_ids.values()), set(study_patient.values()))
+    series_study = {rec.series.series_uid: rec.study.study_uid for rec in records}
+    study_delta: dict[str, list[int]] = {}
+    for series_uid, (count, size) in sorted(added.items()):
+        if count or size:
+            conn.execute(update(Series).where(Series.id == series_ids[series_uid]).values(
+                instance_count=Series.instance_count + count, size_bytes=Series.size_bytes + size))
+        d = study_delta.setdefault(series_study[series_uid], [0, 0, 0])
+        d[0] += 1 if series_uid in new_series else 0
+        d[1] += count
+        d[2] += size
+    patient_delta: dict[int, list[int]] = {}
+    for study_uid, (n_series, count, size) in sorted(study_delta.items()):
+        if not (n_series or count or size):
+            continue
+        changes: dict[str, Any] = {"series_count": Study.series_count + n_series,
+                                   "instance_count": Study.instance_count + count,
+                                   "size_bytes": Study.size_bytes + size}
+        if n_series:
+            changes["modalities"] = _modalities(conn, study_ids[study_uid])
+        conn.execute(update(Study).where(Study.id == study_ids[study_uid]).values(**changes))
+        p = patient_delta.setdefault(study_patient[study_uid], [0, 0, 0, 0])
+        p[0] += 1 if new_studies.get(study_uid) else 0
+        p[1] += n_series
+        p[2] += count
+        p[3] += size
+    for pid, (n_studies, n_series, count, size) in sorted(patient_delta.items()):
+        conn.execute(update(Patient).where(Patient.id == pid).values(
+            study_count=Patient.study_count + n_studies, series_count=Patient.series_count + n_series,
+            instance_count=Patient.instance_count + count, size_bytes=Patient.size_bytes + size))
     return outcomes
+
+
+def _modalities(conn: Connection, study_id: int) -> str:
+    found = conn.execute(select(Series.modality).where(Series.study_fk == study_id).distinct()).scalars()
+    return "\\".join(sorted(m for m in found if m))[:128]
+
+
+def _same_instant(stored: Any, now: Any) -> bool:
+    if stored.tzinfo is None:  # SQLite returns naive datetimes
+        return bool(stored == now.replace(tzinfo=None))
+    return bool(stored == now)
 
 
 def _instance_values(rec: InstanceRecord) -> dict[str, Any]:
@@ -196,21 +267,6 @@ def _count(col: Any, where: Any) -> Any:
 
 def _sum(col: Any, where: Any) -> Any:
     return select(func.coalesce(func.sum(col), 0)).where(where).scalar_subquery()
-
-
-def _recount(conn: Connection, series_ids: set[int], study_ids: set[int], patient_ids: set[int]) -> None:
-    """Recompute counts, sizes and ModalitiesInStudy for everything the batch touched."""
-    for sid in sorted(series_ids):
-        conn.execute(
-            update(Series)
-            .where(Series.id == sid)
-            .values(
-                instance_count=_count(Instance.id, Instance.series_fk == sid),
-                size_bytes=_sum(Instance.size_bytes, Instance.series_fk == sid),
-            )
-        )
-    recount_studies(conn, study_ids)
-    recount_patients(conn, patient_ids)
 
 
 def recount_studies(conn: Connection, study_ids: set[int]) -> None:

@@ -218,3 +218,39 @@ def test_unavailable_database_answers_unavailable(tmp_path) -> None:  # type: ig
         service.close()
     assert result.outcome is Outcome.UNAVAILABLE
     assert "unavailable" in result.reason
+
+
+def test_counts_across_studies_series_and_replacements(archive: Archive) -> None:
+    from tests.factories import PATIENTS
+
+    first = make_ct_study(PATIENTS[1], n_slices=3, series_count=2, seed=13)
+    second = make_ct_study(PATIENTS[1], n_slices=2, seed=14, modality="MR")
+    for ds in first + second:
+        assert archive.ingest.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
+    overwriting = IngestService(archive.engine, archive.store, overwrite=True)
+    try:
+        changed = first[0]
+        changed.ImageComments = "x" * 1000  # 1000 more bytes
+        assert overwriting.store_bytes(to_bytes(changed)).outcome is Outcome.REPLACED
+    finally:
+        overwriting.close()
+    with archive.engine.connect() as conn:
+        patient = conn.execute(select(Patient)).one()
+        assert (patient.study_count, patient.series_count, patient.instance_count) == (2, 3, 8)
+        studies = {s.study_uid: s for s in conn.execute(select(Study))}
+        assert studies[first[0].StudyInstanceUID].modalities == "CT"
+        assert studies[second[0].StudyInstanceUID].modalities == "MR"
+        stored = conn.execute(select(func.sum(Instance.size_bytes))).scalar_one()
+        assert patient.size_bytes == stored == sum(s.size_bytes for s in studies.values())
+        assert conn.execute(select(func.sum(Series.size_bytes))).scalar_one() == stored
+
+
+def test_series_uid_reused_by_another_study_is_refused(archive: Archive) -> None:
+    a = make_ct_study(n_slices=1, seed=15)[0]
+    b = make_ct_study(n_slices=1, seed=16)[0]
+    b.SeriesInstanceUID = a.SeriesInstanceUID
+    assert archive.ingest.store_bytes(to_bytes(a)).outcome is Outcome.STORED
+    result = archive.ingest.store_bytes(to_bytes(b))
+    assert result.outcome is Outcome.INVALID and "belongs to another study" in result.reason
+    assert _count(archive, Instance) == 1 and len(_objects(archive)) == 1
+    assert _count(archive, Study) == 1  # no empty study left behind
