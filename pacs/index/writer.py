@@ -84,7 +84,7 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
     owners = dict(conn.execute(
         select(Series.series_uid, Study.study_uid).join(Study, Study.id == Series.study_fk)
         .where(Series.series_uid.in_(sorted({r.series.series_uid for r in records})))
-    ).tuples().all())
+    ).all())
     foreign_series = {r.series.series_uid for r in records
                       if owners.get(r.series.series_uid, r.study.study_uid) != r.study.study_uid}
     valid = [r for r in records if r.series.series_uid not in foreign_series]
