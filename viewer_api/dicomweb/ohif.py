@@ -1,14 +1,16 @@
 """The OHIF viewer (a built ``@ohif/app`` ``dist/``) served same-origin at ``/ohif/``.
 
-OHIF's published build assumes it lives at ``/``; here it lives under ``/ohif/``, so its
-index page and the webpack runtimes (``__webpack_require__.p = "/"``) are rewritten as they are
-served, and ``app-config.js`` is generated to point the DICOMweb data source at this server.
+OHIF's published build assumes it lives at ``/``; here it lives under ``/ohif/``, so its index
+page, style sheets and webpack runtimes (``__webpack_require__.p = "/"``) are rewritten as they
+are served, the page's inline scripts move to one file (the Content-Security-Policy forbids
+inline code), and ``app-config.js`` is generated to point the data source at this server.
 Fetch a build with ``scripts/fetch_ohif.sh`` and set ``CLOUDFILM_OHIF_DIR`` to its ``dist``.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import re
 import threading
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from viewer_api.context import archive_of
 PREFIX = "/ohif"
 router = APIRouter(include_in_schema=False)
 _RUNTIME_MARKER = b'__webpack_require__.p = "/"'
+_INLINE_RE = re.compile(rb"<script>(.*?)</script>", re.S)
+INLINE_SCRIPT = "cloudfilm-inline.js"
 _PATCHED: dict[tuple[str, float], bytes | None] = {}
 _LOCK = threading.Lock()
 
@@ -71,8 +75,21 @@ def _dist(request: Request) -> Path:
     return root.resolve()
 
 
-def _patched(path: Path, prefix: str) -> bytes | None:
-    """The file rewritten for ``prefix``, or None when it needs no rewriting (cached per mtime)."""
+def _inline_scripts(html: bytes) -> tuple[bytes, bytes]:
+    """Move the page's inline scripts into one external script (the CSP allows no inline code)."""
+    bodies: list[bytes] = []
+
+    def take(match: re.Match[bytes]) -> bytes:
+        bodies.append(match.group(1))
+        return f'<script src="/{INLINE_SCRIPT}"></script>'.encode() if len(bodies) == 1 else b""  # prefixed below
+
+    page = _INLINE_RE.sub(take, html)
+    code = b";\n".join(bodies).replace(b'window.PUBLIC_URL="/"', f'window.PUBLIC_URL="{PREFIX}/"'.encode())
+    return page, code + b";\n"
+
+
+def _patched(path: Path) -> bytes | None:
+    """The file rewritten for ``PREFIX``, or None when it needs no rewriting (cached per mtime)."""
     key = (str(path), path.stat().st_mtime)
     with _LOCK:
         if key in _PATCHED:
@@ -80,11 +97,14 @@ def _patched(path: Path, prefix: str) -> bytes | None:
     data = path.read_bytes()
     out: bytes | None = None
     if path.name == "index.html":
-        out = (data.replace(b'window.PUBLIC_URL="/"', f'window.PUBLIC_URL="{prefix}/"'.encode())
-               .replace(b'src="/', f'src="{prefix}/'.encode())
-               .replace(b'href="/', f'href="{prefix}/'.encode()))  # fmt: skip
+        page, code = _inline_scripts(data)
+        out = page.replace(b'src="/', f'src="{PREFIX}/'.encode()).replace(b'href="/', f'href="{PREFIX}/'.encode())
+        with _LOCK:
+            _PATCHED[(str(path) + "#inline", key[1])] = code
+    elif path.suffix == ".css":
+        out = data.replace(b"url(/", f"url({PREFIX}/".encode())
     elif path.suffix == ".js" and _RUNTIME_MARKER in data:
-        out = data.replace(_RUNTIME_MARKER, f'__webpack_require__.p = "{prefix}/"'.encode())
+        out = data.replace(_RUNTIME_MARKER, f'__webpack_require__.p = "{PREFIX}/"'.encode())
     with _LOCK:
         _PATCHED[key] = out
     return out
@@ -94,7 +114,7 @@ def _serve(path: Path) -> Response:
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if path.suffix == ".wasm":
         media = "application/wasm"
-    patched = _patched(path, PREFIX)
+    patched = _patched(path)
     cache = "no-cache" if path.name == "index.html" else "public, max-age=3600"
     if patched is not None:
         return Response(patched, media_type=media, headers={"Cache-Control": cache})
@@ -111,6 +131,14 @@ async def ohif_config(request: Request) -> Response:
     _dist(request)
     body = APP_CONFIG % {"prefix": PREFIX}
     return Response(body, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+@router.get(f"{PREFIX}/{INLINE_SCRIPT}")
+async def ohif_inline(request: Request) -> Response:
+    index = _dist(request) / "index.html"
+    _patched(index)
+    code = _PATCHED.get((str(index) + "#inline", index.stat().st_mtime), b"")
+    return Response(code, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 @router.get(PREFIX + "/{path:path}")
