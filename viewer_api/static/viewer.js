@@ -180,6 +180,8 @@
     sel.textContent = "";
     const add = function (value, text) { const o = document.createElement("option"); o.value = value; o.textContent = text; sel.appendChild(o); };
     add("", "Default window");
+    add("custom", "Custom window");
+    sel.options[1].hidden = true;
     (series().presets || []).forEach(function (p, k) { add(String(k), p.name + " (" + p.center + "/" + p.width + ")"); });
     sel.hidden = !(series().presets || []).length && !series().window;
   }
@@ -187,6 +189,7 @@
   $("preset").addEventListener("change", function () {
     const v = this.value;
     if (v === "") { setWindow(null); return; }
+    if (v === "custom") return;
     const p = series().presets[Number(v)];
     setWindow({ c: p.center, w: p.width });
   });
@@ -225,10 +228,12 @@
       const step = Math.max(4, Math.min(14, vp.clientHeight / Math.max(state.slices.length, 1)));
       go(drag.index + Math.trunc(along / step));
     } else if (state.mode === "window" && drag.win) {
-      const k = Math.max(drag.win.w / 250, 0.5);
+      const k = Math.max(drag.win.w / 400, 0.5);
       const win = { c: drag.win.c - dy * k, w: Math.max(1, drag.win.w + dx * k) };
       clearTimeout(wlTimer);
       state.window = win; labels();
+      const sel = $("preset");
+      sel.options[1].hidden = false; sel.value = "custom";
       wlTimer = setTimeout(function () { show({ noPrefetch: true }); }, 30);
     } else if (state.mode === "pan") {
       state.panX += e.movementX || 0; state.panY += e.movementY || 0;
