@@ -69,25 +69,33 @@ def plugins_list() -> None:
         service.archive.close()
 
 
-def _set(name: str, version: str, enabled: bool) -> None:
+def _set(name: str, version: str | None, enabled: bool) -> None:
     service = _service()
     try:
-        plugin = service.set_enabled(name, version, enabled)
+        versions = [version] if version else [p.version for p in service.plugins() if p.name == name]
+        if not versions:
+            console.print(f"[red]error:[/red] no plugin named {name!r}", highlight=False)
+            raise typer.Exit(1)
+        changed = [service.set_enabled(name, v, enabled) for v in versions]
     except CloudfilmError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         service.archive.close()
-    out.print(f"{plugin.key} {'enabled' if plugin.enabled else 'disabled'}", highlight=False)
+    for plugin in changed:
+        out.print(f"{plugin.key} {'enabled' if plugin.enabled else 'disabled'}", highlight=False)
+
+
+VersionArg = Annotated[str | None, typer.Argument(help="One version (default: every version of the plugin).")]
 
 
 @plugins_app.command("enable")
-def plugins_enable(name: str, version: str) -> None:
-    """Let one plugin version run on stable studies."""
+def plugins_enable(name: str, version: VersionArg = None) -> None:
+    """Let a plugin version run on stable studies."""
     _set(name, version, True)
 
 
 @plugins_app.command("disable")
-def plugins_disable(name: str, version: str) -> None:
-    """Stop one plugin version (its waiting jobs are cancelled)."""
+def plugins_disable(name: str, version: VersionArg = None) -> None:
+    """Stop a plugin version (its waiting jobs are cancelled)."""
     _set(name, version, False)
