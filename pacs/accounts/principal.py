@@ -1,10 +1,11 @@
 """Who is calling, and the :class:`~pacs.access.AccessScope` that follows from it.
 
 A principal is a user (admin, physician, patient, vendor), a visitor holding an opened share link,
-or both at once (a signed-in patient who opened a share link to claim the study). ``scope_for`` is
-the only place where roles turn into visible studies: admin and physician see every study; a
+a vendor-hosted plugin holding a job token, or a user and a share link at once (a signed-in
+patient who opened a share link to claim the study). ``scope_for`` is the only place where roles
+turn into visible studies: admin and physician see every study; a
 patient sees the studies of the (PatientID, IssuerOfPatientID) pairs linked to the account; a
-vendor sees nothing directly; an opened share adds exactly its one study.
+vendor sees nothing directly; an opened share or a plugin job adds exactly its one study.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class ShareGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class PluginJob:
+    """A vendor-hosted plugin working on one job (its job token): reads one study, stores into it."""
+
+    job_id: int
+    study_uid: str
+    plugin: str  # name@version
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated caller of one request or command."""
 
@@ -38,6 +48,7 @@ class Principal:
     patient_keys: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     share: ShareGrant | None = None
     via: Via = "session"
+    job: PluginJob | None = None
 
     @classmethod
     def local_admin(cls) -> Principal:
@@ -57,6 +68,8 @@ class Principal:
         """Who, in words, for the audit trail and page headers."""
         if self.role is not None:
             return self.username
+        if self.job is not None:
+            return f"job:{self.job.job_id}"
         return f"share:{self.share.share_id}" if self.share else "anonymous"
 
     def has_role(self, *roles: str) -> bool:
@@ -66,6 +79,8 @@ class Principal:
 def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset()) -> AccessScope:
     """The studies ``principal`` may see. ``hidden_study_uids`` are withheld from all but admins."""
     shared = frozenset({principal.share.study_uid}) if principal.share else frozenset()
+    if principal.job is not None:
+        shared |= {principal.job.study_uid}
     hidden = frozenset() if principal.role == "admin" else hidden_study_uids
     if principal.role in STAFF_ROLES:
         return AccessScope(all_studies=True, hidden_study_uids=hidden)

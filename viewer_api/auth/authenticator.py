@@ -1,8 +1,9 @@
 """Turning request credentials into a :class:`~pacs.accounts.principal.Principal`.
 
-Order: ``Authorization: Bearer`` (an API key ``cfk_…`` or a JWT access token; if present it must
-be valid, no fallback), then the browser session cookie, then the share cookie (which adds its one
-study to a signed-in user, or stands alone for a visitor). Every credential is re-checked against
+Order: ``Authorization: Bearer`` (an API key ``cfk_…``, a JWT access token, or a plugin job token
+from :mod:`ai_plugins.runner.tokens`; if present it must be valid, no fallback), then the browser
+session cookie, then the share cookie (which adds its one study to a signed-in user, or stands
+alone for a visitor). Every credential is re-checked against
 the database on each request, so disabling a user or revoking a key or link takes effect at once.
 """
 
@@ -13,9 +14,10 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from ai_plugins.runner.tokens import check_job_token
 from pacs.accounts.api_keys import authenticate_api_key
 from pacs.accounts.keys import secret_key
-from pacs.accounts.principal import Principal
+from pacs.accounts.principal import PluginJob, Principal
 from pacs.accounts.shares import active_grant
 from pacs.accounts.users import active_user
 from pacs.settings import Settings
@@ -92,5 +94,11 @@ class Authenticator:
             user = authenticate_api_key(self.engine, credential)
             return Resolution(user.principal("api_key") if user else None, bad_bearer=user is None)
         claims = self.signer.check(credential, "access")
-        user = active_user(self.engine, claims.subject) if claims else None
+        if claims is None:
+            job = check_job_token(self.key, credential)
+            if job is not None:
+                grant = PluginJob(job.job_id, job.study_uid, job.plugin)
+                return Resolution(Principal(username=f"job:{job.job_id} {job.plugin}"[:64], job=grant, via="bearer"))
+            return Resolution(None, bad_bearer=True)
+        user = active_user(self.engine, claims.subject)
         return Resolution(user.principal("bearer") if user else None, bad_bearer=user is None)

@@ -3,7 +3,8 @@
 Study visibility is decided by the caller's scope in the query layer; this table only decides
 who may knock at all: public paths, what a share visitor may open (its one study: the viewer,
 DICOMweb under ``/studies/{uid}`` and the downloads; never a list or a search), and the routes
-that need a role whatever the study (STOW-RS, DELETE, metrics). Routes not listed need a signed-in
+that need a role whatever the study (STOW-RS, DELETE, metrics). A plugin job token reaches its one
+study's DICOMweb resources and STOW-RS into that study, nothing else. Routes not listed need a signed-in
 user of any role; handlers may narrow further with ``require_roles``.
 """
 
@@ -44,13 +45,22 @@ RULES: tuple[Rule, ...] = (
     _rule(ANY_METHOD - READ, r"^/dicomweb/", "admin", "physician"),
     _rule(READ, rf"^/dicomweb/studies{_STUDY}(/.*)?$", *ANY_USER, SHARE),
     _rule(READ, r"^/wado/?$", *ANY_USER, SHARE),
-    # The viewer of one study and its downloads (the handlers check allow_download).
+    # The landing page, the viewer of one study and its downloads (the handlers check allow_download).
+    _rule(READ, r"^/(viewer/?)?$", *ANY_USER, SHARE),
     _rule(READ, rf"^/viewer/studies{_STUDY}/?$", *ANY_USER, SHARE),
     _rule(READ, rf"^/api/studies{_STUDY}/(film\.png|film\.pdf|archive\.zip|findings)$", *ANY_USER, SHARE),
     _rule(READ, r"^/api/auth/me$", *ANY_USER, SHARE),
     # Operations.
     _rule(ANY_METHOD, r"^/metrics$", "admin"),
 )
+
+
+def job_may(study_uid: str, method: str, path: str) -> bool:
+    """A plugin job token reads its study under DICOMweb and STOWs into ``/dicomweb/studies/{its uid}`` only."""
+    prefix = f"/dicomweb/studies/{study_uid}"
+    if method in READ:
+        return path == prefix or path.startswith(prefix + "/")
+    return method == "POST" and path.rstrip("/") == prefix
 
 
 class Decision(Enum):
@@ -69,6 +79,8 @@ def decide(method: str, path: str, principal: Principal | None) -> Decision:
         return Decision.ALLOW
     if principal is None:
         return Decision.UNAUTHENTICATED
+    if principal.job is not None and principal.role is None:
+        return Decision.ALLOW if job_may(principal.job.study_uid, method, path) else Decision.FORBIDDEN
     kinds = {principal.role} if principal.role else {SHARE}
     for rule in RULES:
         if method in rule.methods and rule.pattern.match(path):

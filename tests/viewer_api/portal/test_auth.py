@@ -160,3 +160,26 @@ def test_auth_disabled_opens_everything_as_local_admin(tmp_path: object) -> None
         c = TestClient(create_app(archive))
         assert c.get("/viewer/worklist").status_code == 200
         assert c.get("/api/auth/me").json()["role"] == "admin"
+
+
+def test_plugin_job_tokens_reach_one_study_only(site: Site) -> None:
+    from ai_plugins.runner.tokens import issue_job_token
+    from tests.factories import to_bytes
+
+    token, _ = issue_job_token(site.app.state.authenticator.key, study_uid=site.owned_uid, job_id=7,
+                               plugin="acme@1.0", lifetime=timedelta(minutes=5))
+    c = site.new_client(headers={"Authorization": f"Bearer {token}"})
+    assert c.get(f"/dicomweb/studies/{site.owned_uid}/metadata").status_code == 200
+    assert c.get(f"/dicomweb/studies/{site.owned_uid}/series").status_code == 200
+    assert c.get(f"/dicomweb/studies/{site.other_uid}/metadata").status_code == 403
+    assert c.get("/dicomweb/studies").status_code == 403
+    assert c.get(f"/viewer/studies/{site.owned_uid}").status_code == 403
+    assert c.get("/api/auth/me").status_code == 403
+    boundary = "job-boundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + to_bytes(site.owned[0])
+            + f"\r\n--{boundary}--\r\n".encode())
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    assert c.post(f"/dicomweb/studies/{site.owned_uid}", content=body, headers=headers).status_code == 200
+    assert c.post("/dicomweb/studies", content=body, headers=headers).status_code == 403
+    assert c.post(f"/dicomweb/studies/{site.other_uid}", content=body, headers=headers).status_code == 403
+    assert c.delete(f"/dicomweb/studies/{site.owned_uid}").status_code == 403
