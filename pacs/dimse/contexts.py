@@ -1,7 +1,8 @@
 """Presentation contexts: the SOP classes and transfer syntaxes the listener accepts (PS3.2 lists them).
 
-Storage accepts every transfer syntax pynetdicom knows: the dataset is stored as received and
-pixel data is never decoded on receipt, so no codec limits what can be stored. Per association
+Storage accepts every transfer syntax pynetdicom knows but two (:data:`NOT_OFFERED`): the dataset
+is stored as received and pixel data is never decoded on receipt, so no codec limits what can be
+stored. Per association
 only the services the calling AE may use are offered, and each context is accepted with the first
 transfer syntax *the requestor* listed that the archive supports, so data arrives as the sender
 prefers to send it; the order below only breaks ties.
@@ -46,9 +47,14 @@ UNCOMPRESSED: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian,
 #: Query/retrieve, verification and commitment: the identifiers are small, uncompressed datasets.
 NON_STORAGE_SYNTAXES: list[str] = [str(ts) for ts in UNCOMPRESSED]
 
+#: JPIP Referenced Deflate and JPIP HTJ2K Referenced Deflate deflate the whole dataset in a way
+#: pydicom does not inflate, so the header could not be indexed: not offered (peers fall back).
+NOT_OFFERED: frozenset[str] = frozenset({"1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
+
 #: Storage: uncompressed first, then every compressed syntax (lossless, lossy, video, JPIP...).
 STORAGE_SYNTAXES: list[str] = [*NON_STORAGE_SYNTAXES,
-                               *(str(ts) for ts in ALL_TRANSFER_SYNTAXES if UID(ts) not in UNCOMPRESSED)]
+                               *(str(ts) for ts in ALL_TRANSFER_SYNTAXES
+                                 if UID(ts) not in UNCOMPRESSED and str(ts) not in NOT_OFFERED)]
 
 SERVICE_OF: dict[str, DimseService] = {
     VERIFICATION: "echo",
