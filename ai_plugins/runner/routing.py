@@ -162,7 +162,13 @@ class Router:
         A job of this plugin version for the study that is still waiting or running is returned
         instead of a second one.
         """
-        plugin = self.registry.get(name, version) if version else self.registry.latest(name)
+        if version:
+            plugin = self.registry.get(name, version)
+        else:
+            try:
+                plugin = self.registry.latest(name)
+            except NotFound:  # none enabled: say so about the newest one (or 404 if none at all)
+                plugin = self.registry.latest(name, enabled_only=False)
         if not plugin.runnable:
             raise Conflict(f"{plugin.key} is {'disabled' if not plugin.enabled else 'not installed here'}")
         active = queue.active_job(kind=JOB_KIND, target=plugin.name, target_version=plugin.version,

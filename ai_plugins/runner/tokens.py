@@ -2,8 +2,8 @@
 
 A job token is a JWT (HS256, the archive's secret key, ``typ`` = ``plugin-job``) naming one study,
 the job and the plugin, valid for the job's timeout plus a little. It maps to
-``AccessScope.studies(uid)`` for reads, and to one write: STOW-RS of instances of that study
-(``POST /dicomweb/studies`` or ``/dicomweb/studies/{uid}``). Its ``typ`` differs from the
+``AccessScope.studies(uid)`` for reads, and to one write: STOW-RS to ``/dicomweb/studies/{uid}``,
+where the archive refuses any instance of another study (PS3.18 10.5.1). Its ``typ`` differs from the
 accounts layer's ``access``/``session``/``share`` tokens, so it can never be replayed as one.
 
 This module uses only the standard library, PyJWT and :mod:`pacs`, so the accounts layer can
@@ -26,7 +26,7 @@ from pacs.index.db import utcnow
 JOB_TOKEN_TYPE = "plugin-job"
 ALGORITHM = "HS256"
 _STUDY_PATH = re.compile(r"^/dicomweb/studies/(?P<uid>[0-9.]+)(?:/.*)?$")
-_STOW_PATHS = re.compile(r"^/dicomweb/studies(?:/(?P<uid>[0-9.]+))?/?$")
+_STOW_PATH = re.compile(r"^/dicomweb/studies/(?P<uid>[0-9.]+)/?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,8 @@ class JobGrant:
             m = _STUDY_PATH.match(path)
             return m is not None and m.group("uid") == self.study_uid
         if method == "POST":
-            m = _STOW_PATHS.match(path)
-            return m is not None and m.group("uid") in (None, self.study_uid)
+            m = _STOW_PATH.match(path)
+            return m is not None and m.group("uid") == self.study_uid
         return False
 
 

@@ -29,9 +29,10 @@ from ai_plugins.runner.routing import JOB_KIND
 from ai_plugins.runner.tokens import check_job_token
 from ai_plugins.sdk import InputFilter, StudyInput, codes
 from pacs.access import AccessScope
+from pacs.accounts.api_keys import create_api_key
 from pacs.accounts.keys import secret_key
+from pacs.accounts.users import create_user
 from pacs.archive import Archive
-from pacs.errors import NotFound
 from pacs.jobs import JobQueue, JobStatus, JobView
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retrieve import find_instances
@@ -46,7 +47,7 @@ from tests.ai_plugins.sample_plugins import (
     report,
     write_entry_points,
 )
-from tests.factories import make_ct_study, write_files
+from tests.factories import make_ct_study, to_bytes, write_files
 from tests.jobsupport import db_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,21 +288,35 @@ def _alive(pid: int) -> bool:
 
 
 class VendorHandler(BaseHTTPRequestHandler):
-    """A vendor's endpoint: reads the study over DICOMweb with the job token, answers findings."""
+    """A vendor's endpoint: reads its study over DICOMweb with the job token, probes what else the
+    token opens (it should open nothing else), and answers findings in the SDK's schema."""
 
     received: list[dict[str, Any]] = []
     probes: dict[str, int] = {}
     other_study = ""
+    foreign = b""
 
     def do_POST(self) -> None:  # noqa: N802
         job = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).received.append(job)
-        client = DICOMwebClient(job["dicomweb_url"], headers={"Authorization": f"Bearer {job['access_token']}"})
-        datasets = [
-            client.retrieve_instance(job["study_instance_uid"], s["0020000E"]["Value"][0], i["00080018"]["Value"][0])
-            for s in client.search_for_series(job["study_instance_uid"])
-            for i in client.search_for_instances(job["study_instance_uid"], s["0020000E"]["Value"][0])
-        ]
+        base, study = job["dicomweb_url"], job["study_instance_uid"]
+        auth = {"Authorization": f"Bearer {job['access_token']}"}
+        client = DICOMwebClient(base, headers=auth)
+        datasets = [client.retrieve_instance(study, series_uid, i["00080018"]["Value"][0])
+                    for series_uid in job["series_instance_uids"]
+                    for i in client.search_for_instances(study, series_uid)]  # fmt: skip
+        other, stow = type(self).other_study, {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}
+        body = stow_body(type(self).foreign)
+        if study != other:
+            type(self).probes = {
+                "own series": httpx.get(f"{base}/studies/{study}/series", headers=auth).status_code,
+                "other series": httpx.get(f"{base}/studies/{other}/series", headers=auth).status_code,
+                "all studies": httpx.get(f"{base}/studies", headers=auth).status_code,
+                "stow other": httpx.post(f"{base}/studies/{other}", content=body, headers=auth | stow).status_code,
+                "stow anywhere": httpx.post(f"{base}/studies", content=body, headers=auth | stow).status_code,
+                "stow smuggled": httpx.post(f"{base}/studies/{study}", content=body, headers=auth | stow).status_code,
+                "plugins api": httpx.get(base.replace("/dicomweb", "/api/plugins"), headers=auth).status_code,
+            }  # fmt: skip
         findings = report(StudyInput.from_datasets(datasets), InputFilter(modalities=("CT",)))
         data = findings.to_json().encode()
         self.send_response(200)
@@ -314,53 +329,79 @@ class VendorHandler(BaseHTTPRequestHandler):
         pass
 
 
+STOW_BOUNDARY = "vendor-boundary"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={STOW_BOUNDARY}'
+
+
+def stow_body(data: bytes) -> bytes:
+    return (f"--{STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
+            + f"\r\n--{STOW_BOUNDARY}--\r\n".encode())  # fmt: skip
+
+
 def test_a_remote_plugin_reads_its_study_with_the_job_token_and_its_findings_become_an_sr(tmp_path: Path) -> None:
     vendor = ThreadingHTTPServer(("127.0.0.1", 0), VendorHandler)
     threading.Thread(target=vendor.serve_forever, daemon=True).start()
     http_port = free_port()
     url = f"http://127.0.0.1:{http_port}"
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", secret_key="e2e-remote-plugin-secret")
     env = base_env(tmp_path, {}, **settings_env(settings), CLOUDFILM_HTTP_PORT=str(http_port),
-                   CLOUDFILM_DICOM_ENABLED="false", CLOUDFILM_AUTH_DISABLED="true")  # fmt: skip
+                   CLOUDFILM_DICOM_ENABLED="false", CLOUDFILM_SECRET_KEY="e2e-remote-plugin-secret",
+                   CLOUDFILM_ADMIN_PASSWORD="admin password 1")  # fmt: skip
     log = tmp_path / "serve.log"
     only_test_plugins(settings)
+    with Archive.open(settings, migrate=False) as archive:
+        create_user(archive.engine, "acme", "vendor password 1", "vendor")
+        vendor_key = {"Authorization": f"Bearer {create_api_key(archive.engine, 'acme', 'cad')[1]}"}
     mine = make_ct_study(n_slices=6, rows=16, cols=16, seed=603, study_uid="1.2.826.0.1.3680043.10.603")
     other = make_ct_study(n_slices=6, rows=16, cols=16, seed=604, study_uid="1.2.826.0.1.3680043.10.604")
+    VendorHandler.other_study = str(other[0].StudyInstanceUID)
+    VendorHandler.foreign = to_bytes(make_ct_study(n_slices=1, rows=16, cols=16, seed=605,
+                                                   study_uid=VendorHandler.other_study)[0])  # fmt: skip
     try:
         with running(["serve"], env, log) as proc:
             wait_http(url, proc, log)
+            login = httpx.post(f"{url}/api/auth/token", data={"username": "admin", "password": "admin password 1"})
+            admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
             manifest = {"name": "acme-remote", "version": "1.0", "vendor": "Acme", "timeout_s": 60,
                         "endpoint_url": f"http://127.0.0.1:{vendor.server_address[1]}/jobs",
                         "input_filter": {"modalities": ["CT"], "min_slices": 2}}  # fmt: skip
-            created = httpx.post(f"{url}/api/plugins", json=manifest, timeout=10)
+            created = httpx.post(f"{url}/api/plugins", json=manifest, headers=vendor_key, timeout=10)
             assert created.status_code == 201 and created.json()["enabled"] is False
-            enabled = httpx.patch(f"{url}/api/plugins/acme-remote/1.0", json={"enabled": True}, timeout=10)
+            path = f"{url}/api/plugins/acme-remote/1.0"
+            assert httpx.patch(path, json={"enabled": True}, headers=vendor_key, timeout=10).status_code == 403
+            enabled = httpx.patch(path, json={"enabled": True}, headers=admin, timeout=10)
             assert enabled.status_code == 200 and enabled.json()["enabled"] is True
-            client = DICOMwebClient(f"{url}/dicomweb")
+            client = DICOMwebClient(f"{url}/dicomweb", headers=admin)
+            client.store_instances(other)
             client.store_instances(mine)
+            study_uid = str(mine[0].StudyInstanceUID)
 
             def sr() -> list[dict[str, Any]]:
-                return client.search_for_series(str(mine[0].StudyInstanceUID), search_filters={"Modality": "SR"})
+                return client.search_for_series(study_uid, search_filters={"Modality": "SR"})
 
             [series] = wait_for("the remote plugin's SR", sr, 60, log)
             assert series["0008103E"]["Value"] == ["AI acme-remote@1.0 findings"]
-            [job] = [j for j in httpx.get(f"{url}/api/jobs", timeout=5).json() if j["plugin"] == "acme-remote"]
+            jobs = httpx.get(f"{url}/api/jobs", params={"study": study_uid}, headers=vendor_key, timeout=5).json()
+            [job] = [j for j in jobs if j["plugin"] == "acme-remote"]
             assert job["status"] == "succeeded" and job["result"]["findings"] == 2
-            client.store_instances(other)
+            [sent] = [j for j in VendorHandler.received if j["study_instance_uid"] == study_uid]
+            token_auth = {"Authorization": f"Bearer {sent['access_token']}"}
+            other_meta = httpx.get(f"{url}/dicomweb/studies/{VendorHandler.other_study}/metadata", headers=token_auth)
+            assert other_meta.status_code == 403
     finally:
         vendor.shutdown()
 
-    # The token the vendor got reads only its study and stores only into it.
-    [sent] = VendorHandler.received
+    assert VendorHandler.probes == {
+        "own series": 200,
+        "other series": 403,
+        "all studies": 403,
+        "stow other": 403,
+        "stow anywhere": 403,
+        "stow smuggled": 409,  # an instance of another study sent to its own study: refused by STOW-RS
+        "plugins api": 403,
+    }
     grant = check_job_token(secret_key(settings), sent["access_token"])
-    assert grant is not None and grant.study_uid == str(mine[0].StudyInstanceUID)
-    with Archive.open(settings, migrate=False) as archive:
-        assert find_instances(archive.engine, grant.scope(), study_uid=grant.study_uid)
-        with pytest.raises(NotFound):
-            find_instances(archive.engine, grant.scope(), study_uid=str(other[0].StudyInstanceUID))
-        visible = run_query(archive.engine, QueryRequest(Level.STUDY, scope=grant.scope()))
-        assert [m.get("StudyInstanceUID") for m in visible] == [grant.study_uid]
-    assert not grant.allows_request("POST", f"/dicomweb/studies/{other[0].StudyInstanceUID}")
-    assert not grant.allows_request("GET", f"/dicomweb/studies/{other[0].StudyInstanceUID}/metadata")
-    assert not grant.may_store(str(other[0].StudyInstanceUID))
-    assert AccessScope.studies(grant.study_uid) == grant.scope()
+    assert grant is not None and grant.study_uid == study_uid and grant.job_id == job["id"]
+    with Archive.open(settings, migrate=False) as archive:  # nothing of the other study was stored by the token
+        stored = find_instances(archive.engine, AccessScope.everything(), study_uid=VendorHandler.other_study)
+        assert sum(i.sop_class_uid == str(other[0].SOPClassUID) for i in stored) == 6
