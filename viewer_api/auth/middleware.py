@@ -1,5 +1,6 @@
 """The ASGI middleware in front of every route: authenticate, apply the route policy, check CSRF,
-and add the security headers (CSP, ``nosniff``, framing, referrer and robots policies).
+add the security headers (CSP, ``nosniff``, framing, referrer and robots policies), and record the
+DICOMweb requests the audit trail needs (:mod:`viewer_api.auth.http_audit`).
 
 Pure ASGI (no ``BaseHTTPMiddleware``) so streamed DICOMweb responses pass through untouched. The
 principal lands in ``request.state.principal`` for the handlers.
@@ -15,7 +16,9 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from pacs.accounts.audit import AuditEvent, record
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
+from viewer_api.auth.http_audit import HttpAuditEvent, classify
 from viewer_api.auth.policy import Decision, decide, is_public
 
 Scope = MutableMapping[str, Any]
@@ -78,9 +81,12 @@ class AuthMiddleware:
             return
         path: str = scope["path"]
         extra_cookies: list[bytes] = []
+        status = 0
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in security_headers(path) if h[0] not in present)
@@ -110,10 +116,20 @@ class AuthMiddleware:
 
         method: str = scope["method"]
         refusal = self._refusal(request, method, path, resolution)
-        if refusal is not None:
-            await refusal(scope, receive, send_with_headers)
-            return
-        await self.app(scope, receive, send_with_headers)
+        try:
+            if refusal is not None:
+                await refusal(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            event = classify(method, path, scope.get("query_string", b"").decode("latin-1"), status or 500)
+            if event is not None:
+                await anyio.to_thread.run_sync(self._record, request, resolution, event)
+
+    def _record(self, request: Request, resolution: Resolution, event: HttpAuditEvent) -> None:
+        source = request.client.host if request.client else ""
+        record(self.auth.engine, AuditEvent.by(resolution.principal, event.action, outcome=event.outcome,
+                                               study_uid=event.study_uid, detail=event.detail, source=source))
 
     def _refusal(self, request: Request, method: str, path: str, resolution: Resolution) -> Response | None:
         principal = resolution.principal

@@ -74,3 +74,35 @@ def test_export_as_dicom_audit_messages(fresh_site: Site) -> None:
     assert messages
     logins = [m for m in messages if m.find("EventIdentification/EventID").get("csd-code") == "110114"]  # type: ignore[union-attr]
     assert logins and logins[0].find("ActiveParticipant").get("UserID") == "doc"  # type: ignore[union-attr]
+
+
+def test_dicomweb_requests_are_recorded_by_the_middleware(fresh_site: Site) -> None:
+    from tests.factories import PATIENTS, make_ct_study, to_bytes
+
+    doc = fresh_site.client("physician")
+    ds = make_ct_study(PATIENTS[5], n_slices=1, rows=16, cols=16, seed=77)[0]
+    boundary = "audit-boundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + to_bytes(ds)
+            + f"\r\n--{boundary}--\r\n".encode())
+    stored = doc.post("/dicomweb/studies", content=body,
+                      headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    assert stored.status_code == 200
+    new_uid = str(ds.StudyInstanceUID)
+    doc.get("/dicomweb/studies", params={"PatientName": "Doe*"})
+    doc.get(f"/dicomweb/studies/{new_uid}/metadata")
+    doc.get(f"/dicomweb/studies/{new_uid}")
+    doc.get(f"/dicomweb/studies/{new_uid}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1/rendered")
+    fresh_site.client("patient").delete(f"/dicomweb/studies/{new_uid}", headers=fresh_site.headers("patient"))
+    deleted = fresh_site.client("admin").delete(f"/dicomweb/studies/{new_uid}", headers=fresh_site.headers("admin"))
+    assert deleted.status_code == 204
+
+    events = [e for e in _events(fresh_site) if e["action"] in ("stow", "search", "view", "download", "delete")
+              and (e["study_uid"] in (new_uid, "") or e["action"] == "search")]
+    seen = [(e["action"], e["outcome"], e["username"]) for e in reversed(events)]
+    assert ("stow", "success", "doc") in seen
+    assert ("search", "success", "doc") in seen
+    assert ("view", "success", "doc") in seen and ("download", "success", "doc") in seen
+    assert ("delete", "denied", "pat") in seen and ("delete", "success", "admin") in seen
+    search = [e for e in events if e["action"] == "search" and e["username"] == "doc"][0]
+    assert "PatientName=Doe" in str(search["detail"])
+    assert not [e for e in events if "rendered" in str(e["detail"])]  # frames are not recorded one by one
