@@ -84,6 +84,15 @@ class _MetaThenDataset(io.RawIOBase):
             done += got
         return done
 
+    def readall(self) -> bytes:
+        """The rest in one read of the file (ingest reads small objects whole)."""
+        meta_len = len(self._meta)
+        head = self._meta[self._pos :] if self._pos < meta_len else b""
+        self._fh.seek(self._offset + max(0, self._pos - meta_len))
+        rest = self._fh.read()
+        self._pos = self._size
+        return head + rest
+
     def close(self) -> None:
         self._fh.close()
         super().close()
