@@ -45,6 +45,7 @@ class Outcome:
     distance_mm: float
     diameter_error: float
     seconds: float
+    false_findings: int
 
 
 def study_auc(scores: list[float], positive: list[bool]) -> float:
@@ -70,6 +71,15 @@ def evaluate(plugin: LesionDetector, seed: int, rows: int, slices: int) -> Outco
     seconds = time.perf_counter() - started
     p = study_probability(findings)
     localised, distance, diameter_error = False, float("nan"), float("nan")
+    false_findings = 0
+    for f in findings.findings:
+        hit = (
+            case.lesion is not None
+            and isinstance(f.region, Point3D)
+            and np.linalg.norm(np.asarray(f.region.as_tuple()) - np.asarray(case.lesion.center_mm))
+            <= case.lesion.radius_mm
+        )
+        false_findings += not hit
     if case.lesion is not None and findings.findings:
         top = max(findings.findings, key=lambda f: f.probability or 0.0)
         if isinstance(top.region, Point3D):
@@ -78,7 +88,7 @@ def evaluate(plugin: LesionDetector, seed: int, rows: int, slices: int) -> Outco
         diameter = top.measurement(codes.DIAMETER)
         if diameter is not None:
             diameter_error = diameter.value / (2 * case.lesion.radius_mm) - 1.0
-    return Outcome(positive, p, localised, distance, diameter_error, seconds)
+    return Outcome(positive, p, localised, distance, diameter_error, seconds, false_findings)
 
 
 def time_big(plugin: LesionDetector, runs: int) -> tuple[list[float], list[float], Findings]:
@@ -137,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         row("max positive-study p / min", f"{max(o.probability for o in positives):.3f} / "
             f"{min(o.probability for o in positives):.3f}"),
         row("max negative-study p", f"{max(o.probability for o in negatives):.3f}"),
+        row("false-positive findings per study", f"{sum(o.false_findings for o in outcomes) / len(outcomes):.2f}"),
         row("centre error, median / max (mm)",
             f"{statistics.median(distances):.2f} / {max(distances):.2f}" if distances else "n/a"),
         row("diameter |relative error|, median / max",

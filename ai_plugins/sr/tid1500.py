@@ -336,7 +336,7 @@ def _read_region(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) ->
         return None
     if isinstance(roi, hd.sr.ImageRegion):
         data = np.asarray(roi.value, dtype=np.float32).reshape(-1, 2)
-        ref = roi.ReferencedSOPSequence[0]
+        ref = roi.ContentSequence[0].ReferencedSOPSequence[0]  # the SELECTED FROM image item
         uid = str(ref.ReferencedSOPInstanceUID)
         frames = ref.get("ReferencedFrameNumber")
         frame = (

@@ -3,7 +3,7 @@
 from typing import Any
 
 CALIBRATION: dict[str, Any] = {
-    "bias": -20.256257,
+    "bias": -19.921764,
     "feature_names": ("log_response", "log_contrast", "log_radius"),
     "trained_on": {
         "candidates": 3200,
@@ -15,5 +15,5 @@ CALIBRATION: dict[str, Any] = {
         "studies": 400,
         "training_study_auc": 1.0,
     },
-    "weights": (1.564609, 3.221891, 0.881724),
+    "weights": (1.469361, 3.008556, 1.106534),
 }

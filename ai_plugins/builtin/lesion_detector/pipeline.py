@@ -7,7 +7,7 @@
 2. **Resample.** Block-average to about ``target_mm`` voxels (mass-preserving, noise-reducing).
 3. **Blobs.** Scale-normalised difference-of-Gaussians (an approximation of σ²∇²G) at scales
    matched to spheres of radius ``radii_mm``; candidates are the space-scale maxima, greedily
-   suppressed within the radius of a stronger one.
+   suppressed where they overlap a stronger one.
 4. **Measure.** For each candidate: contrast (mean excess in the inner half-radius ball), a
    half-maximum region giving the centroid and the volume-equivalent diameter.
 5. **Calibrate.** A logistic layer over log-features (trained by ``train.py`` on synthetic studies
@@ -221,9 +221,14 @@ def detect(
         for p, v in zip(peaks.tolist(), values.tolist(), strict=True):
             scale_r = params.radii_mm[int(scale_idx[p[0], p[1], p[2]])]
             pos_mm = np.asarray(p, dtype=np.float64) * step
-            if any(float(np.linalg.norm(pos_mm - q)) < max(scale_r, r) for q, r in kept):
+            # a weaker blob overlapping a stronger one is its rim (the fine-scale DoG ridges just
+            # inside a large sphere's surface), not a lesion of its own
+            if any(float(np.linalg.norm(pos_mm - q)) < r + scale_r for q, r in kept):
                 continue
             cand = _measure(grid, fine, p, scale_r, float(v), ds_spacing)
+            centre_mm = np.asarray(cand.center_index) * step
+            if any(float(np.linalg.norm(centre_mm - q)) < r for q, r in kept):
+                continue
             kept.append((np.asarray(cand.center_index) * step, max(cand.radius_mm, scale_r)))
             chosen.append(_to_input_index(cand, shape))
             if len(chosen) >= params.max_candidates:

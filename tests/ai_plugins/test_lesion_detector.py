@@ -1,0 +1,128 @@
+"""The built-in lesion detector: metadata, registration, and what it finds on small synthetic CTs."""
+
+from __future__ import annotations
+
+import runpy
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ai_plugins.builtin.lesion_detector import LesionDetector
+from ai_plugins.builtin.lesion_detector import train as train_module
+from ai_plugins.builtin.lesion_detector.pipeline import Calibration, Candidate, candidate_features, detect
+from ai_plugins.sdk import ENTRY_POINT_GROUP, Findings, Point3D, StudyInput, codes
+from tests.factories import FOV_MM, Lesion, make_ct_case
+
+LESION = Lesion((45.0, -25.0, -12.0), 0.06 * FOV_MM)
+
+
+@pytest.fixture(scope="module")
+def detector() -> LesionDetector:
+    return LesionDetector()
+
+
+@pytest.fixture(scope="module")
+def positive(detector: LesionDetector) -> tuple[StudyInput, Findings]:
+    study = StudyInput.from_datasets(make_ct_case(n_slices=24, rows=64, cols=64, lesion=LESION, seed=101).datasets)
+    return study, detector.run(study)
+
+
+def test_metadata_and_input_filter(detector: LesionDetector) -> None:
+    info = detector.info()
+    assert (info.name, info.version, info.vendor) == ("lesion-detector", "1.0.0", "cloudfilm")
+    assert info.description and info.intended_use
+    assert info.input_filter.modalities == ("CT",)
+    assert "1.2.840.10008.5.1.4.1.1.2" in info.input_filter.sop_classes
+    assert info.input_filter.min_slices == 8
+    ct = StudyInput.from_datasets(make_ct_case(n_slices=8, rows=16, cols=16).datasets)
+    mr = StudyInput.from_datasets(make_ct_case(n_slices=8, rows=16, cols=16, modality="MR").datasets)
+    thin = StudyInput.from_datasets(make_ct_case(n_slices=4, rows=16, cols=16).datasets)
+    assert detector.accepts(ct.summary)
+    assert not detector.accepts(mr.summary)
+    assert not detector.accepts(thin.summary)
+    assert detector.run(mr) == Findings(summary="no CT series to analyse")
+
+
+def test_registered_under_the_plugin_entry_point() -> None:
+    (ep,) = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == "lesion-detector"]
+    assert ep.value == "ai_plugins.builtin.lesion_detector:LesionDetector"
+    assert ep.load() is LesionDetector
+
+
+def test_positive_case_finds_the_lesion(positive: tuple[StudyInput, Findings]) -> None:
+    study, findings = positive
+    series = study.series[0]
+    assert findings.evaluated_series == [series.series_uid]
+    (classification,) = findings.classifications
+    assert classification.code == codes.HIGH_DENSITY_LESION
+    assert classification.probability > 0.9
+    (finding,) = findings.findings
+    assert finding.code == codes.MASS  # 42 mm across: a mass, not a nodule
+    assert finding.probability is not None and finding.probability > 0.9
+    region = finding.region
+    assert isinstance(region, Point3D)
+    assert region.frame_of_reference_uid == series.volume.frame_of_reference_uid
+    error = float(np.linalg.norm(np.asarray(region.as_tuple()) - np.asarray(LESION.center_mm)))
+    assert error < LESION.radius_mm / 4
+    diameter = finding.measurement(codes.DIAMETER)
+    assert diameter is not None and diameter.unit == codes.UCUM_MM
+    assert diameter.value == pytest.approx(2 * LESION.radius_mm, rel=0.15)
+    (segmentation,) = findings.segmentations
+    (segment,) = segmentation.segments
+    volume = series.volume
+    assert segment.mask.shape == volume.shape
+    centre = tuple(np.round(volume.patient_to_index(LESION.center_mm)).astype(int))
+    assert segment.mask[centre]
+    voxel = float(np.prod(volume.spacing))
+    assert segment.mask.sum() * voxel == pytest.approx(4 / 3 * np.pi * LESION.radius_mm**3, rel=0.3)
+    assert Findings.from_json(findings.to_json()) == findings
+
+
+def test_negative_case_has_a_low_probability(detector: LesionDetector) -> None:
+    study = StudyInput.from_datasets(make_ct_case(n_slices=24, rows=64, cols=64, seed=102).datasets)
+    findings = detector.run(study)
+    assert findings.classifications[0].probability < 0.1
+    assert findings.findings == []
+    assert findings.segmentations == []
+
+
+def test_analyses_the_series_with_most_slices(detector: LesionDetector) -> None:
+    thick = make_ct_case(n_slices=10, rows=48, cols=48, lesion=LESION, seed=7)
+    thin = make_ct_case(n_slices=30, rows=48, cols=48, lesion=LESION, seed=7, study_uid=thick.study_uid)
+    findings = detector.run(StudyInput.from_datasets(thick.datasets + thin.datasets))
+    assert findings.evaluated_series == thin.series_uids
+    assert len(findings.findings) == 1
+
+
+def test_denser_smaller_and_lung_lesions_are_found() -> None:
+    for lesion in (
+        Lesion((-60.0, -10.0, 0.0), 12.0, hu=250.0),  # in the right lung
+        Lesion((0.0, 40.0, 5.0), 16.0, hu=120.0),  # soft tissue, lower contrast
+    ):
+        case = make_ct_case(n_slices=32, rows=96, cols=96, lesion=lesion, seed=3)
+        volume = StudyInput.from_datasets(case.datasets).series[0].volume
+        best = detect(volume.array, volume.spacing).candidates[0]
+        where = volume.index_to_patient(best.center_index)
+        assert np.linalg.norm(where - np.asarray(lesion.center_mm)) < lesion.radius_mm / 2, lesion
+
+
+def test_calibration_is_monotonic_in_response_and_contrast() -> None:
+    calibration = Calibration.load()
+
+    def p(response: float, contrast: float) -> float:
+        candidate = Candidate((0, 0, 0), radius_mm=10, scale_radius_mm=10, response=response, contrast=contrast)
+        return float(calibration.probability(candidate_features(candidate)[None, :])[0])
+
+    assert p(10, 10) < p(40, 10) < p(40, 60) < p(90, 120)
+    assert p(10, 10) < 0.05 and p(90, 120) > 0.95
+
+
+def test_training_script_writes_a_loadable_calibration(tmp_path: Path) -> None:
+    out = tmp_path / "calibration_data.py"
+    assert train_module.main(["--studies", "4", "--seed", "500", "--out", str(out)]) == 0
+    raw = runpy.run_path(str(out))["CALIBRATION"]
+    fitted = Calibration.from_dict(raw)
+    assert len(fitted.weights) == 3
+    assert fitted.trained_on["studies"] == 4
