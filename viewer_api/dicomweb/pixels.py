@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,9 @@ from viewer_api.dicomweb.media import EXPLICIT_VR_BIG_ENDIAN, NATIVE_TRANSFER_SY
 
 log = logging.getLogger(__name__)
 PIXEL_DATA_TAG = "7FE00010"
+_CACHED_HEADERS = 512
+_HEADERS: OrderedDict[str, Dataset] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 
 
 class CannotDecode(InvalidDataset):
@@ -74,10 +79,25 @@ def locate(archive: Archive, scope: AccessScope, study: str, series: str, sop: s
 
 
 def load_image(archive: Archive, scope: AccessScope, stored: StoredInstance) -> Image:
-    """The header of ``stored`` from the index; bulk elements other than pixel data read on demand."""
+    """The header of ``stored`` from the index; bulk elements other than pixel data read on demand.
+
+    Headers are cached by content hash: a stored object never changes under its hash, and
+    building a Dataset from JSON costs more than decoding a small frame.
+    """
+    key = f"{stored.sop_uid}:{stored.sha256}"
+    with _CACHE_LOCK:
+        header = _HEADERS.get(key)
+        if header is not None:
+            _HEADERS.move_to_end(key)
+            return Image(stored, header)
     text = instance_metadata(archive.engine, scope, study_uid=stored.study_uid, series_uid=stored.series_uid,
                              sop_uid=stored.sop_uid)[0]  # fmt: skip
-    return Image(stored, header_from_json(archive, stored, text))
+    header = header_from_json(archive, stored, text)
+    with _CACHE_LOCK:
+        _HEADERS[key] = header
+        while len(_HEADERS) > _CACHED_HEADERS:
+            _HEADERS.popitem(last=False)
+    return Image(stored, header)
 
 
 def header_from_json(archive: Archive, stored: StoredInstance, text: str) -> Dataset:

@@ -1,0 +1,334 @@
+"""DICOMweb side by side: cloudfilm on the filesystem, cloudfilm on S3 (SeaweedFS), Orthanc.
+
+    .venv/bin/python benchmarks/dicomweb_bench.py [--studies 5000] [--per-study 20] [--runs 3]
+                                                  [--no-orthanc] [--no-s3]
+
+cloudfilm's index gets ``--studies`` x ``--per-study`` synthetic instances bulk-loaded (rows only,
+for QIDO), then two real studies through the ingest path: a 100-slice 512x512 CT (retrieve, frames,
+rendered) and a 1,000-instance study (metadata). Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``)
+gets the same two studies and one small instance per synthetic series with the same patient
+names, dates and modalities, so its study searches run over the same studies. Each server runs
+in its own process; requests are sequential over loopback (httpx; the study retrieve is read by
+``curl``, since a Python client would be the bottleneck). Every figure is the median over
+``--runs`` rounds; latencies are p50/p95 within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pydicom.dataset import Dataset  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from benchmarks.bulkload import bulk_load  # noqa: E402
+from pacs.archive import Archive  # noqa: E402
+from pacs.index.models import Series, Study  # noqa: E402
+from pacs.settings import Settings  # noqa: E402
+from tests.factories import PATIENTS, make_ct_study, to_bytes  # noqa: E402
+from tests.s3server import run_s3_server  # noqa: E402
+
+ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+NAME_PREFIXES = ["Smi", "Ros", "Nov", "Ber", "Sil", "Jen", "Hor", "Dub", "Kow", "Nak"]
+MODALITIES = ["MR", "CR", "US", "DX"]
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'
+STUDY_ACCEPT = 'multipart/related; type="application/dicom"'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def cloudfilm_server(settings: Settings) -> Iterator[str]:
+    """``cloudfilm serve`` on a free port over ``settings``' data; yields the DICOMweb root."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")}
+    env.update({"CLOUDFILM_DATA_DIR": str(settings.data_dir), "CLOUDFILM_HTTP_PORT": str(port),
+                "CLOUDFILM_AUTH_DISABLED": "true", "CLOUDFILM_DICOM_ENABLED": "false",
+                "CLOUDFILM_WORKER_CONCURRENCY": "0", "CLOUDFILM_LOG_LEVEL": "WARNING"})
+    for name in ("storage_url", "s3_endpoint", "s3_access_key"):
+        value = getattr(settings, name)
+        if value:
+            env[f"CLOUDFILM_{name.upper()}"] = str(value)
+    if settings.s3_secret_key is not None:
+        env["CLOUDFILM_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
+    cli = Path(sys.executable).with_name("cloudfilm")
+    proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+        yield f"http://127.0.0.1:{port}/dicomweb/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def orthanc_server(workdir: Path) -> Iterator[str]:
+    """Orthanc with its DICOMweb plugin on free ports; yields the DICOMweb root."""
+    port = free_port()
+    storage = workdir / "orthanc-db"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = {"Name": "bench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
+              "HttpPort": port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
+              "AuthenticationEnabled": False, "Plugins": [ORTHANC_DICOMWEB], "StorageCompression": False,
+              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}  # fmt: skip
+    cfg = workdir / "orthanc.json"
+    cfg.write_text(json.dumps(config))
+    proc = subprocess.Popen([ORTHANC, str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/system", proc)
+        yield f"http://127.0.0.1:{port}/dicom-web/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@dataclass
+class RealData:
+    ct: list[Dataset]  # 100 x 512x512
+    big: list[Dataset]  # 1,000 instances
+
+    @property
+    def all(self) -> list[Dataset]:
+        return [*self.ct, *self.big]
+
+    def instance_path(self, i: int) -> str:
+        ds = self.ct[i % len(self.ct)]
+        return f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def real_data() -> RealData:
+    ct = make_ct_study(PATIENTS[0], n_slices=100, rows=512, cols=512, seed=7, lesion="random")
+    big = make_ct_study(PATIENTS[1], n_slices=1000, rows=32, cols=32, seed=8, study_description="CT 1000")
+    return RealData(ct, big)
+
+
+def ingest(settings: Settings, data: RealData, synthetic: tuple[int, int] | None) -> list[dict[str, str]]:
+    """Fill an archive; returns the synthetic studies' key values (for loading Orthanc alike)."""
+    rows: list[dict[str, str]] = []
+    with Archive.open(settings) as archive:
+        if synthetic is not None:
+            bulk_load(archive.engine, studies=synthetic[0], instances_per_study=synthetic[1])
+            with archive.engine.connect() as conn:
+                stmt = (select(Study.study_uid, Study.patient_name, Study.patient_id, Study.study_date,
+                               Study.accession_number, Series.series_uid, Series.modality)
+                        .join(Series, Series.study_fk == Study.id))  # fmt: skip
+                rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for ds in data.all:
+            result = archive.ingest.store_bytes(to_bytes(ds))
+            assert result.ok, result.reason
+    return rows
+
+
+def tiny_instance(row: dict[str, str], n: int) -> bytes:
+    """A small CT instance carrying one synthetic series' study attributes."""
+    ds = make_ct_study(n_slices=1, rows=8, cols=8, seed=n, study_uid=row["study_uid"])[0]
+    ds.PatientName, ds.PatientID = row["patient_name"], row["patient_id"]
+    ds.StudyDate, ds.AccessionNumber, ds.Modality = row["study_date"], row["accession_number"], row["modality"]
+    ds.SeriesInstanceUID = row["series_uid"]
+    return to_bytes(ds)
+
+
+def load_orthanc(base: str, data: RealData, synthetic_rows: list[dict[str, str]]) -> None:
+    rest = base.removesuffix("dicom-web/")
+    with httpx.Client(timeout=60) as client:
+        def post(body: bytes) -> None:
+            resp = client.post(f"{rest}instances", content=body, headers={"Content-Type": "application/dicom"})
+            resp.raise_for_status()
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(post, (to_bytes(ds) for ds in data.all)))
+            list(pool.map(post, (tiny_instance(r, i) for i, r in enumerate(synthetic_rows))))
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+
+def timed_get(client: httpx.Client, url: str, headers: dict[str, str]) -> float:
+    start = time.perf_counter()
+    resp = client.get(url, headers=headers)
+    resp.raise_for_status()
+    _ = resp.content
+    return (time.perf_counter() - start) * 1000
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Figures:
+    """Per metric, the value of each round; reported as the median over rounds."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, metric: str, value: float) -> None:
+        self.values.setdefault(metric, []).append(value)
+
+    def get(self, metric: str) -> float | None:
+        got = self.values.get(metric)
+        return statistics.median(got) if got else None
+
+
+def latency(figures: Figures, metric: str, client: httpx.Client, urls: list[str], headers: dict[str, str]) -> None:
+    times = [timed_get(client, u, headers) for u in urls]
+    figures.add(f"{metric} p50", p(times, 0.5))
+    figures.add(f"{metric} p95", p(times, 0.95))
+
+
+def qido(figures: Figures, client: httpx.Client, base: str, rounds_of: int) -> None:
+    json_headers = {"Accept": "application/dicom+json"}
+    names = [f"{base}studies?PatientName={NAME_PREFIXES[i % len(NAME_PREFIXES)]}*&limit=100" for i in range(rounds_of)]
+    dates = [f"{base}studies?StudyDate=20{10 + i % 15:02d}{1 + i % 12:02d}01-20{10 + i % 15:02d}{1 + i % 12:02d}28"
+             f"&limit=100" for i in range(rounds_of)]
+    mods = [f"{base}studies?ModalitiesInStudy={MODALITIES[i % len(MODALITIES)]}&limit=100" for i in range(rounds_of)]
+    latency(figures, "QIDO studies by patient name prefix", client, names, json_headers)
+    latency(figures, "QIDO studies by date range", client, dates, json_headers)
+    latency(figures, "QIDO studies by modality", client, mods, json_headers)
+
+
+def retrieve_rate(url: str) -> float:
+    """MB/s of one study retrieve, read by curl (a native client: Python's own would be the bottleneck)."""
+    out = subprocess.run(["curl", "--silent", "--fail", "--output", "/dev/null", "--write-out",
+                          "%{size_download} %{time_total}", "--header", f"Accept: {STUDY_ACCEPT}", url],
+                         capture_output=True, text=True, check=True, timeout=600).stdout  # fmt: skip
+    size, seconds = out.split()
+    return float(size) / 1e6 / float(seconds)
+
+
+def round_of(figures: Figures, base: str, data: RealData, *, with_qido: bool, requests: int) -> None:
+    with httpx.Client(timeout=120) as client:
+        if with_qido:
+            qido(figures, client, base, requests)
+        big = data.big[0].StudyInstanceUID
+        latency(figures, "metadata of a 1,000-instance study", client, [f"{base}studies/{big}/metadata"] * 5,
+                {"Accept": "application/dicom+json", "Accept-Encoding": "gzip"})
+        figures.add("WADO-RS study retrieve MB/s", retrieve_rate(f"{base}studies/{data.ct[0].StudyInstanceUID}"))
+        latency(figures, "single frame", client, [f"{base}{data.instance_path(i)}/frames/1" for i in range(requests)],
+                {"Accept": FRAME_ACCEPT})
+        latency(figures, "rendered JPEG", client, [f"{base}{data.instance_path(i)}/rendered" for i in range(requests)],
+                {"Accept": "image/jpeg"})
+
+
+def measure(base: str, data: RealData, *, with_qido: bool, runs: int, requests: int) -> Figures:
+    figures = Figures()
+    with httpx.Client(timeout=120) as warm:  # first touches: imports, caches, connection setup
+        warm.get(f"{base}{data.instance_path(0)}/rendered", headers={"Accept": "image/jpeg"})
+        warm.get(f"{base}studies?limit=1", headers={"Accept": "application/dicom+json"})
+    for _ in range(runs):
+        round_of(figures, base, data, with_qido=with_qido, requests=requests)
+    return figures
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+ROWS: list[tuple[str, str, str]] = [
+    ("QIDO studies by patient name prefix p50", "ms", "≤ 20"),
+    ("QIDO studies by patient name prefix p95", "ms", ""),
+    ("QIDO studies by date range p50", "ms", "≤ 20"),
+    ("QIDO studies by date range p95", "ms", ""),
+    ("QIDO studies by modality p50", "ms", "≤ 20"),
+    ("QIDO studies by modality p95", "ms", ""),
+    ("metadata of a 1,000-instance study p50", "ms", "≤ 300"),
+    ("WADO-RS study retrieve MB/s", "MB/s", "≥ Orthanc"),
+    ("single frame p50", "ms", "≤ 10; S3 ≤ 2x FS"),
+    ("rendered JPEG p50", "ms", "≤ 30"),
+]
+
+
+def report(columns: dict[str, Figures]) -> str:
+    names = list(columns)
+    lines = ["| metric | " + " | ".join(names) + " | goal |", "|---" * (len(names) + 2) + "|"]
+    for metric, unit, goal in ROWS:
+        cells = []
+        for name in names:
+            value = columns[name].get(metric)
+            cells.append("n/a" if value is None else f"{value:,.1f} {unit}")
+        lines.append(f"| {metric} | " + " | ".join(cells) + f" | {goal} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=5000)
+    parser.add_argument("--per-study", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=50, help="requests per latency figure and round")
+    parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--no-s3", action="store_true")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="cloudfilm-dicomweb-bench-"))
+    columns: dict[str, Figures] = {}
+    step: Callable[[str], None] = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
+    try:
+        step("generating the real studies")
+        data = real_data()
+        step(f"cloudfilm (filesystem): bulk-loading {args.studies * args.per_study:,} instances, ingesting 1,100")
+        fs_settings = Settings(data_dir=workdir / "fs")
+        rows = ingest(fs_settings, data, (args.studies, args.per_study))
+        with cloudfilm_server(fs_settings) as base:
+            step("measuring cloudfilm (filesystem)")
+            columns["cloudfilm, filesystem"] = measure(base, data, with_qido=True, runs=args.runs,
+                                                       requests=args.requests)  # fmt: skip
+        if not args.no_s3:
+            with run_s3_server(workdir) as s3:
+                s3_settings = Settings(data_dir=workdir / "s3", storage_url="s3://bench", s3_endpoint=s3.endpoint,
+                                       s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)  # type: ignore[arg-type]
+                step("cloudfilm (S3, SeaweedFS): ingesting 1,100")
+                ingest(s3_settings, data, None)
+                with cloudfilm_server(s3_settings) as base:
+                    step("measuring cloudfilm (S3)")
+                    columns["cloudfilm, S3 (SeaweedFS)"] = measure(base, data, with_qido=False, runs=args.runs,
+                                                                   requests=args.requests)  # fmt: skip
+        if not args.no_orthanc and Path(ORTHANC).exists():
+            with orthanc_server(workdir) as base:
+                step(f"Orthanc: loading 1,100 + {len(rows):,} instances")
+                load_orthanc(base, data, rows)
+                step("measuring Orthanc")
+                columns["Orthanc 1.10 + DICOMweb 1.7, filesystem"] = measure(base, data, with_qido=True,
+                                                                             runs=args.runs, requests=args.requests)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(f"{args.studies:,} studies / {args.studies * args.per_study:,} instances in cloudfilm's index "
+          f"({args.studies:,} studies / {2 * args.studies:,} small instances in Orthanc); medians of {args.runs} "
+          f"rounds of {args.requests} requests")
+    print(report(columns))
+
+
+if __name__ == "__main__":
+    main()
