@@ -351,6 +351,8 @@ class JobQueue:
             .order_by(Job.priority.desc(), Job.run_after, Job.id)
             .limit(limit)
         )
+        if not self._any(candidates):
+            return []  # idle workers poll without taking the write lock
         with write_transaction(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 ids = list(conn.execute(candidates.with_for_update(skip_locked=True)).scalars())
@@ -397,6 +399,11 @@ class JobQueue:
         ]  # fmt: skip
         claimed.sort(key=lambda j: ids.index(j.id))
         return claimed
+
+    def _any(self, stmt: Any) -> bool:
+        """Whether a read-only query finds a row (a cheap look before a write transaction)."""
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
 
     def _owned(self, job: ClaimedJob) -> Any:
         return and_(
@@ -525,6 +532,8 @@ class JobQueue:
         now = self._clock()
         expired = and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
         lost = literal("the worker stopped during attempt ") + cast(Job.attempts, String) + literal(" (lease expired)")
+        if not self._any(select(Job.id).where(expired).limit(1)):
+            return 0
         n = 0
         with write_transaction(self.engine) as conn:
             n += conn.execute(

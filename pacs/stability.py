@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 #: How far behind the cursor each poll looks again: covers commits whose timestamp was taken well
 #: before they became visible and clocks of several machines that disagree a little.
 DEFAULT_MARGIN_S = 300.0
+_CURSOR_STEP = timedelta(seconds=10)
 
 
 class StudyStability(Base):
@@ -105,6 +106,7 @@ class StabilityDetector:
         self.batch = batch
         self.margin = timedelta(seconds=margin_s)
         self._clock = clock
+        self._advanced_to: datetime | None = None
 
     def poll(self) -> list[StableStudy]:
         """One pass: make every study stable that is due; return those this call transitioned."""
@@ -140,6 +142,10 @@ class StabilityDetector:
         return (None, None) if row is None else (aware(row.floor_at), aware(row.scanned_to))
 
     def _advance(self, to: datetime) -> None:
+        # The cursor need not follow every poll: lagging a few seconds only rescans a little more.
+        if self._advanced_to is not None and timedelta(0) <= to - self._advanced_to < _CURSOR_STEP:
+            return
+        self._advanced_to = to
         with write_transaction(self.engine) as conn:
             moved = conn.execute(
                 update(StabilityCursor).where(StabilityCursor.scanned_to < to).values(scanned_to=to)

@@ -14,7 +14,7 @@ from typing import Any
 import highdicom as hd
 import pydicom
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ai_plugins.runner.child import preload
 from ai_plugins.runner.models import PluginResult
@@ -209,7 +209,7 @@ def test_a_repeated_attempt_stores_the_same_sr_not_a_second_one(archive: Archive
                                     ResultUids.for_job(claimed.dedupe_key)):  # fmt: skip
         assert archive.ingest.store_bytes(obj.data).ok
     with archive.engine.begin() as conn:  # ...and its lease runs out
-        conn.execute(Job.__table__.update().values(lease_expires_at=h.clock.now.replace(year=2000)))
+        conn.execute(update(Job).values(lease_expires_at=h.clock.now.replace(year=2000)))
     h.pool.queue.reap_expired()
     [job] = h.run_jobs()
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
@@ -350,3 +350,28 @@ def test_a_remote_plugin_with_a_bad_answer_fails_with_a_reason(archive: Archive,
     job2, _ = h.pool.router.rerun(archive.engine, h.pool.queue, job.study_uid, "acme-bad", requested_by="t")
     jobs = h.run_jobs()
     assert jobs[0].id == job2.id and "not in the study" in jobs[0].error
+
+
+def test_a_remote_plugin_that_stores_its_own_sr_is_recorded_and_not_rerun(archive: Archive, vendor: Any) -> None:
+    url, handler = vendor
+    h = Harness(archive)
+    h.pool.registry.register_remote(RemoteManifest(name="acme-stow", version="1", vendor="Acme", endpoint_url=url),
+                                    registered_by="acme")  # fmt: skip
+    h.pool.registry.set_enabled("acme-stow", "1", True)
+    uid = h.store(seed=14)
+    h.settle()
+
+    def stow_then_answer(body: dict[str, Any]) -> dict[str, Any]:
+        # The vendor writes its own SR and STOWs it with the token (here: stored the way STOW-RS stores).
+        study = StudyInput(body["study_instance_uid"], ArchiveSource(archive.engine, archive.store, uid))
+        [sr] = build_result_objects(report(study, InputFilter()), study, EchoPlugin.info(), ResultUids("vendor-own"))
+        assert archive.ingest.store_bytes(sr.data).ok
+        return {"stored_instances": [sr.sop_uid]}
+
+    handler.answer = stow_then_answer
+    [job] = h.run_jobs()
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    [stored] = job.result["objects"]
+    assert stored["kind"] == "SR" and [r.sop_uid for r in _results(archive, uid)] == [stored["sop_instance_uid"]]
+    assert h.settle() == [uid]  # the vendor's SR made the study change; its own output triggers nothing
+    assert len(h.jobs()) == 1

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import highdicom as hd
 import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from pydantic import SecretStr
 
 from ai_plugins.runner.registry import PluginRegistry
 from ai_plugins.runner.routing import JOB_KIND
@@ -221,8 +222,8 @@ def test_storescu_study_gets_an_sr_that_qido_finds_and_dciodvfy_accepts(tmp_path
     evidence = {str(i.ReferencedSOPInstanceUID) for e in sr.CurrentRequestedProcedureEvidenceSequence
                 for s in e.ReferencedSeriesSequence for i in s.ReferencedSOPSequence}  # fmt: skip
     assert evidence == ct_uids
-    groups = sr.content.get_planar_roi_measurement_groups()
-    assert [g.finding_type.value for g in groups] == [codes.NODULE.value, codes.MASS.value]
+    groups = cast(hd.sr.MeasurementReport, sr.content).get_planar_roi_measurement_groups()
+    assert [g.finding_type.value if g.finding_type else None for g in groups] == [codes.NODULE.value, codes.MASS.value]
     image_region, volume_region = (g.roi for g in groups)
     assert isinstance(image_region, hd.sr.ImageRegion) and isinstance(volume_region, hd.sr.ImageRegion3D)
     volume = StudyInput.from_datasets(datasets).series[0].volume
@@ -343,7 +344,7 @@ def test_a_remote_plugin_reads_its_study_with_the_job_token_and_its_findings_bec
     threading.Thread(target=vendor.serve_forever, daemon=True).start()
     http_port = free_port()
     url = f"http://127.0.0.1:{http_port}"
-    settings = Settings(data_dir=tmp_path / "data", secret_key="e2e-remote-plugin-secret")
+    settings = Settings(data_dir=tmp_path / "data", secret_key=SecretStr("e2e-remote-plugin-secret"))
     env = base_env(tmp_path, {}, **settings_env(settings), CLOUDFILM_HTTP_PORT=str(http_port),
                    CLOUDFILM_DICOM_ENABLED="false", CLOUDFILM_SECRET_KEY="e2e-remote-plugin-secret",
                    CLOUDFILM_ADMIN_PASSWORD="admin password 1")  # fmt: skip

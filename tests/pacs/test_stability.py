@@ -110,7 +110,7 @@ def test_many_detectors_at_once_make_each_transition_once(archive: Archive) -> N
     assert sorted(j.study_uid for j in JobQueue(archive.engine).list_jobs()) == sorted(uids)
 
 
-def _poll_in_process(url: str, shift_s: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _poll_in_process(url: str, shift_s: float, out: multiprocessing.Queue[list[str]]) -> None:
     engine = db.make_engine(url)
     clock = FakeClock(db.utcnow() + timedelta(seconds=shift_s))
     detector = StabilityDetector(engine, AGE, _job_per_transition, clock=clock, batch=2)
@@ -121,7 +121,7 @@ def _poll_in_process(url: str, shift_s: float, out: multiprocessing.Queue) -> No
 def test_detectors_in_several_processes_agree(archive: Archive) -> None:
     uids = {_store(archive, seed=20 + i, n=1) for i in range(6)}
     ctx = multiprocessing.get_context("spawn")
-    out: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    out: multiprocessing.Queue[list[str]] = ctx.Queue()
     url = archive.engine.url.render_as_string(hide_password=False)
     procs = [ctx.Process(target=_poll_in_process, args=(url, AGE + 1, out)) for _ in range(3)]
     for p in procs:

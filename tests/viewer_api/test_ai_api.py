@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from ai_plugins.runner.execute import JobExecutor
 from ai_plugins.runner.results import ResultUids, build_result_objects
@@ -44,7 +45,9 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    settings = Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0, secret_key="ai-api-test-secret-0123")
+    settings = Settings(
+        data_dir=tmp_path / "data", http_port=0, dicom_port=0, secret_key=SecretStr("ai-api-test-secret-0123")
+    )
     with Archive.open(settings) as archive:
         keys = {}
         for username, role in (("ada", "admin"), ("phil", "physician"), ("acme", "vendor"), ("globex", "vendor"),
