@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut
 
-from tests.factories import rgb_pixels
-from tests.viewer_api.conftest import Gallery
+from pacs.archive import Archive
+from tests.factories import make_gray8, rgb_pixels
+from tests.viewer_api.conftest import Gallery, dicomweb_settings, make_app, store_all
 
 
 def image(gallery: Gallery, path: str, accept: str = "image/png", **params: str) -> Image.Image:
@@ -119,3 +123,24 @@ def test_thumbnails_and_rendered_at_every_level(gallery: Gallery) -> None:
     again = gallery.client.get(gallery.url("ct", "/rendered"), headers={"If-None-Match": resp.headers["etag"]})
     assert again.status_code == 304
     assert gallery.client.get(f"/dicomweb/studies/{ct.StudyInstanceUID}/series/1.2.3/rendered").status_code == 404
+
+
+def test_modality_and_voi_lut_sequences(tmp_path: Path) -> None:
+    """LUT-based transformations (PS3.3 C.11.1, C.11.2) instead of rescale and window."""
+    ds = make_gray8(16, 16, seed=3)
+    modality = Dataset()
+    modality.LUTDescriptor = [256, 0, 16]
+    modality.ModalityLUTType = "US"
+    modality.add_new(0x00283006, "US", [1000 + 4 * i for i in range(256)])  # LUTData
+    ds.ModalityLUTSequence = [modality]
+    voi = Dataset()
+    voi.LUTDescriptor = [1024, 1000, 8]
+    voi.add_new(0x00283006, "US", [255 - i // 4 for i in range(1024)])  # LUTData: an inverting VOI LUT
+    ds.VOILUTSequence = [voi]
+    with Archive.open(dicomweb_settings(tmp_path)) as archive:
+        store_all(archive, [ds])
+        client = TestClient(make_app(archive))
+        url = (f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+               f"{ds.SOPInstanceUID}/rendered")
+        got = np.asarray(Image.open(io.BytesIO(client.get(url, headers={"Accept": "image/png"}).content)))
+    assert np.abs(got.astype(int) - (255 - ds.pixel_array.astype(int))).max() <= 1

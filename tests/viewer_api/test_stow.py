@@ -185,3 +185,15 @@ def test_preamble_and_leading_crlf_are_accepted(client: TestClient, prefix: byte
     body = prefix + stow_body(make_ct_study(n_slices=1, seed=17))
     resp = client.post("/dicomweb/studies", content=body, headers={"Content-Type": STOW_TYPE})
     assert resp.status_code == 200
+
+
+def test_unknown_or_misdeclared_transfer_syntax_is_0xc122(client: TestClient) -> None:
+    raw = to_bytes(make_ct_study(n_slices=1, seed=18)[0])
+    unknown = raw.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.3.4.5.6.7.8.9.1\x00", 1)  # same length, in file meta
+    declared = make_ct_study(n_slices=1, seed=19)[0]
+    body = stow_body([unknown]).removesuffix(f"--{BOUNDARY}--\r\n".encode()) + (
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50\r\n\r\n".encode()
+        + to_bytes(declared) + f"\r\n--{BOUNDARY}--\r\n".encode())
+    resp = client.post("/dicomweb/studies", content=body, headers={"Content-Type": STOW_TYPE})
+    assert resp.status_code == 409 and reasons(resp.json()) == [0xC122, 0xC122]
+    assert "declares transfer syntax" in resp.headers["warning"]

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
+from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from pacs.access import AccessScope
 from pacs.archive import Archive
@@ -184,10 +184,7 @@ def _voi(values: np.ndarray, header: Dataset, window: Window | None) -> np.ndarr
     """Values in [0, 1] after the VOI transformation."""
     window = window or header_window(header)
     if window is None and "VOILUTSequence" in header:
-        item = header.VOILUTSequence[0]
-        bits = int(item.LUTDescriptor[2]) or 16
-        lut_out = apply_voi(values.astype(np.int64), header, index=0)
-        return np.clip(np.asarray(lut_out, dtype=np.float32) / float((1 << bits) - 1), 0.0, 1.0)
+        return _voi_lut(values, header.VOILUTSequence[0])
     if window is None:
         lo, hi = float(values.min()), float(values.max())
         window = Window((lo + hi) / 2.0, max(hi - lo, 1.0), "LINEAR_EXACT")
@@ -199,6 +196,16 @@ def _voi(values: np.ndarray, header: Dataset, window: Window | None) -> np.ndarr
     if w <= 1:
         return (values > c - 0.5).astype(np.float32)
     return np.clip((values - (c - np.float32(0.5))) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+def _voi_lut(values: np.ndarray, item: Dataset) -> np.ndarray:
+    """A VOI LUT (PS3.3 C.11.2.1.1) as values in [0, 1]; indices below/above the table clamp to its ends."""
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    data = item.LUTData
+    lut = np.frombuffer(data, dtype="<u2") if isinstance(data, bytes) else np.asarray(data, dtype=np.float64)
+    lut = lut[: entries or 65536].astype(np.float32)
+    index = np.clip(np.rint(values) - first, 0, len(lut) - 1).astype(np.int64)
+    return np.clip(lut[index] / float((1 << (bits or 16)) - 1), 0.0, 1.0)
 
 
 def _to_uint8(arr: np.ndarray, bits_stored: int) -> np.ndarray:

@@ -48,6 +48,7 @@ _FAILURE_OF_OUTCOME = {
     Outcome.KEPT_EXISTING: DUPLICATE_SOP_INSTANCE,
 }
 _IN_FLIGHT = 4  # parts being ingested at once per request
+_KNOWN_TRANSFER_SYNTAXES = frozenset(str(uid) for uid in pydicom.uid.AllTransferSyntaxes)
 
 
 class PayloadTooLarge(HTTPException):
@@ -152,31 +153,42 @@ def _store_part(archive: Archive, part: Part, study: str | None) -> PartOutcome:
         if part.content_type.media_type != DICOM:
             return PartOutcome("", "", "", "", CANNOT_UNDERSTAND,
                                f"part {part.index} has media type {part.content_type.media_type!r}, not {DICOM}")
-        if study is not None:
-            mismatch = _study_mismatch(part, study)
-            if mismatch is not None:
-                return mismatch
+        refused = _precheck(part, study)
+        if refused is not None:
+            return refused
         result = archive.ingest.store_source(part.source())
         return _outcome(result)
     finally:
         part.discard()
 
 
-def _study_mismatch(part: Part, study: str) -> PartOutcome | None:
-    """A failure when the instance belongs to another study than the URL's (PS3.18 10.5.1)."""
+def _precheck(part: Part, study: str | None) -> PartOutcome | None:
+    """Refuse a part before storing it: a transfer syntax that is unknown or not the one the part
+    declares (0xC122), or an instance of another study than the URL's (0xA900, PS3.18 10.5.1)."""
     try:
         with part.source().open() as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True,
                                  specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID",
                                                 "SOPInstanceUID"])  # fmt: skip
-        found = str(ds.get("StudyInstanceUID", "") or "")
-    except Exception:  # unreadable: ingest reports it precisely
+    except Exception:  # unreadable: ingest says precisely why
         return None
-    if found == study:
-        return None
-    return PartOutcome(str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or ""), found,
-                       str(ds.get("SeriesInstanceUID", "") or ""), DATA_SET_DOES_NOT_MATCH,
-                       f"StudyInstanceUID {found[:64]!r} differs from the study in the URL")
+    found = str(ds.get("StudyInstanceUID", "") or "")
+
+    def failed(reason: int, text: str) -> PartOutcome:
+        return PartOutcome(str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or ""), found,
+                           str(ds.get("SeriesInstanceUID", "") or ""), reason, text)
+
+    meta = getattr(ds, "file_meta", None)
+    stored_ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    declared = part.content_type.transfer_syntax
+    if stored_ts and stored_ts not in _KNOWN_TRANSFER_SYNTAXES:
+        return failed(TRANSFER_SYNTAX_NOT_SUPPORTED, f"transfer syntax {stored_ts[:64]!r} is not supported")
+    if declared and stored_ts and declared != stored_ts:
+        return failed(TRANSFER_SYNTAX_NOT_SUPPORTED,
+                      f"the part declares transfer syntax {declared[:64]!r} but is encoded in {stored_ts}")
+    if study is not None and found != study:
+        return failed(DATA_SET_DOES_NOT_MATCH, f"StudyInstanceUID {found[:64]!r} differs from the study in the URL")
+    return None
 
 
 def _outcome(result: IngestResult) -> PartOutcome:
