@@ -195,7 +195,7 @@ class PluginRegistry:
                     if any(r.name == name and r.source == PluginSource.REMOTE for r in existing.values()):
                         log.error("installed plugin %s is shadowed by a remote registration of that name", name)
                         continue
-                    conn.execute(
+                    inserted = conn.execute(
                         _insert_ignore(conn).values(
                             name=name,
                             version=version,
@@ -206,12 +206,23 @@ class PluginRegistry:
                             created_at=now,
                             **values,
                         )  # fmt: skip
-                    )
-                elif row.source == PluginSource.ENTRY_POINT and (row.entry_point, row.input_filter_json) != (
-                    plugin.ref,
-                    values["input_filter_json"],
+                    ).rowcount
+                    if inserted:  # a newly installed version supersedes the older ones
+                        superseded = conn.execute(
+                            update(PluginRecord)
+                            .where(PluginRecord.name == name, PluginRecord.version != version,
+                                   PluginRecord.source == PluginSource.ENTRY_POINT.value, PluginRecord.enabled)
+                            .values(enabled=False, updated_at=now)
+                        ).rowcount  # fmt: skip
+                        if superseded:
+                            log.info("%s@%s installed: older versions of %s disabled", name, version, name)
+                elif row.source == PluginSource.ENTRY_POINT and any(
+                    getattr(row, k) != v for k, v in values.items() if k != "updated_at"
                 ):
                     conn.execute(update(PluginRecord).where(PluginRecord.id == row.id).values(**values))
+            for (name, version), row in existing.items():
+                if row.source == PluginSource.ENTRY_POINT and row.enabled and (name, version) not in self._installed:
+                    log.warning("plugin %s@%s is enabled but not installed in this process", name, version)
         return self.list_all()
 
     def installed(self, name: str, version: str) -> InstalledPlugin | None:
@@ -286,7 +297,7 @@ class PluginRegistry:
 
     def latest(self, name: str, *, enabled_only: bool = True) -> PluginView:
         """The newest registered version of ``name`` (the enabled ones only, by default)."""
-        versions = [p for p in self.list_all() if p.name == name and (p.runnable or not enabled_only)]
+        versions = [p for p in self.list_all() if p.name == name and (p.enabled or not enabled_only)]
         if not versions:
             raise NotFound(f"no {'enabled ' if enabled_only else ''}plugin named {name!r}")
         return max(versions, key=lambda p: (_version_key(p.version), p.created_at))

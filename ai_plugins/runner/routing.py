@@ -140,7 +140,8 @@ class Router:
 
     def on_stable(self, conn: Connection, stable: StableStudy) -> None:
         """Enqueue, in the transition's transaction, a job per enabled plugin that wants this study."""
-        plugins = [p for p in self.registry.list_in(conn) if p.runnable]
+        # Enabled is what counts, not what this process has installed: every detector routes alike.
+        plugins = [p for p in self.registry.list_in(conn) if p.enabled]
         if not plugins:
             return
         contents = study_contents(conn, stable.study_uid)
@@ -169,8 +170,8 @@ class Router:
                 plugin = self.registry.latest(name)
             except NotFound:  # none enabled: say so about the newest one (or 404 if none at all)
                 plugin = self.registry.latest(name, enabled_only=False)
-        if not plugin.runnable:
-            raise Conflict(f"{plugin.key} is {'disabled' if not plugin.enabled else 'not installed here'}")
+        if not plugin.enabled:
+            raise Conflict(f"{plugin.key} is disabled")
         active = queue.active_job(kind=JOB_KIND, target=plugin.name, target_version=plugin.version,
                                   study_uid=study_uid)  # fmt: skip
         if active is not None:

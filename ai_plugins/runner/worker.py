@@ -55,13 +55,11 @@ class WorkerPool:
         self.executor = JobExecutor(archive, self.registry, self.queue, worker_id=self.worker_id)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._ready = threading.Event()  # plugins discovered and preloaded
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        plugins = self.registry.sync()
-        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.runnable}))
-        log.info("AI worker %s: %d job thread(s); plugins: %s", self.worker_id, self.concurrency,
-                 ", ".join(f"{p.key}{'' if p.runnable else ' (off)'}" for p in plugins) or "none")  # fmt: skip
+        """Start the threads; plugin discovery (which imports plugin packages) happens in the background."""
         self._threads = [threading.Thread(target=self._housekeeping, name="ai-housekeeping", daemon=True)]
         self._threads += [
             threading.Thread(target=self._work, args=(f"{self.worker_id}:{i}",), name=f"ai-job-{i}", daemon=True)
@@ -69,6 +67,14 @@ class WorkerPool:
         ]
         for thread in self._threads:
             thread.start()
+
+    def _prepare(self) -> None:
+        """Register the installed plugins and have the fork server import them before any job runs."""
+        plugins = self.registry.sync()
+        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.runnable}))
+        log.info("AI worker %s: %d job thread(s); plugins: %s", self.worker_id, self.concurrency,
+                 ", ".join(f"{p.key}{'' if p.runnable else ' (off)'}" for p in plugins) or "none")  # fmt: skip
+        self._ready.set()
 
     def stop(self) -> None:
         """Stop claiming; a running plugin is stopped and its job handed back for another worker."""
@@ -91,12 +97,17 @@ class WorkerPool:
     def _housekeeping(self) -> None:
         while not self._stop.is_set():
             try:
+                if not self._ready.is_set():
+                    self._prepare()
                 self.housekeep_once()
             except Exception:  # the database may be briefly unavailable; keep going
                 log.exception("AI housekeeping failed; retrying")
             self._stop.wait(self.poll_interval)
 
     def _work(self, owner: str) -> None:
+        while not self._ready.wait(self.poll_interval):
+            if self._stop.is_set():
+                return
         while not self._stop.is_set():
             try:
                 claimed = self.queue.claim(owner, [JOB_KIND])

@@ -71,6 +71,12 @@ class EchoPlugin(Plugin):
         return report(study, self.input_filter)
 
 
+class EchoPluginV2(EchoPlugin):
+    """A newer release of :class:`EchoPlugin` (installing it supersedes 1.0)."""
+
+    version: ClassVar[str] = "2.0"
+
+
 class MrOnlyPlugin(Plugin):
     """Wants MR: never routed to the CT test studies."""
 

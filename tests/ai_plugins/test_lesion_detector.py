@@ -126,3 +126,14 @@ def test_training_script_writes_a_loadable_calibration(tmp_path: Path) -> None:
     fitted = Calibration.from_dict(raw)
     assert len(fitted.weights) == 3
     assert fitted.trained_on["studies"] == 4
+
+
+def test_a_series_that_is_not_a_volume_is_skipped(detector: LesionDetector) -> None:
+    broken = make_ct_case(n_slices=30, rows=32, cols=32, seed=8)
+    for ds in broken.datasets:
+        del ds.PixelData
+    good = make_ct_case(n_slices=20, rows=48, cols=48, lesion=LESION, seed=8, study_uid=broken.study_uid)
+    findings = detector.run(StudyInput.from_datasets(broken.datasets + good.datasets))
+    assert findings.evaluated_series == good.series_uids
+    assert len(findings.findings) == 1
+    assert detector.run(StudyInput.from_datasets(broken.datasets)).summary == "no CT series could be read as a volume"

@@ -33,7 +33,7 @@ from pacs.jobs import Job, JobStatus, JobView
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retrieve import find_instances, open_instance
 from pacs.stability import StabilityDetector
-from tests.ai_plugins.sample_plugins import EchoPlugin, HangingPlugin, MrOnlyPlugin, RaisingPlugin, report
+from tests.ai_plugins.sample_plugins import EchoPlugin, EchoPluginV2, HangingPlugin, MrOnlyPlugin, RaisingPlugin, report
 from tests.factories import make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, FakeClock, db_settings
 
@@ -129,6 +129,21 @@ def test_installed_plugins_are_registered_enabled_and_remote_ones_disabled(archi
         registry.set_enabled("vendor-cad", "3.0", True)
     with pytest.raises(ValueError):
         RemoteManifest(name="x", version="1", vendor="v", endpoint_url="ftp://acme.invalid/")
+
+
+def test_a_newly_installed_version_supersedes_the_older_one(archive: Archive) -> None:
+    Harness(archive, EchoPlugin)
+    upgraded = Harness(archive, EchoPluginV2)
+    states = {(p.key, p.enabled, p.installed) for p in upgraded.pool.registry.list_all()}
+    assert states == {("test-echo@1.0", False, False), ("test-echo@2.0", True, True)}
+    upgraded.pool.registry.set_enabled("test-echo", "1.0", True)  # an admin may keep both
+    Harness(archive, EchoPluginV2)  # a later start changes nothing
+    assert all(p.enabled for p in upgraded.pool.registry.list_all())
+    uid = upgraded.store(seed=15)
+    upgraded.settle()
+    assert sorted(j.target_version for j in upgraded.jobs() if j.study_uid == uid) == ["1.0", "2.0"]
+    [old] = [j for j in upgraded.run_jobs() if j.target_version == "1.0"]
+    assert old.status is JobStatus.FAILED and "not installed" in old.error
 
 
 # --- routing -----------------------------------------------------------------------------------

@@ -343,3 +343,11 @@ def test_negative_study_still_gets_a_valid_report(tmp_path: Path) -> None:
     back = read_measurement_report(hd.sr.srread(tmp_path / "sr.dcm"))
     assert back.classifications == findings.classifications
     assert back.classifications[0].probability < 0.1
+
+
+def test_evidence_defaults_to_the_image_series(run: Run) -> None:
+    """Findings that name no evaluated series (a vendor's) cite every image series, not earlier results."""
+    sr = hd.sr.srread(run.sr_path)
+    study = StudyInput.from_datasets([*run.case.datasets, sr])
+    evidence = evidence_for(Findings(), study)
+    assert {ds.SOPInstanceUID for ds in evidence} == {ds.SOPInstanceUID for ds in run.case.datasets}
