@@ -44,7 +44,7 @@ from tests.factories import (
     with_bad_uid,
     without,
 )
-from tests.pacs.dimse.support import AET, Node, context, dataset_bytes, run_tool, stored_bytes
+from tests.pacs.dimse.support import AET, Node, context, dataset_bytes, free_port, run_tool, stored_bytes
 
 CT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
                RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1, JPEG_LOSSLESS_P14]
@@ -278,3 +278,18 @@ def test_ae_allowed_nothing_is_rejected(make_node: object) -> None:
     out = run_tool("echoscu", "-aet", "STRANGER", "-aec", AET, "127.0.0.1", node.port)
     assert out.returncode != 0
     assert run_tool("echoscu", "-aet", "QRSCU", "-aec", AET, "127.0.0.1", node.port).returncode == 0
+
+
+def test_unreachable_s3_store_answers_a700_and_indexes_nothing(make_node: object,
+                                                               small_study: list[Dataset]) -> None:
+    node: Node = make_node(storage_url="s3://cloudfilm-down", s3_endpoint=f"127.0.0.1:{free_port()}",  # type: ignore[operator]
+                           s3_access_key="key", s3_secret_key="secret")
+    assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
+    try:
+        rsp = assoc.send_c_store(small_study[0])
+        assert 0xA700 <= rsp.Status <= 0xA7FF, f"0x{rsp.Status:04X}"
+        assert "object store" in rsp.ErrorComment
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    assert _count(node, Instance) == 0
