@@ -112,8 +112,9 @@ def serve_bare(out_dir: Path, port: int, fsync: bool) -> None:
     ae.maximum_pdu_size = MAX_PDU
     ae.maximum_associations = 64
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
     _wait_for_sigterm()
     server.shutdown()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,7 +148,7 @@ class CommitmentSCP:
     """Handles ``EVT_N_ACTION`` and sends the N-EVENT-REPORT from a worker thread."""
 
     def __init__(self, engine: Engine, store: ObjectStore, policy: AccessPolicy, ae: AE, ae_title: str,
-                 tls_args: Callable[[], Any]) -> None:
+                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]]) -> None:
         self._engine = engine
         self._store = store
         self._policy = policy
@@ -209,7 +210,7 @@ class CommitmentSCP:
             return
         cx = build_context(STORAGE_COMMITMENT_PUSH)
         role = build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
-        tls = self._tls_args() if remote.tls else None
+        tls = self._tls_args(remote.host) if remote.tls else None
         assoc = self._ae.associate(remote.host, remote.port, contexts=[cx], ae_title=remote.aet, ext_neg=[role],
                                    tls_args=tls)
         if not assoc.is_established:

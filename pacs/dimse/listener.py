@@ -128,8 +128,9 @@ class DicomListener:
         thread.start()
         return server
 
-    def _client_tls(self) -> tuple[ssl.SSLContext, None]:
-        return client_context(self._settings), None
+    def _client_tls(self, host: str) -> tuple[ssl.SSLContext, str]:
+        """TLS arguments for an association to ``host`` (its name is sent as SNI, not verified)."""
+        return client_context(self._settings), host
 
     # --- events ------------------------------------------------------------------------------
 

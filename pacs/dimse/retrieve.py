@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pydicom
@@ -146,11 +147,12 @@ def _suboperations(
 class MoveSCP:
     """Handles ``EVT_C_MOVE``: sends the instances to a destination configured by AE title."""
 
-    def __init__(self, engine: Engine, store: ObjectStore, policy: AccessPolicy, tls_args: Any) -> None:
+    def __init__(self, engine: Engine, store: ObjectStore, policy: AccessPolicy,
+                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]]) -> None:
         self._engine = engine
         self._store = store
         self._policy = policy
-        self._tls_args = tls_args  # callable: () -> (SSLContext, None), only called for tls destinations
+        self._tls_args = tls_args  # called only for ``tls = true`` destinations
 
     def handle(self, event: Any, peer: Peer) -> Iterator[Any]:
         destination_aet = str(event.move_destination or "").strip()
@@ -173,7 +175,7 @@ class MoveSCP:
             "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
         }
         if remote.tls:
-            kwargs["tls_args"] = self._tls_args()
+            kwargs["tls_args"] = self._tls_args(remote.host)
         yield remote.host, remote.port, kwargs
         if len(instances) > MAX_SUBOPERATIONS:
             raise RetrieveError(f"{len(instances)} instances match; at most {MAX_SUBOPERATIONS} per C-MOVE")

@@ -8,6 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -63,6 +64,6 @@ def test_errors() -> None:
     with pytest.raises(NotDicom):
         to_transfer_syntax(b"not dicom at all" * 20, ExplicitVRLittleEndian)
     ds = encode(make_gray8(seed=1), JPEGLSLossless)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder here
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG2: no decoder here
     with pytest.raises(Conflict, match="cannot decompress"):
         to_transfer_syntax(to_bytes(ds), ExplicitVRLittleEndian)

@@ -80,7 +80,7 @@ def running(settings: Settings) -> Iterator[Node]:
             listener.stop()
 
 
-def run_tool(*args: str | Path, timeout: float = DCMTK_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def run_tool(*args: str | Path | int, timeout: float = DCMTK_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool; the output is kept for assertion messages."""
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False)
 

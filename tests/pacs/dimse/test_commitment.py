@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.pacs.dimse.support import QR_AET, Node, context
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
-def _request(transaction_uid: str, refs: list[tuple[str, str]]) -> Dataset:
+def _request(transaction_uid: str, refs: Sequence[tuple[str, str]]) -> Dataset:
     ds = Dataset()
     ds.TransactionUID = transaction_uid
     items = []
@@ -94,6 +95,7 @@ def test_commitment_report_on_a_new_association(node: Node, small_study: list[Da
     scp.add_supported_context(STORAGE_COMMITMENT_PUSH, scu_role=True, scp_role=True)
     server = scp.start_server(("127.0.0.1", node.settings.dicom_modalities["qr"].port), block=False,
                               evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)])
+    assert server is not None
     try:
         assoc = node.associate([context(STORAGE_COMMITMENT_PUSH)])
         transaction = generate_uid()

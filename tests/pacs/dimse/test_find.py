@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydicom
 import pytest
@@ -13,7 +13,7 @@ from pynetdicom.association import Association
 
 from pacs.dimse.contexts import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from tests.conftest import archive_settings
-from tests.factories import PATIENTS, make_ct_case
+from tests.factories import PATIENTS, PatientSpec, make_ct_case
 from tests.pacs.dimse.conftest import CORE_BACKENDS
 from tests.pacs.dimse.support import AET, QR_AET, Node, context, dicom_settings, run_tool, running
 
@@ -22,7 +22,7 @@ MULLER, DOE, YAMADA = PATIENTS[1], PATIENTS[0], PATIENTS[4]
 
 def seed(node: Node) -> dict[str, str]:
     """Four studies; returns their UIDs by letter."""
-    specs = {
+    specs: dict[str, tuple[PatientSpec, Literal["CT", "MR"], str, str, int]] = {
         "A": (MULLER, "CT", "20240115", "ACC-A", 2),
         "B": (DOE, "MR", "20230610", "ACC-B", 1),
         "C": (YAMADA, "CT", "20240301", "ACC-C", 1),
@@ -44,6 +44,7 @@ def find(assoc: Association, model: str, query: Dataset) -> tuple[list[Dataset],
     for rsp, identifier in assoc.send_c_find(query, model):
         assert "Status" in rsp, "no response"
         if rsp.Status in (0xFF00, 0xFF01):
+            assert identifier is not None
             matches.append(identifier)
         else:
             final = int(rsp.Status)

@@ -126,6 +126,7 @@ def slow_destination(node: Node) -> Iterator[list[str]]:
     ae = AE(ae_title=DEST_AET)
     ae.add_supported_context(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     server = ae.start_server(("127.0.0.1", _dest_port(node)), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
     yield received
     server.shutdown()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
@@ -118,7 +119,7 @@ def test_truncated_pdu_then_silence_is_dropped(make_node: MakeNode) -> None:
     assert _echo_ok(node)
 
 
-def _partial_c_store(node: Node, ds: Dataset, fragments: int) -> tuple[object, socket.socket]:
+def _partial_c_store(node: Node, ds: Dataset, fragments: int) -> tuple[Association, socket.socket]:
     """An association that sends a C-STORE command and only the first dataset fragments."""
     assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
     assert assoc.is_established
@@ -127,11 +128,15 @@ def _partial_c_store(node: Node, ds: Dataset, fragments: int) -> tuple[object, s
     req.AffectedSOPClassUID = ds.SOPClassUID
     req.AffectedSOPInstanceUID = ds.SOPInstanceUID
     req.Priority = 2
-    req.DataSet = io.BytesIO(encode(ds, False, True))
+    encoded = encode(ds, False, True)
+    assert encoded is not None
+    req.DataSet = io.BytesIO(encoded)
     msg = C_STORE_RQ()
     msg.primitive_to_message(req)
     cx_id = assoc.accepted_contexts[0].context_id
+    assert cx_id is not None and assoc.dul.socket is not None
     sock = assoc.dul.socket.socket
+    assert sock is not None
     for n, primitive in enumerate(msg.encode_msg(cx_id, 4096)):
         if n > fragments:
             break
@@ -155,7 +160,7 @@ def test_connection_cut_mid_dataset_leaves_nothing_behind(node: Node, tmp_path: 
     while list(spool.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(spool.iterdir()) == []
-    assoc.kill()  # type: ignore[attr-defined]
+    assoc.kill()
     assert _echo_ok(node)
     with node.archive.engine.connect() as conn:
         from sqlalchemy import text
@@ -172,7 +177,7 @@ def test_slow_association_does_not_block_others(node: Node, study_files: list[Pa
         assert out.returncode == 0, out.stderr
         assert time.monotonic() - started < 10
     finally:
-        assoc.abort()  # type: ignore[attr-defined]
+        assoc.abort()
 
 
 def test_modality_is_recognised_only_from_its_host(make_node: MakeNode) -> None:

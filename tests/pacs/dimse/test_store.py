@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -45,6 +46,8 @@ from tests.factories import (
     without,
 )
 from tests.pacs.dimse.support import AET, Node, context, dataset_bytes, free_port, run_tool, stored_bytes
+
+MakeNode = Callable[..., Node]
 
 CT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
                RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1, JPEG_LOSSLESS_P14]
@@ -91,7 +94,7 @@ def test_storescu_compressed_file_keeps_its_transfer_syntax(node: Node, small_st
 
 def test_every_transfer_syntax_is_stored_as_received(node: Node, small_study: list[Dataset]) -> None:
     """One instance per syntax, each proposed in its own context; pixel data is never decoded."""
-    cases: list[tuple[UID, Dataset]] = [(ts, encode(small_study[0], ts, new_instance_uid=True)) for ts in CT_SYNTAXES]
+    cases: list[tuple[str, Dataset]] = [(ts, encode(small_study[0], ts, new_instance_uid=True)) for ts in CT_SYNTAXES]
     cases.append((JPEGBaseline8Bit, encode(make_gray8(seed=3), JPEGBaseline8Bit, new_instance_uid=True)))
     contexts = [context(ds.SOPClassUID, ts) for ts, ds in cases]
     assoc = node.associate(contexts)
@@ -99,10 +102,10 @@ def test_every_transfer_syntax_is_stored_as_received(node: Node, small_study: li
     try:
         for ts, ds in cases:
             rsp = assoc.send_c_store(ds)
-            assert rsp.Status == 0x0000, ts.name
+            assert rsp.Status == 0x0000, ts
             stored = stored_bytes(node, ds.SOPInstanceUID)
             assert pydicom.dcmread(io.BytesIO(stored), stop_before_pixels=True).file_meta.TransferSyntaxUID == ts
-            assert dataset_bytes(stored) == dataset_bytes(to_bytes(ds)), ts.name
+            assert dataset_bytes(stored) == dataset_bytes(to_bytes(ds)), ts
     finally:
         assoc.release()
 
@@ -138,7 +141,7 @@ def _non_image(sop_class: str, study_uid: str, modality: str, **extra: object) -
         setattr(ds, keyword, value)
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
 
@@ -223,13 +226,13 @@ def test_stopped_object_store_answers_a700_and_indexes_nothing(node: Node, small
 
 
 @pytest.mark.postgres
-def test_stopped_database_answers_a700_and_indexes_nothing(make_node: object, small_study: list[Dataset]) -> None:
+def test_stopped_database_answers_a700_and_indexes_nothing(make_node: MakeNode, small_study: list[Dataset]) -> None:
     from sqlalchemy import create_engine, text
 
     from tests.pg import PG_ADMIN_URL, temporary_database
 
     with temporary_database() as url:
-        node = make_node(database_url=url)  # type: ignore[operator]
+        node = make_node(database_url=url)
         name = url.rsplit("/", 1)[1]
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
         assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
@@ -255,9 +258,9 @@ def test_stopped_database_answers_a700_and_indexes_nothing(make_node: object, sm
             admin.dispose()
 
 
-def test_unknown_ae_without_store_permission_gets_no_storage_context(make_node: object,
+def test_unknown_ae_without_store_permission_gets_no_storage_context(make_node: MakeNode,
                                                                       small_study: list[Dataset]) -> None:
-    node: Node = make_node(dicom_allow_unknown=["echo"])  # type: ignore[operator]
+    node = make_node(dicom_allow_unknown=["echo"])
     contexts = [context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian), context("1.2.840.10008.1.1")]
     stranger = node.associate(contexts, aet="STRANGER")
     try:
@@ -271,8 +274,8 @@ def test_unknown_ae_without_store_permission_gets_no_storage_context(make_node: 
         known.release()
 
 
-def test_ae_allowed_nothing_is_rejected(make_node: object) -> None:
-    node: Node = make_node(dicom_allow_unknown=[])  # type: ignore[operator]
+def test_ae_allowed_nothing_is_rejected(make_node: MakeNode) -> None:
+    node = make_node(dicom_allow_unknown=[])
     assoc = node.associate([context("1.2.840.10008.1.1")], aet="STRANGER")
     assert assoc.is_rejected
     out = run_tool("echoscu", "-aet", "STRANGER", "-aec", AET, "127.0.0.1", node.port)
@@ -280,10 +283,10 @@ def test_ae_allowed_nothing_is_rejected(make_node: object) -> None:
     assert run_tool("echoscu", "-aet", "QRSCU", "-aec", AET, "127.0.0.1", node.port).returncode == 0
 
 
-def test_unreachable_s3_store_answers_a700_and_indexes_nothing(make_node: object,
+def test_unreachable_s3_store_answers_a700_and_indexes_nothing(make_node: MakeNode,
                                                                small_study: list[Dataset]) -> None:
-    node: Node = make_node(storage_url="s3://cloudfilm-down", s3_endpoint=f"127.0.0.1:{free_port()}",  # type: ignore[operator]
-                           s3_access_key="key", s3_secret_key="secret")
+    node = make_node(storage_url="s3://cloudfilm-down", s3_endpoint=f"127.0.0.1:{free_port()}",
+                     s3_access_key="key", s3_secret_key="secret")
     assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
     try:
         rsp = assoc.send_c_store(small_study[0])

@@ -10,15 +10,19 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
 
-from pacs.dimse.contexts import VERIFICATION
+from pacs.dimse.contexts import STUDY_ROOT_MOVE, VERIFICATION
 from pacs.dimse.tls import server_context
+from pacs.settings import RemoteAE
 from tests.factories import CT_IMAGE_STORAGE
-from tests.pacs.dimse.support import AET, Node, context, run_tool
+from tests.pacs.dimse.support import AET, DEST_AET, QR_AET, Node, context, free_port, run_tool
 
 MakeNode = Callable[..., Node]
 
@@ -55,7 +59,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
              "-days", "2", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", ca_cert)
     server = _issue(d, "server", "/CN=localhost", (ca_cert, ca_key),
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
     client = _issue(d, "client", "/CN=MODALITY", (ca_cert, ca_key), "extendedKeyUsage=clientAuth\n")
     rogue_key, rogue_cert = d / "rogue.key", d / "rogue.crt"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", rogue_key, "-subj", "/CN=rogue",
@@ -80,12 +84,12 @@ def _client(pki: Pki, cert: Path | None, key: Path | None, *, max_version: ssl.T
     return ctx
 
 
-def _tls_associate(node: Node, ctx: ssl.SSLContext, contexts: list[object]) -> object:
-    from pynetdicom import AE
-
+def _tls_associate(node: Node, ctx: ssl.SSLContext, contexts: list[Any]) -> Association:
     ae = AE(ae_title="MODALITY")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    return ae.associate("127.0.0.1", node.listener.tls_port, contexts=contexts, ae_title=AET, tls_args=(ctx, None))
+    assert node.listener.tls_port is not None
+    return ae.associate("127.0.0.1", node.listener.tls_port, contexts=contexts, ae_title=AET,
+                        tls_args=(ctx, "localhost"))
 
 
 def test_tls_echo_and_store_with_a_client_certificate(make_node: MakeNode, pki: Pki,
@@ -95,12 +99,13 @@ def test_tls_echo_and_store_with_a_client_certificate(make_node: MakeNode, pki: 
     assoc = _tls_associate(node, _client(pki, pki.client_cert, pki.client_key),
                            [context(VERIFICATION), context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
     try:
-        assert assoc.is_established  # type: ignore[attr-defined]
-        assert assoc.send_c_echo().Status == 0x0000  # type: ignore[attr-defined]
-        assert assoc.send_c_store(small_study[0]).Status == 0x0000  # type: ignore[attr-defined]
-        assert assoc.dul.socket.socket.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[attr-defined]
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(small_study[0]).Status == 0x0000
+        tls = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        assert isinstance(tls, ssl.SSLSocket) and tls.version() in ("TLSv1.2", "TLSv1.3")
     finally:
-        assoc.release()  # type: ignore[attr-defined]
+        assoc.release()
     assert run_tool("echoscu", "-aec", AET, "127.0.0.1", node.port).returncode == 0  # plain port still serves
 
 
@@ -109,16 +114,16 @@ def test_tls_client_certificate_is_verified(make_node: MakeNode, pki: Pki, clien
     node = _tls_node(make_node, pki)
     cert, key = (None, None) if client == "no certificate" else (pki.rogue_cert, pki.rogue_key)
     assoc = _tls_associate(node, _client(pki, cert, key), [context(VERIFICATION)])
-    assert not assoc.is_established  # type: ignore[attr-defined]
+    assert not assoc.is_established
 
 
 def test_tls_without_client_verification_accepts_any_client(make_node: MakeNode, pki: Pki) -> None:
     node = _tls_node(make_node, pki, verify_clients=False)
     assoc = _tls_associate(node, _client(pki, None, None), [context(VERIFICATION)])
     try:
-        assert assoc.is_established  # type: ignore[attr-defined]
+        assert assoc.is_established
     finally:
-        assoc.release()  # type: ignore[attr-defined]
+        assoc.release()
 
 
 def test_tls_below_1_2_is_refused_by_the_server(make_node: MakeNode, pki: Pki) -> None:
@@ -128,13 +133,15 @@ def test_tls_below_1_2_is_refused_by_the_server(make_node: MakeNode, pki: Pki) -
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = _client(pki, pki.client_cert, pki.client_key, max_version=ssl.TLSVersion.TLSv1_1)
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1, so the refusal is the server's
-    raw = socket.create_connection(("127.0.0.1", node.listener.tls_port))  # type: ignore[arg-type]
+    assert node.listener.tls_port is not None
+    raw = socket.create_connection(("127.0.0.1", node.listener.tls_port))
     with raw, pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|protocol version"), ctx.wrap_socket(raw) as tls:
         tls.recv(1)
 
 
 def test_dcmtk_echoscu_over_tls(make_node: MakeNode, pki: Pki) -> None:
     node = _tls_node(make_node, pki)
+    assert node.listener.tls_port is not None
     out = run_tool("echoscu", "-aec", AET, "+tls", pki.client_key, pki.client_cert, "+cf", pki.ca,
                    "127.0.0.1", node.listener.tls_port)
     assert out.returncode == 0, out.stderr
@@ -142,11 +149,47 @@ def test_dcmtk_echoscu_over_tls(make_node: MakeNode, pki: Pki) -> None:
 
 def test_silent_tls_client_does_not_block_the_handshakes_of_others(make_node: MakeNode, pki: Pki) -> None:
     node = _tls_node(make_node, pki)
-    with socket.create_connection(("127.0.0.1", node.listener.tls_port)):  # type: ignore[arg-type]
+    assert node.listener.tls_port is not None
+    with socket.create_connection(("127.0.0.1", node.listener.tls_port)):
         started = time.monotonic()
         assoc = _tls_associate(node, _client(pki, pki.client_cert, pki.client_key), [context(VERIFICATION)])
         try:
-            assert assoc.is_established  # type: ignore[attr-defined]
+            assert assoc.is_established
             assert time.monotonic() - started < 5
         finally:
-            assoc.release()  # type: ignore[attr-defined]
+            assoc.release()
+
+
+def test_c_move_to_a_tls_destination(make_node: MakeNode, pki: Pki, small_study: list[Dataset]) -> None:
+    """The archive verifies the destination's certificate and presents its own (mutual TLS)."""
+    dest_port = free_port()
+    modalities = {"qr": RemoteAE(aet=QR_AET, host="127.0.0.1", port=free_port()),
+                  "dest": RemoteAE(aet=DEST_AET, host="127.0.0.1", port=dest_port, tls=True, allow=["echo"])}
+    node = make_node(dicom_modalities=modalities, dicom_tls_port=0, dicom_tls_cert=pki.server_cert,
+                     dicom_tls_key=pki.server_key, dicom_tls_ca=pki.ca)
+    node.store_datasets(small_study[:3])
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED  # the destination insists on the archive's certificate
+    dest = AE(ae_title=DEST_AET)
+    dest.add_supported_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
+    server = dest.start_server(("127.0.0.1", dest_port), block=False, ssl_context=server_ctx,
+                               evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    try:
+        assoc = node.associate([context(STUDY_ROOT_MOVE)])
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = small_study[0].StudyInstanceUID
+        final = list(assoc.send_c_move(query, DEST_AET, STUDY_ROOT_MOVE))[-1][0]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 3
+    assert sorted(received) == sorted(ds.SOPInstanceUID for ds in small_study[:3])
