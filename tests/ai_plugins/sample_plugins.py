@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from ai_plugins.sdk import (
     Classification,
     Finding,
@@ -20,6 +22,8 @@ from ai_plugins.sdk import (
     Plugin,
     Point2D,
     Point3D,
+    Segment,
+    Segmentation,
     StudyInput,
     codes,
 )
@@ -30,11 +34,15 @@ SLOW_SECONDS_ENV = "CLOUDFILM_TEST_SLOW_SECONDS"
 
 
 def report(study: StudyInput, input_filter: InputFilter) -> Findings:
-    """Findings that exercise the SR: a classification, a 2D point on the middle slice, a 3D point, a diameter."""
+    """Findings that exercise the SR and the SEG: a classification, a 2D point on the middle slice, a 3D
+    point, a diameter, and a cube-shaped mask around the volume's centre."""
     series = study.select(input_filter)[0]
     volume = series.volume  # reads the pixels through the archive
     middle = volume.shape[0] // 2
     centre = [volume.origin[i] + volume.normal[i] * (volume.positions[middle] - volume.positions[0]) for i in range(3)]
+    mask = np.zeros(volume.shape, dtype=bool)
+    z, y, x = (n // 2 for n in volume.shape)
+    mask[max(0, z - 1) : z + 1, y - 2 : y + 2, x - 2 : x + 2] = True
     return Findings(
         evaluated_series=[series.series_uid],
         classifications=[Classification(code=codes.HIGH_DENSITY_LESION, probability=0.9)],
@@ -54,6 +62,13 @@ def report(study: StudyInput, input_filter: InputFilter) -> Findings:
                 region=Point3D(x=centre[0], y=centre[1], z=centre[2],
                                frame_of_reference_uid=str(volume.frame_of_reference_uid)),
             ),
+        ],
+        segmentations=[
+            Segmentation(
+                series_uid=series.series_uid,
+                segments=[Segment(label="Lesion 1", category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+                                  property_type=codes.LESION, mask=mask)],
+            )
         ],
         summary=f"mean {float(volume.array.mean()):.1f}",
     )  # fmt: skip

@@ -196,8 +196,16 @@ def test_the_plugin_runs_and_its_sr_lands_in_the_study(archive: Archive) -> None
     assert job.result["findings"] == 2 and job.result["classifications"][0]["probability"] == 0.9
     [sr_match] = h.srs(uid)
     sr_uid = sr_match.get("SOPInstanceUID")
-    assert job.result["objects"] == [{"kind": "SR", "sop_instance_uid": sr_uid,
-                                      "series_instance_uid": sr_match.get("SeriesInstanceUID")}]  # fmt: skip
+    sr_ref, seg_ref = job.result["objects"]
+    assert sr_ref == {
+        "kind": "SR",
+        "sop_instance_uid": sr_uid,
+        "series_instance_uid": sr_match.get("SeriesInstanceUID"),
+    }
+    [seg_match] = run_query(archive.engine, QueryRequest(Level.IMAGE, {"StudyInstanceUID": uid, "Modality": "SEG"}))
+    assert seg_ref["kind"] == "SEG" and seg_ref["sop_instance_uid"] == seg_match.get("SOPInstanceUID")
+    seg = hd.seg.segread(io.BytesIO(to_bytes(_read(archive, seg_ref["sop_instance_uid"]))))
+    assert seg.StudyInstanceUID == uid and seg.number_of_segments == 1
     sr = hd.sr.srread(io.BytesIO(to_bytes(_read(archive, sr_uid))))
     assert sr.StudyInstanceUID == uid
     ct_uids = {i.sop_uid for i in find_instances(archive.engine, AccessScope.everything(), study_uid=uid)
@@ -205,7 +213,10 @@ def test_the_plugin_runs_and_its_sr_lands_in_the_study(archive: Archive) -> None
     referenced = {str(item.ReferencedSOPInstanceUID) for seq in sr.CurrentRequestedProcedureEvidenceSequence
                   for series in seq.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}  # fmt: skip
     assert referenced and referenced <= ct_uids
-    assert [r.sop_uid for r in _results(archive, uid)] == [sr_uid]
+    assert [(r.kind, r.sop_uid) for r in _results(archive, uid)] == [
+        ("SR", sr_uid),
+        ("SEG", seg_ref["sop_instance_uid"]),
+    ]
 
 
 def _results(archive: Archive, study_uid: str) -> list[Any]:
@@ -379,14 +390,15 @@ def test_a_remote_plugin_that_stores_its_own_sr_is_recorded_and_not_rerun(archiv
     def stow_then_answer(body: dict[str, Any]) -> dict[str, Any]:
         # The vendor writes its own SR and STOWs it with the token (here: stored the way STOW-RS stores).
         study = StudyInput(body["study_instance_uid"], ArchiveSource(archive.engine, archive.store, uid))
-        [sr] = build_result_objects(report(study, InputFilter()), study, EchoPlugin.info(), ResultUids("vendor-own"))
-        assert archive.ingest.store_bytes(sr.data).ok
-        return {"stored_instances": [sr.sop_uid]}
+        objects = build_result_objects(report(study, InputFilter()), study, EchoPlugin.info(), ResultUids("vendor"))
+        assert all(archive.ingest.store_bytes(o.data).ok for o in objects)
+        return {"stored_instances": [o.sop_uid for o in objects]}
 
     handler.answer = stow_then_answer
     [job] = h.run_jobs()
     assert job.status is JobStatus.SUCCEEDED, job.error
-    [stored] = job.result["objects"]
-    assert stored["kind"] == "SR" and [r.sop_uid for r in _results(archive, uid)] == [stored["sop_instance_uid"]]
+    stored = job.result["objects"]
+    assert sorted(o["kind"] for o in stored) == ["SEG", "SR"]
+    assert sorted(r.sop_uid for r in _results(archive, uid)) == sorted(o["sop_instance_uid"] for o in stored)
     assert h.settle() == [uid]  # the vendor's SR made the study change; its own output triggers nothing
     assert len(h.jobs()) == 1

@@ -191,6 +191,8 @@ def test_storescu_study_gets_an_sr_that_qido_finds_and_dciodvfy_accepts(tmp_path
         [meta] = client.search_for_instances(study_uid, series_uid)
         sop_uid = meta["00080018"]["Value"][0]
         sr_ds = client.retrieve_instance(study_uid, series_uid, sop_uid)
+        [seg_meta] = client.search_for_instances(study_uid, search_filters={"Modality": "SEG"})
+        seg_ds = client.retrieve_instance(study_uid, seg_meta["0020000E"]["Value"][0], seg_meta["00080018"]["Value"][0])
 
         # The failing plugins failed with their error; the archive still answers.
         def failed() -> list[JobView]:
@@ -233,6 +235,16 @@ def test_storescu_study_gets_an_sr_that_qido_finds_and_dciodvfy_accepts(tmp_path
     path = tmp_path / "sr.dcm"
     path.write_bytes(buf.getvalue())
     assert dciodvfy_errors(path) == []
+
+    # The SEG: a segmentation of those same CT images, also valid.
+    seg_path = tmp_path / "seg.dcm"
+    seg_ds.save_as(seg_path, enforce_file_format=True)
+    seg = hd.seg.segread(seg_path)
+    assert seg.StudyInstanceUID == study_uid and seg.number_of_segments == 1
+    [source_series] = seg.ReferencedSeriesSequence
+    assert {str(i.ReferencedSOPInstanceUID) for i in source_series.ReferencedInstanceSequence} == ct_uids
+    assert [o["kind"] for o in echo.result["objects"]] == ["SR", "SEG"]
+    assert dciodvfy_errors(seg_path) == []
 
 
 # --- a worker killed mid-job ------------------------------------------------------------------

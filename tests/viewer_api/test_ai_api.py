@@ -163,7 +163,7 @@ def test_a_job_token_reads_only_its_study_and_stores_only_into_it(site: Site) ->
         assert c.get(path, headers=auth).status_code in (403, 404), path
 
     mine = StudyInput.from_datasets(make_ct_study(n_slices=4, rows=16, cols=16, seed=701, study_uid=MINE))
-    [sr] = build_result_objects(report(mine, EchoPlugin.input_filter), mine, EchoPlugin.info(), ResultUids("vendor"))
+    sr, _seg = build_result_objects(report(mine, EchoPlugin.input_filter), mine, EchoPlugin.info(), ResultUids("v"))
     foreign = to_bytes(make_ct_study(n_slices=1, rows=16, cols=16, seed=703, study_uid=OTHER)[0])
     headers = auth | {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}
     assert c.post(f"/dicomweb/studies/{OTHER}", content=_stow([foreign]), headers=headers).status_code == 403
