@@ -7,8 +7,8 @@ static files.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
 
 from pacs.accounts.errors import Forbidden, InvalidAccountData, Locked
 from pacs.archive import Archive
@@ -16,7 +16,7 @@ from viewer_api.auth import routes as auth_routes
 from viewer_api.auth.authenticator import Authenticator
 from viewer_api.auth.middleware import AuthMiddleware
 from viewer_api.errors import STATUS_OF
-from viewer_api.pages import static_files
+from viewer_api.pages import render, static_files
 from viewer_api.routes import audit, downloads, share_pages, shares, viewer_pages
 
 
@@ -29,8 +29,13 @@ def install(app: FastAPI, archive: Archive) -> Authenticator:
         app.include_router(module.router)
     app.mount("/static", static_files(), name="static")
     app.add_api_route("/robots.txt", _robots, include_in_schema=False)
-    app.add_middleware(AuthMiddleware, authenticator=auth, login_page=auth_routes.login_page)
+    app.add_middleware(AuthMiddleware, authenticator=auth, login_page=auth_routes.login_page,
+                       message_page=message_page)
     return auth
+
+
+def message_page(request: Request, status: int, title: str, text: str) -> Response:
+    return render(request, "message.html", status=status, title=title, text=text)
 
 
 async def _robots() -> PlainTextResponse:

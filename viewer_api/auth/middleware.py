@@ -27,6 +27,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LoginPage = Callable[[Request, int], Response]
+MessagePage = Callable[[Request, int, str, str], Response]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_AUTH_PATHS = ("/static/", "/healthz", "/readyz", "/favicon.ico", "/robots.txt")
@@ -70,10 +71,12 @@ def security_headers(path: str) -> list[tuple[bytes, bytes]]:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, login_page: LoginPage) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, login_page: LoginPage,
+                 message_page: MessagePage) -> None:
         self.app = app
         self.auth = authenticator
         self.login_page = login_page
+        self.message_page = message_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,9 +145,11 @@ class AuthMiddleware:
                 return self.login_page(request, 401)
             return _plain(401, "sign in first: send a bearer token or an API key", {"WWW-Authenticate": "Bearer"})
         if decision is Decision.FORBIDDEN:
-            if principal is not None and principal.role is None:
-                return _plain(403, "a share link opens only its own study")
-            return _plain(403, "your account may not do this")
+            text = "a share link opens only its own study" if principal is not None and principal.role is None \
+                else "your account may not do this"
+            if method == "GET" and wants_html(request):
+                return self.message_page(request, 403, "Not available", text[0].upper() + text[1:] + ".")
+            return _plain(403, text)
         if method in SAFE_METHODS or is_public(path):
             return None
         if cross_site(request):

@@ -14,7 +14,7 @@ from pacs.accounts.audit import ACCESS_ACTIONS, Action, AuditEvent, AuditQuery
 from pacs.accounts.audit import query as audit_query
 from pacs.accounts.principal import Principal, may_download, scope_for
 from pacs.accounts.shares import list_shares
-from pacs.errors import InvalidQuery
+from pacs.errors import InvalidQuery, NotFound
 from pacs.query import Level, Match, QueryRequest, run_query
 from viewer_api.auth.dependencies import audit, authenticator_of, current_principal, require_roles
 from viewer_api.context import archive_of
@@ -141,8 +141,16 @@ def home(request: Request, principal: Principal = Depends(require_roles("patient
     if rows:
         opened = audit_query(engine, AuditQuery(study_uids=[r.study_uid for r in rows], actions=ACCESS_ACTIONS,
                                                 exclude_user_id=principal.user_id, limit=50))
-    names = {r.study_uid: f"{r.study_date} {r.description}".strip() for r in rows}
-    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names)
+    names = {r.study_uid: f"{_date(r.study_date)} {r.description}".strip() for r in rows}
+    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names, words=ACTION_WORDS)
+
+
+ACTION_WORDS = {"view": "viewed", "download": "downloaded", "share-open": "opened a share link",
+                "c-move": "retrieved (DICOM)", "c-get": "retrieved (DICOM)"}
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 else value
 
 
 def viewer_page(request: Request, principal: Principal, study_uid: str, share_token: str | None = None) -> Response:
@@ -185,4 +193,8 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
 def study(request: Request, study_uid: str, principal: Principal = Depends(current_principal)) -> Response:
     if principal.role == "vendor":
         raise HTTPException(403, "vendor accounts see no studies directly")
-    return viewer_page(request, principal, study_uid)
+    try:
+        return viewer_page(request, principal, study_uid)
+    except NotFound:
+        return render(request, "message.html", status=404, title="Study not found",
+                      text="There is no such study, or it is not yours to see.")

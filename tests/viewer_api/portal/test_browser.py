@@ -222,3 +222,28 @@ def test_patient_name_with_markup_shows_as_text(live_site: Server, browser: Brow
     page.screenshot(path=str(ARTIFACTS / "desktop-markup-as-text.png"))
     assert not problems, problems  # no alert() ran
     context.close()
+
+
+def test_patient_home_on_a_phone(live_site: Server, phone: BrowserContext) -> None:
+    page = phone.new_page()
+    problems = _watch(page)
+    page.goto(f"{live_site.url}/viewer/")
+    page.fill("input[name=username]", "pat")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/viewer/home")
+    studies = page.locator(".studies .study")
+    assert studies.count() == 1 and "CT THORAX" in studies.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "phone-patient-home.png"), full_page=True)
+    studies.locator("a.study-link").click()
+    page.wait_for_url(f"**/viewer/studies/{live_site.site.owned_uid}")
+    _image_loaded(page)
+    assert page.locator("#share").is_visible()  # the patient may share the study
+    page.click("#share")
+    page.fill("input[name=pin]", "86420")
+    page.click("#share-create")
+    page.wait_for_function("() => document.getElementById('share-url').value.includes('/s/')")
+    page.wait_for_function("() => { const q = document.getElementById('share-qr');"
+                           " return q.complete && q.naturalWidth > 0; }")
+    page.screenshot(path=str(ARTIFACTS / "phone-patient-share-dialog.png"))
+    assert not problems, problems
