@@ -152,9 +152,11 @@ class AuthMiddleware:
             return _plain(403, text)
         if method in SAFE_METHODS or is_public(path):
             return None
-        if cross_site(request):
-            return _plain(403, "cross-site requests are refused")
+        # Only cookies are sent by browsers on their own: bearer tokens and API keys need no CSRF defence
+        # (and may come cross-origin from the CORS_ORIGINS allowed).
         if principal is not None and principal.via in ("session", "share"):
+            if cross_site(request):
+                return _plain(403, "cross-site requests are refused")
             sent = request.headers.get(CSRF_HEADER, "")
             if not resolution.csrf or not hmac.compare_digest(sent.encode(), resolution.csrf.encode()):
                 return _plain(403, "the request lacks a valid CSRF token; reload the page and try again")

@@ -183,3 +183,9 @@ def test_plugin_job_tokens_reach_one_study_only(site: Site) -> None:
     assert c.post("/dicomweb/studies", content=body, headers=headers).status_code == 403
     assert c.post(f"/dicomweb/studies/{site.other_uid}", content=body, headers=headers).status_code == 403
     assert c.delete(f"/dicomweb/studies/{site.owned_uid}").status_code == 403
+
+
+def test_bearer_clients_may_write_from_another_origin(site: Site) -> None:
+    response = site.client("physician").post(f"/api/studies/{site.owned_uid}/shares", json={},
+                                             headers={"Origin": "https://ohif.example"})
+    assert response.status_code == 201
