@@ -373,20 +373,9 @@ class JobQueue:
                     progress_message="started",
                     updated_at=now,
                 )
-                .returning(
-                    Job.id,
-                    Job.kind,
-                    Job.target,
-                    Job.target_version,
-                    Job.study_uid,
-                    Job.generation,
-                    Job.dedupe_key,
-                    Job.payload_json,
-                    Job.attempts,
-                    Job.max_attempts,
-                    Job.timeout_s,
-                    Job.requested_by,
-                )
+                .returning(Job.id, Job.kind, Job.target, Job.target_version, Job.study_uid, Job.generation,
+                           Job.dedupe_key, Job.payload_json, Job.attempts, Job.max_attempts, Job.timeout_s,
+                           Job.requested_by)  # fmt: skip
             ).all()
         claimed = [
             ClaimedJob(
@@ -440,17 +429,9 @@ class JobQueue:
             done = conn.execute(
                 update(Job)
                 .where(self._owned(job))
-                .values(
-                    status=JobStatus.SUCCEEDED.value,
-                    finished_at=now,
-                    updated_at=now,
-                    progress=1.0,
-                    progress_message="done",
-                    error="",
-                    result_json=json.dumps(result or {}, sort_keys=True),
-                    lease_owner="",
-                    lease_expires_at=None,
-                )  # fmt: skip
+                .values(status=JobStatus.SUCCEEDED.value, finished_at=now, updated_at=now, progress=1.0,
+                        progress_message="done", error="", result_json=json.dumps(result or {}, sort_keys=True),
+                        lease_owner="", lease_expires_at=None)  # fmt: skip
             ).rowcount
             if not done:
                 raise LeaseLost(f"job {job.id} is no longer held by {job.owner}")
