@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             row("  findings / study p", f"{len(big.findings)} / {study_probability(big):.3f}"),
             row("peak RSS (MiB)", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"),
         ]  # fmt: skip
+    lines.append(f"\nload average (1/5/15 min) at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("\n".join(lines))
     return 0
 

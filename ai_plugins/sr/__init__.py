@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 
+NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "KO", "PR", "RTSTRUCT", "DOC"})
+
+
 def evidence_for(findings: Findings, study: StudyInput) -> list[Dataset]:
     """Headers of the evaluated series plus any series holding an image a 2D region refers to."""
     wanted = set(findings.evaluated_series) | {s.series_uid for s in findings.segmentations}
@@ -41,8 +44,8 @@ def evidence_for(findings: Findings, study: StudyInput) -> list[Dataset]:
         for series in study.series:
             if series.series_uid not in wanted and referenced & {str(ds.SOPInstanceUID) for ds in series.datasets}:
                 wanted.add(series.series_uid)
-    if not wanted:  # a plugin that did not say what it looked at: the whole study is the evidence
-        wanted = {s.series_uid for s in study.series}
+    if not wanted:  # a plugin that did not say what it looked at: every image series is evidence
+        wanted = {s.series_uid for s in study.series if s.modality not in NON_IMAGE_MODALITIES}
     return study.datasets(wanted)
 
 

@@ -167,16 +167,34 @@ def _blur(x: torch.Tensor, sigma_mm: float, spacing: tuple[float, float, float])
     return out
 
 
-def _excess_density(hu: torch.Tensor, params: DetectorParams) -> tuple[torch.Tensor, float]:
-    """clamp(HU - baseline, 0, cap) with bone zeroed; also returns the baseline."""
+def _baseline(hu: torch.Tensor, params: DetectorParams) -> float:
+    """Median HU of tissue-range voxels, on a ~2-million-voxel subsample."""
     step = max(1, int(round((hu.numel() / 2_000_000) ** (1 / 3))))
     sample = hu[::step, ::step, ::step].reshape(-1)
     lo, hi = params.tissue_range
     tissue = sample[(sample >= lo) & (sample <= hi)]
-    baseline = float(tissue.median()) if tissue.numel() else 40.0
-    excess = (hu - baseline).clamp_(0.0, params.cap)
-    excess.masked_fill_(hu > baseline + params.bone_offset, 0.0)
-    return excess, baseline
+    return float(tissue.median()) if tissue.numel() else 40.0
+
+
+def _excess_density_blocks(
+    hu: torch.Tensor, baseline: float, block: tuple[int, int, int], params: DetectorParams
+) -> torch.Tensor:
+    """Block averages of clamp(HU - baseline, 0, cap) with bone zeroed, as (1, 1, Z, Y, X).
+
+    Done a slab of slices at a time so the full-resolution excess image never exists at once.
+    """
+    slab = block[0] * max(1, 16 // block[0])
+    out = []
+    for z0 in range(0, hu.shape[0], slab):
+        chunk = hu[z0 : z0 + slab]
+        excess = (chunk - baseline).clamp_(0.0, params.cap)
+        excess.masked_fill_(chunk > baseline + params.bone_offset, 0.0)
+        kernel = tuple(min(b, n) for b, n in zip(block, excess.shape, strict=True))
+        pooled = excess[None, None]
+        if kernel != (1, 1, 1):
+            pooled = F.avg_pool3d(pooled, kernel_size=kernel, stride=kernel, ceil_mode=True)
+        out.append(pooled)
+    return torch.cat(out, dim=2)
 
 
 def _block_factors(spacing: tuple[float, float, float], target_mm: float) -> tuple[int, int, int]:
@@ -191,13 +209,11 @@ def detect(
     params = params or DetectorParams()
     with torch.inference_mode():
         hu = torch.from_numpy(np.ascontiguousarray(hu_volume, dtype=np.float32))
-        excess, baseline = _excess_density(hu, params)
+        baseline = _baseline(hu, params)
         factors = _block_factors(spacing, params.target_mm)
-        shape = tuple(min(f, n) for f, n in zip(factors, excess.shape, strict=True))
-        f = excess[None, None]
-        if shape != (1, 1, 1):
-            f = F.avg_pool3d(f, kernel_size=shape, stride=shape, ceil_mode=True)
-        del excess
+        z, y, x = (min(b, n) for b, n in zip(factors, hu.shape, strict=True))
+        shape = (z, y, x)
+        f = _excess_density_blocks(hu, baseline, shape, params)
         ds_spacing = (spacing[0] * shape[0], spacing[1] * shape[1], spacing[2] * shape[2])
 
         # DoG at sigma_i = r_i / sqrt(3) (σ²∇²G of a ball of radius r peaks there, Lindeberg 1998)

@@ -29,6 +29,7 @@ from ai_plugins.sdk import (
     Segmentation,
     SeriesInput,
     StudyInput,
+    VolumeError,
     codes,
 )
 
@@ -72,8 +73,14 @@ class LesionDetector(Plugin):
         chosen = study.select(self.input_filter)
         if not chosen:
             return Findings(summary="no CT series to analyse")
-        series = chosen[0]
-        return self.analyse(series)
+        for series in chosen:  # most slices first; skip series that are not one volume
+            try:
+                _ = series.volume
+            except VolumeError:
+                series.release()
+                continue
+            return self.analyse(series)
+        return Findings(summary="no CT series could be read as a volume")
 
     def analyse(self, series: SeriesInput) -> Findings:
         """Findings for one CT series."""
