@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,18 +172,18 @@ class PluginRegistry:
         self.extra = tuple(extra)
         self.use_entry_points = use_entry_points
         self.default_timeout_s = default_timeout_s
-        self._installed: dict[tuple[str, str], InstalledPlugin] = {}
+        self._discovered: dict[tuple[str, str], InstalledPlugin] | None = None
+        self._discovery_lock = threading.Lock()
 
     # --- in-process plugins --------------------------------------------------------------------
 
     def sync(self) -> list[PluginView]:
         """Discover installed plugins and give each new version a row (enabled); return all plugins."""
-        installed = discover_installed(self.extra, use_entry_points=self.use_entry_points)
-        self._installed = {(p.info.name, p.info.version): p for p in installed}
+        installed = self._installed_map()
         now = utcnow()
         with write_transaction(self.engine) as conn:
             existing = {(r.name, r.version): r for r in conn.execute(select(PluginRecord))}
-            for (name, version), plugin in sorted(self._installed.items()):
+            for (name, version), plugin in sorted(installed.items()):
                 info = plugin.info
                 row = existing.get((name, version))
                 timeout = float(getattr(plugin.cls, "timeout_s", self.default_timeout_s))
@@ -221,17 +222,12 @@ class PluginRegistry:
                 ):
                     conn.execute(update(PluginRecord).where(PluginRecord.id == row.id).values(**values))
             for (name, version), row in existing.items():
-                if row.source == PluginSource.ENTRY_POINT and row.enabled and (name, version) not in self._installed:
+                if row.source == PluginSource.ENTRY_POINT and row.enabled and (name, version) not in installed:
                     log.warning("plugin %s@%s is enabled but not installed in this process", name, version)
         return self.list_all()
 
     def installed(self, name: str, version: str) -> InstalledPlugin | None:
-        if not self._installed:
-            self._installed = {
-                (p.info.name, p.info.version): p
-                for p in discover_installed(self.extra, use_entry_points=self.use_entry_points)
-            }
-        return self._installed.get((name, version))
+        return self._installed_map().get((name, version))
 
     # --- remote plugins ------------------------------------------------------------------------
 
@@ -313,12 +309,12 @@ class PluginRegistry:
         return [_view(r, installed) for r in rows]
 
     def _installed_map(self) -> dict[tuple[str, str], InstalledPlugin]:
-        if not self._installed:
-            self._installed = {
-                (p.info.name, p.info.version): p
-                for p in discover_installed(self.extra, use_entry_points=self.use_entry_points)
-            }
-        return self._installed
+        """The plugins installed here, discovered once (discovery imports the plugin packages)."""
+        with self._discovery_lock:
+            if self._discovered is None:
+                found = discover_installed(self.extra, use_entry_points=self.use_entry_points)
+                self._discovered = {(p.info.name, p.info.version): p for p in found}
+            return self._discovered
 
 
 def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
