@@ -249,6 +249,7 @@ def measure(base: str, data: RealData, *, with_qido: bool, runs: int, requests: 
     with httpx.Client(timeout=120) as warm:  # first touches: imports, caches, connection setup
         warm.get(f"{base}{data.instance_path(0)}/rendered", headers={"Accept": "image/jpeg"})
         warm.get(f"{base}studies?limit=1", headers={"Accept": "application/dicom+json"})
+    retrieve_rate(f"{base}studies/{data.ct[0].StudyInstanceUID}")
     for _ in range(runs):
         round_of(figures, base, data, with_qido=with_qido, requests=requests)
     return figures

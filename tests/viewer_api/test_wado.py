@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from fastapi.testclient import TestClient
 
 from pacs.archive import Archive
 from tests.factories import make_ct_study, to_bytes
 from tests.viewer_api.conftest import Gallery, dicomweb_settings, make_app, parts_of, store_all
+from viewer_api.dicomweb import wado
 
 ELE = "1.2.840.10008.1.2.1"
 LOSSLESS = ("ct", "j2k", "jls", "rle", "jpeg_ll", "big_endian", "implicit", "deflated", "rgb", "palette", "multi",
@@ -119,3 +121,18 @@ def test_metadata_reads_no_object(tmp_path: Path) -> None:
         resp = client.get(f"/dicomweb/studies/{study[0].StudyInstanceUID}/metadata")
         assert resp.status_code == 200 and len(resp.json()) == 4
         assert client.get(f"/dicomweb/studies/{study[0].StudyInstanceUID}").status_code == 404
+
+
+def test_large_objects_stream_in_chunks_with_an_exact_length(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wado, "_WHOLE_OBJECT_MAX", 1000)  # every object takes the chunked path
+    monkeypatch.setattr(wado, "_CHUNK", 4096)
+    resp = gallery.client.get(f"/dicomweb/studies/{gallery.study}")
+    assert int(resp.headers["content-length"]) == len(resp.content)
+    got = {ds.SOPInstanceUID: raw for _h, ds, raw in datasets(resp.headers["content-type"], resp.content)}
+    assert got == {ds.SOPInstanceUID: to_bytes(ds) for ds in gallery.items.values()}
+    transcoded = gallery.client.get(gallery.url("j2k"), headers={
+        "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={ELE}'})
+    assert "content-length" not in transcoded.headers or int(transcoded.headers["content-length"]) == len(
+        transcoded.content)
+    [(_h, ds, _raw)] = datasets(transcoded.headers["content-type"], transcoded.content)
+    assert ds.file_meta.TransferSyntaxUID == ELE

@@ -9,15 +9,15 @@ Explicit/Implicit VR Little Endian is produced on request through :mod:`pacs.tra
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
 
 from pacs.access import AccessScope
 from pacs.archive import Archive
@@ -46,6 +46,7 @@ _READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="wado-reader")
 _READ_AHEAD = 8  # objects fetched ahead of the one being written
 _WHOLE_OBJECT_MAX = 16 * 1024 * 1024  # larger objects are streamed in chunks, not read ahead
 _CHUNK = 1024 * 1024
+_WRITE_SIZE = 4 * 1024 * 1024  # coalesce parts into writes of about this size
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,34 +125,63 @@ def _content_type(instance: StoredInstance, target: str | None) -> str:
 
 
 def retrieve_response(archive: Archive, instances: list[StoredInstance], how: RetrievePlan) -> Response:
+    """The instances as one multipart body (or one single part), streamed.
+
+    Without transcoding every size is known from the index, so the body gets a Content-Length
+    (no chunked encoding); the writer runs on the event loop and only waits for the readers, and
+    parts are coalesced into large writes.
+    """
     headers = {"X-Content-Type-Options": "nosniff", "Vary": "Accept"}
     if not how.multipart:
         data = _fetch(archive, instances[0], how.target)
         return Response(data, media_type=_content_type(instances[0], how.target), headers=headers)
     writer = MultipartWriter()
+    heads = [writer.part_head(_content_type(i, how.target), length=i.size_bytes) for i in instances]
+    if not any(_needs_transcode(i, how.target) for i in instances):
+        tail = len(writer.part_tail())
+        headers["Content-Length"] = str(sum(len(h) + i.size_bytes + tail for h, i in zip(heads, instances, strict=True))
+                                        + len(writer.close()))
     parts = _read_ahead(archive, instances, how.target)
     first = next(parts)
     first_data = first[1].result() if first[1] is not None else None  # a missing object is a status, not a cut
 
-    def body() -> Iterator[bytes]:
-        yield from _part(archive, writer, first[0], first_data, how.target)
-        for inst, fut in parts:
-            yield from _part(archive, writer, inst, fut.result() if fut is not None else None, how.target)
-        yield writer.close()
+    async def body() -> AsyncIterator[bytes]:
+        out: list[bytes] = []  # pieces of the next write, joined once
+        size = 0
+        for index, (inst, fut) in enumerate(itertools.chain([first], parts)):
+            data = first_data if index == 0 else await _result(fut)
+            if data is None:
+                yield b"".join([*out, heads[index]])
+                out, size = [], 0
+                async for chunk in _stream_object(archive, inst):
+                    yield chunk
+                out.append(writer.part_tail())
+                continue
+            head = heads[index] if len(data) == inst.size_bytes else \
+                writer.part_head(_content_type(inst, how.target), length=len(data))  # transcoded: its own length
+            out += (head, data, writer.part_tail())
+            size += len(data)
+            if size >= _WRITE_SIZE:
+                yield b"".join(out)
+                out, size = [], 0
+        out.append(writer.close())
+        yield b"".join(out)
 
-    return StreamingResponse(iterate_in_threadpool(body()), media_type=writer.content_type(DICOM), headers=headers)
+    return StreamingResponse(body(), media_type=writer.content_type(DICOM), headers=headers)
 
 
-def _part(archive: Archive, writer: MultipartWriter, inst: StoredInstance, data: bytes | None,
-          target: str | None) -> Iterator[bytes]:  # fmt: skip
-    if data is not None:
-        yield writer.part_head(_content_type(inst, target), length=len(data)) + data + writer.part_tail()
-        return
-    yield writer.part_head(_content_type(inst, target), length=inst.size_bytes)
-    with open_instance(archive.store, inst) as fh:
-        while chunk := fh.read(_CHUNK):
+async def _result(fut: Future[bytes] | None) -> bytes | None:
+    return await asyncio.wrap_future(fut) if fut is not None else None
+
+
+async def _stream_object(archive: Archive, inst: StoredInstance) -> AsyncIterator[bytes]:
+    """A large object in chunks, each read in a worker thread."""
+    fh = await asyncio.to_thread(open_instance, archive.store, inst)
+    try:
+        while chunk := await asyncio.to_thread(fh.read, _CHUNK):
             yield chunk
-    yield writer.part_tail()
+    finally:
+        fh.close()
 
 
 async def _retrieve(request: Request, scope: AccessScope, study: str, series: str | None,
