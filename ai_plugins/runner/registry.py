@@ -151,7 +151,7 @@ def discover_installed(extra: Iterable[type[Plugin]] = (), *, use_entry_points: 
     return found
 
 
-def _view(row: Any, installed: dict[tuple[str, str], InstalledPlugin]) -> PluginView:
+def _view(row: Any, installed: dict[tuple[str, str], InstalledPlugin] | None) -> PluginView:
     source = PluginSource(row.source)
     return PluginView(
         name=row.name, version=row.version, source=source, vendor=row.vendor, description=row.description,
@@ -159,7 +159,7 @@ def _view(row: Any, installed: dict[tuple[str, str], InstalledPlugin]) -> Plugin
         endpoint_url=row.endpoint_url, entry_point=row.entry_point, timeout_s=float(row.timeout_s),
         enabled=bool(row.enabled), registered_by=row.registered_by, created_at=aware(row.created_at),
         updated_at=aware(row.updated_at),
-        installed=source is PluginSource.REMOTE or (row.name, row.version) in installed,
+        installed=source is PluginSource.REMOTE or installed is None or (row.name, row.version) in installed,
     )  # fmt: skip
 
 
@@ -304,7 +304,7 @@ class PluginRegistry:
 
     def list_in(self, conn: Connection) -> list[PluginView]:
         """Every registration, read on the caller's connection (the router runs in a transaction)."""
-        installed = self._installed_map()
+        installed = self._discovered  # no discovery (imports) inside the caller's transaction
         rows = conn.execute(select(PluginRecord).order_by(PluginRecord.name, PluginRecord.created_at))
         return [_view(r, installed) for r in rows]
 
