@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.types import Scope
 
 from viewer_api.auth.dependencies import optional_principal
+from viewer_api.viewer.model import display_name
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -52,6 +53,7 @@ def page_params(params: Any, page: int) -> str:
 
 ENV.globals["static_url"] = static_url
 ENV.filters["pageparams"] = page_params
+ENV.filters["person"] = display_name
 
 
 def render(request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None,

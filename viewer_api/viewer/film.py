@@ -22,7 +22,7 @@ from pacs.archive import Archive
 from pacs.errors import InvalidQuery, NotFound
 from viewer_api.dicomweb.pixels import frame_array, load_image, locate
 from viewer_api.dicomweb.rendered import Window, header_window, to_display
-from viewer_api.viewer.model import SeriesView, StudyView
+from viewer_api.viewer.model import SeriesView, StudyView, display_name
 
 MAX_IMAGES = 48
 TILE = 384
@@ -139,7 +139,7 @@ def make_film(archive: Archive, scope: AccessScope, view: StudyView, req: FilmRe
 def _header(draw: ImageDraw.ImageDraw, view: StudyView, series: SeriesView, window: Window | None,
             shown: int, total: int, width: int) -> None:
     h = view.header
-    name = h.patient_name.replace("^", " ").strip() or "(no name)"
+    name = display_name(h.patient_name) or "(no name)"
     patient = f"ID {h.patient_id}" + (f" ({h.issuer})" if h.issuer else "")
     if h.birth_date:
         patient += f" · born {_date(h.birth_date)}"

@@ -86,6 +86,16 @@ class StudyView:
         }
 
 
+def display_name(pn: str) -> str:
+    """A DICOM person name for people: ``Yamada^Taro=山田^太郎=…`` → ``Yamada Taro (山田 太郎)``."""
+    groups = [" ".join(p for p in g.split("^") if p).strip() for g in pn.split("=")]
+    first = groups[0] if groups else ""
+    ideographic = groups[1] if len(groups) > 1 else ""
+    if first and ideographic:
+        return f"{first} ({ideographic})"
+    return first or ideographic or (groups[2] if len(groups) > 2 else "")
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
