@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,7 +20,7 @@ from typing import BinaryIO
 class ObjectInfo:
     key: str
     size: int
-    modified: float | None = None  # POSIX timestamp of the last write, when the backend knows it
+    modified: float | None = field(default=None, compare=False)  # POSIX time of the last write, if known
 
 
 class ObjectStore(ABC):

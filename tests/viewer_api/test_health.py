@@ -13,7 +13,9 @@ from viewer_api.app import create_app
 
 
 def test_health_ready_metrics_and_docs(archive: Archive) -> None:
-    client = TestClient(create_app(archive))
+    assert TestClient(create_app(archive)).get("/metrics").status_code == 401  # a principal is needed
+    open_settings = archive.settings.model_copy(update={"auth_disabled": True})
+    client = TestClient(create_app(Archive(open_settings, archive.engine, archive.store, archive.ingest)))
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["storage"] == "ok"
