@@ -5,6 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+# Every module that declares tables on the one metadata, so autogenerate sees the whole schema.
+import pacs.accounts.models
+import pacs.jobs
+import pacs.stability  # noqa: F401
 from pacs.index.models import Base
 
 config = context.config
