@@ -6,8 +6,9 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 # Every module that declares tables on the one metadata, so autogenerate sees the whole schema.
-import pacs.accounts.models
-import pacs.jobs
+import ai_plugins.runner.models  # noqa: F401
+import pacs.accounts.models  # noqa: F401
+import pacs.jobs  # noqa: F401
 import pacs.stability  # noqa: F401
 from pacs.index.models import Base
 

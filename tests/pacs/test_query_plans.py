@@ -6,8 +6,6 @@ does the same at 1,000,000 instances and prints timings).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine, text
 
