@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -18,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('event', sa.String(length=32), nullable=False),
@@ -139,11 +138,11 @@ def upgrade() -> None:
         batch_op.create_index('ix_instances_sop_class', ['sop_class_uid'], unique=False)
         batch_op.create_index('ix_instances_study_fk', ['study_fk'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('instances', schema=None) as batch_op:
         batch_op.drop_index('ix_instances_study_fk')
         batch_op.drop_index('ix_instances_sop_class')
@@ -172,4 +171,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_outbox_study')
 
     op.drop_table('outbox')
-    
+
