@@ -1,7 +1,7 @@
 """index: patients, studies, series, instances, outbox
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 01:35:51.546300
 """
 
