@@ -28,7 +28,7 @@ def dicomweb_router() -> APIRouter:
     modules = (stow, qido, metadata, frames, bulk, rendered, wado, delete)
     for module in modules:
         for route in module.router.routes:
-            if isinstance(route, APIRoute) and "GET" in route.methods:
+            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
                 route.methods.add("HEAD")  # HEAD answers like GET, without the body (RFC 9110 9.3.2)
         router.include_router(module.router)
     _add_method_guards(router, [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)])
@@ -40,7 +40,7 @@ def _add_method_guards(router: APIRouter, routes: list[APIRoute]) -> None:
     """For each path, a route answering the methods it lacks with 405 and the full Allow list."""
     methods: dict[str, set[str]] = {}
     for route in routes:
-        methods.setdefault(route.path, set()).update(route.methods)
+        methods.setdefault(route.path, set()).update(route.methods or ())
     for path, allowed in methods.items():
         if "GET" in allowed:
             allowed.add("HEAD")

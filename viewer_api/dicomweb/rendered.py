@@ -13,6 +13,7 @@ import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -161,10 +162,11 @@ def _modality(frame: np.ndarray, header: Dataset) -> np.ndarray:
     return out
 
 
-def _first(value: object) -> float:
-    if isinstance(value, list | tuple) or hasattr(value, "__getitem__") and not isinstance(value, str):
-        value = value[0]  # type: ignore[index]
-    return float(value)  # type: ignore[arg-type]
+def _first(value: Any) -> float:
+    """The first of a multi-valued DS (WindowCenter may hold several windows)."""
+    if not isinstance(value, str | int | float):
+        value = value[0]
+    return float(value)
 
 
 def header_window(header: Dataset) -> Window | None:

@@ -171,7 +171,10 @@ def retrieve_response(archive: Archive, instances: list[StoredInstance], how: Re
 
 
 async def _result(fut: Future[bytes] | None) -> bytes | None:
-    return await asyncio.wrap_future(fut) if fut is not None else None
+    if fut is None:
+        return None
+    data: bytes = await asyncio.wrap_future(fut)
+    return data
 
 
 async def _stream_object(archive: Archive, inst: StoredInstance) -> AsyncIterator[bytes]:
