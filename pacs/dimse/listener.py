@@ -120,6 +120,9 @@ class DicomListener:
                                       contexts=self._contexts, ssl_context=ssl_context, evt_handlers=handlers,
                                       server_class=DicomServer, request_handler=DicomRequestHandler)
         assert isinstance(server, DicomServer)
+        # Each association gets its contexts in _on_requested; an empty list here spares pynetdicom a
+        # deep copy of every supported context per association (and fails closed).
+        server.contexts = []
         server.pdu_limit = max(self._settings.dicom_max_pdu + 6, MIN_PDU_LIMIT)
         server.handshake_timeout = self._settings.dicom_acse_timeout
         server.network_timeout = self._settings.dicom_network_timeout
@@ -158,7 +161,7 @@ class DicomListener:
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.kill()
             return
-        assoc.acceptor.supported_contexts = contexts_for(peer, self._contexts, rq.presentation_context_definition_list)
+        assoc.acceptor.supported_contexts = contexts_for(peer, rq.presentation_context_definition_list)
         log.debug("association requested by %s (allowed: %s)", peer, ", ".join(sorted(peer.allowed)))
 
     def _on_closed(self, event: Any) -> None:

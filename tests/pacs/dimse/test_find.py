@@ -13,7 +13,7 @@ from pynetdicom.association import Association
 
 from pacs.dimse.contexts import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from tests.conftest import archive_settings
-from tests.factories import PATIENTS, PatientSpec, make_ct_case
+from tests.factories import PATIENTS, PatientSpec, make_ct_case, write_files
 from tests.pacs.dimse.conftest import CORE_BACKENDS
 from tests.pacs.dimse.support import AET, QR_AET, Node, context, dicom_settings, run_tool, running
 
@@ -186,9 +186,10 @@ def test_identifier_errors(node: Node) -> None:
         assoc.release()
 
 
-def test_c_cancel_stops_the_responses(node: Node) -> None:
-    case = make_ct_case(DOE, n_slices=120, rows=8, cols=8, seed=7)
-    node.store_datasets(case.datasets)
+def test_c_cancel_stops_the_responses(node: Node, tmp_path: Path) -> None:
+    case = make_ct_case(DOE, n_slices=300, rows=8, cols=8, seed=7)
+    results = list(node.archive.ingest.store_files(write_files(case.datasets, tmp_path / "many")))
+    assert all(r.ok for r in results)
     assoc = node.associate([context(STUDY_ROOT_FIND)])
     try:
         query = Dataset()
@@ -199,12 +200,12 @@ def test_c_cancel_stops_the_responses(node: Node) -> None:
         statuses = []
         for rsp, _identifier in responses:
             statuses.append(int(rsp.Status))
-            if len(statuses) == 1:
+            if len(statuses) == 1:  # pynetdicom drops a C-CANCEL that arrives before the request is served
                 assoc.send_c_cancel(7, context_id=assoc.accepted_contexts[0].context_id)
     finally:
         assoc.release()
     assert statuses[-1] == 0xFE00
-    assert statuses.count(0xFF00) < 120
+    assert statuses.count(0xFF00) < 300
 
 
 def test_findscu_dcmtk(node: Node, tmp_path: Path) -> None:
