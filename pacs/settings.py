@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=900.0, gt=0)  # per-job limit for in-process plugins that set none
     job_poll_interval: float = Field(default=1.0, gt=0)  # how often idle workers and the stable-study detector look
 
+    # Benchmarks (issue 7)
+    benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours
+    benchmark_bootstrap: int = Field(default=2000, ge=100, le=100_000)  # resamples behind each confidence interval
+
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
         value = value.strip()

@@ -9,7 +9,7 @@ from pacs import __version__
 from pacs.archive import Archive
 from viewer_api import dicomweb, portal
 from viewer_api.errors import install_error_handlers
-from viewer_api.routes import health, jobs, plugins
+from viewer_api.routes import benchmarks, health, jobs, plugins
 from viewer_api.routes.findings import router as findings_router
 
 
@@ -28,6 +28,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
     app.include_router(jobs.router)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
+    benchmarks.install(app)  # benchmarks, leaderboards, reports (issue 7)
     dicomweb.install(app)
     portal.install(app, archive)  # accounts, shares, viewer, audit (issue 5); before CORS
     origins = [o.strip() for o in archive.settings.cors_origins.split(",") if o.strip()]

@@ -7,6 +7,7 @@ import logging
 import typer
 
 import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
+import ai_plugins.cli_benchmark  # noqa: F401  (registers ``benchmark``)
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
 from viewer_api.cli_users import is_loopback, seed_admin
 from viewer_api.server import serve as run_server

@@ -40,8 +40,18 @@ def ai_workers(archive: Archive) -> BackgroundService | None:
     return worker_service(archive)
 
 
+def benchmark_workers(archive: Archive) -> BackgroundService | None:
+    """Benchmark evaluation workers (issue 7), unless ``CLOUDFILM_WORKER_CONCURRENCY=0``."""
+    if archive.settings.worker_concurrency <= 0:
+        return None
+    from ai_plugins.benchmarks.runner import BenchmarkWorker
+
+    return BenchmarkWorker(archive)
+
+
 #: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI workers...).
-SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_workers]
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_workers,
+                                                                        benchmark_workers]
 
 
 def serve(archive: Archive) -> None:

@@ -49,6 +49,10 @@ class Principal:
     share: ShareGrant | None = None
     via: Via = "session"
     job: PluginJob | None = None
+    # Benchmark studies (issue 7, ``ai_plugins.benchmarks.visibility``): hidden whatever the role
+    # allows (test cases), and granted besides it (de-identified dev copies for vendors).
+    hidden_study_uids: frozenset[str] = field(default_factory=frozenset)
+    granted_study_uids: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def local_admin(cls) -> Principal:
@@ -77,11 +81,13 @@ class Principal:
 
 
 def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset()) -> AccessScope:
-    """The studies ``principal`` may see. ``hidden_study_uids`` are withheld from all but admins."""
+    """The studies ``principal`` may see. ``hidden_study_uids`` (and the principal's own) are withheld
+    from all but admins; the principal's ``granted_study_uids`` are added to what its role sees."""
     shared = frozenset({principal.share.study_uid}) if principal.share else frozenset()
     if principal.job is not None:
         shared |= {principal.job.study_uid}
-    hidden = frozenset() if principal.role == "admin" else hidden_study_uids
+    shared |= principal.granted_study_uids
+    hidden = frozenset() if principal.role == "admin" else hidden_study_uids | principal.hidden_study_uids
     if principal.role in STAFF_ROLES:
         return AccessScope(all_studies=True, hidden_study_uids=hidden)
     if principal.role == "patient":

@@ -9,11 +9,12 @@ the database on each request, so disabling a user or revoking a key or link take
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from ai_plugins.benchmarks.visibility import restrict_from_db
 from ai_plugins.runner.tokens import check_job_token
 from pacs.accounts.api_keys import authenticate_api_key
 from pacs.accounts.keys import secret_key
@@ -59,6 +60,14 @@ class Authenticator:
         return timedelta(minutes=self.settings.token_minutes)
 
     def resolve(self, authorization: str | None, session: str | None, share: str | None) -> Resolution:
+        resolution = self._resolve(authorization, session, share)
+        return replace(resolution, principal=self.restrict(resolution.principal))
+
+    def restrict(self, principal: Principal | None) -> Principal | None:
+        """``principal`` with the benchmark studies it may not see hidden (issue 7: test cases, copies)."""
+        return restrict_from_db(self.engine, principal)
+
+    def _resolve(self, authorization: str | None, session: str | None, share: str | None) -> Resolution:
         if self.disabled:
             return Resolution(Principal.local_admin())
         if authorization:

@@ -85,6 +85,7 @@ def _open(request: Request, token: str, share: ShareInfo) -> Response:
         role=current.role if current else None, patient_keys=current.patient_keys if current else frozenset(),
         share=share.grant(), via="session" if current and current.role else "share",
     )
+    principal = auth.restrict(principal) or principal  # benchmark test cases stay hidden (issue 7)
     request.state.principal = principal
     count_view(auth.engine, share.id)
     try:

@@ -131,7 +131,7 @@ def worklist(request: Request, principal: Principal = Depends(require_roles("adm
 def home(request: Request, principal: Principal = Depends(require_roles("patient"))) -> Response:
     """The patient's own studies, their share links, and who opened them."""
     engine = archive_of(request).engine
-    own = AccessScope(patient_keys=principal.patient_keys)
+    own = AccessScope(patient_keys=principal.patient_keys, hidden_study_uids=principal.hidden_study_uids)
     matches = list(run_query(engine, QueryRequest(level=Level.STUDY, return_keys=_STUDY_KEYS, scope=own,
                                                   limit=500)))
     rows = sorted((_row(m) for m in matches), key=lambda r: r.study_date, reverse=True)

@@ -1,0 +1,70 @@
+"""Which benchmark studies each kind of caller may see: the hidden-label rule, applied to principals.
+
+Read from the benchmark tables on every request (two indexed queries), so a split or a new copy
+takes effect at once, and handed to the one access filter through the principal
+(``Principal.hidden_study_uids`` / ``granted_study_uids`` → :func:`pacs.accounts.principal.scope_for`):
+
+========================  =====================================================================
+caller                    benchmark studies
+========================  =====================================================================
+admin                     everything
+physician                 the clinical studies (test cases included); not the de-identified copies
+vendor                    the dev copies (granted); never a test case nor a test copy
+patient, share visitor    never a test case nor any copy
+plugin job token          its own study only (a test copy when it evaluates); never a test case
+========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from ai_plugins.benchmarks.models import BenchmarkCaseRow, BenchmarkCopyRow
+from pacs.accounts.principal import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkVisibility:
+    test_studies: frozenset[str]
+    dev_copies: frozenset[str]
+    eval_copies: frozenset[str]
+
+    @property
+    def copies(self) -> frozenset[str]:
+        return self.dev_copies | self.eval_copies
+
+
+def load_visibility(engine: Engine) -> BenchmarkVisibility:
+    with engine.connect() as conn:
+        tests = frozenset(conn.execute(select(BenchmarkCaseRow.study_uid).where(BenchmarkCaseRow.split == "test")
+                                       .distinct()).scalars())  # fmt: skip
+        copies = conn.execute(select(BenchmarkCopyRow.copy_study_uid, BenchmarkCopyRow.purpose)).all()
+    return BenchmarkVisibility(tests, frozenset(u for u, p in copies if p == "dev"),
+                               frozenset(u for u, p in copies if p != "dev"))  # fmt: skip
+
+
+def restrict(principal: Principal, vis: BenchmarkVisibility) -> Principal:
+    """``principal`` with the benchmark studies it must not see hidden and the dev copies it may see granted."""
+    if principal.role == "admin":
+        return principal
+    granted: frozenset[str] = frozenset()
+    if principal.role == "physician":
+        hidden = vis.copies
+    elif principal.role == "vendor":
+        hidden, granted = vis.test_studies | vis.eval_copies, vis.dev_copies
+    elif principal.role is None and principal.job is not None and principal.share is None:
+        hidden = vis.test_studies | (vis.copies - {principal.job.study_uid})
+    else:  # patients, share visitors
+        hidden = vis.test_studies | vis.copies
+    return dataclasses.replace(principal, hidden_study_uids=principal.hidden_study_uids | hidden,
+                               granted_study_uids=principal.granted_study_uids | (granted - hidden))  # fmt: skip
+
+
+def restrict_from_db(engine: Engine, principal: Principal | None) -> Principal | None:
+    """:func:`restrict` with the visibility read now; ``None`` stays ``None``."""
+    if principal is None or principal.role == "admin":
+        return principal
+    return restrict(principal, load_visibility(engine))
