@@ -102,7 +102,7 @@ def add_lesion_study(site: Site) -> LesionStudy:
     plain = make_ct_case(OWNER, n_slices=24, rows=128, cols=128, lesion=None, seed=SEED)
     k, centre, radius = _truth(case.datasets, plain.datasets)
     old = build_measurement_report(_findings(case.datasets, k, centre, 0.71), case.datasets, OLD_PLUGIN)
-    old.ContentDate, old.ContentTime = "20240115", "100000"
+    old["ContentDate"].value, old["ContentTime"].value = "20240115", "100000"  # an earlier run
     new = build_measurement_report(_findings(case.datasets, k, centre, 0.91), case.datasets, PLUGIN,
                                    series_number=9101)  # fmt: skip
     store(site.archive, [*case.datasets, old, new])

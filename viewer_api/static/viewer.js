@@ -2,10 +2,13 @@
    and drag; zoom, pan, fit, reset; cine; prefetching; series thumbnails; AI findings overlay.
    Images are DICOMweb rendered frames (PS3.18 8.3.5) from this server. Plain JS, no build step.
 
-   Findings extension point: GET model.urls.findings answers
-   {"findings": [{"label", "text", "plugin", "series_uid", "sop_uid", "frame",
-                  "shape": "point"|"polyline"|"polygon"|"ellipse"|"box", "points": [[col, row], ...]}]}
-   (image pixel coordinates); a 404 hides the panel. */
+   Findings: GET model.urls.findings (viewer_api/routes/findings.py, from the study's TID 1500 SRs)
+   answers {"findings": [{"kind": "finding"|"classification", "label", "text", "plugin", "superseded",
+                          "series_uid", "sop_uid", "frame", "shape", "points": [[col, row], ...]}, ...]},
+   newest report first, in image pixel coordinates ((0, 0) = top-left corner of the top-left pixel).
+   Shapes: "point" [c]; "multipoint" [p...]; "polyline" / "polygon" [p...] (closing vertex implied);
+   "circle" [centre, a point on the circle]; "ellipse" [major axis end, end, minor axis end, end];
+   "box" [corner, opposite corner]. No points: listed, not drawn. An empty list or a 404 hides the panel. */
 (function () {
   "use strict";
   const data = JSON.parse(document.getElementById("study-data").textContent);
@@ -18,7 +21,7 @@
 
   const state = {
     s: 0, i: 0, slices: [], window: null, zoom: 1, panX: 0, panY: 0, mode: "scroll",
-    natW: 0, natH: 0, cine: null, findings: [],
+    natW: 0, natH: 0, cine: null, findings: [], px: 1, selected: -1,
   };
 
   function slicesOf(series) {
@@ -127,6 +130,9 @@
     overlay.setAttribute("width", state.natW); overlay.setAttribute("height", state.natH);
     overlay.setAttribute("viewBox", "0 0 " + state.natW + " " + state.natH);
     overlay.style.transform = t;
+    state.px = 1 / scale;
+    overlay.style.setProperty("--px", String(state.px));
+    drawFindings();
     $("zoom-label").textContent = Math.abs(state.zoom - 1) < 0.01 ? "" : state.zoom.toFixed(1) + "×";
   }
 
@@ -355,34 +361,101 @@
   strip.hidden = seriesList.length < 2;
 
   /* --- findings (AI) ------------------------------------------------------------------------ */
+  const SVG = "http://www.w3.org/2000/svg";
+  const MARKER_PX = 7, LABEL_PX = 13;   // screen pixels, whatever the zoom
+
+  function svg(name, attrs) {
+    const el = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (k) { el.setAttribute(k, attrs[k]); });
+    return el;
+  }
+
+  function onSlice(f, sl) {
+    return f.sop_uid === sl.sop && (f.frame || 1) === sl.frame && f.points && f.points.length > 0;
+  }
+
+  function shapeOf(f) {
+    const p = f.points, n = p.length;
+    const pts = p.map(function (q) { return q[0] + "," + q[1]; }).join(" ");
+    if (f.shape === "circle" && n >= 2) {
+      return svg("circle", { cx: p[0][0], cy: p[0][1], r: Math.hypot(p[1][0] - p[0][0], p[1][1] - p[0][1]) });
+    }
+    if (f.shape === "ellipse" && n >= 4) {
+      const cx = (p[0][0] + p[1][0]) / 2, cy = (p[0][1] + p[1][1]) / 2;
+      const rx = Math.hypot(p[1][0] - p[0][0], p[1][1] - p[0][1]) / 2;
+      const ry = Math.hypot(p[3][0] - p[2][0], p[3][1] - p[2][1]) / 2;
+      const angle = Math.atan2(p[1][1] - p[0][1], p[1][0] - p[0][0]) * 180 / Math.PI;
+      return svg("ellipse", { cx: cx, cy: cy, rx: rx, ry: ry, transform: "rotate(" + angle + " " + cx + " " + cy + ")" });
+    }
+    if (f.shape === "box" && n === 2) {
+      return svg("rect", { x: Math.min(p[0][0], p[1][0]), y: Math.min(p[0][1], p[1][1]),
+        width: Math.abs(p[1][0] - p[0][0]), height: Math.abs(p[1][1] - p[0][1]) });
+    }
+    if (f.shape === "point" || f.shape === "multipoint" || n === 1) {
+      const g = svg("g", {});
+      p.forEach(function (q) { g.appendChild(svg("circle", { cx: q[0], cy: q[1], r: MARKER_PX, "data-marker": "" })); });
+      return g;
+    }
+    if (f.shape === "polyline") return svg("polyline", { points: pts });
+    return svg("polygon", { points: pts });
+  }
+
+  function sizeMarkers() {
+    overlay.querySelectorAll("[data-marker]").forEach(function (c) { c.setAttribute("r", MARKER_PX * state.px); });
+  }
+
+  /* Labels at the top right of their shapes, moved down until they overlap no other label (screen-sized). */
+  function placeLabels(labels) {
+    const size = LABEL_PX * state.px, placed = [];
+    labels.forEach(function (l) {
+      const w = (l.text.length * 0.62 + 0.5) * size, h = size * 1.2;
+      let x = l.x + 3 * state.px, y = l.y - 3 * state.px;
+      for (let n = 0; n < 12 && placed.some(function (b) {
+        return x < b.x + b.w && b.x < x + w && y - h < b.y && b.y - b.h < y;
+      }); n++) y += h;
+      placed.push({ x: x, y: y, w: w, h: h });
+      const t = svg("text", { x: x, y: y, "font-size": size, "stroke-width": 3 * state.px, class: "finding-label" });
+      t.textContent = l.text;
+      overlay.appendChild(t);
+    });
+  }
+
+  function labelAnchor(f) {
+    const p = f.points;
+    if (f.shape === "circle" && p.length >= 2) {
+      const r = Math.hypot(p[1][0] - p[0][0], p[1][1] - p[0][1]);
+      return { x: p[0][0] + r * 0.71, y: p[0][1] - r * 0.71 };
+    }
+    return { x: Math.max.apply(null, p.map(function (q) { return q[0]; })),
+             y: Math.min.apply(null, p.map(function (q) { return q[1]; })) };
+  }
+
+  /* The current reports' findings on this slice; an earlier report's only while it is the chosen one. */
   function drawFindings() {
     overlay.textContent = "";
+    const items = $("findings-list").children;
     if (!state.findings.length || !state.slices.length) return;
     const sl = state.slices[state.i];
-    const ns = "http://www.w3.org/2000/svg";
-    state.findings.forEach(function (f) {
-      if (f.sop_uid !== sl.sop || (f.frame || 1) !== sl.frame || !f.points || !f.points.length) return;
-      let el;
-      const pts = f.points.map(function (p) { return p[0] + "," + p[1]; }).join(" ");
-      if (f.shape === "point" || f.points.length === 1) {
-        el = document.createElementNS(ns, "circle");
-        el.setAttribute("cx", f.points[0][0]); el.setAttribute("cy", f.points[0][1]); el.setAttribute("r", 6);
-      } else if (f.shape === "polyline") {
-        el = document.createElementNS(ns, "polyline"); el.setAttribute("points", pts);
-      } else if (f.shape === "box" && f.points.length === 2) {
-        el = document.createElementNS(ns, "rect");
-        const a = f.points[0], b = f.points[1];
-        el.setAttribute("x", Math.min(a[0], b[0])); el.setAttribute("y", Math.min(a[1], b[1]));
-        el.setAttribute("width", Math.abs(b[0] - a[0])); el.setAttribute("height", Math.abs(b[1] - a[1]));
-      } else {
-        el = document.createElementNS(ns, "polygon"); el.setAttribute("points", pts);
+    const labels = [];
+    state.findings.forEach(function (f, k) {
+      const here = onSlice(f, sl);
+      if (items[k]) {
+        items[k].classList.toggle("here", here && (!f.superseded || k === state.selected));
+        items[k].classList.toggle("selected", k === state.selected);
       }
-      el.setAttribute("class", "finding");
-      const title = document.createElementNS(ns, "title");
-      title.textContent = f.label || "";
+      if (!here || (f.superseded && k !== state.selected)) return;
+      const el = shapeOf(f);
+      el.setAttribute("class", "finding" + (f.superseded ? " superseded" : "") + (k === state.selected ? " selected" : ""));
+      el.dataset.index = String(k);
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = [f.label, f.text].filter(Boolean).join(": ");
       el.appendChild(title);
       overlay.appendChild(el);
+      labels.push({ text: f.label || "", x: labelAnchor(f).x, y: labelAnchor(f).y });
     });
+    placeLabels(labels);
+    sizeMarkers();
+    vp.dataset.findingsShown = String(overlay.querySelectorAll(".finding").length);
   }
 
   function loadFindings() {
@@ -395,13 +468,23 @@
         const list = $("findings-list");
         body.findings.forEach(function (f) {
           const li = document.createElement("li");
+          const drawable = !!(f.points && f.points.length && f.sop_uid);
+          li.className = (f.superseded ? "superseded " : "") + (drawable ? "drawable" : "static");
           const b = document.createElement("b");
           b.textContent = f.label || "Finding";
           const p = document.createElement("div");
           p.className = "small";
-          p.textContent = [f.text, f.plugin].filter(Boolean).join(" · ");
-          li.append(b, p);
-          li.addEventListener("click", function () { jumpTo(f); });
+          p.textContent = f.text || "";
+          const by = document.createElement("div");
+          by.className = "small by";
+          by.textContent = f.plugin || "";
+          li.append(b, p, by);
+          if (drawable) {
+            li.tabIndex = 0;
+            li.title = "Show on the image";
+            li.addEventListener("click", function () { jumpTo(f); });
+            li.addEventListener("keydown", function (e) { if (e.key === "Enter") jumpTo(f); });
+          }
           list.appendChild(li);
         });
         $("findings-toggle").hidden = false;
@@ -413,10 +496,12 @@
   $("findings-toggle").addEventListener("click", function () { $("findings").hidden = !$("findings").hidden; });
 
   function jumpTo(f) {
+    state.selected = state.findings.indexOf(f);
     const k = seriesList.findIndex(function (s) { return s.uid === f.series_uid; });
     if (k < 0) return;
     const idx = slicesOf(seriesList[k]).findIndex(function (sl) { return sl.sop === f.sop_uid && sl.frame === (f.frame || 1); });
     if (k !== state.s) selectSeries(k, Math.max(idx, 0)); else go(Math.max(idx, 0));
+    drawFindings();
   }
 
   /* --- sharing ------------------------------------------------------------------------------ */

@@ -1,0 +1,133 @@
+"""The AI findings panel and overlay in headless Chromium (Debian ``chromium`` + Playwright).
+
+A physician on a desktop and a share visitor on a 375×667 phone open the lesion study of
+``tests/viewer_api/test_findings.py``: the panel lists the plugin's findings (newest report first);
+choosing the nodule jumps to the slice nearest the lesion centre, where its circle is drawn over the
+bright lesion. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+from PIL import Image, ImageStat
+from playwright.sync_api import Browser, Page
+
+from pacs.accounts.shares import create_share
+from tests.viewer_api.portal import test_browser
+from tests.viewer_api.portal.conftest import PASSWORD, Server
+from tests.viewer_api.portal.test_browser import ARTIFACTS, PHONE, _image_loaded, _watch
+from tests.viewer_api.test_findings import LesionStudy, add_lesion_study
+
+browser = test_browser.browser  # the module-scoped Chromium of the other browser tests
+
+
+@pytest.fixture(scope="module")
+def lesion(live_site: Server) -> LesionStudy:
+    return add_lesion_study(live_site.site)
+
+
+def _panel_rows(page: Page) -> list[str]:
+    page.wait_for_function("() => document.querySelectorAll('#findings-list li').length > 0", timeout=10_000)
+    return [t.strip() for t in page.locator("#findings-list li").all_inner_texts()]
+
+
+def _lesion_brightness(page: Page, name: str, scale: float) -> tuple[float, float]:
+    """Screenshot; the mean grey inside the drawn circle (half its radius) and over the whole viewport."""
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    box = page.locator("#viewport").bounding_box()
+    circle = page.locator("#overlay circle.finding:not(.superseded)").bounding_box()
+    assert box is not None and circle is not None
+    shot = Image.open(io.BytesIO(page.locator("#viewport").screenshot())).convert("L")
+    cx = (circle["x"] + circle["width"] / 2 - box["x"]) * scale
+    cy = (circle["y"] + circle["height"] / 2 - box["y"]) * scale
+    r = circle["width"] / 4 * scale
+    mask = Image.new("L", shot.size, 0)
+    mask.paste(255, (int(cx - r), int(cy - r), int(cx + r), int(cy + r)))
+    return float(ImageStat.Stat(shot, mask).mean[0]), float(ImageStat.Stat(shot).mean[0])
+
+
+def _check_overlay(page: Page, lesion: LesionStudy) -> None:
+    """The nodule's circle is on the lesion slice, where the pixels say the lesion is."""
+    vp = page.locator("#viewport")
+    assert vp.get_attribute("data-index") == str(lesion.slice_index)
+    page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '2'")
+    circle = page.locator("#overlay circle.finding:not(.superseded)")
+    cx, cy, r = (float(circle.get_attribute(a) or "nan") for a in ("cx", "cy", "r"))
+    assert math.dist((cx, cy), lesion.centre_px) < 1.0
+    assert abs(r - lesion.radius_px) < 1.5
+    assert page.locator("#overlay polygon.finding:not(.superseded)").count() == 1
+    assert page.locator("#overlay text.finding-label").all_text_contents() == ["Nodule", "Mass"]
+    assert "here" in (page.locator("#findings-list li").nth(1).get_attribute("class") or "")
+
+
+def test_physician_sees_the_findings_and_the_nodule_on_its_slice(live_site: Server, browser: Browser,
+                                                                 lesion: LesionStudy) -> None:  # fmt: skip
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    problems = _watch(page)
+    page.goto(f"{live_site.url}/viewer/studies/{lesion.study_uid}")
+    page.fill("input[name=username]", "doc")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/viewer/studies/{lesion.study_uid}")
+    _image_loaded(page)
+    rows = _panel_rows(page)
+    assert page.locator("#findings").is_visible() and page.locator("#findings-toggle").is_visible()
+    assert len(rows) == 6
+    assert rows[0].startswith("High density lesion") and "study level · probability 0.93" in rows[0]
+    assert rows[1].splitlines() == ["Nodule", "Lesion 1 · probability 0.91 · Diameter 36.0 mm",
+                                    "lesion-detector@1.2.3"]  # fmt: skip
+    assert "earlier report" in rows[4] and "lesion-detector@1.0" in rows[4]
+    start = page.locator("#viewport").get_attribute("data-index")
+    assert start != str(lesion.slice_index)
+    assert page.locator("#viewport").get_attribute("data-findings-shown") == "0"  # nothing on this slice
+
+    page.locator("#findings-list li").nth(1).click()
+    page.wait_for_function(f"() => document.getElementById('viewport').dataset.index === '{lesion.slice_index}'")
+    _image_loaded(page)
+    _check_overlay(page, lesion)
+    inside, overall = _lesion_brightness(page, "desktop-viewer-findings", 1.0)
+    assert inside > overall + 60, (inside, overall)  # the circle sits on the bright lesion
+
+    page.click("#zoom-in")
+    page.click("#zoom-in")
+    _check_overlay(page, lesion)
+    page.screenshot(path=str(ARTIFACTS / "desktop-viewer-findings-zoomed.png"))
+    page.locator("#findings-list li").nth(4).click()  # the earlier report's nodule joins, dashed
+    page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '3'")
+    assert page.locator("#overlay circle.finding.superseded.selected").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "desktop-viewer-findings-earlier-report.png"))
+    page.keyboard.press("ArrowDown")  # off the lesion slice: the overlay goes
+    page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '0'")
+    assert not problems, problems
+    context.close()
+
+
+def test_share_visitor_on_a_phone_sees_the_findings(live_site: Server, browser: Browser,
+                                                    lesion: LesionStudy) -> None:  # fmt: skip
+    site = live_site.site
+    share = create_share(site.archive.engine, site.app.state.authenticator.key, lesion.study_uid, created_by=None,
+                         expires_in_days=7, max_days=365)  # fmt: skip
+    context = browser.new_context(**PHONE)  # type: ignore[arg-type]
+    page = context.new_page()
+    problems = _watch(page)
+    page.goto(f"{live_site.url}/s/{share.token}")
+    _image_loaded(page)
+    rows = _panel_rows(page)
+    assert len(rows) == 6 and rows[1].startswith("Nodule")
+    page.locator("#findings-list li").nth(1).tap()
+    page.wait_for_function(f"() => document.getElementById('viewport').dataset.index === '{lesion.slice_index}'")
+    _image_loaded(page)
+    _check_overlay(page, lesion)
+    assert PHONE["device_scale_factor"] == 2
+    inside, overall = _lesion_brightness(page, "phone-share-findings", 2.0)
+    assert inside > overall + 60, (inside, overall)
+    page.click("#findings-toggle")  # the panel folds away, the overlay stays
+    assert not page.locator("#findings").is_visible()
+    assert page.locator("#overlay circle.finding").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "phone-share-findings-panel-closed.png"))
+    assert not problems, problems
+    context.close()
