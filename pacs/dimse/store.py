@@ -98,9 +98,8 @@ class _MetaThenDataset(io.RawIOBase):
         super().close()
 
 
-def received_source(spool: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-                    calling_aet: str) -> Part10Source:
-    """A Part 10 source: the archive's File Meta Information + the dataset bytes as received."""
+def archive_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_aet: str) -> bytes:
+    """Preamble, ``DICM`` and the archive's File Meta Information for a received dataset (PS3.10 7.1)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class_uid)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
@@ -109,11 +108,14 @@ def received_source(spool: Path, sop_class_uid: str, sop_instance_uid: str, tran
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if calling_aet:
         meta.SourceApplicationEntityTitle = calling_aet
-    prefix = file_meta_bytes(meta)
+    return file_meta_bytes(meta)
+
+
+def spooled_source(meta: bytes, spool: Path, label: str) -> Part10Source:
+    """``meta`` followed by the dataset bytes of a pynetdicom spool file, as one Part 10 source."""
     offset = spooled_dataset_offset(spool)
-    size = len(prefix) + spool.stat().st_size - offset
-    return Part10Source(lambda: cast(BinaryIO, _MetaThenDataset(prefix, spool, offset)), size,
-                        f"C-STORE {sop_instance_uid} from {calling_aet}")
+    size = len(meta) + spool.stat().st_size - offset
+    return Part10Source(lambda: cast(BinaryIO, _MetaThenDataset(meta, spool, offset)), size, label)
 
 
 class StoreSCP:
@@ -128,9 +130,15 @@ class StoreSCP:
         if not peer.may("store"):
             log.warning("C-STORE of %s refused: %s may not store", sop_uid, peer)
             return status.status_dataset(status.NOT_AUTHORIZED, f"{peer.calling_aet} may not store here")
+        label = f"C-STORE {sop_uid} from {peer}"
         try:
-            source = received_source(Path(event.dataset_path), str(request.AffectedSOPClassUID or ""), sop_uid,
-                                     str(event.context.transfer_syntax), peer.calling_aet)
+            meta = archive_meta(str(request.AffectedSOPClassUID or ""), sop_uid, str(event.context.transfer_syntax),
+                                peer.calling_aet)
+            spool = event.dataset_path
+            if spool is not None:
+                source = spooled_source(meta, Path(spool), label)
+            else:  # STORE_RECV_CHUNKED_DATASET was switched off elsewhere in the process: in memory
+                source = Part10Source.from_bytes(meta + request.DataSet.getvalue(), label)
         except (OSError, ValueError) as exc:
             log.error("cannot read the spooled C-STORE dataset of %s from %s: %s", sop_uid, peer, exc)
             result = IngestResult(Outcome.UNAVAILABLE, "the received data could not be spooled")

@@ -296,3 +296,17 @@ def test_unreachable_s3_store_answers_a700_and_indexes_nothing(make_node: MakeNo
     finally:
         assoc.release()
     assert _count(node, Instance) == 0
+
+
+def test_storescu_sop_instance_uid_with_dot_dot_is_refused(node: Node, small_study: list[Dataset],
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "evil.dcm"
+    path.write_bytes(to_bytes(with_bad_uid(small_study[0], "SOPInstanceUID", "1.2.3/../../../tmp/evil")))
+    out = run_tool("storescu", "-v", "-aec", AET, "127.0.0.1", node.port, path)
+    assert "DataSetDoesNotMatchSOPClass" in out.stdout + out.stderr  # 0xA900
+    assert _count(node, Instance) == 0
+    data_dir = node.settings.data_dir
+    assert not any("evil" in p.name for p in data_dir.rglob("*")) and not Path("/tmp/evil").exists()
+    assert run_tool("storescu", "-aec", AET, "127.0.0.1", node.port,
+                    _raw_file(tmp_path, "ok.dcm", to_bytes(small_study[1]))).returncode == 0
+    assert _count(node, Instance) == 1
