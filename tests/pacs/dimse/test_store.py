@@ -310,3 +310,16 @@ def test_storescu_sop_instance_uid_with_dot_dot_is_refused(node: Node, small_stu
     assert run_tool("storescu", "-aec", AET, "127.0.0.1", node.port,
                     _raw_file(tmp_path, "ok.dcm", to_bytes(small_study[1]))).returncode == 0
     assert _count(node, Instance) == 1
+
+
+def test_store_without_chunked_reception(node: Node, small_study: list[Dataset],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another part of the process switched pynetdicom to in-memory reception: still stored as received."""
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
+    assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
+    try:
+        assert assoc.send_c_store(small_study[0]).Status == 0x0000
+    finally:
+        assoc.release()
+    stored = stored_bytes(node, small_study[0].SOPInstanceUID)
+    assert dataset_bytes(stored) == dataset_bytes(to_bytes(small_study[0]))
