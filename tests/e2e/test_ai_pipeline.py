@@ -214,6 +214,17 @@ def test_storescu_study_gets_an_sr_that_qido_finds_and_dciodvfy_accepts(tmp_path
         plugins = {p["name"]: p for p in httpx.get(f"{url}/api/plugins", timeout=5).json()}
         assert plugins["test-echo"]["enabled"] and plugins["test-echo"]["source"] == "entry-point"
 
+        # The viewer's findings panel shows them: the 2D point as written, the 3D point on the middle slice.
+        panel = httpx.get(f"{url}/api/studies/{study_uid}/findings", timeout=10).json()["findings"]
+        rows = [r for r in panel if r["plugin"] == "test-echo@1.0" and r["report_uid"] == sop_uid]
+        assert [(r["kind"], r["label"], r["shape"]) for r in rows] == [("classification", "High density lesion", None),
+                                                                      ("finding", "Nodule", "point"),
+                                                                      ("finding", "Mass", "point")]  # fmt: skip
+        middle = StudyInput.from_datasets(datasets).series[0].volume.sop_instance_uids[6]
+        assert [r["sop_uid"] for r in rows[1:]] == [middle, middle] and rows[2]["projected"] is True
+        assert rows[1]["points"] == [[16.0, 16.0]]
+        assert rows[1]["text"] == "Lesion 1 · probability 0.80 · Diameter 12.5 mm"
+
     # The SR: highdicom reads it; it references exactly the CT images; dciodvfy finds no error.
     assert echo.result["objects"][0]["sop_instance_uid"] == sop_uid
     buf = io.BytesIO()
