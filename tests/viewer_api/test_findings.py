@@ -4,7 +4,8 @@ A synthetic CT with a known spherical lesion is stored with an SR the real TID 1
 from findings (a 3D point with a diameter, a polygon on one image, a study-level classification)
 and an older SR of the same plugin. The endpoint must place the 3D point on the slice nearest the
 lesion centre, within a pixel or two of where the lesion really is in the pixels; keep the polygon
-as written; list the newest report first; and answer only within the caller's scope.
+as written; list the newest report first; and answer only within the caller's scope. The built-in
+lesion detector's own SR, stored as the runner stores it, must circle its lesion too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
+from ai_plugins.builtin.lesion_detector import LesionDetector
 from ai_plugins.sdk import (
     Classification,
     Finding,
@@ -28,12 +30,13 @@ from ai_plugins.sdk import (
     PluginInfo,
     Point3D,
     Polygon,
+    StudyInput,
     codes,
 )
-from ai_plugins.sr import build_measurement_report
+from ai_plugins.sr import build_measurement_report, build_result_objects
 from pacs.accounts.shares import create_share
 from tests.factories import Lesion, make_ct_case
-from tests.viewer_api.portal.conftest import OWNER, Site, build_site, store
+from tests.viewer_api.portal.conftest import OTHER, OWNER, Site, build_site, store
 
 LESION = Lesion((40.3, -25.7, 13.2), 18.0)
 PLUGIN = PluginInfo(name="lesion-detector", version="1.2.3", vendor="cloudfilm")
@@ -212,6 +215,24 @@ def test_a_study_outside_the_callers_scope_is_not_found(findings_site: FindingsS
 
 def test_anonymous_callers_must_sign_in(findings_site: FindingsSite) -> None:
     assert _get(findings_site.site.client("anonymous"), findings_site.lesion.study_uid).status_code == 401
+
+
+def test_the_lesion_detectors_own_report_circles_the_lesion(findings_site: FindingsSite) -> None:
+    """The built-in plugin's SR (and SEG), as the runner stores them, on another patient's CT."""
+    lesion = Lesion((-60.0, 20.0, 10.0), 22.0)
+    case = make_ct_case(OTHER, n_slices=24, rows=96, cols=96, lesion=lesion, seed=11)
+    k, centre, radius = _truth(case.datasets, make_ct_case(OTHER, n_slices=24, rows=96, cols=96, seed=11).datasets)
+    study = StudyInput.from_datasets(case.datasets)
+    detector = LesionDetector()
+    objects = build_result_objects(detector.run(study), study, detector.info())
+    store(findings_site.site.archive, [*case.datasets, *objects])
+    rows = _get(findings_site.site.client("physician"), case.study_uid).json()["findings"]
+    [found] = [r for r in rows if r["kind"] == "finding"]
+    assert found["plugin"] == detector.info().key and found["sop_uid"] == str(case.datasets[k].SOPInstanceUID)
+    assert found["shape"] == "circle" and found["projected"] is True
+    (cx, cy), edge = found["points"]
+    assert math.dist((cx, cy), centre) < 1.5 and abs(math.dist((cx, cy), edge) - radius) < 1.5
+    assert "Diameter" in found["text"] and rows[0]["kind"] == "classification"
 
 
 def test_a_study_without_sr_has_an_empty_list(findings_site: FindingsSite) -> None:
