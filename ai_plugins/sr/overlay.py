@@ -62,6 +62,8 @@ _ALGORITHM_VERSION = ("111003", "DCM")
 _TO_MM = {"mm": 1.0, "cm": 10.0, "um": 0.001}
 
 Shape = Literal["point", "multipoint", "polyline", "polygon", "circle", "ellipse"]
+Group = (hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+         | hd.sr.MeasurementsAndQualitativeEvaluations)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,9 +214,7 @@ def _region(roi: hd.sr.ImageRegion | hd.sr.ImageRegion3D | None) -> Region2D | R
     return Region2D(graphic_type, tuple((float(x), float(y)) for x, y in xy), where[0], where[1])
 
 
-def _measurements(
-    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
-) -> tuple[float | None, list[OverlayMeasurement], list[str]]:
+def _measurements(group: Group) -> tuple[float | None, list[OverlayMeasurement], list[str]]:
     probability: float | None = None
     out: list[OverlayMeasurement] = []
     sources: list[str] = []
@@ -230,16 +230,11 @@ def _measurements(
     return probability, out, sources
 
 
-def _evaluations(
-    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
-) -> list[str]:
+def _evaluations(group: Group) -> list[str]:
     return [f"{e.name.meaning}: {getattr(e.value, 'meaning', e.value)}" for e in group.get_qualitative_evaluations()]
 
 
-def _item(
-    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
-    region: Region2D | Region3D | None,
-) -> ReportItem:
+def _item(group: Group, region: Region2D | Region3D | None) -> ReportItem:
     probability, measurements, sources = _measurements(group)
     label = group.tracking_identifier or None
     # The writer (tid1500) tracks study-level classifications as "Classification <n>".
@@ -281,7 +276,7 @@ def read_report(ds: Dataset) -> Report | None:
             return None
         items = [_item(g, None) for g in content.get_image_measurement_groups()]
         items += [_item(g, _region(g.roi)) for g in content.get_planar_roi_measurement_groups()]
-        items += [_item(g, None) for g in content.get_volumetric_roi_measurement_groups()]  # type: ignore[arg-type]
+        items += [_item(g, None) for g in content.get_volumetric_roi_measurement_groups()]
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         log.warning("SR %s: not readable as a TID 1500 report: %s", ds.get("SOPInstanceUID", "?"), exc)
         return None

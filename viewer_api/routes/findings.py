@@ -29,6 +29,7 @@ from ai_plugins.sr.overlay import (
 )
 from pacs.access import AccessScope
 from pacs.archive import Archive
+from pacs.errors import NotFound
 from pacs.retrieve import find_instances, instance_metadata, open_instance
 from viewer_api.access import current_scope
 from viewer_api.context import archive_of
@@ -53,7 +54,7 @@ def _reports(archive: Archive, scope: AccessScope, study_uid: str) -> tuple[list
         try:
             with open_instance(archive.store, stored) as fh:
                 report = read_report(pydicom.dcmread(fh))
-        except (InvalidDicomError, OSError, ValueError) as exc:
+        except (InvalidDicomError, OSError, ValueError, NotFound) as exc:  # one bad SR hides only itself
             log.warning("SR %s could not be read: %s", stored.sop_uid, exc)
             continue
         if report is not None:
@@ -75,7 +76,7 @@ def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> Stud
     """What the study's SRs say, placed on its images."""
     reports, series_of = _reports(archive, scope, study_uid)
     wanted = geometry_series(reports, series_of)
-    known = {s for s in series_of.values()}
+    known = set(series_of.values())
     planes = _planes(archive, scope, study_uid, None if wanted is None else [s for s in wanted if s in known])
     return StudyFindings(findings=overlay_findings(reports, planes, series_of))
 
