@@ -418,7 +418,7 @@ def geometry_series(reports: Iterable[Report], series_of: Mapping[str, str]) -> 
         if not regions:
             continue
         named = [series_of[s] for i in regions for s in i.source_sops if s in series_of]
-        named += [s for s in report.evaluated_series]
+        named += report.evaluated_series
         if not named:
             return None
         wanted.update(dict.fromkeys(named))
@@ -464,9 +464,7 @@ def _shape_2d(graphic_type: str, points: Sequence[tuple[float, float]]) -> tuple
         return "multipoint", pts
     if graphic_type == "CIRCLE":
         return "circle", pts[:2]
-    if graphic_type == "ELLIPSE":
-        return "ellipse", pts[:4]
-    if graphic_type == "ELLIPSOID":  # projected: its first two axes
+    if graphic_type in ("ELLIPSE", "ELLIPSOID"):  # an ellipsoid projected: its first two axes
         return "ellipse", pts[:4]
     if len(pts) > 3 and pts[0] == pts[-1]:
         return "polygon", pts[:-1]

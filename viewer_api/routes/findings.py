@@ -77,7 +77,8 @@ def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> Stud
     reports, series_of = _reports(archive, scope, study_uid)
     wanted = geometry_series(reports, series_of)
     known = set(series_of.values())
-    planes = _planes(archive, scope, study_uid, None if wanted is None else [s for s in wanted if s in known])
+    series = None if wanted is None else [s for s in wanted if s in known]
+    planes = _planes(archive, scope, study_uid, None if wanted and not series else series)
     return StudyFindings(findings=overlay_findings(reports, planes, series_of))
 
 
