@@ -10,7 +10,6 @@ import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
 import ai_plugins.cli_benchmark  # noqa: F401  (registers ``benchmark``)
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
 from viewer_api.cli_users import is_loopback, seed_admin
-from viewer_api.server import serve as run_server
 
 log = logging.getLogger("cloudfilm")
 
@@ -26,6 +25,8 @@ def serve() -> None:
     archive = open_archive_or_exit(settings)
     seed_admin(archive)
     logging.getLogger("cloudfilm.serve").info("data directory: %s", settings.data_dir.resolve())
+    from viewer_api.server import serve as run_server  # the whole web app: imported only to serve
+
     try:
         run_server(archive)
     except OSError as exc:
