@@ -7,10 +7,11 @@ cloudfilm's index gets ``--studies`` x ``--per-study`` synthetic instances bulk-
 for QIDO), then two real studies through the ingest path: a 100-slice 512x512 CT (retrieve, frames,
 rendered) and a 1,000-instance study (metadata). Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``)
 gets the same two studies and one small instance per synthetic series with the same patient
-names, dates and modalities, so its study searches run over the same studies. Each server runs
-in its own process; requests are sequential over loopback (httpx; the study retrieve is read by
-``curl``, since a Python client would be the bottleneck). Every figure is the median over
-``--runs`` rounds; latencies are p50/p95 within a round.
+names, dates and modalities, so its study searches run over the same studies. The servers run at
+once, each in its own process, and are measured round by round in turn (so load on the machine
+weighs on every column alike); requests are sequential over loopback (httpx; the study retrieve
+is read by ``curl``, since a Python client would be the bottleneck). Every figure is the median
+over ``--runs`` rounds; latencies are p50/p95 within a round.
 """
 
 from __future__ import annotations
@@ -244,15 +245,29 @@ def round_of(figures: Figures, base: str, data: RealData, *, with_qido: bool, re
                 {"Accept": "image/jpeg"})
 
 
-def measure(base: str, data: RealData, *, with_qido: bool, runs: int, requests: int) -> Figures:
-    figures = Figures()
-    with httpx.Client(timeout=120) as warm:  # first touches: imports, caches, connection setup
-        warm.get(f"{base}{data.instance_path(0)}/rendered", headers={"Accept": "image/jpeg"})
-        warm.get(f"{base}studies?limit=1", headers={"Accept": "application/dicom+json"})
-    retrieve_rate(f"{base}studies/{data.ct[0].StudyInstanceUID}")
+@dataclass
+class Target:
+    name: str
+    base: str
+    with_qido: bool
+    figures: Figures = field(default_factory=Figures)
+
+
+def warm_up(target: Target, data: RealData) -> None:
+    """First touches (imports, caches, connections) are not measured."""
+    with httpx.Client(timeout=120) as warm:
+        warm.get(f"{target.base}{data.instance_path(0)}/rendered", headers={"Accept": "image/jpeg"})
+        warm.get(f"{target.base}studies?limit=1", headers={"Accept": "application/dicom+json"})
+    retrieve_rate(f"{target.base}studies/{data.ct[0].StudyInstanceUID}")
+
+
+def measure(targets: list[Target], data: RealData, *, runs: int, requests: int) -> None:
+    """Rounds over all targets in turn, so load on the machine weighs on every column alike."""
+    for target in targets:
+        warm_up(target, data)
     for _ in range(runs):
-        round_of(figures, base, data, with_qido=with_qido, requests=requests)
-    return figures
+        for target in targets:
+            round_of(target.figures, target.base, data, with_qido=target.with_qido, requests=requests)
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -293,37 +308,34 @@ def main() -> None:
     parser.add_argument("--no-s3", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cloudfilm-dicomweb-bench-"))
-    columns: dict[str, Figures] = {}
     step: Callable[[str], None] = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
+    targets: list[Target] = []
     try:
-        step("generating the real studies")
-        data = real_data()
-        step(f"cloudfilm (filesystem): bulk-loading {args.studies * args.per_study:,} instances, ingesting 1,100")
-        fs_settings = Settings(data_dir=workdir / "fs")
-        rows = ingest(fs_settings, data, (args.studies, args.per_study))
-        with cloudfilm_server(fs_settings) as base:
-            step("measuring cloudfilm (filesystem)")
-            columns["cloudfilm, filesystem"] = measure(base, data, with_qido=True, runs=args.runs,
-                                                       requests=args.requests)  # fmt: skip
-        if not args.no_s3:
-            with run_s3_server(workdir) as s3:
+        with contextlib.ExitStack() as stack:
+            step("generating the real studies")
+            data = real_data()
+            step(f"cloudfilm (filesystem): bulk-loading {args.studies * args.per_study:,} instances, ingesting 1,100")
+            fs_settings = Settings(data_dir=workdir / "fs")
+            rows = ingest(fs_settings, data, (args.studies, args.per_study))
+            targets.append(Target("cloudfilm, filesystem", stack.enter_context(cloudfilm_server(fs_settings)), True))
+            if not args.no_s3:
+                s3 = stack.enter_context(run_s3_server(workdir))
                 s3_settings = Settings(data_dir=workdir / "s3", storage_url="s3://bench", s3_endpoint=s3.endpoint,
                                        s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)  # type: ignore[arg-type]
                 step("cloudfilm (S3, SeaweedFS): ingesting 1,100")
                 ingest(s3_settings, data, None)
-                with cloudfilm_server(s3_settings) as base:
-                    step("measuring cloudfilm (S3)")
-                    columns["cloudfilm, S3 (SeaweedFS)"] = measure(base, data, with_qido=False, runs=args.runs,
-                                                                   requests=args.requests)  # fmt: skip
-        if not args.no_orthanc and Path(ORTHANC).exists():
-            with orthanc_server(workdir) as base:
+                targets.append(Target("cloudfilm, S3 (SeaweedFS)", stack.enter_context(cloudfilm_server(s3_settings)),
+                                      False))  # fmt: skip
+            if not args.no_orthanc and Path(ORTHANC).exists():
+                base = stack.enter_context(orthanc_server(workdir))
                 step(f"Orthanc: loading 1,100 + {len(rows):,} instances")
                 load_orthanc(base, data, rows)
-                step("measuring Orthanc")
-                columns["Orthanc 1.10 + DICOMweb 1.7, filesystem"] = measure(base, data, with_qido=True,
-                                                                             runs=args.runs, requests=args.requests)
+                targets.append(Target("Orthanc 1.10 + DICOMweb 1.7, filesystem", base, True))
+            step(f"measuring {len(targets)} servers, {args.runs} rounds each, in turn")
+            measure(targets, data, runs=args.runs, requests=args.requests)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    columns = {t.name: t.figures for t in targets}
     print()
     print(f"{args.studies:,} studies / {args.studies * args.per_study:,} instances in cloudfilm's index "
           f"({args.studies:,} studies / {2 * args.studies:,} small instances in Orthanc); medians of {args.runs} "

@@ -46,7 +46,7 @@ _READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="wado-reader")
 _READ_AHEAD = 8  # objects fetched ahead of the one being written
 _WHOLE_OBJECT_MAX = 16 * 1024 * 1024  # larger objects are streamed in chunks, not read ahead
 _CHUNK = 1024 * 1024
-_WRITE_SIZE = 4 * 1024 * 1024  # coalesce parts into writes of about this size
+_WRITE_SIZE = 1024 * 1024  # coalesce small parts into writes of about this size (larger ones measured slower)
 
 
 @dataclass(frozen=True, slots=True)
