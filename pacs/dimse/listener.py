@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _config.STORE_RECV_CHUNKED_DATASET = True
 _config.LOG_HANDLER_LEVEL = "none"
 
+
 class DicomListener:
     """The archive's DICOM AE as a background service of ``cloudfilm serve`` (``start``/``stop``)."""
 
@@ -61,10 +62,16 @@ class DicomListener:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Bind and serve; raises (with nothing left running) when a port or the TLS setup fails."""
         settings = self._settings
-        self._servers.append(self._serve(settings.dicom_port, None))
-        if settings.dicom_tls_port is not None:
-            self._servers.append(self._serve(settings.dicom_tls_port, server_context(settings)))
+        tls = server_context(settings) if settings.dicom_tls_port is not None else None
+        try:
+            self._servers.append(self._serve(settings.dicom_port, None))
+            if settings.dicom_tls_port is not None:
+                self._servers.append(self._serve(settings.dicom_tls_port, tls))
+        except OSError:
+            self.stop()
+            raise
         log.info("DICOM listening on %s:%d as %s%s", settings.dicom_host, self.port, settings.ae_title,
                  f" (TLS on port {self.tls_port})" if self.tls_port is not None else "")
 
