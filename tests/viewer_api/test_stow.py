@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
+from pacs.access import AccessScope
 from pacs.archive import Archive
 from tests.factories import make_ct_study, make_multiframe, to_bytes, truncated_bytes, with_bad_uid, without
 from tests.viewer_api.conftest import BOUNDARY, STOW_TYPE, RunningServer, dicomweb_settings, make_app, stow_body
@@ -197,3 +198,13 @@ def test_unknown_or_misdeclared_transfer_syntax_is_0xc122(client: TestClient) ->
     resp = client.post("/dicomweb/studies", content=body, headers={"Content-Type": STOW_TYPE})
     assert resp.status_code == 409 and reasons(resp.json()) == [0xC122, 0xC122]
     assert "declares transfer syntax" in resp.headers["warning"]
+
+
+def test_instances_outside_the_callers_scope_are_refused(tmp_path: Path) -> None:
+    allowed = make_ct_study(n_slices=1, rows=8, cols=8, seed=20)
+    other = make_ct_study(n_slices=1, rows=8, cols=8, seed=21)
+    with Archive.open(dicomweb_settings(tmp_path)) as archive:
+        client = TestClient(make_app(archive, AccessScope.studies(allowed[0].StudyInstanceUID)))
+        status, body = post(client, [allowed[0], other[0]])
+        assert status == 202 and reasons(body) == [0x0124]
+        assert body[REFERENCED]["Value"][0]["00081155"]["Value"] == [allowed[0].SOPInstanceUID]

@@ -36,6 +36,7 @@ router = APIRouter(tags=["DICOMweb"])
 #: FailureReason (0008,1197) values, PS3.18 Table 10.5.3-2 and PS3.4 Annex GG.
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
+NOT_AUTHORIZED = 0x0124
 OUT_OF_RESOURCES = 0xA700
 DATA_SET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -80,7 +81,6 @@ async def store_study_instances(study: str, request: Request, scope: AccessScope
 
 async def _store(request: Request, study: str | None, scope: AccessScope) -> Response:
     archive = archive_of(request)
-    del scope  # storing is allowed to whoever may call the route; visibility applies on reading
     ctype = parse_media_type(request.headers.get("content-type", ""))
     if ctype.media_type != "multipart/related":
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
@@ -104,7 +104,7 @@ async def _store(request: Request, study: str | None, scope: AccessScope) -> Res
 
     async def ingest(part: Part) -> PartOutcome:
         try:
-            return await asyncio.to_thread(_store_part, archive, part, study)
+            return await asyncio.to_thread(_store_part, archive, part, study, scope)
         finally:
             gate.release()
 
@@ -147,13 +147,13 @@ def _spool_dir(archive: Archive) -> Path:
     return path
 
 
-def _store_part(archive: Archive, part: Part, study: str | None) -> PartOutcome:
+def _store_part(archive: Archive, part: Part, study: str | None, scope: AccessScope) -> PartOutcome:
     """Ingest one part (in a worker thread); the spooled body is removed afterwards."""
     try:
         if part.content_type.media_type != DICOM:
             return PartOutcome("", "", "", "", CANNOT_UNDERSTAND,
                                f"part {part.index} has media type {part.content_type.media_type!r}, not {DICOM}")
-        refused = _precheck(part, study)
+        refused = _precheck(part, study, scope)
         if refused is not None:
             return refused
         result = archive.ingest.store_source(part.source())
@@ -162,14 +162,15 @@ def _store_part(archive: Archive, part: Part, study: str | None) -> PartOutcome:
         part.discard()
 
 
-def _precheck(part: Part, study: str | None) -> PartOutcome | None:
+def _precheck(part: Part, study: str | None, scope: AccessScope) -> PartOutcome | None:
     """Refuse a part before storing it: a transfer syntax that is unknown or not the one the part
-    declares (0xC122), or an instance of another study than the URL's (0xA900, PS3.18 10.5.1)."""
+    declares (0xC122), an instance of another study than the URL's (0xA900, PS3.18 10.5.1), or of
+    a study outside the caller's scope (0x0124, not authorized)."""
     try:
         with part.source().open() as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True,
                                  specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID",
-                                                "SOPInstanceUID"])  # fmt: skip
+                                                "SOPInstanceUID", "PatientID", "IssuerOfPatientID"])  # fmt: skip
     except Exception:  # unreadable: ingest says precisely why
         return None
     found = str(ds.get("StudyInstanceUID", "") or "")
@@ -188,6 +189,8 @@ def _precheck(part: Part, study: str | None) -> PartOutcome | None:
                       f"the part declares transfer syntax {declared[:64]!r} but is encoded in {stored_ts}")
     if study is not None and found != study:
         return failed(DATA_SET_DOES_NOT_MATCH, f"StudyInstanceUID {found[:64]!r} differs from the study in the URL")
+    if not scope.allows(found, str(ds.get("PatientID", "") or ""), str(ds.get("IssuerOfPatientID", "") or "")):
+        return failed(NOT_AUTHORIZED, "the instance belongs to a study outside those you may store into")
     return None
 
 
