@@ -20,6 +20,7 @@ from pynetdicom.association import Association
 
 from pacs.dimse.contexts import STUDY_ROOT_MOVE, VERIFICATION
 from pacs.dimse.tls import server_context
+from pacs.errors import SettingsError
 from pacs.settings import RemoteAE
 from tests.factories import CT_IMAGE_STORAGE
 from tests.pacs.dimse.support import AET, DEST_AET, QR_AET, Node, context, free_port, run_tool
@@ -193,3 +194,12 @@ def test_c_move_to_a_tls_destination(make_node: MakeNode, pki: Pki, small_study:
         server.shutdown()
     assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 3
     assert sorted(received) == sorted(ds.SOPInstanceUID for ds in small_study[:3])
+
+
+def test_tls_settings_errors_name_the_setting(make_node: MakeNode, pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="CLOUDFILM_DICOM_TLS_CERT"):
+        make_node(dicom_tls_port=0)
+    with pytest.raises(SettingsError, match="CLOUDFILM_DICOM_TLS_KEY"):
+        make_node(dicom_tls_port=0, dicom_tls_cert=pki.server_cert, dicom_tls_key=tmp_path / "missing.key")
+    with pytest.raises(SettingsError, match="cannot load"):
+        make_node(dicom_tls_port=0, dicom_tls_cert=pki.server_cert, dicom_tls_key=pki.client_key)
