@@ -152,8 +152,11 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{where + ': ' if where else ''}{first.get('msg', 'invalid value')}"
-    return str(exc).strip("'\"") or type(exc).__name__
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        return f"{where + ': ' if where else ''}{message}"
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]} is missing"
+    return str(exc) or type(exc).__name__
 
 
 def _csv_items(task: Task, content: str, problems: list[str]) -> Iterable[tuple[str, dict[str, Any]]]:
