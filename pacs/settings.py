@@ -98,7 +98,6 @@ class Settings(BaseSettings):
     share_max_days: int = Field(default=365, ge=1)  # longest expiry a share link may have
     login_max_failures: int = Field(default=10, ge=1)  # per username in 15 minutes (3x that per address)
 
-    @field_validator("ae_title")
     # AI jobs (issue 6)
     worker_concurrency: int = Field(default=1, ge=0, le=64)  # jobs ``serve`` runs at once (0: no workers in serve)
     job_max_attempts: int = Field(default=3, ge=1, le=100)  # attempts before a job is dead-lettered
@@ -112,6 +111,7 @@ class Settings(BaseSettings):
     benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours
     benchmark_bootstrap: int = Field(default=2000, ge=100, le=100_000)  # resamples behind each confidence interval
 
+    @field_validator("ae_title")
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
         value = value.strip()
