@@ -1,8 +1,8 @@
 """Writing instances into the index: upserts, exact counts, and the outbox, in one transaction.
 
 Lock order is always patients, then studies, each sorted by key, so concurrent writers (threads
-or processes on PostgreSQL) never deadlock; counts are recomputed under the study row lock, so
-they are exact whatever the interleaving.
+or processes on PostgreSQL) never deadlock; counts change by increments under the rows' locks,
+so they are exact whatever the interleaving.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -60,31 +60,86 @@ def find_existing(engine: Engine, sop_uid: str) -> ExistingInstance | None:
     return ExistingInstance(row[0], row[1], row[2]) if row else None
 
 
-def _insert(engine: Engine, table: Any) -> Any:
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+class _Statements:
+    """The writer's statements, built once per dialect and executed with bind parameters.
+
+    Building SQLAlchemy constructs per commit cost more than executing them; these are compiled
+    once and cached by the engine.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        patient = ins(Patient)
+        self.patient_upsert = patient.on_conflict_do_update(
+            index_elements=["patient_id", "issuer"],
+            set_={c: patient.excluded[c] for c in ("patient_name", "patient_name_norm", "birth_date", "sex",
+                                                   "updated_at")},
+        ).returning(Patient.id)
+        study = ins(Study)
+        # created_at is only set on insert: equal to this commit's time means this commit created it.
+        self.study_upsert = study.on_conflict_do_update(
+            index_elements=["study_uid"], set_={"last_instance_at": study.excluded.last_instance_at}
+        ).returning(Study.id, Study.patient_fk, Study.created_at)
+        self.series_insert = ins(Series).on_conflict_do_nothing(index_elements=["series_uid"]).returning(Series.id)
+        self.series_lookup = select(Series.id, Series.study_fk).where(Series.series_uid == bindparam("uid"))
+        self.series_owners = (
+            select(Series.series_uid, Study.study_uid)
+            .join(Study, Study.id == Series.study_fk)
+            .where(Series.series_uid.in_(bindparam("uids", expanding=True)))
+        )
+        self.instance_insert = ins(Instance).on_conflict_do_nothing(index_elements=["sop_uid"]).returning(Instance.id)
+        self.instance_lookup = select(
+            Instance.id, Instance.sha256, Instance.object_key, Instance.size_bytes, Instance.series_fk
+        ).where(Instance.sop_uid == bindparam("uid"))
+        self.instance_replace = update(Instance).where(Instance.id == bindparam("target_id"))
+        self.outbox_insert = insert(OutboxEvent)
+        self.series_add = (
+            update(Series).where(Series.id == bindparam("target_id"))
+            .values(instance_count=Series.instance_count + bindparam("d_count"),
+                    size_bytes=Series.size_bytes + bindparam("d_size"))
+        )
+        self.study_add = (
+            update(Study).where(Study.id == bindparam("target_id"))
+            .values(series_count=Study.series_count + bindparam("d_series"),
+                    instance_count=Study.instance_count + bindparam("d_count"),
+                    size_bytes=Study.size_bytes + bindparam("d_size"))
+        )
+        self.study_modalities = update(Study).where(Study.id == bindparam("target_id"))
+        self.patient_add = (
+            update(Patient).where(Patient.id == bindparam("target_id"))
+            .values(study_count=Patient.study_count + bindparam("d_studies"),
+                    series_count=Patient.series_count + bindparam("d_series"),
+                    instance_count=Patient.instance_count + bindparam("d_count"),
+                    size_bytes=Patient.size_bytes + bindparam("d_size"))
+        )
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(engine: Engine) -> _Statements:
+    name = engine.dialect.name
+    if name not in _STATEMENTS:
+        _STATEMENTS[name] = _Statements(name)
+    return _STATEMENTS[name]
 
 
 def commit_batch(engine: Engine, records: Sequence[InstanceRecord]) -> list[CommitOutcome]:
     """Index ``records`` in one transaction; the outcome list matches ``records`` by position."""
     now = utcnow()
-    with engine.connect().execution_options() as conn:
+    with engine.connect() as conn:
         conn.info["write"] = True
         try:
             with conn.begin():
-                outcomes = _write(conn, engine, records, now)
+                outcomes = _write(conn, _statements(engine), records, now)
         finally:
             conn.info.pop("write", None)
     return outcomes
 
 
-def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], now: Any) -> list[CommitOutcome]:
+def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord], now: Any) -> list[CommitOutcome]:
     # A SeriesInstanceUID already filed under another study is refused before anything is written.
-    owners = dict(conn.execute(
-        select(Series.series_uid, Study.study_uid).join(Study, Study.id == Series.study_fk)
-        .where(Series.series_uid.in_(sorted({r.series.series_uid for r in records})))
-    ).all())
+    owners = dict(conn.execute(st.series_owners, {"uids": sorted({r.series.series_uid for r in records})}).all())
     foreign_series = {r.series.series_uid for r in records
                       if owners.get(r.series.series_uid, r.study.study_uid) != r.study.study_uid}
     valid = [r for r in records if r.series.series_uid not in foreign_series]
@@ -92,44 +147,26 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
     patient_ids: dict[tuple[str, str], int] = {}
     for rec in sorted(valid, key=lambda r: (r.patient.patient_id, r.patient.issuer)):
         key = (rec.patient.patient_id, rec.patient.issuer)
-        if key in patient_ids:
-            continue
-        values = asdict(rec.patient) | {"created_at": now, "updated_at": now}
-        stmt = _insert(engine, Patient).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["patient_id", "issuer"],
-            set_={
-                "patient_name": stmt.excluded.patient_name,
-                "patient_name_norm": stmt.excluded.patient_name_norm,
-                "birth_date": stmt.excluded.birth_date,
-                "sex": stmt.excluded.sex,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        ).returning(Patient.id)
-        patient_ids[key] = conn.execute(stmt).scalar_one()
+        if key not in patient_ids:
+            params = asdict(rec.patient) | {"created_at": now, "updated_at": now}
+            patient_ids[key] = conn.execute(st.patient_upsert, params).scalar_one()
 
     study_ids: dict[str, int] = {}
     study_patient: dict[str, int] = {}
-    new_studies: dict[str, bool] = {}
+    new_studies: set[str] = set()
     for rec in sorted(valid, key=lambda r: r.study.study_uid):
         uid = rec.study.study_uid
         if uid in study_ids:
             continue
-        pfk = patient_ids[(rec.patient.patient_id, rec.patient.issuer)]
-        values = (
-            asdict(rec.study)
-            | {k: v for k, v in asdict(rec.patient).items()}
-            | {"patient_fk": pfk, "created_at": now, "last_instance_at": now}
-        )
-        stmt = _insert(engine, Study).values(**values)
-        # created_at is only ever set on insert: equal to `now` means this transaction created it.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["study_uid"], set_={"last_instance_at": stmt.excluded.last_instance_at}
-        ).returning(Study.id, Study.patient_fk, Study.created_at)
-        sid, existing_pfk, created = conn.execute(stmt).one()
+        params = asdict(rec.study) | asdict(rec.patient) | {
+            "patient_fk": patient_ids[(rec.patient.patient_id, rec.patient.issuer)],
+            "created_at": now, "last_instance_at": now,
+        }
+        sid, owner_patient, created = conn.execute(st.study_upsert, params).one()
         study_ids[uid] = sid
-        study_patient[uid] = existing_pfk
-        new_studies[uid] = _same_instant(created, now)
+        study_patient[uid] = owner_patient
+        if _same_instant(created, now):
+            new_studies.add(uid)
 
     series_ids: dict[str, int] = {}
     new_series: set[str] = set()
@@ -137,25 +174,21 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
         uid = rec.series.series_uid
         if uid in series_ids or uid in foreign_series:
             continue
-        values = asdict(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "created_at": now}
-        inserted = conn.execute(
-            _insert(engine, Series).values(**values).on_conflict_do_nothing(index_elements=["series_uid"])
-            .returning(Series.id)
-        ).scalar_one_or_none()
+        params = asdict(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "created_at": now}
+        inserted = conn.execute(st.series_insert, params).scalar_one_or_none()
         if inserted is not None:
             series_ids[uid] = inserted
             new_series.add(uid)
             continue
-        sid, owner = conn.execute(select(Series.id, Series.study_fk).where(Series.series_uid == uid)).one()
+        sid, owner = conn.execute(st.series_lookup, {"uid": uid}).one()
         if owner != study_ids[rec.study.study_uid]:  # filed elsewhere by a concurrent writer meanwhile
             foreign_series.add(uid)
         else:
             series_ids[uid] = sid
 
     outcomes: list[CommitOutcome] = []
-    stored_events: list[dict[str, Any]] = []
-    # Count and size changes per series; applied as increments under the rows' locks.
-    added: dict[str, list[int]] = {}
+    events: list[dict[str, Any]] = []
+    added: dict[str, list[int]] = {}  # series UID -> [instances, bytes] added by this commit
     for rec in records:
         if rec.series.series_uid in foreign_series:
             outcomes.append(CommitOutcome(CommitStatus.SERIES_IN_OTHER_STUDY))
@@ -165,71 +198,61 @@ def _write(conn: Connection, engine: Engine, records: Sequence[InstanceRecord], 
             "study_fk": study_ids[rec.study.study_uid],
             "created_at": now,
         }
-        ins = _insert(engine, Instance).values(**values).on_conflict_do_nothing(index_elements=["sop_uid"])
-        new_id = conn.execute(ins.returning(Instance.id)).scalar_one_or_none()
-        event = EVENT_INSTANCE_STORED
         delta = added.setdefault(rec.series.series_uid, [0, 0])
-        if new_id is not None:
+        event = EVENT_INSTANCE_STORED
+        if conn.execute(st.instance_insert, values).scalar_one_or_none() is not None:
             outcomes.append(CommitOutcome(CommitStatus.INSERTED))
             delta[0] += 1
             delta[1] += rec.size_bytes
         else:
-            row = conn.execute(
-                select(Instance.id, Instance.sha256, Instance.object_key, Instance.size_bytes, Instance.series_fk)
-                .where(Instance.sop_uid == rec.sop_uid)
-            ).one()
+            row = conn.execute(st.instance_lookup, {"uid": rec.sop_uid}).one()
             if row.sha256 == rec.sha256:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME))
                 continue
             if not rec.replace or row.series_fk != series_ids[rec.series.series_uid]:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_DIFFERENT))
                 continue
-            conn.execute(update(Instance).where(Instance.id == row.id).values(**values))
+            conn.execute(st.instance_replace, values | {"target_id": row.id})
             outcomes.append(CommitOutcome(CommitStatus.REPLACED, previous_key=row.object_key))
             delta[1] += rec.size_bytes - row.size_bytes
             event = EVENT_INSTANCE_REPLACED
-        stored_events.append(
-            {
-                "event": event,
-                "study_uid": rec.study.study_uid,
-                "series_uid": rec.series.series_uid,
-                "sop_uid": rec.sop_uid,
-                "created_at": now,
-            }
-        )
-    if stored_events:
-        conn.execute(insert(OutboxEvent), stored_events)
+        events.append({"event": event, "study_uid": rec.study.study_uid, "series_uid": rec.series.series_uid,
+                       "sop_uid": rec.sop_uid, "created_at": now})
+    if events:
+        conn.execute(st.outbox_insert, events)
+    _apply_counts(conn, st, records, added, series_ids, new_series, study_ids, new_studies, study_patient)
+    return outcomes
 
+
+def _apply_counts(conn: Connection, st: _Statements, records: Sequence[InstanceRecord], added: dict[str, list[int]],
+                  series_ids: dict[str, int], new_series: set[str], study_ids: dict[str, int],
+                  new_studies: set[str], study_patient: dict[str, int]) -> None:
+    """Counts and sizes as increments: the rows are locked by this transaction's upserts."""
     series_study = {rec.series.series_uid: rec.study.study_uid for rec in records}
     study_delta: dict[str, list[int]] = {}
     for series_uid, (count, size) in sorted(added.items()):
         if count or size:
-            conn.execute(update(Series).where(Series.id == series_ids[series_uid]).values(
-                instance_count=Series.instance_count + count, size_bytes=Series.size_bytes + size))
+            conn.execute(st.series_add, {"target_id": series_ids[series_uid], "d_count": count, "d_size": size})
         d = study_delta.setdefault(series_study[series_uid], [0, 0, 0])
-        d[0] += 1 if series_uid in new_series else 0
+        d[0] += series_uid in new_series
         d[1] += count
         d[2] += size
     patient_delta: dict[int, list[int]] = {}
     for study_uid, (n_series, count, size) in sorted(study_delta.items()):
         if not (n_series or count or size):
             continue
-        changes: dict[str, Any] = {"series_count": Study.series_count + n_series,
-                                   "instance_count": Study.instance_count + count,
-                                   "size_bytes": Study.size_bytes + size}
+        sid = study_ids[study_uid]
+        conn.execute(st.study_add, {"target_id": sid, "d_series": n_series, "d_count": count, "d_size": size})
         if n_series:
-            changes["modalities"] = _modalities(conn, study_ids[study_uid])
-        conn.execute(update(Study).where(Study.id == study_ids[study_uid]).values(**changes))
+            conn.execute(st.study_modalities, {"target_id": sid, "modalities": _modalities(conn, sid)})
         p = patient_delta.setdefault(study_patient[study_uid], [0, 0, 0, 0])
-        p[0] += 1 if new_studies.get(study_uid) else 0
+        p[0] += study_uid in new_studies
         p[1] += n_series
         p[2] += count
         p[3] += size
     for pid, (n_studies, n_series, count, size) in sorted(patient_delta.items()):
-        conn.execute(update(Patient).where(Patient.id == pid).values(
-            study_count=Patient.study_count + n_studies, series_count=Patient.series_count + n_series,
-            instance_count=Patient.instance_count + count, size_bytes=Patient.size_bytes + size))
-    return outcomes
+        conn.execute(st.patient_add, {"target_id": pid, "d_studies": n_studies, "d_series": n_series,
+                                      "d_count": count, "d_size": size})
 
 
 def _modalities(conn: Connection, study_id: int) -> str:
