@@ -154,7 +154,7 @@ class ClassificationResult:
             "subgroups": self.subgroups,
         }  # fmt: skip
         if curves:
-            out["roc"] = [[round(a, 6), round(b, 6)] for a, b in self.roc]
+            out["curve"] = [[round(a, 6), round(b, 6)] for a, b in self.roc]  # ROC: (1 - specificity, sensitivity)
         return out
 
 
@@ -300,7 +300,7 @@ class FrocResult:
             "mean_sensitivity": self.mean_sensitivity.to_json(),
         }  # fmt: skip
         if curves:
-            out["froc"] = [[round(a, 6), round(b, 6)] for a, b in self.curve]
+            out["curve"] = [[round(a, 6), round(b, 6)] for a, b in self.curve]  # (FP per scan, sensitivity)
         return out
 
 

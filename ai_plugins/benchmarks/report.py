@@ -64,7 +64,7 @@ def leaderboard(engine: Engine, benchmark_id: int, version_number: int | None = 
 
 def _strip_curves(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_curves(v) for k, v in value.items() if k not in ("roc", "froc")}
+        return {k: _strip_curves(v) for k, v in value.items() if k != "curve"}
     return value
 
 
@@ -121,7 +121,7 @@ def curve_png(view: EvaluationView) -> bytes:
 
 
 def _roc(ax: Any, block: dict[str, Any], name: str) -> None:
-    points = block.get("roc") or []
+    points = block.get("curve") or []
     auc = block.get("metrics", {}).get("auc", {})
     if points:
         xs, ys = zip(*points, strict=True)
@@ -141,7 +141,7 @@ def _roc(ax: Any, block: dict[str, Any], name: str) -> None:
 
 
 def _froc(ax: Any, block: dict[str, Any]) -> None:
-    points = block.get("froc") or []
+    points = block.get("curve") or []
     if len(points) > 1:
         xs, ys = zip(*points, strict=True)
         ax.step(xs, ys, where="post", color="#c96f4f")
