@@ -7,13 +7,12 @@ later served with one ranged read (PS3.5 A.4 for encapsulated pixel data).
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pydicom
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
@@ -25,7 +24,6 @@ from pacs.errors import NotDicom
 _ITEM = 0xE000FFFE  # (FFFE,E000) read as little-endian uint32 of group,element
 _SEQ_DELIM = 0xE0DDFFFE
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-BULK_THRESHOLD = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +54,13 @@ def parse_part10(fp: BinaryIO, size: int) -> ParsedInstance:
     start = fp.tell()
     head = fp.read(132)
     fp.seek(start)
-    if not (len(head) >= 132 and head[128:132] == b"DICM") and not head.startswith(b"\x02\x00"):
+    has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
+    if not has_preamble and not head.startswith(b"\x02\x00"):
         raise NotDicom("the data is not a DICOM Part 10 file (no DICM prefix or file meta information)")
     try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        # Without preamble the file must start with the meta group (checked above): force only skips
+        # pydicom's preamble check.
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
     except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, OverflowError) as exc:
         raise NotDicom(f"the data cannot be parsed as DICOM: {_short(exc)}") from exc
     except Exception as exc:  # pydicom raises a wide variety on garbage; never let it escape raw
@@ -221,25 +222,6 @@ def _peek_deflated_pixel_tags(ds: Dataset) -> Dataset:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
-
-
-# --- DICOM JSON (PS3.18 F.2) -------------------------------------------------------------------
-
-
-def dicom_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
-    """Compact DICOM JSON of the header; bulk data as ``BulkDataURI`` relative to the DICOMweb root.
-
-    ``bulk_prefix`` is ``studies/{s}/series/{se}/instances/{i}``; the URI of a top-level bulk
-    element is ``{bulk_prefix}/bulk/{tag}``. The DICOMweb layer prefixes its base URL when serving.
-    """
-
-    def handler(elem: DataElement) -> str:
-        return f"{bulk_prefix}/bulk/{elem.tag:08X}"
-
-    body: dict[str, Any] = ds.to_json_dict(BULK_THRESHOLD, handler)
-    if pixel_vr is not None:
-        body["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{bulk_prefix}/bulk/7FE00010"}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def file_meta_bytes(meta: FileMetaDataset) -> bytes:

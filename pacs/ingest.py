@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -88,10 +88,12 @@ class Part10Source:
         return cls(lambda: open(path, "rb"), path.stat().st_size, str(path))
 
     @classmethod
-    def from_prefixed_file(cls, prefix: bytes, path: Path, label: str = "<dataset>") -> Part10Source:
-        """``prefix`` (preamble + file meta) followed by the encoded dataset in ``path``."""
-        size = len(prefix) + path.stat().st_size
-        return cls(lambda: cast(BinaryIO, _ChainReader(prefix, open(path, "rb"))), size, label)
+    def from_prefixed_file(
+        cls, prefix: bytes, path: Path, label: str = "<dataset>", *, offset: int = 0
+    ) -> Part10Source:
+        """``prefix`` (preamble + file meta) followed by the bytes of ``path`` from ``offset`` on."""
+        size = len(prefix) + path.stat().st_size - offset
+        return cls(lambda: cast(BinaryIO, _ChainReader(prefix, path, offset)), size, label)
 
     def open(self) -> BinaryIO:
         return self._opener()
@@ -102,14 +104,14 @@ class Part10Source:
 
 
 class _ChainReader(io.RawIOBase):
-    """A seekable reader over ``prefix`` bytes followed by a file."""
+    """A seekable reader over ``prefix`` bytes followed by ``path`` from ``offset`` on."""
 
-    def __init__(self, prefix: bytes, fh: BinaryIO) -> None:
+    def __init__(self, prefix: bytes, path: Path, offset: int = 0) -> None:
         self._prefix = prefix
-        self._fh = fh
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._offset = offset
+        self._size = len(prefix) + os.fstat(self._fh.fileno()).st_size - offset
         self._pos = 0
-        fh.seek(0, os.SEEK_END)
-        self._size = len(prefix) + fh.tell()
 
     def readable(self) -> bool:
         return True
@@ -125,22 +127,31 @@ class _ChainReader(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = len(buffer)
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = len(view)
         done = 0
-        p = len(self._prefix)
-        if self._pos < p and n:
-            chunk = self._prefix[self._pos : self._pos + n]
-            buffer[: len(chunk)] = chunk
+        head = len(self._prefix)
+        if self._pos < head and want:
+            chunk = self._prefix[self._pos : self._pos + want]
+            view[: len(chunk)] = chunk
             done = len(chunk)
             self._pos += done
-        if done < n and self._pos >= p:
-            self._fh.seek(self._pos - p)
-            got = self._fh.readinto(buffer[done:])  # type: ignore[attr-defined]
-            got = got or 0
+        if done < want and self._pos >= head:
+            self._fh.seek(self._offset + self._pos - head)
+            got = self._fh.readinto(view[done:]) or 0
             self._pos += got
             done += got
         return done
+
+    def readall(self) -> bytes:
+        """The rest in one read of the file (ingest reads small objects whole)."""
+        head = len(self._prefix)
+        start = self._prefix[self._pos :] if self._pos < head else b""
+        self._fh.seek(self._offset + max(0, self._pos - head))
+        rest = self._fh.read()
+        self._pos = self._size
+        return start + rest
 
     def close(self) -> None:
         self._fh.close()

@@ -10,12 +10,11 @@ untouched: pixel data is never decoded here.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -43,61 +42,6 @@ def spooled_dataset_offset(path: Path) -> int:
     return 144 + group_length
 
 
-class _MetaThenDataset(io.RawIOBase):
-    """A seekable reader over ``meta`` bytes followed by ``path`` from ``offset`` on."""
-
-    def __init__(self, meta: bytes, path: Path, offset: int) -> None:
-        self._meta = meta
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._offset = offset
-        self._size = len(meta) + os.fstat(self._fh.fileno()).st_size - offset
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        want = len(view)
-        done = 0
-        meta_len = len(self._meta)
-        if self._pos < meta_len and want:
-            chunk = self._meta[self._pos : self._pos + want]
-            view[: len(chunk)] = chunk
-            done = len(chunk)
-            self._pos += done
-        if done < want and self._pos >= meta_len:
-            self._fh.seek(self._offset + self._pos - meta_len)
-            got = self._fh.readinto(view[done:]) or 0
-            self._pos += got
-            done += got
-        return done
-
-    def readall(self) -> bytes:
-        """The rest in one read of the file (ingest reads small objects whole)."""
-        meta_len = len(self._meta)
-        head = self._meta[self._pos :] if self._pos < meta_len else b""
-        self._fh.seek(self._offset + max(0, self._pos - meta_len))
-        rest = self._fh.read()
-        self._pos = self._size
-        return head + rest
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
-
-
 def archive_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_aet: str) -> bytes:
     """Preamble, ``DICM`` and the archive's File Meta Information for a received dataset (PS3.10 7.1)."""
     meta = FileMetaDataset()
@@ -113,9 +57,7 @@ def archive_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
 
 def spooled_source(meta: bytes, spool: Path, label: str) -> Part10Source:
     """``meta`` followed by the dataset bytes of a pynetdicom spool file, as one Part 10 source."""
-    offset = spooled_dataset_offset(spool)
-    size = len(meta) + spool.stat().st_size - offset
-    return Part10Source(lambda: cast(BinaryIO, _MetaThenDataset(meta, spool, offset)), size, label)
+    return Part10Source.from_prefixed_file(meta, spool, label, offset=spooled_dataset_offset(spool))
 
 
 class StoreSCP:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from pacs.dicomfile import ParsedInstance, dicom_json
+from pacs.dicomfile import ParsedInstance
+from pacs.dicomjson import header_json
 from pacs.names import normalize_pn
 from pacs.uids import require_uid
 
@@ -168,7 +169,7 @@ def build_record(parsed: ParsedInstance, ident: Identity, *, object_key: str, si
         object_key=object_key,
         size_bytes=size,
         sha256=sha256,
-        metadata_json=dicom_json(ds, bulk_prefix, parsed.pixel_vr),
+        metadata_json=header_json(ds, bulk_prefix, parsed.pixel_vr),
         frames_json=json.dumps([[f.offset, f.length] for f in parsed.frames], separators=(",", ":")),
         encapsulated=parsed.encapsulated,
     )

@@ -48,15 +48,17 @@ class ExistingInstance:
     study_uid: str
 
 
+_FIND_EXISTING = (
+    select(Instance.sha256, Instance.object_key, Study.study_uid)
+    .join(Study, Study.id == Instance.study_fk)
+    .where(Instance.sop_uid == bindparam("uid"))
+)
+
+
 def find_existing(engine: Engine, sop_uid: str) -> ExistingInstance | None:
     """The stored instance with this SOPInstanceUID, if any (a read, no lock)."""
-    stmt = (
-        select(Instance.sha256, Instance.object_key, Study.study_uid)
-        .join(Study, Study.id == Instance.study_fk)
-        .where(Instance.sop_uid == sop_uid)
-    )
     with engine.connect() as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(_FIND_EXISTING, {"uid": sop_uid}).first()
     return ExistingInstance(row[0], row[1], row[2]) if row else None
 
 

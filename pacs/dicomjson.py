@@ -1,0 +1,156 @@
+"""The DICOM JSON Model (PS3.18 F.2) of a header, written once at ingest.
+
+:func:`header_json` converts the raw (still undecoded) top-level elements of the common value
+representations directly, which is several times faster than decoding every element through
+pydicom first; anything unusual (sequences, AT, other character sets, odd lengths, big endian
+binary values, implicit VR without a dictionary entry) is converted by pydicom's own
+``to_json_dict``, so the output is the same either way (tested against pydicom).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+
+#: Binary values longer than this many bytes become a BulkDataURI (as pydicom: threshold 1024 base64 chars).
+BULK_BYTES = (1024 // 4) * 3
+_MULTI_TEXT = {"AE", "AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC"}
+_SINGLE_TEXT = {"ST", "LT", "UT", "UR"}
+_CHARSET_VRS = {"SH", "LO", "UC", "ST", "LT", "UT", "PN"}
+_BINARY = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
+_NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
+_CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 192": "utf-8", "ISO_IR 100": "latin-1"}
+
+
+class _Fallback(Exception):
+    """This element needs pydicom's conversion."""
+
+
+def header_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
+    """Compact DICOM JSON of ``ds`` (no pixel data); bulk data as ``{bulk_prefix}/bulk/{tag}``."""
+
+    def handler(elem: DataElement) -> str:
+        return f"{bulk_prefix}/bulk/{elem.tag:08X}"
+
+    codec = _codec(ds)
+    little = getattr(ds, "is_little_endian", None) is not False and ds.original_encoding[1] is not False
+    body: dict[str, Any] = {}
+    for tag in sorted(ds.keys()):  # noqa: SIM118 - keys() avoids converting raw elements
+        raw = ds.get_item(tag)
+        key = f"{tag:08X}"
+        try:
+            if not isinstance(raw, RawDataElement):
+                raise _Fallback
+            body[key] = _fast(raw, codec, little, handler)
+        except _Fallback:
+            body[key] = ds[tag].to_json_dict(handler, 1024)
+    if pixel_vr is not None:
+        body["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{bulk_prefix}/bulk/7FE00010"}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _codec(ds: Dataset) -> str | None:
+    raw = ds.get_item(0x00080005) if 0x00080005 in ds else None
+    if raw is None:
+        return "ascii"
+    value = raw.value if isinstance(raw, RawDataElement) else None
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace").strip(" \x00")
+    return _CODECS.get(text)
+
+
+def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any) -> dict[str, Any]:
+    vr = raw.VR
+    if vr is None:
+        if raw.tag >> 16 & 1:  # private, implicit VR: only pydicom knows what to do
+            raise _Fallback
+        try:
+            vr = dictionary_VR(raw.tag)
+        except KeyError as exc:
+            raise _Fallback from exc
+    value = raw.value
+    if value is None or not isinstance(value, bytes):
+        raise _Fallback
+    out: dict[str, Any] = {"vr": vr}
+    if not value:
+        return out
+    if vr in _BINARY:
+        if len(value) > BULK_BYTES:
+            out["BulkDataURI"] = handler(_Named(raw.tag))
+        else:
+            out["InlineBinary"] = base64.b64encode(value).decode("ascii")
+        return out
+    if vr in _NUMBERS:
+        if not little:
+            raise _Fallback
+        fmt = _NUMBERS[vr]
+        size = struct.calcsize(fmt)
+        if len(value) % size:
+            raise _Fallback
+        out["Value"] = list(struct.unpack(f"<{len(value) // size}{fmt}", value))
+        return out
+    if vr in _CHARSET_VRS and codec is None:
+        raise _Fallback
+    try:
+        text = value.decode(codec if vr in _CHARSET_VRS and codec else "ascii")
+    except UnicodeDecodeError as exc:
+        raise _Fallback from exc
+    if "\x1b" in text:  # ISO 2022 escape sequences
+        raise _Fallback
+    if vr in _SINGLE_TEXT:
+        text = text.rstrip(" \x00")
+        if text:
+            out["Value"] = [text]
+        return out
+    parts = text.rstrip(" \x00").split("\\")
+    if vr == "PN":
+        names = []
+        for part in parts:
+            part = part.rstrip(" ")
+            if not part:
+                raise _Fallback
+            groups = part.split("=")
+            name = {"Alphabetic": groups[0]}
+            if len(groups) > 1:
+                name["Ideographic"] = groups[1]
+            if len(groups) > 2:
+                name["Phonetic"] = groups[2]
+            names.append(name)
+        out["Value"] = names
+        return out
+    if vr in ("DS", "IS"):
+        numbers: list[Any] = []
+        for part in parts:
+            part = part.strip()
+            if not part:
+                raise _Fallback
+            try:
+                numbers.append(int(part) if vr == "IS" else float(part))
+            except ValueError as exc:
+                raise _Fallback from exc
+        out["Value"] = numbers
+        return out
+    if vr in _MULTI_TEXT:
+        values = [p.strip(" \x00") if vr != "UI" else p.rstrip("\x00 ") for p in parts]
+        if any(not v for v in values) and len(values) > 1:
+            raise _Fallback
+        if values != [""]:
+            out["Value"] = values
+        return out
+    raise _Fallback
+
+
+class _Named:
+    """The one attribute the bulk data handler reads from an element."""
+
+    __slots__ = ("tag",)
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag

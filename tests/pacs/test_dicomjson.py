@@ -1,0 +1,48 @@
+"""The fast DICOM JSON conversion gives exactly what pydicom's own conversion gives."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEGLSLossless, RLELossless
+
+from pacs.dicomfile import parse_part10
+from pacs.dicomjson import header_json
+from tests import factories as f
+
+
+def _pydicom_json(ds: Dataset, prefix: str, pixel_vr: str | None) -> dict[str, object]:
+    def handler(elem: DataElement) -> str:
+        return f"{prefix}/bulk/{elem.tag:08X}"
+
+    body: dict[str, object] = ds.to_json_dict(1024, handler)
+    if pixel_vr is not None:
+        body["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{prefix}/bulk/7FE00010"}
+    return body
+
+
+def _cases() -> list[Dataset]:
+    base = [*f.make_ct_study(n_slices=1), *f.make_ct_study(f.PATIENTS[4], n_slices=1, modality="MR"),
+            f.make_rgb(), f.make_palette(), f.make_multiframe(), f.make_gray8()]
+    odd = f.make_ct_study(f.PATIENTS[2], n_slices=1, seed=3)[0]
+    odd.ImageType = ["ORIGINAL", "", "AXIAL"]  # an empty value inside a multi-valued element
+    odd.add_new(0x00091010, "LO", "private text")
+    odd.add_new(0x00091011, "OB", b"\x01\x02" * 600)  # private binary, long enough to be bulk data
+    odd.add_new(0x00200011, "IS", " 7 ")
+    odd.ReferencedImageSequence = [Dataset()]
+    odd.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3"
+    encoded = [f.encode(d, ts) for d in base[:2] for ts in (ImplicitVRLittleEndian, ExplicitVRBigEndian,
+                                                              RLELossless, JPEGLSLossless)]
+    return [*base, odd, *encoded]
+
+
+@pytest.mark.parametrize("ds", _cases(), ids=lambda d: f"{d.Modality}-{d.file_meta.TransferSyntaxUID}")
+def test_same_as_pydicom(ds: Dataset) -> None:
+    data = f.to_bytes(ds)
+    fast = parse_part10(io.BytesIO(data), len(data))
+    slow = parse_part10(io.BytesIO(data), len(data))
+    assert json.loads(header_json(fast.dataset, "p", fast.pixel_vr)) == _pydicom_json(slow.dataset, "p", slow.pixel_vr)
