@@ -56,14 +56,20 @@ def header_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
 
 
 def _codec(ds: Dataset) -> str | None:
-    raw = ds.get_item(0x00080005) if 0x00080005 in ds else None
-    if raw is None:
+    """The Python codec of the dataset's single character set, or None (let pydicom decode)."""
+    elem = ds.get_item(0x00080005) if 0x00080005 in ds else None
+    if elem is None:
         return "ascii"
-    value = raw.value if isinstance(raw, RawDataElement) else None
-    if value is None:
-        return None
-    text = value.decode("ascii", "replace").strip(" \x00")
-    return _CODECS.get(text)
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        terms = [t.strip(" \x00") for t in value.split("\\")]
+    elif value is None:
+        terms = [""]
+    else:
+        terms = [str(t).strip() for t in value]
+    return _CODECS.get(terms[0]) if len(terms) == 1 else None
 
 
 def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any) -> dict[str, Any]:

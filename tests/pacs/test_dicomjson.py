@@ -35,9 +35,17 @@ def _cases() -> list[Dataset]:
     odd.add_new(0x00200011, "IS", " 7 ")
     odd.ReferencedImageSequence = [Dataset()]
     odd.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3"
+    latin1 = f.make_ct_study(f.PATIENTS[1], n_slices=1, seed=4)[0]
+    latin1.SpecificCharacterSet = "ISO_IR 100"
+    latin1.StudyDescription = "Thorax nativ, Übersicht"
+    iso2022 = f.make_ct_study(f.PATIENTS[4], n_slices=1, seed=5)[0]
+    iso2022.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    iso2022.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    base += [latin1, iso2022]
     encoded = [f.encode(d, ts) for d in base[:2] for ts in (ImplicitVRLittleEndian, ExplicitVRBigEndian,
                                                               RLELossless, JPEGLSLossless)]
     return [*base, odd, *encoded]
+
 
 
 @pytest.mark.parametrize("ds", _cases(), ids=lambda d: f"{d.Modality}-{d.file_meta.TransferSyntaxUID}")
