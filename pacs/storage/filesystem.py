@@ -50,7 +50,7 @@ class FilesystemStore(ObjectStore):
                 with os.fdopen(fd, "wb") as out:
                     write(out)
                     out.flush()
-                    os.fsync(out.fileno())
+                    os.fdatasync(out.fileno())  # data and the size needed to read it back
                 os.replace(tmp_name, dest)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
