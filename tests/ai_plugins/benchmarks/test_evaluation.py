@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -25,14 +26,22 @@ from pacs.jobs import Job, JobQueue, JobStatus
 from tests.ai_plugins.benchmarks.conftest import bench_settings, lesion_csv, store_cases
 from tests.ai_plugins.benchmarks.plugins import FailingPlugin, RandomPlugin
 from tests.factories import CtCase
+from tests.pg import temporary_database
 
 EXTRA = (RandomPlugin, FailingPlugin)
 
 
 @pytest.fixture
-def lesions(tmp_path: Path, small_cases: list[CtCase]) -> Iterator[tuple[Archive, BenchmarkService, int]]:
-    """A detection benchmark of the twelve studies, labelled and split (6 dev, 6 test)."""
-    with Archive.open(bench_settings(tmp_path, benchmark_evals_per_day=3, job_max_attempts=1)) as archive:
+def lesions(request: pytest.FixtureRequest, tmp_path: Path,
+            small_cases: list[CtCase]) -> Iterator[tuple[Archive, BenchmarkService, int]]:  # fmt: skip
+    """A detection benchmark of the twelve studies, labelled and split (6 dev, 6 test); SQLite unless
+    the test asks for PostgreSQL (``indirect`` parameter)."""
+    backend = getattr(request, "param", "sqlite")
+    with contextlib.ExitStack() as stack:
+        overrides: dict[str, object] = {"benchmark_evals_per_day": 3, "job_max_attempts": 1}
+        if backend == "postgres":
+            overrides["database_url"] = stack.enter_context(temporary_database())
+        archive = stack.enter_context(Archive.open(bench_settings(tmp_path, **overrides)))
         store_cases(archive, small_cases)
         service = BenchmarkService(archive, extra_plugins=EXTRA)
         bench = service.create(name="lesions", task="detection", created_by="admin")
@@ -56,6 +65,7 @@ def run_all(archive: Archive, service: BenchmarkService, ids: Sequence[int],
     return [service.evaluation(i) for i in ids]
 
 
+@pytest.mark.parametrize("lesions", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_evaluations_score_the_test_split_and_reproduce_exactly(lesions: tuple[Archive, BenchmarkService, int]) -> None:
     archive, service, bench = lesions
     first = service.evaluate(bench, "lesion-detector", requested_by="admin", requester_role="admin")
