@@ -309,7 +309,7 @@ def test_fs_failure_during_write_leaves_nothing(
     def failing_fsync(fd: int) -> None:
         raise error
 
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)
     with pytest.raises((StorageUnavailable, RuntimeError)):
         fs_store.put_bytes(KEY, b"data")
     monkeypatch.undo()
