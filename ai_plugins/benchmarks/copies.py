@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ai_plugins.benchmarks.models import BenchmarkCopyRow
@@ -76,9 +76,11 @@ def ensure_copy(archive: Archive, benchmark_id: int, purpose: str, source_uid: s
     with write_transaction(archive.engine) as conn:
         row = conn.execute(select(BenchmarkCopyRow).where(BenchmarkCopyRow.copy_study_uid == copy_uid)).first()
         if row is None:  # recorded before any instance lands, so the copy is never visible unhidden
-            conn.execute(insert(BenchmarkCopyRow).values(benchmark_fk=benchmark_id, purpose=purpose,
-                                                         source_study_uid=source_uid, copy_study_uid=copy_uid,
-                                                         n_instances=0, created_at=utcnow()))  # fmt: skip
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(BenchmarkCopyRow).values(
+                benchmark_fk=benchmark_id, purpose=purpose, source_study_uid=source_uid, copy_study_uid=copy_uid,
+                n_instances=0, created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["copy_study_uid"]))  # fmt: skip
         elif row.n_instances > 0:
             return CopyInfo(source_uid, copy_uid, row.n_instances)
     instances = find_instances(archive.engine, AccessScope.studies(source_uid), study_uid=source_uid)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 from sqlalchemy import update
 
@@ -27,6 +28,7 @@ from tests.ai_plugins.benchmarks.conftest import bench_settings, lesion_csv, sto
 from tests.ai_plugins.benchmarks.plugins import FailingPlugin, RandomPlugin
 from tests.factories import CtCase
 from tests.pg import temporary_database
+from viewer_api.app import create_app
 
 EXTRA = (RandomPlugin, FailingPlugin)
 
@@ -157,7 +159,7 @@ def _sphere_mask(case: CtCase) -> tuple[str, np.ndarray]:
 def test_classification_and_segmentation_benchmarks(tmp_path: Path, small_cases: list[CtCase]) -> None:
     from ai_plugins.benchmarks.labels import encode_mask
 
-    with Archive.open(bench_settings(tmp_path)) as archive:
+    with Archive.open(bench_settings(tmp_path, auth_disabled=True)) as archive:
         store_cases(archive, small_cases)
         service = BenchmarkService(archive, extra_plugins=EXTRA)
         uids = [c.study_uid for c in small_cases]
@@ -179,6 +181,19 @@ def test_classification_and_segmentation_benchmarks(tmp_path: Path, small_cases:
         ids = [service.evaluate(b, "lesion-detector", requested_by="admin", requester_role="admin").id
                for b in (cls.id, seg.id)]  # fmt: skip
         classified, segmented = run_all(archive, service, ids)
+        app = create_app(archive)
+        app.state.benchmark_service = service
+        with TestClient(app) as client:  # the pages and figures of every task render
+            assert "lesion masks" in client.get("/viewer/benchmarks").text
+            for path in (f"/viewer/benchmarks/{cls.id}", f"/viewer/benchmarks/{seg.id}",
+                         *(f"/viewer/benchmarks/evaluations/{i}" for i in ids)):  # fmt: skip
+                page = client.get(path)
+                assert page.status_code == 200 and "lesion-detector@1.0.0" in page.text, path
+            for i in ids:
+                png = client.get(f"/api/benchmarks/evaluations/{i}/curves.png")
+                assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+            board = client.get(f"/api/benchmarks/{cls.id}/leaderboard").json()
+            assert board["rows"][0]["plugin"] == "lesion-detector@1.0.0" and board["metric"] == "auc"
     assert classified.status == "done" and classified.main_metric == "auc"
     assert classified.main_value is not None and classified.main_value >= 0.8
     assert set(classified.metrics["classification"]["subgroups"]) == {"sex", "age_band", "manufacturer"}
