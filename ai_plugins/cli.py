@@ -29,20 +29,24 @@ def worker(
         typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs run at once (default: WORKER_CONCURRENCY)."),
     ] = None,
 ) -> None:
-    """Run AI workers: detect stable studies, run plugin jobs, store their SR/SEG (until Ctrl-C or SIGTERM)."""
+    """Run AI workers: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM)."""
+    from ai_plugins.benchmarks.runner import BenchmarkWorker
     from ai_plugins.runner import WorkerPool
 
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
     pool = WorkerPool(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
+    benchmarks = BenchmarkWorker(archive, concurrency=pool.concurrency)  # benchmark evaluations (issue 7)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         pool.start()
+        benchmarks.start()
         pool.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        benchmarks.stop()
         pool.stop()
         archive.close()
 
