@@ -170,8 +170,12 @@ def test_the_leaderboard_ranks_the_detector_first_with_non_overlapping_intervals
     assert json.loads(shown.stdout)["rows"][0]["plugin"] == "lesion-detector@1.0.0"
     page = httpx.get(f"{world.url}/viewer/benchmarks/{world.bench_id}", headers=world.vendor)
     assert page.status_code == 200 and page.text.index("lesion-detector@1.0.0") < page.text.index("test-random@1.0")
-    print("\nleaderboard:", json.dumps([{k: r[k] for k in ("plugin", "value", "ci_low", "ci_high")}
-                                       for r in board["rows"]]))  # fmt: skip
+    for row in board["rows"]:
+        report = httpx.get(f"{world.url}/api/benchmarks/evaluations/{row['evaluation_id']}/report.json",
+                           headers=world.vendor).json()["metrics"]  # fmt: skip
+        froc = {k: v["value"] for k, v in report["froc"]["sensitivity_at_fp_per_scan"].items()}
+        print(f"\n{row['plugin']}: {row['metric']} {row['value']} [{row['ci_low']}, {row['ci_high']}]; FROC {froc}; "
+              f"study AUC {report['study_level']['metrics']['auc']}")
 
 
 def test_running_an_evaluation_again_gives_identical_numbers(world: World) -> None:
