@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from ai_plugins.benchmarks.child import CaseTask, run_case
 from ai_plugins.benchmarks.copies import deidentifier, ensure_copy
 from ai_plugins.benchmarks.datasets import get_benchmark
 from ai_plugins.benchmarks.evaluation import (
@@ -36,7 +35,7 @@ from ai_plugins.benchmarks.evaluation import (
     score,
 )
 from ai_plugins.benchmarks.models import EvaluationRow, PredictionRow
-from ai_plugins.runner.child import preload
+from ai_plugins.runner.child import ChildTask, preload, run_in_child
 from ai_plugins.runner.execute import TOKEN_GRACE, dicomweb_base
 from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
 from ai_plugins.runner.remote import RemoteError, call_remote, job_request
@@ -106,8 +105,7 @@ class BenchmarkWorker:
 
     def start(self) -> None:
         plugins = self.registry.sync()
-        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.installed}
-                       | {"ai_plugins.benchmarks.child"}))  # fmt: skip
+        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.installed}))
         self._stop.clear()
         self._threads = [threading.Thread(target=self._housekeeping, name="bench-housekeeping", daemon=True)]
         self._threads += [threading.Thread(target=self._work, args=(f"{self.worker_id}:{i}",), name=f"bench-{i}",
@@ -237,8 +235,8 @@ class BenchmarkWorker:
             installed = self.registry.installed(plugin.name, plugin.version)
             if installed is None:
                 raise CaseError(f"{plugin.key} is not installed on worker {self.worker_id}")
-            outcome = run_case(CaseTask(self.archive.settings, study_uid, installed.ref, job.id), job.timeout_s,
-                               should_stop=lambda: self._stop.is_set() or lease.lost)  # fmt: skip
+            task = ChildTask(self.archive.settings, study_uid, installed.ref, None, job.id)
+            outcome = run_in_child(task, job.timeout_s, should_stop=lambda: self._stop.is_set() or lease.lost)
             if not outcome.ok:
                 if outcome.detail:
                     log.warning("benchmark job %d (%s) failed in the plugin:\n%s", job.id, plugin.key, outcome.detail)

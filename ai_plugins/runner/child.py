@@ -39,7 +39,7 @@ class ChildTask:
     settings: Settings
     study_uid: str
     plugin_ref: str
-    uids: ResultUids
+    uids: ResultUids | None  # None: only the findings come back (benchmark cases store nothing)
     job_id: int
 
 
@@ -103,8 +103,10 @@ def child_main(task: ChildTask, conn: Connection) -> None:
         findings = plugin.run(study)
         if not isinstance(findings, Findings):
             raise TypeError(f"run() returned {type(findings).__name__}, not Findings")
-        conn.send(("progress", 0.7, "writing results"))
-        objects = build_result_objects(findings, study, cls.info(), task.uids)
+        objects: list[ResultObject] = []
+        if task.uids is not None:
+            conn.send(("progress", 0.7, "writing results"))
+            objects = list(build_result_objects(findings, study, cls.info(), task.uids))
         conn.send(("ok", findings.to_json(), objects))
     except BaseException as exc:  # the parent records it; nothing may escape silently
         conn.send(("error", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc(limit=20)))
