@@ -174,7 +174,9 @@ class DicomListener:
     def _on_closed(self, event: Any) -> None:
         discard_partial_dataset(event.assoc)
         with self._lock:
-            self._peers.pop(event.assoc, None)
+            peer = self._peers.pop(event.assoc, None)
+        if peer is not None:
+            self._store.association_closed(event.assoc, peer)
 
     def _on_echo(self, event: Any) -> int:
         peer = self._peer(event.assoc)

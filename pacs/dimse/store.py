@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
 from pacs import __version__
+from pacs.accounts.audit import Action, AuditEvent, record
+from pacs.accounts.audit import Outcome as AuditOutcome
 from pacs.dicomfile import file_meta_bytes
 from pacs.dimse import status
 from pacs.dimse.security import Peer
@@ -61,10 +64,32 @@ def spooled_source(meta: bytes, spool: Path, label: str) -> Part10Source:
 
 
 class StoreSCP:
-    """Handles ``EVT_C_STORE``: one call per received instance, on the association's thread."""
+    """Handles ``EVT_C_STORE``: one call per received instance, on the association's thread.
+
+    What each association stored is tallied per study and written to the audit trail once, when
+    the association closes (one event per study, not per instance).
+    """
 
     def __init__(self, ingest: IngestService) -> None:
         self._ingest = ingest
+        self._tally: dict[int, dict[str, list[int]]] = {}  # id(assoc) -> study UID -> [stored, refused]
+        self._lock = threading.Lock()
+
+    def association_closed(self, assoc: Any, peer: Peer) -> None:
+        """Record what ``assoc`` stored: one C-STORE audit event per study."""
+        with self._lock:
+            studies = self._tally.pop(id(assoc), {})
+        for study_uid, (stored, refused) in sorted(studies.items()):
+            detail = f"{stored} instances stored" + (f", {refused} refused" if refused else "")
+            record(self._ingest.engine, AuditEvent(
+                Action.C_STORE, AuditOutcome.SUCCESS if stored else AuditOutcome.FAILURE,
+                username=peer.calling_aet, source=f"{peer.calling_aet}@{peer.address}", study_uid=study_uid,
+                detail=detail))
+
+    def _count(self, assoc: Any, study_uid: str | None, ok: bool) -> None:
+        with self._lock:
+            counts = self._tally.setdefault(id(assoc), {}).setdefault(study_uid or "", [0, 0])
+            counts[0 if ok else 1] += 1
 
     def handle(self, event: Any, peer: Peer) -> Dataset:
         request = event.request
@@ -86,6 +111,7 @@ class StoreSCP:
             result = IngestResult(Outcome.UNAVAILABLE, "the received data could not be spooled")
             return status.store_response(result)
         result = self._ingest.store_source(source)
+        self._count(event.assoc, result.study_instance_uid, result.ok)
         if result.ok and result.sop_instance_uid != sop_uid:
             log.warning("C-STORE from %s: Affected SOP Instance UID %s differs from the dataset's %s",
                         peer, sop_uid, result.sop_instance_uid)

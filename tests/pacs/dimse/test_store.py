@@ -323,3 +323,24 @@ def test_store_without_chunked_reception(node: Node, small_study: list[Dataset],
         assoc.release()
     stored = stored_bytes(node, small_study[0].SOPInstanceUID)
     assert dataset_bytes(stored) == dataset_bytes(to_bytes(small_study[0]))
+
+
+def test_c_store_is_audited_once_per_study_and_association(node: Node, small_study: list[Dataset],
+                                                            study_files: list[Path]) -> None:
+    import time
+
+    from pacs.accounts.audit import Action, AuditQuery, query
+
+    out = run_tool("storescu", "-aet", "MODALITY", "-aec", AET, "127.0.0.1", node.port, *study_files)
+    assert out.returncode == 0, out.stderr
+    study_uid = str(small_study[0].StudyInstanceUID)
+    deadline = time.monotonic() + 10  # the event is written when the association's connection closes
+    events = []
+    while time.monotonic() < deadline and not events:
+        events = [e for e in query(node.archive.engine, AuditQuery(study_uid=study_uid)) if e.action == Action.C_STORE]
+        time.sleep(0.1)
+    assert len(events) == 1
+    [event] = events
+    assert event.username == "MODALITY" and event.outcome == "success"
+    assert event.detail == f"{len(small_study)} instances stored"
+    assert event.source.startswith("MODALITY@")
