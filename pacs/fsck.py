@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from sqlalchemy import select
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError
 from pacs.index.models import Instance
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,8 +74,8 @@ def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s:
                     try:
                         store.delete(key)
                         report.removed_orphans += 1
-                    except CloudfilmError:
-                        pass
+                    except CloudfilmError as exc:
+                        log.warning("could not remove orphan object %s: %s", key, exc)
     return report
 
 
