@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 
+from pacs.dimse import find as find_module
 from pacs.dimse.contexts import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from tests.conftest import archive_settings
 from tests.factories import PATIENTS, PatientSpec, make_ct_case, write_files
@@ -186,10 +188,27 @@ def test_identifier_errors(node: Node) -> None:
         assoc.release()
 
 
-def test_c_cancel_stops_the_responses(node: Node, tmp_path: Path) -> None:
+def test_c_cancel_stops_the_responses(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = make_ct_case(DOE, n_slices=300, rows=8, cols=8, seed=7)
     results = list(node.archive.ingest.store_files(write_files(case.datasets, tmp_path / "many")))
     assert all(r.ok for r in results)
+
+    def cancel_received() -> bool:
+        return any(served.dimse.cancel_req for served in node.listener.ae.active_associations)
+
+    run_query = find_module.run_query
+
+    def paused_after_first_match(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        # The server answers 300 tiny matches faster than a C-CANCEL crosses loopback; hold the
+        # stream after the first match until the server has the C-CANCEL, so the test is not a race.
+        for n, match in enumerate(run_query(*args, **kwargs)):
+            yield match
+            if n == 0:
+                deadline = time.monotonic() + 10
+                while not cancel_received() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+
+    monkeypatch.setattr(find_module, "run_query", paused_after_first_match)
     assoc = node.associate([context(STUDY_ROOT_FIND)])
     try:
         query = Dataset()
