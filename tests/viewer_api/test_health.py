@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 from fastapi.testclient import TestClient
 
@@ -25,7 +26,12 @@ def test_health_ready_metrics_and_docs(archive: Archive) -> None:
     assert "cloudfilm_instances_stored_total" in text
     assert 'cloudfilm_ingest_rejects_total{reason="not-dicom"}' in text
     assert "cloudfilm_ingest_seconds_bucket" in text
-    assert client.get("/openapi.json").json()["info"]["title"] == "cloudfilm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # FastAPI warns of duplicate operation IDs
+        schema = client.get("/openapi.json").json()
+    assert schema["info"]["title"] == "cloudfilm"
+    operation_ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(operation_ids) == len(set(operation_ids))
 
 
 def test_readyz_reports_what_is_unreachable(local_archive: Archive) -> None:

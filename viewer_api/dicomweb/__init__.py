@@ -27,13 +27,23 @@ def dicomweb_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
     modules = (stow, qido, metadata, frames, bulk, rendered, wado, delete)
     for module in modules:
-        for route in module.router.routes:
-            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
-                route.methods.add("HEAD")  # HEAD answers like GET, without the body (RFC 9110 9.3.2)
         router.include_router(module.router)
+        router.include_router(head_twins(module.router))
     _add_method_guards(router, [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)])
     router.add_api_route("/{rest:path}", _unknown, methods=list(_ALL_METHODS), include_in_schema=False)
     return router
+
+
+def head_twins(source: APIRouter) -> APIRouter:
+    """A HEAD route for each GET route of ``source``: answered like GET, without the body (RFC 9110
+    9.3.2). Separate routes, kept out of the OpenAPI schema, so that each operation ID stays unique."""
+    twins = APIRouter()
+    for route in source.routes:
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
+            twins.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False,
+                                response_class=route.response_class, status_code=route.status_code,
+                                name=f"{route.name}_head")
+    return twins
 
 
 def _add_method_guards(router: APIRouter, routes: list[APIRoute]) -> None:
@@ -66,4 +76,5 @@ def install(app: FastAPI) -> None:
     """Add DICOMweb, WADO-URI and the OHIF viewer to ``app``."""
     app.include_router(dicomweb_router())
     app.include_router(wado_uri.router)
+    app.include_router(head_twins(wado_uri.router))
     app.include_router(ohif.router)

@@ -72,7 +72,7 @@ def _region(text: str | None) -> tuple[float, float, float, float] | None:
     return x1, y1, x2, y2
 
 
-@router.api_route("/wado", methods=["GET", "HEAD"], summary="WADO-URI: one instance as DICOM or as an image")
+@router.get("/wado", summary="WADO-URI: one instance as DICOM or as an image")
 async def wado_uri(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     q = request.query_params
     if q.get("requestType") != "WADO":
