@@ -32,11 +32,12 @@ from pacs.dicomfile import parse_part10
 from pacs.errors import CloudfilmError, InvalidDataset, NotDicom, StorageUnavailable
 from pacs.index.records import Identity, InstanceRecord, build_record, identity_of
 from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing
-from pacs.storage import ObjectStore, instance_key
+from pacs.storage import ObjectStore, StagedObject, instance_key
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 _IN_MEMORY_LIMIT = 64 * 1024 * 1024
+_STAGING_THREADS = 8
 
 
 class Outcome(StrEnum):
@@ -260,8 +261,11 @@ class IngestService:
         self.store = store
         self.overwrite = overwrite
         self._committer = _GroupCommitter(engine)
+        # Durable writes of objects not yet named (see _prepare); threads wait in fsync, not on the GIL.
+        self._stager = ThreadPoolExecutor(_STAGING_THREADS, thread_name_prefix="object-stager")
 
     def close(self) -> None:
+        self._stager.shutdown(wait=True)
         self._committer.close()
 
     # Entry points ----------------------------------------------------------------------------
@@ -320,11 +324,43 @@ class IngestService:
     # The path itself ---------------------------------------------------------------------------
 
     def _prepare(self, source: Part10Source) -> _Prepared | IngestResult:
-        """Parse, validate, hash and write the object durably, then queue the index commit."""
+        """Parse, validate, hash and write the object durably, then queue the index commit.
+
+        Small objects (nearly all) are read once into memory: parsing from a buffer avoids a syscall
+        per element, and the same bytes are hashed and written. Where the store writes early
+        (the filesystem), the durable write of those bytes to a temp file runs while the header is
+        parsed and checked; the object gets its name only once the instance is accepted.
+        """
         try:
-            # Small objects (nearly all) are read once into memory: parsing from a buffer avoids a
-            # syscall per element, and the same bytes are hashed and written.
             data = source.read_all() if source.size <= _IN_MEMORY_LIMIT else None
+        except OSError as exc:
+            return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
+        staging: Future[StagedObject] | None = None
+        if data is not None and self.store.stages_early:
+            staging = self._stager.submit(self.store.stage_bytes, data)
+        checked = self._check(source, data)
+        if isinstance(checked, IngestResult):
+            if staging is not None:
+                _discard_staged(staging)  # waits for the write: a refusal leaves nothing behind
+            return checked
+        ident, record = checked
+        try:
+            if staging is not None:
+                staging.result().publish(record.object_key)
+            elif data is not None:
+                self.store.put_bytes(record.object_key, data)
+            else:
+                with source.open() as fh:
+                    self.store.put_stream(record.object_key, fh, source.size)
+        except CloudfilmError as exc:
+            return _result_for(ident, source.size, Outcome.UNAVAILABLE, str(exc))
+        except OSError as exc:
+            return _result_for(ident, source.size, Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
+        return _Prepared(ident, record.object_key, source.size, self._committer.submit(record))
+
+    def _check(self, source: Part10Source, data: bytes | None) -> tuple[Identity, InstanceRecord] | IngestResult:
+        """Parse, validate and hash; the instance's index record, or why it is not stored."""
+        try:
             with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
                 ident = identity_of(parsed.dataset)
@@ -359,17 +395,7 @@ class IngestService:
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
         record.replace = existing is not None and self.overwrite
-        try:
-            if data is not None:
-                self.store.put_bytes(key, data)
-            else:
-                with source.open() as fh:
-                    self.store.put_stream(key, fh, source.size)
-        except CloudfilmError as exc:
-            return result(Outcome.UNAVAILABLE, str(exc))
-        except OSError as exc:
-            return result(Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
-        return _Prepared(ident, key, source.size, self._committer.submit(record))
+        return ident, record
 
     def _finish(self, prepared: _Prepared) -> IngestResult:
         """Wait for the index commit and turn its outcome into the caller's result."""
@@ -404,6 +430,11 @@ class IngestService:
             self.store.delete(key)
         except CloudfilmError:
             log.warning("could not delete unindexed object %s; fsck --repair will", key)
+
+
+def _discard_staged(staging: Future[StagedObject]) -> None:
+    if staging.exception() is None:  # a failed write left nothing
+        staging.result().discard()
 
 
 def _sha256(fh: BinaryIO) -> str:

@@ -7,10 +7,10 @@ from urllib.parse import urlparse
 
 from pacs.errors import SettingsError
 from pacs.settings import Settings
-from pacs.storage.base import ObjectInfo, ObjectStore
+from pacs.storage.base import ObjectInfo, ObjectStore, StagedObject
 from pacs.storage.keys import check_key, instance_key
 
-__all__ = ["ObjectInfo", "ObjectStore", "check_key", "instance_key", "open_store"]
+__all__ = ["ObjectInfo", "ObjectStore", "StagedObject", "check_key", "instance_key", "open_store"]
 
 
 def open_store(settings: Settings) -> ObjectStore:

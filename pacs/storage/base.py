@@ -16,6 +16,32 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+class StagedObject(ABC):
+    """Bytes made ready to be stored before their key is known (see :meth:`ObjectStore.stage_bytes`)."""
+
+    @abstractmethod
+    def publish(self, key: str) -> None:
+        """Store the staged bytes under ``key``; durable when this returns. Call at most once."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Drop the staged bytes (the instance was refused); never raises."""
+
+
+class _BufferedStage(StagedObject):
+    """The default: the bytes stay in memory and are written by :meth:`publish`."""
+
+    def __init__(self, store: ObjectStore, data: bytes) -> None:
+        self._store = store
+        self._data = data
+
+    def publish(self, key: str) -> None:
+        self._store.put_bytes(key, self._data)
+
+    def discard(self) -> None:
+        self._data = b""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
@@ -27,6 +53,9 @@ class ObjectStore(ABC):
     """A flat namespace of immutable byte objects."""
 
     url: str
+    #: True when :meth:`stage_bytes` does the slow part of a write (the filesystem writes and syncs
+    #: the data), so that callers gain by staging while they still parse and validate.
+    stages_early: bool = False
 
     @abstractmethod
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
@@ -39,6 +68,14 @@ class ObjectStore(ABC):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put_stream(key, io.BytesIO(data), len(data))
+
+    def stage_bytes(self, data: bytes) -> StagedObject:
+        """Get ``data`` ready to be stored under a key chosen later, by :meth:`StagedObject.publish`.
+
+        Nothing is visible under any key until it is published. The default keeps ``data`` in
+        memory; a backend with ``stages_early`` does the durable write here and only names it then.
+        """
+        return _BufferedStage(self, data)
 
     @abstractmethod
     def open(self, key: str) -> BinaryIO:

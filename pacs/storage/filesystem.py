@@ -11,14 +11,41 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pacs.errors import NotFound, StorageUnavailable
-from pacs.storage.base import ObjectInfo, ObjectStore
+from pacs.storage.base import ObjectInfo, ObjectStore, StagedObject
 from pacs.storage.keys import check_key
 
 _CHUNK = 1024 * 1024
 
 
+class _StagedFile(StagedObject):
+    """A synced temp file in the store's ``.tmp``, published by an atomic rename."""
+
+    def __init__(self, store: FilesystemStore, tmp_name: str) -> None:
+        self._store = store
+        self._tmp_name = tmp_name
+
+    def publish(self, key: str) -> None:
+        try:
+            try:
+                dest = self._store._path(key)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._tmp_name, dest)
+            except BaseException:
+                self.discard()
+                raise
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp_name)
+
+
 class FilesystemStore(ObjectStore):
     """Objects as files under ``root``; keys map to relative paths and can never leave ``root``."""
+
+    stages_early = True
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -40,25 +67,30 @@ class FilesystemStore(ObjectStore):
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
         self._atomic_write(key, lambda out: shutil.copyfileobj(stream, out, _CHUNK))
 
+    def stage_bytes(self, data: bytes) -> StagedObject:
+        return self._stage(lambda out: out.write(data))
+
     def _atomic_write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         """Temp file, fsync, atomic rename, fsync of the directory: all or nothing, durable."""
-        dest = self._path(key)
+        self._path(key)  # a bad key is refused before anything is written
+        self._stage(write).publish(key)
+
+    def _stage(self, write: Callable[[BinaryIO], object]) -> _StagedFile:
+        """The written data in a synced temp file under ``.tmp`` (same filesystem: renames are atomic)."""
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
             try:
                 with os.fdopen(fd, "wb") as out:
                     write(out)
                     out.flush()
                     os.fdatasync(out.fileno())  # data and the size needed to read it back
-                os.replace(tmp_name, dest)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
                 raise
-            _fsync_dir(dest.parent)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+        return _StagedFile(self, tmp_name)
 
     def put_file(self, key: str, path: Path) -> None:
         with open(path, "rb") as fh:

@@ -70,6 +70,27 @@ def _keys(store: ObjectStore, prefix: str = "") -> list[str]:
 # Round trips --------------------------------------------------------------------------------
 
 
+def test_staged_bytes_appear_only_when_published(object_store: ObjectStore) -> None:
+    staged = object_store.stage_bytes(b"DICM-staged")
+    assert list(object_store.list()) == []
+    staged.publish(KEY)
+    assert object_store.get_bytes(KEY) == b"DICM-staged"
+    refused = object_store.stage_bytes(b"refused")
+    refused.discard()
+    assert [o.key for o in object_store.list()] == [KEY]
+
+
+def test_staged_file_is_synced_temp_then_renamed(fs_store: FilesystemStore) -> None:
+    staged = fs_store.stage_bytes(b"data")
+    [tmp] = list((fs_store.root / ".tmp").iterdir())
+    assert tmp.read_bytes() == b"data"
+    with pytest.raises(InvalidDataset):
+        staged.publish("../escape.dcm")  # a bad key is refused and the staged file is dropped
+    assert list((fs_store.root / ".tmp").iterdir()) == []
+    fs_store.stage_bytes(b"dropped").discard()
+    assert list((fs_store.root / ".tmp").iterdir()) == []
+
+
 def test_put_bytes_roundtrip(object_store: ObjectStore) -> None:
     object_store.put_bytes(KEY, b"DICM-data")
     assert object_store.get_bytes(KEY) == b"DICM-data"
