@@ -13,10 +13,8 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pacs.errors import NotDicom
@@ -224,9 +222,49 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def file_meta_bytes(meta: FileMetaDataset) -> bytes:
-    """Preamble + ``DICM`` + encoded file meta group, to prefix a dataset received over DIMSE."""
-    buf = DicomBytesIO()
-    buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    return buf.getvalue()
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def file_meta_bytes(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str,
+    implementation_version_name: str = "",
+    source_ae_title: str = "",
+) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1), explicit VR little endian.
+
+    Encoded directly (the same bytes as pydicom's ``write_file_meta_info``, tested): it prefixes
+    every dataset received over DIMSE, where pydicom's general writer cost a third of a millisecond.
+    """
+    elements = [
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _padded(sop_class_uid, b"\x00")),
+        _meta_element(0x0003, b"UI", _padded(sop_instance_uid, b"\x00")),
+        _meta_element(0x0010, b"UI", _padded(transfer_syntax_uid, b"\x00")),
+        _meta_element(0x0012, b"UI", _padded(implementation_class_uid, b"\x00")),
+    ]
+    if implementation_version_name:
+        elements.append(_meta_element(0x0013, b"SH", _padded(implementation_version_name, b" ")))
+    if source_ae_title:
+        elements.append(_meta_element(0x0016, b"AE", _padded(source_ae_title, b" ")))
+    body = b"".join(elements)
+    return _PREAMBLE + _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _padded(value: str, pad: bytes) -> bytes:
+    """ASCII bytes of even length (PS3.5 6.2); raises ValueError for anything else or over 64 KiB."""
+    data = value.encode("ascii")
+    if len(data) % 2:
+        data += pad
+    if len(data) > 0xFFFE:
+        raise ValueError("a file meta value is too long")
+    return data
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # 4-byte length after two reserved bytes (PS3.5 7.1.2)
+        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from pacs import __version__
@@ -47,15 +47,9 @@ def spooled_dataset_offset(path: Path) -> int:
 
 def archive_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_aet: str) -> bytes:
     """Preamble, ``DICM`` and the archive's File Meta Information for a received dataset (PS3.10 7.1)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if calling_aet:
-        meta.SourceApplicationEntityTitle = calling_aet
-    return file_meta_bytes(meta)
+    return file_meta_bytes(sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                           transfer_syntax_uid=transfer_syntax, implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+                           implementation_version_name=IMPLEMENTATION_VERSION_NAME, source_ae_title=calling_aet)
 
 
 def spooled_source(meta: bytes, spool: Path, label: str) -> Part10Source:
