@@ -34,6 +34,16 @@ class _Fallback(Exception):
 
 def header_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
     """Compact DICOM JSON of ``ds`` (no pixel data); bulk data as ``{bulk_prefix}/bulk/{tag}``."""
+    return dump(header_model(ds, bulk_prefix, pixel_vr))
+
+
+def dump(model: dict[str, Any]) -> str:
+    """Compact JSON text of a DICOM JSON model."""
+    return json.dumps(model, separators=(",", ":"), ensure_ascii=False)
+
+
+def header_model(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> dict[str, Any]:
+    """The DICOM JSON model of ``ds`` as a dict (element tag ``GGGGEEEE`` -> ``{"vr", "Value"...}``)."""
 
     def handler(elem: DataElement) -> str:
         return f"{bulk_prefix}/bulk/{elem.tag:08X}"
@@ -52,7 +62,7 @@ def header_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
             body[key] = ds[tag].to_json_dict(handler, 1024)
     if pixel_vr is not None:
         body["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{bulk_prefix}/bulk/7FE00010"}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return body
 
 
 def _codec(ds: Dataset) -> str | None:

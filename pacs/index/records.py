@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
 from pacs.dicomfile import ParsedInstance
-from pacs.dicomjson import header_json
+from pacs.dicomjson import dump, header_model
 from pacs.names import normalize_pn
 from pacs.uids import require_uid
 
@@ -99,21 +100,40 @@ def identity_of(ds: Dataset) -> Identity:
     )
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, MultiValue | list | tuple):
-        value = "\\".join(str(v) for v in value)
-    return str(value).strip(" \x00")[:limit]
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+#: The DICOM JSON key (``GGGGEEEE``) of each attribute the index keeps.
+_TAGS = {keyword: f"{tag_for_keyword(keyword):08X}" for keyword in (
+    "AccessionNumber", "BodyPartExamined", "Columns", "InstanceNumber", "InstitutionName", "IssuerOfPatientID",
+    "Modality", "NumberOfFrames", "PatientBirthDate", "PatientID", "PatientName", "PatientSex",
+    "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "ReferringPhysicianName", "Rows",
+    "SeriesDate", "SeriesDescription", "SeriesNumber", "SeriesTime", "SpecificCharacterSet", "StudyDate",
+    "StudyDescription", "StudyID", "StudyTime",
+)}
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
+def _values(model: dict[str, Any], keyword: str) -> list[Any]:
+    element = model.get(_TAGS[keyword])
+    return (element.get("Value") or []) if element else []
+
+
+def _text(model: dict[str, Any], keyword: str, limit: int) -> str:
+    """The element's value as DICOM text: values joined by ``\\``, person name groups by ``=``."""
+    parts = []
+    for value in _values(model, keyword):
+        if isinstance(value, dict):  # PN: the groups up to the last one present
+            present = [i for i, group in enumerate(_PN_GROUPS) if group in value]
+            parts.append("=".join(value.get(g, "") for g in _PN_GROUPS[: present[-1] + 1]) if present else "")
+        else:
+            parts.append(str(value))
+    return "\\".join(parts).strip(" \x00")[:limit]
+
+
+def _int(model: dict[str, Any], keyword: str) -> int | None:
+    values = _values(model, keyword)
+    if not values or values[0] is None or values[0] == "":
         return None
     try:
-        number = int(value)
+        number = int(values[0])
     except (TypeError, ValueError):
         return None
     return number if -(2**31) <= number < 2**31 else None
@@ -121,55 +141,57 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 def build_record(parsed: ParsedInstance, ident: Identity, *, object_key: str, size: int, sha256: str) -> InstanceRecord:
     ds = parsed.dataset
-    patient_id = _text(ds, "PatientID", 64)
+    bulk_prefix = f"studies/{ident.study_uid}/series/{ident.series_uid}/instances/{ident.sop_uid}"
+    # Index columns are read from the instance's DICOM JSON model, built once from the raw elements.
+    model = header_model(ds, bulk_prefix, parsed.pixel_vr)
+    patient_id = _text(model, "PatientID", 64)
     if not patient_id:
         patient_id = PLACEHOLDER_PATIENT_PREFIX + hashlib.sha1(ident.study_uid.encode()).hexdigest()[:12]
-    name = _text(ds, "PatientName", 324)
-    referring = _text(ds, "ReferringPhysicianName", 324)
-    bulk_prefix = f"studies/{ident.study_uid}/series/{ident.series_uid}/instances/{ident.sop_uid}"
+    name = _text(model, "PatientName", 324)
+    referring = _text(model, "ReferringPhysicianName", 324)
     return InstanceRecord(
         patient=PatientValues(
             patient_id=patient_id,
-            issuer=_text(ds, "IssuerOfPatientID", 64),
+            issuer=_text(model, "IssuerOfPatientID", 64),
             patient_name=name,
             patient_name_norm=normalize_pn(name)[:324],
-            birth_date=_text(ds, "PatientBirthDate", 8),
-            sex=_text(ds, "PatientSex", 16),
+            birth_date=_text(model, "PatientBirthDate", 8),
+            sex=_text(model, "PatientSex", 16),
         ),
         study=StudyValues(
             study_uid=ident.study_uid,
-            study_date=_text(ds, "StudyDate", 8),
-            study_time=_text(ds, "StudyTime", 16),
-            accession_number=_text(ds, "AccessionNumber", 64),
-            study_id=_text(ds, "StudyID", 16),
-            study_description=_text(ds, "StudyDescription", 64),
+            study_date=_text(model, "StudyDate", 8),
+            study_time=_text(model, "StudyTime", 16),
+            accession_number=_text(model, "AccessionNumber", 64),
+            study_id=_text(model, "StudyID", 16),
+            study_description=_text(model, "StudyDescription", 64),
             referring_physician=referring,
             referring_physician_norm=normalize_pn(referring)[:324],
-            institution_name=_text(ds, "InstitutionName", 64),
-            specific_charset=_text(ds, "SpecificCharacterSet", 128),
+            institution_name=_text(model, "InstitutionName", 64),
+            specific_charset=_text(model, "SpecificCharacterSet", 128),
         ),
         series=SeriesValues(
             series_uid=ident.series_uid,
-            modality=_text(ds, "Modality", 16),
-            series_number=_int(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription", 64),
-            body_part=_text(ds, "BodyPartExamined", 64),
-            series_date=_text(ds, "SeriesDate", 8),
-            series_time=_text(ds, "SeriesTime", 16),
-            pps_start_date=_text(ds, "PerformedProcedureStepStartDate", 8),
-            pps_start_time=_text(ds, "PerformedProcedureStepStartTime", 16),
+            modality=_text(model, "Modality", 16),
+            series_number=_int(model, "SeriesNumber"),
+            series_description=_text(model, "SeriesDescription", 64),
+            body_part=_text(model, "BodyPartExamined", 64),
+            series_date=_text(model, "SeriesDate", 8),
+            series_time=_text(model, "SeriesTime", 16),
+            pps_start_date=_text(model, "PerformedProcedureStepStartDate", 8),
+            pps_start_time=_text(model, "PerformedProcedureStepStartTime", 16),
         ),
         sop_uid=ident.sop_uid,
         sop_class_uid=ident.sop_class_uid,
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        number_of_frames=_int(ds, "NumberOfFrames") or (1 if parsed.pixel_vr else None),
+        instance_number=_int(model, "InstanceNumber"),
+        rows=_int(model, "Rows"),
+        columns=_int(model, "Columns"),
+        number_of_frames=_int(model, "NumberOfFrames") or (1 if parsed.pixel_vr else None),
         transfer_syntax_uid=parsed.transfer_syntax_uid,
         object_key=object_key,
         size_bytes=size,
         sha256=sha256,
-        metadata_json=header_json(ds, bulk_prefix, parsed.pixel_vr),
+        metadata_json=dump(model),
         frames_json=json.dumps([[f.offset, f.length] for f in parsed.frames], separators=(",", ":")),
         encapsulated=parsed.encapsulated,
     )

@@ -12,6 +12,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEGLSLossl
 
 from pacs.dicomfile import parse_part10
 from pacs.dicomjson import header_json
+from pacs.index.records import build_record, identity_of
 from tests import factories as f
 
 
@@ -54,3 +55,32 @@ def test_same_as_pydicom(ds: Dataset) -> None:
     fast = parse_part10(io.BytesIO(data), len(data))
     slow = parse_part10(io.BytesIO(data), len(data))
     assert json.loads(header_json(fast.dataset, "p", fast.pixel_vr)) == _pydicom_json(slow.dataset, "p", slow.pixel_vr)
+
+
+def _pydicom_text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip(" \x00")
+
+
+@pytest.mark.parametrize("ds", _cases(), ids=lambda d: f"{d.Modality}-{d.file_meta.TransferSyntaxUID}")
+def test_index_columns_read_from_the_model_match_pydicom(ds: Dataset) -> None:
+    data = f.to_bytes(ds)
+    parsed = parse_part10(io.BytesIO(data), len(data))
+    record = build_record(parsed, identity_of(parsed.dataset), object_key="k", size=len(data), sha256="0" * 64)
+    slow = parse_part10(io.BytesIO(data), len(data)).dataset
+    assert record.patient.patient_name == _pydicom_text(slow, "PatientName")
+    assert record.patient.patient_id == _pydicom_text(slow, "PatientID")
+    assert record.study.specific_charset == _pydicom_text(slow, "SpecificCharacterSet")
+    assert record.study.study_description == _pydicom_text(slow, "StudyDescription")
+    assert record.study.referring_physician == _pydicom_text(slow, "ReferringPhysicianName")
+    assert record.study.study_date == _pydicom_text(slow, "StudyDate")
+    assert record.series.modality == _pydicom_text(slow, "Modality")
+    assert record.series.series_number == (int(slow.SeriesNumber) if "SeriesNumber" in slow else None)
+    assert record.instance_number == (int(slow.InstanceNumber) if "InstanceNumber" in slow else None)
+    assert (record.rows, record.columns) == (slow.get("Rows"), slow.get("Columns"))
+    prefix = f"studies/{slow.StudyInstanceUID}/series/{slow.SeriesInstanceUID}/instances/{slow.SOPInstanceUID}"
+    assert json.loads(record.metadata_json) == json.loads(header_json(slow, prefix, parsed.pixel_vr))
