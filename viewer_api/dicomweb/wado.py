@@ -46,6 +46,7 @@ _READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="wado-reader")
 _READ_AHEAD = 8  # objects fetched ahead of the one being written
 _WHOLE_OBJECT_MAX = 16 * 1024 * 1024  # larger objects are streamed in chunks, not read ahead
 _CHUNK = 1024 * 1024
+_NO_COPY_SIZE = 256 * 1024
 _WRITE_SIZE = 1024 * 1024  # coalesce small parts into writes of about this size (larger ones measured slower)
 
 
@@ -159,6 +160,11 @@ def retrieve_response(archive: Archive, instances: list[StoredInstance], how: Re
                 continue
             head = heads[index] if len(data) == inst.size_bytes else \
                 writer.part_head(_content_type(inst, how.target), length=len(data))  # transcoded: its own length
+            if len(data) >= _NO_COPY_SIZE:  # large enough to be a write of its own: not copied into a join
+                yield b"".join([*out, head])
+                yield data
+                out, size = [writer.part_tail()], 0
+                continue
             out += (head, data, writer.part_tail())
             size += len(data)
             if size >= _WRITE_SIZE:
