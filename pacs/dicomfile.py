@@ -71,8 +71,7 @@ def parse_part10(fp: BinaryIO, size: int) -> ParsedInstance:
     end = start + size
     if ts == DeflatedExplicitVRLittleEndian:
         # The dataset is one deflate stream: frames cannot be addressed by byte ranges.
-        pixel_vr = "OB" if "PixelData" in _peek_deflated_pixel_tags(ds) else None
-        return ParsedInstance(ds, ts, False, [], pixel_vr)
+        return ParsedInstance(ds, ts, False, [], _deflated_pixel_vr(fp, start, force=not has_preamble))
     explicit = not pydicom.uid.UID(ts).is_implicit_VR if ts in pydicom.uid.AllTransferSyntaxes else True
     little = pydicom.uid.UID(ts).is_little_endian if ts in pydicom.uid.AllTransferSyntaxes else True
     header_end = _check_complete(ds)
@@ -213,8 +212,19 @@ def frame_bytes_from_range(raw: bytes, encapsulated: bool) -> bytes:
     return bytes(out)
 
 
-def _peek_deflated_pixel_tags(ds: Dataset) -> Dataset:
-    return ds  # header was fully inflated by pydicom; pixel data was skipped
+def _deflated_pixel_vr(fp: BinaryIO, start: int, *, force: bool) -> str | None:
+    """The VR of a deflated dataset's pixel data element, None without one.
+
+    The header read stopped before the pixel data, and a deflate stream cannot be searched: it is
+    inflated again, converting the pixel data element only (deflated objects are rare and small).
+    """
+    fp.seek(start)
+    try:
+        ds = pydicom.dcmread(fp, force=force, specific_tags=[0x7FE00010])
+    except Exception as exc:  # a damaged deflate stream
+        raise NotDicom(f"the deflated data cannot be parsed: {_short(exc)}") from exc
+    elem = ds.get_item(0x7FE00010)
+    return str(elem.VR) if elem is not None and elem.VR else None
 
 
 def _short(exc: BaseException) -> str:

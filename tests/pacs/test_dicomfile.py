@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from pacs.dicomfile import file_meta_bytes
+from pacs.dicomfile import file_meta_bytes, parse_part10
+from tests.factories import encode, make_ct_study, to_bytes
 
 
 def _pydicom_meta(sop_class: str, sop_instance: str, ts: str, impl: str, version: str, source: str) -> bytes:
@@ -46,3 +50,12 @@ def test_file_meta_refuses_what_cannot_be_encoded() -> None:
     with pytest.raises(ValueError):
         file_meta_bytes(sop_class_uid="1.2", sop_instance_uid="1.2.ü", transfer_syntax_uid="1.2.840.10008.1.2",
                         implementation_class_uid="1.2")
+
+
+def test_deflated_pixel_data_is_found() -> None:
+    ct = make_ct_study(n_slices=1, rows=16, cols=16, seed=9)[0]
+    with_pixels = to_bytes(encode(ct, DeflatedExplicitVRLittleEndian))
+    assert parse_part10(io.BytesIO(with_pixels), len(with_pixels)).pixel_vr == "OW"
+    del ct.PixelData
+    without = to_bytes(encode(ct, DeflatedExplicitVRLittleEndian))
+    assert parse_part10(io.BytesIO(without), len(without)).pixel_vr is None

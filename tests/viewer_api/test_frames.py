@@ -133,3 +133,14 @@ def test_other_bulk_data_from_the_metadata_uri(tmp_path: Path) -> None:
         single = client.get(uri, headers={"Accept": "application/octet-stream"})
         assert single.content == ds.ICCProfile
         assert client.get(uri, headers={"Accept": "image/png"}).status_code == 406
+
+
+def test_deflated_instance_advertises_and_serves_its_pixel_data(gallery: Gallery) -> None:
+    # A deflate stream cannot be searched for the pixel data element: the header parse stops
+    # before it, so the ingest path inflates once more to learn whether (and how) it is there.
+    meta = gallery.client.get(gallery.url("deflated", "/metadata")).json()[0]
+    assert meta["7FE00010"] == {"vr": "OW", "BulkDataURI": "http://testserver" + gallery.url("deflated",
+                                                                                           "/bulk/7FE00010")}
+    bulk = gallery.client.get(gallery.url("deflated", "/bulk/7FE00010"))
+    [(_headers, data)] = parts_of(bulk.headers["content-type"], bulk.content)
+    assert np.array_equal(pixels(gallery, "deflated", data), gallery.items["deflated"].pixel_array)
