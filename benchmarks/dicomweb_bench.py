@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from pacs.archive import Archive  # noqa: E402
 from pacs.index.models import Series, Study  # noqa: E402
 from pacs.settings import Settings  # noqa: E402
 from tests.factories import PATIENTS, make_ct_study, to_bytes  # noqa: E402
+from tests.net import free_port  # noqa: E402
 from tests.s3server import run_s3_server  # noqa: E402
 
 ORTHANC = "/usr/sbin/Orthanc"
@@ -54,11 +54,6 @@ RETRIEVES = 7  # study retrieves per round (their median is the round's figure)
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'
 STUDY_ACCEPT = 'multipart/related; type="application/dicom"'
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

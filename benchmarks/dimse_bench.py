@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.net import free_port  # noqa: E402
+
 RECEIVERS = ("cloudfilm", "orthanc", "bare", "bare-fsync")
 MAX_PDU = 1024 * 1024  # cloudfilm's default CLOUDFILM_DICOM_MAX_PDU, also given to the bare receiver
 
@@ -49,11 +51,6 @@ class Sample:
     associations: int
     seconds: float
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

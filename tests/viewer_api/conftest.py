@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +38,7 @@ from tests.factories import (
     make_rgb,
     to_bytes,
 )
+from tests.net import free_port
 from viewer_api.access import current_scope
 from viewer_api.app import create_app
 
@@ -89,11 +89,6 @@ def client(dw_archive: Archive) -> Iterator[TestClient]:
     with TestClient(make_app(dw_archive)) as test_client:
         yield test_client
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

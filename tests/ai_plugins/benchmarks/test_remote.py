@@ -4,11 +4,10 @@ cases over DICOMweb with a token scoped to each copy, never a test study, and ge
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,11 @@ from pacs.accounts.users import create_user
 from pacs.archive import Archive
 from tests.ai_plugins.benchmarks.conftest import bench_settings, lesion_csv, store_cases
 from tests.factories import PATIENTS, CtCase
+from tests.net import JsonStubHandler, free_port
 from viewer_api.app import create_app
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Vendor(BaseHTTPRequestHandler):
+class Vendor(JsonStubHandler):
     """Reads its case with the job token, probes what else the token opens, answers the detector's findings."""
 
     jobs: list[dict[str, Any]] = []
@@ -60,14 +54,7 @@ class Vendor(BaseHTTPRequestHandler):
             "all studies": httpx.get(f"{base}/studies", headers=auth).status_code,
         }  # fmt: skip
         data = LesionDetector().run(StudyInput.from_datasets(datasets)).to_json().encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply_json(data)
 
 
 @pytest.fixture

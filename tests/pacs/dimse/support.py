@@ -19,6 +19,7 @@ from pacs.archive import Archive
 from pacs.dimse import DicomListener
 from pacs.settings import RemoteAE, Settings
 from tests.factories import to_bytes
+from tests.net import free_port
 
 AET = "CLOUDFILM"
 QR_AET = "QRSCU"  # a configured modality: may find, move, get and commit
@@ -49,11 +50,6 @@ class Node:
             result = self.archive.ingest.store_bytes(to_bytes(ds))
             assert result.ok, result
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dicom_settings(base: Settings, **overrides: Any) -> Settings:

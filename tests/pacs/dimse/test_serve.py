@@ -12,7 +12,8 @@ from pathlib import Path
 from pacs.archive import Archive
 from pacs.dimse import DicomListener
 from pacs.settings import Settings
-from tests.pacs.dimse.support import free_port, run_tool
+from tests.net import free_port
+from tests.pacs.dimse.support import run_tool
 from viewer_api.server import SERVICE_FACTORIES, dicom_listener
 
 

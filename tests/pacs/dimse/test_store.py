@@ -45,7 +45,8 @@ from tests.factories import (
     with_bad_uid,
     without,
 )
-from tests.pacs.dimse.support import AET, Node, context, dataset_bytes, free_port, run_tool, stored_bytes
+from tests.net import free_port
+from tests.pacs.dimse.support import AET, Node, context, dataset_bytes, run_tool, stored_bytes
 
 MakeNode = Callable[..., Node]
 

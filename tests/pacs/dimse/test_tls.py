@@ -23,7 +23,8 @@ from pacs.dimse.tls import server_context
 from pacs.errors import SettingsError
 from pacs.settings import RemoteAE
 from tests.factories import CT_IMAGE_STORAGE
-from tests.pacs.dimse.support import AET, DEST_AET, QR_AET, Node, context, free_port, run_tool
+from tests.net import free_port
+from tests.pacs.dimse.support import AET, DEST_AET, QR_AET, Node, context, run_tool
 
 MakeNode = Callable[..., Node]
 

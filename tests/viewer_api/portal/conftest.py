@@ -10,7 +10,6 @@ vendor by an API key, and a visitor by opening a share link.
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pacs.accounts.users import create_user
 from pacs.archive import Archive
 from pacs.settings import Settings
 from tests.factories import PATIENTS, PatientSpec, make_ct_study, to_bytes
+from tests.net import free_port
 from viewer_api.app import create_app
 
 PASSWORD = "correct horse battery"
@@ -173,11 +173,6 @@ def fresh_site(tmp_path: Path) -> Iterator[Site]:
 
 # --- a real server on loopback (browser tests) ---------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pacs.accounts.users import authenticate
 from pacs.archive import Archive
 from pacs.settings import Settings
 from tests.cli import CLOUDFILM, run_cli
-from tests.viewer_api.portal.conftest import free_port
+from tests.net import free_port
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
