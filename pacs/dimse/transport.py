@@ -19,6 +19,8 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from pacs.dimse.reactor import make_event_driven
+
 log = logging.getLogger(__name__)
 
 #: Smallest PDU limit, whatever the configured maximum: A-ASSOCIATE-RQs with 128 presentation
@@ -102,6 +104,7 @@ class DicomRequestHandler(RequestHandler):
         guarded = cast(Any, assoc.dul.socket)
         guarded.__class__ = GuardedSocket  # same state, stricter and faster recv()
         guarded.pdu_limit = self.server.pdu_limit
+        make_event_driven(assoc)
         return assoc
 
 
