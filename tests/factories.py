@@ -785,7 +785,7 @@ def make_multiframe(
 def can_encode(transfer_syntax_uid: str) -> bool:
     """True when :func:`encode` has an encoder for this transfer syntax on this machine."""
     uid = UID(transfer_syntax_uid)
-    if uid in _NATIVE or uid in (JPEGLosslessSV1, JPEG_LOSSLESS_P14, JPEGBaseline8Bit):
+    if uid in _NATIVE or uid in (JPEGLosslessSV1, JPEG_LOSSLESS_P14, JPEGBaseline8Bit, HTJ2KLossless):
         return True
     try:
         return bool(get_encoder(uid).is_available)
@@ -832,7 +832,7 @@ def encode(ds: Dataset, transfer_syntax_uid: str, *, new_instance_uid: bool = Fa
 
     Compressed results are encapsulated with a Basic Offset Table and one even-length fragment
     per frame (PS3.5 A.4). Raises :class:`UnsupportedEncoding` where no encoder exists here
-    (e.g. HTJ2K) or the image does not fit the syntax (JPEG Baseline needs 8-bit samples).
+    (lossy JPEG 2000, say) or the image does not fit the syntax (JPEG Baseline needs 8-bit samples).
     """
     uid = UID(transfer_syntax_uid)
     out = copy.deepcopy(ds)
@@ -848,6 +848,11 @@ def encode(ds: Dataset, transfer_syntax_uid: str, *, new_instance_uid: bool = Fa
         precision = int(out.BitsStored)
         mask = (1 << precision) - 1
         encoded = [_jpeg_lossless_encode(f.astype(np.int64) & mask, precision) for f in _frames(out)]
+        _set_encapsulated(out, encoded, uid)
+    elif uid == HTJ2KLossless:
+        import imagecodecs  # OpenJPH's HTJ2K encoder; pydicom has none (openjpeg decodes it)
+
+        encoded = [imagecodecs.htj2k_encode(np.ascontiguousarray(f), reversible=True) for f in _frames(out)]
         _set_encapsulated(out, encoded, uid)
     elif uid == JPEGBaseline8Bit:
         if bits != 8:

@@ -22,9 +22,10 @@ def utcnow() -> datetime:
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine tuned for the archive: WAL + full sync on SQLite, pre-ping everywhere."""
+    """An engine tuned for the archive: WAL + full sync on SQLite; pre-ping for server databases
+    (an SQLite file cannot drop a pooled connection, and the ping cost a query per checkout)."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": parsed.get_backend_name() != "sqlite", "future": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -25,7 +26,7 @@ from pacs.transcode import to_transfer_syntax
 from tests.factories import encode, make_ct_study, make_gray8, make_rgb, to_bytes
 
 SOURCES = [ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless,
-           JPEGLosslessSV1, ImplicitVRLittleEndian]
+           JPEGLosslessSV1, HTJ2KLossless, ImplicitVRLittleEndian]
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ from tests.pacs.dimse.support import AET, Node, context, dataset_bytes, run_tool
 MakeNode = Callable[..., Node]
 
 CT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
-               RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1, JPEG_LOSSLESS_P14]
+               RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1, JPEG_LOSSLESS_P14, HTJ2KLossless]
 
 
 def _count(node: Node, model: type) -> int:
@@ -112,7 +112,7 @@ def test_every_transfer_syntax_is_stored_as_received(node: Node, small_study: li
 
 
 def test_every_known_transfer_syntax_is_accepted(node: Node) -> None:
-    """Syntaxes without an encoder here (HTJ2K, lossy JPEG 2000/JPEG-LS, JPEG extended) still negotiate."""
+    """Syntaxes without an encoder here (lossy HTJ2K, JPEG 2000 and JPEG-LS, JPEG extended) still negotiate."""
     syntaxes = [HTJ2KLossless, HTJ2K, JPEG2000, JPEGLSNearLossless, JPEGExtended12Bit, RLELossless]
     assoc = node.associate([context(CT_IMAGE_STORAGE, ts) for ts in syntaxes])
     try:
