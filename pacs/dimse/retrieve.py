@@ -78,13 +78,15 @@ def resolve(engine: Engine, identifier: Dataset, model: Model, scope: AccessScop
 def proposed_contexts(instances: Iterable[StoredInstance]) -> list[PresentationContext]:
     """For each SOP class: one context per stored transfer syntax, and one with the uncompressed fallbacks.
 
-    Separate contexts let the receiver accept the stored syntax and the fallback independently.
+    Separate contexts let the receiver accept the stored syntax and the fallback independently;
+    an uncompressed stored syntax gets its own context too, or a receiver that prefers Implicit VR
+    in the fallback context would have every Explicit VR instance transcoded for nothing.
     Capped at 128 contexts, fallbacks first so every SOP class stays sendable.
     """
     by_class: dict[str, list[str]] = {}
     for inst in instances:
         syntaxes = by_class.setdefault(inst.sop_class_uid, [])
-        if inst.transfer_syntax_uid not in syntaxes and inst.transfer_syntax_uid not in _UNCOMPRESSED:
+        if inst.transfer_syntax_uid not in syntaxes:
             syntaxes.append(inst.transfer_syntax_uid)
     fallbacks: list[PresentationContext] = []
     stored: list[PresentationContext] = []

@@ -88,6 +88,37 @@ def test_move_decompresses_for_an_uncompressed_only_destination(node: Node, tmp_
     assert len(received) == 6
 
 
+def test_move_sends_explicit_vr_as_stored_to_a_destination_preferring_implicit(node: Node,
+                                                                              small_study: list[Dataset]) -> None:
+    """The stored syntax has its own context: a receiver that picks Implicit VR from the fallback
+    context still gets the Explicit VR instances as stored, not transcoded."""
+    node.store_datasets(small_study)
+    received: dict[str, tuple[str, bytes]] = {}
+
+    def on_store(event: Any) -> int:
+        # the listener's process spools received datasets to a Part 10 file (STORE_RECV_CHUNKED_DATASET)
+        received[str(event.request.AffectedSOPInstanceUID)] = (str(event.context.transfer_syntax),
+                                                               dataset_bytes(Path(event.dataset_path).read_bytes()))
+        return 0x0000
+
+    ae = AE(ae_title=DEST_AET)
+    ae.add_supported_context(CT_IMAGE_STORAGE, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])  # Implicit first
+    server = ae.start_server(("127.0.0.1", _dest_port(node)), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    assoc = node.associate([context(STUDY_ROOT_MOVE)])
+    try:
+        responses = list(assoc.send_c_move(_study_identifier(small_study[0].StudyInstanceUID), DEST_AET,
+                                           STUDY_ROOT_MOVE))
+    finally:
+        assoc.release()
+        server.shutdown()
+    assert int(responses[-1][0].Status) == 0x0000
+    assert sorted(received) == sorted(ds.SOPInstanceUID for ds in small_study)
+    for uid, (syntax, data) in received.items():
+        assert syntax == ExplicitVRLittleEndian
+        assert data == dataset_bytes(stored_bytes(node, uid)), uid  # byte for byte: not re-encoded
+
+
 def test_move_to_unknown_destination_answers_a801(node: Node, small_study: list[Dataset]) -> None:
     node.store_datasets(small_study[:1])
     assoc = node.associate([context(PATIENT_ROOT_MOVE)])
