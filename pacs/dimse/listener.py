@@ -22,7 +22,7 @@ from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
 from pacs.dimse.contexts import contexts_for, supported_contexts
 from pacs.dimse.find import FindSCP
-from pacs.dimse.retrieve import GetSCP, MoveSCP
+from pacs.dimse.retrieve import ArchiveAE, GetSCP, MoveSCP
 from pacs.dimse.security import AccessPolicy, Peer
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP, discard_partial_dataset
 from pacs.dimse.tls import client_context, server_context
@@ -100,7 +100,7 @@ class DicomListener:
 
     @staticmethod
     def _make_ae(settings: Settings) -> AE:
-        ae = AE(ae_title=settings.ae_title)
+        ae = ArchiveAE(ae_title=settings.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         ae.maximum_pdu_size = settings.dicom_max_pdu

@@ -18,7 +18,8 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import evt
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -146,6 +147,29 @@ def _suboperations(
         yield status.PENDING, outgoing_dataset(store, inst, accepted.get(inst.sop_class_uid, set()))
 
 
+class _SubOperationAssociation(Association):
+    """A C-MOVE sub-association: its C-STOREs name the C-MOVE's requester as Move Originator."""
+
+    move_originator: str
+
+    def send_c_store(self, dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+                     originator_id: int | None = None) -> Dataset:
+        return super().send_c_store(dataset, msg_id, priority, self.move_originator, originator_id)
+
+
+class ArchiveAE(AE):
+    """The listener's AE. pynetdicom's C-MOVE SCP sends its sub-operations with its *own* AE title as
+    Move Originator Application Entity Title; PS3.4 C.4.2.2 (and PS3.7 9.1.1.1) want the AE that
+    requested the C-MOVE. :class:`MoveSCP` passes it as ``move_originator`` with the destination."""
+
+    def associate(self, *args: Any, move_originator: str | None = None, **kwargs: Any) -> Association:
+        assoc = super().associate(*args, **kwargs)
+        if move_originator:
+            assoc.__class__ = _SubOperationAssociation
+            assoc.move_originator = move_originator  # type: ignore[attr-defined]
+        return assoc
+
+
 class MoveSCP:
     """Handles ``EVT_C_MOVE``: sends the instances to a destination configured by AE title."""
 
@@ -175,6 +199,7 @@ class MoveSCP:
         kwargs: dict[str, Any] = {
             "contexts": proposed_contexts(instances),
             "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
+            "move_originator": peer.calling_aet,  # see ArchiveAE
         }
         if remote.tls:
             kwargs["tls_args"] = self._tls_args(remote.host)

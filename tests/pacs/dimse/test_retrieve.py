@@ -91,11 +91,15 @@ def test_move_decompresses_for_an_uncompressed_only_destination(node: Node, tmp_
 def test_move_sends_explicit_vr_as_stored_to_a_destination_preferring_implicit(node: Node,
                                                                               small_study: list[Dataset]) -> None:
     """The stored syntax has its own context: a receiver that picks Implicit VR from the fallback
-    context still gets the Explicit VR instances as stored, not transcoded."""
+    context still gets the Explicit VR instances as stored, not transcoded. Each sub-operation names
+    the C-MOVE's requester as Move Originator (PS3.4 C.4.2.2), not the archive."""
     node.store_datasets(small_study)
     received: dict[str, tuple[str, bytes]] = {}
+    originators: set[tuple[str, int]] = set()
 
     def on_store(event: Any) -> int:
+        originators.add((str(event.request.MoveOriginatorApplicationEntityTitle),
+                         int(event.request.MoveOriginatorMessageID)))
         # the listener's process spools received datasets to a Part 10 file (STORE_RECV_CHUNKED_DATASET)
         received[str(event.request.AffectedSOPInstanceUID)] = (str(event.context.transfer_syntax),
                                                                dataset_bytes(Path(event.dataset_path).read_bytes()))
@@ -113,6 +117,7 @@ def test_move_sends_explicit_vr_as_stored_to_a_destination_preferring_implicit(n
         assoc.release()
         server.shutdown()
     assert int(responses[-1][0].Status) == 0x0000
+    assert originators == {(QR_AET, 1)}  # node.associate's AE title; pynetdicom's first message ID
     assert sorted(received) == sorted(ds.SOPInstanceUID for ds in small_study)
     for uid, (syntax, data) in received.items():
         assert syntax == ExplicitVRLittleEndian
