@@ -8,6 +8,7 @@ caller: they answer "not found", never "forbidden", so their existence does not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,3 +58,12 @@ class AccessScope:
         if study_uid in self.hidden_study_uids:
             return False
         return self.all_studies or study_uid in self.study_uids or (patient_id, issuer) in self.patient_keys
+
+
+#: The scope of one request, built when it arrives (what is hidden can change between requests).
+ScopeProvider = Callable[[], AccessScope]
+
+
+def everything() -> AccessScope:
+    """The scope provider of a caller that may see every study (the default for DICOM peers)."""
+    return AccessScope.everything()

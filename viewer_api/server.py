@@ -28,9 +28,12 @@ def dicom_listener(archive: Archive) -> BackgroundService | None:
     """The DIMSE listener on ``DICOM_PORT`` (issue 3), unless ``CLOUDFILM_DICOM_ENABLED=false``."""
     if not archive.settings.dicom_enabled:
         return None
+    from functools import partial
+
+    from ai_plugins.benchmarks.visibility import clinical_system_scope
     from pacs.dimse import DicomListener
 
-    return DicomListener(archive)
+    return DicomListener(archive, scope=partial(clinical_system_scope, archive.engine))
 
 
 def ai_workers(archive: Archive) -> BackgroundService | None:

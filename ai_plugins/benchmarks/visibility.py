@@ -12,6 +12,7 @@ physician                 the clinical studies (test cases included); not the de
 vendor                    the dev copies (granted); never a test case nor a test copy
 patient, share visitor    never a test case nor any copy
 plugin job token          its own study only (a test copy when it evaluates); never a test case
+DICOM peer (C-FIND/MOVE)  as a physician: the clinical studies; never a copy
 ========================  =====================================================================
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from ai_plugins.benchmarks.models import BenchmarkCaseRow, BenchmarkCopyRow
+from pacs.access import AccessScope
 from pacs.accounts.principal import Principal
 
 
@@ -68,3 +70,10 @@ def restrict_from_db(engine: Engine, principal: Principal | None) -> Principal |
     if principal is None or principal.role == "admin":
         return principal
     return restrict(principal, load_visibility(engine))
+
+
+def clinical_system_scope(engine: Engine) -> AccessScope:
+    """What a DICOM peer (a modality, a workstation, another PACS) may find and retrieve: what a
+    physician sees, the clinical studies (test cases included) and never the de-identified copies,
+    which are benchmark material, not patients' records."""
+    return AccessScope(all_studies=True, hidden_study_uids=load_visibility(engine).copies)

@@ -22,7 +22,7 @@ from pydicom.uid import UID
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.access import AccessScope
+from pacs.access import ScopeProvider, everything
 from pacs.dimse import status
 from pacs.dimse.contexts import PATIENT_ROOT_MODELS
 from pacs.dimse.security import Peer
@@ -104,8 +104,9 @@ def parse_identifier(identifier: Dataset, model: Model) -> ParsedIdentifier:
 class FindSCP:
     """Handles ``EVT_C_FIND``: yields one pending response per match, honouring C-CANCEL."""
 
-    def __init__(self, engine: Engine, ae_title: str) -> None:
+    def __init__(self, engine: Engine, ae_title: str, scope: ScopeProvider = everything) -> None:
         self._engine = engine
+        self._scope = scope
         self._ae_title = ae_title
 
     def handle(self, event: Any, peer: Peer) -> Iterator[tuple[int, Dataset | None]]:
@@ -124,7 +125,7 @@ class FindSCP:
             log.info("C-FIND from %s: undecodable identifier: %s", peer, exc)
             yield status.UNABLE_TO_PROCESS, status.status_dataset(status.UNABLE_TO_PROCESS, "undecodable identifier")
             return
-        request = QueryRequest(parsed.level, parsed.filters, scope=AccessScope.everything())
+        request = QueryRequest(parsed.level, parsed.filters, scope=self._scope())
         count = 0
         try:
             for match in run_query(self._engine, request):

@@ -17,6 +17,7 @@ from weakref import WeakKeyDictionary
 
 from pynetdicom import AE, _config, evt
 
+from pacs.access import ScopeProvider, everything
 from pacs.archive import Archive
 from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
@@ -42,7 +43,9 @@ class DicomListener:
 
     name = "dicom"
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, *, scope: ScopeProvider = everything) -> None:
+        """``scope``: what C-FIND, C-MOVE and C-GET may see, built per request (every study by default;
+        ``cloudfilm serve`` hides the de-identified benchmark copies, see ai_plugins.benchmarks.visibility)."""
         self._archive = archive
         self._settings: Settings = archive.settings
         settings = self._settings
@@ -53,9 +56,9 @@ class DicomListener:
         self._lock = threading.Lock()
         self._servers: list[DicomServer] = []
         self._store = StoreSCP(archive.ingest)
-        self._find = FindSCP(archive.engine, settings.ae_title)
-        self._move = MoveSCP(archive.engine, archive.store, self._policy, self._client_tls)
-        self._get = GetSCP(archive.engine, archive.store)
+        self._find = FindSCP(archive.engine, settings.ae_title, scope)
+        self._move = MoveSCP(archive.engine, archive.store, self._policy, self._client_tls, scope)
+        self._get = GetSCP(archive.engine, archive.store, scope)
         self._commit = CommitmentSCP(archive.engine, archive.store, self._policy, self._ae, settings.ae_title,
                                      self._client_tls)
 

@@ -24,7 +24,7 @@ from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.access import AccessScope
+from pacs.access import AccessScope, ScopeProvider, everything
 from pacs.dimse import status
 from pacs.dimse.find import IdentifierError, Model, parse_identifier
 from pacs.dimse.security import AccessPolicy, Peer
@@ -174,8 +174,9 @@ class MoveSCP:
     """Handles ``EVT_C_MOVE``: sends the instances to a destination configured by AE title."""
 
     def __init__(self, engine: Engine, store: ObjectStore, policy: AccessPolicy,
-                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]]) -> None:
+                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]], scope: ScopeProvider = everything) -> None:
         self._engine = engine
+        self._scope = scope
         self._store = store
         self._policy = policy
         self._tls_args = tls_args  # called only for ``tls = true`` destinations
@@ -190,7 +191,7 @@ class MoveSCP:
             yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
             return
         model = Model.of(str(event.context.abstract_syntax))
-        instances = resolve(self._engine, event.identifier, model, AccessScope.everything())
+        instances = resolve(self._engine, event.identifier, model, self._scope())
         accepted: dict[str, set[str]] = {}
 
         def on_accepted(sub_event: Any) -> None:
@@ -215,15 +216,16 @@ class MoveSCP:
 class GetSCP:
     """Handles ``EVT_C_GET``: sends the instances back on the same association (PS3.4 C.4.3)."""
 
-    def __init__(self, engine: Engine, store: ObjectStore) -> None:
+    def __init__(self, engine: Engine, store: ObjectStore, scope: ScopeProvider = everything) -> None:
         self._engine = engine
         self._store = store
+        self._scope = scope
 
     def handle(self, event: Any, peer: Peer) -> Iterator[Any]:
         if not peer.may("get"):
             raise PermissionError(f"{peer.calling_aet} may not get")  # contexts are pruned: unreachable
         model = Model.of(str(event.context.abstract_syntax))
-        instances = resolve(self._engine, event.identifier, model, AccessScope.everything())
+        instances = resolve(self._engine, event.identifier, model, self._scope())
         if len(instances) > MAX_SUBOPERATIONS:
             raise RetrieveError(f"{len(instances)} instances match; at most {MAX_SUBOPERATIONS} per C-GET")
         accepted = _accepted_by_class(cx for cx in event.assoc.accepted_contexts if cx.as_scu)
