@@ -1,15 +1,17 @@
 """The DICOM JSON Model (PS3.18 F.2) of a header, written once at ingest.
 
-:func:`header_json` converts the raw (still undecoded) top-level elements of the common value
-representations directly, which is several times faster than decoding every element through
-pydicom first; anything unusual (sequences, AT, other character sets, odd lengths, big endian
-binary values, implicit VR without a dictionary entry) is converted by pydicom's own
-``to_json_dict``, so the output is the same either way (tested against pydicom).
+:func:`header_json` converts the raw (still undecoded) elements of the common value
+representations directly, sequences of defined length included, which is several times faster
+than decoding every element through pydicom first; anything unusual (undefined-length sequences
+and items, AT, other character sets, odd lengths, big endian binary values, implicit VR without a
+dictionary entry) is converted by pydicom's own ``to_json_dict``, so the output is the same either
+way (tested against pydicom).
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import struct
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator
 
 #: Binary values longer than this many bytes become a BulkDataURI (as pydicom: threshold 1024 base64 chars).
 BULK_BYTES = (1024 // 4) * 3
@@ -50,6 +53,7 @@ def header_model(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> dict[st
 
     codec = _codec(ds)
     little = getattr(ds, "is_little_endian", None) is not False and ds.original_encoding[1] is not False
+    implicit = bool(ds.original_encoding[0])
     body: dict[str, Any] = {}
     for tag in sorted(ds.keys()):  # noqa: SIM118 - keys() avoids converting raw elements
         raw = ds.get_item(tag)
@@ -57,7 +61,7 @@ def header_model(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> dict[st
         try:
             if not isinstance(raw, RawDataElement):
                 raise _Fallback
-            body[key] = _fast(raw, codec, little, handler)
+            body[key] = _fast(raw, codec, little, handler, implicit)
         except _Fallback:
             body[key] = ds[tag].to_json_dict(handler, 1024)
     if pixel_vr is not None:
@@ -82,7 +86,7 @@ def _codec(ds: Dataset) -> str | None:
     return _CODECS.get(terms[0]) if len(terms) == 1 else None
 
 
-def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any) -> dict[str, Any]:
+def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any, implicit: bool) -> dict[str, Any]:
     vr = raw.VR
     if vr is None:
         if raw.tag >> 16 & 1:  # private, implicit VR: only pydicom knows what to do
@@ -94,6 +98,8 @@ def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any) ->
     value = raw.value
     if value is None or not isinstance(value, bytes):
         raise _Fallback
+    if vr == "SQ":
+        return {"vr": "SQ", "Value": _items(value, codec, little, handler, implicit)}
     out: dict[str, Any] = {"vr": vr}
     if not value:
         return out
@@ -161,6 +167,30 @@ def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any) ->
             out["Value"] = values
         return out
     raise _Fallback
+
+
+_ITEM = (0xFFFE, 0xE000)
+
+
+def _items(value: bytes, codec: str | None, little: bool, handler: Any, implicit: bool) -> list[dict[str, Any]]:
+    """The items of a defined-length sequence value, each converted element by element (PS3.5 7.5)."""
+    order = "<" if little else ">"
+    items: list[dict[str, Any]] = []
+    pos, end = 0, len(value)
+    while pos < end:
+        if pos + 8 > end:
+            raise _Fallback
+        group, element, length = struct.unpack_from(order + "HHI", value, pos)
+        if (group, element) != _ITEM or length == 0xFFFFFFFF or pos + 8 + length > end:
+            raise _Fallback  # undefined-length items, delimiters, damage: pydicom decides
+        item: dict[str, Any] = {}
+        for elem in data_element_generator(io.BytesIO(value[pos + 8 : pos + 8 + length]), implicit, little):
+            if not isinstance(elem, RawDataElement) or elem.tag == 0x00080005:
+                raise _Fallback  # nested sequences of undefined length; an item's own character set
+            item[f"{elem.tag:08X}"] = _fast(elem, codec, little, handler, implicit)
+        items.append(item)
+        pos += 8 + length
+    return items
 
 
 class _Named:

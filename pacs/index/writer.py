@@ -108,7 +108,7 @@ class _Statements:
         self.series_insert = ins(Series).on_conflict_do_nothing(index_elements=["series_uid"]).returning(Series.id)
         self.series_lookup = select(Series.id, Series.study_fk).where(Series.series_uid == bindparam("uid"))
         self.series_owners = (
-            select(Series.series_uid, Study.study_uid)
+            select(Series.series_uid, Study.study_uid, Series.id)
             .join(Study, Study.id == Series.study_fk)
             .where(Series.series_uid.in_(bindparam("uids", expanding=True)))
         )
@@ -163,10 +163,12 @@ def commit_batch(engine: Engine, records: Sequence[InstanceRecord]) -> list[Comm
 
 
 def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord], now: Any) -> list[CommitOutcome]:
-    # A SeriesInstanceUID already filed under another study is refused before anything is written.
-    owners = dict(conn.execute(st.series_owners, {"uids": sorted({r.series.series_uid for r in records})}).all())
+    # Series already filed (their study UID and row id): a SeriesInstanceUID filed under another
+    # study is refused before anything is written; one filed under this study needs no insert.
+    known = {uid: (study_uid, sid) for uid, study_uid, sid in conn.execute(
+        st.series_owners, {"uids": sorted({r.series.series_uid for r in records})})}
     foreign_series = {r.series.series_uid for r in records
-                      if owners.get(r.series.series_uid, r.study.study_uid) != r.study.study_uid}
+                      if known.get(r.series.series_uid, (r.study.study_uid,))[0] != r.study.study_uid}
     valid = [r for r in records if r.series.series_uid not in foreign_series]
 
     patient_ids: dict[tuple[str, str], int] = {}
@@ -198,6 +200,9 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
     for rec in sorted(valid, key=lambda r: r.series.series_uid):
         uid = rec.series.series_uid
         if uid in series_ids or uid in foreign_series:
+            continue
+        if uid in known:  # filed under this study (foreign ones were set apart above)
+            series_ids[uid] = known[uid][1]
             continue
         params = asdict(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "created_at": now}
         inserted = conn.execute(st.series_insert, params).scalar_one_or_none()

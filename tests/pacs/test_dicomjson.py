@@ -84,3 +84,30 @@ def test_index_columns_read_from_the_model_match_pydicom(ds: Dataset) -> None:
     assert (record.rows, record.columns) == (slow.get("Rows"), slow.get("Columns"))
     prefix = f"studies/{slow.StudyInstanceUID}/series/{slow.SeriesInstanceUID}/instances/{slow.SOPInstanceUID}"
     assert json.loads(record.metadata_json) == json.loads(header_json(slow, prefix, parsed.pixel_vr))
+
+
+def test_sequences_of_defined_length_are_converted_without_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nested, empty and multi-item sequences take the fast path and still equal pydicom's output."""
+    ds = f.make_ct_study(f.PATIENTS[3], n_slices=1, seed=9)[0]
+    ds.ReferencedImageSequence = []
+    ds.ProcedureCodeSequence = [Dataset(), Dataset()]
+    ds.ProcedureCodeSequence[0].CodeValue = "CT-THX"
+    ds.ProcedureCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
+    ds.ProcedureCodeSequence[1].CodeMeaning = "Thorax"
+    inner = Dataset()
+    inner.CodeValue = "113691"
+    inner.CodingSchemeDesignator = "DCM"
+    ds.ProcedureCodeSequence[1].ConceptNameCodeSequence = [inner]
+    data = f.to_bytes(ds)
+    expected_src = parse_part10(io.BytesIO(data), len(data))
+    expected = _pydicom_json(expected_src.dataset, "p", expected_src.pixel_vr)
+    parsed = parse_part10(io.BytesIO(data), len(data))
+
+    pydicom_conversion = DataElement.to_json_dict
+
+    def not_for_sequences(elem: DataElement, *args: object, **kwargs: object) -> object:
+        assert elem.VR != "SQ", f"pydicom converted the sequence {elem.tag}"
+        return pydicom_conversion(elem, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DataElement, "to_json_dict", not_for_sequences)
+    assert json.loads(header_json(parsed.dataset, "p", parsed.pixel_vr)) == expected
