@@ -20,6 +20,7 @@ from typing import Any, cast
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from pacs.dimse.reactor import make_event_driven
+from pacs.dimse.responses import use_direct_store_responses
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class DicomRequestHandler(RequestHandler):
         guarded.__class__ = GuardedSocket  # same state, stricter and faster recv()
         guarded.pdu_limit = self.server.pdu_limit
         make_event_driven(assoc)
+        use_direct_store_responses(assoc)
         return assoc
 
 
