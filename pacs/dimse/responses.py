@@ -2,22 +2,19 @@
 
 pynetdicom turns every response primitive into a DIMSE message through a pydicom Dataset
 (attribute validation, UID objects, element encoding): for a C-STORE-RSP, a fixed handful of
-elements, that cost about as much as decoding the request. :class:`DirectStoreResponses` writes
-the C-STORE-RSP command set (PS3.7 9.3.1.2, Implicit VR Little Endian, PS3.7 6.3.1) itself and
-hands pynetdicom the one P-DATA it would have built; anything it does not recognise (other
-messages, optional elements it does not write, an observer of ``EVT_DIMSE_SENT``, a PDU too small
-for the command set) goes through pynetdicom unchanged. The bytes are equal either way (tested).
+elements, that cost about as much as decoding the request. :func:`encode_store_response` writes
+the C-STORE-RSP command set (PS3.7 9.3.1.2, Implicit VR Little Endian, PS3.7 6.3.1) itself, and
+:class:`pacs.dimse.provider.ArchiveDIMSE` hands pynetdicom the one P-DATA it would have built;
+anything it does not recognise (other messages, an Offending Element, an observer of
+``EVT_DIMSE_SENT``, a PDU too small for the command set) goes through pynetdicom unchanged. The
+bytes are equal either way (tested).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-from pynetdicom import evt
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import P_DATA
 
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
@@ -54,23 +51,3 @@ def encode_store_response(rsp: C_STORE) -> bytes | None:
     if rsp.AffectedSOPInstanceUID is not None:
         body += _element(0x1000, _uid(str(rsp.AffectedSOPInstanceUID)))
     return _element(0x0000, struct.pack("<I", len(body))) + body
-
-
-class DirectStoreResponses(DIMSEServiceProvider):
-    """The association's DIMSE provider, sending C-STORE-RSPs encoded by :func:`encode_store_response`."""
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        if isinstance(primitive, C_STORE) and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
-            command = encode_store_response(primitive)
-            limit = self.maximum_pdu_size
-            if command is not None and (not limit or len(command) + 7 <= limit):
-                pdata = P_DATA()
-                pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
-                self.dul.send_pdu(pdata)
-                return
-        super().send_msg(primitive, context_id)
-
-
-def use_direct_store_responses(assoc: Any) -> None:
-    """Make a new association send its C-STORE responses through :class:`DirectStoreResponses`."""
-    assoc.dimse.__class__ = DirectStoreResponses

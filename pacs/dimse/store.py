@@ -1,17 +1,15 @@
 """C-STORE SCP (PS3.4 B.2): the dataset as received goes through the one ingest path.
 
-pynetdicom writes each incoming dataset to a spool file as its fragments arrive
-(``STORE_RECV_CHUNKED_DATASET``), so a large object is never held whole in memory. The spool file
-starts with pynetdicom's own File Meta Information; the archive stores its own instead (its
-Implementation Class UID, the sender as Source AE Title) followed by the received dataset bytes,
-untouched: pixel data is never decoded here.
+The listener's associations receive each dataset into a
+:class:`~pacs.dimse.provider.SpillingBuffer` (in memory, or in a temp file as its fragments arrive
+once it is large), so a large object is never held whole in memory. The archive stores its own
+File Meta Information (its Implementation Class UID, the sender as Source AE Title) followed by the
+received dataset bytes, untouched: pixel data is never decoded here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import struct
 import threading
 from pathlib import Path
@@ -25,6 +23,7 @@ from pacs.accounts.audit import Action, AuditEvent, record
 from pacs.accounts.audit import Outcome as AuditOutcome
 from pacs.dicomfile import file_meta_bytes
 from pacs.dimse import status
+from pacs.dimse.provider import SpillingBuffer
 from pacs.dimse.security import Peer
 from pacs.ingest import IngestResult, IngestService, Outcome, Part10Source
 
@@ -92,19 +91,28 @@ class StoreSCP:
             log.warning("C-STORE of %s refused: %s may not store", sop_uid, peer)
             return status.status_dataset(status.NOT_AUTHORIZED, f"{peer.calling_aet} may not store here")
         label = f"C-STORE {sop_uid} from {peer}"
+        received = request.DataSet
         try:
             meta = archive_meta(str(request.AffectedSOPClassUID or ""), sop_uid, str(event.context.transfer_syntax),
                                 peer.calling_aet)
-            spool = event.dataset_path
-            if spool is not None:
-                source = spooled_source(meta, Path(spool), label)
-            else:  # STORE_RECV_CHUNKED_DATASET was switched off elsewhere in the process: in memory
-                source = Part10Source.from_bytes(meta + request.DataSet.getvalue(), label)
+            if isinstance(received, SpillingBuffer) and received.path is not None:
+                received.finish()
+                source = Part10Source.from_prefixed_file(meta, received.path, label)
+            elif event.dataset_path is not None:  # pynetdicom's own spool (STORE_RECV_CHUNKED_DATASET)
+                source = spooled_source(meta, Path(event.dataset_path), label)
+            else:
+                source = Part10Source.from_bytes(meta + received.getvalue(), label)
         except (OSError, ValueError) as exc:
-            log.error("cannot read the spooled C-STORE dataset of %s from %s: %s", sop_uid, peer, exc)
+            log.error("cannot read the received C-STORE dataset of %s from %s: %s", sop_uid, peer, exc)
+            if isinstance(received, SpillingBuffer):
+                received.discard()
             result = IngestResult(Outcome.UNAVAILABLE, "the received data could not be spooled")
             return status.store_response(result)
-        result = self._ingest.store_source(source)
+        try:
+            result = self._ingest.store_source(source)
+        finally:
+            if isinstance(received, SpillingBuffer):
+                received.discard()
         self._count(event.assoc, result.study_instance_uid, result.ok)
         if result.ok and result.sop_instance_uid != sop_uid:
             log.warning("C-STORE from %s: Affected SOP Instance UID %s differs from the dataset's %s",
@@ -112,15 +120,3 @@ class StoreSCP:
         if not result.ok or result.warning:
             log.info("C-STORE %s from %s: %s (%s)", sop_uid, peer, result.outcome.value, result.reason)
         return status.store_response(result)
-
-
-def discard_partial_dataset(assoc: Any) -> None:
-    """Remove the spool file of a C-STORE cut off mid-dataset (pynetdicom leaves it behind)."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    spool = getattr(message, "_data_set_file", None)
-    if spool is None:
-        return
-    with contextlib.suppress(OSError):
-        spool.close()
-    with contextlib.suppress(OSError):
-        os.unlink(spool.name)

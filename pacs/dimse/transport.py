@@ -19,8 +19,8 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from pacs.dimse.provider import use_archive_dimse
 from pacs.dimse.reactor import make_event_driven
-from pacs.dimse.responses import use_direct_store_responses
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class DicomRequestHandler(RequestHandler):
         guarded.__class__ = GuardedSocket  # same state, stricter and faster recv()
         guarded.pdu_limit = self.server.pdu_limit
         make_event_driven(assoc)
-        use_direct_store_responses(assoc)
+        use_archive_dimse(assoc)
         return assoc
 
 

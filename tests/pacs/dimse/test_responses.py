@@ -7,7 +7,8 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from pacs.dimse.responses import DirectStoreResponses, encode_store_response
+from pacs.dimse.provider import ArchiveDIMSE
+from pacs.dimse.responses import encode_store_response
 from tests.factories import CT_IMAGE_STORAGE
 from tests.pacs.dimse.support import Node
 
@@ -49,6 +50,6 @@ def test_accepted_associations_use_it(node: Node) -> None:
     assoc = node.associate([context(Verification)])
     try:
         served = node.listener.ae.active_associations
-        assert served and all(isinstance(a.dimse, DirectStoreResponses) for a in served)
+        assert served and all(isinstance(a.dimse, ArchiveDIMSE) for a in served)
     finally:
         assoc.release()

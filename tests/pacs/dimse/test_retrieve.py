@@ -100,9 +100,8 @@ def test_move_sends_explicit_vr_as_stored_to_a_destination_preferring_implicit(n
     def on_store(event: Any) -> int:
         originators.add((str(event.request.MoveOriginatorApplicationEntityTitle),
                          int(event.request.MoveOriginatorMessageID)))
-        # the listener's process spools received datasets to a Part 10 file (STORE_RECV_CHUNKED_DATASET)
         received[str(event.request.AffectedSOPInstanceUID)] = (str(event.context.transfer_syntax),
-                                                               dataset_bytes(Path(event.dataset_path).read_bytes()))
+                                                               event.request.DataSet.getvalue())
         return 0x0000
 
     ae = AE(ae_title=DEST_AET)

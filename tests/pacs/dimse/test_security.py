@@ -21,6 +21,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 
 from pacs.dimse.contexts import STUDY_ROOT_FIND, VERIFICATION
+from pacs.dimse.provider import ArchiveDIMSE
 from pacs.settings import RemoteAE
 from tests.factories import CT_IMAGE_STORAGE, make_ct_study
 from tests.pacs.dimse.support import AET, QR_AET, Node, context, run_tool
@@ -150,7 +151,8 @@ def test_connection_cut_mid_dataset_leaves_nothing_behind(node: Node, tmp_path: 
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where pynetdicom spools incoming datasets
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where received datasets spill to disk
+    monkeypatch.setattr(ArchiveDIMSE, "in_memory_limit", 8192)  # this 32 KiB dataset spills after 2 fragments
     ds = make_ct_study(n_slices=1, rows=128, cols=128, seed=5)[0]
     assoc, sock = _partial_c_store(node, ds, fragments=4)
     time.sleep(0.3)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import io
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -33,6 +35,7 @@ from pynetdicom import AllStoragePresentationContexts, _config
 from sqlalchemy import func, select
 
 from pacs.dimse.contexts import STORAGE_CLASSES, supported_contexts
+from pacs.dimse.provider import ArchiveDIMSE
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID
 from pacs.index.models import Instance, Series, Study
 from tests.factories import (
@@ -313,10 +316,10 @@ def test_storescu_sop_instance_uid_with_dot_dot_is_refused(node: Node, small_stu
     assert _count(node, Instance) == 1
 
 
-def test_store_without_chunked_reception(node: Node, small_study: list[Dataset],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another part of the process switched pynetdicom to in-memory reception: still stored as received."""
-    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
+def test_store_with_pynetdicoms_chunked_reception(node: Node, small_study: list[Dataset],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another part of the process switched on pynetdicom's own spool files: still stored as received."""
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
     assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
     try:
         assert assoc.send_c_store(small_study[0]).Status == 0x0000
@@ -324,6 +327,36 @@ def test_store_without_chunked_reception(node: Node, small_study: list[Dataset],
         assoc.release()
     stored = stored_bytes(node, small_study[0].SOPInstanceUID)
     assert dataset_bytes(stored) == dataset_bytes(to_bytes(small_study[0]))
+
+
+def test_large_dataset_spills_to_disk_and_is_stored_as_received(node: Node, small_study: list[Dataset],
+                                                                tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the in-memory limit a dataset is written to a temp file as it arrives, stored from there,
+    and the file is removed."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    monkeypatch.setattr(ArchiveDIMSE, "in_memory_limit", 1024)
+    written: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, name = real_mkstemp(*args, **kwargs)
+        written.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assoc = node.associate([context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)])
+    try:
+        for ds in small_study[:2]:
+            assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    assert len([n for n in written if Path(n).parent == spill]) == 2  # both spilled...
+    assert list(spill.iterdir()) == []  # ... and nothing is left
+    for ds in small_study[:2]:
+        assert dataset_bytes(stored_bytes(node, ds.SOPInstanceUID)) == dataset_bytes(to_bytes(ds))
 
 
 def test_c_store_is_audited_once_per_study_and_association(node: Node, small_study: list[Dataset],
