@@ -62,8 +62,3 @@ class AccessScope:
 
 #: The scope of one request, built when it arrives (what is hidden can change between requests).
 ScopeProvider = Callable[[], AccessScope]
-
-
-def everything() -> AccessScope:
-    """The scope provider of a caller that may see every study (the default for DICOM peers)."""
-    return AccessScope.everything()

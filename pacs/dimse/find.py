@@ -22,7 +22,7 @@ from pydicom.uid import UID
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.access import ScopeProvider, everything
+from pacs.access import AccessScope, ScopeProvider
 from pacs.dimse import status
 from pacs.dimse.contexts import PATIENT_ROOT_MODELS
 from pacs.dimse.security import Peer
@@ -104,7 +104,7 @@ def parse_identifier(identifier: Dataset, model: Model) -> ParsedIdentifier:
 class FindSCP:
     """Handles ``EVT_C_FIND``: yields one pending response per match, honouring C-CANCEL."""
 
-    def __init__(self, engine: Engine, ae_title: str, scope: ScopeProvider = everything) -> None:
+    def __init__(self, engine: Engine, ae_title: str, scope: ScopeProvider = AccessScope.everything) -> None:
         self._engine = engine
         self._scope = scope
         self._ae_title = ae_title

@@ -17,7 +17,7 @@ from weakref import WeakKeyDictionary
 
 from pynetdicom import AE, _config, evt
 
-from pacs.access import ScopeProvider, everything
+from pacs.access import AccessScope, ScopeProvider
 from pacs.archive import Archive
 from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
@@ -45,7 +45,7 @@ class DicomListener:
 
     name = "dicom"
 
-    def __init__(self, archive: Archive, *, scope: ScopeProvider = everything) -> None:
+    def __init__(self, archive: Archive, *, scope: ScopeProvider = AccessScope.everything) -> None:
         """``scope``: what C-FIND, C-MOVE and C-GET may see, built per request (every study by default;
         ``cloudfilm serve`` hides the de-identified benchmark copies, see ai_plugins.benchmarks.visibility)."""
         self._archive = archive

@@ -138,9 +138,8 @@ class EventDrivenDUL(DULServiceProvider):
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             try:
-                if self._process_recv_primitive():
-                    pass
-                elif self._is_transport_event():
+                # Either send what the user queued or receive from the peer, one per pass.
+                if not self._process_recv_primitive() and self._is_transport_event():
                     self._idle_timer.restart()
             except Exception:
                 # As pynetdicom: bypass the state machine, send an A-ABORT and stop both reactors.

@@ -24,7 +24,7 @@ from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.access import AccessScope, ScopeProvider, everything
+from pacs.access import AccessScope, ScopeProvider
 from pacs.dimse import status
 from pacs.dimse.find import IdentifierError, Model, parse_identifier
 from pacs.dimse.security import AccessPolicy, Peer
@@ -174,7 +174,8 @@ class MoveSCP:
     """Handles ``EVT_C_MOVE``: sends the instances to a destination configured by AE title."""
 
     def __init__(self, engine: Engine, store: ObjectStore, policy: AccessPolicy,
-                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]], scope: ScopeProvider = everything) -> None:
+                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]],
+                 scope: ScopeProvider = AccessScope.everything) -> None:
         self._engine = engine
         self._scope = scope
         self._store = store
@@ -216,7 +217,7 @@ class MoveSCP:
 class GetSCP:
     """Handles ``EVT_C_GET``: sends the instances back on the same association (PS3.4 C.4.3)."""
 
-    def __init__(self, engine: Engine, store: ObjectStore, scope: ScopeProvider = everything) -> None:
+    def __init__(self, engine: Engine, store: ObjectStore, scope: ScopeProvider = AccessScope.everything) -> None:
         self._engine = engine
         self._store = store
         self._scope = scope

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ai_plugins.benchmarks.service import BenchmarkService
 from pacs.archive import Archive
 from pacs.settings import Settings
 from tests.factories import CtCase, make_study_set, to_bytes
@@ -40,6 +41,15 @@ def lesion_csv(cases: Sequence[CtCase]) -> str:
         else:
             writer.writerow([case.study_uid, *case.lesion.center_mm, case.lesion.radius_mm])
     return buf.getvalue()
+
+
+def split_benchmark(service: BenchmarkService, cases: Sequence[CtCase], *, seed: int) -> int:
+    """A detection benchmark of ``cases`` with their lesion labels, split half dev / half test; its id."""
+    bench = service.create(name="lesions", task="detection", created_by="admin")
+    service.add_studies(bench.id, study_uids=[c.study_uid for c in cases], created_by="admin")
+    service.import_labels(bench.id, lesion_csv(cases), fmt="csv", created_by="admin")
+    service.split(bench.id, seed=seed, test_fraction=0.5, created_by="admin")
+    return bench.id
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ai_plugins.benchmarks.service import BenchmarkService
 from pacs.archive import Archive
-from tests.ai_plugins.benchmarks.conftest import bench_settings, lesion_csv, store_cases
+from tests.ai_plugins.benchmarks.conftest import bench_settings, split_benchmark, store_cases
 from tests.ai_plugins.benchmarks.plugins import RandomPlugin
 from tests.ai_plugins.sample_plugins import write_entry_points
 from tests.cli import run_cli
@@ -21,11 +21,7 @@ def test_queued_evaluations_are_run_by_cloudfilm_worker(tmp_path: Path, small_ca
     settings = bench_settings(tmp_path)
     with Archive.open(settings) as archive:
         store_cases(archive, small_cases)
-        service = BenchmarkService(archive, use_entry_points=False)
-        bench = service.create(name="lesions", task="detection", created_by="admin")
-        service.add_studies(bench.id, study_uids=[c.study_uid for c in small_cases], created_by="admin")
-        service.import_labels(bench.id, lesion_csv(small_cases), fmt="csv", created_by="admin")
-        service.split(bench.id, seed=3, test_fraction=0.5, created_by="admin")
+        split_benchmark(BenchmarkService(archive, use_entry_points=False), small_cases, seed=3)
     ep_dir = write_entry_points(tmp_path / "entry-points", {"test-random": RandomPlugin})
     env = {"CLOUDFILM_DATA_DIR": str(settings.data_dir), "CLOUDFILM_SECRET_KEY": "benchmark-test-secret-0123456789",
            "CLOUDFILM_JOB_POLL_INTERVAL": "0.2", "CLOUDFILM_BENCHMARK_BOOTSTRAP": "200",

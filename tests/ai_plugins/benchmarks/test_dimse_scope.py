@@ -13,7 +13,7 @@ from pacs.archive import Archive
 from pacs.dimse import DicomListener
 from pacs.dimse.contexts import STUDY_ROOT_FIND, STUDY_ROOT_GET
 from pacs.query import Level, QueryRequest, run_query
-from tests.ai_plugins.benchmarks.conftest import bench_settings, lesion_csv, store_cases
+from tests.ai_plugins.benchmarks.conftest import bench_settings, split_benchmark, store_cases
 from tests.factories import CtCase
 from tests.pacs.dimse.support import Node, context, dicom_settings
 
@@ -51,11 +51,7 @@ def test_dicom_peers_never_find_nor_retrieve_benchmark_copies(tmp_path: Path, sm
     with Archive.open(settings) as archive:
         store_cases(archive, small_cases)
         service = BenchmarkService(archive, use_entry_points=False)
-        bench = service.create(name="lesions", task="detection", created_by="admin")
-        service.add_studies(bench.id, study_uids=[c.study_uid for c in small_cases], created_by="admin")
-        service.import_labels(bench.id, lesion_csv(small_cases), fmt="csv", created_by="admin")
-        service.split(bench.id, seed=1, test_fraction=0.5, created_by="admin")
-        _, cases = service.cases(bench.id)
+        _, cases = service.cases(split_benchmark(service, small_cases, seed=1))
         test_case = next(c.study_uid for c in cases if c.split == "test")
         every = {str(m.get("StudyInstanceUID")) for m in run_query(archive.engine, QueryRequest(Level.STUDY))}
         copies = every - {c.study_uid for c in small_cases}

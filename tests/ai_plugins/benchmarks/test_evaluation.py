@@ -24,7 +24,7 @@ from pacs.accounts.errors import Forbidden
 from pacs.archive import Archive
 from pacs.errors import Conflict
 from pacs.jobs import Job, JobQueue, JobStatus
-from tests.ai_plugins.benchmarks.conftest import bench_settings, lesion_csv, store_cases
+from tests.ai_plugins.benchmarks.conftest import bench_settings, split_benchmark, store_cases
 from tests.ai_plugins.benchmarks.plugins import FailingPlugin, RandomPlugin
 from tests.factories import CtCase
 from tests.pg import temporary_database
@@ -46,11 +46,7 @@ def lesions(request: pytest.FixtureRequest, tmp_path: Path,
         archive = stack.enter_context(Archive.open(bench_settings(tmp_path, **overrides)))
         store_cases(archive, small_cases)
         service = BenchmarkService(archive, extra_plugins=EXTRA)
-        bench = service.create(name="lesions", task="detection", created_by="admin")
-        service.add_studies(bench.id, study_uids=[c.study_uid for c in small_cases], created_by="admin")
-        service.import_labels(bench.id, lesion_csv(small_cases), fmt="csv", created_by="admin")
-        service.split(bench.id, seed=3, test_fraction=0.5, created_by="admin")
-        yield archive, service, bench.id
+        yield archive, service, split_benchmark(service, small_cases, seed=3)
 
 
 def run_all(archive: Archive, service: BenchmarkService, ids: Sequence[int],
