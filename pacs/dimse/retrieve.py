@@ -28,6 +28,7 @@ from pacs.access import AccessScope, ScopeProvider
 from pacs.dimse import status
 from pacs.dimse.find import IdentifierError, Model, parse_identifier
 from pacs.dimse.security import AccessPolicy, Peer
+from pacs.dimse.transport import PromptSocket, send_without_delay
 from pacs.errors import CloudfilmError
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retrieve import StoredInstance, find_instances, find_instances_by_sop, open_instance
@@ -164,6 +165,10 @@ class ArchiveAE(AE):
 
     def associate(self, *args: Any, move_originator: str | None = None, **kwargs: Any) -> Association:
         assoc = super().associate(*args, **kwargs)
+        assoc_socket = assoc.dul.socket
+        if assoc_socket is not None:  # None when the association was refused
+            assoc_socket.__class__ = PromptSocket
+            send_without_delay(assoc_socket.socket)
         if move_originator:
             assoc.__class__ = _SubOperationAssociation
             assoc.move_originator = move_originator  # type: ignore[attr-defined]

@@ -31,7 +31,38 @@ MIN_PDU_LIMIT = 256 * 1024
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3)
 
 
-class GuardedSocket(AssociationSocket):
+def send_without_delay(sock: socket.socket | None) -> None:
+    """Turn off Nagle's algorithm on an association's socket (see :class:`PromptSocket`)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PromptSocket(AssociationSocket):
+    """An :class:`AssociationSocket` that acknowledges what it reads at once.
+
+    A DIMSE message goes out in more than one write (the command PDU, then the data set PDUs;
+    DCMTK even writes a PDU's header and body apart). With Nagle's algorithm on, as DCMTK and
+    pynetdicom leave it, a later write waits until the peer has acknowledged the earlier one, and
+    Linux delays an ACK up to 40 ms while it expects to send data back. Each message then stalls
+    for ~45 ms: DCMTK's storescu sending 200 CT slices to the listener lost 45 ms on one instance in
+    four (3.5 s in all, 1.5 s without), and a C-MOVE of them to DCMTK's storescp took 10.4 s
+    (3.8 s without). So, besides TCP_NODELAY for our own writes (:func:`send_without_delay`),
+    every read is followed by TCP_QUICKACK, which sends the pending ACK now; the flag does not
+    stick, so it is set after each read.
+    """
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        data = super().recv(nr_bytes)
+        self._acknowledge()
+        return data
+
+    def _acknowledge(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # type: ignore[union-attr]
+
+
+class GuardedSocket(PromptSocket):
     """An :class:`AssociationSocket` that refuses oversized PDUs and non-DICOM peers, and reads each
     PDU in one buffer.
 
@@ -70,6 +101,7 @@ class GuardedSocket(AssociationSocket):
             if not n:
                 return buf[:got]
             got += n
+        self._acknowledge()
         return buf
 
     def _peer(self) -> str:
@@ -87,8 +119,7 @@ class DicomRequestHandler(RequestHandler):
 
     def handle(self) -> None:
         sock = cast(socket.socket, self.request)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        send_without_delay(sock)
         if isinstance(sock, ssl.SSLSocket):
             sock.settimeout(self.server.handshake_timeout)
             try:
