@@ -38,7 +38,6 @@ class Archive:
         if self._closed:
             return
         self._closed = True
-        self.ingest.close()
         self.store.close()
         self.engine.dispose()
 

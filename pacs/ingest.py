@@ -8,17 +8,16 @@ never an index row without its object.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -37,7 +36,6 @@ from pacs.storage import ObjectStore, StagedObject, instance_key
 log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 _IN_MEMORY_LIMIT = 64 * 1024 * 1024
-_STAGING_THREADS = 8
 
 
 class Outcome(StrEnum):
@@ -166,43 +164,38 @@ class _Pending:
 
 
 class _GroupCommitter:
-    """One thread that commits index writes in batches (group commit), resolving each caller's future."""
+    """Index writes committed in batches by the waiting callers themselves (group commit).
+
+    A caller queues its record, then takes the writer's lock and commits everything queued so far,
+    its own record included; callers that queue meanwhile wait for the lock and find theirs
+    committed by the one before them, or commit the next batch. One association storing alone
+    commits on its own thread (no hand-off to a writer thread and back: ~0.4 ms per instance);
+    concurrent ones, and a bulk import, share commits.
+    """
 
     def __init__(self, engine: Engine, max_batch: int = 64) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
-        self._thread.start()
+        self._queue: deque[_Pending] = deque()
+        self._writer = threading.Lock()
 
     def submit(self, record: InstanceRecord) -> Future[CommitOutcome]:
         fut: Future[CommitOutcome] = Future()
-        self._queue.put(_Pending(record, fut))
+        self._queue.append(_Pending(record, fut))
         return fut
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
+    def wait(self, fut: Future[CommitOutcome]) -> CommitOutcome:
+        """The outcome of a submitted record, committing queued records until it is known."""
+        while not fut.done():
+            with self._writer:
+                if fut.done():
                     break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._commit(batch)
-            if stop:
-                return
+                batch: list[_Pending] = []
+                while self._queue and len(batch) < self._max_batch:
+                    batch.append(self._queue.popleft())
+                if batch:
+                    self._commit(batch)
+        return fut.result()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -261,12 +254,6 @@ class IngestService:
         self.store = store
         self.overwrite = overwrite
         self._committer = _GroupCommitter(engine)
-        # Durable writes of objects not yet named (see _prepare); threads wait in fsync, not on the GIL.
-        self._stager = ThreadPoolExecutor(_STAGING_THREADS, thread_name_prefix="object-stager")
-
-    def close(self) -> None:
-        self._stager.shutdown(wait=True)
-        self._committer.close()
 
     # Entry points ----------------------------------------------------------------------------
 
@@ -327,26 +314,27 @@ class IngestService:
         """Parse, validate, hash and write the object durably, then queue the index commit.
 
         Small objects (nearly all) are read once into memory: parsing from a buffer avoids a syscall
-        per element, and the same bytes are hashed and written. Where the store writes early
-        (the filesystem), the durable write of those bytes to a temp file runs while the header is
-        parsed and checked; the object gets its name only once the instance is accepted.
+        per element, and the same bytes are hashed and staged in the object store, which writes
+        them while the header is parsed and checked (the filesystem syncs a temp file meanwhile);
+        the object gets its name only once the instance is accepted.
         """
         try:
             data = source.read_all() if source.size <= _IN_MEMORY_LIMIT else None
         except OSError as exc:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
-        staging: Future[StagedObject] | None = None
-        if data is not None and self.store.stages_early:
-            staging = self._stager.submit(self.store.stage_bytes, data)
+        staged: StagedObject | None = None
+        if data is not None:
+            with contextlib.suppress(CloudfilmError):  # written again below, once the instance is known
+                staged = self.store.stage_bytes(data)
         checked = self._check(source, data)
         if isinstance(checked, IngestResult):
-            if staging is not None:
-                _discard_staged(staging)  # waits for the write: a refusal leaves nothing behind
+            if staged is not None:
+                staged.discard()  # a refusal leaves nothing behind
             return checked
         ident, record = checked
         try:
-            if staging is not None:
-                staging.result().publish(record.object_key)
+            if staged is not None:
+                staged.publish(record.object_key)
             elif data is not None:
                 self.store.put_bytes(record.object_key, data)
             else:
@@ -361,11 +349,14 @@ class IngestService:
     def _check(self, source: Part10Source, data: bytes | None) -> tuple[Identity, InstanceRecord] | IngestResult:
         """Parse, validate and hash; the instance's index record, or why it is not stored."""
         try:
+            # Hashing first: it releases the GIL, so the store's sync thread gets going meanwhile.
+            sha = hashlib.sha256(data).hexdigest() if data is not None else None
             with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
                 ident = identity_of(parsed.dataset)
-                fh.seek(0)
-                sha = hashlib.sha256(data).hexdigest() if data is not None else _sha256(fh)
+                if sha is None:
+                    fh.seek(0)
+                    sha = _sha256(fh)
         except NotDicom as exc:
             return IngestResult(Outcome.NOT_DICOM, str(exc), size=source.size)
         except InvalidDataset as exc:
@@ -405,7 +396,7 @@ class IngestService:
             return _result_for(ident, prepared.size, outcome, reason)
 
         try:
-            outcome = prepared.commit.result()
+            outcome = self._committer.wait(prepared.commit)
         except CloudfilmError as exc:
             # The object is durable but unindexed: remove it now, or fsck --repair will later.
             self._forget_object(key)
@@ -432,22 +423,9 @@ class IngestService:
             log.warning("could not delete unindexed object %s; fsck --repair will", key)
 
 
-def _discard_staged(staging: Future[StagedObject]) -> None:
-    if staging.exception() is None:  # a failed write left nothing
-        staging.result().discard()
-
-
 def _sha256(fh: BinaryIO) -> str:
     digest = hashlib.sha256()
     while chunk := fh.read(_CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
 
-
-@contextmanager
-def ingest_service(engine: Engine, store: ObjectStore, *, overwrite: bool = False) -> Iterator[IngestService]:
-    service = IngestService(engine, store, overwrite=overwrite)
-    try:
-        yield service
-    finally:
-        service.close()

@@ -53,9 +53,6 @@ class ObjectStore(ABC):
     """A flat namespace of immutable byte objects."""
 
     url: str
-    #: True when :meth:`stage_bytes` does the slow part of a write (the filesystem writes and syncs
-    #: the data), so that callers gain by staging while they still parse and validate.
-    stages_early: bool = False
 
     @abstractmethod
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
@@ -72,8 +69,9 @@ class ObjectStore(ABC):
     def stage_bytes(self, data: bytes) -> StagedObject:
         """Get ``data`` ready to be stored under a key chosen later, by :meth:`StagedObject.publish`.
 
+        Returns at once: a caller stages first, then parses and validates while the store works.
         Nothing is visible under any key until it is published. The default keeps ``data`` in
-        memory; a backend with ``stages_early`` does the durable write here and only names it then.
+        memory until then; the filesystem writes it to a temp file now and syncs it meanwhile.
         """
         return _BufferedStage(self, data)
 

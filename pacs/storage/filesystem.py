@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,16 +18,23 @@ from pacs.storage.keys import check_key
 _CHUNK = 1024 * 1024
 
 
-class _StagedFile(StagedObject):
-    """A synced temp file in the store's ``.tmp``, published by an atomic rename."""
+#: Threads that wait in fdatasync for staged objects (the GIL is released while they wait).
+_SYNC_THREADS = 8
 
-    def __init__(self, store: FilesystemStore, tmp_name: str) -> None:
+
+class _StagedFile(StagedObject):
+    """A temp file in the store's ``.tmp``, being synced; published by an atomic rename."""
+
+    def __init__(self, store: FilesystemStore, tmp_name: str, synced: Future[None] | None = None) -> None:
         self._store = store
         self._tmp_name = tmp_name
+        self._synced = synced
 
     def publish(self, key: str) -> None:
         try:
             try:
+                if self._synced is not None:
+                    self._synced.result()  # the data is durable before it gets its name
                 dest = self._store._path(key)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self._tmp_name, dest)
@@ -45,12 +53,11 @@ class _StagedFile(StagedObject):
 class FilesystemStore(ObjectStore):
     """Objects as files under ``root``; keys map to relative paths and can never leave ``root``."""
 
-    stages_early = True
-
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.url = f"file://{self.root}"
         self._tmp = self.root / ".tmp"
+        self._syncer = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="object-sync")
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -68,7 +75,28 @@ class FilesystemStore(ObjectStore):
         self._atomic_write(key, lambda out: shutil.copyfileobj(stream, out, _CHUNK))
 
     def stage_bytes(self, data: bytes) -> StagedObject:
-        return self._stage(lambda out: out.write(data))
+        """Write ``data`` to a temp file now and sync it on a background thread.
+
+        The write goes to the page cache (fast); the fdatasync (~0.7 ms for a 512 KiB CT slice)
+        overlaps the caller's parsing and checks instead of preceding them.
+        """
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+        return _StagedFile(self, tmp_name, self._syncer.submit(_sync_and_close, fd))
+
+    def close(self) -> None:
+        self._syncer.shutdown(wait=True)
 
     def _atomic_write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         """Temp file, fsync, atomic rename, fsync of the directory: all or nothing, durable."""
@@ -168,6 +196,13 @@ class FilesystemStore(ObjectStore):
                     entry.unlink()
                     removed += 1
         return removed
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)  # data and the size needed to read it back
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -79,14 +79,11 @@ def test_duplicate_policy(archive: Archive) -> None:
 
 def test_overwrite_replaces_and_removes_the_old_object(archive: Archive) -> None:
     overwriting = IngestService(archive.engine, archive.store, overwrite=True)
-    try:
-        ds = make_ct_study(n_slices=1, seed=4)[0]
-        assert overwriting.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
-        ds.InstitutionName = "Corrected"
-        new = to_bytes(ds)
-        assert overwriting.store_bytes(new).outcome is Outcome.REPLACED
-    finally:
-        overwriting.close()
+    ds = make_ct_study(n_slices=1, seed=4)[0]
+    assert overwriting.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
+    ds.InstitutionName = "Corrected"
+    new = to_bytes(ds)
+    assert overwriting.store_bytes(new).outcome is Outcome.REPLACED
     [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
     assert archive.store.get_bytes(inst.object_key) == new
     assert _objects(archive) == [inst.object_key]
@@ -204,7 +201,7 @@ def test_unavailable_store_answers_unavailable_and_indexes_nothing(local_archive
             (broken_root / ".tmp").write_bytes(b"")
         result = service.store_bytes(to_bytes(make_ct_study(n_slices=1, seed=11)[0]))
     finally:
-        service.close()
+        store.close()
         broken_root.chmod(0o700)
     assert result.outcome is Outcome.UNAVAILABLE
     assert _count(local_archive, Instance) == 0
@@ -215,10 +212,7 @@ def test_unavailable_database_answers_unavailable(tmp_path) -> None:  # type: ig
 
     engine = make_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none")
     service = IngestService(engine, FilesystemStore(tmp_path / "objects"))
-    try:
-        result = service.store_bytes(to_bytes(make_ct_study(n_slices=1, seed=12)[0]))
-    finally:
-        service.close()
+    result = service.store_bytes(to_bytes(make_ct_study(n_slices=1, seed=12)[0]))
     assert result.outcome is Outcome.UNAVAILABLE
     assert "unavailable" in result.reason
 
@@ -231,12 +225,9 @@ def test_counts_across_studies_series_and_replacements(archive: Archive) -> None
     for ds in first + second:
         assert archive.ingest.store_bytes(to_bytes(ds)).outcome is Outcome.STORED
     overwriting = IngestService(archive.engine, archive.store, overwrite=True)
-    try:
-        changed = first[0]
-        changed.ImageComments = "x" * 1000  # 1000 more bytes
-        assert overwriting.store_bytes(to_bytes(changed)).outcome is Outcome.REPLACED
-    finally:
-        overwriting.close()
+    changed = first[0]
+    changed.ImageComments = "x" * 1000  # 1000 more bytes
+    assert overwriting.store_bytes(to_bytes(changed)).outcome is Outcome.REPLACED
     with archive.engine.connect() as conn:
         patient = conn.execute(select(Patient)).one()
         assert (patient.study_count, patient.series_count, patient.instance_count) == (2, 3, 8)

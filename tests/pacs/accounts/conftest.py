@@ -38,10 +38,11 @@ def study_uid(engine: Engine, tmp_path: Path) -> str:
     from pacs.storage.filesystem import FilesystemStore
 
     datasets = make_ct_study(PATIENTS[1], n_slices=2, rows=16, cols=16)
-    ingest = IngestService(engine, FilesystemStore(tmp_path / "objects"))
+    store = FilesystemStore(tmp_path / "objects")
+    ingest = IngestService(engine, store)
     try:
         for ds in datasets:
             assert ingest.store_bytes(to_bytes(ds)).ok
     finally:
-        ingest.close()
+        store.close()
     return str(datasets[0].StudyInstanceUID)
