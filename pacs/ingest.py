@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from pacs import metrics
-from pacs.dicomfile import parse_part10
+from pacs.dicomfile import ParsedInstance, parse_part10
 from pacs.errors import CloudfilmError, InvalidDataset, NotDicom, StorageUnavailable
 from pacs.index.records import Identity, InstanceRecord, build_record, identity_of
 from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing
@@ -160,6 +160,7 @@ class _ChainReader(io.RawIOBase):
 @dataclass(slots=True)
 class _Pending:
     record: InstanceRecord
+    stored: Future[None]  # the object, durable under ``record.object_key`` once done
     future: Future[CommitOutcome]
 
 
@@ -179,9 +180,10 @@ class _GroupCommitter:
         self._queue: deque[_Pending] = deque()
         self._writer = threading.Lock()
 
-    def submit(self, record: InstanceRecord) -> Future[CommitOutcome]:
+    def submit(self, record: InstanceRecord, stored: Future[None]) -> Future[CommitOutcome]:
+        """Queue ``record``; it is committed only once its object is durable (``stored``)."""
         fut: Future[CommitOutcome] = Future()
-        self._queue.append(_Pending(record, fut))
+        self._queue.append(_Pending(record, stored, fut))
         return fut
 
     def wait(self, fut: Future[CommitOutcome]) -> CommitOutcome:
@@ -198,8 +200,19 @@ class _GroupCommitter:
         return fut.result()
 
     def _commit(self, batch: list[_Pending]) -> None:
+        def objects_durable() -> None:  # the index never names an object that is not on disk
+            for p in batch:
+                p.stored.result()
+
         try:
-            outcomes = commit_batch(self._engine, [p.record for p in batch])
+            outcomes = commit_batch(self._engine, [p.record for p in batch], before_commit=objects_durable)
+        except CloudfilmError as exc:  # an object could not be stored: the batch was rolled back
+            if len(batch) > 1:
+                for p in batch:
+                    self._commit([p])
+                return
+            batch[0].future.set_exception(exc)
+            return
         except (OperationalError, DBAPIError) as exc:
             if len(batch) > 1 and not isinstance(exc, OperationalError):
                 for p in batch:  # isolate the instance that broke the batch
@@ -234,12 +247,23 @@ _DIFFERENT = "an instance with this SOPInstanceUID and different content is alre
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """An instance whose object is durable and whose index commit is queued."""
+    """An instance whose object is being stored and whose index commit is queued."""
 
     ident: Identity
     key: str
     size: int
+    stored: Future[None]
     commit: Future[CommitOutcome]
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """An instance that passed the checks, not yet stored."""
+
+    ident: Identity
+    parsed: ParsedInstance
+    sha256: str
+    replace: bool  # it replaces the stored instance of the same SOPInstanceUID (overwrite policy)
 
 
 def _result_for(ident: Identity, size: int, outcome: Outcome, reason: str = "") -> IngestResult:
@@ -311,12 +335,13 @@ class IngestService:
     # The path itself ---------------------------------------------------------------------------
 
     def _prepare(self, source: Part10Source) -> _Prepared | IngestResult:
-        """Parse, validate, hash and write the object durably, then queue the index commit.
+        """Parse, validate and hash; store the object and queue the index commit.
 
         Small objects (nearly all) are read once into memory: parsing from a buffer avoids a syscall
         per element, and the same bytes are hashed and staged in the object store, which writes
-        them while the header is parsed and checked (the filesystem syncs a temp file meanwhile);
-        the object gets its name only once the instance is accepted.
+        them while the header is parsed and checked (the filesystem syncs a temp file meanwhile).
+        The object gets its name only once the instance is accepted, while its index record is
+        built; the record is committed once the object is durable.
         """
         try:
             data = source.read_all() if source.size <= _IN_MEMORY_LIMIT else None
@@ -326,28 +351,52 @@ class IngestService:
         if data is not None:
             with contextlib.suppress(CloudfilmError):  # written again below, once the instance is known
                 staged = self.store.stage_bytes(data)
-        checked = self._check(source, data)
+        try:
+            checked = self._check(source, data)
+        except BaseException:
+            if staged is not None:
+                staged.discard()
+            raise
         if isinstance(checked, IngestResult):
             if staged is not None:
                 staged.discard()  # a refusal leaves nothing behind
             return checked
-        ident, record = checked
-        try:
-            if staged is not None:
-                staged.publish(record.object_key)
-            elif data is not None:
-                self.store.put_bytes(record.object_key, data)
-            else:
-                with source.open() as fh:
-                    self.store.put_stream(record.object_key, fh, source.size)
-        except CloudfilmError as exc:
-            return _result_for(ident, source.size, Outcome.UNAVAILABLE, str(exc))
-        except OSError as exc:
-            return _result_for(ident, source.size, Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
-        return _Prepared(ident, record.object_key, source.size, self._committer.submit(record))
+        ident = checked.ident
 
-    def _check(self, source: Part10Source, data: bytes | None) -> tuple[Identity, InstanceRecord] | IngestResult:
-        """Parse, validate and hash; the instance's index record, or why it is not stored."""
+        def result(outcome: Outcome, reason: str) -> IngestResult:
+            return _result_for(ident, source.size, outcome, reason)
+
+        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, checked.sha256)
+        try:
+            stored = self._store_object(source, data, staged, key)
+        except CloudfilmError as exc:
+            return result(Outcome.UNAVAILABLE, str(exc))
+        except OSError as exc:
+            return result(Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
+        try:
+            record = build_record(checked.parsed, ident, object_key=key, size=source.size, sha256=checked.sha256)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            self._forget_object(key, stored)
+            return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
+        record.replace = checked.replace
+        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored))
+
+    def _store_object(self, source: Part10Source, data: bytes | None, staged: StagedObject | None,
+                      key: str) -> Future[None]:
+        """Start storing the object under ``key``: done (or failed) once it is durable."""
+        if staged is not None:
+            return staged.publish(key)
+        if data is not None:
+            self.store.put_bytes(key, data)
+        else:
+            with source.open() as fh:
+                self.store.put_stream(key, fh, source.size)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def _check(self, source: Part10Source, data: bytes | None) -> _Checked | IngestResult:
+        """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
         try:
             # Hashing first: it releases the GIL, so the store's sync thread gets going meanwhile.
             sha = hashlib.sha256(data).hexdigest() if data is not None else None
@@ -379,14 +428,7 @@ class IngestService:
                 return result(Outcome.KEPT_EXISTING, _OTHER_STUDY)
             if not self.overwrite:
                 return result(Outcome.KEPT_EXISTING, _DIFFERENT)
-
-        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
-        try:
-            record = build_record(parsed, ident, object_key=key, size=source.size, sha256=sha)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
-        record.replace = existing is not None and self.overwrite
-        return ident, record
+        return _Checked(ident, parsed, sha, replace=existing is not None)
 
     def _finish(self, prepared: _Prepared) -> IngestResult:
         """Wait for the index commit and turn its outcome into the caller's result."""
@@ -398,8 +440,8 @@ class IngestService:
         try:
             outcome = self._committer.wait(prepared.commit)
         except CloudfilmError as exc:
-            # The object is durable but unindexed: remove it now, or fsck --repair will later.
-            self._forget_object(key)
+            # The object is (or is being) stored but unindexed: remove it now, or fsck --repair will.
+            self._forget_object(key, prepared.stored)
             return result(Outcome.UNAVAILABLE, str(exc))
         if outcome.status is CommitStatus.INSERTED:
             return result(Outcome.STORED)
@@ -416,7 +458,11 @@ class IngestService:
         self._forget_object(key)
         return result(Outcome.KEPT_EXISTING, _DIFFERENT)
 
-    def _forget_object(self, key: str) -> None:
+    def _forget_object(self, key: str, stored: Future[None] | None = None) -> None:
+        """Delete the unindexed object ``key`` (once its write, ``stored``, has ended)."""
+        if stored is not None:
+            with contextlib.suppress(Exception):
+                stored.result()
         try:
             self.store.delete(key)
         except CloudfilmError:

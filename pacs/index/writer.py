@@ -8,7 +8,7 @@ so they are exact whatever the interleaving.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -149,14 +149,21 @@ def _statements(engine: Engine) -> _Statements:
     return _STATEMENTS[name]
 
 
-def commit_batch(engine: Engine, records: Sequence[InstanceRecord]) -> list[CommitOutcome]:
-    """Index ``records`` in one transaction; the outcome list matches ``records`` by position."""
+def commit_batch(engine: Engine, records: Sequence[InstanceRecord],
+                 before_commit: Callable[[], None] | None = None) -> list[CommitOutcome]:
+    """Index ``records`` in one transaction; the outcome list matches ``records`` by position.
+
+    ``before_commit`` runs after the statements, before the commit: an exception from it rolls
+    the transaction back and propagates (the ingest path waits there for the objects' writes).
+    """
     now = utcnow()
     with engine.connect() as conn:
         conn.info["write"] = True
         try:
             with conn.begin():
                 outcomes = _write(conn, _statements(engine), records, now)
+                if before_commit is not None:
+                    before_commit()
         finally:
             conn.info.pop("write", None)
     return outcomes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -20,8 +21,9 @@ class StagedObject(ABC):
     """Bytes made ready to be stored before their key is known (see :meth:`ObjectStore.stage_bytes`)."""
 
     @abstractmethod
-    def publish(self, key: str) -> None:
-        """Store the staged bytes under ``key``; durable when this returns. Call at most once."""
+    def publish(self, key: str) -> Future[None]:
+        """Start storing the staged bytes under ``key``; the future resolves once they are durable
+        there (or fails with StorageUnavailable). Call at most once."""
 
     @abstractmethod
     def discard(self) -> None:
@@ -35,8 +37,15 @@ class _BufferedStage(StagedObject):
         self._store = store
         self._data = data
 
-    def publish(self, key: str) -> None:
-        self._store.put_bytes(key, self._data)
+    def publish(self, key: str) -> Future[None]:
+        done: Future[None] = Future()
+        try:
+            self._store.put_bytes(key, self._data)
+        except Exception as exc:  # noqa: BLE001 - delivered through the future, as by every store
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+        return done
 
     def discard(self) -> None:
         self._data = b""

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -18,36 +19,52 @@ from pacs.storage.keys import check_key
 _CHUNK = 1024 * 1024
 
 
-#: Threads that wait in fdatasync for staged objects (the GIL is released while they wait).
-_SYNC_THREADS = 8
+#: Threads that sync and name staged objects (the GIL is released while they wait on the disk).
+_SYNC_THREADS = 32
 
 
 class _StagedFile(StagedObject):
-    """A temp file in the store's ``.tmp``, being synced; published by an atomic rename."""
+    """A temp file in the store's ``.tmp``, written by :meth:`FilesystemStore.stage_bytes`.
 
-    def __init__(self, store: FilesystemStore, tmp_name: str, synced: Future[None] | None = None) -> None:
+    One background job syncs it, waits for its key, then renames it into place and syncs the
+    directory; the caller parses and checks meanwhile, and later builds its index record while
+    the rename and the directory sync run.
+    """
+
+    def __init__(self, store: FilesystemStore, tmp_name: str, fd: int) -> None:
         self._store = store
         self._tmp_name = tmp_name
-        self._synced = synced
+        self._key: str | None = None
+        self._decided = threading.Event()  # published (``_key`` set) or discarded
+        self._done = store._worker.submit(self._sync_then_name, fd)
 
-    def publish(self, key: str) -> None:
+    def _sync_then_name(self, fd: int) -> None:
         try:
             try:
-                if self._synced is not None:
-                    self._synced.result()  # the data is durable before it gets its name
-                dest = self._store._path(key)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self._tmp_name, dest)
-            except BaseException:
-                self.discard()
-                raise
-            _fsync_dir(dest.parent)
+                os.fdatasync(fd)  # data and the size needed to read it back
+            finally:
+                os.close(fd)
+            self._decided.wait()
+            if self._key is not None:
+                self._store._name(self._tmp_name, self._key)
         except OSError as exc:
+            self.discard()
             raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+
+    def publish(self, key: str) -> Future[None]:
+        try:
+            self._store._path(key)  # a bad key is refused at once
+        except BaseException:
+            self.discard()
+            raise
+        self._key = key
+        self._decided.set()
+        return self._done
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
-            os.unlink(self._tmp_name)
+            os.unlink(self._tmp_name)  # at once; the job, if still syncing, then names nothing
+        self._decided.set()
 
 
 class FilesystemStore(ObjectStore):
@@ -57,7 +74,7 @@ class FilesystemStore(ObjectStore):
         self.root = root.resolve()
         self.url = f"file://{self.root}"
         self._tmp = self.root / ".tmp"
-        self._syncer = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="object-sync")
+        self._worker = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="object-sync")
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -93,17 +110,32 @@ class FilesystemStore(ObjectStore):
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
-        return _StagedFile(self, tmp_name, self._syncer.submit(_sync_and_close, fd))
+        return _StagedFile(self, tmp_name, fd)
 
     def close(self) -> None:
-        self._syncer.shutdown(wait=True)
+        self._worker.shutdown(wait=True)
 
     def _atomic_write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         """Temp file, fsync, atomic rename, fsync of the directory: all or nothing, durable."""
         self._path(key)  # a bad key is refused before anything is written
-        self._stage(write).publish(key)
+        self._name(self._stage(write), key)
 
-    def _stage(self, write: Callable[[BinaryIO], object]) -> _StagedFile:
+    def _name(self, tmp_name: str, key: str) -> None:
+        """Rename the synced temp file ``tmp_name`` to ``key`` and sync the directory (durable)."""
+        try:
+            try:
+                dest = self._path(key)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, dest)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+                raise
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
+
+    def _stage(self, write: Callable[[BinaryIO], object]) -> str:
         """The written data in a synced temp file under ``.tmp`` (same filesystem: renames are atomic)."""
         try:
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
@@ -118,7 +150,7 @@ class FilesystemStore(ObjectStore):
                 raise
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
-        return _StagedFile(self, tmp_name)
+        return tmp_name
 
     def put_file(self, key: str, path: Path) -> None:
         with open(path, "rb") as fh:
@@ -196,13 +228,6 @@ class FilesystemStore(ObjectStore):
                     entry.unlink()
                     removed += 1
         return removed
-
-
-def _sync_and_close(fd: int) -> None:
-    try:
-        os.fdatasync(fd)  # data and the size needed to read it back
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -26,9 +26,9 @@ _KILL_BEFORE_COMMIT = textwrap.dedent(
     from pacs.archive import Archive
     from pacs.settings import Settings
 
-    def die_before_commit(*args, **kwargs):
-        # The object is durable now; the index transaction has not begun.
-        os.kill(os.getpid(), signal.SIGKILL)
+    def die_before_commit(engine, records, before_commit=None):
+        before_commit()  # waits until the objects are durable under their keys
+        os.kill(os.getpid(), signal.SIGKILL)  # the index transaction is not committed
 
     pacs.ingest.commit_batch = die_before_commit
     archive = Archive.open(Settings())

@@ -248,3 +248,61 @@ def test_series_uid_reused_by_another_study_is_refused(archive: Archive) -> None
     assert result.outcome is Outcome.INVALID and "belongs to another study" in result.reason
     assert _count(archive, Instance) == 1 and len(_objects(archive)) == 1
     assert _count(archive, Study) == 1  # no empty study left behind
+
+
+def test_concurrent_callers_share_commits_and_a_lone_caller_commits_itself(
+        local_archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import pacs.ingest
+
+    batches: list[tuple[int, str]] = []
+    real = pacs.ingest.commit_batch
+
+    def counting(engine, records, before_commit=None):  # type: ignore[no-untyped-def]
+        batches.append((len(records), threading.current_thread().name))
+        return real(engine, records, before_commit)
+
+    monkeypatch.setattr(pacs.ingest, "commit_batch", counting)
+    lone = make_ct_study(n_slices=1, seed=60)[0]
+    assert local_archive.ingest.store_bytes(to_bytes(lone)).outcome is Outcome.STORED
+    assert batches == [(1, threading.current_thread().name)]  # no hand-off to a writer thread
+
+    batches.clear()
+    study = [to_bytes(ds) for ds in make_ct_study(n_slices=48, rows=32, cols=32, seed=61)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(local_archive.ingest.store_bytes, study))
+    assert all(r.outcome is Outcome.STORED for r in outcomes)
+    assert sum(n for n, _ in batches) == 48
+    assert len(batches) < 48  # callers that arrived during a commit were committed together
+    assert _count(local_archive, Instance) == 49
+
+
+def test_an_object_that_cannot_be_stored_fails_alone(local_archive: Archive,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index commit waits for each object's write; one failing write answers UNAVAILABLE for its
+    instance only, and its batch companions are committed without it."""
+    from pathlib import Path
+
+    from pacs.errors import StorageUnavailable
+
+    store = local_archive.store
+    assert isinstance(store, FilesystemStore)
+    real = store._name
+    study = make_ct_study(n_slices=12, rows=32, cols=32, seed=62)
+    doomed = str(study[5].SOPInstanceUID)
+
+    def failing(tmp_name: str, key: str) -> None:
+        if doomed in key:  # as the real one fails: the temp file removed
+            Path(tmp_name).unlink()
+            raise StorageUnavailable("cannot write to the object store: disk full")
+        real(tmp_name, key)
+
+    monkeypatch.setattr(store, "_name", failing)
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(local_archive.ingest.store_bytes, [to_bytes(ds) for ds in study]))
+    by_uid = {r.sop_instance_uid: r for r in results}
+    assert by_uid[doomed].outcome is Outcome.UNAVAILABLE and "disk full" in by_uid[doomed].reason
+    assert all(r.outcome is Outcome.STORED for uid, r in by_uid.items() if uid != doomed)
+    assert _count(local_archive, Instance) == 11
+    assert len(_objects(local_archive)) == 11  # no temp file or unindexed object left

@@ -73,7 +73,7 @@ def _keys(store: ObjectStore, prefix: str = "") -> list[str]:
 def test_staged_bytes_appear_only_when_published(object_store: ObjectStore) -> None:
     staged = object_store.stage_bytes(b"DICM-staged")
     assert list(object_store.list()) == []
-    staged.publish(KEY)
+    staged.publish(KEY).result()
     assert object_store.get_bytes(KEY) == b"DICM-staged"
     refused = object_store.stage_bytes(b"refused")
     refused.discard()
