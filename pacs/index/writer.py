@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Patient, Series, Study
-from pacs.index.records import InstanceRecord
+from pacs.index.rawsql import RawStatement
+from pacs.index.records import InstanceRecord, PatientValues, SeriesValues, StudyValues
 
 log = logging.getLogger(__name__)
 
@@ -85,58 +86,70 @@ def find_existing(engine: Engine, sop_uid: str) -> ExistingInstance | None:
     return ExistingInstance(row[0], row[1], row[2]) if row else None
 
 
+_PATIENT_KEYS = [f.name for f in fields(PatientValues)]
+_STUDY_KEYS = [f.name for f in fields(StudyValues)]
+_SERIES_KEYS = [f.name for f in fields(SeriesValues)]
+_INSTANCE_KEYS = ["sop_uid", "sop_class_uid", "instance_number", "rows", "columns", "number_of_frames",
+                  "transfer_syntax_uid", "object_key", "size_bytes", "sha256", "metadata_json", "frames_json",
+                  "encapsulated", "series_fk", "study_fk", "created_at"]
+_ZERO_COUNTS = {"study_count": 0, "series_count": 0, "instance_count": 0, "size_bytes": 0}
+
+
 class _Statements:
-    """The writer's statements, built once per dialect and executed with bind parameters.
+    """The writer's statements, compiled once per dialect and run on the DBAPI cursor
+    (:mod:`pacs.index.rawsql`): building and executing SQLAlchemy constructs per commit cost more
+    than the database's work. Inserts are given every column (no Python-side defaults)."""
 
-    Building SQLAlchemy constructs per commit cost more than executing them; these are compiled
-    once and cached by the engine.
-    """
-
-    def __init__(self, dialect: str) -> None:
-        ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    def __init__(self, dialect: Dialect) -> None:
+        ins = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         patient = ins(Patient)
-        self.patient_upsert = patient.on_conflict_do_update(
+        self.patient_upsert = RawStatement(patient.on_conflict_do_update(
             index_elements=["patient_id", "issuer"],
             set_={c: patient.excluded[c] for c in ("patient_name", "patient_name_norm", "birth_date", "sex",
                                                    "updated_at")},
-        ).returning(Patient.id)
+        ).returning(Patient.id), dialect, [*_PATIENT_KEYS, *_ZERO_COUNTS, "created_at", "updated_at"])
         study = ins(Study)
         # created_at is only set on insert: equal to this commit's time means this commit created it.
-        self.study_upsert = study.on_conflict_do_update(
+        self.study_upsert = RawStatement(study.on_conflict_do_update(
             index_elements=["study_uid"], set_={"last_instance_at": study.excluded.last_instance_at}
-        ).returning(Study.id, Study.patient_fk, Study.created_at)
-        self.series_insert = ins(Series).on_conflict_do_nothing(index_elements=["series_uid"]).returning(Series.id)
-        self.series_lookup = select(Series.id, Series.study_fk).where(Series.series_uid == bindparam("uid"))
-        self.series_owners = (
-            select(Series.series_uid, Study.study_uid, Series.id)
-            .join(Study, Study.id == Series.study_fk)
-            .where(Series.series_uid.in_(bindparam("uids", expanding=True)))
-        )
-        self.instance_insert = ins(Instance).on_conflict_do_nothing(index_elements=["sop_uid"]).returning(Instance.id)
-        self.instance_lookup = select(
+        ).returning(Study.id, Study.patient_fk, Study.created_at), dialect,
+            [*_STUDY_KEYS, *_PATIENT_KEYS, "patient_fk", "modalities", "series_count", "instance_count",
+             "size_bytes", "created_at", "last_instance_at"])
+        self.series_insert = RawStatement(
+            ins(Series).on_conflict_do_nothing(index_elements=["series_uid"]).returning(Series.id), dialect,
+            [*_SERIES_KEYS, "study_fk", "instance_count", "size_bytes", "created_at"])
+        self.series_lookup = RawStatement(
+            select(Series.id, Series.study_fk).where(Series.series_uid == bindparam("uid")), dialect)
+        self.series_owner = RawStatement(
+            select(Study.study_uid, Series.id).join(Study, Study.id == Series.study_fk)
+            .where(Series.series_uid == bindparam("uid")), dialect)
+        self.instance_insert = RawStatement(
+            ins(Instance).on_conflict_do_nothing(index_elements=["sop_uid"]).returning(Instance.id), dialect,
+            _INSTANCE_KEYS)
+        self.instance_lookup = RawStatement(select(
             Instance.id, Instance.sha256, Instance.object_key, Instance.size_bytes, Instance.series_fk
-        ).where(Instance.sop_uid == bindparam("uid"))
-        self.instance_replace = update(Instance).where(Instance.id == bindparam("target_id"))
-        self.outbox_insert = insert(OutboxEvent)
-        self.series_add = (
+        ).where(Instance.sop_uid == bindparam("uid")), dialect)
+        self.instance_replace = RawStatement(
+            update(Instance).where(Instance.id == bindparam("target_id")), dialect, _INSTANCE_KEYS)
+        self.outbox_insert = RawStatement(
+            insert(OutboxEvent), dialect, ["event", "study_uid", "series_uid", "sop_uid", "created_at"])
+        self.series_add = RawStatement(
             update(Series).where(Series.id == bindparam("target_id"))
             .values(instance_count=Series.instance_count + bindparam("d_count"),
-                    size_bytes=Series.size_bytes + bindparam("d_size"))
-        )
-        self.study_add = (
+                    size_bytes=Series.size_bytes + bindparam("d_size")), dialect)
+        self.study_add = RawStatement(
             update(Study).where(Study.id == bindparam("target_id"))
             .values(series_count=Study.series_count + bindparam("d_series"),
                     instance_count=Study.instance_count + bindparam("d_count"),
-                    size_bytes=Study.size_bytes + bindparam("d_size"))
-        )
-        self.study_modalities = update(Study).where(Study.id == bindparam("target_id"))
-        self.patient_add = (
+                    size_bytes=Study.size_bytes + bindparam("d_size")), dialect)
+        self.study_modalities = RawStatement(
+            update(Study).where(Study.id == bindparam("target_id")), dialect, ["modalities"])
+        self.patient_add = RawStatement(
             update(Patient).where(Patient.id == bindparam("target_id"))
             .values(study_count=Patient.study_count + bindparam("d_studies"),
                     series_count=Patient.series_count + bindparam("d_series"),
                     instance_count=Patient.instance_count + bindparam("d_count"),
-                    size_bytes=Patient.size_bytes + bindparam("d_size"))
-        )
+                    size_bytes=Patient.size_bytes + bindparam("d_size")), dialect)
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -145,7 +158,7 @@ _STATEMENTS: dict[str, _Statements] = {}
 def _statements(engine: Engine) -> _Statements:
     name = engine.dialect.name
     if name not in _STATEMENTS:
-        _STATEMENTS[name] = _Statements(name)
+        _STATEMENTS[name] = _Statements(engine.dialect)
     return _STATEMENTS[name]
 
 
@@ -172,8 +185,11 @@ def commit_batch(engine: Engine, records: Sequence[InstanceRecord],
 def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord], now: Any) -> list[CommitOutcome]:
     # Series already filed (their study UID and row id): a SeriesInstanceUID filed under another
     # study is refused before anything is written; one filed under this study needs no insert.
-    known = {uid: (study_uid, sid) for uid, study_uid, sid in conn.execute(
-        st.series_owners, {"uids": sorted({r.series.series_uid for r in records})})}
+    known: dict[str, tuple[str, int]] = {}
+    for uid in sorted({r.series.series_uid for r in records}):
+        row = st.series_owner.one_or_none(conn, {"uid": uid})
+        if row is not None:
+            known[uid] = (row[0], row[1])
     foreign_series = {r.series.series_uid for r in records
                       if known.get(r.series.series_uid, (r.study.study_uid,))[0] != r.study.study_uid}
     valid = [r for r in records if r.series.series_uid not in foreign_series]
@@ -182,8 +198,8 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
     for rec in sorted(valid, key=lambda r: (r.patient.patient_id, r.patient.issuer)):
         key = (rec.patient.patient_id, rec.patient.issuer)
         if key not in patient_ids:
-            params = asdict(rec.patient) | {"created_at": now, "updated_at": now}
-            patient_ids[key] = conn.execute(st.patient_upsert, params).scalar_one()
+            params = _values(rec.patient) | _ZERO_COUNTS | {"created_at": now, "updated_at": now}
+            patient_ids[key] = st.patient_upsert.scalar(conn, params)
 
     study_ids: dict[str, int] = {}
     study_patient: dict[str, int] = {}
@@ -192,14 +208,14 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
         uid = rec.study.study_uid
         if uid in study_ids:
             continue
-        params = asdict(rec.study) | asdict(rec.patient) | {
-            "patient_fk": patient_ids[(rec.patient.patient_id, rec.patient.issuer)],
-            "created_at": now, "last_instance_at": now,
+        params = _values(rec.study) | _values(rec.patient) | {
+            "patient_fk": patient_ids[(rec.patient.patient_id, rec.patient.issuer)], "modalities": "",
+            "series_count": 0, "instance_count": 0, "size_bytes": 0, "created_at": now, "last_instance_at": now,
         }
-        sid, owner_patient, created = conn.execute(st.study_upsert, params).one()
+        sid, owner_patient, created = st.study_upsert.one_or_none(conn, params)
         study_ids[uid] = sid
         study_patient[uid] = owner_patient
-        if _same_instant(created, now):
+        if _same_instant(created, st.study_upsert.bound("created_at", now)):
             new_studies.add(uid)
 
     series_ids: dict[str, int] = {}
@@ -211,13 +227,14 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
         if uid in known:  # filed under this study (foreign ones were set apart above)
             series_ids[uid] = known[uid][1]
             continue
-        params = asdict(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "created_at": now}
-        inserted = conn.execute(st.series_insert, params).scalar_one_or_none()
+        params = _values(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "instance_count": 0,
+                                        "size_bytes": 0, "created_at": now}
+        inserted = st.series_insert.scalar(conn, params)
         if inserted is not None:
             series_ids[uid] = inserted
             new_series.add(uid)
             continue
-        sid, owner = conn.execute(st.series_lookup, {"uid": uid}).one()
+        sid, owner = st.series_lookup.one_or_none(conn, {"uid": uid})
         if owner != study_ids[rec.study.study_uid]:  # filed elsewhere by a concurrent writer meanwhile
             foreign_series.add(uid)
         else:
@@ -237,26 +254,27 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
         }
         delta = added.setdefault(rec.series.series_uid, [0, 0])
         event = EVENT_INSTANCE_STORED
-        if conn.execute(st.instance_insert, values).scalar_one_or_none() is not None:
+        if st.instance_insert.scalar(conn, values) is not None:
             outcomes.append(CommitOutcome(CommitStatus.INSERTED))
             delta[0] += 1
             delta[1] += rec.size_bytes
         else:
-            row = conn.execute(st.instance_lookup, {"uid": rec.sop_uid}).one()
-            if row.sha256 == rec.sha256:
+            row_id, sha256, object_key, size_bytes, series_fk = st.instance_lookup.one_or_none(
+                conn, {"uid": rec.sop_uid})
+            if sha256 == rec.sha256:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME))
                 continue
-            if not rec.replace or row.series_fk != series_ids[rec.series.series_uid]:
+            if not rec.replace or series_fk != series_ids[rec.series.series_uid]:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_DIFFERENT))
                 continue
-            conn.execute(st.instance_replace, values | {"target_id": row.id})
-            outcomes.append(CommitOutcome(CommitStatus.REPLACED, previous_key=row.object_key))
-            delta[1] += rec.size_bytes - row.size_bytes
+            st.instance_replace.execute(conn, values | {"target_id": row_id}).close()
+            outcomes.append(CommitOutcome(CommitStatus.REPLACED, previous_key=object_key))
+            delta[1] += rec.size_bytes - size_bytes
             event = EVENT_INSTANCE_REPLACED
         events.append({"event": event, "study_uid": rec.study.study_uid, "series_uid": rec.series.series_uid,
                        "sop_uid": rec.sop_uid, "created_at": now})
     if events:
-        conn.execute(st.outbox_insert, events)
+        st.outbox_insert.execute_many(conn, events)
     _apply_counts(conn, st, records, added, series_ids, new_series, study_ids, new_studies, study_patient)
     return outcomes
 
@@ -269,7 +287,8 @@ def _apply_counts(conn: Connection, st: _Statements, records: Sequence[InstanceR
     study_delta: dict[str, list[int]] = {}
     for series_uid, (count, size) in sorted(added.items()):
         if count or size:
-            conn.execute(st.series_add, {"target_id": series_ids[series_uid], "d_count": count, "d_size": size})
+            st.series_add.execute(conn, {"target_id": series_ids[series_uid], "d_count": count,
+                                         "d_size": size}).close()
         d = study_delta.setdefault(series_study[series_uid], [0, 0, 0])
         d[0] += series_uid in new_series
         d[1] += count
@@ -279,17 +298,18 @@ def _apply_counts(conn: Connection, st: _Statements, records: Sequence[InstanceR
         if not (n_series or count or size):
             continue
         sid = study_ids[study_uid]
-        conn.execute(st.study_add, {"target_id": sid, "d_series": n_series, "d_count": count, "d_size": size})
+        st.study_add.execute(conn, {"target_id": sid, "d_series": n_series, "d_count": count,
+                                    "d_size": size}).close()
         if n_series:
-            conn.execute(st.study_modalities, {"target_id": sid, "modalities": _modalities(conn, sid)})
+            st.study_modalities.execute(conn, {"target_id": sid, "modalities": _modalities(conn, sid)}).close()
         p = patient_delta.setdefault(study_patient[study_uid], [0, 0, 0, 0])
         p[0] += study_uid in new_studies
         p[1] += n_series
         p[2] += count
         p[3] += size
     for pid, (n_studies, n_series, count, size) in sorted(patient_delta.items()):
-        conn.execute(st.patient_add, {"target_id": pid, "d_studies": n_studies, "d_series": n_series,
-                                      "d_count": count, "d_size": size})
+        st.patient_add.execute(conn, {"target_id": pid, "d_studies": n_studies, "d_series": n_series,
+                                      "d_count": count, "d_size": size}).close()
 
 
 def _modalities(conn: Connection, study_id: int) -> str:
@@ -297,10 +317,14 @@ def _modalities(conn: Connection, study_id: int) -> str:
     return "\\".join(sorted(m for m in found if m))[:128]
 
 
-def _same_instant(stored: Any, now: Any) -> bool:
-    if stored.tzinfo is None:  # SQLite returns naive datetimes
-        return bool(stored == now.replace(tzinfo=None))
-    return bool(stored == now)
+def _same_instant(stored: Any, bound_now: Any) -> bool:
+    """Whether a returned timestamp is the one this commit sent (SQLite: the same text)."""
+    return bool(stored == bound_now)
+
+
+def _values(values: Any) -> dict[str, Any]:
+    """A flat dataclass's fields as a dict (``asdict`` copies deeply, and cost more)."""
+    return {f.name: getattr(values, f.name) for f in fields(values)}
 
 
 def _instance_values(rec: InstanceRecord) -> dict[str, Any]:
