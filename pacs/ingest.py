@@ -36,6 +36,9 @@ from pacs.storage import ObjectStore, StagedObject, instance_key
 log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 _IN_MEMORY_LIMIT = 64 * 1024 * 1024
+#: Hashing runs beside the parsing (hashlib releases the GIL): the caller's thread parses the
+#: header meanwhile, instead of hashing first (~0.3 ms per 512 KiB CT slice off its path).
+_HASHERS = ThreadPoolExecutor(8, thread_name_prefix="ingest-hash")
 
 
 class Outcome(StrEnum):
@@ -338,7 +341,7 @@ class IngestService:
         """Parse, validate and hash; store the object and queue the index commit.
 
         Small objects (nearly all) are read once into memory: parsing from a buffer avoids a syscall
-        per element, and the same bytes are hashed and staged in the object store, which writes
+        per element, and the same bytes are hashed (on a pool thread) and staged in the object store, which writes
         them while the header is parsed and checked (the filesystem syncs a temp file meanwhile).
         The object gets its name only once the instance is accepted, while its index record is
         built; the record is committed once the object is durable.
@@ -348,11 +351,12 @@ class IngestService:
         except OSError as exc:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
         staged: StagedObject | None = None
+        digest = _HASHERS.submit(_sha256_hex, data) if data is not None else None
         if data is not None:
             with contextlib.suppress(CloudfilmError):  # written again below, once the instance is known
                 staged = self.store.stage_bytes(data)
         try:
-            checked = self._check(source, data)
+            checked = self._check(source, data, digest)
         except BaseException:
             if staged is not None:
                 staged.discard()
@@ -395,15 +399,15 @@ class IngestService:
         done.set_result(None)
         return done
 
-    def _check(self, source: Part10Source, data: bytes | None) -> _Checked | IngestResult:
+    def _check(self, source: Part10Source, data: bytes | None,
+               digest: Future[str] | None) -> _Checked | IngestResult:
         """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
         try:
-            # Hashing first: it releases the GIL, so the store's sync thread gets going meanwhile.
-            sha = hashlib.sha256(data).hexdigest() if data is not None else None
             with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
                 ident = identity_of(parsed.dataset)
-                if sha is None:
+                sha = None
+                if digest is None:
                     fh.seek(0)
                     sha = _sha256(fh)
         except NotDicom as exc:
@@ -421,6 +425,9 @@ class IngestService:
         except SQLAlchemyError:
             log.exception("index lookup failed")
             return result(Outcome.UNAVAILABLE, "the index database is unavailable")
+        if sha is None:
+            assert digest is not None
+            sha = digest.result()
         if existing is not None:
             if existing.sha256 == sha:
                 return result(Outcome.DUPLICATE, _SAME)
@@ -467,6 +474,10 @@ class IngestService:
             self.store.delete(key)
         except CloudfilmError:
             log.warning("could not delete unindexed object %s; fsck --repair will", key)
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sha256(fh: BinaryIO) -> str:

@@ -66,8 +66,10 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     return ds
 
 
-def store_response(result: IngestResult) -> Dataset:
-    """The C-STORE response status (with the reason as Error Comment unless it is a plain success)."""
+def store_response(result: IngestResult) -> Dataset | int:
+    """The C-STORE response status, with the reason as Error Comment unless it is a plain success
+    (then the bare status: pynetdicom needs no Dataset built for it, one per received instance)."""
     status = store_status(result)
-    comment = "" if result.outcome in (Outcome.STORED, Outcome.DUPLICATE, Outcome.REPLACED) else result.reason
-    return status_dataset(status, comment)
+    if result.outcome in (Outcome.STORED, Outcome.DUPLICATE, Outcome.REPLACED):
+        return status
+    return status_dataset(status, result.reason)

@@ -84,7 +84,7 @@ class StoreSCP:
             counts = self._tally.setdefault(id(assoc), {}).setdefault(study_uid or "", [0, 0])
             counts[0 if ok else 1] += 1
 
-    def handle(self, event: Any, peer: Peer) -> Dataset:
+    def handle(self, event: Any, peer: Peer) -> Dataset | int:
         request = event.request
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         if not peer.may("store"):

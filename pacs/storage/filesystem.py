@@ -19,8 +19,9 @@ from pacs.storage.keys import check_key
 _CHUNK = 1024 * 1024
 
 
-#: Threads that sync and name staged objects (the GIL is released while they wait on the disk).
-_SYNC_THREADS = 32
+#: Threads that sync and name staged objects (the GIL is released while they wait on the disk);
+#: each holds one staged object from its write until its caller publishes or discards it.
+_SYNCERS = ThreadPoolExecutor(32, thread_name_prefix="object-sync")
 
 
 class _StagedFile(StagedObject):
@@ -36,7 +37,7 @@ class _StagedFile(StagedObject):
         self._tmp_name = tmp_name
         self._key: str | None = None
         self._decided = threading.Event()  # published (``_key`` set) or discarded
-        self._done = store._worker.submit(self._sync_then_name, fd)
+        self._done = _SYNCERS.submit(self._sync_then_name, fd)
 
     def _sync_then_name(self, fd: int) -> None:
         try:
@@ -74,7 +75,6 @@ class FilesystemStore(ObjectStore):
         self.root = root.resolve()
         self.url = f"file://{self.root}"
         self._tmp = self.root / ".tmp"
-        self._worker = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="object-sync")
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -111,9 +111,6 @@ class FilesystemStore(ObjectStore):
                 os.unlink(tmp_name)
             raise StorageUnavailable(f"cannot write to the object store: {exc.strerror or exc}") from exc
         return _StagedFile(self, tmp_name, fd)
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True)
 
     def _atomic_write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         """Temp file, fsync, atomic rename, fsync of the directory: all or nothing, durable."""

@@ -201,7 +201,6 @@ def test_unavailable_store_answers_unavailable_and_indexes_nothing(local_archive
             (broken_root / ".tmp").write_bytes(b"")
         result = service.store_bytes(to_bytes(make_ct_study(n_slices=1, seed=11)[0]))
     finally:
-        store.close()
         broken_root.chmod(0o700)
     assert result.outcome is Outcome.UNAVAILABLE
     assert _count(local_archive, Instance) == 0

@@ -38,11 +38,7 @@ def study_uid(engine: Engine, tmp_path: Path) -> str:
     from pacs.storage.filesystem import FilesystemStore
 
     datasets = make_ct_study(PATIENTS[1], n_slices=2, rows=16, cols=16)
-    store = FilesystemStore(tmp_path / "objects")
-    ingest = IngestService(engine, store)
-    try:
-        for ds in datasets:
-            assert ingest.store_bytes(to_bytes(ds)).ok
-    finally:
-        store.close()
+    ingest = IngestService(engine, FilesystemStore(tmp_path / "objects"))
+    for ds in datasets:
+        assert ingest.store_bytes(to_bytes(ds)).ok
     return str(datasets[0].StudyInstanceUID)
