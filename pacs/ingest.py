@@ -30,7 +30,7 @@ from pacs import metrics
 from pacs.dicomfile import ParsedInstance, parse_part10
 from pacs.errors import CloudfilmError, InvalidDataset, NotDicom, StorageUnavailable
 from pacs.index.records import Identity, InstanceRecord, build_record, identity_of
-from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing
+from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing, prepare_statements
 from pacs.storage import ObjectStore, StagedObject, instance_key
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,7 @@ class IngestService:
         self.store = store
         self.overwrite = overwrite
         self._committer = _GroupCommitter(engine)
+        prepare_statements(engine)
 
     # Entry points ----------------------------------------------------------------------------
 

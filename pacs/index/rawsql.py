@@ -11,7 +11,7 @@ are wrapped as SQLAlchemy's (``OperationalError``...), as ``Connection.execute``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -33,6 +33,7 @@ class RawStatement:
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self._processors[name] = processor
+        self._dialect = dialect
         self._error: type[Exception] = dialect.loaded_dbapi.Error
 
     def bound(self, name: str, value: Any) -> Any:
@@ -61,7 +62,10 @@ class RawStatement:
         try:
             call(cursor, params)
         except self._error as exc:
-            cursor.close()
+            if self._dialect.is_disconnect(cast(Any, exc), dbapi_conn, cursor):
+                conn.invalidate(exc)  # as SQLAlchemy does: the pool drops the dead connection
+            else:
+                cursor.close()
             raise DBAPIError.instance(self.sql, params, exc, self._error) from exc
         return cursor
 

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
 
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Patient, Series, Study
@@ -57,33 +56,17 @@ _FIND_EXISTING = (
 )
 
 
-_RAW_FIND_EXISTING: dict[str, tuple[str, bool]] = {}  # dialect -> (SQL text, positional parameters)
-
-
 def find_existing(engine: Engine, sop_uid: str) -> ExistingInstance | None:
-    """The stored instance with this SOPInstanceUID, if any (a read, no lock).
-
-    Asked once per received instance, so it runs as the dialect's SQL text on a pooled DBAPI
-    connection: SQLAlchemy's statement machinery cost 25 times the query itself.
-    """
-    name = engine.dialect.name
-    if name not in _RAW_FIND_EXISTING:
-        compiled = _FIND_EXISTING.compile(dialect=engine.dialect)
-        _RAW_FIND_EXISTING[name] = (compiled.string, bool(compiled.positiontup))
-    sql, positional = _RAW_FIND_EXISTING[name]
-    params: Any = (sop_uid,) if positional else {"uid": sop_uid}
-    with engine.connect() as conn:  # the pool's checkout, connection errors wrapped as usual
-        dbapi_conn = conn.connection
-        cursor = dbapi_conn.cursor()
-        try:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        except engine.dialect.loaded_dbapi.Error as exc:
-            dbapi_conn.invalidate(exc)
-            raise DBAPIError.instance(sql, params, exc, engine.dialect.loaded_dbapi.Error) from exc
-        finally:
-            cursor.close()
+    """The stored instance with this SOPInstanceUID, if any (a read, no lock; asked once per
+    received instance)."""
+    with engine.connect() as conn:
+        row = _statements(engine).existing.one_or_none(conn, {"uid": sop_uid})
     return ExistingInstance(row[0], row[1], row[2]) if row else None
+
+
+def prepare_statements(engine: Engine) -> None:
+    """Compile the writer's statements for ``engine``'s dialect now rather than at the first commit."""
+    _statements(engine)
 
 
 _PATIENT_KEYS = [f.name for f in fields(PatientValues)]
@@ -101,6 +84,7 @@ class _Statements:
     than the database's work. Inserts are given every column (no Python-side defaults)."""
 
     def __init__(self, dialect: Dialect) -> None:
+        self.existing = RawStatement(_FIND_EXISTING, dialect)
         ins = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         patient = ins(Patient)
         self.patient_upsert = RawStatement(patient.on_conflict_do_update(
