@@ -132,7 +132,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except httpx.HTTPError:
             return False
 
-    wait_for("the HTTP server", up, 60, log)
+    wait_for("the HTTP server", up, 180, log)  # start-up imports torch: slow on a loaded machine
 
 
 def plugin_jobs(settings: Settings, study_uid: str) -> list[JobView]:
