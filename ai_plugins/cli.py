@@ -32,9 +32,11 @@ def worker(
     """Run AI workers: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM)."""
     from ai_plugins.benchmarks.runner import BenchmarkWorker
     from ai_plugins.runner import WorkerPool
+    from pacs.fsck import housekeep
 
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
+    housekeep(archive)  # what a killed predecessor's writes left
     pool = WorkerPool(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
     benchmarks = BenchmarkWorker(archive, concurrency=pool.concurrency)  # benchmark evaluations (issue 7)
     if threading.current_thread() is threading.main_thread():

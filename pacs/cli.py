@@ -140,11 +140,14 @@ def _count(counts: dict[str, int], path: Path, result: IngestResult) -> None:
 
 @app.command("fsck")
 def fsck_cmd(
-    repair: Annotated[bool, typer.Option("--repair", help="Delete orphan objects (never index rows).")] = False,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Delete orphan objects and leftovers of interrupted writes (never index rows).")] = False,
     deep: Annotated[bool, typer.Option("--deep", help="Also verify every object's SHA-256.")] = False,
-    grace: Annotated[float, typer.Option("--grace", help="Leave orphans younger than this many seconds.")] = 600.0,
+    grace: Annotated[float | None, typer.Option(
+        "--grace", help="Leave orphans and leftovers younger than this many seconds (default LEFTOVER_GRACE).")] = None,
 ) -> None:
-    """Check that every indexed instance has its object, and list objects without an index row."""
+    """Check that every indexed instance has its object; list objects without an index row and the
+    temp, staging and spool files interrupted writes left."""
     from pacs.fsck import fsck
 
     settings = settings_or_exit()
@@ -157,12 +160,14 @@ def fsck_cmd(
     finally:
         archive.close()
     for label, items in (("missing object", report.missing), ("wrong size", report.wrong_size),
-                         ("wrong hash", report.wrong_hash), ("orphan object", report.orphans)):
+                         ("wrong hash", report.wrong_hash), ("orphan object", report.orphans),
+                         ("removed leftover" if repair else "leftover", report.leftovers)):
         for item in items:
             out.print(f"{label}: {item}", highlight=False, soft_wrap=True)
     out.print(f"{report.checked} instances checked, {report.problems} problems"
-              + (f", {report.removed_orphans} orphan objects removed" if repair else ""), highlight=False)
-    remaining = report.problems - report.removed_orphans
+              + (f", {report.removed_orphans} orphan objects removed, {report.removed_leftovers} leftovers removed"
+                 if repair else ""), highlight=False)  # fmt: skip
+    remaining = report.problems - report.repaired
     if remaining:
         raise typer.Exit(1)
 

@@ -1,4 +1,5 @@
-"""Consistency check between the index and the object store (``cloudfilm fsck``)."""
+"""Consistency check between the index and the object store (``cloudfilm fsck``), and the removal
+of what killed writes leave behind (also run when ``serve`` and ``worker`` start)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError
 from pacs.index.models import Instance
+from pacs.storage.filesystem import sweep_files
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +27,61 @@ class FsckReport:
     wrong_hash: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # objects without an index row
     removed_orphans: int = 0
+    leftovers: list[str] = field(default_factory=list)  # temp, staging and spool files of killed writes
+    removed_leftovers: int = 0
 
     @property
     def problems(self) -> int:
-        return len(self.missing) + len(self.wrong_size) + len(self.wrong_hash) + len(self.orphans)
+        return len(self.missing) + len(self.wrong_size) + len(self.wrong_hash) + len(self.orphans) + len(self.leftovers)
+
+    @property
+    def repaired(self) -> int:
+        return self.removed_orphans + self.removed_leftovers
 
 
-def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s: float = 600.0,
+#: Files in the spool directory: STOW-RS parts (``viewer_api.dicomweb.multipart``) and C-STORE
+#: datasets (``pacs.dimse.provider``) too large for memory, each deleted once ingested.
+SPOOL_FILES = ("stow-*.part", "cstore-*.part")
+
+
+def sweep_leftovers(archive: Archive, older_than_s: float, *, remove: bool) -> list[str]:
+    """Temp, staging and spool files not written for ``older_than_s`` seconds; removed unless ``remove``
+    is false. They belong to writes whose process died: nothing in them was acknowledged (an
+    instance is acknowledged once its object is published under its key and indexed)."""
+    found = list(archive.store.cleanup_temp(older_than_s, remove=remove))
+    found += sweep_files(archive.settings.spool_dir, SPOOL_FILES, older_than_s, remove=remove)
+    return found
+
+
+def housekeep(archive: Archive) -> None:
+    """At ``serve``/``worker`` start: remove the leftovers older than ``LEFTOVER_GRACE``. Never raises:
+    an unreachable store is reported by the health checks, not by a refusal to start."""
+    try:
+        removed = sweep_leftovers(archive, archive.settings.leftover_grace, remove=True)
+    except CloudfilmError as exc:
+        log.warning("leftovers of interrupted writes not removed: %s", exc)
+        return
+    if removed:
+        log.info("removed %d leftover(s) of interrupted writes: %s", len(removed), ", ".join(removed[:10])
+                 + (" …" if len(removed) > 10 else ""))  # fmt: skip
+
+
+def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s: float | None = None,
          progress: Callable[[int], None] | None = None) -> FsckReport:
-    """Check every index row has its object (size, and hash with ``deep``); list orphan objects.
+    """Check every index row has its object (size, and hash with ``deep``); list orphan objects and
+    leftovers of killed writes (:func:`sweep_leftovers`).
 
-    ``repair`` deletes orphan objects only: an orphan is what a crash between the object write and
-    the index commit leaves, never something that was acknowledged. Orphans younger than
-    ``grace_s`` are left alone: they may belong to an ingest still in flight. Rows with missing or damaged
-    objects are reported, not deleted — that is for a human to decide.
+    ``repair`` deletes orphan objects and leftovers only: an orphan is what a crash between the
+    object write and the index commit leaves, never something that was acknowledged. Both younger
+    than ``grace_s`` (default ``LEFTOVER_GRACE``) are left alone: they may belong to an ingest still
+    in flight. Rows with missing or damaged objects are reported, not deleted — that is for a human
+    to decide.
     """
+    grace_s = archive.settings.leftover_grace if grace_s is None else grace_s
     report = FsckReport()
+    report.leftovers = sweep_leftovers(archive, grace_s, remove=repair)
+    if repair:
+        report.removed_leftovers = len(report.leftovers)
     indexed: set[str] = set()
     store = archive.store
     stmt = select(Instance.sop_uid, Instance.object_key, Instance.size_bytes, Instance.sha256)

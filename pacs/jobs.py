@@ -562,21 +562,26 @@ class JobQueue:
 
     def active_job(self, *, kind: str, target: str, target_version: str, study_uid: str) -> JobView | None:
         """The queued, running or retrying job for this target and study, if any."""
-        stmt = (
-            select(Job)
-            .where(
-                Job.kind == kind,
-                Job.target == target,
-                Job.target_version == target_version,
-                Job.study_uid == study_uid,
-                Job.status.in_([s.value for s in ACTIVE]),
-            )
-            .order_by(Job.id.desc())
-            .limit(1)
-        )
         with self.engine.connect() as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else _view(row)
+            return active_job(conn, kind=kind, target=target, target_version=target_version, study_uid=study_uid)
+
+
+def active_job(conn: Connection, *, kind: str, target: str, target_version: str, study_uid: str) -> JobView | None:
+    """The queued, running or retrying job for this target and study, read in the caller's transaction."""
+    stmt = (
+        select(Job)
+        .where(
+            Job.kind == kind,
+            Job.target == target,
+            Job.target_version == target_version,
+            Job.study_uid == study_uid,
+            Job.status.in_([s.value for s in ACTIVE]),
+        )
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(stmt).first()
+    return None if row is None else _view(row)
 
 
 def next_due(engine: Engine, kinds: Sequence[str]) -> datetime | None:

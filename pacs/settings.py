@@ -65,10 +65,13 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     log_level: str = "INFO"
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    # What a killed write leaves (temp, staging and spool files; orphan objects) is removed once
+    # older than this, at ``serve``/``worker`` start and by ``fsck --repair``: never a live write's.
+    leftover_grace: float = Field(default=3600.0, ge=0)
 
     # DICOMweb (issue 4)
     dicomweb_max_parts: int = Field(default=10_000, gt=0)  # parts in one STOW-RS request
-    dicomweb_spool_dir: Path | None = None  # STOW-RS parts over 1 MiB are spooled here (default DATA_DIR/spool)
+    dicomweb_spool_dir: Path | None = None  # large STOW-RS parts and C-STORE datasets wait here (DATA_DIR/spool)
     dicomweb_delete: bool = True  # DELETE of studies/series/instances (405 when off)
     cors_origins: str = ""  # comma-separated origins allowed cross-origin ("*" for any); empty: none
     ohif_dir: Path | None = None  # a built OHIF viewer (``dist/``) to serve at /ohif/
@@ -158,6 +161,11 @@ class Settings(BaseSettings):
         if self.storage_url:
             return self.storage_url
         return f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where received data too large for memory waits for ingest (STOW-RS parts, C-STORE datasets)."""
+        return self.dicomweb_spool_dir or self.data_dir / "spool"
 
 
 class _TomlSource(PydanticBaseSettingsSource):

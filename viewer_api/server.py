@@ -11,6 +11,7 @@ from typing import Protocol
 import uvicorn
 
 from pacs.archive import Archive
+from pacs.fsck import housekeep
 from viewer_api.app import create_app
 
 log = logging.getLogger("cloudfilm.serve")
@@ -60,6 +61,7 @@ SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_
 def serve(archive: Archive) -> None:
     """Run until SIGINT/SIGTERM; stop everything cleanly."""
     settings = archive.settings
+    housekeep(archive)  # what a killed predecessor's writes left
     services: list[BackgroundService] = []
     for factory in SERVICE_FACTORIES:
         service = factory(archive)

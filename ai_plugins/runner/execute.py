@@ -5,6 +5,12 @@ Whatever the plugin does (raise, hang, crash, answer garbage), the job ends as a
 with one sentence of error and the archive carries on. A lease held by a heartbeat thread tells
 the other workers the job is alive; if it is lost (this worker stalled past the lease), the
 attempt stops and writes nothing.
+
+Each object a job stores is recorded in ``plugin_results`` before it is stored, in a transaction
+of its own: an object enters the study already known as plugin output, so no stable transition,
+whenever it comes (during the attempt, after a failed one, after the worker died), takes it for
+input. A retried attempt stores the same objects (their UIDs derive from the job's key) under
+the same records.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.index.db import utcnow
-from pacs.jobs import ClaimedJob, JobQueue, LeaseLost
+from pacs.jobs import ClaimedJob, JobQueue, LeaseLost, write_transaction
 from pacs.retrieve import find_instances_by_sop
 
 log = logging.getLogger(__name__)
@@ -177,7 +183,8 @@ class JobExecutor:
                 log.warning("job %d (%s) failed in the plugin:\n%s", job.id, plugin.key, outcome.detail)
             raise JobError(outcome.error)
         beat.progress(0.8, "storing results")
-        return Findings.from_json(outcome.findings_json), self._store(outcome.objects, plugin)
+        findings = Findings.from_json(outcome.findings_json)
+        return findings, self._store(job, plugin, outcome.objects, findings)
 
     def _remote(self, job: ClaimedJob, plugin: PluginView, uids: ResultUids,
                 beat: _Heartbeat) -> tuple[Findings | None, list[StoredResult]]:  # fmt: skip
@@ -198,7 +205,7 @@ class JobExecutor:
         study = StudyInput(job.study_uid, ArchiveSource(self.archive.engine, self.archive.store, job.study_uid))
         objects = build_result_objects(answer.findings, study, plugin.info(), uids)
         beat.progress(0.85, "storing results")
-        return answer.findings, self._store(tuple(objects), plugin)
+        return answer.findings, self._store(job, plugin, tuple(objects), answer.findings)
 
     def _vendor_stored(self, job: ClaimedJob, sop_uids: tuple[str, ...]) -> list[StoredResult]:
         found = find_instances_by_sop(self.archive.engine, AccessScope.studies(job.study_uid), list(sop_uids))
@@ -207,48 +214,29 @@ class JobExecutor:
             raise JobError(f"the vendor reported {len(missing)} stored instance(s) that are not in the study")
         return [StoredResult(kind_of(i.sop_class_uid), i.sop_uid, i.series_uid, i.sop_class_uid) for i in found]
 
-    def _store(self, objects: tuple[ResultObject, ...], plugin: PluginView) -> list[StoredResult]:
-        stored: list[StoredResult] = []
+    def _store(self, job: ClaimedJob, plugin: PluginView, objects: tuple[ResultObject, ...],
+               findings: Findings) -> list[StoredResult]:  # fmt: skip
+        """Record the objects as this job's output, then store them through the ingest path."""
+        stored = [StoredResult(obj.kind, obj.sop_uid, obj.series_uid, obj.sop_class_uid) for obj in objects]
+        with write_transaction(self.archive.engine) as conn:
+            record_results(conn, job, plugin, stored, summarise(findings))
         for obj in objects:
             result = self.archive.ingest.store_bytes(obj.data, label=f"{plugin.key} {obj.kind}")
             if not result.ok:
                 raise JobError(f"the archive refused the {obj.kind}: {result.reason}")
-            stored.append(StoredResult(obj.kind, obj.sop_uid, obj.series_uid, obj.sop_class_uid))
         return stored
 
     # --- outcomes --------------------------------------------------------------------------------
 
     def _complete(self, job: ClaimedJob, plugin: PluginView, stored: list[StoredResult],
                   findings: Findings | None) -> None:  # fmt: skip
-        summary: dict[str, Any] = {}
-        if findings is not None:
-            summary = {
-                "findings": len(findings.findings),
-                "classifications": [
-                    {"code": c.code.value, "scheme": c.code.scheme, "meaning": c.code.meaning,
-                     "probability": c.probability}
-                    for c in findings.classifications
-                ],
-                "summary": findings.summary or "",
-            }  # fmt: skip
+        """Mark the job succeeded, recording (again: the records are idempotent) what it stored;
+        objects a vendor stored itself are recorded here, the first moment their UIDs are known."""
+        summary = summarise(findings)
         result = {"objects": [{"kind": s.kind, "sop_instance_uid": s.sop_uid, "series_instance_uid": s.series_uid}
                               for s in stored], **summary}  # fmt: skip
-        now = utcnow()
-
-        def record(conn: Connection) -> None:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            for s in stored:
-                conn.execute(
-                    dialect.insert(PluginResult)
-                    .values(job_id=job.id, study_uid=job.study_uid, plugin_name=plugin.name,
-                            plugin_version=plugin.version, generation=job.generation, kind=s.kind,
-                            series_uid=s.series_uid, sop_uid=s.sop_uid, sop_class_uid=s.sop_class_uid,
-                            summary_json=json.dumps(summary, sort_keys=True), created_at=now)
-                    .on_conflict_do_nothing(index_elements=["sop_uid"])
-                )  # fmt: skip
-
         try:
-            self.queue.complete(job, result, also=record)
+            self.queue.complete(job, result, also=lambda conn: record_results(conn, job, plugin, stored, summary))
         except LeaseLost:
             log.warning("job %d finished after its lease expired; the retry will find the same objects", job.id)
             return
@@ -268,3 +256,32 @@ class JobExecutor:
             self.queue.release(job, "the worker stopped")
         except LeaseLost:
             return
+
+
+def summarise(findings: Findings | None) -> dict[str, Any]:
+    """What the job record and each result record say about the findings (empty when there are none)."""
+    if findings is None:
+        return {}
+    return {
+        "findings": len(findings.findings),
+        "classifications": [
+            {"code": c.code.value, "scheme": c.code.scheme, "meaning": c.code.meaning, "probability": c.probability}
+            for c in findings.classifications
+        ],
+        "summary": findings.summary or "",
+    }
+
+
+def record_results(conn: Connection, job: ClaimedJob, plugin: PluginView, stored: list[StoredResult],
+                   summary: dict[str, Any]) -> None:  # fmt: skip
+    """Record objects as ``job``'s output; an object already recorded keeps its first record."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    now = utcnow()
+    for s in stored:
+        conn.execute(
+            dialect.insert(PluginResult)
+            .values(job_id=job.id, study_uid=job.study_uid, plugin_name=plugin.name, plugin_version=plugin.version,
+                    generation=job.generation, kind=s.kind, series_uid=s.series_uid, sop_uid=s.sop_uid,
+                    sop_class_uid=s.sop_class_uid, summary_json=json.dumps(summary, sort_keys=True), created_at=now)
+            .on_conflict_do_nothing(index_elements=["sop_uid"])
+        )  # fmt: skip

@@ -2,8 +2,9 @@
 
 The tables live in the index database (migration ``0003``). A row is written when an installed
 plugin is first discovered (entry point) or when a vendor registers a hosted one; an admin turns
-each version on or off. ``plugin_results`` lists every SR/SEG a job stored, so the router never
-feeds a plugin's output back to a plugin and the API can show what each run produced.
+each version on or off. ``plugin_results`` lists every SR/SEG a job stores, recorded before the
+object is stored, so the router never feeds a plugin's output back to a plugin (not even while the
+job is still running or after a failed attempt) and the API can show what each run produced.
 """
 
 from __future__ import annotations

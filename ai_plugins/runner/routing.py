@@ -1,12 +1,17 @@
 """Routing: which plugin jobs a stable study gets, decided in the stable transition's transaction.
 
 For each enabled plugin whose input filter matches a series of the study, one job is enqueued,
-keyed by the plugin version and a fingerprint of the instances it would read. So the same
-instances never produce a second automatic run (one result per study, plugin version and input),
-new data in a matching series runs the plugin again (a new SR; the older one is kept), and objects
-that plugins stored (their SR/SEG series) never count as input: a plugin's own output does not
-trigger it again. Derived objects (SR, SEG, KO, PR …) are input only to a plugin whose filter
-names their modality.
+keyed by the plugin version and a fingerprint of the instances it would read (:func:`input_key`).
+So the same instances never produce a second automatic run (one result per study, plugin version
+and input), new data in a matching series runs the plugin again (a new SR; the older one is kept),
+and objects that plugins stored (their SR/SEG series, recorded in ``plugin_results`` before they
+are stored) never count as input: a plugin's own output does not trigger it again. Derived objects
+(SR, SEG, KO, PR …) are input only to a plugin whose filter names their modality.
+
+A re-run the user asks for always runs once. The first run of a plugin version on an input takes
+that input's key whoever asked for it, so a re-run on input no automatic job has seen yet (the
+study is not stable yet, or the plugin was off when it became stable) counts as the run the
+next stable transition would have queued; later re-runs of the same input get keys of their own.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
 from ai_plugins.sdk import InputFilter, SeriesInfo, StudySummary
 from pacs.errors import Conflict, NotFound
 from pacs.index.models import Instance, Series, Study
-from pacs.jobs import JobQueue, JobSpec, JobView, dedupe_key, enqueue, write_transaction
+from pacs.jobs import JobQueue, JobSpec, JobView, active_job, dedupe_key, enqueue, write_transaction
 from pacs.stability import StableStudy, StudyStability
 
 log = logging.getLogger(__name__)
@@ -150,9 +155,8 @@ class Router:
             if not chosen:
                 continue
             fp = fingerprint(chosen, contents)
-            key = dedupe_key(JOB_KIND, plugin.name, plugin.version, stable.study_uid, fp)
-            spec = self._spec(plugin, stable.study_uid, stable.generation, chosen, fp, key=key,
-                              requested_by="stable-study")  # fmt: skip
+            spec = self._spec(plugin, stable.study_uid, stable.generation, chosen, fp,
+                              key=input_key(plugin, stable.study_uid, fp), requested_by="stable-study")  # fmt: skip
             if enqueue(conn, spec) is not None:
                 log.info("queued %s for study %s (generation %d)", plugin.key, stable.study_uid, stable.generation)
 
@@ -161,7 +165,9 @@ class Router:
         """Queue a run the caller asked for, even on input already processed; ``(job, created)``.
 
         A job of this plugin version for the study that is still waiting or running is returned
-        instead of a second one.
+        instead of a second one. The study's row is locked first (PostgreSQL; SQLite's write
+        transaction excludes every other writer), so a re-run and a stable transition of the same
+        study, or two re-runs, never interleave.
         """
         if version:
             plugin = self.registry.get(name, version)
@@ -172,23 +178,37 @@ class Router:
                 plugin = self.registry.latest(name, enabled_only=False)
         if not plugin.enabled:
             raise Conflict(f"{plugin.key} is disabled")
-        active = queue.active_job(kind=JOB_KIND, target=plugin.name, target_version=plugin.version,
-                                  study_uid=study_uid)  # fmt: skip
-        if active is not None:
-            return active, False
         with write_transaction(engine) as conn:
+            lock = select(Study.id).where(Study.study_uid == study_uid)
+            if conn.dialect.name == "postgresql":
+                lock = lock.with_for_update()
+            if conn.execute(lock).first() is None:
+                raise NotFound("no such study")
+            active = active_job(conn, kind=JOB_KIND, target=plugin.name, target_version=plugin.version,
+                                study_uid=study_uid)  # fmt: skip
+            if active is not None:
+                return active, False
             contents = study_contents(conn, study_uid)
             chosen = input_series(plugin.input_filter, contents)
             if not chosen:
                 raise Conflict(f"{plugin.key} accepts no series of this study")
             generation = _generation(conn, study_uid)
             fp = fingerprint(chosen, contents)
-            key = dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp, "rerun", uuid.uuid4().hex)
-            job_id = enqueue(conn, self._spec(plugin, study_uid, generation, chosen, fp, key=key,
-                                              requested_by=requested_by[:64] or "user"))  # fmt: skip
+            by = requested_by[:64] or "user"
+            job_id = enqueue(conn, self._spec(plugin, study_uid, generation, chosen, fp,
+                                              key=input_key(plugin, study_uid, fp), requested_by=by))  # fmt: skip
+            if job_id is None:  # this input has had its run: this one is extra, under a key of its own
+                key = dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp, "rerun", uuid.uuid4().hex)
+                job_id = enqueue(conn, self._spec(plugin, study_uid, generation, chosen, fp, key=key,
+                                                  requested_by=by))  # fmt: skip
         assert job_id is not None  # a fresh random key never collides
         log.info("re-run of %s on study %s requested by %s", plugin.key, study_uid, requested_by)
         return queue.get(job_id), True
+
+
+def input_key(plugin: PluginView, study_uid: str, fp: str) -> str:
+    """The key of a plugin version's first run on one input: at most one job ever holds it."""
+    return dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp)
 
 
 def _generation(conn: Connection, study_uid: str) -> int:

@@ -16,6 +16,7 @@ from ai_plugins.sdk import Plugin
 from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import NotFound
+from pacs.index.models import Instance
 from pacs.jobs import JobQueue, JobStatus, JobView
 from pacs.query import Level, QueryRequest, run_query
 
@@ -111,10 +112,14 @@ class PluginService:
                                  requested_by=requested_by)  # fmt: skip
 
     def results(self, study_uid: str) -> list[ResultView]:
-        """What plugin jobs stored in a study, oldest first."""
+        """What plugin jobs stored in a study, oldest first (records of objects not stored, because
+        the attempt that meant to store them failed, are left out)."""
         with self.archive.engine.connect() as conn:
             rows = conn.execute(
-                select(PluginResult).where(PluginResult.study_uid == study_uid).order_by(PluginResult.id)
+                select(PluginResult)
+                .join(Instance, Instance.sop_uid == PluginResult.sop_uid)
+                .where(PluginResult.study_uid == study_uid)
+                .order_by(PluginResult.id)
             ).all()
         return [ResultView(r.job_id, r.plugin_name, r.plugin_version, r.generation, r.kind, r.series_uid, r.sop_uid)
                 for r in rows]  # fmt: skip

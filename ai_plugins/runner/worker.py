@@ -119,7 +119,10 @@ class WorkerPool:
                 self._wake.clear()
                 continue
             for job in claimed:
-                self.executor.execute(job, self._stop)
+                try:
+                    self.executor.execute(job, self._stop)
+                except Exception:  # the database failed while recording the outcome: the lease expires, it retries
+                    log.exception("job %d: its outcome could not be recorded; it is retried", job.id)
 
 
 def worker_service(archive: Archive) -> WorkerPool | None:

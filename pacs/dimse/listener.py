@@ -115,6 +115,8 @@ class DicomListener:
         ae.network_timeout = settings.dicom_network_timeout
         ae.connection_timeout = settings.dicom_acse_timeout
         ae.require_called_aet = settings.dicom_check_called_aet
+        ae.spill_dir = settings.spool_dir
+        ae.spill_dir.mkdir(parents=True, exist_ok=True)
         return ae
 
     def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> DicomServer:

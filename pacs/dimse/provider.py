@@ -36,15 +36,16 @@ class SpillingBuffer(io.BytesIO):
     :meth:`discard` removes the file (after ingest, or when the peer vanished mid-dataset).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, directory: Path | None = None) -> None:
         super().__init__()
         self._limit = limit
+        self._directory = directory  # the spool directory, where start-up housekeeping finds a killed one's file
         self._file: Any = None
         self.path: Path | None = None
 
     def write(self, data: Any) -> int:
         if self._file is None and self.tell() + len(data) > self._limit:
-            fd, name = tempfile.mkstemp(prefix="cstore-", suffix=".part")
+            fd, name = tempfile.mkstemp(prefix="cstore-", suffix=".part", dir=self._directory)
             self._file = os.fdopen(fd, "wb")
             self.path = Path(name)
             self._file.write(self.getbuffer())
@@ -75,7 +76,7 @@ class ArchiveDIMSE(DIMSEServiceProvider):
     def receive_primitive(self, primitive: Any) -> None:
         if self.message is None:  # a new message: pynetdicom would give it a plain BytesIO
             self.message = DIMSEMessage()
-            self.message.data_set = SpillingBuffer(self.in_memory_limit)
+            self.message.data_set = SpillingBuffer(self.in_memory_limit, getattr(self.assoc.ae, "spill_dir", None))
         super().receive_primitive(primitive)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:

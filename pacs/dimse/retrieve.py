@@ -13,6 +13,7 @@ import io
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -162,6 +163,8 @@ class ArchiveAE(AE):
     """The listener's AE. pynetdicom's C-MOVE SCP sends its sub-operations with its *own* AE title as
     Move Originator Application Entity Title; PS3.4 C.4.2.2 (and PS3.7 9.1.1.1) want the AE that
     requested the C-MOVE. :class:`MoveSCP` passes it as ``move_originator`` with the destination."""
+
+    spill_dir: Path | None = None  # where received C-STORE datasets too large for memory are written
 
     def associate(self, *args: Any, move_originator: str | None = None, **kwargs: Any) -> Association:
         assoc = super().associate(*args, **kwargs)

@@ -112,5 +112,10 @@ class ObjectStore(ABC):
     def ping(self) -> None:
         """Raise StorageUnavailable unless the store is reachable and usable."""
 
+    def cleanup_temp(self, older_than_s: float, *, remove: bool = True) -> tuple[str, ...]:
+        """What writes cut off by a crash left in the store (staged data never published), older than
+        ``older_than_s`` seconds; removed unless ``remove`` is false. The default stages nothing."""
+        return ()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default holds none."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +18,8 @@ from typing import BinaryIO
 from pacs.errors import NotFound, StorageUnavailable
 from pacs.storage.base import ObjectInfo, ObjectStore, StagedObject
 from pacs.storage.keys import check_key
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 
@@ -213,19 +218,10 @@ class FilesystemStore(ObjectStore):
         if not os.access(self.root, os.W_OK) or not self._tmp.is_dir():
             raise StorageUnavailable(f"the object store at {self.root} is not writable")
 
-    def cleanup_temp(self, older_than_s: float = 3600.0) -> int:
-        """Remove temp files left by a crash mid-write; returns how many were removed."""
-        import time
-
-        removed = 0
-        now = time.time()
-        for entry in self._tmp.iterdir():
-            with contextlib.suppress(OSError):
-                if now - entry.stat().st_mtime > older_than_s:
-                    entry.unlink()
-                    removed += 1
-        return removed
-
+    def cleanup_temp(self, older_than_s: float, *, remove: bool = True) -> tuple[str, ...]:
+        """Temp files in ``.tmp`` not written for ``older_than_s`` seconds: a staged or atomic write
+        whose process died before the rename. A live write's file is seconds old."""
+        return tuple(sweep_files(self._tmp, ("*",), older_than_s, remove=remove))
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -233,3 +229,31 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sweep_files(directory: Path, patterns: tuple[str, ...], older_than_s: float, *, remove: bool) -> list[str]:
+    """Regular files in ``directory`` (not below it) matching ``patterns`` and last modified more than
+    ``older_than_s`` seconds ago; unlinked unless ``remove`` is false. A missing directory holds none."""
+    cutoff = time.time() - older_than_s
+    found: list[str] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot read {directory}: {exc.strerror or exc}") from exc
+    for entry in entries:
+        if not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            if remove:
+                os.unlink(entry.path)
+        except FileNotFoundError:  # its writer finished (renamed or removed it) meanwhile
+            continue
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", entry.path, exc.strerror or exc)
+            continue
+        found.append(entry.path)
+    return found

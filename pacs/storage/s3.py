@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlparse
@@ -323,6 +324,46 @@ class S3Store(ObjectStore):
     def ping(self) -> None:
         self._bucket_ready = False
         self._ensure_bucket()
+
+    def cleanup_temp(self, older_than_s: float, *, remove: bool = True) -> tuple[str, ...]:
+        """Multipart uploads under the store's prefix begun more than ``older_than_s`` seconds ago and
+        never completed: a stream whose process died mid-upload. S3 keeps their parts (and bills
+        them) until they are aborted; they are never visible as objects. minio has no public call
+        to list or abort them, so its request methods for the two S3 APIs are used.
+        """
+        self._ensure_bucket()
+        cutoff = time.time() - older_than_s
+        base = f"{self.prefix}/" if self.prefix else ""
+        found: tuple[str, ...] = ()
+        key_marker: str | None = None
+        id_marker: str | None = None
+        try:
+            while True:
+                page = self._client._list_multipart_uploads(
+                    self.bucket, prefix=base, key_marker=key_marker, upload_id_marker=id_marker
+                )
+                for upload in page.uploads:
+                    began = upload.initiated_time
+                    if not upload.upload_id or began is None or began.timestamp() > cutoff:
+                        continue
+                    if remove and not self._abort_upload(upload.object_name, upload.upload_id):
+                        continue
+                    found += (f"{self.url}/{upload.object_name[len(base):]} (upload {upload.upload_id})",)
+                if not page.is_truncated or not page.uploads:
+                    return found
+                key_marker, id_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
+        except _NETWORK_ERRORS as exc:
+            self._fail("list incomplete uploads", exc)
+
+    def _abort_upload(self, name: str, upload_id: str) -> bool:
+        """Abort one multipart upload; ``False`` when its writer completed or aborted it meanwhile."""
+        try:
+            self._client._abort_multipart_upload(self.bucket, name, upload_id)
+        except S3Error as exc:
+            if exc.code == "NoSuchUpload":
+                return False
+            raise
+        return True
 
     def close(self) -> None:
         self._http.clear()

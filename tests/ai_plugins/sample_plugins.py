@@ -1,4 +1,4 @@
-"""Small plugins for the runner tests: one that reports, one that raises, one that hangs, one that is slow.
+"""Small plugins for the runner tests: ones that report, one that raises, one that hangs, one that is slow.
 
 They are registered either directly (``PluginRegistry(extra=…)``) or through a test-only entry
 point (:func:`write_entry_points`) when the test runs ``cloudfilm serve``/``worker`` in a subprocess.
@@ -90,6 +90,19 @@ class EchoPluginV2(EchoPlugin):
     """A newer release of :class:`EchoPlugin` (installing it supersedes 1.0)."""
 
     version: ClassVar[str] = "2.0"
+
+
+class ReportReaderPlugin(Plugin):
+    """Reads the CT volume and the study's SRs (prior reports), so its own SR would be input if it were
+    not known as plugin output."""
+
+    name: ClassVar[str] = "test-reads-reports"
+    version: ClassVar[str] = "1.0"
+    vendor: ClassVar[str] = "cloudfilm tests"
+    input_filter: ClassVar[InputFilter] = InputFilter(modalities=("CT", "SR"))
+
+    def run(self, study: StudyInput) -> Findings:
+        return report(study, self.input_filter)
 
 
 class MrOnlyPlugin(Plugin):

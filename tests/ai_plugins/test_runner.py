@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ai_plugins.runner.models import PluginResult
 from ai_plugins.runner.registry import PluginSource, RemoteManifest
 from ai_plugins.runner.results import ResultUids, build_result_objects
 from ai_plugins.runner.routing import JOB_KIND, input_series, study_contents
+from ai_plugins.runner.service import PluginService
 from ai_plugins.runner.source import ArchiveSource
 from ai_plugins.runner.tokens import check_job_token
 from ai_plugins.runner.worker import WorkerPool
@@ -29,11 +31,21 @@ from pacs.access import AccessScope
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.errors import Conflict, NotFound
+from pacs.index.db import utcnow
+from pacs.ingest import IngestResult
 from pacs.jobs import Job, JobStatus, JobView
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retrieve import find_instances, open_instance
 from pacs.stability import StabilityDetector
-from tests.ai_plugins.sample_plugins import EchoPlugin, EchoPluginV2, HangingPlugin, MrOnlyPlugin, RaisingPlugin, report
+from tests.ai_plugins.sample_plugins import (
+    EchoPlugin,
+    EchoPluginV2,
+    HangingPlugin,
+    MrOnlyPlugin,
+    RaisingPlugin,
+    ReportReaderPlugin,
+    report,
+)
 from tests.factories import make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, FakeClock, db_settings
 from tests.net import JsonStubHandler
@@ -67,8 +79,9 @@ class Harness:
         return uid
 
     def settle(self) -> list[str]:
-        """Let the stable age pass and run the detector; the studies that became stable."""
-        self.clock.advance(AGE + 1)
+        """Let the stable age pass after the last arrival (jobs store in real time) and run the detector;
+        the studies that became stable."""
+        self.clock.now = max(self.clock.now, utcnow()) + timedelta(seconds=AGE + 1)
         return [s.study_uid for s in self.detector.poll()]
 
     def run_jobs(self, max_rounds: int = 10) -> list[JobView]:
@@ -290,8 +303,149 @@ def test_a_rerun_writes_a_new_sr_and_keeps_the_old(archive: Archive) -> None:
     jobs = h.run_jobs()
     assert [j.status for j in jobs] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
     assert len(h.srs(uid)) == 2
+    assert h.settle() == [uid]  # the re-run's SR changed the study; the same input is not run again
+    assert len(h.jobs()) == 2 and len(h.srs(uid)) == 2
     with pytest.raises(NotFound):
         h.pool.router.rerun(archive.engine, h.pool.queue, uid, "no-such-plugin", requested_by="x")
+    with pytest.raises(NotFound):
+        h.pool.router.rerun(archive.engine, h.pool.queue, "1.2.3.404", "test-echo", requested_by="x")
+
+
+# --- exactly-once triggering: a plugin's own output never runs it again, one input one automatic run ---
+
+
+def test_a_rerun_before_the_study_is_stable_is_the_run_of_that_input(archive: Archive) -> None:
+    h = Harness(archive, EchoPlugin)
+    uid = h.store(seed=20)
+    job, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr-house")
+    assert created
+    [done] = h.run_jobs()
+    assert done.status is JobStatus.SUCCEEDED and len(h.srs(uid)) == 1
+    # The stable transition (the CT's, now also the SR's) finds that input has had its run.
+    assert h.settle() == [uid]
+    assert [j.id for j in h.run_jobs()] == [job.id]
+    assert len(h.srs(uid)) == 1
+    # A second re-run is what the user asked for: it runs, once, and its SR triggers nothing either.
+    again, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr-house")
+    assert created and again.id != job.id
+    h.run_jobs()
+    assert h.settle() == [uid]
+    assert len(h.run_jobs()) == 2 and len(h.srs(uid)) == 2
+
+
+def test_concurrent_reruns_queue_one_job(archive: Archive) -> None:
+    h = Harness(archive, EchoPlugin)
+    uid = h.store(seed=21)
+    barrier = threading.Barrier(6)
+    outcomes: list[tuple[int, bool]] = []
+
+    def click() -> None:
+        barrier.wait()
+        job, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr")
+        outcomes.append((job.id, created))
+
+    threads = [threading.Thread(target=click) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({job_id for job_id, _ in outcomes}) == 1 and sum(created for _, created in outcomes) == 1
+    assert len(h.jobs()) == 1
+
+
+def test_a_plugin_enabled_after_the_study_became_stable_runs_once_on_rerun(archive: Archive) -> None:
+    h = Harness(archive, EchoPlugin)
+    h.pool.registry.set_enabled("test-echo", "1.0", False)
+    uid = h.store(seed=22)
+    assert h.settle() == [uid] and h.jobs() == []
+    h.pool.registry.set_enabled("test-echo", "1.0", True)
+    h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr")
+    h.run_jobs()
+    assert h.settle() == [uid]  # the SR's transition: no automatic run of the input the re-run read
+    assert len(h.run_jobs()) == 1 and len(h.srs(uid)) == 1
+
+
+def test_a_job_cancelled_by_disabling_is_not_run_automatically_after_enabling(archive: Archive) -> None:
+    h = Harness(archive, EchoPlugin, MrOnlyPlugin)
+    uid = h.store(seed=23)
+    h.settle()
+    [queued] = h.jobs()
+    admin = PluginService(archive, extra_plugins=(EchoPlugin, MrOnlyPlugin), use_entry_points=False)
+    admin.set_enabled("test-echo", "1.0", False)
+    assert h.pool.queue.get(queued.id).status is JobStatus.CANCELLED
+    admin.set_enabled("test-echo", "1.0", True)
+    h.store(seed=123, study_uid=uid)  # a new series: a new input, its one automatic run
+    h.settle()
+    new = [j for j in h.run_jobs() if j.id != queued.id]
+    assert [j.status for j in new] == [JobStatus.SUCCEEDED] and len(h.srs(uid)) == 1
+    assert h.settle() == [uid]  # that run's SR: nothing queued
+    rerun, _ = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr")
+    h.run_jobs()
+    assert h.settle() == [uid]
+    assert {j.id for j in h.jobs()} == {queued.id, new[0].id, rerun.id} and len(h.srs(uid)) == 2
+
+
+def _failing_after_the_sr(archive: Archive, monkeypatch: pytest.MonkeyPatch,
+                          then: Callable[[], None]) -> None:  # fmt: skip
+    """Make the next plugin SR stored be followed by ``then`` (once), as if the attempt stopped there."""
+    store = archive.ingest.store_bytes
+    pending = [then]
+
+    def store_bytes(data: bytes, label: str = "<bytes>") -> IngestResult:
+        result = store(data, label)
+        if pending and label.endswith(" SR"):
+            pending.pop()()
+        return result
+
+    monkeypatch.setattr(archive.ingest, "store_bytes", store_bytes)
+
+
+def test_a_retried_job_whose_first_attempt_stored_its_sr_is_not_triggered_by_it(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(archive, ReportReaderPlugin)  # reads SRs: its own would be input if not known as its output
+    uid = h.store(seed=24)
+    h.settle()
+
+    def fail() -> None:
+        raise OSError("the disk went away after the SR")
+
+    _failing_after_the_sr(archive, monkeypatch, fail)
+    [claimed] = h.pool.queue.claim("w", [JOB_KIND])
+    h.pool.executor.execute(claimed)
+    assert h.pool.queue.get(claimed.id).status is JobStatus.RETRYING and len(h.srs(uid)) == 1
+    assert h.settle() == [uid]  # the first attempt's SR arrived: the study changed, its input did not
+    [job] = h.run_jobs()
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
+    assert h.settle() == [uid] and len(h.jobs()) == 1
+    assert len(h.srs(uid)) == 1 and sorted(r.kind for r in _results(archive, uid)) == ["SEG", "SR"]
+
+
+def test_a_job_whose_lease_expired_mid_run_stores_its_objects_once_and_is_not_retriggered(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(archive, ReportReaderPlugin)
+    uid = h.store(seed=25)
+    h.settle()
+    retried: list[JobView] = []
+
+    def stall() -> None:
+        # This worker stalls past its lease after the SR: the reaper requeues the job, a stable
+        # transition comes, another worker runs the job to the end; then this attempt resumes.
+        with archive.engine.begin() as conn:
+            conn.execute(update(Job).values(lease_expires_at=h.clock.now.replace(year=2000)))
+        assert h.pool.queue.reap_expired() == 1
+        assert h.settle() == [uid]
+        retried.extend(h.run_jobs())
+
+    _failing_after_the_sr(archive, monkeypatch, stall)
+    [claimed] = h.pool.queue.claim("stalling-worker", [JOB_KIND])
+    h.pool.executor.execute(claimed)
+    [job] = retried
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
+    assert h.jobs() == [h.pool.queue.get(job.id)]  # the stalled attempt wrote nothing over it
+    assert h.settle() == [uid] and len(h.jobs()) == 1
+    assert len(h.srs(uid)) == 1 and sorted(r.kind for r in _results(archive, uid)) == ["SEG", "SR"]
 
 
 # --- remote plugins ------------------------------------------------------------------------------

@@ -511,3 +511,54 @@ def test_from_settings_needs_both_keys() -> None:
     settings = Settings(storage_url="s3://bucket", s3_endpoint="127.0.0.1:9000", s3_access_key="ak")
     with pytest.raises(SettingsError):
         S3Store.from_settings(settings)
+
+
+# --- leftovers of killed writes (the staging a crash leaves behind) ------------------------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_fs_cleanup_temp_removes_only_stale_temp_files(fs_store: FilesystemStore) -> None:
+    fs_store.put_bytes(KEY, b"acknowledged")
+    tmp = fs_store.root / ".tmp"
+    stale, live = tmp / "put-stale", tmp / "put-live"
+    stale.write_bytes(b"half an object")
+    live.write_bytes(b"being written")
+    _age(stale, 7200)
+    _age(fs_store.root / KEY, 7200)
+    staged = fs_store.stage_bytes(b"staged by a live ingest")
+    assert fs_store.cleanup_temp(3600, remove=False) == (str(stale),)
+    assert stale.exists()
+    assert fs_store.cleanup_temp(3600) == (str(stale),)
+    assert not stale.exists() and live.exists()
+    staged.publish("1.2/3.dcm").result()  # the live write completes undisturbed
+    assert fs_store.get_bytes("1.2/3.dcm") == b"staged by a live ingest"
+    assert fs_store.get_bytes(KEY) == b"acknowledged"
+    assert fs_store.cleanup_temp(0) == (str(live),)
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.s3
+def test_s3_cleanup_temp_aborts_incomplete_multipart_uploads_under_its_prefix(s3_store: S3Store,
+                                                                              s3_server: S3Server) -> None:  # fmt: skip
+    scoped = S3Store(s3_server.endpoint, s3_store.bucket, s3_server.access_key, s3_server.secret_key, False, None,
+                     prefix="tenant")  # fmt: skip
+    scoped.put_bytes(KEY, b"acknowledged")
+    client = s3_store._client
+    # Uploads begun by writers that then died (minio has no public call to begin one without finishing it).
+    ours = client._create_multipart_upload(s3_store.bucket, f"tenant/{KEY}.x", {})
+    client._upload_part(s3_store.bucket, f"tenant/{KEY}.x", b"p" * (5 * MiB), None, ours, 1)
+    theirs = client._create_multipart_upload(s3_store.bucket, "other/1.dcm", {})
+    assert scoped.cleanup_temp(3600) == ()  # begun a moment ago: could be a live upload
+    time.sleep(1.1)  # S3 keeps the start time to the second
+    expected = (f"{scoped.url}/{KEY}.x (upload {ours})",)
+    assert scoped.cleanup_temp(0, remove=False) == expected
+    assert scoped.cleanup_temp(0) == expected
+    assert scoped.cleanup_temp(0) == ()
+    left = client._list_multipart_uploads(s3_store.bucket).uploads
+    assert [(u.object_name, u.upload_id) for u in left] == [("other/1.dcm", theirs)]
+    assert scoped.get_bytes(KEY) == b"acknowledged" and _keys(scoped) == [KEY]
+    scoped.close()

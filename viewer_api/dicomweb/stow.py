@@ -142,7 +142,7 @@ async def _settle(tasks: list[asyncio.Task[PartOutcome]]) -> None:
 
 
 def _spool_dir(archive: Archive) -> Path:
-    path = archive.settings.dicomweb_spool_dir or archive.settings.data_dir / "spool"
+    path = archive.settings.spool_dir
     path.mkdir(parents=True, exist_ok=True)
     return path
 

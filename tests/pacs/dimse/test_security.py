@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import resource
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -149,9 +148,7 @@ def _partial_c_store(node: Node, ds: Dataset, fragments: int) -> tuple[Associati
 
 def test_connection_cut_mid_dataset_leaves_nothing_behind(node: Node, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where received datasets spill to disk
+    spool = node.settings.spool_dir  # where received datasets spill to disk
     monkeypatch.setattr(ArchiveDIMSE, "in_memory_limit", 8192)  # this 32 KiB dataset spills after 2 fragments
     ds = make_ct_study(n_slices=1, rows=128, cols=128, seed=5)[0]
     assoc, sock = _partial_c_store(node, ds, fragments=4)

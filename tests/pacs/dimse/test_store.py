@@ -334,9 +334,7 @@ def test_large_dataset_spills_to_disk_and_is_stored_as_received(node: Node, smal
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the in-memory limit a dataset is written to a temp file as it arrives, stored from there,
     and the file is removed."""
-    spill = tmp_path / "spill"
-    spill.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    spill = node.settings.spool_dir
     monkeypatch.setattr(ArchiveDIMSE, "in_memory_limit", 1024)
     written: list[str] = []
     real_mkstemp = tempfile.mkstemp
