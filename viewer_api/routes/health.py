@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pacs.errors import StorageUnavailable
 from pacs.index import db
+from viewer_api.auth.access import ADMIN, OPEN
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DeclaredRoute)
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive", dependencies=[Depends(OPEN)])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The index database and the object store are reachable")
+@router.get("/readyz", summary="The index database and the object store are reachable",
+            dependencies=[Depends(OPEN)])
 async def readyz(request: Request) -> Response:
     archive = archive_of(request)
     checks: dict[str, str] = {}
@@ -38,6 +41,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False, dependencies=[Depends(ADMIN)])
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
