@@ -103,7 +103,7 @@ STUDY_READERS = allow("study-readers", *ACCOUNT_ROLES, share=True, job=True)
 #: Admins and physicians.
 STAFF = allow("staff", "admin", "physician")
 #: STOW-RS: staff, and the plugin job token of the study in the URL.
-STOW_WRITERS = allow("stow", "admin", "physician", job=True).audited(STOW)
+STOW_WRITERS = allow("staff-or-job", "admin", "physician", job=True).audited(STOW)
 ADMIN = allow("admin", "admin")
 ADMIN_DELETE = ADMIN.audited(DELETE)
 PATIENT = allow("patient", "patient")

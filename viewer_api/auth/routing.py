@@ -12,6 +12,7 @@ holding any other kind of route: a new route never falls through to "any signed-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import fastapi.routing
@@ -85,20 +86,36 @@ class DeclaredFallback:
         raise HTTPException(404, "there is no such page or resource")
 
 
-def app_routes(app: FastAPI) -> Iterator[BaseRoute]:
+@dataclass(frozen=True, slots=True)
+class AppRoute:
+    """One route of an app as requests reach it: its full path (prefixes included) and methods."""
+
+    path: str
+    methods: frozenset[str]
+    route: BaseRoute
+
+    @property
+    def rule(self) -> Rule | None:
+        return self.route.rule if isinstance(self.route, DeclaredRoute | DeclaredMount) else None
+
+    def __str__(self) -> str:
+        return f"{', '.join(sorted(self.methods))} {self.path}".strip()
+
+
+def app_routes(app: FastAPI) -> Iterator[AppRoute]:
     """Every route of ``app``, the routes of included routers too."""
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     if contexts is None:  # FastAPI before lazy router inclusion copies included routes into app.routes
-        yield from app.routes
+        for route in app.routes:
+            yield AppRoute(getattr(route, "path", ""), frozenset(getattr(route, "methods", None) or ()), route)
         return
     for context in contexts(app.routes):
-        yield context.original_route
+        yield AppRoute(context.path or "", frozenset(context.methods or ()), context.original_route)
 
 
 def check_declared(app: FastAPI) -> None:
     """Raise :class:`UndeclaredAccess` unless every route of ``app`` declares its access rule."""
-    undeclared = [f"{', '.join(sorted(getattr(r, 'methods', None) or ()))} {getattr(r, 'path', r)}".strip()
-                  for r in app_routes(app) if not isinstance(r, DeclaredRoute | DeclaredMount)]
+    undeclared = [str(r) for r in app_routes(app) if r.rule is None]
     if not isinstance(app.router.default, DeclaredFallback):
         undeclared.append("paths that match no route")
     if undeclared:

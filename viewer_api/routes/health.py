@@ -1,4 +1,10 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+Readiness means the archive can take what modalities send: the index database answers and the
+object store takes a write now (``ObjectStore.probe_write``: free space on a filesystem, a small
+object written and deleted on S3), so that a load balancer stops routing intake to a node whose
+disk is full or whose bucket refuses writes.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +28,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The index database and the object store are reachable",
+@router.get("/readyz", summary="The index database is reachable and the object store takes writes",
             dependencies=[Depends(OPEN)])
 async def readyz(request: Request) -> Response:
     archive = archive_of(request)
     checks: dict[str, str] = {}
 
     def check() -> None:
-        for name, probe in (("database", lambda: db.ping(archive.engine)), ("storage", archive.store.ping)):
+        for name, probe in (("database", lambda: db.ping(archive.engine)), ("storage", archive.store.probe_write)):
             try:
                 probe()
                 checks[name] = "ok"
