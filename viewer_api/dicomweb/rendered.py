@@ -331,7 +331,7 @@ async def _respond(request: Request, scope: AccessScope, study: str, series: str
     study = uid(study, "StudyInstanceUID")
     series = uid(series, "SeriesInstanceUID") if series is not None else None
     instance = uid(instance, "SOPInstanceUID") if instance is not None else None
-    numbers = frame_numbers(frames) if frames is not None else None
+    numbers = frame_numbers(frames, MAX_GIF_FRAMES) if frames is not None else None
     opts = _options(request, thumbnail)
 
     def work() -> tuple[bytes, str]:
