@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from sqlalchemy import Engine, event
 from pacs.accounts.audit import AuditQuery
 from pacs.accounts.audit import query as audit_query
 from pacs.archive import Archive
-from tests.viewer_api.portal.conftest import Site, frame_url
+from tests.viewer_api.portal.conftest import Site, frame_url, job_client
 from viewer_api.app import create_app
 from viewer_api.auth.access import ADMIN, OPEN
 from viewer_api.auth.routing import DeclaredRoute, UndeclaredAccess, app_routes, check_declared
@@ -107,11 +106,7 @@ def test_unknown_paths_answer_404_to_accounts_only(site: Site) -> None:
 
 
 def test_job_tokens_reach_their_study_through_head_and_guards_too(site: Site) -> None:
-    from ai_plugins.runner.tokens import issue_job_token
-
-    token, _ = issue_job_token(site.app.state.authenticator.key, study_uid=site.owned_uid, job_id=8,
-                               plugin="acme@1.0", lifetime=timedelta(minutes=5))
-    job = site.new_client(headers={"Authorization": f"Bearer {token}"})
+    job = job_client(site, 8)
     assert job.head(f"/dicomweb/studies/{site.owned_uid}/metadata").status_code == 200
     assert job.head(f"/dicomweb/studies/{site.other_uid}/metadata").status_code == 403
     assert job.get(frame_url(site.owned[0])).status_code == 200

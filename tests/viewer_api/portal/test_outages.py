@@ -9,7 +9,6 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ from pacs.storage.s3 import S3Store
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.pg import PG_ADMIN_URL, temporary_database
 from tests.s3server import S3Server
-from tests.viewer_api.portal.conftest import PASSWORD, Site, build_site, frame_url
+from tests.viewer_api.portal.conftest import PASSWORD, Site, build_site, frame_url, job_client
 from viewer_api.auth.routing import AppRoute, app_routes
 
 SENTENCE = re.compile(r"^[^\n]+\.\n$")
@@ -72,19 +71,11 @@ def _stow_body(ds: Dataset) -> bytes:
     return b"--b\r\nContent-Type: application/dicom\r\n\r\n" + to_bytes(ds) + b"\r\n--b--\r\n"
 
 
-def _job_client(site: Site) -> httpx.Client:
-    from ai_plugins.runner.tokens import issue_job_token
-
-    token, _ = issue_job_token(site.app.state.authenticator.key, study_uid=site.owned_uid, job_id=9,
-                               plugin="acme@1.0", lifetime=timedelta(minutes=5))
-    return site.new_client(headers={"Authorization": f"Bearer {token}"})
-
-
 @pytest.mark.postgres
 def test_every_route_answers_retry_later_while_the_database_is_down(pg_site: Site) -> None:
     site = pg_site
     callers = {kind: site.client(kind) for kind in ("admin", "physician", "patient", "vendor", "share")}
-    callers["job"] = _job_client(site)
+    callers["job"] = job_client(site, 9)
     for client in callers.values():  # every credential works while the database is up
         assert client.get(f"/dicomweb/studies/{site.owned_uid}/series").status_code in (200, 403)
     routes = [r for r in app_routes(site.app) if r.rule is not None and r.rule.name != "open"]
