@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from viewer_api.auth.access import Rule, admit
 
@@ -82,6 +83,9 @@ class DeclaredFallback:
         self.rule = rule
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # none are served
+            await WebSocketClose()(scope, receive, send)
+            return
         await _admit(self.rule, scope, receive)
         raise HTTPException(404, "there is no such page or resource")
 
