@@ -36,12 +36,12 @@ def dicomweb_router() -> APIRouter:
         router.include_router(module.router)
         router.include_router(head_twins(module.router))
     _add_method_guards(router, [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)])
-    unknown = {"endpoint": _unknown, "include_in_schema": False}
-    router.add_api_route("/studies/{study}/{rest:path}", _unknown_in_study, methods=list(_READS),
-                         include_in_schema=False, dependencies=[Depends(STUDY_READERS)])
-    router.add_api_route("/{rest:path}", methods=list(_READS), dependencies=[Depends(ACCOUNTS)], **unknown)
-    router.add_api_route("/{rest:path}", methods=list(_CHANGES), dependencies=[Depends(STAFF)], **unknown)
-    router.add_api_route("/{rest:path}", methods=["DELETE"], dependencies=[Depends(ADMIN_DELETE)], **unknown)
+    for path, endpoint, methods, rule in (("/studies/{study}/{rest:path}", _unknown_in_study, _READS, STUDY_READERS),
+                                          ("/{rest:path}", _unknown, _READS, ACCOUNTS),
+                                          ("/{rest:path}", _unknown, _CHANGES, STAFF),
+                                          ("/{rest:path}", _unknown, ("DELETE",), ADMIN_DELETE)):
+        router.add_api_route(path, endpoint, methods=list(methods), include_in_schema=False,
+                             dependencies=[Depends(rule)])
     return router
 
 
