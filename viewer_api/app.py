@@ -8,32 +8,41 @@ from fastapi.middleware.cors import CORSMiddleware
 from pacs import __version__
 from pacs.archive import Archive
 from viewer_api import dicomweb, portal
+from viewer_api.auth.access import ACCOUNTS
+from viewer_api.auth.routing import DeclaredFallback, check_declared
 from viewer_api.errors import install_error_handlers
-from viewer_api.routes import benchmarks, health, jobs, plugins
+from viewer_api.routes import benchmarks, docs, health, jobs, plugins
 from viewer_api.routes.findings import router as findings_router
 
 
 def create_app(archive: Archive) -> FastAPI:
-    """Build the HTTP application around an open archive (the caller owns its lifetime)."""
+    """Build the HTTP application around an open archive (the caller owns its lifetime).
+
+    Refuses to build one holding a route without a declared access rule (:mod:`viewer_api.auth.routing`).
+    """
     app = FastAPI(
         title="cloudfilm",
         version=__version__,
         description="Cloud film archive: DICOMweb, JSON API and web viewer.",
-        docs_url="/docs",
+        openapi_url=None,  # served by viewer_api.routes.docs, under an access rule like every route
+        docs_url=None,
         redoc_url=None,
     )
     app.state.archive = archive
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
     app.include_router(jobs.router)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
     benchmarks.install(app)  # benchmarks, leaderboards, reports (issue 7)
     dicomweb.install(app)
     portal.install(app, archive)  # accounts, shares, viewer, audit (issue 5); before CORS
+    app.router.default = DeclaredFallback(ACCOUNTS)  # an unknown path: 404, to signed-in accounts only
     origins = [o.strip() for o in archive.settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["*"], expose_headers=["ETag", "Content-Location", "Warning"],
                            max_age=600)  # fmt: skip
+    check_declared(app)
     return app

@@ -1,4 +1,8 @@
-"""The one mapping of archive errors to HTTP responses: a short sentence, never a traceback."""
+"""The one mapping of archive errors to HTTP responses: a short sentence, never a traceback.
+
+An outage of the index database or the object store answers 503 with ``Retry-After`` on every
+route (RFC 9110 15.6.4): the request may succeed once the archive's parts are back.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pacs.errors import (
@@ -20,6 +25,9 @@ from pacs.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Seconds a client is asked to wait after an outage (503) before trying again.
+RETRY_AFTER_S = 30
 
 STATUS_OF: dict[type[CloudfilmError], int] = {
     NotFound: 404,
@@ -44,13 +52,30 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return PlainTextResponse(message.rstrip(".") + ".\n", status_code=status, headers=hdrs)
 
 
+def unavailable_response(message: str) -> Response:
+    """503: a part of the archive is unreachable; the client should retry after ``RETRY_AFTER_S``."""
+    return error_response(503, f"{message.rstrip('.')}; try again in {RETRY_AFTER_S} seconds",
+                          {"Retry-After": str(RETRY_AFTER_S)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CloudfilmError)
     async def _archive_error(_request: Request, exc: CloudfilmError) -> Response:
         status = status_for(exc)
         if status >= 500:
             log.error("request failed: %s", exc, exc_info=exc.__cause__)
+        if status == 503:
+            return unavailable_response(str(exc))
         return error_response(status, str(exc))
+
+    async def _database_down(_request: Request, exc: Exception) -> Response:
+        # Services map their database errors to StorageUnavailable; this catches any that escape,
+        # so that an outage reads "retry later" on every route, never "internal error".
+        log.error("the index database failed: %s", exc)
+        return unavailable_response("the index database is unreachable")
+
+    for lost in (OperationalError, InterfaceError, DisconnectionError):
+        app.add_exception_handler(lost, _database_down)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:

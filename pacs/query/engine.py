@@ -141,8 +141,20 @@ def _parse_filters(request: QueryRequest) -> dict[str, str]:
     parsed: dict[str, str] = {}
     for key, value in request.filters.items():
         keyword = resolve_keyword(key)
-        parsed[keyword] = "" if value is None else str(value)
+        parsed[keyword] = _storable("" if value is None else str(value), keyword)
     return parsed
+
+
+def _storable(value: str, keyword: str) -> str:
+    """``value``, unless it holds what no index value can: a NUL inside it (trailing NULs and spaces
+    are DICOM padding) or text that is not Unicode (lone surrogates). PostgreSQL refuses both."""
+    if "\x00" in value.strip(" \x00"):
+        raise InvalidQuery(f"{keyword} value {value[:64]!r} holds a NUL character, which no stored value holds")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidQuery(f"{keyword} value {value[:64]!r} is not valid Unicode text") from None
+    return value
 
 
 def _condition(attr: Attribute, value: str, dialect: str, fuzzy: bool, *, patient_table: bool = False) -> Any:

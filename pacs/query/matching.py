@@ -2,12 +2,15 @@
 
 Single value, universal (empty), wildcard (``*``, ``?``), range (DA/TM/DT ``a-``, ``-b``, ``a-b``),
 list of UIDs and multiple values (``MR\\CT``). Person names match case- and accent-insensitively
-on the normalised column, on any component group (alphabetic, ideographic, phonetic).
+on the normalised column, on any component group (alphabetic, ideographic, phonetic). Dates,
+times and date-times must be real ones in the PS3.5 Table 6.2-1 forms (``20261340`` is refused,
+as is ``250000``), each bound of a range too.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, or_
@@ -95,9 +98,38 @@ def fuzzy_pn_condition(norm_column: Any, value: str) -> Any:
     return and_(*conds)
 
 
-def _check(value: str, regex: re.Pattern[str], what: str, keyword: str) -> str:
-    if not regex.match(value):
-        raise InvalidQuery(f"{keyword} value {value!r} is not a valid {what}")
+def _real_date(text: str) -> bool:
+    """``YYYY``, ``YYYYMM`` or ``YYYYMMDD`` of the calendar (digits already checked)."""
+    try:
+        date(int(text[:4]), int(text[4:6] or 1), int(text[6:8] or 1))
+    except ValueError:
+        return False
+    return True
+
+
+def _real_time(text: str) -> bool:
+    """``HH[MM[SS[.F]]]`` with HH < 24, MM < 60 and SS <= 60 (a leap second, PS3.5 Table 6.2-1)."""
+    return int(text[:2]) < 24 and int(text[2:4] or 0) < 60 and int(text[4:6] or 0) <= 60
+
+
+def _real_datetime(text: str) -> bool:
+    """``YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX]``: a real date, time and a UTC offset of -1200 to +1400."""
+    body, offset = text, ""
+    if len(text) > 5 and text[-5] in "+-":
+        body, offset = text[:-5], text[-5:]
+    if offset:
+        minutes = (int(offset[1:3]) * 60 + int(offset[3:])) * (-1 if offset[0] == "-" else 1)
+        if int(offset[3:]) >= 60 or not -12 * 60 <= minutes <= 14 * 60:
+            return False
+    return _real_date(body[:8]) and (len(body) <= 8 or _real_time(body[8:]))
+
+
+_REAL = {"DA": _real_date, "TM": _real_time, "DT": _real_datetime}
+
+
+def _check(value: str, regex: re.Pattern[str], what: str, keyword: str, vr: str) -> str:
+    if not regex.match(value) or not _REAL[vr](value):
+        raise InvalidQuery(f"{keyword} value {value[:64]!r} is not a valid {what}")
     return value
 
 
@@ -112,15 +144,15 @@ def range_condition(column: Any, value: str, vr: str, keyword: str) -> Any:
             raise InvalidQuery(f"{keyword} range {value!r} has no bounds")
         conds = []
         if low:
-            conds.append(column >= _check(low, regex, what, keyword))
+            conds.append(column >= _check(low, regex, what, keyword, vr))
         if high:
-            _check(high, regex, what, keyword)
+            _check(high, regex, what, keyword, vr)
             # A time/date-time upper bound covers everything it is a prefix of: 1030 includes 103059.
             conds.append(column <= high if vr == "DA" else column < _succ(high))
         return and_(*conds, column != "")
     if has_wildcard(text):
         return string_condition(column, text, "postgresql")
-    _check(text, regex, what, keyword)
+    _check(text, regex, what, keyword, vr)
     return column == text if vr == "DA" else column.like(_like_pattern(text) + "%", escape="\\")
 
 

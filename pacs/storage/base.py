@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+#: Where :meth:`ObjectStore.probe_write` writes: no instance key starts with ``_`` (keys start with a UID).
+PROBE_KEY = "_probe/readiness"
 
 class StagedObject(ABC):
     """Bytes made ready to be stored before their key is known (see :meth:`ObjectStore.stage_bytes`)."""
@@ -116,6 +118,18 @@ class ObjectStore(ABC):
         """What writes cut off by a crash left in the store (staged data never published), older than
         ``older_than_s`` seconds; removed unless ``remove`` is false. The default stages nothing."""
         return ()
+
+    def probe_write(self) -> None:
+        """Raise StorageUnavailable unless the store takes a write now (readiness, ``/readyz``).
+
+        Cheap enough to run every few seconds: one small object under :data:`PROBE_KEY`, written
+        and deleted (a full disk, a read-only bucket or a bucket policy refusing writes all fail it,
+        where a read or a listing would still succeed). Concurrent probes share the key: an
+        overwrite or a delete of a deleted key is harmless.
+        """
+        self.ping()
+        self.put_bytes(PROBE_KEY, b"cloudfilm readiness probe\n")
+        self.delete(PROBE_KEY)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default holds none."""

@@ -22,6 +22,11 @@ from pacs.storage.keys import check_key
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+_MIB = 1024 * 1024
+
+#: Free space below which the store is not ready for writes: room for the largest instances
+#: (multi-frame mammography, enhanced CT/MR, whole-slide levels) arriving at once.
+MIN_FREE_BYTES = 64 * _MIB
 
 
 #: Threads that sync and name staged objects (the GIL is released while they wait on the disk);
@@ -76,9 +81,10 @@ class _StagedFile(StagedObject):
 class FilesystemStore(ObjectStore):
     """Objects as files under ``root``; keys map to relative paths and can never leave ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         self.root = root.resolve()
         self.url = f"file://{self.root}"
+        self.min_free_bytes = min_free_bytes
         self._tmp = self.root / ".tmp"
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
@@ -218,10 +224,34 @@ class FilesystemStore(ObjectStore):
         if not os.access(self.root, os.W_OK) or not self._tmp.is_dir():
             raise StorageUnavailable(f"the object store at {self.root} is not writable")
 
+    def probe_write(self) -> None:
+        """Free space and inodes above the floor (``statvfs``, what unprivileged writers may use),
+        then a small temp file created, written and removed without a sync: it fails on a
+        read-only, full or failed volume, and costs a few microseconds instead of two syncs."""
+        self.ping()
+        try:
+            fs = os.statvfs(self._tmp)
+        except OSError as exc:
+            raise StorageUnavailable(f"the object store at {self.root} cannot be examined: {exc.strerror}") from exc
+        free = fs.f_bavail * fs.f_frsize
+        if free < self.min_free_bytes or (fs.f_files and not fs.f_favail):
+            raise StorageUnavailable(f"the object store at {self.root} is full ({free // _MIB} MiB free, "
+                                     f"{self.min_free_bytes // _MIB} MiB needed)")
+        try:
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="probe-")
+            try:
+                os.write(fd, b"cloudfilm readiness probe\n")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+        except OSError as exc:
+            raise StorageUnavailable(f"the object store at {self.root} cannot take writes: {exc.strerror}") from exc
+
     def cleanup_temp(self, older_than_s: float, *, remove: bool = True) -> tuple[str, ...]:
         """Temp files in ``.tmp`` not written for ``older_than_s`` seconds: a staged or atomic write
         whose process died before the rename. A live write's file is seconds old."""
         return tuple(sweep_files(self._tmp, ("*",), older_than_s, remove=remove))
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import InvalidQuery
+from pacs.index.models import Study
 from pacs.query import Level, QueryRequest, run_query
+from pacs.query.matching import value_condition
 from tests.factories import PATIENTS, make_ct_case, to_bytes
 
 # Patients: 0 Doe^John, 1 Müller^Jürgen, 2 Łukasiewicz^Zoë, 4 Yamada^Taro=山田^太郎=...
@@ -67,6 +70,10 @@ def _studies(archive: Archive, **filters: str) -> list[str]:
         ({"PatientID": PATIENTS[1].patient_id}, ["ACC3"]),
         ({"00100020": PATIENTS[1].patient_id}, ["ACC3"]),  # by tag
         ({"Modality": "MR"}, ["ACC2", "ACC5"]),  # series attribute at study level
+        ({"StudyDate": "20240229-20240301"}, ["ACC3"]),  # a leap day
+        ({"StudyTime": "235960"}, []),  # a leap second is a valid time
+        ({"StudyDate": "-20221231\\20241231"}, ["ACC4", "ACC5"]),  # an open range and a date, either
+        ({"AccessionNumber": "ACC3\x00"}, ["ACC3"]),  # trailing NUL: DICOM padding
     ],
 )
 def test_study_matching(loaded: tuple[Archive, list[str]], filters: dict[str, str], expected: list[str]) -> None:
@@ -132,6 +139,44 @@ def test_malformed_queries_are_refused(loaded: tuple[Archive, list[str]], filter
     archive, _ = loaded
     with pytest.raises(InvalidQuery):
         list(run_query(archive.engine, QueryRequest(Level.STUDY, filters)))
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [({"StudyDate": "20261340"}, "'20261340' is not a valid date"),
+     ({"StudyDate": "20230229"}, "'20230229' is not a valid date"),  # not a leap year
+     ({"StudyDate": "20240101-20241332"}, "'20241332' is not a valid date"),  # each bound of a range
+     ({"StudyDate": "-00000101"}, "'00000101'"),
+     ({"StudyTime": "250000"}, "'250000' is not a valid time"),
+     ({"StudyTime": "1260-"}, "'1260' is not a valid time"),
+     ({"SeriesDate": "20240431"}, "SeriesDate value '20240431'"),
+     ({"PatientName": "abc\x00def"}, "PatientName value 'abc\\x00def' holds a NUL character"),
+     ({"PatientID": "CF\x00-0001"}, "holds a NUL character"),
+     ({"StudyDescription": "CT \udc80"}, "is not valid Unicode text")],
+)
+def test_impossible_dates_times_and_unstorable_text_are_named(loaded: tuple[Archive, list[str]],
+                                                              filters: dict[str, str], named: str) -> None:
+    archive, _ = loaded
+    with pytest.raises(InvalidQuery, match=re.escape(named)):
+        list(run_query(archive.engine, QueryRequest(Level.STUDY, filters)))
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("2024", True), ("202402", True), ("20240229", True), ("20240229235960.123456", True),
+     ("20240101120000+1400", True), ("20240101120000+0000", True), ("20240101+0530", True),
+     ("20241301", False), ("20230229", False), ("20240101246000", False), ("20240101120000+1401", False),
+     ("20240101120000+1500", False), ("20240101120000+0560", False), ("2024010112-20241231", True),
+     ("2024-20231399", False)],
+)
+def test_date_time_values_are_checked(value: str, valid: bool) -> None:
+    """DT (PS3.5 Table 6.2-1), through the one matcher C-FIND and QIDO-RS share."""
+    column = Study.study_date  # any text column: only the value is checked here
+    if valid:
+        value_condition(column, None, "DT", value, "AcquisitionDateTime", "postgresql")
+    else:
+        with pytest.raises(InvalidQuery, match="AcquisitionDateTime value"):
+            value_condition(column, None, "DT", value, "AcquisitionDateTime", "postgresql")
 
 
 def test_access_scope_limits_every_level(loaded: tuple[Archive, list[str]]) -> None:

@@ -13,6 +13,7 @@ from pydicom.pixels import get_decoder
 from pacs.archive import Archive
 from tests.factories import make_rgb, multiframe_pixels
 from tests.viewer_api.conftest import Gallery, dicomweb_settings, make_app, parts_of, store_all
+from viewer_api.dicomweb.params import MAX_FRAMES_PER_REQUEST
 
 ELE = "1.2.840.10008.1.2.1"
 OHIF = "multipart/related; type=application/octet-stream; transfer-syntax=*"
@@ -105,6 +106,19 @@ def test_frame_errors(gallery: Gallery) -> None:
         .status_code == 406
     assert client.get(gallery.url("multi", "/frames/1,2"), headers={"Accept": "application/octet-stream"}) \
         .status_code == 406  # two frames cannot be one single part
+
+
+def test_frame_lists_are_deduplicated_and_capped(gallery: Gallery) -> None:
+    """A 20 KB URL repeating frame 1 used to stream the frame 10,000 times (329 MB for a CT frame)."""
+    client = gallery.client
+    repeated = client.get(gallery.url("multi", "/frames/" + ",".join(["1"] * 10_000)))
+    assert repeated.status_code == 400 and "frame 1 is listed more than once" in repeated.text
+    twice = client.get(gallery.url("multi", "/frames/2,5,2"))
+    assert twice.status_code == 400 and "frame 2" in twice.text
+    numbers = ",".join(str(n) for n in range(1, MAX_FRAMES_PER_REQUEST + 2))
+    too_many = client.get(gallery.url("multi", f"/frames/{numbers}"))
+    assert too_many.status_code == 400 and f"at most {MAX_FRAMES_PER_REQUEST} frames" in too_many.text
+    assert len(frames(gallery, "multi", "1,2,3,4,5,6", None)) == 6  # every frame once is fine
 
 
 def test_pixel_data_bulk(gallery: Gallery) -> None:

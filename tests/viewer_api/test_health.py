@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
+import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from pacs.archive import Archive
 from pacs.index.db import make_engine
+from pacs.settings import Settings
+from pacs.storage.filesystem import MIN_FREE_BYTES, FilesystemStore
+from pacs.storage.s3 import S3Store
 from tests.factories import make_ct_study, to_bytes
+from tests.s3server import S3Server
+from tests.viewer_api.conftest import STOW_TYPE, stow_body
 from viewer_api.app import create_app
 
 
@@ -44,3 +57,80 @@ def test_readyz_reports_what_is_unreachable(local_archive: Archive) -> None:
     assert body.json()["database"] == "the index database is unreachable"
     assert "not writable" in body.json()["storage"]
     assert TestClient(create_app(broken)).get("/healthz").status_code == 200
+
+
+def _ready(app: FastAPI) -> tuple[int, str]:
+    response = TestClient(app).get("/readyz")
+    return response.status_code, str(response.json()["storage"])
+
+
+def test_readyz_fails_below_the_free_space_floor(local_archive: Archive) -> None:
+    store = local_archive.store
+    assert isinstance(store, FilesystemStore)
+    app = create_app(local_archive)
+    assert _ready(app) == (200, "ok")
+    store.min_free_bytes = shutil.disk_usage(store.root).free + 2**30  # a disk with less free than the floor
+    status, reason = _ready(app)
+    assert status == 503 and "is full" in reason and "MiB needed" in reason
+    store.min_free_bytes = MIN_FREE_BYTES
+    (store.root / ".tmp").rmdir()
+    (store.root / ".tmp").write_bytes(b"")  # the temp directory is gone: nothing can be written
+    assert _ready(app)[0] == 503
+
+
+@contextmanager
+def tmpfs(path: Path, size_mib: int) -> Iterator[Path]:
+    """A small RAM filesystem at ``path`` (root may mount one; elsewhere the test is skipped)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_readyz_follows_a_real_volume_filling_up_and_turning_read_only(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "volume", 80) as volume, Archive.open(Settings(
+            data_dir=tmp_path / "data", http_port=0, dicom_port=0, auth_disabled=True,
+            storage_url=f"file://{volume}/objects")) as archive:  # fmt: skip
+        app = create_app(archive)
+        assert _ready(app) == (200, "ok")
+        filler = volume / "filler"
+        with open(filler, "wb") as out:
+            out.write(b"\0" * (20 * 2**20))
+        status, reason = _ready(app)
+        assert status == 503 and "is full" in reason  # 60 MiB left: under the 64 MiB floor
+        with open(filler, "ab") as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 2**20)
+        body = stow_body([make_ct_study(n_slices=1, rows=16, cols=16, seed=61)[0]])
+        stow = TestClient(app).post("/dicomweb/studies", content=body, headers={"Content-Type": STOW_TYPE})
+        assert stow.status_code == 503 and stow.headers["retry-after"] == "30"  # what /readyz foretold
+        filler.unlink()
+        assert _ready(app) == (200, "ok")
+        subprocess.run(["mount", "-o", "remount,ro", str(volume)], check=True)
+        status, reason = _ready(app)
+        assert status == 503 and "not writable" in reason  # access(2) answers EROFS
+
+
+@pytest.mark.s3
+def test_readyz_fails_when_the_bucket_refuses_writes(tmp_path: Path, s3_server: S3Server) -> None:
+    from tests.viewer_api.portal.test_outages import deny_objects
+
+    settings = Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0, auth_disabled=True,
+                        storage_url=f"s3://ready-{uuid.uuid4().hex[:16]}", s3_endpoint=s3_server.endpoint,
+                        s3_access_key=s3_server.access_key, s3_secret_key=s3_server.secret_key)  # fmt: skip
+    with Archive.open(settings) as archive:
+        store = archive.store
+        assert isinstance(store, S3Store)
+        app = create_app(archive)
+        assert _ready(app) == (200, "ok")
+        store.put_bytes("kept/object", b"readable")
+        deny_objects(store, ("s3:PutObject",))
+        status, reason = _ready(app)
+        assert status == 503 and "AccessDenied" in reason
+        assert store.get_bytes("kept/object") == b"readable"  # reads and listings still work: only a write tells
+        store.ping()

@@ -133,6 +133,29 @@ def test_bad_parameters_are_400(qido: tuple[TestClient, dict[str, str]], query: 
     assert resp.headers["content-type"].startswith("text/plain") and "Traceback" not in resp.text
 
 
+@pytest.mark.parametrize(("query", "named"), [
+    ("StudyDate=20261340", "StudyDate value '20261340' is not a valid date (YYYYMMDD)"),
+    ("StudyDate=20200101-20201399", "StudyDate value '20201399' is not a valid date"),
+    ("StudyTime=2500", "StudyTime value '2500' is not a valid time"),
+    ("PatientName=abc%00def", "PatientName value 'abc\\x00def' holds a NUL character"),
+])
+def test_impossible_values_are_400_naming_them(qido: tuple[TestClient, dict[str, str]], query: str,
+                                               named: str) -> None:
+    client, _ = qido
+    resp = client.get(f"/dicomweb/studies?{query}")
+    assert resp.status_code == 400 and named in resp.text, resp.text
+
+
+@pytest.mark.parametrize("query", ["StudyDate=20200101-", "StudyDate=-20200105", "StudyDate=20200105",
+                                   "StudyDate=2020.01.01-2020.12.31", "StudyTime=-2359", "StudyTime=000000-235960",
+                                   "StudyDate=20200105%5C19991231", "StudyDate=20200105&StudyTime=0000-235959.999"])
+def test_real_dates_ranges_and_open_ranges_keep_working(qido: tuple[TestClient, dict[str, str]], query: str) -> None:
+    client, known = qido
+    resp = client.get(f"/dicomweb/studies?{query}&limit=1000")
+    assert resp.status_code == 200, resp.text
+    assert known["big"] in uids(resp.json())  # studied on 2020-01-05
+
+
 def test_no_match_is_200_and_an_empty_array(qido: tuple[TestClient, dict[str, str]]) -> None:
     client, _ = qido
     resp = client.get("/dicomweb/studies?PatientID=NOBODY")

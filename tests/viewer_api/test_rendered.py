@@ -15,6 +15,7 @@ from pydicom.pixels import apply_color_lut
 from pacs.archive import Archive
 from tests.factories import make_gray8, rgb_pixels
 from tests.viewer_api.conftest import Gallery, dicomweb_settings, make_app, store_all
+from viewer_api.dicomweb.rendered import MAX_GIF_FRAMES
 
 
 def image(gallery: Gallery, path: str, accept: str = "image/png", **params: str) -> Image.Image:
@@ -80,6 +81,17 @@ def test_multiframe_frames_and_animation(gallery: Gallery) -> None:
     assert image(gallery, gallery.url("multi", "/frames/1,2/rendered"), accept="image/gif").n_frames == 2
     assert gallery.client.get(gallery.url("multi", "/frames/1,2/rendered"),
                               headers={"Accept": "image/png"}).status_code == 406
+
+
+def test_rendered_frame_lists_are_deduplicated_and_capped(gallery: Gallery) -> None:
+    """Each listed frame is decoded and drawn: repeats and long lists would cost CPU without bound."""
+    client, gif = gallery.client, {"Accept": "image/gif"}
+    repeated = client.get(gallery.url("multi", "/frames/" + ",".join(["1"] * 10_000) + "/rendered"), headers=gif)
+    assert repeated.status_code == 400 and f"at most {MAX_GIF_FRAMES} frames" in repeated.text
+    twice = client.get(gallery.url("multi", "/frames/3,3/rendered"), headers=gif)
+    assert twice.status_code == 400 and "frame 3 is listed more than once" in twice.text
+    thumb = client.get(gallery.url("multi", "/frames/1,1/thumbnail"))
+    assert thumb.status_code == 400
 
 
 def test_viewport_scales_crops_and_flips(gallery: Gallery) -> None:

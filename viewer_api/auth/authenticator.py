@@ -4,7 +4,8 @@ Order: ``Authorization: Bearer`` (an API key ``cfk_…``, a JWT access token, or
 from :mod:`ai_plugins.runner.tokens`; if present it must be valid, no fallback), then the browser
 session cookie, then the share cookie (which adds its one study to a signed-in user, or stands
 alone for a visitor). Every credential is re-checked against
-the database on each request, so disabling a user or revoking a key or link takes effect at once.
+the database on each request, so disabling a user or revoking a key or link takes effect at once;
+when the database cannot answer, :class:`~pacs.errors.StorageUnavailable` says so (503, retry later).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from ai_plugins.benchmarks.visibility import restrict_from_db
 from ai_plugins.runner.tokens import check_job_token
@@ -21,6 +23,7 @@ from pacs.accounts.keys import secret_key
 from pacs.accounts.principal import PluginJob, Principal
 from pacs.accounts.shares import active_grant
 from pacs.accounts.users import active_user
+from pacs.errors import StorageUnavailable
 from pacs.settings import Settings
 from viewer_api.auth.tokens import TokenSigner
 
@@ -65,7 +68,10 @@ class Authenticator:
 
     def restrict(self, principal: Principal | None) -> Principal | None:
         """``principal`` with the benchmark studies it may not see hidden (issue 7: test cases, copies)."""
-        return restrict_from_db(self.engine, principal)
+        try:
+            return restrict_from_db(self.engine, principal)
+        except SQLAlchemyError as exc:  # the accounts services map their own; this read is the benchmarks'
+            raise StorageUnavailable("the index database is unreachable") from exc
 
     def _resolve(self, authorization: str | None, session: str | None, share: str | None) -> Resolution:
         if self.disabled:

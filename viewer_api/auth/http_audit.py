@@ -1,25 +1,38 @@
-"""Audit events for the DICOMweb and WADO-URI routes, recorded once by the auth middleware.
+"""What a route's requests stand for in the audit trail, declared with the route's access rule.
 
-The routes themselves stay free of audit calls: the middleware sees the method, path, caller and
-final status of every request and records the ones the trail needs: STOW-RS (``stow``), deletes,
-study searches (``search``), retrieval of DICOM objects (``download``) and the opening of a study's
-metadata, which is how DICOMweb viewers such as OHIF open a study (``view``). Frames, rendered
-images and thumbnails are not recorded one by one: the viewer page that shows them already was.
+A route whose requests the trail needs names an :class:`Audit` in its rule
+(:mod:`viewer_api.auth.access`); the security middleware records the event once the response has
+gone out, with its final status, so refusals (401/403) and failures are recorded as well as
+successes. Declared: STOW-RS (``stow``), deletes, study searches (``search``), retrieval of DICOM
+objects (``download``) and the opening of a study's metadata, which is how DICOMweb viewers such as
+OHIF open a study (``view``). Frames, rendered images and thumbnails declare none: the viewer page
+that shows them already was recorded. HEAD requests transfer nothing and are never recorded.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs
 
 from pacs.accounts.audit import Action, Outcome
 
-_UID = r"[0-9.]{1,64}"
-_STUDY = re.compile(rf"^/dicomweb/studies/(?P<study>{_UID})")
-_RETRIEVE = re.compile(rf"^/dicomweb/studies/{_UID}(/series/{_UID}(/instances/{_UID})?)?/?$")
-_METADATA = re.compile(rf"^/dicomweb/studies/{_UID}/metadata/?$")
-_STOW = re.compile(rf"^/dicomweb/studies(/{_UID})?/?$")
+_DICOMWEB = "/dicomweb"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the trail may say about one finished request."""
+
+    method: str
+    path: str
+    query: str  # the raw query string
+    query_params: Mapping[str, str]
+    path_params: Mapping[str, str]
+    status: int
+
+    @property
+    def study(self) -> str:
+        return str(self.path_params.get("study", ""))[:64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +43,24 @@ class HttpAuditEvent:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """The action a route's requests are recorded as; ``describe`` gives (study UID, detail), or
+    ``None`` for a request the trail does not need (a WADO-URI image rather than a DICOM object)."""
+
+    action: Action
+    describe: Callable[[RequestFacts], tuple[str, str] | None]
+
+    def event(self, facts: RequestFacts) -> HttpAuditEvent | None:
+        if facts.method == "HEAD":
+            return None
+        described = self.describe(facts)
+        if described is None:
+            return None
+        study, detail = described
+        return HttpAuditEvent(self.action, outcome_of(facts.status), study, detail[:500])
+
+
 def outcome_of(status: int) -> Outcome:
     if status < 400:
         return Outcome.SUCCESS
@@ -38,26 +69,21 @@ def outcome_of(status: int) -> Outcome:
     return Outcome.ERROR if status >= 500 else Outcome.FAILURE
 
 
-def classify(method: str, path: str, query: str, status: int) -> HttpAuditEvent | None:
-    """The audit event a DICOMweb request stands for, or ``None`` for the ones not recorded."""
-    match = _STUDY.match(path)
-    study = match.group("study") if match else ""
-    outcome = outcome_of(status)
-    if method == "POST" and _STOW.match(path):
-        return HttpAuditEvent(Action.STOW, outcome, study, f"STOW-RS {status}")
-    if method == "DELETE" and path.startswith("/dicomweb/"):
-        return HttpAuditEvent(Action.DELETE, outcome, study, f"{path} {status}")
-    if method != "GET":
-        return None
-    if path.rstrip("/") == "/dicomweb/studies":
-        return HttpAuditEvent(Action.SEARCH, outcome, "", f"QIDO-RS {query}"[:500])
-    if _METADATA.match(path):
-        return HttpAuditEvent(Action.VIEW, outcome, study, "WADO-RS metadata")
-    if _RETRIEVE.match(path):
-        return HttpAuditEvent(Action.DOWNLOAD, outcome, study, f"WADO-RS {path.removeprefix('/dicomweb')}"[:500])
-    if path.rstrip("/") == "/wado":
-        params = parse_qs(query)
-        if params.get("contentType", [""])[0] == "application/dicom":
-            wado_study = params.get("studyUID", [""])[0][:64]
-            return HttpAuditEvent(Action.DOWNLOAD, outcome, wado_study, "WADO-URI application/dicom")
-    return None
+def _wado_uri(facts: RequestFacts) -> tuple[str, str] | None:
+    if facts.query_params.get("contentType", "") != "application/dicom":
+        return None  # rendered images are part of a page already recorded
+    return facts.query_params.get("studyUID", "")[:64], "WADO-URI application/dicom"
+
+
+#: STOW-RS (PS3.18 10.5), into any study or the one in the URL.
+STOW = Audit(Action.STOW, lambda f: (f.study, f"STOW-RS {f.status}"))
+#: DELETE of a study, series or instance (and attempts on paths that do not allow it).
+DELETE = Audit(Action.DELETE, lambda f: (f.study, f"{f.path} {f.status}"))
+#: QIDO-RS search for studies: the query is the detail.
+SEARCH = Audit(Action.SEARCH, lambda f: ("", f"QIDO-RS {f.query}"))
+#: WADO-RS metadata of a whole study: how DICOMweb viewers open a study.
+VIEW_METADATA = Audit(Action.VIEW, lambda f: (f.study, "WADO-RS metadata"))
+#: WADO-RS retrieval of DICOM objects (a study, a series or an instance).
+RETRIEVE = Audit(Action.DOWNLOAD, lambda f: (f.study, f"WADO-RS {f.path.removeprefix(_DICOMWEB)}"))
+#: WADO-URI (PS3.18 9): recorded when it hands out the DICOM object itself.
+WADO_URI = Audit(Action.DOWNLOAD, _wado_uri)

@@ -12,22 +12,15 @@ from pydantic import BaseModel, Field
 
 from pacs.accounts.api_keys import create_api_key, find_owner, list_api_keys, revoke_api_key
 from pacs.accounts.audit import Action, Outcome
-from pacs.accounts.principal import Principal
 from pacs.accounts.users import UserInfo, authenticate
+from viewer_api.auth.access import Account, AccountOrShare, Visitor, cross_site
 from viewer_api.auth.authenticator import CSRF_FIELD, SESSION_COOKIE, SHARE_COOKIE, Authenticator
-from viewer_api.auth.dependencies import (
-    audit,
-    authenticator_of,
-    client_address,
-    current_principal,
-    optional_principal,
-    require_user,
-)
-from viewer_api.auth.middleware import cross_site
+from viewer_api.auth.dependencies import audit, authenticator_of, client_address
 from viewer_api.auth.ratelimit import WINDOW, login_allowed
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.pages import render
 
-router = APIRouter()
+router = APIRouter(route_class=DeclaredRoute)
 
 
 def safe_next(target: str | None) -> str:
@@ -47,6 +40,8 @@ def login_page(request: Request, status: int = 200, message: str = "", username:
 
 async def _check_login(request: Request, auth: Authenticator, username: str, password: str) -> UserInfo:
     """The account for these credentials; 429 when rate-limited, 401 otherwise. Audited either way."""
+    if not username.isprintable():  # no account has one; the index could not even compare it (NUL)
+        raise HTTPException(400, "a username holds printable characters only")
     engine = auth.engine
     source = client_address(request)
     allowed = await run_in_threadpool(login_allowed, engine, username, source, auth.settings.login_max_failures)
@@ -65,15 +60,14 @@ async def _check_login(request: Request, auth: Authenticator, username: str, pas
 
 
 @router.get("/login", include_in_schema=False)
-def get_login(request: Request) -> Response:
-    principal = optional_principal(request)
+def get_login(principal: Visitor, request: Request) -> Response:
     if principal is not None and principal.role is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     return login_page(request)
 
 
 @router.post("/login", include_in_schema=False)
-async def post_login(request: Request, username: str = Form(""), password: str = Form(""),
+async def post_login(_visitor: Visitor, request: Request, username: str = Form(""), password: str = Form(""),
                      next: str = Form("/viewer/"), auth: Authenticator = Depends(authenticator_of)) -> Response:
     if cross_site(request):
         raise HTTPException(403, "cross-site requests are refused")
@@ -92,8 +86,7 @@ async def post_login(request: Request, username: str = Form(""), password: str =
 
 
 @router.post("/logout", include_in_schema=False)
-async def post_logout(request: Request, csrf_token: str = Form("", alias=CSRF_FIELD)) -> Response:
-    principal = optional_principal(request)
+async def post_logout(principal: Visitor, request: Request, csrf_token: str = Form("", alias=CSRF_FIELD)) -> Response:
     if principal is not None and principal.via in ("session", "share"):
         if cross_site(request) or csrf_token != getattr(request.state, "csrf", ""):
             raise HTTPException(403, "the request lacks a valid CSRF token; reload the page and try again")
@@ -112,7 +105,7 @@ class TokenResponse(BaseModel):
 
 
 @router.post("/api/auth/token", response_model=TokenResponse, tags=["auth"])
-async def issue_token(request: Request, form: OAuth2PasswordRequestForm = Depends(),
+async def issue_token(_visitor: Visitor, request: Request, form: OAuth2PasswordRequestForm = Depends(),
                       auth: Authenticator = Depends(authenticator_of)) -> Any:
     """OAuth2 password flow (RFC 6749 4.3): a short-lived JWT bearer token."""
     user = await _check_login(request, auth, form.username.strip(), form.password)
@@ -129,7 +122,7 @@ class Me(BaseModel):
 
 
 @router.get("/api/auth/me", response_model=Me, tags=["auth"])
-def me(principal: Principal = Depends(current_principal)) -> Me:
+def me(principal: AccountOrShare) -> Me:
     """Who the credentials belong to."""
     return Me(username=principal.username, role=principal.role,
               share_study_uid=principal.share.study_uid if principal.share else None,
@@ -150,7 +143,7 @@ class KeyOut(BaseModel):
 
 
 @router.get("/api/auth/keys", response_model=list[KeyOut], tags=["auth"])
-def my_keys(request: Request, principal: Principal = Depends(require_user)) -> list[KeyOut]:
+def my_keys(principal: Account, request: Request) -> list[KeyOut]:
     """The caller's API keys (without the keys themselves)."""
     keys = list_api_keys(request.app.state.archive.engine, principal.username)
     return [KeyOut(id=k.id, name=k.name, created_at=k.created_at.isoformat(),
@@ -159,7 +152,7 @@ def my_keys(request: Request, principal: Principal = Depends(require_user)) -> l
 
 
 @router.post("/api/auth/keys", response_model=KeyOut, status_code=201, tags=["auth"])
-def new_key(request: Request, body: NewKey, principal: Principal = Depends(require_user)) -> KeyOut:
+def new_key(principal: Account, request: Request, body: NewKey) -> KeyOut:
     """A new API key for the caller; the key is in this answer only."""
     info, clear = create_api_key(request.app.state.archive.engine, principal.username, body.name)
     audit(request, Action.API_KEY, detail=f"created key {info.id}")
@@ -168,7 +161,7 @@ def new_key(request: Request, body: NewKey, principal: Principal = Depends(requi
 
 
 @router.delete("/api/auth/keys/{key_id}", status_code=204, tags=["auth"])
-def delete_key(request: Request, key_id: int, principal: Principal = Depends(require_user)) -> Response:
+def delete_key(principal: Account, request: Request, key_id: int) -> Response:
     """Revoke one of the caller's API keys (an admin may revoke anyone's)."""
     engine = request.app.state.archive.engine
     owner = principal.username

@@ -21,6 +21,8 @@ from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.retrieve import StoredInstance, open_instance
 from viewer_api.access import current_scope
+from viewer_api.auth.access import STUDY_READERS
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.frames import frame_bytes, frames_response, image_for, plan
 from viewer_api.dicomweb.media import OCTET_STREAM, BadRequest, MediaRange, NotAcceptable, accept_of, type_matches
@@ -28,7 +30,8 @@ from viewer_api.dicomweb.multipart import MultipartWriter
 from viewer_api.dicomweb.params import uid
 from viewer_api.dicomweb.pixels import PIXEL_DATA_TAG, check_frames, frame_count, locate
 
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
+                   dependencies=[Depends(STUDY_READERS)])
 _PIXEL_TAGS = {PIXEL_DATA_TAG, "7FE00008", "7FE00009"}
 _PACK = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q", "AT": "I"}
 _WORD = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}

@@ -14,10 +14,13 @@ from starlette.exceptions import HTTPException
 from pacs.access import AccessScope
 from pacs.delete import delete_instances
 from viewer_api.access import current_scope
+from viewer_api.auth.access import ADMIN_DELETE
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.params import uid
 
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
+                   dependencies=[Depends(ADMIN_DELETE)])
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 
 

@@ -20,6 +20,8 @@ from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.retrieve import StoredInstance, read_frames
 from viewer_api.access import current_scope
+from viewer_api.auth.access import STUDY_READERS
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.media import (
     EXPLICIT_VR_BIG_ENDIAN,
@@ -46,7 +48,8 @@ from viewer_api.dicomweb.pixels import (
     native_from_stored,
 )
 
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
+                   dependencies=[Depends(STUDY_READERS)])
 _BATCH = 32  # frames read concurrently per step of the response
 
 

@@ -15,11 +15,14 @@ from fastapi.responses import Response
 from pacs.access import AccessScope
 from pacs.retrieve import instance_metadata
 from viewer_api.access import current_scope
+from viewer_api.auth.access import STUDY_READERS
+from viewer_api.auth.http_audit import VIEW_METADATA
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.encoding import escape_markup, json_media_type, json_response
 from viewer_api.dicomweb.params import dicomweb_base, uid
 
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute)
 _BULK_KEY = '"BulkDataURI":"'
 
 
@@ -45,18 +48,21 @@ async def _metadata(request: Request, scope: AccessScope, study: str, series: st
     return await asyncio.to_thread(build)
 
 
-@router.get("/studies/{study}/metadata", summary="Metadata of every instance of a study (WADO-RS)")
+@router.get("/studies/{study}/metadata", summary="Metadata of every instance of a study (WADO-RS)",
+            dependencies=[Depends(STUDY_READERS.audited(VIEW_METADATA))])
 async def study_metadata(study: str, request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _metadata(request, scope, study, None, None)
 
 
-@router.get("/studies/{study}/series/{series}/metadata", summary="Metadata of every instance of a series")
+@router.get("/studies/{study}/series/{series}/metadata", summary="Metadata of every instance of a series",
+            dependencies=[Depends(STUDY_READERS)])
 async def series_metadata(study: str, series: str, request: Request,
                           scope: AccessScope = Depends(current_scope)) -> Response:  # fmt: skip
     return await _metadata(request, scope, study, series, None)
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", summary="Metadata of an instance")
+@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", summary="Metadata of an instance",
+            dependencies=[Depends(STUDY_READERS)])
 async def instance_metadata_route(study: str, series: str, instance: str, request: Request,
                                   scope: AccessScope = Depends(current_scope)) -> Response:  # fmt: skip
     return await _metadata(request, scope, study, series, instance)

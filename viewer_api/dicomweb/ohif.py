@@ -14,14 +14,16 @@ import re
 import threading
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from pacs.errors import NotFound
+from viewer_api.auth.access import ACCOUNTS
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
 PREFIX = "/ohif"
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DeclaredRoute, dependencies=[Depends(ACCOUNTS)])
 _RUNTIME_MARKER = b'__webpack_require__.p = "/"'
 _INLINE_RE = re.compile(rb"<script>(.*?)</script>", re.S)
 INLINE_SCRIPT = "cloudfilm-inline.js"

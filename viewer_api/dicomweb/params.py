@@ -10,6 +10,8 @@ from pacs.uids import is_valid_uid
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.media import BadRequest
 
+#: Frames one WADO-RS frames request may list (each at most once, so a response never holds more
+#: than the instance's own pixel data).
 MAX_FRAMES_PER_REQUEST = 10_000
 _PRINTABLE = re.compile(r"^[0-9A-Za-z.,_/ -]{0,80}$")
 
@@ -23,16 +25,24 @@ def uid(value: str, what: str) -> str:
     return value
 
 
-def frame_numbers(text: str) -> list[int]:
-    """``1,3,5`` as a list of 1-based frame numbers (PS3.18 8.4.2: a comma-separated list)."""
+def frame_numbers(text: str, limit: int = MAX_FRAMES_PER_REQUEST) -> list[int]:
+    """``1,3,5`` as a list of 1-based frame numbers (PS3.18 8.4.2: a comma-separated list), each
+    listed once and at most ``limit`` of them: a short URL never makes a response larger than the
+    instance (``1,1,1,...`` would repeat a frame without bound)."""
+    pieces = text.split(",")
+    if len(pieces) > limit:
+        raise BadRequest(f"a request may list at most {limit} frames")
     numbers: list[int] = []
-    for piece in text.split(","):
+    seen: set[int] = set()
+    for piece in pieces:
         piece = piece.strip()
         if not piece.isdigit() or len(piece) > 9 or int(piece) < 1:
             raise BadRequest(f"frame list {text[:70]!r} must be comma-separated numbers from 1")
-        numbers.append(int(piece))
-    if len(numbers) > MAX_FRAMES_PER_REQUEST:
-        raise BadRequest(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
+        number = int(piece)
+        if number in seen:
+            raise BadRequest(f"frame {number} is listed more than once")
+        seen.add(number)
+        numbers.append(number)
     return numbers
 
 

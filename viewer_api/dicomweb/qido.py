@@ -17,12 +17,15 @@ from pacs.access import AccessScope
 from pacs.errors import InvalidQuery
 from pacs.query import Level, Match, QueryRequest, resolve_keyword, run_query
 from viewer_api.access import current_scope
+from viewer_api.auth.access import ACCOUNTS, STUDY_READERS
+from viewer_api.auth.http_audit import SEARCH
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.encoding import dumps, json_media_type, json_response
 from viewer_api.dicomweb.media import BadRequest
 from viewer_api.dicomweb.params import dicomweb_base, flag, int_param, uid
 
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -113,33 +116,36 @@ async def _search(request: Request, scope: AccessScope, level: Level, fixed: dic
     return await asyncio.to_thread(work)
 
 
-@router.get("/studies", summary="Search for studies (QIDO-RS)")
+@router.get("/studies", summary="Search for studies (QIDO-RS)", dependencies=[Depends(ACCOUNTS.audited(SEARCH))])
 async def search_studies(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.STUDY, {})
 
 
-@router.get("/series", summary="Search for series (QIDO-RS)")
+@router.get("/series", summary="Search for series (QIDO-RS)", dependencies=[Depends(ACCOUNTS)])
 async def search_series(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.SERIES, {})
 
 
-@router.get("/instances", summary="Search for instances (QIDO-RS)")
+@router.get("/instances", summary="Search for instances (QIDO-RS)", dependencies=[Depends(ACCOUNTS)])
 async def search_instances(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.IMAGE, {})
 
 
-@router.get("/studies/{study}/series", summary="Search for series of a study")
+@router.get("/studies/{study}/series", summary="Search for series of a study",
+            dependencies=[Depends(STUDY_READERS)])
 async def search_study_series(study: str, request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.SERIES, {"StudyInstanceUID": uid(study, "StudyInstanceUID")})
 
 
-@router.get("/studies/{study}/instances", summary="Search for instances of a study")
+@router.get("/studies/{study}/instances", summary="Search for instances of a study",
+            dependencies=[Depends(STUDY_READERS)])
 async def search_study_instances(study: str, request: Request,
                                  scope: AccessScope = Depends(current_scope)) -> Response:  # fmt: skip
     return await _search(request, scope, Level.IMAGE, {"StudyInstanceUID": uid(study, "StudyInstanceUID")})
 
 
-@router.get("/studies/{study}/series/{series}/instances", summary="Search for instances of a series")
+@router.get("/studies/{study}/series/{series}/instances", summary="Search for instances of a series",
+            dependencies=[Depends(STUDY_READERS)])
 async def search_series_instances(study: str, series: str, request: Request,
                                   scope: AccessScope = Depends(current_scope)) -> Response:  # fmt: skip
     fixed = {"StudyInstanceUID": uid(study, "StudyInstanceUID"), "SeriesInstanceUID": uid(series, "SeriesInstanceUID")}

@@ -27,6 +27,8 @@ from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.retrieve import StoredInstance, find_instances
 from viewer_api.access import current_scope
+from viewer_api.auth.access import STUDY_READERS
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.media import (
     RENDERED_TYPES,
@@ -279,7 +281,8 @@ def encode(frames: Sequence[np.ndarray], opts: RenderOptions, *, thumbnail: bool
 
 # --- routes -----------------------------------------------------------------------------------
 
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
+                   dependencies=[Depends(STUDY_READERS)])
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 
 
@@ -328,7 +331,7 @@ async def _respond(request: Request, scope: AccessScope, study: str, series: str
     study = uid(study, "StudyInstanceUID")
     series = uid(series, "SeriesInstanceUID") if series is not None else None
     instance = uid(instance, "SOPInstanceUID") if instance is not None else None
-    numbers = frame_numbers(frames) if frames is not None else None
+    numbers = frame_numbers(frames, MAX_GIF_FRAMES) if frames is not None else None
     opts = _options(request, thumbnail)
 
     def work() -> tuple[bytes, str]:

@@ -24,14 +24,18 @@ from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.ingest import IngestResult, Outcome
 from viewer_api.access import current_scope
+from viewer_api.auth.access import STOW_WRITERS
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.encoding import dumps
 from viewer_api.dicomweb.media import DICOM, DICOM_JSON, BadRequest, UnsupportedMediaType, parse_media_type
 from viewer_api.dicomweb.multipart import MalformedMultipart, MultipartLimits, MultipartParser, Part, boundary_of
 from viewer_api.dicomweb.params import dicomweb_base, uid
+from viewer_api.errors import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
+                   dependencies=[Depends(STOW_WRITERS)])
 
 #: FailureReason (0008,1197) values, PS3.18 Table 10.5.3-2 and PS3.4 Annex GG.
 PROCESSING_FAILURE = 0x0110
@@ -241,7 +245,7 @@ def _response(outcomes: list[PartOutcome], base: str) -> Response:
         for o in failed:
             log.info("STOW-RS failed %s: %s (0x%04X)", o.sop_uid or "part", o.reason, o.failure)
     if status == 503:
-        headers["Retry-After"] = "30"
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     return Response(dumps(body), status_code=status, media_type=DICOM_JSON, headers=headers)
 
 

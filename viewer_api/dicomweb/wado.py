@@ -24,6 +24,9 @@ from pacs.archive import Archive
 from pacs.retrieve import StoredInstance, find_instances, open_instance
 from pacs.transcode import TARGETS, to_transfer_syntax
 from viewer_api.access import current_scope
+from viewer_api.auth.access import STUDY_READERS
+from viewer_api.auth.http_audit import RETRIEVE
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.media import (
     DICOM,
@@ -40,7 +43,8 @@ from viewer_api.dicomweb.params import uid
 from viewer_api.dicomweb.pixels import decodable
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["DICOMweb"])
+router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
+                   dependencies=[Depends(STUDY_READERS.audited(RETRIEVE))])
 
 _READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="wado-reader")
 _READ_AHEAD = 8  # objects fetched ahead of the one being written

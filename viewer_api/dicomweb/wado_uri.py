@@ -15,6 +15,9 @@ from fastapi.responses import Response
 
 from pacs.access import AccessScope
 from viewer_api.access import current_scope
+from viewer_api.auth.access import ACCOUNTS_AND_SHARES
+from viewer_api.auth.http_audit import WADO_URI
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.media import (
     DICOM,
@@ -30,7 +33,8 @@ from viewer_api.dicomweb.pixels import locate
 from viewer_api.dicomweb.rendered import MAX_VIEWPORT, RenderOptions, Viewport, Window, parse_quality, render
 from viewer_api.dicomweb.wado import RetrievePlan, plan, retrieve_response
 
-router = APIRouter(tags=["WADO-URI"])
+router = APIRouter(tags=["WADO-URI"], route_class=DeclaredRoute,
+                   dependencies=[Depends(ACCOUNTS_AND_SHARES.audited(WADO_URI))])
 
 
 def _content_type(value: str | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -12,12 +12,12 @@ from pacs.access import AccessScope
 from pacs.accounts.audit import ACCESS_ACTIONS, AuditEvent, AuditQuery
 from pacs.accounts.audit import query as audit_query
 from pacs.accounts.audit_dicom import export_xml
-from pacs.accounts.principal import Principal
 from pacs.query import Level, QueryRequest, run_query
-from viewer_api.auth.dependencies import require_roles
+from viewer_api.auth.access import AdminOrPatient
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=DeclaredRoute)
 
 
 class AuditOut(BaseModel):
@@ -52,6 +52,7 @@ def _out(event: AuditEvent) -> AuditOut:
 
 @router.get("/api/audit", response_model=list[AuditOut])
 def read_audit(
+    principal: AdminOrPatient,
     request: Request,
     study: str | None = Query(None, description="StudyInstanceUID"),
     user: str | None = Query(None, description="username"),
@@ -61,7 +62,6 @@ def read_audit(
     limit: int = Query(200, ge=1, le=10_000),
     offset: int = Query(0, ge=0),
     format: str = Query("json", pattern="^(json|dicom)$", description="json, or dicom: PS3.15 A.5 XML"),
-    principal: Principal = Depends(require_roles("admin", "patient")),
 ) -> Response:
     """Audit events, newest first. Admins see all; a patient sees who opened the patient's studies."""
     q = AuditQuery(study_uid=study, username=user, action=action, since=_when(since, "since"),

@@ -24,13 +24,14 @@ from ai_plugins.benchmarks.labels import LabelSchema
 from ai_plugins.benchmarks.report import LeaderboardRow, curve_png
 from ai_plugins.benchmarks.service import BenchmarkService
 from pacs.accounts.principal import Principal
-from viewer_api.auth.dependencies import audit, require_roles
+from viewer_api.auth.access import Admin, AiReader, VendorOrAdmin
+from viewer_api.auth.dependencies import audit
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.errors import STATUS_OF
 from viewer_api.pages import render
 
-router = APIRouter(tags=["benchmarks"])
-READERS = ("admin", "physician", "vendor")
+router = APIRouter(tags=["benchmarks"], route_class=DeclaredRoute)
 MAX_LABEL_BYTES = 64 * 1024 * 1024
 
 
@@ -206,13 +207,13 @@ def _who(principal: Principal) -> str:
 
 
 @router.get("/api/benchmarks", response_model=list[BenchmarkOut], summary="Benchmarks")
-def list_benchmarks(_p: Principal = Depends(require_roles(*READERS)),
+def list_benchmarks(_p: AiReader,
                     service: BenchmarkService = Depends(benchmark_service)) -> list[BenchmarkOut]:  # fmt: skip
     return [benchmark_out(b) for b in service.benchmarks()]
 
 
 @router.post("/api/benchmarks", response_model=BenchmarkOut, status_code=201, summary="Create a benchmark")
-def create_benchmark(body: BenchmarkIn, request: Request, principal: Principal = Depends(require_roles("admin")),
+def create_benchmark(principal: Admin, body: BenchmarkIn, request: Request,
                      service: BenchmarkService = Depends(benchmark_service)) -> BenchmarkOut:  # fmt: skip
     bench = service.create(name=body.name, task=body.task, description=body.description, schema=body.label_schema,
                            metrics=body.metrics, created_by=_who(principal))  # fmt: skip
@@ -221,13 +222,13 @@ def create_benchmark(body: BenchmarkIn, request: Request, principal: Principal =
 
 
 @router.get("/api/benchmarks/evaluations/{evaluation_id}", response_model=EvaluationOut, summary="One evaluation")
-def read_evaluation(evaluation_id: int, _p: Principal = Depends(require_roles(*READERS)),
+def read_evaluation(_p: AiReader, evaluation_id: int,
                     service: BenchmarkService = Depends(benchmark_service)) -> EvaluationOut:  # fmt: skip
     return evaluation_out(service.evaluation(evaluation_id))
 
 
 @router.get("/api/benchmarks/evaluations/{evaluation_id}/report.json", summary="The evaluation's JSON report")
-def evaluation_report(evaluation_id: int, principal: Principal = Depends(require_roles(*READERS)),
+def evaluation_report(principal: AiReader, evaluation_id: int,
                       service: BenchmarkService = Depends(benchmark_service)) -> Response:  # fmt: skip
     body = json.dumps(service.report(evaluation_id, role=principal.role), indent=2, sort_keys=True)
     return Response(body, media_type="application/json", headers={
@@ -235,7 +236,7 @@ def evaluation_report(evaluation_id: int, principal: Principal = Depends(require
 
 
 @router.get("/api/benchmarks/evaluations/{evaluation_id}/curves.png", summary="ROC/FROC curves (PNG)")
-async def evaluation_curves(evaluation_id: int, principal: Principal = Depends(require_roles(*READERS)),
+async def evaluation_curves(principal: AiReader, evaluation_id: int,
                             service: BenchmarkService = Depends(benchmark_service)) -> Response:  # fmt: skip
     view = await run_in_threadpool(service.evaluation, evaluation_id)
     if view.status != "done":
@@ -247,20 +248,20 @@ async def evaluation_curves(evaluation_id: int, principal: Principal = Depends(r
 
 
 @router.get("/api/benchmarks/evaluations/{evaluation_id}/cases", summary="Per-case outputs (admins)")
-def evaluation_cases(evaluation_id: int, _p: Principal = Depends(require_roles("admin")),
+def evaluation_cases(_p: Admin, evaluation_id: int,
                      service: BenchmarkService = Depends(benchmark_service)) -> list[dict[str, Any]]:  # fmt: skip
     return [{"study_uid": c.study_uid, "label": c.label, "status": c.status, "output": c.output,
              "error": c.error or None} for c in service.case_outputs(evaluation_id)]  # fmt: skip
 
 
 @router.get("/api/benchmarks/{ref}", response_model=BenchmarkOut, summary="One benchmark and its versions")
-def read_benchmark(ref: str, _p: Principal = Depends(require_roles(*READERS)),
+def read_benchmark(_p: AiReader, ref: str,
                    service: BenchmarkService = Depends(benchmark_service)) -> BenchmarkOut:  # fmt: skip
     return benchmark_out(service.benchmark(ref), service.versions(ref))
 
 
 @router.post("/api/benchmarks/{ref}/studies", response_model=AddOut, summary="Add studies (UIDs or a query)")
-def add_studies(ref: str, body: StudiesIn, request: Request, principal: Principal = Depends(require_roles("admin")),
+def add_studies(principal: Admin, ref: str, body: StudiesIn, request: Request,
                 service: BenchmarkService = Depends(benchmark_service)) -> AddOut:  # fmt: skip
     result = service.add_studies(ref, study_uids=body.study_uids, query=body.query, created_by=_who(principal))
     audit(request, "benchmark-studies", detail=f"benchmark {ref}: {result.added} added, "
@@ -269,8 +270,8 @@ def add_studies(ref: str, body: StudiesIn, request: Request, principal: Principa
 
 
 @router.post("/api/benchmarks/{ref}/labels", response_model=VersionOut, summary="Upload labels (CSV or JSON)")
-async def upload_labels(ref: str, request: Request, format: str | None = Query(None, pattern="^(csv|json)$"),
-                        principal: Principal = Depends(require_roles("admin")),
+async def upload_labels(principal: Admin, ref: str, request: Request,
+                        format: str | None = Query(None, pattern="^(csv|json)$"),
                         service: BenchmarkService = Depends(benchmark_service)) -> VersionOut:  # fmt: skip
     body = await request.body()
     if len(body) > MAX_LABEL_BYTES:
@@ -286,7 +287,7 @@ async def upload_labels(ref: str, request: Request, format: str | None = Query(N
 
 
 @router.post("/api/benchmarks/{ref}/split", response_model=SplitOut, summary="Split into dev and test")
-def split(ref: str, body: SplitIn, request: Request, principal: Principal = Depends(require_roles("admin")),
+def split(principal: Admin, ref: str, body: SplitIn, request: Request,
           service: BenchmarkService = Depends(benchmark_service)) -> SplitOut:  # fmt: skip
     result = service.split(ref, seed=body.seed, test_fraction=body.test_fraction, created_by=_who(principal))
     audit(request, "benchmark-split", detail=f"benchmark {ref}: version {result.version.number}, seed {body.seed}")
@@ -295,7 +296,7 @@ def split(ref: str, body: SplitIn, request: Request, principal: Principal = Depe
 
 
 @router.get("/api/benchmarks/{ref}/cases", summary="Every case with its label and split (admins)")
-def read_cases(ref: str, version: int | None = Query(None), _p: Principal = Depends(require_roles("admin")),
+def read_cases(_p: Admin, ref: str, version: int | None = Query(None),
                service: BenchmarkService = Depends(benchmark_service)) -> dict[str, Any]:  # fmt: skip
     found, cases = service.cases(ref, version)
     return {"dataset_version": found.number, "dataset_digest": found.digest,
@@ -304,7 +305,7 @@ def read_cases(ref: str, version: int | None = Query(None), _p: Principal = Depe
 
 
 @router.get("/api/benchmarks/{ref}/dev", summary="The dev split, de-identified, with labels")
-def read_dev(ref: str, version: int | None = Query(None), _p: Principal = Depends(require_roles(*READERS)),
+def read_dev(_p: AiReader, ref: str, version: int | None = Query(None),
              service: BenchmarkService = Depends(benchmark_service)) -> dict[str, Any]:  # fmt: skip
     found, cases = service.dev_split(ref, version)
     return {"dataset_version": found.number, "dataset_digest": found.digest, "dicomweb": "/dicomweb",
@@ -312,22 +313,21 @@ def read_dev(ref: str, version: int | None = Query(None), _p: Principal = Depend
 
 
 @router.get("/api/benchmarks/{ref}/leaderboard", response_model=LeaderboardOut, summary="Leaderboard")
-def read_leaderboard(ref: str, version: int | None = Query(None, description="dataset version (default: newest)"),
-                     _p: Principal = Depends(require_roles(*READERS)),
+def read_leaderboard(_p: AiReader, ref: str,
+                     version: int | None = Query(None, description="dataset version (default: newest)"),
                      service: BenchmarkService = Depends(benchmark_service)) -> LeaderboardOut:  # fmt: skip
     return leaderboard_out(*service.leaderboard(ref, version))
 
 
 @router.get("/api/benchmarks/{ref}/evaluations", response_model=list[EvaluationOut], summary="Evaluations")
-def list_evaluations(ref: str, version: int | None = Query(None), _p: Principal = Depends(require_roles(*READERS)),
+def list_evaluations(_p: AiReader, ref: str, version: int | None = Query(None),
                      service: BenchmarkService = Depends(benchmark_service)) -> list[EvaluationOut]:  # fmt: skip
     return [evaluation_out(v) for v in service.evaluations(ref, version)]
 
 
 @router.post("/api/benchmarks/{ref}/evaluations", response_model=EvaluationOut, status_code=202,
              summary="Evaluate plugin@version on the test split")  # fmt: skip
-def request_evaluation(ref: str, body: EvaluationIn, request: Request,
-                       principal: Principal = Depends(require_roles("admin", "vendor")),
+def request_evaluation(principal: VendorOrAdmin, ref: str, body: EvaluationIn, request: Request,
                        service: BenchmarkService = Depends(benchmark_service)) -> EvaluationOut:  # fmt: skip
     view = service.evaluate(ref, body.plugin, plugin_version=body.version, version_number=body.dataset_version,
                             threshold=body.threshold, requested_by=_who(principal), requester_role=principal.role,
@@ -341,13 +341,13 @@ def request_evaluation(ref: str, body: EvaluationIn, request: Request,
 
 
 @router.get("/viewer/benchmarks", include_in_schema=False)
-def benchmarks_page(request: Request, _p: Principal = Depends(require_roles(*READERS)),
+def benchmarks_page(_p: AiReader, request: Request,
                     service: BenchmarkService = Depends(benchmark_service)) -> Response:  # fmt: skip
     return render(request, "benchmarks.html", benchmarks=service.benchmarks())
 
 
 @router.get("/viewer/benchmarks/evaluations/{evaluation_id}", include_in_schema=False)
-def evaluation_page(request: Request, evaluation_id: int, principal: Principal = Depends(require_roles(*READERS)),
+def evaluation_page(principal: AiReader, request: Request, evaluation_id: int,
                     service: BenchmarkService = Depends(benchmark_service)) -> Response:  # fmt: skip
     view = service.evaluation(evaluation_id)
     curves = view.status == "done" and service.curves_visible(view, principal.role)
@@ -357,8 +357,7 @@ def evaluation_page(request: Request, evaluation_id: int, principal: Principal =
 
 
 @router.get("/viewer/benchmarks/{ref}", include_in_schema=False)
-def benchmark_page(request: Request, ref: str, version: int | None = Query(None),
-                   _p: Principal = Depends(require_roles(*READERS)),
+def benchmark_page(_p: AiReader, request: Request, ref: str, version: int | None = Query(None),
                    service: BenchmarkService = Depends(benchmark_service)) -> Response:  # fmt: skip
     bench = service.benchmark(ref)
     rows: list[LeaderboardRow] = []

@@ -32,9 +32,11 @@ from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.retrieve import find_instances, instance_metadata, open_instance
 from viewer_api.access import current_scope
+from viewer_api.auth.access import ACCOUNTS_AND_SHARES
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
-router = APIRouter(tags=["findings"])
+router = APIRouter(tags=["findings"], route_class=DeclaredRoute, dependencies=[Depends(ACCOUNTS_AND_SHARES)])
 log = logging.getLogger(__name__)
 
 

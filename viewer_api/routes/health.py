@@ -1,32 +1,41 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+Readiness means the archive can take what modalities send: the index database answers and the
+object store takes a write now (``ObjectStore.probe_write``: free space on a filesystem, a small
+object written and deleted on S3), so that a load balancer stops routing intake to a node whose
+disk is full or whose bucket refuses writes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pacs.errors import StorageUnavailable
 from pacs.index import db
+from viewer_api.auth.access import ADMIN, OPEN
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DeclaredRoute)
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive", dependencies=[Depends(OPEN)])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The index database and the object store are reachable")
+@router.get("/readyz", summary="The index database is reachable and the object store takes writes",
+            dependencies=[Depends(OPEN)])
 async def readyz(request: Request) -> Response:
     archive = archive_of(request)
     checks: dict[str, str] = {}
 
     def check() -> None:
-        for name, probe in (("database", lambda: db.ping(archive.engine)), ("storage", archive.store.ping)):
+        for name, probe in (("database", lambda: db.ping(archive.engine)), ("storage", archive.store.probe_write)):
             try:
                 probe()
                 checks[name] = "ok"
@@ -38,6 +47,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False, dependencies=[Depends(ADMIN)])
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

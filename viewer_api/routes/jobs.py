@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from ai_plugins.runner.service import PluginService
-from pacs.accounts.principal import Principal
 from pacs.jobs import JobStatus, JobView
-from viewer_api.auth.dependencies import require_roles
+from viewer_api.auth.access import AiReader
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=DeclaredRoute)
 
 
 def plugin_service(request: Request) -> PluginService:
@@ -63,12 +63,12 @@ def job_out(view: JobView) -> JobOut:
 
 @router.get("/api/jobs", response_model=list[JobOut], summary="Plugin jobs")
 def list_jobs(
+    principal: AiReader,
     status: list[JobStatus] = Query(default_factory=list, description="repeat to combine"),
     study: str | None = Query(None, description="StudyInstanceUID"),
     plugin: str | None = Query(None, description="plugin name"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    principal: Principal = Depends(require_roles("admin", "physician", "vendor")),
     service: PluginService = Depends(plugin_service),
 ) -> list[JobOut]:
     """Jobs, newest first; a vendor sees only the jobs of its own plugins."""
@@ -81,8 +81,8 @@ def list_jobs(
 
 @router.get("/api/jobs/{job_id}", response_model=JobOut, summary="One plugin job")
 def read_job(
+    principal: AiReader,
     job_id: int,
-    principal: Principal = Depends(require_roles("admin", "physician", "vendor")),
     service: PluginService = Depends(plugin_service),
 ) -> JobOut:
     job = service.job(job_id)

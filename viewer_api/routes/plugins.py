@@ -15,11 +15,12 @@ from pydantic import BaseModel
 
 from ai_plugins.runner.registry import PluginView, RemoteManifest
 from ai_plugins.runner.service import PluginService
-from pacs.accounts.principal import Principal, scope_for
-from viewer_api.auth.dependencies import require_roles
+from pacs.accounts.principal import scope_for
+from viewer_api.auth.access import Admin, AiReader, Staff, VendorOrAdmin
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.routes.jobs import JobOut, job_out, plugin_service
 
-router = APIRouter(tags=["plugins"])
+router = APIRouter(tags=["plugins"], route_class=DeclaredRoute)
 
 
 class PluginOut(BaseModel):
@@ -55,7 +56,7 @@ def plugin_out(view: PluginView) -> PluginOut:
 
 @router.get("/api/plugins", response_model=list[PluginOut], summary="Plugins and their state")
 def list_plugins(
-    principal: Principal = Depends(require_roles("admin", "physician", "vendor")),
+    principal: AiReader,
     service: PluginService = Depends(plugin_service),
 ) -> list[PluginOut]:
     """Every plugin version, enabled or not; a vendor sees the plugins it registered."""
@@ -65,9 +66,9 @@ def list_plugins(
 
 @router.post("/api/plugins", response_model=PluginOut, status_code=201, summary="Register a hosted plugin")
 def register_plugin(
+    principal: VendorOrAdmin,
     manifest: RemoteManifest,
     response: Response,
-    principal: Principal = Depends(require_roles("vendor", "admin")),
     service: PluginService = Depends(plugin_service),
 ) -> PluginOut:
     """A vendor registers a plugin version it hosts; it stays disabled until an admin enables it."""
@@ -79,10 +80,10 @@ def register_plugin(
 
 @router.patch("/api/plugins/{name}/{version}", response_model=PluginOut, summary="Enable or disable a version")
 def set_plugin_state(
+    _admin: Admin,
     name: str,
     version: str,
     state: PluginState,
-    _admin: Principal = Depends(require_roles("admin")),
     service: PluginService = Depends(plugin_service),
 ) -> PluginOut:
     """Turn one plugin version on or off; a disabled version never runs (its waiting jobs are cancelled)."""
@@ -92,11 +93,11 @@ def set_plugin_state(
 @router.post("/api/studies/{study_uid}/plugins/{name}/run", response_model=JobOut, status_code=202,
              summary="Re-run a plugin on a study")  # fmt: skip
 def rerun_plugin(
+    principal: Staff,
     study_uid: str,
     name: str,
     response: Response,
     version: str | None = Query(None, description="a version (default: the newest enabled one)"),
-    principal: Principal = Depends(require_roles("admin", "physician")),
     service: PluginService = Depends(plugin_service),
 ) -> JobOut:
     """Queue a new run, which writes a new SR next to the earlier ones; a waiting or running job is returned."""

@@ -19,16 +19,17 @@ from pacs.accounts.shares import Check, CheckResult, ShareInfo, ShareStatus, che
 from pacs.accounts.shares import record_view as count_view
 from pacs.errors import NotFound
 from pacs.index.db import utcnow
+from viewer_api.auth.access import Visitor, cross_site
 from viewer_api.auth.authenticator import CSRF_FIELD, SHARE_COOKIE
 from viewer_api.auth.dependencies import audit, authenticator_of, optional_principal
-from viewer_api.auth.middleware import cross_site
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.auth.tokens import Claims
 from viewer_api.context import archive_of
 from viewer_api.pages import render
 from viewer_api.routes.viewer_pages import viewer_page
 from viewer_api.viewer.model import study_header
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DeclaredRoute)
 
 
 def _message(request: Request, status: int, title: str, text: str) -> Response:
@@ -102,13 +103,13 @@ def _pin_page(request: Request, token: str, status: int = 200, message: str = ""
 
 
 @router.get("/s/{token}")
-def open_share(request: Request, token: str) -> Response:
+def open_share(visitor: Visitor, request: Request, token: str) -> Response:
     auth = authenticator_of(request)
     share = find_share(auth.engine, token)
     refusal = _unusable(request, share)
     if refusal is not None or share is None:
         return refusal or _message(request, 404, "Link not found", "This link is not valid.")
-    if share.has_pin and not _holds(optional_principal(request), share):
+    if share.has_pin and not _holds(visitor, share):
         if share.locked():
             return _locked(request, share.locked_until)
         return _pin_page(request, token)
@@ -122,7 +123,7 @@ def _locked(request: Request, until: datetime | None) -> Response:
 
 
 @router.post("/s/{token}")
-async def enter_pin(request: Request, token: str, pin: str = Form("")) -> Response:
+async def enter_pin(_visitor: Visitor, request: Request, token: str, pin: str = Form("")) -> Response:
     if cross_site(request):
         raise HTTPException(403, "cross-site requests are refused")
     auth = authenticator_of(request)
@@ -147,10 +148,9 @@ def audit_failure(request: Request, share: ShareInfo, result: CheckResult) -> No
 
 
 @router.post("/s/{token}/claim")
-async def claim(request: Request, token: str, birth_date: str = Form(""),
+async def claim(principal: Visitor, request: Request, token: str, birth_date: str = Form(""),
                 csrf_token: str = Form("", alias=CSRF_FIELD)) -> Response:
     """A signed-in patient adds the shared study's patient to the account, proving the birth date."""
-    principal = optional_principal(request)
     if principal is None or principal.role != "patient":
         raise HTTPException(403, "sign in with a patient account to add this study to it")
     if cross_site(request) or csrf_token != getattr(request.state, "csrf", ""):

@@ -10,18 +10,20 @@ import io
 from datetime import datetime
 
 import segno
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pacs.accounts.audit import Action
 from pacs.accounts.principal import Principal, scope_for
 from pacs.accounts.shares import ShareInfo, create_share, get_share, list_shares, revoke_share
-from viewer_api.auth.dependencies import audit, authenticator_of, require_user
+from viewer_api.auth.access import Sharer
+from viewer_api.auth.dependencies import audit, authenticator_of
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.viewer.model import StudyHeader, study_header
 
-router = APIRouter(tags=["shares"])
+router = APIRouter(tags=["shares"], route_class=DeclaredRoute)
 
 
 class ShareRequest(BaseModel):
@@ -69,9 +71,8 @@ def _out(request: Request, share: ShareInfo) -> ShareOut:
 
 
 def shareable_study(request: Request, principal: Principal, study_uid: str) -> StudyHeader:
-    """The study, if ``principal`` may manage its links: staff, or the patient who owns it."""
-    if principal.role not in ("admin", "physician", "patient"):
-        raise HTTPException(403, "your account may not share studies")
+    """The study, if ``principal`` (admitted by ``SHARERS``) may manage its links: staff, or the
+    patient who owns it."""
     header = study_header(archive_of(request).engine, scope_for(principal), study_uid)  # 404 if not visible
     if principal.role == "patient" and (header.patient_id, header.issuer) not in principal.patient_keys:
         raise HTTPException(403, "only the patient the study belongs to, or a physician, may share it")
@@ -79,8 +80,7 @@ def shareable_study(request: Request, principal: Principal, study_uid: str) -> S
 
 
 @router.post("/api/studies/{study_uid}/shares", status_code=201, response_model=ShareOut)
-def create(request: Request, study_uid: str, body: ShareRequest,
-           principal: Principal = Depends(require_user)) -> ShareOut:
+def create(principal: Sharer, request: Request, study_uid: str, body: ShareRequest) -> ShareOut:
     """Create a share link for one study (PS: the answer's ``url`` is what the patient opens)."""
     header = shareable_study(request, principal, study_uid)
     auth = authenticator_of(request)
@@ -97,7 +97,7 @@ def create(request: Request, study_uid: str, body: ShareRequest,
 
 
 @router.get("/api/studies/{study_uid}/shares", response_model=list[ShareOut])
-def index(request: Request, study_uid: str, principal: Principal = Depends(require_user)) -> list[ShareOut]:
+def index(principal: Sharer, request: Request, study_uid: str) -> list[ShareOut]:
     """The study's share links, newest last, with their status and view counts."""
     shareable_study(request, principal, study_uid)
     auth = authenticator_of(request)
@@ -105,7 +105,7 @@ def index(request: Request, study_uid: str, principal: Principal = Depends(requi
 
 
 @router.delete("/api/studies/{study_uid}/shares/{share_id}", status_code=204)
-def revoke(request: Request, study_uid: str, share_id: int, principal: Principal = Depends(require_user)) -> Response:
+def revoke(principal: Sharer, request: Request, study_uid: str, share_id: int) -> Response:
     """Revoke a link: whoever holds it loses access at once."""
     header = shareable_study(request, principal, study_uid)
     revoke_share(authenticator_of(request).engine, study_uid, share_id)
@@ -121,8 +121,7 @@ def qr_code(url: str, kind: str) -> bytes:
 
 
 @router.get("/api/studies/{study_uid}/shares/{share_id}/qr.{kind}")
-def qr(request: Request, study_uid: str, share_id: int, kind: str,
-       principal: Principal = Depends(require_user)) -> Response:
+def qr(principal: Sharer, request: Request, study_uid: str, share_id: int, kind: str) -> Response:
     """The share link as a QR code, ``qr.png`` or ``qr.svg``."""
     if kind not in ("png", "svg"):
         raise HTTPException(404, "QR codes are qr.png or qr.svg")

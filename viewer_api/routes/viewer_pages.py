@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from pacs.access import AccessScope
@@ -16,12 +16,14 @@ from pacs.accounts.principal import Principal, may_download, scope_for
 from pacs.accounts.shares import list_shares
 from pacs.errors import InvalidQuery, NotFound
 from pacs.query import Level, Match, QueryRequest, run_query
-from viewer_api.auth.dependencies import audit, authenticator_of, current_principal, require_roles
+from viewer_api.auth.access import ACCOUNTS_AND_SHARES, AccountOrShare, Patient, Staff, Viewer
+from viewer_api.auth.dependencies import audit, authenticator_of
+from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.pages import render
 from viewer_api.viewer.model import study_view
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DeclaredRoute)
 PAGE_SIZE = 25
 _STUDY_KEYS = ("StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances", "IssuerOfPatientID",
                "PatientBirthDate")
@@ -56,13 +58,13 @@ def _row(m: Match) -> StudyRow:
     )
 
 
-@router.get("/")
+@router.get("/", dependencies=[Depends(ACCOUNTS_AND_SHARES)])
 def root() -> Response:
     return RedirectResponse("/viewer/", status_code=303)
 
 
 @router.get("/viewer/")
-def start(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+def start(principal: AccountOrShare, request: Request) -> Response:
     """Each kind of caller's landing page."""
     if principal.role in ("admin", "physician"):
         return RedirectResponse("/viewer/worklist", status_code=303)
@@ -101,7 +103,7 @@ def worklist_filters(params: dict[str, str]) -> dict[str, str]:
 
 
 @router.get("/viewer/worklist")
-def worklist(request: Request, principal: Principal = Depends(require_roles("admin", "physician"))) -> Response:
+def worklist(principal: Staff, request: Request) -> Response:
     """Search studies by name, patient ID, accession, date range and modality; newest first, paged."""
     params = {k: v for k, v in request.query_params.items()}
     try:
@@ -128,7 +130,7 @@ def worklist(request: Request, principal: Principal = Depends(require_roles("adm
 
 
 @router.get("/viewer/home")
-def home(request: Request, principal: Principal = Depends(require_roles("patient"))) -> Response:
+def home(principal: Patient, request: Request) -> Response:
     """The patient's own studies, their share links, and who opened them."""
     engine = archive_of(request).engine
     own = AccessScope(patient_keys=principal.patient_keys, hidden_study_uids=principal.hidden_study_uids)
@@ -190,9 +192,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
 
 
 @router.get("/viewer/studies/{study_uid}")
-def study(request: Request, study_uid: str, principal: Principal = Depends(current_principal)) -> Response:
-    if principal.role == "vendor":
-        raise HTTPException(403, "vendor accounts see no studies directly")
+def study(principal: Viewer, request: Request, study_uid: str) -> Response:
     try:
         return viewer_page(request, principal, study_uid)
     except NotFound:

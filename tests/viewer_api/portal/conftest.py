@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,15 @@ class Site:
 
     def new_client(self, **kwargs: Any) -> TestClient:
         return TestClient(self.app, **kwargs)
+
+
+def job_client(site: Site, job_id: int) -> TestClient:
+    """A vendor-hosted plugin working on job ``job_id`` of the owned study, holding its job token."""
+    from ai_plugins.runner.tokens import issue_job_token
+
+    token, _ = issue_job_token(site.app.state.authenticator.key, study_uid=site.owned_uid, job_id=job_id,
+                               plugin="acme@1.0", lifetime=timedelta(minutes=5))
+    return site.new_client(headers={"Authorization": f"Bearer {token}"})
 
 
 def frame_url(ds: Dataset, frame: int = 1) -> str:
