@@ -41,7 +41,7 @@ class FsckReport:
 
 #: Files in the spool directory: STOW-RS parts (``viewer_api.dicomweb.multipart``) and C-STORE
 #: datasets (``pacs.dimse.provider``) too large for memory, each deleted once ingested.
-SPOOL_FILES = ("stow-*.part", "cstore-*.part")
+SPOOL_FILES = ("stow-*.part", "cstore-*.part", "zip-*")  # STOW-RS parts, C-STORE data sets, study ZIPs
 
 
 def sweep_leftovers(archive: Archive, older_than_s: float, *, remove: bool) -> list[str]:

@@ -262,8 +262,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def sweep_files(directory: Path, patterns: tuple[str, ...], older_than_s: float, *, remove: bool) -> list[str]:
-    """Regular files in ``directory`` (not below it) matching ``patterns`` and last modified more than
-    ``older_than_s`` seconds ago; unlinked unless ``remove`` is false. A missing directory holds none."""
+    """Regular files and folders in ``directory`` (not below it) matching ``patterns`` and last modified
+    more than ``older_than_s`` seconds ago; removed (a folder with its contents) unless ``remove`` is
+    false. A missing directory holds none."""
     cutoff = time.time() - older_than_s
     found: list[str] = []
     try:
@@ -276,9 +277,14 @@ def sweep_files(directory: Path, patterns: tuple[str, ...], older_than_s: float,
         if not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
             continue
         try:
-            if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime > cutoff:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not (is_dir or entry.is_file(follow_symlinks=False)):
                 continue
-            if remove:
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            if remove and is_dir:
+                shutil.rmtree(entry.path)
+            elif remove:
                 os.unlink(entry.path)
         except FileNotFoundError:  # its writer finished (renamed or removed it) meanwhile
             continue

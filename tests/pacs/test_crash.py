@@ -290,10 +290,14 @@ def test_the_worker_removes_stale_leftovers_when_it_starts_and_leaves_the_rest(l
     spool = settings.spool_dir
     spool.mkdir(parents=True)
     staged_dir = settings.data_dir / "objects" / ".tmp"
-    stale = [staged_dir / "put-abc123", spool / "stow-1.part", spool / "cstore-2.part"]
+    zip_work = spool / "zip-7.work"  # a study ZIP being built when its process died
+    (zip_work / "originals").mkdir(parents=True)
+    (zip_work / "originals" / "000000.dcm").write_bytes(b"partial")
+    stale = [staged_dir / "put-abc123", spool / "stow-1.part", spool / "cstore-2.part", spool / "zip-8.zip"]
     live = [spool / "stow-3.part", spool / "notes.txt"]  # written a moment ago; not a spool file of ours
     for path in stale + live:
         path.write_bytes(b"partial")
+    stale.append(zip_work)
     hours_ago = time.time() - 2 * 3600
     for path in [*stale, live[1]]:
         os.utime(path, (hours_ago, hours_ago))

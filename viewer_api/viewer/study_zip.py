@@ -22,9 +22,14 @@ from pacs.retrieve import StoredInstance, find_instances, open_instance
 
 
 def write_study_zip(archive: Archive, scope: AccessScope, study_uid: str) -> Path:
-    """A temporary ZIP file (the caller deletes it) of every visible instance of the study."""
+    """A temporary ZIP file (the caller deletes it) of every visible instance of the study.
+
+    Built in the spool directory, where ``serve`` removes what a killed process left (``pacs.fsck``).
+    """
     instances = find_instances(archive.engine, scope, study_uid=study_uid)  # NotFound when not visible
-    work = Path(tempfile.mkdtemp(prefix="cloudfilm-zip-"))
+    spool = archive.settings.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="zip-", suffix=".work", dir=spool))
     try:
         originals = work / "originals"
         originals.mkdir()
@@ -49,7 +54,7 @@ def write_study_zip(archive: Archive, scope: AccessScope, study_uid: str) -> Pat
                 original = sources.get(str(record.SOPInstanceUID))
                 if original is not None:
                     shutil.copyfile(original, record.path)
-        fd, zip_name = tempfile.mkstemp(prefix="cloudfilm-study-", suffix=".zip")
+        fd, zip_name = tempfile.mkstemp(prefix="zip-", suffix=".zip", dir=spool)
         os.close(fd)
         with zipfile.ZipFile(zip_name, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for file in sorted(layout.rglob("*")):
