@@ -43,7 +43,7 @@ ENDED = (JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 class BenchmarkCases:
     """One test case of an evaluation: the plugin's normalised answer, or the case closed as failed."""
 
-    kinds = (CASE_KIND,)
+    kinds: tuple[str, ...] = (CASE_KIND,)
 
     def __init__(self, archive: Archive, registry: PluginRegistry) -> None:
         self.archive = archive
@@ -131,7 +131,7 @@ class BenchmarkCases:
 class BenchmarkScoring:
     """The metrics of an evaluation whose cases all ended (:func:`ai_plugins.benchmarks.evaluation.score`)."""
 
-    kinds = (SCORE_KIND,)
+    kinds: tuple[str, ...] = (SCORE_KIND,)
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive

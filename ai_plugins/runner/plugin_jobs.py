@@ -47,7 +47,7 @@ class StoredResult:
 class PluginJobs:
     """The handler of clinical plugin jobs; its housekeeping turns stable studies into them."""
 
-    kinds = (JOB_KIND,)
+    kinds: tuple[str, ...] = (JOB_KIND,)
 
     def __init__(self, archive: Archive, registry: PluginRegistry) -> None:
         self.archive = archive

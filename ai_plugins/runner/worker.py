@@ -54,10 +54,10 @@ class Worker:
         self.registry = PluginRegistry(archive.engine, extra=extra_plugins, default_timeout_s=settings.job_timeout,
                                        use_entry_points=use_entry_points)  # fmt: skip
         self.queue = job_queue(archive)
-        standard = (PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
-                    BenchmarkScoring(archive))  # fmt: skip
+        standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
+                                      BenchmarkScoring(archive)]  # fmt: skip
         self.handlers: dict[str, JobHandler] = {
-            kind: h for h in (*standard, *handlers) for kind in h.kinds if kinds is None or kind in kinds
+            kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds
         }
         self.poll_interval = min(settings.job_poll_interval, max(0.05, settings.stable_age / 4))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
