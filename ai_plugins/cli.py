@@ -29,27 +29,23 @@ def worker(
         typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs run at once (default: WORKER_CONCURRENCY)."),
     ] = None,
 ) -> None:
-    """Run AI workers: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM)."""
-    from ai_plugins.benchmarks.runner import BenchmarkWorker
-    from ai_plugins.runner import WorkerPool
+    """Run the AI worker: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM)."""
+    from ai_plugins.runner.worker import Worker
     from pacs.fsck import housekeep
 
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
     housekeep(archive)  # what a killed predecessor's writes left
-    pool = WorkerPool(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
-    benchmarks = BenchmarkWorker(archive, concurrency=pool.concurrency)  # benchmark evaluations (issue 7)
+    worker = Worker(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        pool.start()
-        benchmarks.start()
-        pool.wait()
+        worker.start()
+        worker.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        benchmarks.stop()
-        pool.stop()
+        worker.stop()
         archive.close()
 
 

@@ -154,9 +154,10 @@ def split(
 
 
 def _wait(service: BenchmarkService, evaluation_id: int, concurrency: int) -> EvaluationView:
-    from ai_plugins.benchmarks.runner import BenchmarkWorker
+    from ai_plugins.benchmarks.evaluation import KINDS
+    from ai_plugins.runner.worker import Worker
 
-    worker = BenchmarkWorker(service.archive, concurrency=concurrency)
+    worker = Worker(service.archive, concurrency=concurrency, kinds=KINDS)
     worker.start()
     try:
         with _progress() as progress:

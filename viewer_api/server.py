@@ -37,25 +37,16 @@ def dicom_listener(archive: Archive) -> BackgroundService | None:
     return DicomListener(archive, scope=partial(clinical_system_scope, archive.engine))
 
 
-def ai_workers(archive: Archive) -> BackgroundService | None:
-    """AI plugin workers and the stable-study detector (issue 6), unless ``CLOUDFILM_WORKER_CONCURRENCY=0``."""
-    from ai_plugins.runner import worker_service
+def ai_worker(archive: Archive) -> BackgroundService | None:
+    """The AI worker: the stable-study detector, plugin jobs (issue 6) and benchmark evaluations (issue 7),
+    unless ``CLOUDFILM_WORKER_CONCURRENCY=0``."""
+    from ai_plugins.runner.worker import worker_service
 
     return worker_service(archive)
 
 
-def benchmark_workers(archive: Archive) -> BackgroundService | None:
-    """Benchmark evaluation workers (issue 7), unless ``CLOUDFILM_WORKER_CONCURRENCY=0``."""
-    if archive.settings.worker_concurrency <= 0:
-        return None
-    from ai_plugins.benchmarks.runner import BenchmarkWorker
-
-    return BenchmarkWorker(archive)
-
-
-#: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI workers...).
-SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_workers,
-                                                                        benchmark_workers]
+#: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI worker...).
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_worker]
 
 
 def serve(archive: Archive) -> None:

@@ -11,7 +11,6 @@ because enabling one sends study data to the vendor.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -331,14 +330,3 @@ def _insert_ignore(conn: Connection) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(PluginRecord).on_conflict_do_nothing(index_elements=["name", "version"])
 
-
-def manifest_json(view: PluginView) -> dict[str, Any]:
-    """A plugin as the API shows it."""
-    return {
-        "name": view.name, "version": view.version, "source": view.source.value, "vendor": view.vendor,
-        "description": view.description, "intended_use": view.intended_use,
-        "input_filter": json.loads(view.input_filter.model_dump_json()), "endpoint_url": view.endpoint_url or None,
-        "timeout_s": view.timeout_s, "enabled": view.enabled, "installed": view.installed,
-        "registered_by": view.registered_by or None, "created_at": view.created_at.isoformat(),
-        "updated_at": view.updated_at.isoformat(),
-    }  # fmt: skip

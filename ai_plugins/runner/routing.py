@@ -27,7 +27,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
 from ai_plugins.runner.models import PluginResult
-from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
+from ai_plugins.runner.registry import PluginRegistry, PluginView
 from ai_plugins.sdk import InputFilter, SeriesInfo, StudySummary
 from pacs.errors import Conflict, NotFound
 from pacs.index.models import Instance, Series, Study
@@ -219,6 +219,3 @@ def _generation(conn: Connection, study_uid: str) -> int:
     ).scalar_one()
     return int(value)
 
-
-def is_remote(plugin: PluginView) -> bool:
-    return plugin.source is PluginSource.REMOTE

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from ai_plugins.runner.handler import job_queue
 from ai_plugins.runner.models import PluginResult
 from ai_plugins.runner.registry import PluginRegistry, PluginView, RemoteManifest
 from ai_plugins.runner.routing import JOB_KIND, Router
-from ai_plugins.runner.worker import job_queue
 from ai_plugins.sdk import Plugin
 from pacs.access import AccessScope
 from pacs.archive import Archive

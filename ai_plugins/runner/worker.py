@@ -1,9 +1,18 @@
-"""The AI worker: job threads plus one housekeeping thread, in ``cloudfilm worker`` or inside ``serve``.
+"""The one AI worker: job threads that claim jobs of every kind it serves and hand each to the
+handler of its kind, plus one housekeeping thread. Runs in ``cloudfilm worker``, inside ``serve``,
+and (benchmark kinds only) inside ``cloudfilm benchmark evaluate``.
 
-Housekeeping runs the stable-study detector (which routes stable studies to plugin jobs in the
-transition's transaction) and returns jobs whose worker died (expired leases) to the queue. Each
-of the ``concurrency`` job threads claims one job at a time and executes it. Any number of
-workers, in any number of processes and machines, may share one index database.
+Handlers (:mod:`ai_plugins.runner.handler`): clinical plugin runs (:mod:`~ai_plugins.runner.plugin_jobs`),
+benchmark cases and their scoring (:mod:`ai_plugins.benchmarks.runner`). Each attempt runs under
+one :class:`~ai_plugins.runner.handler.Lease`, and its outcome is recorded here whatever the
+handler did: returned, raised, outlived its lease (nothing is written), or was stopped with the
+worker (the job is handed back uncounted). Housekeeping returns jobs whose worker died (expired
+leases) to the queue, then gives each handler its turn. Any number of workers, in any number of
+processes and machines, may share one index database.
+
+Jobs are claimed oldest first, except that after a job of one kind a thread takes a due job of
+another kind if there is one: no kind waits behind another's backlog (a clinical study behind a
+hundred-case evaluation waits for one case, and the evaluation goes on at least every other job).
 """
 
 from __future__ import annotations
@@ -12,47 +21,46 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
+from ai_plugins.benchmarks.runner import BenchmarkCases, BenchmarkScoring
 from ai_plugins.runner.child import preload
-from ai_plugins.runner.execute import JobExecutor
+from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler, Lease, job_queue
+from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry
-from ai_plugins.runner.routing import JOB_KIND, Router
 from ai_plugins.sdk import Plugin
 from pacs.archive import Archive
-from pacs.jobs import JobQueue
-from pacs.stability import StabilityDetector
+from pacs.errors import CloudfilmError
+from pacs.jobs import ClaimedJob, LeaseLost
 
 log = logging.getLogger(__name__)
 
 
-def job_queue(archive: Archive) -> JobQueue:
-    """The queue with the archive's lease and backoff settings."""
-    s = archive.settings
-    return JobQueue(archive.engine, lease_s=s.job_lease, backoff_base_s=s.job_retry_backoff,
-                    backoff_max_s=s.job_retry_backoff_max)  # fmt: skip
+class Worker:
+    """``concurrency`` job threads and the housekeeping thread; ``start``/``stop`` as a background service.
 
+    ``kinds`` limits the jobs it claims (default: every kind a handler serves); ``handlers`` adds
+    handlers to (or replaces those of the same kinds in) the standard set.
+    """
 
-class WorkerPool:
-    """``concurrency`` job threads and the housekeeping thread; ``start``/``stop`` as a background service."""
+    name = "ai-worker"
 
-    name = "ai-workers"
-
-    def __init__(self, archive: Archive, *, concurrency: int | None = None, extra_plugins: Sequence[type[Plugin]] = (),
-                 use_entry_points: bool = True, detect: bool = True) -> None:  # fmt: skip
+    def __init__(self, archive: Archive, *, concurrency: int | None = None, kinds: Collection[str] | None = None,
+                 extra_plugins: Sequence[type[Plugin]] = (), use_entry_points: bool = True,
+                 handlers: Sequence[JobHandler] = ()) -> None:  # fmt: skip
         settings = archive.settings
         self.archive = archive
         self.concurrency = settings.worker_concurrency if concurrency is None else concurrency
         self.registry = PluginRegistry(archive.engine, extra=extra_plugins, default_timeout_s=settings.job_timeout,
                                        use_entry_points=use_entry_points)  # fmt: skip
         self.queue = job_queue(archive)
-        self.router = Router(self.registry, max_attempts=settings.job_max_attempts)
-        self.detector = (
-            StabilityDetector(archive.engine, settings.stable_age, self.router.on_stable) if detect else None
-        )
+        standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
+                                      BenchmarkScoring(archive)]  # fmt: skip
+        self.handlers: dict[str, JobHandler] = {
+            kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds
+        }
         self.poll_interval = min(settings.job_poll_interval, max(0.05, settings.stable_age / 4))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.executor = JobExecutor(archive, self.registry, self.queue, worker_id=self.worker_id)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._ready = threading.Event()  # plugins discovered and preloaded
@@ -68,14 +76,6 @@ class WorkerPool:
         for thread in self._threads:
             thread.start()
 
-    def _prepare(self) -> None:
-        """Register the installed plugins and have the fork server import them before any job runs."""
-        plugins = self.registry.sync()
-        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.runnable}))
-        log.info("AI worker %s: %d job thread(s); plugins: %s", self.worker_id, self.concurrency,
-                 ", ".join(f"{p.key}{'' if p.runnable else ' (off)'}" for p in plugins) or "none")  # fmt: skip
-        self._ready.set()
-
     def stop(self) -> None:
         """Stop claiming; a running plugin is stopped and its job handed back for another worker."""
         self._stop.set()
@@ -88,11 +88,27 @@ class WorkerPool:
         """Block until :meth:`stop` (the ``cloudfilm worker`` foreground)."""
         self._stop.wait()
 
+    # --- housekeeping --------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Register the installed plugins and have the fork server import them before any job runs."""
+        plugins = self.registry.sync()
+        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.installed}))
+        log.info("AI worker %s: %d job thread(s) for %s; plugins: %s", self.worker_id, self.concurrency,
+                 ", ".join(sorted(self.handlers)),
+                 ", ".join(f"{p.key}{'' if p.runnable else ' (off)'}" for p in plugins) or "none")  # fmt: skip
+        self._ready.set()
+
     def housekeep_once(self) -> None:
-        """One detector pass and one lease sweep."""
-        if self.detector is not None and self.detector.poll():
+        """One lease sweep, then each handler's housekeeping (one failing does not stop the others)."""
+        if self.queue.reap_expired():
             self._wake.set()
-        self.queue.reap_expired()
+        for handler in {id(h): h for h in self.handlers.values()}.values():
+            try:
+                if handler.housekeep():
+                    self._wake.set()
+            except Exception:  # the database may be briefly unavailable; the next round retries
+                log.exception("housekeeping of %s jobs failed; retrying", "/".join(handler.kinds))
 
     def _housekeeping(self) -> None:
         while not self._stop.is_set():
@@ -104,13 +120,19 @@ class WorkerPool:
                 log.exception("AI housekeeping failed; retrying")
             self._stop.wait(self.poll_interval)
 
+    # --- jobs ----------------------------------------------------------------------------------
+
     def _work(self, owner: str) -> None:
         while not self._ready.wait(self.poll_interval):
             if self._stop.is_set():
                 return
+        kinds, last = sorted(self.handlers), ""
         while not self._stop.is_set():
+            others = [k for k in kinds if k != last]
             try:
-                claimed = self.queue.claim(owner, [JOB_KIND])
+                claimed = self.queue.claim(owner, others) if others else []
+                if not claimed and len(others) < len(kinds):
+                    claimed = self.queue.claim(owner, kinds)
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 claimed = []
@@ -119,14 +141,46 @@ class WorkerPool:
                 self._wake.clear()
                 continue
             for job in claimed:
+                last = job.kind
                 try:
-                    self.executor.execute(job, self._stop)
+                    self.execute(job)
                 except Exception:  # the database failed while recording the outcome: the lease expires, it retries
                     log.exception("job %d: its outcome could not be recorded; it is retried", job.id)
 
+    def execute(self, job: ClaimedJob) -> None:
+        """Run one attempt of ``job`` with the handler of its kind and record the outcome."""
+        done: Done | None = None
+        error, retry = "", True
+        with Lease(self.queue, job, self._stop) as lease:
+            try:
+                done = self.handlers[job.kind].execute(job, lease)
+            except JobCancelled as exc:
+                self.queue.cancel_claimed(job, str(exc))
+                return
+            except (JobFailed, CloudfilmError) as exc:
+                error, retry = str(exc), not isinstance(exc, JobFailed) or exc.retry
+            except Exception as exc:  # the archive keeps working whatever a plugin or a handler does
+                log.exception("job %d (%s) failed", job.id, job.kind)
+                error = f"{type(exc).__name__}: {exc}"
+        if lease.lost:
+            log.warning("job %d: lease lost during the attempt; another worker owns it now", job.id)
+            return
+        try:
+            if done is not None:
+                self.queue.complete(job, done.result, also=done.also)
+                log.info("job %d (%s): %s", job.id, job.kind, done.note or "done")
+            elif self._stop.is_set():
+                self.queue.release(job, "the worker stopped")
+            else:
+                status = self.queue.fail(job, error, retry=retry)
+                log.warning("job %d (%s %s@%s) attempt %d/%d failed (%s): %s", job.id, job.kind, job.target,
+                            job.target_version, job.attempt, job.max_attempts, status.value, error)  # fmt: skip
+        except LeaseLost:
+            log.warning("job %d finished after its lease expired; its next attempt redoes it", job.id)
 
-def worker_service(archive: Archive) -> WorkerPool | None:
-    """The in-process workers of ``serve`` (none when ``CLOUDFILM_WORKER_CONCURRENCY=0``)."""
+
+def worker_service(archive: Archive) -> Worker | None:
+    """The worker of ``serve`` (none when ``CLOUDFILM_WORKER_CONCURRENCY=0``)."""
     if archive.settings.worker_concurrency <= 0:
         return None
-    return WorkerPool(archive)
+    return Worker(archive)

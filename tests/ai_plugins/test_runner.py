@@ -21,11 +21,11 @@ from ai_plugins.runner.child import preload
 from ai_plugins.runner.models import PluginResult
 from ai_plugins.runner.registry import PluginSource, RemoteManifest
 from ai_plugins.runner.results import ResultUids, build_result_objects
-from ai_plugins.runner.routing import JOB_KIND, input_series, study_contents
+from ai_plugins.runner.routing import JOB_KIND, Router, input_series, study_contents
 from ai_plugins.runner.service import PluginService
 from ai_plugins.runner.source import ArchiveSource
 from ai_plugins.runner.tokens import check_job_token
-from ai_plugins.runner.worker import WorkerPool
+from ai_plugins.runner.worker import Worker
 from ai_plugins.sdk import InputFilter, StudyInput
 from pacs.access import AccessScope
 from pacs.accounts.keys import secret_key
@@ -62,15 +62,16 @@ def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]
 
 
 class Harness:
-    """A worker pool driven step by step: a settable clock for stability, jobs run synchronously."""
+    """The worker driven step by step: a settable clock for stability, jobs run synchronously."""
 
     def __init__(self, archive: Archive, *plugins: type[Any]) -> None:
         self.archive = archive
-        self.pool = WorkerPool(archive, concurrency=0, extra_plugins=plugins, use_entry_points=False, detect=False)
-        self.pool.registry.sync()
-        preload(["tests.ai_plugins.sample_plugins"])  # as WorkerPool.start does
+        self.worker = Worker(archive, concurrency=0, kinds=[JOB_KIND], extra_plugins=plugins, use_entry_points=False)
+        self.worker.registry.sync()
+        preload(["tests.ai_plugins.sample_plugins"])  # as Worker.start does
+        self.router = Router(self.worker.registry, max_attempts=archive.settings.job_max_attempts)
         self.clock = FakeClock()
-        self.detector = StabilityDetector(archive.engine, AGE, self.pool.router.on_stable, clock=self.clock)
+        self.detector = StabilityDetector(archive.engine, AGE, self.router.on_stable, clock=self.clock)
 
     def store(self, seed: int, *, n: int = 4, start: int = 0, study_uid: str | None = None) -> str:
         uid = study_uid or f"1.2.826.0.1.3680043.10.{seed}"
@@ -89,18 +90,18 @@ class Harness:
         import time
 
         for _ in range(max_rounds):
-            claimed = self.pool.queue.claim("test-worker", [JOB_KIND], limit=10)
+            claimed = self.worker.queue.claim("test-worker", [JOB_KIND], limit=10)
             if not claimed:
                 if not any(j.status is JobStatus.RETRYING for j in self.jobs()):
                     break
                 time.sleep(0.05)
                 continue
             for job in claimed:
-                self.pool.executor.execute(job)
+                self.worker.execute(job)
         return self.jobs()
 
     def jobs(self) -> list[JobView]:
-        return self.pool.queue.list_jobs(kind=JOB_KIND)
+        return self.worker.queue.list_jobs(kind=JOB_KIND)
 
     def srs(self, study_uid: str) -> list[Any]:
         request = QueryRequest(Level.IMAGE, {"StudyInstanceUID": study_uid, "Modality": "SR"})
@@ -118,7 +119,7 @@ def _read(archive: Archive, sop_uid: str) -> pydicom.Dataset:
 
 def test_installed_plugins_are_registered_enabled_and_remote_ones_disabled(archive: Archive) -> None:
     h = Harness(archive, EchoPlugin, RaisingPlugin)
-    registry = h.pool.registry
+    registry = h.worker.registry
     assert {(p.key, p.source, p.enabled) for p in registry.list_all()} == {
         ("test-echo@1.0", PluginSource.ENTRY_POINT, True),
         ("test-raises@1.0", PluginSource.ENTRY_POINT, True),
@@ -148,11 +149,11 @@ def test_installed_plugins_are_registered_enabled_and_remote_ones_disabled(archi
 def test_a_newly_installed_version_supersedes_the_older_one(archive: Archive) -> None:
     Harness(archive, EchoPlugin)
     upgraded = Harness(archive, EchoPluginV2)
-    states = {(p.key, p.enabled, p.installed) for p in upgraded.pool.registry.list_all()}
+    states = {(p.key, p.enabled, p.installed) for p in upgraded.worker.registry.list_all()}
     assert states == {("test-echo@1.0", False, False), ("test-echo@2.0", True, True)}
-    upgraded.pool.registry.set_enabled("test-echo", "1.0", True)  # an admin may keep both
+    upgraded.worker.registry.set_enabled("test-echo", "1.0", True)  # an admin may keep both
     Harness(archive, EchoPluginV2)  # a later start changes nothing
-    assert all(p.enabled for p in upgraded.pool.registry.list_all())
+    assert all(p.enabled for p in upgraded.worker.registry.list_all())
     uid = upgraded.store(seed=15)
     upgraded.settle()
     assert sorted(j.target_version for j in upgraded.jobs() if j.study_uid == uid) == ["1.0", "2.0"]
@@ -165,7 +166,7 @@ def test_a_newly_installed_version_supersedes_the_older_one(archive: Archive) ->
 
 def test_a_stable_study_gets_one_job_per_matching_enabled_plugin(archive: Archive) -> None:
     h = Harness(archive, EchoPlugin, MrOnlyPlugin, RaisingPlugin)
-    h.pool.registry.set_enabled("test-raises", "1.0", False)
+    h.worker.registry.set_enabled("test-raises", "1.0", False)
     uid = h.store(seed=1)
     assert h.settle() == [uid]
     [job] = h.jobs()
@@ -242,7 +243,7 @@ def test_a_repeated_attempt_stores_the_same_sr_not_a_second_one(archive: Archive
     h = Harness(archive, EchoPlugin)
     uid = h.store(seed=5)
     h.settle()
-    [claimed] = h.pool.queue.claim("crashing-worker", [JOB_KIND])
+    [claimed] = h.worker.queue.claim("crashing-worker", [JOB_KIND])
     # The first attempt stores its SR, then its worker dies before recording success...
     given = StudyInput(uid, ArchiveSource(archive.engine, archive.store, uid))
     for obj in build_result_objects(report(given, EchoPlugin.input_filter), given, EchoPlugin.info(),
@@ -250,7 +251,7 @@ def test_a_repeated_attempt_stores_the_same_sr_not_a_second_one(archive: Archive
         assert archive.ingest.store_bytes(obj.data).ok
     with archive.engine.begin() as conn:  # ...and its lease runs out
         conn.execute(update(Job).values(lease_expires_at=h.clock.now.replace(year=2000)))
-    h.pool.queue.reap_expired()
+    h.worker.queue.reap_expired()
     [job] = h.run_jobs()
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
     assert len(h.srs(uid)) == 1
@@ -270,7 +271,7 @@ def test_a_plugin_that_raises_fails_its_job_with_the_error_and_the_archive_carri
 
 def test_a_plugin_that_hangs_is_killed_at_its_timeout(archive: Archive) -> None:
     h = Harness(archive, HangingPlugin)
-    h.pool.queue.backoff_base_s = 0.01
+    h.worker.queue.backoff_base_s = 0.01
     h.store(seed=7)
     h.settle()
     [job] = h.run_jobs()
@@ -283,7 +284,7 @@ def test_a_disabled_plugin_never_runs(archive: Archive) -> None:
     h.store(seed=8)
     h.settle()
     [queued] = h.jobs()
-    h.pool.registry.set_enabled("test-echo", "1.0", False)
+    h.worker.registry.set_enabled("test-echo", "1.0", False)
     [job] = h.run_jobs()
     assert job.id == queued.id and job.status is JobStatus.CANCELLED and "disabled" in job.error
     h.store(seed=9)
@@ -296,9 +297,9 @@ def test_a_rerun_writes_a_new_sr_and_keeps_the_old(archive: Archive) -> None:
     uid = h.store(seed=10)
     h.settle()
     h.run_jobs()
-    job, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr-house")
+    job, created = h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr-house")
     assert created and job.requested_by == "dr-house"
-    again, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr-house")
+    again, created = h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr-house")
     assert not created and again.id == job.id  # one waiting re-run at a time
     jobs = h.run_jobs()
     assert [j.status for j in jobs] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
@@ -306,9 +307,9 @@ def test_a_rerun_writes_a_new_sr_and_keeps_the_old(archive: Archive) -> None:
     assert h.settle() == [uid]  # the re-run's SR changed the study; the same input is not run again
     assert len(h.jobs()) == 2 and len(h.srs(uid)) == 2
     with pytest.raises(NotFound):
-        h.pool.router.rerun(archive.engine, h.pool.queue, uid, "no-such-plugin", requested_by="x")
+        h.router.rerun(archive.engine, h.worker.queue, uid, "no-such-plugin", requested_by="x")
     with pytest.raises(NotFound):
-        h.pool.router.rerun(archive.engine, h.pool.queue, "1.2.3.404", "test-echo", requested_by="x")
+        h.router.rerun(archive.engine, h.worker.queue, "1.2.3.404", "test-echo", requested_by="x")
 
 
 # --- exactly-once triggering: a plugin's own output never runs it again, one input one automatic run ---
@@ -317,7 +318,7 @@ def test_a_rerun_writes_a_new_sr_and_keeps_the_old(archive: Archive) -> None:
 def test_a_rerun_before_the_study_is_stable_is_the_run_of_that_input(archive: Archive) -> None:
     h = Harness(archive, EchoPlugin)
     uid = h.store(seed=20)
-    job, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr-house")
+    job, created = h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr-house")
     assert created
     [done] = h.run_jobs()
     assert done.status is JobStatus.SUCCEEDED and len(h.srs(uid)) == 1
@@ -326,7 +327,7 @@ def test_a_rerun_before_the_study_is_stable_is_the_run_of_that_input(archive: Ar
     assert [j.id for j in h.run_jobs()] == [job.id]
     assert len(h.srs(uid)) == 1
     # A second re-run is what the user asked for: it runs, once, and its SR triggers nothing either.
-    again, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr-house")
+    again, created = h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr-house")
     assert created and again.id != job.id
     h.run_jobs()
     assert h.settle() == [uid]
@@ -341,7 +342,7 @@ def test_concurrent_reruns_queue_one_job(archive: Archive) -> None:
 
     def click() -> None:
         barrier.wait()
-        job, created = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr")
+        job, created = h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr")
         outcomes.append((job.id, created))
 
     threads = [threading.Thread(target=click) for _ in range(6)]
@@ -355,11 +356,11 @@ def test_concurrent_reruns_queue_one_job(archive: Archive) -> None:
 
 def test_a_plugin_enabled_after_the_study_became_stable_runs_once_on_rerun(archive: Archive) -> None:
     h = Harness(archive, EchoPlugin)
-    h.pool.registry.set_enabled("test-echo", "1.0", False)
+    h.worker.registry.set_enabled("test-echo", "1.0", False)
     uid = h.store(seed=22)
     assert h.settle() == [uid] and h.jobs() == []
-    h.pool.registry.set_enabled("test-echo", "1.0", True)
-    h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr")
+    h.worker.registry.set_enabled("test-echo", "1.0", True)
+    h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr")
     h.run_jobs()
     assert h.settle() == [uid]  # the SR's transition: no automatic run of the input the re-run read
     assert len(h.run_jobs()) == 1 and len(h.srs(uid)) == 1
@@ -372,14 +373,14 @@ def test_a_job_cancelled_by_disabling_is_not_run_automatically_after_enabling(ar
     [queued] = h.jobs()
     admin = PluginService(archive, extra_plugins=(EchoPlugin, MrOnlyPlugin), use_entry_points=False)
     admin.set_enabled("test-echo", "1.0", False)
-    assert h.pool.queue.get(queued.id).status is JobStatus.CANCELLED
+    assert h.worker.queue.get(queued.id).status is JobStatus.CANCELLED
     admin.set_enabled("test-echo", "1.0", True)
     h.store(seed=123, study_uid=uid)  # a new series: a new input, its one automatic run
     h.settle()
     new = [j for j in h.run_jobs() if j.id != queued.id]
     assert [j.status for j in new] == [JobStatus.SUCCEEDED] and len(h.srs(uid)) == 1
     assert h.settle() == [uid]  # that run's SR: nothing queued
-    rerun, _ = h.pool.router.rerun(archive.engine, h.pool.queue, uid, "test-echo", requested_by="dr")
+    rerun, _ = h.router.rerun(archive.engine, h.worker.queue, uid, "test-echo", requested_by="dr")
     h.run_jobs()
     assert h.settle() == [uid]
     assert {j.id for j in h.jobs()} == {queued.id, new[0].id, rerun.id} and len(h.srs(uid)) == 2
@@ -411,9 +412,9 @@ def test_a_retried_job_whose_first_attempt_stored_its_sr_is_not_triggered_by_it(
         raise OSError("the disk went away after the SR")
 
     _failing_after_the_sr(archive, monkeypatch, fail)
-    [claimed] = h.pool.queue.claim("w", [JOB_KIND])
-    h.pool.executor.execute(claimed)
-    assert h.pool.queue.get(claimed.id).status is JobStatus.RETRYING and len(h.srs(uid)) == 1
+    [claimed] = h.worker.queue.claim("w", [JOB_KIND])
+    h.worker.execute(claimed)
+    assert h.worker.queue.get(claimed.id).status is JobStatus.RETRYING and len(h.srs(uid)) == 1
     assert h.settle() == [uid]  # the first attempt's SR arrived: the study changed, its input did not
     [job] = h.run_jobs()
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
@@ -434,16 +435,16 @@ def test_a_job_whose_lease_expired_mid_run_stores_its_objects_once_and_is_not_re
         # transition comes, another worker runs the job to the end; then this attempt resumes.
         with archive.engine.begin() as conn:
             conn.execute(update(Job).values(lease_expires_at=h.clock.now.replace(year=2000)))
-        assert h.pool.queue.reap_expired() == 1
+        assert h.worker.queue.reap_expired() == 1
         assert h.settle() == [uid]
         retried.extend(h.run_jobs())
 
     _failing_after_the_sr(archive, monkeypatch, stall)
-    [claimed] = h.pool.queue.claim("stalling-worker", [JOB_KIND])
-    h.pool.executor.execute(claimed)
+    [claimed] = h.worker.queue.claim("stalling-worker", [JOB_KIND])
+    h.worker.execute(claimed)
     [job] = retried
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
-    assert h.jobs() == [h.pool.queue.get(job.id)]  # the stalled attempt wrote nothing over it
+    assert h.jobs() == [h.worker.queue.get(job.id)]  # the stalled attempt wrote nothing over it
     assert h.settle() == [uid] and len(h.jobs()) == 1
     assert len(h.srs(uid)) == 1 and sorted(r.kind for r in _results(archive, uid)) == ["SEG", "SR"]
 
@@ -478,11 +479,11 @@ def test_a_remote_plugin_answers_findings_that_become_an_sr(archive: Archive, ve
     h = Harness(archive)
     manifest = RemoteManifest(name="acme-cad", version="1", vendor="Acme", endpoint_url=url, timeout_s=20,
                               input_filter=InputFilter(modalities=("CT",)))  # fmt: skip
-    h.pool.registry.register_remote(manifest, registered_by="acme")
+    h.worker.registry.register_remote(manifest, registered_by="acme")
     uid = h.store(seed=11)
     h.settle()
     assert h.jobs() == []  # registered, not yet enabled by an admin
-    h.pool.registry.set_enabled("acme-cad", "1", True)
+    h.worker.registry.set_enabled("acme-cad", "1", True)
     other = h.store(seed=12)
     h.settle()
     assert [j.study_uid for j in h.jobs()] == [other]
@@ -512,16 +513,16 @@ def test_a_remote_plugin_answers_findings_that_become_an_sr(archive: Archive, ve
 def test_a_remote_plugin_with_a_bad_answer_fails_with_a_reason(archive: Archive, vendor: Any) -> None:
     url, handler = vendor
     h = Harness(archive)
-    h.pool.registry.register_remote(RemoteManifest(name="acme-bad", version="1", vendor="Acme", endpoint_url=url),
+    h.worker.registry.register_remote(RemoteManifest(name="acme-bad", version="1", vendor="Acme", endpoint_url=url),
                                     registered_by="acme")  # fmt: skip
-    h.pool.registry.set_enabled("acme-bad", "1", True)
+    h.worker.registry.set_enabled("acme-bad", "1", True)
     h.store(seed=13)
     h.settle()
     handler.answer = {"schema_version": "1.0", "classifications": [{"code": {"value": "1"}, "probability": 2}]}
     [job] = h.run_jobs()
     assert job.status is JobStatus.FAILED and job.error.startswith("invalid findings JSON")
     handler.answer = {"stored_instances": ["1.2.3.4"]}
-    job2, _ = h.pool.router.rerun(archive.engine, h.pool.queue, job.study_uid, "acme-bad", requested_by="t")
+    job2, _ = h.router.rerun(archive.engine, h.worker.queue, job.study_uid, "acme-bad", requested_by="t")
     jobs = h.run_jobs()
     assert jobs[0].id == job2.id and "not in the study" in jobs[0].error
 
@@ -529,9 +530,9 @@ def test_a_remote_plugin_with_a_bad_answer_fails_with_a_reason(archive: Archive,
 def test_a_remote_plugin_that_stores_its_own_sr_is_recorded_and_not_rerun(archive: Archive, vendor: Any) -> None:
     url, handler = vendor
     h = Harness(archive)
-    h.pool.registry.register_remote(RemoteManifest(name="acme-stow", version="1", vendor="Acme", endpoint_url=url),
+    h.worker.registry.register_remote(RemoteManifest(name="acme-stow", version="1", vendor="Acme", endpoint_url=url),
                                     registered_by="acme")  # fmt: skip
-    h.pool.registry.set_enabled("acme-stow", "1", True)
+    h.worker.registry.set_enabled("acme-stow", "1", True)
     uid = h.store(seed=14)
     h.settle()
 

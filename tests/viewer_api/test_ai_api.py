@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from ai_plugins.runner.execute import JobExecutor
 from ai_plugins.runner.results import ResultUids, build_result_objects
 from ai_plugins.runner.service import PluginService
 from ai_plugins.runner.tokens import issue_job_token
+from ai_plugins.runner.worker import Worker
 from ai_plugins.sdk import StudyInput
 from pacs.accounts.api_keys import create_api_key
 from pacs.accounts.keys import secret_key
@@ -133,7 +133,7 @@ def test_reruns_and_jobs_over_http(site: Site) -> None:
 
     # Run it: the job's progress, timings and result show up.
     [claimed] = site.service.queue.claim("test", ["plugin"])
-    JobExecutor(site.archive, site.service.registry, site.service.queue).execute(claimed)
+    Worker(site.archive, extra_plugins=[EchoPlugin], use_entry_points=False).execute(claimed)
     done = c.get(f"/api/jobs/{job['id']}", headers=site.as_("phil")).json()
     assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["error"] is None
     assert done["run_s"] is not None and done["result"]["objects"][0]["kind"] == "SR"

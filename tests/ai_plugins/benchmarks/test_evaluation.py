@@ -15,10 +15,10 @@ from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 from sqlalchemy import update
 
 from ai_plugins.benchmarks.errors import RateLimited
-from ai_plugins.benchmarks.evaluation import CASE_KIND, EvaluationView
-from ai_plugins.benchmarks.runner import BenchmarkWorker
+from ai_plugins.benchmarks.evaluation import CASE_KIND, KINDS, EvaluationView
 from ai_plugins.benchmarks.service import BenchmarkService
 from ai_plugins.runner.registry import PluginRegistry, RemoteManifest
+from ai_plugins.runner.worker import Worker
 from ai_plugins.sdk import StudyInput
 from pacs.accounts.errors import Forbidden
 from pacs.archive import Archive
@@ -51,7 +51,7 @@ def lesions(request: pytest.FixtureRequest, tmp_path: Path,
 
 def run_all(archive: Archive, service: BenchmarkService, ids: Sequence[int],
             timeout: float = 180) -> list[EvaluationView]:
-    worker = BenchmarkWorker(archive, concurrency=2, extra_plugins=EXTRA)
+    worker = Worker(archive, concurrency=2, kinds=KINDS, extra_plugins=EXTRA)
     worker.start()
     try:
         deadline = time.monotonic() + timeout

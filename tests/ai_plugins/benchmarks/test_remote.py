@@ -16,10 +16,11 @@ import pytest
 import uvicorn
 from dicomweb_client.api import DICOMwebClient
 
-from ai_plugins.benchmarks.runner import BenchmarkWorker
+from ai_plugins.benchmarks.evaluation import KINDS
 from ai_plugins.benchmarks.service import BenchmarkService
 from ai_plugins.builtin.lesion_detector import LesionDetector
 from ai_plugins.runner.registry import PluginRegistry, RemoteManifest
+from ai_plugins.runner.worker import Worker
 from ai_plugins.sdk import StudyInput
 from pacs.accounts.api_keys import create_api_key
 from pacs.accounts.users import create_user
@@ -99,7 +100,7 @@ def test_a_hosted_plugin_reads_only_de_identified_copies(site: tuple[Archive, st
     assert request.status_code == 202, request.text
     remote_id = request.json()["id"]
     local_id = service.evaluate(bench.id, "lesion-detector", requested_by="admin", requester_role="admin").id
-    worker = BenchmarkWorker(archive, concurrency=2)
+    worker = Worker(archive, concurrency=2, kinds=KINDS)
     worker.start()
     try:
         deadline = time.monotonic() + 240

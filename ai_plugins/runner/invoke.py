@@ -1,0 +1,97 @@
+"""The one place a plugin runs: installed plugins in a child process, vendor-hosted ones by a call to
+their endpoint with a job token scoped to the one study they are given.
+
+Every handler that needs a plugin's answer calls :func:`invoke_plugin`: a clinical run on the study
+itself, a benchmark case on the study (installed plugins) or on its de-identified copy (hosted
+ones). Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed`
+with one sentence; the child is killed at the job's timeout or as soon as the lease says stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ai_plugins.runner.child import ChildTask, run_in_child
+from ai_plugins.runner.handler import JobFailed, Lease
+from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
+from ai_plugins.runner.remote import RemoteError, call_remote, job_request
+from ai_plugins.runner.results import ResultObject, ResultUids, build_result_objects
+from ai_plugins.runner.source import ArchiveSource
+from ai_plugins.runner.tokens import issue_job_token
+from ai_plugins.sdk import Findings, StudyInput
+from pacs.accounts.keys import secret_key
+from pacs.archive import Archive
+
+log = logging.getLogger(__name__)
+
+TOKEN_GRACE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginAnswer:
+    """What one run produced: the findings and, when asked for, the SR/SEG built from them; or the
+    SOP Instance UIDs of objects a hosted plugin stored itself (then ``findings`` is ``None``)."""
+
+    findings: Findings | None
+    objects: tuple[ResultObject, ...] = ()
+    stored_instances: tuple[str, ...] = ()
+
+
+def dicomweb_base(archive: Archive) -> str:
+    """The archive's DICOMweb root as vendors reach it (``PUBLIC_URL`` when set)."""
+    settings = archive.settings
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/dicomweb"
+    host = settings.http_host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}/dicomweb"
+
+
+def invoke_plugin(archive: Archive, registry: PluginRegistry, plugin: PluginView, lease: Lease, *, study_uid: str,
+                  series_uids: Sequence[str], uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
+    """Run ``plugin`` on ``study_uid`` for the leased job; with ``uids``, build its SR/SEG too.
+
+    A hosted plugin is sent ``series_uids`` and a token that reads that study only; an installed
+    one reads the study through the archive and chooses its series by its own input filter.
+    """
+    job = lease.job
+    if plugin.source is PluginSource.REMOTE:
+        return _remote(archive, plugin, lease, study_uid, series_uids, uids)
+    installed = registry.installed(plugin.name, plugin.version)
+    if installed is None:
+        raise JobFailed(f"{plugin.key} is not installed on worker {job.owner}")
+    lease.progress(0.05, "starting the plugin")
+    task = ChildTask(archive.settings, study_uid, installed.ref, uids, job.id)
+    outcome = run_in_child(task, job.timeout_s, on_progress=lease.progress, should_stop=lease.stopping)
+    if not outcome.ok:
+        if outcome.detail:
+            log.warning("job %d (%s) failed in the plugin:\n%s", job.id, plugin.key, outcome.detail)
+        raise JobFailed(outcome.error)
+    return PluginAnswer(Findings.from_json(outcome.findings_json), outcome.objects)
+
+
+def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, series_uids: Sequence[str],
+            uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
+    job = lease.job
+    lifetime = timedelta(seconds=job.timeout_s) + TOKEN_GRACE
+    token, grant = issue_job_token(secret_key(archive.settings), study_uid=study_uid, job_id=job.id,
+                                   plugin=plugin.key, lifetime=lifetime)  # fmt: skip
+    body = job_request(plugin, job_id=job.id, study_uid=study_uid, series_uids=series_uids,
+                       dicomweb_url=dicomweb_base(archive), token=token, expires_at=grant.expires)  # fmt: skip
+    lease.progress(0.1, f"calling {plugin.endpoint_url}")
+    try:
+        answer = call_remote(plugin, body, timeout_s=job.timeout_s, idempotency_key=job.dedupe_key)
+    except RemoteError as exc:
+        raise JobFailed(str(exc)) from exc
+    if answer.findings is None or uids is None:
+        return PluginAnswer(answer.findings, stored_instances=answer.stored_instances)
+    lease.progress(0.7, "writing results")
+    study = StudyInput(study_uid, ArchiveSource(archive.engine, archive.store, study_uid))
+    return PluginAnswer(answer.findings, tuple(build_result_objects(answer.findings, study, plugin.info(), uids)))
