@@ -23,18 +23,19 @@ from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
 from pacs.dimse.contexts import contexts_for, supported_contexts
 from pacs.dimse.find import FindSCP
-from pacs.dimse.provider import discard_partial_dataset
-from pacs.dimse.retrieve import ArchiveAE, GetSCP, MoveSCP
+from pacs.dimse.overrides.provider import discard_partial_dataset
+from pacs.dimse.overrides.requestor import ArchiveAE
+from pacs.dimse.overrides.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
+from pacs.dimse.retrieve import GetSCP, MoveSCP
 from pacs.dimse.security import AccessPolicy, Peer
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP
 from pacs.dimse.tls import client_context, server_context
-from pacs.dimse.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
 from pacs.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Process-wide pynetdicom switches: no spool file of pynetdicom's own for every C-STORE (the
-# listener's associations receive into pacs.dimse.provider.SpillingBuffer instead); do not bind
+# listener's associations receive into pacs.dimse.overrides.provider.SpillingBuffer instead); do not bind
 # pynetdicom's per-PDU debug logging handlers (measurable on the receive path).
 _config.STORE_RECV_CHUNKED_DATASET = False
 _config.LOG_HANDLER_LEVEL = "none"

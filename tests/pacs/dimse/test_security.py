@@ -21,7 +21,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 
 from pacs.dimse.contexts import STUDY_ROOT_FIND, VERIFICATION
-from pacs.dimse.provider import ArchiveDIMSE
+from pacs.dimse.overrides.provider import ArchiveDIMSE
 from pacs.settings import RemoteAE
 from tests.factories import CT_IMAGE_STORAGE, make_ct_study
 from tests.pacs.dimse.support import AET, QR_AET, Node, context, run_tool

@@ -35,7 +35,7 @@ from pynetdicom import AllStoragePresentationContexts, _config
 from sqlalchemy import func, select
 
 from pacs.dimse.contexts import STORAGE_CLASSES, supported_contexts
-from pacs.dimse.provider import ArchiveDIMSE
+from pacs.dimse.overrides.provider import ArchiveDIMSE
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID
 from pacs.index.models import Instance, Series, Study
 from tests.factories import (

@@ -10,8 +10,10 @@ wake-up socket, the association thread on an event, each woken by the queues it 
 Both still wake every :data:`MAX_IDLE` seconds, so timers (ARTIM, network and DIMSE timeouts)
 fire as before.
 
-:func:`make_event_driven` converts a freshly created acceptor :class:`Association`; the loops
-below are pynetdicom 3.0's own with the sleeps replaced, nothing else changed.
+:func:`make_event_driven` converts a freshly created :class:`Association`, accepted by the
+listener or requested by :class:`pacs.dimse.overrides.requestor.ArchiveAE`; the loops below are
+pynetdicom 3.0's own with the sleeps replaced and the reactor's checkpoint race closed (see
+:class:`EventDrivenAssociation`), nothing else changed.
 """
 
 from __future__ import annotations
@@ -164,7 +166,21 @@ class EventDrivenDUL(DULServiceProvider):
 
 
 class EventDrivenAssociation(Association):
-    """An acceptor association whose reactor waits on an event instead of sleeping 1 ms per pass."""
+    """An association whose reactor waits on an event instead of sleeping 1 ms per pass, and never
+    reads the DIMSE queue while a ``send_*`` waits there for its response.
+
+    pynetdicom's ``send_*`` and ``release`` pause the reactor by clearing ``_reactor_checkpoint``,
+    wait until ``_is_paused`` is True, then send and read the response off the DIMSE queue.
+    pynetdicom's reactor sets ``_is_paused`` False only *after* its ``wait()`` on the checkpoint has
+    returned: a sender that clears the checkpoint in between sees ``_is_paused`` still True and
+    sends, while the reactor goes on to read the queue. When the response arrives before the sender
+    reads it (a preempted thread, a peer that answers at once), the reactor takes it ("Received
+    unexpected C-STORE service message"), the sender waits for the DIMSE timeout and aborts, and
+    every later sub-operation of a C-MOVE fails. Here the reactor looks at the checkpoint again
+    after clearing ``_is_paused``. A sender clears the checkpoint before it reads ``_is_paused``, so
+    either the reactor sees the checkpoint cleared and goes back to wait, or the sender sees
+    ``_is_paused`` False and waits for the reactor's next pause: they never read the queue together.
+    """
 
     _activity: threading.Event
 
@@ -177,6 +193,8 @@ class EventDrivenAssociation(Association):
             self._activity.clear()
             self._reactor_checkpoint.wait()
             self._is_paused = False
+            if not self._reactor_checkpoint.is_set():
+                continue  # a sender paused the reactor after wait() returned: the queue is the sender's
             if self._serve_next():
                 return
 
@@ -219,8 +237,8 @@ class EventDrivenAssociation(Association):
         return False
 
 
-def make_event_driven(assoc: Any) -> None:
-    """Give a new acceptor association (its DUL thread not yet started) event-driven reactors."""
+def make_event_driven(assoc: Any, association_class: type[EventDrivenAssociation] = EventDrivenAssociation) -> None:
+    """Give a new association (its DUL thread not yet started) event-driven reactors."""
     dul = assoc.dul
     if dul.is_alive():
         raise RuntimeError("the association's DUL thread is already running")
@@ -234,4 +252,4 @@ def make_event_driven(assoc: Any) -> None:
     dul.to_user_queue = _WakingQueue(activity.set, dul.to_user_queue)
     assoc.dimse.msg_queue = _WakingQueue(activity.set, assoc.dimse.msg_queue)
     dul.__class__ = EventDrivenDUL
-    assoc.__class__ = EventDrivenAssociation
+    assoc.__class__ = association_class

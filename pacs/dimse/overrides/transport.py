@@ -19,8 +19,8 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from pacs.dimse.provider import use_archive_dimse
-from pacs.dimse.reactor import make_event_driven
+from pacs.dimse.overrides.provider import use_archive_dimse
+from pacs.dimse.overrides.reactor import make_event_driven
 
 log = logging.getLogger(__name__)
 
