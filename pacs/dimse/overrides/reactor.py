@@ -100,6 +100,23 @@ class EventDrivenDUL(DULServiceProvider):
             return True
         return False
 
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """pynetdicom's, except that a wait ends as soon as this DUL has stopped: once the connection
+        is gone nothing more can arrive, and an acceptor waiting for its A-ASSOCIATE-RQ would otherwise
+        keep its thread (and socket) for the whole ACSE timeout after the peer has left."""
+        if not wait:
+            return super().receive_pdu(wait=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = MAX_IDLE if deadline is None else min(MAX_IDLE, deadline - time.monotonic())
+            primitive = super().receive_pdu(wait=left > 0, timeout=max(left, 0.0))
+            if primitive is not None:
+                return primitive
+            if self._kill_thread:
+                return super().receive_pdu(wait=False)  # what the last pass may have queued before it stopped
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
     def _wait_for_work(self) -> None:
         """Block until the socket is readable, a primitive is queued, the thread is killed or MAX_IDLE passes."""
         assoc_socket = self.socket

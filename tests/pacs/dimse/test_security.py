@@ -88,7 +88,7 @@ def test_idle_association_is_dropped(make_node: MakeNode) -> None:
 
 
 def test_silent_connection_is_dropped(make_node: MakeNode) -> None:
-    node = make_node(dicom_acse_timeout=1.0)
+    node = make_node(dicom_artim_timeout=1.0)
     with socket.create_connection(("127.0.0.1", node.port)) as sock:
         assert _closed_within(sock, 6)
     assert _echo_ok(node)
