@@ -102,12 +102,6 @@ class Intake:
         with self._lock:
             self._slots.discard(assoc)
 
-    @property
-    def associations(self) -> int:
-        """How many association slots are taken."""
-        with self._lock:
-            return sum(1 for a in self._slots if a.is_alive())
-
     def _warn(self, address: str, kind: str, message: str, *args: Any) -> None:
         now = self._clock()
         key = (address, kind)
