@@ -185,7 +185,9 @@ class DicomListener:
                         self._settings.dicom_max_associations)
             _reject(assoc, 0x02, 0x03, 0x02)  # rejected-transient, service-provider (presentation), local limit
             return
-        assoc.acceptor.supported_contexts = contexts_for(peer, rq.presentation_context_definition_list)
+        assoc.acceptor.supported_contexts = contexts_for(
+            peer, rq.presentation_context_definition_list,
+            accept_unknown=self._settings.dicom_accept_unknown_sop_classes)
         log.debug("association requested by %s (allowed: %s)", peer, ", ".join(sorted(peer.allowed)))
 
     def _on_closed(self, event: Any) -> None:
