@@ -105,11 +105,13 @@ class Intake:
     def _warn(self, address: str, kind: str, message: str, *args: Any) -> None:
         now = self._clock()
         key = (address, kind)
-        if now - self._warned.get(key, -WARN_EVERY_S) >= WARN_EVERY_S:
-            self._warned[key] = now
-            log.warning(message, *args)
-        else:
+        if now - self._warned.get(key, -WARN_EVERY_S) < WARN_EVERY_S:
             log.debug(message, *args)
+            return
+        if len(self._warned) >= 1024:  # many addresses: forget those not warned about lately
+            self._warned = {k: t for k, t in self._warned.items() if now - t < WARN_EVERY_S}
+        self._warned[key] = now
+        log.warning(message, *args)
 
 
 def association_socket(assoc: Any) -> socket.socket | None:

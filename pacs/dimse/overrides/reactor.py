@@ -1,4 +1,4 @@
-"""Event-driven reactors for the associations the listener accepts.
+"""Event-driven reactors for every association of the archive, accepted or requested.
 
 pynetdicom runs two polling loops per association: the DUL thread sleeps 1 ms whenever a pass
 finds nothing to do, and the association thread sleeps 1 ms before every look at its message

@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from pynetdicom.sop_class import Verification
 
+from pacs.dimse.intake import Intake
 from tests.pacs.dimse.support import AET, Node, associate_rq, context, run_tool
 
 MakeNode = Callable[..., Node]
@@ -135,3 +137,54 @@ def test_connections_per_address_are_limited(make_node: MakeNode, study_files: l
         time.sleep(0.3)
         with _silent(node, ["127.0.0.2"]) as (another,):
             assert not _closed_within(another, 0.5)  # a closed connection no longer counts
+
+
+class _Assoc:
+    """What Intake needs of an association: its socket (dul.socket.socket) and whether its thread lives."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.dul = type("DUL", (), {"socket": type("AssociationSocket", (), {"socket": sock})()})()
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def _cut(peer: socket.socket) -> bool:
+    """True when the other end of a socket pair was shut down (nothing was ever sent on it)."""
+    peer.setblocking(False)
+    try:
+        return peer.recv(1) == b""
+    except BlockingIOError:
+        return False
+
+
+def test_intake_policy(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    intake = Intake(artim_s=5.0, max_associations=1, max_per_address=2, clock=lambda: now[0])
+    pairs = [socket.socketpair() for _ in range(4)]
+    ours, peers = [a for a, _b in pairs], [b for _a, b in pairs]
+    try:
+        assert intake.connect(ours[0], "10.0.0.1") and intake.connect(ours[1], "10.0.0.1")
+        assert not intake.connect(ours[2], "10.0.0.1")  # a third from the same address
+        assert intake.connect(ours[2], "10.0.0.2")
+        first, second = _Assoc(ours[0]), _Assoc(ours[2])
+        assert intake.admit(first)  # its A-ASSOCIATE-RQ arrived: its ARTIM timer stops
+        assert not intake.admit(second)  # the only slot is taken (its A-ASSOCIATE-RQ arrived: no ARTIM either)
+        now[0] = 4.9
+        intake.expire()
+        assert not any(_cut(peer) for peer in peers[:3])
+        now[0] = 5.0
+        intake.expire()  # ours[1] sent no request within 5 s
+        assert [_cut(peer) for peer in peers[:3]] == [False, True, False]
+        intake.release(first)  # its connection closed: the slot is free at once
+        assert intake.admit(second)
+        second.alive = False  # an association whose thread has ended holds no slot either
+        assert intake.admit(_Assoc(ours[3]))
+        ours[1].close()  # a closed connection no longer counts against its address
+        assert intake.connect(ours[3], "10.0.0.1")
+    finally:
+        for sock in ours + peers:
+            sock.close()
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("no A-ASSOCIATE-RQ" in m for m in warnings) == 1 and sum("limit per address" in m for m in warnings) == 1
