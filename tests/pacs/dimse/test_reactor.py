@@ -1,4 +1,5 @@
-"""The listener's associations wait for work instead of polling (pacs.dimse.overrides.reactor)."""
+"""The reactors of every association (pacs.dimse.overrides.reactor): they wait for work instead of polling,
+and never take the response a send_* waits for."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import Verification
 from pacs.dimse.commitment import COMMITMENT_INSTANCE_UID
 from pacs.dimse.contexts import STORAGE_COMMITMENT_PUSH
 from pacs.dimse.overrides.reactor import MAX_IDLE, EventDrivenAssociation, EventDrivenDUL
+from pacs.dimse.overrides.requestor import RequestedAssociation
 from tests.factories import CT_IMAGE_STORAGE
 from tests.pacs.dimse.support import AET, Node, context
 
@@ -137,6 +139,7 @@ def test_requestor_reactor_leaves_a_senders_response_alone(make_node: Callable[.
     node = make_node(dicom_dimse_timeout=3.0)
     assoc = node.listener.ae.associate("127.0.0.1", node.port, contexts=[context(CT_IMAGE_STORAGE)], ae_title=AET)
     assert assoc.is_established
+    assert isinstance(assoc, RequestedAssociation) and isinstance(assoc.dul, EventDrivenDUL)
     try:
         checkpoint = _hold_reactor(assoc)
         status = assoc.send_c_store(small_study[0])
