@@ -82,9 +82,12 @@ class Settings(BaseSettings):
     dicom_allow_unknown: list[DimseService] = Field(default_factory=lambda: list(_DEFAULT_UNKNOWN))  # not in modalities
     dicom_check_peer_host: bool = True  # a modality is recognised only from the address of its ``host``
     dicom_check_called_aet: bool = True  # reject associations not addressed to AE_TITLE
-    dicom_max_associations: int = Field(default=32, ge=1, le=1000)
+    dicom_max_associations: int = Field(default=32, ge=1, le=1000)  # held from the A-ASSOCIATE-RQ to the close
+    dicom_max_connections_per_address: int = Field(default=16, ge=1, le=1000)  # open at once from one peer address
+    dicom_artim_timeout: float = Field(default=5.0, gt=0, le=120)  # to send the A-ASSOCIATE-RQ (TLS included)
+    dicom_accept_unknown_sop_classes: bool = False  # C-STORE of private/unknown SOP classes, stored as received
     dicom_max_pdu: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)  # bytes we accept in one PDU
-    dicom_acse_timeout: float = Field(default=30.0, gt=0)  # association negotiation / release
+    dicom_acse_timeout: float = Field(default=30.0, gt=0)  # association negotiation (as requestor) / release
     dicom_dimse_timeout: float = Field(default=60.0, gt=0)  # waiting for a DIMSE message
     dicom_network_timeout: float = Field(default=60.0, gt=0)  # idle connection
     dicom_tls_port: int | None = Field(default=None, ge=0, le=65535)  # DICOM TLS listener (PS3.15 B.1)

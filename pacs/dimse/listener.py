@@ -23,18 +23,22 @@ from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
 from pacs.dimse.contexts import contexts_for, supported_contexts
 from pacs.dimse.find import FindSCP
-from pacs.dimse.provider import discard_partial_dataset
-from pacs.dimse.retrieve import ArchiveAE, GetSCP, MoveSCP
+from pacs.dimse.intake import Intake
+from pacs.dimse.overrides.provider import discard_partial_dataset
+from pacs.dimse.overrides.requestor import ArchiveAE
+from pacs.dimse.overrides.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
+from pacs.dimse.retrieve import GetSCP, MoveSCP
 from pacs.dimse.security import AccessPolicy, Peer
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP
 from pacs.dimse.tls import client_context, server_context
-from pacs.dimse.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
 from pacs.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_UNLIMITED = 2**31 - 1
+
 # Process-wide pynetdicom switches: no spool file of pynetdicom's own for every C-STORE (the
-# listener's associations receive into pacs.dimse.provider.SpillingBuffer instead); do not bind
+# listener's associations receive into pacs.dimse.overrides.provider.SpillingBuffer instead); do not bind
 # pynetdicom's per-PDU debug logging handlers (measurable on the receive path).
 _config.STORE_RECV_CHUNKED_DATASET = False
 _config.LOG_HANDLER_LEVEL = "none"
@@ -52,6 +56,8 @@ class DicomListener:
         self._settings: Settings = archive.settings
         settings = self._settings
         self._policy = AccessPolicy(settings)
+        self._intake = Intake(artim_s=settings.dicom_artim_timeout, max_associations=settings.dicom_max_associations,
+                              max_per_address=settings.dicom_max_connections_per_address)
         self._ae = self._make_ae(settings)
         self._contexts = supported_contexts()
         self._peers: WeakKeyDictionary[Any, Peer] = WeakKeyDictionary()
@@ -109,7 +115,9 @@ class DicomListener:
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         ae.maximum_pdu_size = settings.dicom_max_pdu
-        ae.maximum_associations = settings.dicom_max_associations
+        # The association limit is the Intake's (slots held from the A-ASSOCIATE-RQ on); pynetdicom's own
+        # check counts every connection's thread, silent ones included, so it must never be the one to fire.
+        ae.maximum_associations = _UNLIMITED
         ae.acse_timeout = settings.dicom_acse_timeout
         ae.dimse_timeout = settings.dicom_dimse_timeout
         ae.network_timeout = settings.dicom_network_timeout
@@ -138,7 +146,8 @@ class DicomListener:
         # deep copy of every supported context per association (and fails closed).
         server.contexts = []
         server.pdu_limit = max(self._settings.dicom_max_pdu + 6, MIN_PDU_LIMIT)
-        server.handshake_timeout = self._settings.dicom_acse_timeout
+        server.handshake_timeout = self._settings.dicom_artim_timeout
+        server.intake = self._intake
         server.network_timeout = self._settings.dicom_network_timeout
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                   name=f"dicom-accept-{port}", daemon=True)
@@ -171,14 +180,20 @@ class DicomListener:
             self._peers[assoc] = peer
         if not peer.allowed:
             log.warning("association from %s rejected: the calling AE is not allowed any service", peer)
-            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, user, calling AE not recognised
-            evt.trigger(assoc, evt.EVT_REJECTED, {})
-            assoc.kill()
+            _reject(assoc, 0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE title not recognised
             return
-        assoc.acceptor.supported_contexts = contexts_for(peer, rq.presentation_context_definition_list)
+        if not self._intake.admit(assoc):
+            log.warning("association from %s rejected: all %d associations are in use", peer,
+                        self._settings.dicom_max_associations)
+            _reject(assoc, 0x02, 0x03, 0x02)  # rejected-transient, service-provider (presentation), local limit
+            return
+        assoc.acceptor.supported_contexts = contexts_for(
+            peer, rq.presentation_context_definition_list,
+            accept_unknown=self._settings.dicom_accept_unknown_sop_classes)
         log.debug("association requested by %s (allowed: %s)", peer, ", ".join(sorted(peer.allowed)))
 
     def _on_closed(self, event: Any) -> None:
+        self._intake.release(event.assoc)
         discard_partial_dataset(event.assoc)
         with self._lock:
             peer = self._peers.pop(event.assoc, None)
@@ -197,3 +212,10 @@ class DicomListener:
 
         bound.__name__ = getattr(handler, "__qualname__", "handler")
         return bound
+
+
+def _reject(assoc: Any, result: int, source: int, reason: int) -> None:
+    """Answer an A-ASSOCIATE-RQ with A-ASSOCIATE-RJ (PS3.8 9.3.4) from ``EVT_REQUESTED`` and end the association."""
+    assoc.acse.send_reject(result, source, reason)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()

@@ -13,14 +13,12 @@ import io
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
-from pynetdicom.association import Association
+from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,7 +27,6 @@ from pacs.access import AccessScope, ScopeProvider
 from pacs.dimse import status
 from pacs.dimse.find import IdentifierError, Model, parse_identifier
 from pacs.dimse.security import AccessPolicy, Peer
-from pacs.dimse.transport import PromptSocket, send_without_delay
 from pacs.errors import CloudfilmError
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retrieve import StoredInstance, find_instances, find_instances_by_sop, open_instance
@@ -149,35 +146,6 @@ def _suboperations(
         yield status.PENDING, outgoing_dataset(store, inst, accepted.get(inst.sop_class_uid, set()))
 
 
-class _SubOperationAssociation(Association):
-    """A C-MOVE sub-association: its C-STOREs name the C-MOVE's requester as Move Originator."""
-
-    move_originator: str
-
-    def send_c_store(self, dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
-                     originator_id: int | None = None) -> Dataset:
-        return super().send_c_store(dataset, msg_id, priority, self.move_originator, originator_id)
-
-
-class ArchiveAE(AE):
-    """The listener's AE. pynetdicom's C-MOVE SCP sends its sub-operations with its *own* AE title as
-    Move Originator Application Entity Title; PS3.4 C.4.2.2 (and PS3.7 9.1.1.1) want the AE that
-    requested the C-MOVE. :class:`MoveSCP` passes it as ``move_originator`` with the destination."""
-
-    spill_dir: Path | None = None  # where received C-STORE datasets too large for memory are written
-
-    def associate(self, *args: Any, move_originator: str | None = None, **kwargs: Any) -> Association:
-        assoc = super().associate(*args, **kwargs)
-        assoc_socket = assoc.dul.socket
-        if assoc_socket is not None:  # None when the association was refused
-            assoc_socket.__class__ = PromptSocket
-            send_without_delay(assoc_socket.socket)
-        if move_originator:
-            assoc.__class__ = _SubOperationAssociation
-            assoc.move_originator = move_originator  # type: ignore[attr-defined]
-        return assoc
-
-
 class MoveSCP:
     """Handles ``EVT_C_MOVE``: sends the instances to a destination configured by AE title."""
 
@@ -209,7 +177,7 @@ class MoveSCP:
         kwargs: dict[str, Any] = {
             "contexts": proposed_contexts(instances),
             "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
-            "move_originator": peer.calling_aet,  # see ArchiveAE
+            "move_originator": peer.calling_aet,  # see pacs.dimse.overrides.requestor.ArchiveAE
         }
         if remote.tls:
             kwargs["tls_args"] = self._tls_args(remote.host)

@@ -1,7 +1,7 @@
 """C-STORE SCP (PS3.4 B.2): the dataset as received goes through the one ingest path.
 
 The listener's associations receive each dataset into a
-:class:`~pacs.dimse.provider.SpillingBuffer` (in memory, or in a temp file as its fragments arrive
+:class:`~pacs.dimse.overrides.provider.SpillingBuffer` (in memory, or in a temp file as its fragments arrive
 once it is large), so a large object is never held whole in memory. The archive stores its own
 File Meta Information (its Implementation Class UID, the sender as Source AE Title) followed by the
 received dataset bytes, untouched: pixel data is never decoded here.
@@ -23,7 +23,7 @@ from pacs.accounts.audit import Action, AuditEvent, record
 from pacs.accounts.audit import Outcome as AuditOutcome
 from pacs.dicomfile import file_meta_bytes
 from pacs.dimse import status
-from pacs.dimse.provider import SpillingBuffer
+from pacs.dimse.overrides.provider import SpillingBuffer
 from pacs.dimse.security import Peer
 from pacs.ingest import IngestResult, IngestService, Outcome, Part10Source
 

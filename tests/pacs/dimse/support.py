@@ -14,6 +14,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
 
 from pacs.archive import Archive
 from pacs.dimse import DicomListener
@@ -126,3 +128,22 @@ def stored_bytes(node: Node, sop_uid: str) -> bytes:
 
 def context(abstract_syntax: str, *syntaxes: str) -> Any:
     return build_context(abstract_syntax, list(syntaxes) if syntaxes else None)
+
+
+def associate_rq(calling_aet: str, called_aet: str = AET, abstract_syntax: str = "1.2.840.10008.1.1") -> bytes:
+    """An encoded A-ASSOCIATE-RQ PDU (PS3.8 9.3.2) proposing one context, for peers written by hand."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling_aet
+    primitive.called_ae_title = called_aet
+    cx = build_context(abstract_syntax)
+    cx.context_id = 1
+    primitive.presentation_context_definition_list = [cx]
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.8.498.1"
+    primitive.user_information = [max_length, implementation]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())

@@ -1,4 +1,4 @@
-"""No 40 ms stall per message with peers that leave Nagle's algorithm on (pacs.dimse.transport).
+"""No 40 ms stall per message with peers that leave Nagle's algorithm on (pacs.dimse.overrides.transport).
 
 DCMTK writes a DIMSE message in several pieces and, by default, leaves Nagle's algorithm on: each
 later piece waits until the earlier one is acknowledged, and Linux delays ACKs up to 40 ms. Before

@@ -7,8 +7,8 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from pacs.dimse.provider import ArchiveDIMSE
-from pacs.dimse.responses import encode_store_response
+from pacs.dimse.overrides.provider import ArchiveDIMSE
+from pacs.dimse.overrides.responses import encode_store_response
 from tests.factories import CT_IMAGE_STORAGE
 from tests.pacs.dimse.support import Node
 

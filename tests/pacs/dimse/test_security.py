@@ -20,7 +20,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 
 from pacs.dimse.contexts import STUDY_ROOT_FIND, VERIFICATION
-from pacs.dimse.provider import ArchiveDIMSE
+from pacs.dimse.overrides.provider import ArchiveDIMSE
 from pacs.settings import RemoteAE
 from tests.factories import CT_IMAGE_STORAGE, make_ct_study
 from tests.pacs.dimse.support import AET, QR_AET, Node, context, run_tool
@@ -87,7 +87,7 @@ def test_idle_association_is_dropped(make_node: MakeNode) -> None:
 
 
 def test_silent_connection_is_dropped(make_node: MakeNode) -> None:
-    node = make_node(dicom_acse_timeout=1.0)
+    node = make_node(dicom_artim_timeout=1.0)
     with socket.create_connection(("127.0.0.1", node.port)) as sock:
         assert _closed_within(sock, 6)
     assert _echo_ok(node)

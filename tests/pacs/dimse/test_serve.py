@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from pacs.archive import Archive
 from pacs.dimse import DicomListener
 from pacs.settings import Settings
@@ -25,9 +27,16 @@ def test_listener_is_a_serve_service(tmp_path: Path) -> None:
         assert dicom_listener(archive) is None
 
 
+def _http_up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def test_cloudfilm_serve_answers_echo(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "CLOUDFILM_DATA_DIR": str(tmp_path / "data"), "CLOUDFILM_HTTP_PORT": str(free_port()),
+    port, http_port = free_port(), free_port()
+    env = {**os.environ, "CLOUDFILM_DATA_DIR": str(tmp_path / "data"), "CLOUDFILM_HTTP_PORT": str(http_port),
            "CLOUDFILM_DICOM_PORT": str(port), "CLOUDFILM_DICOM_HOST": "127.0.0.1", "CLOUDFILM_AE_TITLE": "FILMROOM",
            "CLOUDFILM_WORKER_CONCURRENCY": "0"}
     env.pop("CLOUDFILM_CONFIG", None)
@@ -36,13 +45,19 @@ def test_cloudfilm_serve_answers_echo(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if run_tool("echoscu", "-aec", "FILMROOM", "127.0.0.1", port, timeout=10).returncode == 0:
+            # The DICOM listener starts before the HTTP server; SIGINT is sent once both are up.
+            if run_tool("echoscu", "-aec", "FILMROOM", "127.0.0.1", port, timeout=10).returncode == 0 and _http_up(
+                    http_port):
                 break
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             time.sleep(0.3)
         else:
-            raise AssertionError("the DICOM listener never answered")
+            raise AssertionError("the DICOM listener or the HTTP server never answered")
     finally:
         proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=30)[0]
+        try:
+            output = proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     assert f"DICOM listening on 127.0.0.1:{port} as FILMROOM" in output

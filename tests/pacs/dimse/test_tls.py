@@ -162,6 +162,18 @@ def test_silent_tls_client_does_not_block_the_handshakes_of_others(make_node: Ma
             assoc.release()
 
 
+def test_silent_tls_client_is_cut_when_its_artim_window_ends(make_node: MakeNode, pki: Pki) -> None:
+    """The ARTIM window covers the TLS handshake: a client that never sends its ClientHello is cut."""
+    node = make_node(dicom_tls_port=0, dicom_tls_cert=pki.server_cert, dicom_tls_key=pki.server_key,
+                     dicom_artim_timeout=1.0)
+    assert node.listener.tls_port is not None
+    with socket.create_connection(("127.0.0.1", node.listener.tls_port)) as sock:
+        started = time.monotonic()
+        sock.settimeout(6)
+        assert sock.recv(1) == b""
+        assert time.monotonic() - started < 4
+
+
 def test_c_move_to_a_tls_destination(make_node: MakeNode, pki: Pki, small_study: list[Dataset]) -> None:
     """The archive verifies the destination's certificate and presents its own (mutual TLS)."""
     dest_port = free_port()

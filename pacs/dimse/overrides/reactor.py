@@ -1,4 +1,4 @@
-"""Event-driven reactors for the associations the listener accepts.
+"""Event-driven reactors for every association of the archive, accepted or requested.
 
 pynetdicom runs two polling loops per association: the DUL thread sleeps 1 ms whenever a pass
 finds nothing to do, and the association thread sleeps 1 ms before every look at its message
@@ -10,8 +10,10 @@ wake-up socket, the association thread on an event, each woken by the queues it 
 Both still wake every :data:`MAX_IDLE` seconds, so timers (ARTIM, network and DIMSE timeouts)
 fire as before.
 
-:func:`make_event_driven` converts a freshly created acceptor :class:`Association`; the loops
-below are pynetdicom 3.0's own with the sleeps replaced, nothing else changed.
+:func:`make_event_driven` converts a freshly created :class:`Association`, accepted by the
+listener or requested by :class:`pacs.dimse.overrides.requestor.ArchiveAE`; the loops below are
+pynetdicom 3.0's own with the sleeps replaced and the reactor's checkpoint race closed (see
+:class:`EventDrivenAssociation`), nothing else changed.
 """
 
 from __future__ import annotations
@@ -98,6 +100,23 @@ class EventDrivenDUL(DULServiceProvider):
             return True
         return False
 
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """pynetdicom's, except that a wait ends as soon as this DUL has stopped: once the connection
+        is gone nothing more can arrive, and an acceptor waiting for its A-ASSOCIATE-RQ would otherwise
+        keep its thread (and socket) for the whole ACSE timeout after the peer has left."""
+        if not wait:
+            return super().receive_pdu(wait=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = MAX_IDLE if deadline is None else min(MAX_IDLE, deadline - time.monotonic())
+            primitive = super().receive_pdu(wait=left > 0, timeout=max(left, 0.0))
+            if primitive is not None:
+                return primitive
+            if self._kill_thread:
+                return super().receive_pdu(wait=False)  # what the last pass may have queued before it stopped
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
     def _wait_for_work(self) -> None:
         """Block until the socket is readable, a primitive is queued, the thread is killed or MAX_IDLE passes."""
         assoc_socket = self.socket
@@ -164,7 +183,21 @@ class EventDrivenDUL(DULServiceProvider):
 
 
 class EventDrivenAssociation(Association):
-    """An acceptor association whose reactor waits on an event instead of sleeping 1 ms per pass."""
+    """An association whose reactor waits on an event instead of sleeping 1 ms per pass, and never
+    reads the DIMSE queue while a ``send_*`` waits there for its response.
+
+    pynetdicom's ``send_*`` and ``release`` pause the reactor by clearing ``_reactor_checkpoint``,
+    wait until ``_is_paused`` is True, then send and read the response off the DIMSE queue.
+    pynetdicom's reactor sets ``_is_paused`` False only *after* its ``wait()`` on the checkpoint has
+    returned: a sender that clears the checkpoint in between sees ``_is_paused`` still True and
+    sends, while the reactor goes on to read the queue. When the response arrives before the sender
+    reads it (a preempted thread, a peer that answers at once), the reactor takes it ("Received
+    unexpected C-STORE service message"), the sender waits for the DIMSE timeout and aborts, and
+    every later sub-operation of a C-MOVE fails. Here the reactor looks at the checkpoint again
+    after clearing ``_is_paused``. A sender clears the checkpoint before it reads ``_is_paused``, so
+    either the reactor sees the checkpoint cleared and goes back to wait, or the sender sees
+    ``_is_paused`` False and waits for the reactor's next pause: they never read the queue together.
+    """
 
     _activity: threading.Event
 
@@ -177,6 +210,8 @@ class EventDrivenAssociation(Association):
             self._activity.clear()
             self._reactor_checkpoint.wait()
             self._is_paused = False
+            if not self._reactor_checkpoint.is_set():
+                continue  # a sender paused the reactor after wait() returned: the queue is the sender's
             if self._serve_next():
                 return
 
@@ -219,8 +254,8 @@ class EventDrivenAssociation(Association):
         return False
 
 
-def make_event_driven(assoc: Any) -> None:
-    """Give a new acceptor association (its DUL thread not yet started) event-driven reactors."""
+def make_event_driven(assoc: Any, association_class: type[EventDrivenAssociation] = EventDrivenAssociation) -> None:
+    """Give a new association (its DUL thread not yet started) event-driven reactors."""
     dul = assoc.dul
     if dul.is_alive():
         raise RuntimeError("the association's DUL thread is already running")
@@ -234,4 +269,4 @@ def make_event_driven(assoc: Any) -> None:
     dul.to_user_queue = _WakingQueue(activity.set, dul.to_user_queue)
     assoc.dimse.msg_queue = _WakingQueue(activity.set, assoc.dimse.msg_queue)
     dul.__class__ = EventDrivenDUL
-    assoc.__class__ = EventDrivenAssociation
+    assoc.__class__ = association_class

@@ -4,7 +4,7 @@ pynetdicom turns every response primitive into a DIMSE message through a pydicom
 (attribute validation, UID objects, element encoding): for a C-STORE-RSP, a fixed handful of
 elements, that cost about as much as decoding the request. :func:`encode_store_response` writes
 the C-STORE-RSP command set (PS3.7 9.3.1.2, Implicit VR Little Endian, PS3.7 6.3.1) itself, and
-:class:`pacs.dimse.provider.ArchiveDIMSE` hands pynetdicom the one P-DATA it would have built;
+:class:`pacs.dimse.overrides.provider.ArchiveDIMSE` hands pynetdicom the one P-DATA it would have built;
 anything it does not recognise (other messages, an Offending Element, an observer of
 ``EVT_DIMSE_SENT``, a PDU too small for the command set) goes through pynetdicom unchanged. The
 bytes are equal either way (tested).

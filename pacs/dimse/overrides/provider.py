@@ -8,7 +8,7 @@ how C-STORE responses go out.
   as the fragments arrive, so a large object is never held whole (the measured cost of the temp
   file for every instance: ~1.5 ms of CPU per 512 KiB CT slice on the 2-core machine).
 - **Responses**: C-STOREs are answered with the command set written by
-  :func:`pacs.dimse.responses.encode_store_response`, byte-equal to pynetdicom's.
+  :func:`pacs.dimse.overrides.responses.encode_store_response`, byte-equal to pynetdicom's.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from pacs.dimse.responses import encode_store_response
+from pacs.dimse.overrides.responses import encode_store_response
 
 
 class SpillingBuffer(io.BytesIO):

@@ -3,9 +3,10 @@
 pynetdicom's stock server does the TLS handshake in its accept loop (one silent client stalls
 every new connection), leaves accepted sockets without a timeout (a peer that stops mid-PDU pins
 its thread forever), trusts the PDU length a peer announces (``0xFFFFFFFF`` asks for 4 GiB) and
-reads PDUs 4 KiB per Python call. Here the handshake runs in the connection's own thread under
-the ACSE timeout, every socket has the network timeout, a PDU longer than the limit drops the
-connection, and PDUs are read straight into one buffer.
+reads PDUs 4 KiB per Python call. Here the handshake runs in the connection's own thread within
+the ARTIM window, every socket has the network timeout, a PDU longer than the limit drops the
+connection, PDUs are read straight into one buffer, and which connections are kept at all is the
+decision of the listener's :class:`~pacs.dimse.intake.Intake`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from pacs.dimse.provider import use_archive_dimse
-from pacs.dimse.reactor import make_event_driven
+from pacs.dimse.intake import Intake
+from pacs.dimse.overrides.provider import use_archive_dimse
+from pacs.dimse.overrides.reactor import make_event_driven
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +144,15 @@ class DicomRequestHandler(RequestHandler):
 
 
 class DicomServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with the deferred TLS handshake and a deeper accept backlog."""
+    """pynetdicom's threaded server with the deferred TLS handshake, a deeper accept backlog and the
+    listener's :class:`~pacs.dimse.intake.Intake` deciding which connections it keeps."""
 
     request_queue_size = 128
     daemon_threads = True
     pdu_limit = MIN_PDU_LIMIT
     handshake_timeout = 30.0
     network_timeout: float | None = 60.0
+    intake: Intake  # set by the listener before it serves
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         listener = cast(socket.socket, self.socket)
@@ -157,9 +161,14 @@ class DicomServer(ThreadedAssociationServer):
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Keep the connection unless its address already holds its share (socketserver closes it)."""
+        return self.intake.connect(request, str(client_address[0]))
+
     def service_actions(self) -> None:
-        """Nothing: pynetdicom's version runs a full ``gc.collect()`` every 60 polls, stalling every
-        association of the process; Python's own collector is enough."""
+        """Close connections past their ARTIM window. (pynetdicom's version runs a full ``gc.collect()``
+        every 60 polls, stalling every association of the process; Python's own collector is enough.)"""
+        self.intake.expire()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("unexpected error on the connection from %s", client_address)
