@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -31,7 +32,7 @@ from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.index.db import utcnow
-from pacs.jobs import ClaimedJob, write_transaction
+from pacs.jobs import ClaimedJob, Job, write_transaction
 from pacs.retrieve import find_instances_by_sop
 from pacs.stability import StabilityDetector
 
@@ -115,13 +116,34 @@ def summarise(findings: Findings | None) -> dict[str, Any]:
 def record_results(conn: Connection, job: ClaimedJob, plugin: PluginView, stored: list[StoredResult],
                    summary: dict[str, Any]) -> None:  # fmt: skip
     """Record objects as ``job``'s output; an object already recorded keeps its first record."""
+    _insert_results(conn, job.id, job.study_uid, plugin.name, plugin.version, job.generation, stored, summary)
+
+
+def record_vendor_upload(engine: Engine, job_id: int, obj: StoredResult) -> None:
+    """Record an object a hosted plugin is about to STOW with its job token as that job's output.
+
+    Recorded before the object is stored, as the archive's own results are: the study becomes
+    unstable when it arrives, and the transition that follows must not take it for new input.
+    Jobs of other kinds (a benchmark case writes into its de-identified copy) record nothing.
+    """
+    with write_transaction(engine) as conn:
+        job = conn.execute(
+            select(Job.kind, Job.study_uid, Job.target, Job.target_version, Job.generation).where(Job.id == job_id)
+        ).first()
+        if job is None or job.kind != JOB_KIND:
+            return
+        _insert_results(conn, job_id, job.study_uid, job.target, job.target_version, job.generation, [obj], {})
+
+
+def _insert_results(conn: Connection, job_id: int, study_uid: str, name: str, version: str, generation: int,
+                    stored: list[StoredResult], summary: dict[str, Any]) -> None:  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     now = utcnow()
     for s in stored:
         conn.execute(
             dialect.insert(PluginResult)
-            .values(job_id=job.id, study_uid=job.study_uid, plugin_name=plugin.name, plugin_version=plugin.version,
-                    generation=job.generation, kind=s.kind, series_uid=s.series_uid, sop_uid=s.sop_uid,
+            .values(job_id=job_id, study_uid=study_uid, plugin_name=name, plugin_version=version,
+                    generation=generation, kind=s.kind, series_uid=s.series_uid, sop_uid=s.sop_uid,
                     sop_class_uid=s.sop_class_uid, summary_json=json.dumps(summary, sort_keys=True), created_at=now)
             .on_conflict_do_nothing(index_elements=["sop_uid"])
         )  # fmt: skip

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from sqlalchemy import select
 
+from ai_plugins.runner.models import PluginResult
 from ai_plugins.runner.results import ResultUids, build_result_objects
+from ai_plugins.runner.routing import JOB_KIND, study_contents
 from ai_plugins.runner.service import PluginService
 from ai_plugins.runner.tokens import issue_job_token
 from ai_plugins.runner.worker import Worker
@@ -21,6 +24,7 @@ from pacs.accounts.api_keys import create_api_key
 from pacs.accounts.keys import secret_key
 from pacs.accounts.users import create_user
 from pacs.archive import Archive
+from pacs.jobs import JobSpec
 from pacs.settings import Settings
 from tests.ai_plugins.sample_plugins import EchoPlugin, report
 from tests.factories import make_ct_study, to_bytes
@@ -177,3 +181,35 @@ def test_a_job_token_reads_only_its_study_and_stores_only_into_it(site: Site) ->
     expired, _ = issue_job_token(secret_key(site.archive.settings), study_uid=MINE, job_id=7, plugin="acme-cad@1.0",
                                  lifetime=timedelta(seconds=-5))  # fmt: skip
     assert c.get(f"/dicomweb/studies/{MINE}/series", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+
+
+def test_what_a_hosted_plugin_stows_with_its_job_token_is_recorded_as_its_output_at_once(site: Site) -> None:
+    """Recorded before the job completes: a stable transition between the vendor's STOW and its answer
+    must not take the vendor's SR for new input (a plugin whose filter names SR would run on it)."""
+    queue = site.service.queue
+    job_id = queue.enqueue(JobSpec(kind=JOB_KIND, dedupe_key="hosted-stow", target="acme-cad", target_version="1.0",
+                                   study_uid=MINE, generation=1))  # fmt: skip
+    other_kind = queue.enqueue(JobSpec(kind="benchmark-case", dedupe_key="case-stow", study_uid=MINE))
+    assert job_id is not None and other_kind is not None
+    mine = StudyInput.from_datasets(make_ct_study(n_slices=4, rows=16, cols=16, seed=701, study_uid=MINE))
+    sr, seg = build_result_objects(report(mine, EchoPlugin.input_filter), mine, EchoPlugin.info(), ResultUids("h"))
+    unrecorded, _ = build_result_objects(report(mine, EchoPlugin.input_filter), mine, EchoPlugin.info(),
+                                         ResultUids("case"))  # fmt: skip
+
+    def stow(job: int, data: list[bytes]) -> None:
+        token, _ = issue_job_token(secret_key(site.archive.settings), study_uid=MINE, job_id=job,
+                                   plugin="acme-cad@1.0", lifetime=timedelta(minutes=5))  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}
+        rsp = site.client.post(f"/dicomweb/studies/{MINE}", content=_stow(data), headers=headers)
+        assert rsp.status_code == 200, rsp.text
+
+    stow(job_id, [sr.data, seg.data])
+    stow(other_kind, [unrecorded.data])  # a benchmark case's upload is not a clinical plugin result
+    with site.archive.engine.connect() as conn:
+        rows = conn.execute(select(PluginResult.job_id, PluginResult.kind, PluginResult.sop_uid,
+                                   PluginResult.plugin_name, PluginResult.plugin_version)).all()  # fmt: skip
+        contents = study_contents(conn, MINE)
+    assert sorted(rows) == sorted([(job_id, "SR", sr.sop_uid, "acme-cad", "1.0"),
+                                   (job_id, "SEG", seg.sop_uid, "acme-cad", "1.0")])  # fmt: skip
+    assert sr.series_uid not in {s.series_uid for s in contents.series}  # never input to a plugin again
+    assert unrecorded.series_uid in {s.series_uid for s in contents.series}

@@ -17,14 +17,19 @@ from typing import Any
 import pydicom
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydicom.dataset import Dataset
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ai_plugins.runner.plugin_jobs import StoredResult, record_vendor_upload
+from ai_plugins.runner.results import kind_of
 from pacs.access import AccessScope
+from pacs.accounts.principal import PluginJob
 from pacs.archive import Archive
 from pacs.ingest import IngestResult, Outcome
 from viewer_api.access import current_scope
 from viewer_api.auth.access import STOW_WRITERS
+from viewer_api.auth.dependencies import optional_principal
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.dicomweb.encoding import dumps
@@ -85,6 +90,8 @@ async def store_study_instances(study: str, request: Request, scope: AccessScope
 
 async def _store(request: Request, study: str | None, scope: AccessScope) -> Response:
     archive = archive_of(request)
+    principal = optional_principal(request)
+    job = principal.job if principal is not None else None
     ctype = parse_media_type(request.headers.get("content-type", ""))
     if ctype.media_type != "multipart/related":
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
@@ -108,7 +115,7 @@ async def _store(request: Request, study: str | None, scope: AccessScope) -> Res
 
     async def ingest(part: Part) -> PartOutcome:
         try:
-            return await asyncio.to_thread(_store_part, archive, part, study, scope)
+            return await asyncio.to_thread(_store_part, archive, part, study, scope, job)
         finally:
             gate.release()
 
@@ -151,25 +158,33 @@ def _spool_dir(archive: Archive) -> Path:
     return path
 
 
-def _store_part(archive: Archive, part: Part, study: str | None, scope: AccessScope) -> PartOutcome:
-    """Ingest one part (in a worker thread); the spooled body is removed afterwards."""
+def _store_part(archive: Archive, part: Part, study: str | None, scope: AccessScope,
+                job: PluginJob | None) -> PartOutcome:
+    """Ingest one part (in a worker thread); the spooled body is removed afterwards. What a hosted
+    plugin stores with its job token is recorded as its job's output first."""
     try:
         if part.content_type.media_type != DICOM:
             return PartOutcome("", "", "", "", CANNOT_UNDERSTAND,
                                f"part {part.index} has media type {part.content_type.media_type!r}, not {DICOM}")
-        refused = _precheck(part, study, scope)
-        if refused is not None:
-            return refused
+        header = _precheck(part, study, scope)
+        if isinstance(header, PartOutcome):
+            return header
+        if job is not None and header is not None:
+            sop_class = str(header.get("SOPClassUID", "") or "")
+            record_vendor_upload(archive.engine, job.job_id, StoredResult(
+                kind_of(sop_class), str(header.get("SOPInstanceUID", "") or ""),
+                str(header.get("SeriesInstanceUID", "") or ""), sop_class))  # fmt: skip
         result = archive.ingest.store_source(part.source())
         return _outcome(result)
     finally:
         part.discard()
 
 
-def _precheck(part: Part, study: str | None, scope: AccessScope) -> PartOutcome | None:
+def _precheck(part: Part, study: str | None, scope: AccessScope) -> PartOutcome | Dataset | None:
     """Refuse a part before storing it: a transfer syntax that is unknown or not the one the part
     declares (0xC122), an instance of another study than the URL's (0xA900, PS3.18 10.5.1), or of
-    a study outside the caller's scope (0x0124, not authorized)."""
+    a study outside the caller's scope (0x0124, not authorized). Otherwise its identifying header,
+    or None when it cannot be read (ingest then says precisely why)."""
     try:
         with part.source().open() as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True,
@@ -195,7 +210,7 @@ def _precheck(part: Part, study: str | None, scope: AccessScope) -> PartOutcome 
         return failed(DATA_SET_DOES_NOT_MATCH, f"StudyInstanceUID {found[:64]!r} differs from the study in the URL")
     if not scope.allows(found, str(ds.get("PatientID", "") or ""), str(ds.get("IssuerOfPatientID", "") or "")):
         return failed(NOT_AUTHORIZED, "the instance belongs to a study outside those you may store into")
-    return None
+    return ds
 
 
 def _outcome(result: IngestResult) -> PartOutcome:
