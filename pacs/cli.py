@@ -102,7 +102,12 @@ def import_(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders (recursively) to import.")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel readers.")] = 4,
 ) -> None:
-    """Import DICOM files into the archive; each rejected file is listed with its reason."""
+    """Import DICOM files into the archive; each rejected file is listed with its reason.
+
+    A file holding a data set without File Meta Information is stored behind the archive's own meta
+    (PS3.10 7.1), as DCMTK's tools write one, like a data set received over DIMSE."""
+    from pacs.dimse.store import archive_meta
+
     settings = settings_or_exit()
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -115,7 +120,10 @@ def import_(
         with Progress(TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=not sys.stderr.isatty()) as progress:
             task = progress.add_task("import", total=len(files))
-            for path, result in zip(files, archive.ingest.store_files(files, jobs=jobs), strict=True):
+            results = archive.ingest.store_files(files, jobs=jobs,
+                                                file_meta=lambda sop_class, sop_instance, ts: archive_meta(
+                                                    sop_class, sop_instance, ts, ""))
+            for path, result in zip(files, results, strict=True):
                 _count(counts, path, result)
                 progress.advance(task)
     finally:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
 
+    # Ingest (issue 12)
+    # Store native pixel data shorter than Rows x Columns x samples x bits x frames need, and
+    # encapsulated pixel data with no fragments or fewer fragments than frames (refused by default).
+    ingest_accept_short_pixel_data: bool = False
+
     # DICOMweb (issue 4)
     dicomweb_max_parts: int = Field(default=10_000, gt=0)  # parts in one STOW-RS request
     dicomweb_spool_dir: Path | None = None  # STOW-RS parts over 1 MiB are spooled here (default DATA_DIR/spool)
