@@ -55,6 +55,7 @@ __all__ = [
     "CtCase",
     "Lesion",
     "PatientSpec",
+    "RT_STRUCTURE_SET_STORAGE",
     "UnsupportedEncoding",
     "can_encode",
     "encode",
@@ -78,6 +79,7 @@ CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 SC_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 MULTIFRAME_GRAY_WORD_SC_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7.3")
+RT_STRUCTURE_SET_STORAGE = UID("1.2.840.10008.5.1.4.1.1.481.3")
 JPEG_LOSSLESS_P14 = UID("1.2.840.10008.1.2.4.57")
 
 IMPLEMENTATION_CLASS_UID = UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'https://cloudfilm.invalid/tf').int}")
@@ -1196,6 +1198,8 @@ def edge_case_corpus() -> list[tuple[str, bytes]]:
                  ds: Dataset | None = None) -> tuple[Dataset, bytes]:
         src = copy.deepcopy(ds if ds is not None else base)
         src.SOPInstanceUID = _uid("edge", name)
+        if "PixelData" not in src:
+            return src, dataset_bytes(src, enc) + extra + trailing
         pixels = src.PixelData
         del src.PixelData
         pixel_value = pixels if enc.little else np.frombuffer(pixels, "<u2").byteswap().tobytes()
@@ -1213,6 +1217,19 @@ def edge_case_corpus() -> list[tuple[str, bytes]]:
         add(f"private-{label}", enc, _private_block(enc))
         add(f"empty-values-{label}", enc, _empty_values(enc))
         add(f"after-pixel-data-{label}", enc, b"", _trailing_elements(enc))
+    # An RT Structure Set ends with its undefined-length sequences: no pixel data follows.
+    structure_set = Dataset()
+    for keyword in ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "SeriesInstanceUID"):
+        setattr(structure_set, keyword, base.get(keyword))
+    structure_set.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    structure_set.Modality, structure_set.SeriesNumber = "RTSTRUCT", 9
+    structure_set.SeriesInstanceUID = _uid("edge", "rtstruct series")
+    structure_set.StructureSetLabel = "EDGE"
+    for label, enc in (("explicit-le", Encoding()), ("implicit-le", Encoding(explicit=False)),
+                       ("explicit-be", Encoding(little=False))):
+        add(f"rtstruct-ending-in-sequences-{label}", enc, _rt_contours(enc, undefined=True), ds=structure_set)
     everything = _private_block(Encoding()) + _empty_values(Encoding()) + _rt_contours(Encoding(), undefined=True)
     add("un-vr-explicit-le", Encoding(), _un_elements())
     add("everything-explicit-le", Encoding(), everything, _trailing_elements(Encoding()))
@@ -1272,7 +1289,8 @@ def _fragmented(encoded: Dataset) -> list[tuple[str, bytes]]:
 
 
 def _encapsulate_fragments(frames: list[list[bytes]], has_bot: bool) -> bytes:
-    """Encapsulated pixel data (PS3.5 A.4) from each frame's fragments (each of even length)."""
+    """Encapsulated pixel data (PS3.5 A.4) from each frame's fragments (each of even length); the
+    sequence delimiter is the writer's to add, as for ``pydicom.encaps.encapsulate``."""
     items = []
     offsets = []
     position = 0
@@ -1283,5 +1301,4 @@ def _encapsulate_fragments(frames: list[list[bytes]], has_bot: bool) -> bytes:
             items.append(struct.pack("<HHI", 0xFFFE, 0xE000, len(fragment)) + fragment)
             position += 8 + len(fragment)
     bot = struct.pack(f"<{len(offsets)}I", *offsets) if has_bot else b""
-    return struct.pack("<HHI", 0xFFFE, 0xE000, len(bot)) + bot + b"".join(items) + struct.pack(
-        "<HHI", 0xFFFE, 0xE0DD, 0)
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(bot)) + bot + b"".join(items)
