@@ -443,10 +443,10 @@ def dataset_offset(data: bytes) -> int:
     data set without them. ``data`` needs to hold the meta group only."""
     pos = 132 if data[128:132] == b"DICM" else 0
     size = len(data)
-    while pos + 8 <= size and data[pos:pos + 2] == b"\x02\x00":
+    while pos < size and data[pos:pos + 2] in (b"\x02\x00", b"\x02"):
+        if pos + 12 > size:
+            return size
         if data[pos + 4:pos + 6] in _LONG_VRS:
-            if pos + 12 > size:
-                return size
             pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
         else:
             pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]

@@ -531,6 +531,8 @@ class IngestService:
                 self._forget_object(outcome.previous_key)
             return result(Outcome.REPLACED, "an earlier version of this instance was replaced")
         if outcome.status is CommitStatus.EXISTS_SAME:
+            if outcome.kept_key != key:  # the same data set behind other File Meta Information
+                self._forget_object(key, prepared.stored)
             return result(Outcome.DUPLICATE, _SAME)
         if outcome.status is CommitStatus.SERIES_IN_OTHER_STUDY:
             self._forget_object(key)

@@ -40,6 +40,7 @@ class CommitStatus(StrEnum):
 class CommitOutcome:
     status: CommitStatus
     previous_key: str | None = None  # object superseded by a replace, to delete after commit
+    kept_key: str | None = None  # EXISTS_SAME: the object of the instance already indexed
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +258,7 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
             row_id, sha256, dataset_sha256, object_key, size_bytes, series_fk = st.instance_lookup.one_or_none(
                 conn, {"uid": rec.sop_uid})
             if sha256 == rec.sha256 or dataset_sha256 == rec.dataset_sha256:
-                outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME))
+                outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME, kept_key=object_key))
                 continue
             if not rec.replace or series_fk != series_ids[rec.series.series_uid]:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_DIFFERENT))
