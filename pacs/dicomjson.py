@@ -5,9 +5,10 @@ representations directly, sequences of defined length included, which is several
 than decoding every element through pydicom first; anything unusual (undefined-length sequences
 and items, AT, UN, other character sets, odd lengths, big endian binary values, implicit VR without
 a dictionary entry) is converted by pydicom's own ``to_json_dict``, so the output is the same either
-way (tested against pydicom on its own test files and a generated corpus). An element pydicom
-cannot convert either (a value its VR does not allow, such as IS ``1A``) is left out, as pydicom's
-``suppress_invalid_tags`` does: the stored object keeps it.
+way (tested against pydicom on its own test files, a generated corpus and fuzzed data). An
+element pydicom cannot convert either (IS ``1A``) is left out of the metadata and logged, as
+pydicom leaves out what it cannot convert when told to suppress invalid tags; values pydicom only
+warns about are kept. The stored object keeps every element as received.
 """
 
 from __future__ import annotations

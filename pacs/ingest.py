@@ -328,7 +328,7 @@ class IngestService:
         started = time.perf_counter()
         step = self._prepare(source)
         result = step if isinstance(step, IngestResult) else self._finish(step)
-        return self._observed(source, result, started)
+        return self._observed(source.label, result, started)
 
     def store_files(self, paths: Iterable[Path], *, jobs: int = 4, window: int = 256,
                     file_meta: FileMetaBuilder | None = None) -> Iterator[IngestResult]:
@@ -365,15 +365,12 @@ class IngestService:
         path, started, fut = pending.popleft()
         source, step = fut.result()
         result = step if isinstance(step, IngestResult) else self._finish(step)
-        if source is None:
-            log.info("rejected %s: %s", path, result.reason)
-            return result
-        return self._observed(source, result, started)
+        return self._observed(source.label if source is not None else str(path), result, started)
 
-    def _observed(self, source: Part10Source, result: IngestResult, started: float) -> IngestResult:
+    def _observed(self, label: str, result: IngestResult, started: float) -> IngestResult:
         metrics.observe_ingest(result.outcome.value, result.size, time.perf_counter() - started)
         if not result.ok:
-            log.info("rejected %s: %s", source.label, result.reason)
+            log.info("rejected %s: %s", label, result.reason)
         return result
 
     # The path itself ---------------------------------------------------------------------------
