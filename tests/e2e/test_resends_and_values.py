@@ -6,12 +6,16 @@ On SQLite + filesystem and PostgreSQL + S3, with the real DICOM listener and the
 from __future__ import annotations
 
 import copy
+import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import _config
@@ -130,3 +134,21 @@ def test_nul_in_indexed_text_over_c_store(site: Site, tmp_path: Path) -> None:
     assert dataset_bytes(stored_bytes(site.node, ds.SOPInstanceUID)) == dataset_bytes(path.read_bytes())
     report = fsck(site.node.archive, deep=True, repair=False, grace_s=0)
     assert report.problems == 0, report
+
+
+def test_pixel_data_shorter_than_the_image_is_refused_over_c_store(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in issue 12: a file cut in half, read by pydicom and re-encoded by pynetdicom (its pixel
+    data element then short but whole) was acknowledged with 0x0000; its frames answered 400 forever."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)  # pynetdicom encodes the data set
+    half = Path(get_testdata_file("MR_small.dcm")).read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(half[: len(half) // 2]))
+    assert 0 < len(ds.PixelData) < 8192
+    assoc = site.node.associate([context(ds.SOPClassUID, ExplicitVRLittleEndian)], aet="MODALITY1")
+    try:
+        rsp = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert rsp.Status == 0xA900 and "the pixel data holds" in rsp.ErrorComment
+    assert _instances(site) == 0 and list(site.node.archive.store.list()) == []
