@@ -102,9 +102,7 @@ def parse_part10(fp: BinaryIO, size: int) -> ParsedInstance:
     pixel_pos = fp.tell()
     last_end = _check_complete(ds, end)
     if end - pixel_pos < 8:  # no pixel data; fewer than 8 bytes left are no element (pydicom ignores them too)
-        parsed = ParsedInstance(ds, ts, False, [], None)
-        parsed.partial_tail = last_end is not None and last_end < end
-        return parsed
+        return ParsedInstance(ds, ts, False, [], None, partial_tail=last_end is not None and last_end < end)
     order = "<" if little else ">"
     header = fp.read(12)
     group, elem = struct.unpack(order + "HH", header[:4])
