@@ -32,7 +32,9 @@ class Archive:
         if migrate:
             db.upgrade(engine)
         store = open_store(settings)
-        return cls(settings, engine, store, IngestService(engine, store, overwrite=settings.overwrite))
+        ingest = IngestService(engine, store, overwrite=settings.overwrite,
+                               accept_short_pixel_data=settings.ingest_accept_short_pixel_data)
+        return cls(settings, engine, store, ingest)
 
     def close(self) -> None:
         if self._closed:

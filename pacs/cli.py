@@ -102,7 +102,10 @@ def import_(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders (recursively) to import.")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel readers.")] = 4,
 ) -> None:
-    """Import DICOM files into the archive; each rejected file is listed with its reason."""
+    """Import DICOM files into the archive; each rejected file is listed with its reason.
+
+    A file holding a data set without File Meta Information is stored behind the archive's own meta
+    (PS3.10 7.1), as DCMTK's tools write one, like a data set received over DIMSE."""
     settings = settings_or_exit()
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -115,7 +118,8 @@ def import_(
         with Progress(TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=not sys.stderr.isatty()) as progress:
             task = progress.add_task("import", total=len(files))
-            for path, result in zip(files, archive.ingest.store_files(files, jobs=jobs), strict=True):
+            results = archive.ingest.store_files(files, jobs=jobs, file_meta=_file_meta)
+            for path, result in zip(files, results, strict=True):
                 _count(counts, path, result)
                 progress.advance(task)
     finally:
@@ -124,6 +128,13 @@ def import_(
               highlight=False)
     if counts["rejected"]:
         raise typer.Exit(1)
+
+
+def _file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
+    """The archive's File Meta Information for a data set imported without one (no Source AE Title)."""
+    from pacs.dimse.store import archive_meta  # the DICOM network stack is loaded only when needed
+
+    return archive_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid, "")
 
 
 def _count(counts: dict[str, int], path: Path, result: IngestResult) -> None:

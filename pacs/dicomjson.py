@@ -3,9 +3,12 @@
 :func:`header_json` converts the raw (still undecoded) elements of the common value
 representations directly, sequences of defined length included, which is several times faster
 than decoding every element through pydicom first; anything unusual (undefined-length sequences
-and items, AT, other character sets, odd lengths, big endian binary values, implicit VR without a
-dictionary entry) is converted by pydicom's own ``to_json_dict``, so the output is the same either
-way (tested against pydicom).
+and items, AT, UN, other character sets, odd lengths, big endian binary values, implicit VR without
+a dictionary entry) is converted by pydicom's own ``to_json_dict``, so the output is the same either
+way (tested against pydicom on its own test files, a generated corpus and fuzzed data). An
+element pydicom cannot convert either (IS ``1A``) is left out of the metadata and logged, as
+pydicom leaves out what it cannot convert when told to suppress invalid tags; values pydicom only
+warns about are kept. The stored object keeps every element as received.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import struct
 from typing import Any
 
@@ -21,9 +25,12 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
 
+log = logging.getLogger(__name__)
+
 #: Binary values longer than this many bytes become a BulkDataURI (as pydicom: threshold 1024 base64 chars).
 BULK_BYTES = (1024 // 4) * 3
-_MULTI_TEXT = {"AE", "AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC"}
+_STRING_VALUES = {"AS", "CS", "DA", "DT", "TM", "UI"}  # padding removed from the whole value
+_TEXT_VALUES = {"SH", "LO", "UC"}  # padding removed from each value
 _SINGLE_TEXT = {"ST", "LT", "UT", "UR"}
 _CHARSET_VRS = {"SH", "LO", "UC", "ST", "LT", "UT", "PN"}
 _BINARY = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
@@ -35,9 +42,9 @@ class _Fallback(Exception):
     """This element needs pydicom's conversion."""
 
 
-def header_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> str:
+def header_json(ds: Dataset, bulk_prefix: str, pixel_vr: str | None, pixel_tag: int = 0x7FE00010) -> str:
     """Compact DICOM JSON of ``ds`` (no pixel data); bulk data as ``{bulk_prefix}/bulk/{tag}``."""
-    return dump(header_model(ds, bulk_prefix, pixel_vr))
+    return dump(header_model(ds, bulk_prefix, pixel_vr, pixel_tag))
 
 
 def dump(model: dict[str, Any]) -> str:
@@ -45,27 +52,33 @@ def dump(model: dict[str, Any]) -> str:
     return json.dumps(model, separators=(",", ":"), ensure_ascii=False)
 
 
-def header_model(ds: Dataset, bulk_prefix: str, pixel_vr: str | None) -> dict[str, Any]:
-    """The DICOM JSON model of ``ds`` as a dict (element tag ``GGGGEEEE`` -> ``{"vr", "Value"...}``)."""
+def header_model(ds: Dataset, bulk_prefix: str, pixel_vr: str | None,
+                 pixel_tag: int = 0x7FE00010) -> dict[str, Any]:
+    """The DICOM JSON model of ``ds`` as a dict (element tag ``GGGGEEEE`` -> ``{"vr", "Value"...}``);
+    the pixel data element (``pixel_tag``, of VR ``pixel_vr``) always as a BulkDataURI."""
 
     def handler(elem: DataElement) -> str:
         return f"{bulk_prefix}/bulk/{elem.tag:08X}"
 
     codec = _codec(ds)
-    little = getattr(ds, "is_little_endian", None) is not False and ds.original_encoding[1] is not False
-    implicit = bool(ds.original_encoding[0])
     body: dict[str, Any] = {}
     for tag in sorted(ds.keys()):  # noqa: SIM118 - keys() avoids converting raw elements
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         key = f"{tag:08X}"
         try:
             if not isinstance(raw, RawDataElement):
                 raise _Fallback
-            body[key] = _fast(raw, codec, little, handler, implicit)
+            # Each raw element carries the encoding pydicom read it with (it may differ from the
+            # transfer syntax's when pydicom switched to the VR encoding the data really uses).
+            body[key] = _fast(raw, codec, raw.is_little_endian, handler, raw.is_implicit_VR)
         except _Fallback:
-            body[key] = ds[tag].to_json_dict(handler, 1024)
+            try:
+                body[key] = ds[tag].to_json_dict(handler, 1024)
+            except Exception as exc:  # pydicom raises many kinds on values it cannot convert
+                log.warning("element %s left out of the metadata: %s", key, exc)
     if pixel_vr is not None:
-        body["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{bulk_prefix}/bulk/7FE00010"}
+        pixel_key = f"{pixel_tag:08X}"
+        body[pixel_key] = {"vr": pixel_vr, "BulkDataURI": f"{bulk_prefix}/bulk/{pixel_key}"}
     return body
 
 
@@ -88,6 +101,8 @@ def _codec(ds: Dataset) -> str | None:
 
 def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any, implicit: bool) -> dict[str, Any]:
     vr = raw.VR
+    if vr == "UN":  # pydicom gives a known attribute its dictionary VR (and a sequence its items)
+        raise _Fallback
     if vr is None:
         if raw.tag >> 16 & 1:  # private, implicit VR: only pydicom knows what to do
             raise _Fallback
@@ -126,15 +141,15 @@ def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any, im
         raise _Fallback from exc
     if "\x1b" in text:  # ISO 2022 escape sequences
         raise _Fallback
+    # Padding is removed as pydicom's converters remove it, VR by VR (pydicom.values).
     if vr in _SINGLE_TEXT:
-        text = text.rstrip(" \x00")
+        text = text.rstrip() if vr == "UR" else text.rstrip("\x00 ")
         if text:
             out["Value"] = [text]
         return out
-    parts = text.rstrip(" \x00").split("\\")
     if vr == "PN":
         names = []
-        for part in parts:
+        for part in text.rstrip("\x00 ").split("\\"):
             part = part.rstrip(" ")
             if not part:
                 raise _Fallback
@@ -149,7 +164,7 @@ def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any, im
         return out
     if vr in ("DS", "IS"):
         numbers: list[Any] = []
-        for part in parts:
+        for part in text.strip().rstrip("\x00 ").split("\\"):
             part = part.strip()
             if not part:
                 raise _Fallback
@@ -159,14 +174,19 @@ def _fast(raw: RawDataElement, codec: str | None, little: bool, handler: Any, im
                 raise _Fallback from exc
         out["Value"] = numbers
         return out
-    if vr in _MULTI_TEXT:
-        values = [p.strip(" \x00") if vr != "UI" else p.rstrip("\x00 ") for p in parts]
-        if any(not v for v in values) and len(values) > 1:
-            raise _Fallback
-        if values != [""]:
-            out["Value"] = values
-        return out
-    raise _Fallback
+    if vr == "AE":
+        values = [p.strip() for p in text.split("\\")]
+    elif vr in _TEXT_VALUES:
+        values = [p.rstrip("\x00 ") for p in text.split("\\")]
+    elif vr in _STRING_VALUES:
+        values = text.rstrip(" \x00").split("\\")
+    else:
+        raise _Fallback
+    if len(values) > 1 and not all(values):
+        raise _Fallback
+    if values != [""]:
+        out["Value"] = values
+    return out
 
 
 _ITEM = (0xFFFE, 0xE000)

@@ -3,7 +3,11 @@
 Order of work for one instance: parse the header (pixel data is never decoded), validate, hash,
 write the object durably, then commit index rows + an outbox row in one transaction. A crash at
 any point leaves at worst an object without an index row (``cloudfilm fsck --repair`` removes it),
-never an index row without its object.
+never an index row without its object; a refused instance leaves nothing.
+
+Two sends of one SOP Instance UID are the same instance when their data sets (the bytes after the
+File Meta Information) are the same, whichever route and calling AE they came by: the File Meta
+Information says who wrote the file (Source AE Title, Implementation Class UID), not what it holds.
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, SQLAlchemyError
 
 from pacs import metrics
-from pacs.dicomfile import ParsedInstance, parse_part10
+from pacs.dicomfile import ParsedInstance, bare_dataset_identity, dataset_offset, parse_part10
 from pacs.errors import CloudfilmError, InvalidDataset, NotDicom, StorageUnavailable
 from pacs.index.records import Identity, InstanceRecord, build_record, identity_of
-from pacs.index.writer import CommitOutcome, CommitStatus, commit_batch, find_existing, prepare_statements
+from pacs.index.writer import (
+    CommitOutcome,
+    CommitStatus,
+    ExistingInstance,
+    commit_batch,
+    find_existing,
+    prepare_statements,
+    record_dataset_digest,
+)
 from pacs.storage import ObjectStore, StagedObject, instance_key
 
 log = logging.getLogger(__name__)
@@ -41,13 +53,18 @@ _IN_MEMORY_LIMIT = 64 * 1024 * 1024
 _HASHERS = ThreadPoolExecutor(8, thread_name_prefix="ingest-hash")
 
 
+#: Builds the preamble and File Meta Information for a data set that has none, from its SOP Class
+#: UID, SOP Instance UID and transfer syntax (PS3.10 7.1).
+FileMetaBuilder = Callable[[str, str, str], bytes]
+
+
 class Outcome(StrEnum):
     """What happened to one submitted instance; each entry point maps it to its own status."""
 
     STORED = "stored"  # new instance, durable
-    REPLACED = "replaced"  # duplicate with other bytes, overwritten (CLOUDFILM_OVERWRITE=true)
-    DUPLICATE = "duplicate"  # same SOPInstanceUID, same bytes: nothing changed
-    KEPT_EXISTING = "kept-existing"  # same SOPInstanceUID, other bytes: stored one kept (warning)
+    REPLACED = "replaced"  # same SOPInstanceUID, another data set, overwritten (CLOUDFILM_OVERWRITE=true)
+    DUPLICATE = "duplicate"  # same SOPInstanceUID, same data set: nothing changed
+    KEPT_EXISTING = "kept-existing"  # same SOPInstanceUID, another data set: stored one kept (warning)
     INVALID = "invalid"  # parsable, but required attributes missing or malformed
     NOT_DICOM = "not-dicom"  # cannot be parsed
     UNAVAILABLE = "unavailable"  # object store or database failed: retry later
@@ -216,6 +233,14 @@ class _GroupCommitter:
                 return
             batch[0].future.set_exception(exc)
             return
+        except (DataError, ValueError, UnicodeError) as exc:  # a value the database cannot hold
+            if len(batch) > 1:
+                for p in batch:
+                    self._commit([p])
+                return
+            log.warning("the index refused %s: %s", batch[0].record.sop_uid, exc)
+            batch[0].future.set_exception(InvalidDataset("the index cannot hold a value of this instance"))
+            return
         except (OperationalError, DBAPIError) as exc:
             if len(batch) > 1 and not isinstance(exc, OperationalError):
                 for p in batch:  # isolate the instance that broke the batch
@@ -245,7 +270,7 @@ class _GroupCommitter:
 
 _SAME = "the same instance is already stored"
 _OTHER_STUDY = "an instance with this SOPInstanceUID is stored in another study; kept"
-_DIFFERENT = "an instance with this SOPInstanceUID and different content is already stored; kept"
+_DIFFERENT = "an instance with this SOPInstanceUID and a different data set is already stored; kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +291,7 @@ class _Checked:
     ident: Identity
     parsed: ParsedInstance
     sha256: str
+    dataset_sha256: str
     replace: bool  # it replaces the stored instance of the same SOPInstanceUID (overwrite policy)
 
 
@@ -276,10 +302,12 @@ def _result_for(ident: Identity, size: int, outcome: Outcome, reason: str = "") 
 class IngestService:
     """Store DICOM instances durably and index them; safe to call from many threads."""
 
-    def __init__(self, engine: Engine, store: ObjectStore, *, overwrite: bool = False) -> None:
+    def __init__(self, engine: Engine, store: ObjectStore, *, overwrite: bool = False,
+                 accept_short_pixel_data: bool = False) -> None:
         self.engine = engine
         self.store = store
         self.overwrite = overwrite
+        self.accept_short_pixel_data = accept_short_pixel_data
         self._committer = _GroupCommitter(engine)
         prepare_statements(engine)
 
@@ -300,40 +328,49 @@ class IngestService:
         started = time.perf_counter()
         step = self._prepare(source)
         result = step if isinstance(step, IngestResult) else self._finish(step)
-        return self._observed(source, result, started)
+        return self._observed(source.label, result, started)
 
-    def store_files(self, paths: Iterable[Path], *, jobs: int = 4, window: int = 256) -> Iterator[IngestResult]:
+    def store_files(self, paths: Iterable[Path], *, jobs: int = 4, window: int = 256,
+                    file_meta: FileMetaBuilder | None = None) -> Iterator[IngestResult]:
         """Store many files, in order of ``paths``, pipelined: readers prepare and write objects while
-        earlier instances wait for the index, so commits are grouped into large batches."""
-        pending: deque[tuple[Part10Source | None, float, Future[_Prepared | IngestResult]]] = deque()
+        earlier instances wait for the index, so commits are grouped into large batches.
+
+        With ``file_meta``, a file that holds a data set without File Meta Information is stored
+        behind the meta it builds (as DCMTK's tools do); without, such a file is refused."""
+        pending: deque[tuple[Path, float, Future[tuple[Part10Source | None, _Prepared | IngestResult]]]] = deque()
         with ThreadPoolExecutor(jobs, thread_name_prefix="ingest") as pool:
             for path in paths:
-                try:
-                    source: Part10Source | None = Part10Source.from_path(path)
-                except OSError as exc:
-                    failed: Future[_Prepared | IngestResult] = Future()
-                    failed.set_result(IngestResult(Outcome.NOT_DICOM, f"cannot read {path}: {exc.strerror}"))
-                    pending.append((None, time.perf_counter(), failed))
-                else:
-                    assert source is not None
-                    pending.append((source, time.perf_counter(), pool.submit(self._prepare, source)))
+                pending.append((path, time.perf_counter(), pool.submit(self._prepare_file, path, file_meta)))
                 while len(pending) >= window:
                     yield self._drain_one(pending)
             while pending:
                 yield self._drain_one(pending)
 
-    def _drain_one(
-        self, pending: deque[tuple[Part10Source | None, float, Future[_Prepared | IngestResult]]]
-    ) -> IngestResult:
-        source, started, fut = pending.popleft()
-        step = fut.result()
-        result = step if isinstance(step, IngestResult) else self._finish(step)
-        return self._observed(source, result, started) if source is not None else result
+    def _prepare_file(self, path: Path,
+                      file_meta: FileMetaBuilder | None) -> tuple[Part10Source | None, _Prepared | IngestResult]:
+        try:
+            source = Part10Source.from_path(path)
+            if file_meta is not None:
+                source = _with_file_meta(source, path, file_meta)
+        except OSError as exc:
+            return None, IngestResult(Outcome.NOT_DICOM, f"cannot read {path}: {exc.strerror or exc}")
+        except (NotDicom, InvalidDataset) as exc:
+            outcome = Outcome.NOT_DICOM if isinstance(exc, NotDicom) else Outcome.INVALID
+            return None, IngestResult(outcome, str(exc), size=source.size)
+        return source, self._prepare(source)
 
-    def _observed(self, source: Part10Source, result: IngestResult, started: float) -> IngestResult:
+    def _drain_one(
+        self, pending: deque[tuple[Path, float, Future[tuple[Part10Source | None, _Prepared | IngestResult]]]]
+    ) -> IngestResult:
+        path, started, fut = pending.popleft()
+        source, step = fut.result()
+        result = step if isinstance(step, IngestResult) else self._finish(step)
+        return self._observed(source.label if source is not None else str(path), result, started)
+
+    def _observed(self, label: str, result: IngestResult, started: float) -> IngestResult:
         metrics.observe_ingest(result.outcome.value, result.size, time.perf_counter() - started)
         if not result.ok:
-            log.info("rejected %s: %s", source.label, result.reason)
+            log.info("rejected %s: %s", label, result.reason)
         return result
 
     # The path itself ---------------------------------------------------------------------------
@@ -352,7 +389,7 @@ class IngestService:
         except OSError as exc:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
         staged: StagedObject | None = None
-        digest = _HASHERS.submit(_sha256_hex, data) if data is not None else None
+        digest = _HASHERS.submit(_digests, data) if data is not None else None
         if data is not None:
             with contextlib.suppress(CloudfilmError):  # written again below, once the instance is known
                 staged = self.store.stage_bytes(data)
@@ -379,9 +416,11 @@ class IngestService:
         except OSError as exc:
             return result(Outcome.UNAVAILABLE, f"cannot read the data: {exc}")
         try:
-            record = build_record(checked.parsed, ident, object_key=key, size=source.size, sha256=checked.sha256)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            record = build_record(checked.parsed, ident, object_key=key, size=source.size, sha256=checked.sha256,
+                                  dataset_sha256=checked.dataset_sha256)
+        except Exception as exc:  # pydicom's conversions raise many kinds on damaged values
             self._forget_object(key, stored)
+            log.warning("cannot index %s: %s", source.label, exc, exc_info=True)
             return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
         record.replace = checked.replace
         return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored))
@@ -401,16 +440,21 @@ class IngestService:
         return done
 
     def _check(self, source: Part10Source, data: bytes | None,
-               digest: Future[str] | None) -> _Checked | IngestResult:
+               digest: Future[tuple[str, str]] | None) -> _Checked | IngestResult:
         """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
         try:
             with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
-                ident = identity_of(parsed.dataset)
-                sha = None
+                try:
+                    ident = identity_of(parsed.dataset)
+                except InvalidDataset as exc:
+                    if parsed.partial_tail:  # what is missing may have been cut off
+                        raise NotDicom(f"{exc}: the file ends inside an element header (truncated?)") from exc
+                    raise
+                digests = None
                 if digest is None:
                     fh.seek(0)
-                    sha = _sha256(fh)
+                    digests = _stream_digests(fh)
         except NotDicom as exc:
             return IngestResult(Outcome.NOT_DICOM, str(exc), size=source.size)
         except InvalidDataset as exc:
@@ -421,22 +465,42 @@ class IngestService:
         def result(outcome: Outcome, reason: str = "") -> IngestResult:
             return _result_for(ident, source.size, outcome, reason)
 
+        if parsed.pixel_problem and not self.accept_short_pixel_data:
+            return result(Outcome.INVALID, parsed.pixel_problem)
         try:
             existing = find_existing(self.engine, ident.sop_uid)
         except SQLAlchemyError:
             log.exception("index lookup failed")
             return result(Outcome.UNAVAILABLE, "the index database is unavailable")
-        if sha is None:
+        if digests is None:
             assert digest is not None
-            sha = digest.result()
+            digests = digest.result()
+        sha, dataset_sha = digests
         if existing is not None:
-            if existing.sha256 == sha:
+            try:
+                same = existing.sha256 == sha or self._stored_dataset_digest(existing, ident.sop_uid) == dataset_sha
+            except CloudfilmError as exc:
+                return result(Outcome.UNAVAILABLE, str(exc))
+            if same:
                 return result(Outcome.DUPLICATE, _SAME)
             if existing.study_uid != ident.study_uid:
                 return result(Outcome.KEPT_EXISTING, _OTHER_STUDY)
             if not self.overwrite:
                 return result(Outcome.KEPT_EXISTING, _DIFFERENT)
-        return _Checked(ident, parsed, sha, replace=existing is not None)
+        return _Checked(ident, parsed, sha, dataset_sha, replace=existing is not None)
+
+    def _stored_dataset_digest(self, existing: ExistingInstance, sop_uid: str) -> str:
+        """The data set digest of a stored instance; read from its object (once, then recorded) for
+        rows indexed before the digest was (revision 0005)."""
+        if existing.dataset_sha256 is not None:
+            return existing.dataset_sha256
+        with self.store.open(existing.object_key) as fh:
+            digest = _stream_digests(fh)[1]
+        try:
+            record_dataset_digest(self.engine, sop_uid, existing.object_key, digest)
+        except SQLAlchemyError:
+            log.warning("could not record the data set digest of %s", sop_uid, exc_info=True)
+        return digest
 
     def _finish(self, prepared: _Prepared) -> IngestResult:
         """Wait for the index commit and turn its outcome into the caller's result."""
@@ -447,10 +511,16 @@ class IngestService:
 
         try:
             outcome = self._committer.wait(prepared.commit)
+        except InvalidDataset as exc:
+            self._forget_object(key, prepared.stored)  # a refused instance leaves nothing behind
+            return result(Outcome.INVALID, str(exc))
         except CloudfilmError as exc:
             # The object is (or is being) stored but unindexed: remove it now, or fsck --repair will.
             self._forget_object(key, prepared.stored)
             return result(Outcome.UNAVAILABLE, str(exc))
+        except BaseException:
+            self._forget_object(key, prepared.stored)
+            raise
         if outcome.status is CommitStatus.INSERTED:
             return result(Outcome.STORED)
         if outcome.status is CommitStatus.REPLACED:
@@ -458,6 +528,8 @@ class IngestService:
                 self._forget_object(outcome.previous_key)
             return result(Outcome.REPLACED, "an earlier version of this instance was replaced")
         if outcome.status is CommitStatus.EXISTS_SAME:
+            if outcome.kept_key != key:  # the same data set behind other File Meta Information
+                self._forget_object(key, prepared.stored)
             return result(Outcome.DUPLICATE, _SAME)
         if outcome.status is CommitStatus.SERIES_IN_OTHER_STUDY:
             self._forget_object(key)
@@ -477,13 +549,37 @@ class IngestService:
             log.warning("could not delete unindexed object %s; fsck --repair will", key)
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _digests(data: bytes) -> tuple[str, str]:
+    """SHA-256 of the object and of its data set (the bytes after the File Meta Information)."""
+    offset = dataset_offset(data)
+    return hashlib.sha256(data).hexdigest(), hashlib.sha256(memoryview(data)[offset:]).hexdigest()
 
 
-def _sha256(fh: BinaryIO) -> str:
-    digest = hashlib.sha256()
+def _stream_digests(fh: BinaryIO) -> tuple[str, str]:
+    """:func:`_digests` of a stream, read once."""
+    whole, dataset = hashlib.sha256(), hashlib.sha256()
+    head = fh.read(_CHUNK)
+    offset = dataset_offset(head)
+    whole.update(head)
+    dataset.update(memoryview(head)[offset:])
     while chunk := fh.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
+        whole.update(chunk)
+        dataset.update(chunk)
+    return whole.hexdigest(), dataset.hexdigest()
+
+
+def _with_file_meta(source: Part10Source, path: Path, file_meta: FileMetaBuilder) -> Part10Source:
+    """``source`` as it is when it is a Part 10 file; a data set without File Meta Information
+    behind the meta ``file_meta`` builds for it. Raises NotDicom or InvalidDataset with the reason."""
+    with source.open() as fh:
+        head = fh.read(132)
+        if head[128:132] == b"DICM" or head.startswith(b"\x02\x00"):
+            return source
+        fh.seek(0)
+        sop_class, sop_instance, ts = bare_dataset_identity(fh, source.size)
+    try:
+        meta = file_meta(sop_class, sop_instance, ts)
+    except ValueError as exc:
+        raise InvalidDataset(f"no File Meta Information can be built for this data set: {exc}") from exc
+    return Part10Source.from_prefixed_file(meta, path, source.label)
 

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # older than this, at ``serve``/``worker`` start and by ``fsck --repair``: never a live write's.
     leftover_grace: float = Field(default=3600.0, ge=0)
 
+    # Ingest (issue 12)
+    # Store native pixel data shorter than Rows x Columns x samples x bits x frames need, and
+    # encapsulated pixel data with no fragments or fewer fragments than frames (refused by default).
+    ingest_accept_short_pixel_data: bool = False
+
     # DICOMweb (issue 4)
     dicomweb_max_parts: int = Field(default=10_000, gt=0)  # parts in one STOW-RS request
     dicomweb_spool_dir: Path | None = None  # large STOW-RS parts and C-STORE datasets wait here (DATA_DIR/spool)

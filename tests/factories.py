@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import io
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ __all__ = [
     "CtCase",
     "Lesion",
     "PatientSpec",
+    "RT_STRUCTURE_SET_STORAGE",
     "UnsupportedEncoding",
     "can_encode",
     "encode",
@@ -76,6 +79,7 @@ CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 SC_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 MULTIFRAME_GRAY_WORD_SC_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7.3")
+RT_STRUCTURE_SET_STORAGE = UID("1.2.840.10008.5.1.4.1.1.481.3")
 JPEG_LOSSLESS_P14 = UID("1.2.840.10008.1.2.4.57")
 
 IMPLEMENTATION_CLASS_UID = UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'https://cloudfilm.invalid/tf').int}")
@@ -1029,3 +1033,272 @@ def with_bad_uid(ds: Dataset, keyword: str, value: str = "1.2.3/../../etc") -> D
                 raise ValueError(f"unknown keyword {kw!r}")
             target[tag] = DataElement(tag, "UI", value)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# edge-case encodings: what real senders write and pydicom's own writer would not (undefined
+# lengths at depth, UN and private sequences, empty and odd-length values, padding, elements
+# after the pixel data), element by element (PS3.5 7.1, 7.5, 6.2.2)
+
+_ITEM_TAG, _ITEM_DELIMITER, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a data set is encoded: VR explicit or implicit, byte order."""
+
+    explicit: bool = True
+    little: bool = True
+
+    @property
+    def transfer_syntax(self) -> UID:
+        if not self.little:
+            return ExplicitVRBigEndian
+        return ExplicitVRLittleEndian if self.explicit else ImplicitVRLittleEndian
+
+
+def raw_element(tag: int, vr: str, value: bytes, enc: Encoding = Encoding(), *, length: int | None = None) -> bytes:
+    """One data element as ``enc`` encodes it, ``value`` as given (no padding added); ``length``
+    overrides the length field (``UNDEFINED`` for an undefined length)."""
+    order = "<" if enc.little else ">"
+    size = len(value) if length is None else length
+    if not enc.explicit or tag >> 16 == 0xFFFE:
+        return struct.pack(order + "HHI", tag >> 16, tag & 0xFFFF, size) + value
+    if vr in _LONG_LENGTH_VRS:
+        return struct.pack(order + "HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode(), size) + value
+    return struct.pack(order + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), size) + value
+
+
+def raw_item(content: bytes, enc: Encoding = Encoding(), *, undefined: bool = True) -> bytes:
+    """A sequence item holding ``content``, of undefined length (closed by its delimiter) or not."""
+    if undefined:
+        return raw_element(_ITEM_TAG, "", content, enc, length=UNDEFINED) + raw_element(_ITEM_DELIMITER, "", b"", enc)
+    return raw_element(_ITEM_TAG, "", content, enc)
+
+
+def raw_sequence(tag: int, items: Sequence[bytes], enc: Encoding = Encoding(), *, undefined: bool = True,
+                 items_undefined: bool = True, vr: str = "SQ") -> bytes:
+    """A sequence of ``items`` (encoded element lists), of undefined length or not."""
+    body = b"".join(raw_item(item, enc, undefined=items_undefined) for item in items)
+    if undefined:
+        return raw_element(tag, vr, body, enc, length=UNDEFINED) + raw_element(_SEQUENCE_DELIMITER, "", b"", enc)
+    return raw_element(tag, vr, body, enc)
+
+
+def _text(value: str) -> bytes:
+    return value.encode("utf-8")
+
+
+def dataset_bytes(ds: Dataset, enc: Encoding) -> bytes:
+    """``ds`` encoded by pydicom as a bare data set (no File Meta Information)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buf = DicomBytesIO()
+    buf.is_little_endian = enc.little
+    buf.is_implicit_VR = not enc.explicit
+    with pydicom_config.disable_value_validation():
+        write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+def part10_bytes(dataset: bytes, sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """Preamble, ``DICM`` and File Meta Information (the factory's implementation) before ``dataset``."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    buf = DicomBytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, _file_meta(sop_class, sop_instance, transfer_syntax), enforce_standard=True)
+    return buf.getvalue() + dataset
+
+
+def _rt_contours(enc: Encoding, *, undefined: bool) -> bytes:
+    """An RT Structure Set's ROI Contour Sequence: sequences nested four deep (PS3.3 C.8.8.6), with
+    odd-length contour data as some planning systems write it."""
+    image_ref = (raw_element(0x00081150, "UI", b"1.2.840.10008.5.1.4.1.1.2\x00", enc)
+                 + raw_element(0x00081155, "UI", b"1.2.3.4.5.6.7", enc)  # odd length, no padding
+                 + raw_sequence(0x0040A043, [raw_element(0x00080100, "SH", b"113691", enc)
+                                             + raw_element(0x00080102, "SH", b"DCM ", enc)], enc,
+                                undefined=False, items_undefined=False))
+    contour = (raw_sequence(0x30060016, [image_ref, image_ref], enc, undefined=undefined, items_undefined=undefined)
+               + raw_element(0x30060042, "CS", b"CLOSED_PLANAR ", enc)
+               + raw_element(0x30060046, "IS", b"3 ", enc)
+               + raw_element(0x30060050, "DS", b"1.5\\-2\\30.25\\4\\5\\6.125\\7\\8\\9", enc))  # odd
+    roi = (raw_element(0x30060002, "IS", b"1 ", enc)
+           + raw_sequence(0x30060040, [contour, contour], enc, undefined=undefined, items_undefined=undefined)
+           + raw_element(0x30060084, "IS", b"1 ", enc))
+    return raw_sequence(0x30060039, [roi], enc, undefined=undefined, items_undefined=undefined)
+
+
+def _private_block(enc: Encoding) -> bytes:
+    """A private creator and its elements: a private sequence of undefined length, padded and
+    odd-length values of several VRs (explicit VR only: implicit private values are UN)."""
+    inner = (raw_element(0x00291010, "LO", b"inside", enc) + raw_element(0x00291011, "US", b"\x05\x00"
+                                                                        if enc.little else b"\x00\x05", enc))
+    elements = [
+        raw_element(0x00290010, "LO", b"CLOUDFILM EDGE", enc),
+        raw_sequence(0x00291001, [inner, b""], enc),  # the second item is empty
+    ]
+    if enc.explicit:
+        elements += [
+            raw_element(0x00291020, "CS", b" A \\B ", enc),
+            raw_element(0x00291021, "AE", b" SCU  ", enc),
+            raw_element(0x00291022, "UR", b"http://example.org/x ", enc),
+            raw_element(0x00291023, "SH", b"x\x00", enc),
+            raw_element(0x00291024, "LO", b"  lead\\trail  ", enc),
+            raw_element(0x00291025, "DA", b"20200101 ", enc),
+            raw_element(0x00291026, "TM", b"101010.5", enc),
+            raw_element(0x00291030, "LO", b"ABC", enc),  # odd lengths, no padding
+            raw_element(0x00291031, "OB", b"\x01\x02\x03", enc),
+            raw_element(0x00291032, "UI", b"1.2.3", enc),
+            raw_element(0x00291033, "DS", b"1.5", enc),
+            raw_element(0x00291034, "PN", b"A^B", enc),
+            raw_element(0x00291035, "IS", b"1\\2\\3", enc),
+            raw_element(0x00291036, "FD", struct.pack("<d" if enc.little else ">d", 2.5), enc),
+            raw_element(0x00291037, "AT", struct.pack("<HH" if enc.little else ">HH", 0x0010, 0x0020), enc),
+        ]
+    return b"".join(elements)
+
+
+def _un_elements() -> bytes:
+    """Known attributes that passed through a system that did not know them: VR UN, a sequence of
+    undefined length whose items are implicit VR little endian (PS3.5 6.2.2), and a text value."""
+    implicit = Encoding(explicit=False)
+    item = raw_element(0x00401001, "SH", b"RP-1", implicit) + raw_element(0x00321060, "LO", b"CT chest ", implicit)
+    return (raw_element(0x00400254, "UN", b"Thorax plain", Encoding())
+            + raw_sequence(0x00400275, [item, item], implicit, vr="UN")
+            .replace(struct.pack("<HHI", 0x0040, 0x0275, UNDEFINED),
+                     struct.pack("<HH2s2xI", 0x0040, 0x0275, b"UN", UNDEFINED)))
+
+
+def _empty_values(enc: Encoding) -> bytes:
+    """Elements with empty values of many VRs (PS3.5 7.1: a zero length is an empty value)."""
+    return b"".join(raw_element(tag, vr, b"", enc) for tag, vr in (
+        (0x00321032, "PN"), (0x00400241, "AE"), (0x00400244, "DA"), (0x00400245, "TM"), (0x00400253, "SH"),
+        (0x00400260, "SQ"), (0x00540081, "US"), (0x00541300, "DS"), (0x00720064, "IS"),
+    ))
+
+
+def _trailing_elements(enc: Encoding) -> bytes:
+    """Elements after the pixel data: a private group and Data Set Trailing Padding (PS3.10 7.2)."""
+    return (raw_element(0x7FE10010, "LO", b"CLOUDFILM TAIL", enc) + raw_element(0x7FE11010, "OB", b"\x00\x01", enc)
+            + raw_element(0xFFFCFFFC, "OB", b"\x00" * 16, enc))
+
+
+def edge_case_corpus() -> list[tuple[str, bytes]]:
+    """Named Part 10 objects that real senders produce and a reader must take (each its own SOP
+    Instance UID): none of them damaged, all of them read by pydicom."""
+    cases: list[tuple[str, bytes]] = []
+    base = make_ct_study(PATIENTS[2], n_slices=1, rows=32, cols=32, seed=77)[0]
+
+    def assemble(name: str, enc: Encoding, extra: bytes, trailing: bytes = b"",
+                 ds: Dataset | None = None) -> tuple[Dataset, bytes]:
+        src = copy.deepcopy(ds if ds is not None else base)
+        src.SOPInstanceUID = _uid("edge", name)
+        if "PixelData" not in src:
+            return src, dataset_bytes(src, enc) + extra + trailing
+        pixels = src.PixelData
+        del src.PixelData
+        pixel_value = pixels if enc.little else np.frombuffer(pixels, "<u2").byteswap().tobytes()
+        body = dataset_bytes(src, enc) + extra + raw_element(0x7FE00010, "OW", pixel_value, enc) + trailing
+        return src, body
+
+    def add(name: str, enc: Encoding, extra: bytes, trailing: bytes = b"", ds: Dataset | None = None) -> None:
+        src, body = assemble(name, enc, extra, trailing, ds)
+        cases.append((name, part10_bytes(body, src.SOPClassUID, src.SOPInstanceUID, enc.transfer_syntax)))
+
+    for label, enc in (("explicit-le", Encoding()), ("implicit-le", Encoding(explicit=False)),
+                       ("explicit-be", Encoding(little=False))):
+        add(f"rt-contours-undefined-{label}", enc, _rt_contours(enc, undefined=True))
+        add(f"rt-contours-defined-{label}", enc, _rt_contours(enc, undefined=False))
+        add(f"private-{label}", enc, _private_block(enc))
+        add(f"empty-values-{label}", enc, _empty_values(enc))
+        add(f"after-pixel-data-{label}", enc, b"", _trailing_elements(enc))
+    # An RT Structure Set ends with its undefined-length sequences: no pixel data follows.
+    structure_set = Dataset()
+    for keyword in ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "SeriesInstanceUID"):
+        setattr(structure_set, keyword, base.get(keyword))
+    structure_set.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    structure_set.Modality, structure_set.SeriesNumber = "RTSTRUCT", 9
+    structure_set.SeriesInstanceUID = _uid("edge", "rtstruct series")
+    structure_set.StructureSetLabel = "EDGE"
+    for label, enc in (("explicit-le", Encoding()), ("implicit-le", Encoding(explicit=False)),
+                       ("explicit-be", Encoding(little=False))):
+        add(f"rtstruct-ending-in-sequences-{label}", enc, _rt_contours(enc, undefined=True), ds=structure_set)
+    everything = _private_block(Encoding()) + _empty_values(Encoding()) + _rt_contours(Encoding(), undefined=True)
+    add("un-vr-explicit-le", Encoding(), _un_elements())
+    add("everything-explicit-le", Encoding(), everything, _trailing_elements(Encoding()))
+
+    nul = copy.deepcopy(base)
+    nul.PatientName, nul.PatientID, nul.StudyDescription = "Nul^In\x00Name", "ID\x00NUL", "Desc\x00ription"
+    add("nul-in-indexed-values", Encoding(), b"", ds=nul)
+    latin1 = copy.deepcopy(base)
+    latin1.SpecificCharacterSet = "ISO_IR 100"
+    latin1.PatientName, latin1.StudyDescription = "Müller^Jürgen", "Thorax nativ, Übersicht"
+    add("latin1", Encoding(), b"", ds=latin1)
+    japanese = copy.deepcopy(base)
+    japanese.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    japanese.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    add("iso2022-japanese", Encoding(), b"", ds=japanese)
+
+    # Deflate (PS3.5 A.5): the whole data set, undefined lengths included, as one raw deflate stream.
+    src, body = assemble("deflated", Encoding(), everything, _trailing_elements(Encoding()))
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = packer.compress(body) + packer.flush()
+    cases.append(("deflated", part10_bytes(deflated, src.SOPClassUID, src.SOPInstanceUID,
+                                           DeflatedExplicitVRLittleEndian)))
+
+    # Every transfer syntax there is an encoder for, single and multi-frame, with and without a
+    # Basic Offset Table, one fragment per frame or several.
+    images = (("ct", base), ("multiframe", make_multiframe(n_frames=3, rows=32, cols=48)), ("rgb", make_rgb()))
+    for ts in ENCODABLE_TRANSFER_SYNTAXES:
+        for label, image in images:
+            try:
+                encoded = encode(image, ts)
+            except UnsupportedEncoding:
+                continue
+            encoded.SOPInstanceUID = encoded.file_meta.MediaStorageSOPInstanceUID = _uid("edge", label, ts)
+            cases.append((f"{label}-{ts.keyword}", to_bytes(encoded)))
+            if ts == RLELossless and label == "multiframe":
+                cases += _fragmented(encoded)
+    return cases
+
+
+def _fragmented(encoded: Dataset) -> list[tuple[str, bytes]]:
+    """``encoded`` (encapsulated, several frames) re-encapsulated without a Basic Offset Table, and
+    with each frame split over two fragments (with the table, which says where frames start)."""
+    from pydicom.encaps import generate_frames
+
+    frames = list(generate_frames(encoded.PixelData, number_of_frames=int(encoded.NumberOfFrames)))
+    out = []
+    for label, fragments, has_bot in (("no-bot", [[f] for f in frames], False),
+                                      ("two-fragments-per-frame", [[f[:len(f) // 2 & ~1], f[len(f) // 2 & ~1:]]
+                                                                   for f in frames], True)):
+        ds = copy.deepcopy(encoded)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _uid("edge", "fragments", label)
+        ds.PixelData = _encapsulate_fragments(fragments, has_bot)
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        out.append((f"multiframe-rle-{label}", to_bytes(ds)))
+    return out
+
+
+def _encapsulate_fragments(frames: list[list[bytes]], has_bot: bool) -> bytes:
+    """Encapsulated pixel data (PS3.5 A.4) from each frame's fragments (each of even length); the
+    sequence delimiter is the writer's to add, as for ``pydicom.encaps.encapsulate``."""
+    items = []
+    offsets = []
+    position = 0
+    for fragments in frames:
+        offsets.append(position)
+        for fragment in fragments:
+            fragment += b"\x00" * (len(fragment) % 2)
+            items.append(struct.pack("<HHI", 0xFFFE, 0xE000, len(fragment)) + fragment)
+            position += 8 + len(fragment)
+    bot = struct.pack(f"<{len(offsets)}I", *offsets) if has_bot else b""
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(bot)) + bot + b"".join(items)

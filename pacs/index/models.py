@@ -134,7 +134,10 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     object_key: Mapped[str] = mapped_column(String(256))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the stored object
+    # Of the data set (the bytes after the File Meta Information): two sends of one instance are the
+    # same when these are. NULL on rows indexed before revision 0005 until the instance is sent again.
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     metadata_json: Mapped[str] = mapped_column(Text)  # PS3.18 F.2, bulk data as BulkDataURI
     frames_json: Mapped[str] = mapped_column(Text, default="[]")  # [[offset, length], ...]
     encapsulated: Mapped[bool] = mapped_column(Boolean, default=False)

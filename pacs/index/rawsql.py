@@ -6,6 +6,11 @@ the 2-core machine, more than SQLite's own work; here the SQL text, the paramete
 bind processors (e.g. SQLite's datetime format) are taken from SQLAlchemy's compiler once, and each
 execution is one DBAPI call. Transactions stay SQLAlchemy's (``with conn.begin()``), DBAPI errors
 are wrapped as SQLAlchemy's (``OperationalError``...), as ``Connection.execute`` would.
+
+This mirrors private parts of SQLAlchemy (how ``DefaultExecutionContext._init_compiled`` orders and
+processes parameters, how ``Connection._handle_dbapi_exception`` wraps errors and drops dead
+connections): ``pyproject.toml`` pins the minor version, and ``tests/pacs/test_rawsql.py`` fails
+when the source of those parts changes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class RawStatement:
         compiled: Any = stmt.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
         if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
             raise ValueError("the statement needs Python-side column defaults: give every column a value")
+        if compiled.literal_execute_params or compiled.post_compile_params or compiled.escaped_bind_names:
+            # SQLAlchemy rewrites such statements at each execution; this path sends them as compiled.
+            raise ValueError("the statement has expanding, literal or escaped parameters: run it through SQLAlchemy")
         self.sql: str = compiled.string
         self._names: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positiontup else None
         self._processors: dict[str, Callable[[Any], Any]] = {}

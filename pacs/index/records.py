@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from pacs.dicomfile import ParsedInstance
 from pacs.dicomjson import dump, header_model
+from pacs.errors import InvalidDataset
 from pacs.names import normalize_pn
 from pacs.uids import require_uid
 
@@ -73,7 +74,8 @@ class InstanceRecord:
     transfer_syntax_uid: str
     object_key: str
     size_bytes: int
-    sha256: str
+    sha256: str  # of the stored object
+    dataset_sha256: str  # of the data set, the bytes after the File Meta Information: what makes two sends the same
     metadata_json: str
     frames_json: str
     encapsulated: bool
@@ -93,11 +95,19 @@ class Identity:
 def identity_of(ds: Dataset) -> Identity:
     """Validate and return the instance's UIDs; raises InvalidDataset naming the bad attribute."""
     return Identity(
-        study_uid=require_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID"),
-        series_uid=require_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID"),
-        sop_uid=require_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID"),
-        sop_class_uid=require_uid(ds.get("SOPClassUID"), "SOPClassUID"),
+        study_uid=_uid(ds, "StudyInstanceUID"),
+        series_uid=_uid(ds, "SeriesInstanceUID"),
+        sop_uid=_uid(ds, "SOPInstanceUID"),
+        sop_class_uid=_uid(ds, "SOPClassUID"),
     )
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception as exc:  # pydicom's conversion of a damaged value
+        raise InvalidDataset(f"{keyword} cannot be read") from exc
+    return require_uid(value, keyword)
 
 
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
@@ -117,7 +127,10 @@ def _values(model: dict[str, Any], keyword: str) -> list[Any]:
 
 
 def _text(model: dict[str, Any], keyword: str, limit: int) -> str:
-    """The element's value as DICOM text: values joined by ``\\``, person name groups by ``=``."""
+    """The element's value as DICOM text: values joined by ``\\``, person name groups by ``=``.
+
+    NUL characters are dropped: PostgreSQL text cannot hold them, and the stored object and the
+    DICOM JSON metadata keep the value as received."""
     parts = []
     for value in _values(model, keyword):
         if isinstance(value, dict):  # PN: the groups up to the last one present
@@ -125,7 +138,7 @@ def _text(model: dict[str, Any], keyword: str, limit: int) -> str:
             parts.append("=".join(value.get(g, "") for g in _PN_GROUPS[: present[-1] + 1]) if present else "")
         else:
             parts.append(str(value))
-    return "\\".join(parts).strip(" \x00")[:limit]
+    return "\\".join(parts).replace("\x00", "").strip(" ")[:limit]
 
 
 def _int(model: dict[str, Any], keyword: str) -> int | None:
@@ -139,11 +152,12 @@ def _int(model: dict[str, Any], keyword: str) -> int | None:
     return number if -(2**31) <= number < 2**31 else None
 
 
-def build_record(parsed: ParsedInstance, ident: Identity, *, object_key: str, size: int, sha256: str) -> InstanceRecord:
+def build_record(parsed: ParsedInstance, ident: Identity, *, object_key: str, size: int, sha256: str,
+                 dataset_sha256: str) -> InstanceRecord:
     ds = parsed.dataset
     bulk_prefix = f"studies/{ident.study_uid}/series/{ident.series_uid}/instances/{ident.sop_uid}"
     # Index columns are read from the instance's DICOM JSON model, built once from the raw elements.
-    model = header_model(ds, bulk_prefix, parsed.pixel_vr)
+    model = header_model(ds, bulk_prefix, parsed.pixel_vr, parsed.pixel_tag)
     patient_id = _text(model, "PatientID", 64)
     if not patient_id:
         patient_id = PLACEHOLDER_PATIENT_PREFIX + hashlib.sha1(ident.study_uid.encode()).hexdigest()[:12]
@@ -191,6 +205,7 @@ def build_record(parsed: ParsedInstance, ident: Identity, *, object_key: str, si
         object_key=object_key,
         size_bytes=size,
         sha256=sha256,
+        dataset_sha256=dataset_sha256,
         metadata_json=dump(model),
         frames_json=json.dumps([[f.offset, f.length] for f in parsed.frames], separators=(",", ":")),
         encapsulated=parsed.encapsulated,

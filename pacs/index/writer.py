@@ -31,8 +31,8 @@ EVENT_INSTANCE_REPLACED = "instance.replaced"
 class CommitStatus(StrEnum):
     INSERTED = "inserted"
     REPLACED = "replaced"
-    EXISTS_SAME = "exists-same"  # same SOPInstanceUID with the same bytes
-    EXISTS_DIFFERENT = "exists-different"  # same SOPInstanceUID, other bytes; kept
+    EXISTS_SAME = "exists-same"  # same SOPInstanceUID with the same data set
+    EXISTS_DIFFERENT = "exists-different"  # same SOPInstanceUID, another data set; kept
     SERIES_IN_OTHER_STUDY = "series-in-other-study"  # SeriesInstanceUID already filed under another study
 
 
@@ -40,17 +40,19 @@ class CommitStatus(StrEnum):
 class CommitOutcome:
     status: CommitStatus
     previous_key: str | None = None  # object superseded by a replace, to delete after commit
+    kept_key: str | None = None  # EXISTS_SAME: the object of the instance already indexed
 
 
 @dataclass(frozen=True, slots=True)
 class ExistingInstance:
     sha256: str
+    dataset_sha256: str | None  # None for rows indexed before the column existed
     object_key: str
     study_uid: str
 
 
 _FIND_EXISTING = (
-    select(Instance.sha256, Instance.object_key, Study.study_uid)
+    select(Instance.sha256, Instance.dataset_sha256, Instance.object_key, Study.study_uid)
     .join(Study, Study.id == Instance.study_fk)
     .where(Instance.sop_uid == bindparam("uid"))
 )
@@ -61,7 +63,16 @@ def find_existing(engine: Engine, sop_uid: str) -> ExistingInstance | None:
     received instance)."""
     with engine.connect() as conn:
         row = _statements(engine).existing.one_or_none(conn, {"uid": sop_uid})
-    return ExistingInstance(row[0], row[1], row[2]) if row else None
+    return ExistingInstance(row[0], row[1], row[2], row[3]) if row else None
+
+
+def record_dataset_digest(engine: Engine, sop_uid: str, object_key: str, dataset_sha256: str) -> None:
+    """Fill in the data set digest of a row indexed before the column existed (revision 0005)."""
+    with engine.begin() as conn:
+        conn.execute(update(Instance)
+                     .where(Instance.sop_uid == sop_uid, Instance.object_key == object_key,
+                            Instance.dataset_sha256.is_(None))
+                     .values(dataset_sha256=dataset_sha256))
 
 
 def prepare_statements(engine: Engine) -> None:
@@ -73,8 +84,8 @@ _PATIENT_KEYS = [f.name for f in fields(PatientValues)]
 _STUDY_KEYS = [f.name for f in fields(StudyValues)]
 _SERIES_KEYS = [f.name for f in fields(SeriesValues)]
 _INSTANCE_KEYS = ["sop_uid", "sop_class_uid", "instance_number", "rows", "columns", "number_of_frames",
-                  "transfer_syntax_uid", "object_key", "size_bytes", "sha256", "metadata_json", "frames_json",
-                  "encapsulated", "series_fk", "study_fk", "created_at"]
+                  "transfer_syntax_uid", "object_key", "size_bytes", "sha256", "dataset_sha256", "metadata_json",
+                  "frames_json", "encapsulated", "series_fk", "study_fk", "created_at"]
 _ZERO_COUNTS = {"study_count": 0, "series_count": 0, "instance_count": 0, "size_bytes": 0}
 
 
@@ -111,7 +122,8 @@ class _Statements:
             ins(Instance).on_conflict_do_nothing(index_elements=["sop_uid"]).returning(Instance.id), dialect,
             _INSTANCE_KEYS)
         self.instance_lookup = RawStatement(select(
-            Instance.id, Instance.sha256, Instance.object_key, Instance.size_bytes, Instance.series_fk
+            Instance.id, Instance.sha256, Instance.dataset_sha256, Instance.object_key, Instance.size_bytes,
+            Instance.series_fk,
         ).where(Instance.sop_uid == bindparam("uid")), dialect)
         self.instance_replace = RawStatement(
             update(Instance).where(Instance.id == bindparam("target_id")), dialect, _INSTANCE_KEYS)
@@ -243,10 +255,10 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
             delta[0] += 1
             delta[1] += rec.size_bytes
         else:
-            row_id, sha256, object_key, size_bytes, series_fk = st.instance_lookup.one_or_none(
+            row_id, sha256, dataset_sha256, object_key, size_bytes, series_fk = st.instance_lookup.one_or_none(
                 conn, {"uid": rec.sop_uid})
-            if sha256 == rec.sha256:
-                outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME))
+            if sha256 == rec.sha256 or dataset_sha256 == rec.dataset_sha256:
+                outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME, kept_key=object_key))
                 continue
             if not rec.replace or series_fk != series_ids[rec.series.series_uid]:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_DIFFERENT))
@@ -323,6 +335,7 @@ def _instance_values(rec: InstanceRecord) -> dict[str, Any]:
         "object_key": rec.object_key,
         "size_bytes": rec.size_bytes,
         "sha256": rec.sha256,
+        "dataset_sha256": rec.dataset_sha256,
         "metadata_json": rec.metadata_json,
         "frames_json": rec.frames_json,
         "encapsulated": rec.encapsulated,

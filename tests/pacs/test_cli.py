@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydicom.data import get_testdata_file
 
 from pacs.settings import Settings
 from tests.cli import run_cli
@@ -85,3 +86,24 @@ def test_version_and_db_upgrade(tmp_path: Path) -> None:
     first = run_cli("db", "upgrade", env=env)
     assert first.returncode == 0 and "index at revision" in first.stdout
     assert run_cli("db", "upgrade", env=env).returncode == 0  # idempotent
+
+
+@pytest.mark.parametrize("name", ["reportsi.dcm", "reportsi_with_empty_number_tags.dcm"])
+def test_import_stores_pydicoms_sr_test_files(name: str, tmp_path: Path) -> None:
+    """Seen in issue 12: refused with 'the file is truncated or has trailing bytes after its last element'."""
+    result = run_cli("import", get_testdata_file(name), env={"CLOUDFILM_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 0, result.stderr
+    assert "1 stored, 0 duplicate, 0 rejected" in result.stdout
+
+
+def test_import_takes_data_sets_without_file_meta_and_names_each_skipped_file(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("ExplVR_BigEndNoMeta.dcm", "rtstruct.dcm", "README.txt"):
+        (folder / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
+    result = run_cli("import", str(folder), env={"CLOUDFILM_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 1
+    assert "2 stored, 0 duplicate, 1 rejected" in result.stdout
+    err = " ".join(result.stderr.split())
+    assert ("README.txt: the data is not a DICOM Part 10 file (no DICM prefix or file meta information) nor a "
+            "DICOM data set") in err

@@ -70,7 +70,8 @@ def _pydicom_text(ds: Dataset, keyword: str) -> str:
 def test_index_columns_read_from_the_model_match_pydicom(ds: Dataset) -> None:
     data = f.to_bytes(ds)
     parsed = parse_part10(io.BytesIO(data), len(data))
-    record = build_record(parsed, identity_of(parsed.dataset), object_key="k", size=len(data), sha256="0" * 64)
+    record = build_record(parsed, identity_of(parsed.dataset), object_key="k", size=len(data), sha256="0" * 64,
+                          dataset_sha256="1" * 64)
     slow = parse_part10(io.BytesIO(data), len(data)).dataset
     assert record.patient.patient_name == _pydicom_text(slow, "PatientName")
     assert record.patient.patient_id == _pydicom_text(slow, "PatientID")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
-from sqlalchemy import func, select
+from pydicom.uid import ExplicitVRBigEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from sqlalchemy import func, select, update
 
 from pacs.access import AccessScope
 from pacs.archive import Archive
@@ -305,3 +308,145 @@ def test_an_object_that_cannot_be_stored_fails_alone(local_archive: Archive,
     assert all(r.outcome is Outcome.STORED for uid, r in by_uid.items() if uid != doomed)
     assert _count(local_archive, Instance) == 11
     assert len(_objects(local_archive)) == 11  # no temp file or unindexed object left
+
+
+# --- issue 12: duplicates judged by the data set, values the index cannot hold, short pixel data ---
+
+
+def _resent(part10: bytes, calling_aet: str) -> bytes:
+    """The same data set as the DIMSE listener stores it: behind the archive's own meta naming the sender."""
+    from pacs.dicomfile import dataset_offset
+    from pacs.dimse.store import archive_meta
+
+    ds = pydicom.dcmread(io.BytesIO(part10), stop_before_pixels=True)
+    meta = archive_meta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID, calling_aet)
+    return meta + part10[dataset_offset(part10):]
+
+
+def test_the_same_data_set_behind_other_file_meta_is_a_duplicate(archive: Archive) -> None:
+    """Seen in issue 12: only the File Meta Information (Source AE Title, Implementation Class UID)
+    differed, and the resend was answered as a conflict."""
+    ds = make_ct_study(n_slices=1, seed=70)[0]
+    original = to_bytes(ds)
+    from_ae1, from_ae2 = _resent(original, "MODALITY1"), _resent(original, "MODALITY2")
+    assert archive.ingest.store_bytes(from_ae1).outcome is Outcome.STORED
+    for again in (from_ae2, original, from_ae1):
+        result = archive.ingest.store_bytes(again)
+        assert result.outcome is Outcome.DUPLICATE and result.ok and not result.warning, result
+    ds.InstitutionName = "Another hospital"  # another data set under the same SOP Instance UID
+    other = archive.ingest.store_bytes(_resent(to_bytes(ds), "MODALITY2"))
+    assert other.outcome is Outcome.KEPT_EXISTING and "different data set" in other.reason
+    [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    assert archive.store.get_bytes(inst.object_key) == from_ae1
+    assert _count(archive, Instance) == 1 and len(_objects(archive)) == 1
+
+
+def test_rows_indexed_before_the_digest_get_it_on_the_next_send(archive: Archive) -> None:
+    """Revision 0005 leaves the data set digest of older rows empty: a resend reads it from the
+    stored object, answers duplicate and records it."""
+    ds = make_ct_study(n_slices=1, seed=71)[0]
+    original = to_bytes(ds)
+    assert archive.ingest.store_bytes(original).outcome is Outcome.STORED
+    with archive.engine.begin() as conn:
+        conn.execute(update(Instance).values(dataset_sha256=None))
+    assert archive.ingest.store_bytes(_resent(original, "LATER")).outcome is Outcome.DUPLICATE
+    with archive.engine.connect() as conn:
+        recorded = conn.execute(select(Instance.dataset_sha256)).scalar_one()
+    from pacs.dicomfile import dataset_offset
+
+    assert recorded == hashlib.sha256(original[dataset_offset(original):]).hexdigest()
+
+
+def test_concurrent_sends_of_one_data_set_behind_different_meta_all_succeed(settings) -> None:  # type: ignore[no-untyped-def]
+    """Both reach the index commit (neither sees the other when checked): the commit itself
+    judges them the same by their data set digest."""
+    datasets = make_ct_study(n_slices=6, rows=32, cols=32, seed=72)
+    with Archive.open(settings) as one, Archive.open(settings, migrate=False) as two:
+        work = [(svc, _resent(to_bytes(ds), aet)) for ds in datasets
+                for svc, aet in ((one.ingest, "A"), (two.ingest, "B"))]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda item: item[0].store_bytes(item[1]), work))
+        assert all(r.outcome in (Outcome.STORED, Outcome.DUPLICATE) for r in results), results
+        assert sum(r.outcome is Outcome.STORED for r in results) == 6
+        assert _count(one, Instance) == 6 and len(_objects(one)) == 6
+
+
+def test_text_the_index_cannot_hold_is_stored_with_the_index_value_cleaned(archive: Archive) -> None:
+    """Seen in issue 12: NUL characters in StudyDescription, PatientName or PatientID made
+    PostgreSQL refuse the commit after the object was written (0xC211 and an orphan object)."""
+    ds = make_ct_study(n_slices=1, seed=73)[0]
+    ds.PatientName, ds.PatientID, ds.StudyDescription = "Nul^In\x00Name", "ID\x00NUL", "Desc\x00ription"
+    data = to_bytes(ds)
+    assert archive.ingest.store_bytes(data).outcome is Outcome.STORED
+    with archive.engine.connect() as conn:
+        study = conn.execute(select(Study)).one()
+    assert (study.patient_name, study.patient_id, study.study_description) == ("Nul^InName", "IDNUL", "Description")
+    [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    assert archive.store.get_bytes(inst.object_key) == data
+    [meta] = instance_metadata(archive.engine, AccessScope.everything(), study_uid=ds.StudyInstanceUID)
+    assert json.loads(meta)["00100020"]["Value"] == ["ID\x00NUL"]  # the metadata keeps the value as sent
+
+
+def test_short_pixel_data_is_refused_unless_accepted(archive: Archive) -> None:
+    """Seen in issue 12: a re-encoded half file (PixelData 3,461 of 8,192 bytes) was acknowledged."""
+    ds = make_ct_study(n_slices=1, rows=64, cols=64, seed=74)[0]
+    ds.PixelData = ds.PixelData[:3462]
+    data = to_bytes(ds)
+    refused = archive.ingest.store_bytes(data)
+    assert refused.outcome is Outcome.INVALID and refused.reason == (
+        "the pixel data holds 3462 bytes where Rows 64 x Columns 64 x 1 samples x 16 bits x 1 frames need 8192")
+    assert _count(archive, Instance) == 0 and _objects(archive) == []
+    lenient = IngestService(archive.engine, archive.store, accept_short_pixel_data=True)
+    assert lenient.store_bytes(data).outcome is Outcome.STORED
+    [inst] = find_instances(archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    assert inst.frames == ()  # no frame can be served by range from it
+
+
+def test_the_setting_reaches_the_ingest_service(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pacs.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, ingest_accept_short_pixel_data=True)
+    with Archive.open(settings) as opened:
+        assert opened.ingest.accept_short_pixel_data
+
+
+@pytest.mark.parametrize("failure", [ValueError("A string literal cannot contain NUL (0x00) characters."),
+                                     RuntimeError("something nobody foresaw")])
+def test_a_refused_commit_never_leaves_an_object(archive: Archive, monkeypatch: pytest.MonkeyPatch,
+                                                 failure: Exception) -> None:
+    """Whatever makes the index commit fail, the object written for it is removed."""
+    import pacs.ingest
+
+    def failing(engine, records, before_commit=None):  # type: ignore[no-untyped-def]
+        if before_commit is not None:
+            before_commit()  # the objects are durable under their keys by now
+        raise failure
+
+    monkeypatch.setattr(pacs.ingest, "commit_batch", failing)
+    data = to_bytes(make_ct_study(n_slices=1, seed=75)[0])
+    if isinstance(failure, ValueError):
+        result = archive.ingest.store_bytes(data)
+        assert result.outcome is Outcome.INVALID and result.reason == "the index cannot hold a value of this instance"
+    else:
+        with pytest.raises(RuntimeError):
+            archive.ingest.store_bytes(data)
+    assert _count(archive, Instance) == 0 and _objects(archive) == []
+
+
+def test_import_stores_a_data_set_without_file_meta_behind_the_archives(local_archive: Archive, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pacs.dicomfile import dataset_offset
+    from pacs.dimse.store import archive_meta
+
+    ds = make_ct_study(n_slices=1, seed=76)[0]
+    data = to_bytes(encode(ds, ExplicitVRBigEndian))
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(data[dataset_offset(data):])
+    plain_refusal = list(local_archive.ingest.store_files([bare]))[0]
+    assert plain_refusal.outcome is Outcome.NOT_DICOM and "not a DICOM Part 10 file" in plain_refusal.reason
+    [result] = local_archive.ingest.store_files(
+        [bare], file_meta=lambda sop_class, sop_uid, ts: archive_meta(sop_class, sop_uid, ts, ""))
+    assert result.outcome is Outcome.STORED, result
+    [inst] = find_instances(local_archive.engine, AccessScope.everything(), sop_uid=ds.SOPInstanceUID)
+    stored = local_archive.store.get_bytes(inst.object_key)
+    assert stored[dataset_offset(stored):] == bare.read_bytes()
+    assert inst.transfer_syntax_uid == ExplicitVRBigEndian

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
+from typing import Any
+
 import pytest
+import sqlalchemy
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -50,3 +56,47 @@ def test_execute_many_and_python_side_defaults_are_refused(archive: Archive) -> 
         assert len(conn.execute(select(OutboxEvent.id)).all()) == 3
     with pytest.raises(ValueError, match="defaults"):
         RawStatement(insert(Patient), dialect, ["patient_id", "created_at", "updated_at"])  # counts default to 0
+
+
+def _source_of(path: str) -> str:
+    """The source of ``module:Class.attribute``; a memoized property's getter for such attributes."""
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for name in qualname.split("."):
+        target = inspect.getattr_static(target, name)
+    target = getattr(target, "fget", target)
+    target = getattr(target, "__func__", target)  # classmethods
+    return inspect.getsource(target)
+
+
+#: The SQLAlchemy code whose behaviour pacs.index.rawsql reproduces or calls, with the SHA-256 of its
+#: source in the version pyproject.toml pins (2.1.9).
+MIRRORED = {
+    # how parameters are ordered (positiontup) and converted (bind processors) for one execution
+    "sqlalchemy.engine.default:DefaultExecutionContext._init_compiled":
+        "1d7824a7976a7d978e4b0e96ab5f5cc200d27aab9cae2766a1c99198a0204557",
+    "sqlalchemy.sql.compiler:SQLCompiler._bind_processors":
+        "433762847b349eab79a23c4ae0812ab2a23b30c91f1ba28845f4059cbbffceac",
+    "sqlalchemy.sql.compiler:SQLCompiler.construct_params":
+        "cffacc6a805f478e709dc0cf0a565de58acbb50edae78091d90d6e16156be62e",
+    # how DBAPI errors are wrapped and a dead connection dropped from the pool
+    "sqlalchemy.engine.base:Connection._handle_dbapi_exception":
+        "9ff661c716209c2eb28a0ae12e6567f1a904c954f0bf89fda5e72d8a82e0a0b7",
+    "sqlalchemy.exc:DBAPIError.instance":
+        "8058b7ea5c2c58801dafa066e14a780f0551d1e004a27f8ca53699b1b9a89147",
+}
+
+
+@pytest.mark.parametrize("path", sorted(MIRRORED))
+def test_the_sqlalchemy_code_rawsql_mirrors_is_unchanged(path: str) -> None:
+    digest = hashlib.sha256(_source_of(path).encode()).hexdigest()
+    assert digest == MIRRORED[path], (
+        f"SQLAlchemy {sqlalchemy.__version__} changed {path}, which pacs/index/rawsql.py mirrors: read the new code, "
+        f"bring RawStatement in line with it (or drop RawStatement for Connection.execute), then record the new "
+        f"hash here ({digest}) and the version in pyproject.toml")
+
+
+def test_statements_sqlalchemy_rewrites_per_execution_are_refused(local_archive: Archive) -> None:
+    expanding = select(Patient.id).where(Patient.id.in_(bindparam("ids", expanding=True)))
+    with pytest.raises(ValueError, match="expanding"):
+        RawStatement(expanding, local_archive.engine.dialect)

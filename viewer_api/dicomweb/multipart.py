@@ -126,13 +126,21 @@ class MultipartParser:
         return self._count
 
     def feed(self, chunk: bytes) -> list[Part]:
+        """The parts ``chunk`` completes; on MalformedMultipart, those are discarded first (the caller
+        never receives them) and so is the part in progress."""
         if self._state == self._EPILOGUE:
             return []
         self._buf += chunk
         done: list[Part] = []
         progressing = True
-        while progressing:
-            progressing = self._step(done)
+        try:
+            while progressing:
+                progressing = self._step(done)
+        except BaseException:
+            for part in done:
+                part.discard()
+            self.abort()
+            raise
         return done
 
     def close(self) -> list[Part]:
