@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-from typing import Any
-
 import pytest
 import sqlalchemy
 from sqlalchemy import bindparam, insert, select
@@ -16,6 +11,7 @@ from pacs.archive import Archive
 from pacs.index.db import utcnow
 from pacs.index.models import OutboxEvent, Patient
 from pacs.index.rawsql import RawStatement
+from tests.upstream import source_sha256
 
 
 def test_values_round_trip_and_errors_are_sqlalchemys(archive: Archive) -> None:
@@ -58,17 +54,6 @@ def test_execute_many_and_python_side_defaults_are_refused(archive: Archive) -> 
         RawStatement(insert(Patient), dialect, ["patient_id", "created_at", "updated_at"])  # counts default to 0
 
 
-def _source_of(path: str) -> str:
-    """The source of ``module:Class.attribute``; a memoized property's getter for such attributes."""
-    module_name, _, qualname = path.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for name in qualname.split("."):
-        target = inspect.getattr_static(target, name)
-    target = getattr(target, "fget", target)
-    target = getattr(target, "__func__", target)  # classmethods
-    return inspect.getsource(target)
-
-
 #: The SQLAlchemy code whose behaviour pacs.index.rawsql reproduces or calls, with the SHA-256 of its
 #: source in the version pyproject.toml pins (2.1.9).
 MIRRORED = {
@@ -89,7 +74,7 @@ MIRRORED = {
 
 @pytest.mark.parametrize("path", sorted(MIRRORED))
 def test_the_sqlalchemy_code_rawsql_mirrors_is_unchanged(path: str) -> None:
-    digest = hashlib.sha256(_source_of(path).encode()).hexdigest()
+    digest = source_sha256(path)
     assert digest == MIRRORED[path], (
         f"SQLAlchemy {sqlalchemy.__version__} changed {path}, which pacs/index/rawsql.py mirrors: read the new code, "
         f"bring RawStatement in line with it (or drop RawStatement for Connection.execute), then record the new "

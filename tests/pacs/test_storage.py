@@ -24,6 +24,7 @@ from pacs.storage.base import ObjectInfo, ObjectStore
 from pacs.storage.filesystem import FilesystemStore
 from pacs.storage.s3 import PART_SIZE, S3Store, parse_endpoint
 from tests.s3server import S3Server
+from tests.upstream import source_sha256
 
 KEY = "1.2.3/1.2.3.4/1.2.3.4.5.0123456789abcdef.dcm"
 MiB = 1024 * 1024
@@ -562,3 +563,20 @@ def test_s3_cleanup_temp_aborts_incomplete_multipart_uploads_under_its_prefix(s3
     assert [(u.object_name, u.upload_id) for u in left] == [("other/1.dcm", theirs)]
     assert scoped.get_bytes(KEY) == b"acknowledged" and _keys(scoped) == [KEY]
     scoped.close()
+
+
+#: minio's request methods that ``S3Store.cleanup_temp`` calls (minio has no public call to list or
+#: abort incomplete multipart uploads), with the SHA-256 of their source in the release pinned (7.2.20).
+MINIO_CALLED = {
+    "minio.api:Minio._list_multipart_uploads": "7f366994e2c86c8c9112942da4b06f705b99d22fa5f378181eeda36563f3e97f",
+    "minio.api:Minio._abort_multipart_upload": "5e18ae12e4caaa5176fd6637c0fa5f3aeb80a6bfd1f3185b6010bba7da75b7c9",
+}
+
+
+@pytest.mark.parametrize("path", sorted(MINIO_CALLED))
+def test_the_minio_internals_the_s3_store_calls_are_unchanged(path: str) -> None:
+    digest = source_sha256(path)
+    assert digest == MINIO_CALLED[path], (
+        f"minio changed {path}, which S3Store.cleanup_temp calls: check its arguments and what it returns "
+        f"(ListMultipartUploadsResult paging, NoSuchUpload), then record the new hash here ({digest}) and the "
+        "version in pyproject.toml")

@@ -3,34 +3,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import pkgutil
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pynetdicom
 from packaging.requirements import Requirement
 
 import pacs.dimse.overrides
 from pacs.dimse.overrides import PINNED, UPSTREAM
+from tests.upstream import source_sha256
 
 PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
-
-
-def _resolve(dotted: str) -> Any:
-    parts = dotted.split(".")
-    for n in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:n]))
-        except ImportError:
-            continue
-        for attr in parts[n:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(dotted)
 
 
 def test_pynetdicom_is_pinned_to_the_release_the_overrides_were_written_against() -> None:
@@ -44,7 +30,7 @@ def test_pynetdicom_is_pinned_to_the_release_the_overrides_were_written_against(
 def test_the_upstream_code_is_unchanged() -> None:
     changed = []
     for up in UPSTREAM:
-        digest = hashlib.sha256(inspect.getsource(_resolve(up.name)).encode()).hexdigest()
+        digest = source_sha256(up.name)
         if digest != up.sha256:
             changed.append(f"{up.name} changed (now {digest}): re-check that {up.recheck}")
     assert not changed, ("pynetdicom code that pacs.dimse.overrides replaces or relies on has changed; after "
