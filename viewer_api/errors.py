@@ -25,6 +25,8 @@ from pacs.errors import (
 )
 
 log = logging.getLogger(__name__)
+#: psycopg2's refusal of a NUL character in any statement parameter (URLs with one are refused before).
+_PG_NUL = "cannot contain NUL (0x00) characters"
 
 #: Seconds a client is asked to wait after an outage (503) before trying again.
 RETRY_AFTER_S = 30
@@ -89,5 +91,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ValueError) and _PG_NUL in str(exc):  # a NUL in a JSON body reached PostgreSQL
+            return error_response(400, "a value in the request holds a NUL character, which the archive cannot store")
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal error; the details are in the server log")

@@ -22,6 +22,7 @@ from pacs.accounts.audit import AuditEvent, record
 from viewer_api.auth.access import Rule
 from viewer_api.auth.authenticator import SESSION_COOKIE, SHARE_COOKIE, Resolution
 from viewer_api.auth.http_audit import HttpAuditEvent, RequestFacts
+from viewer_api.errors import error_response
 
 CSP_DEFAULT = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -95,6 +96,10 @@ class SecurityMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        refused = nul_in_url(path, scope.get("query_string", b""))
+        if refused is not None:
+            await error_response(400, refused)(scope, receive, send_with_headers)
+            return
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
@@ -121,3 +126,17 @@ class SecurityMiddleware:
 def expired_cookie(name: str, secure: bool) -> bytes:
     value = f"{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     return value.encode("latin-1")
+
+
+def nul_in_url(path: str, query: bytes) -> str | None:
+    """Why a URL holding a NUL character is refused, naming where, or None. No stored value holds one
+    (the index drops them) and PostgreSQL refuses them in any statement parameter."""
+    if "\x00" in path:
+        return "the request path holds a NUL character"
+    if b"%00" not in query:
+        return None
+    for name, value in QueryParams(query.decode("latin-1")).multi_items():
+        if "\x00" in name or "\x00" in value:
+            return f"{name[:64].strip(chr(0))} value {value[:64]!r} holds a NUL character, which no stored value holds"
+    return None
+
