@@ -7,21 +7,32 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install install-dev run test lint unit bench clean
 
+# Stamps of what was installed: `make run` and `make test` reinstall only when pyproject.toml (the
+# dependencies, entry points and metadata) changed since; the code itself is installed editable.
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[ai]'
+	touch $@
 
-install-dev: $(BIN)/python
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[ai,dev]'
+	touch $@ $(STAMP)
+
+install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 ## Install and run the archive on the embedded default (SQLite + filesystem under ./cloudfilm-data).
 run: install
-	$(BIN)/cloudfilm serve
+	@$(BIN)/cloudfilm serve
 
 ## Install and run every check: lint, types, import contracts and the whole test suite.
 test: install-dev lint unit

@@ -22,7 +22,7 @@ from pacs import __version__
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError, SettingsError
 from pacs.ingest import IngestResult, Outcome
-from pacs.settings import CONFIG_ENV, Settings, load_settings
+from pacs.settings import CONFIG_ENV, DATA_DIR_ENV, Settings, load_settings
 
 app = typer.Typer(help="cloudfilm: a cloud film archive for hospitals.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -35,9 +35,13 @@ out = Console()
 @app.callback()
 def _root(
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file (or CLOUDFILM_CONFIG).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="The archive's data directory (or CLOUDFILM_DATA_DIR; default ./cloudfilm-data).")] = None,
 ) -> None:
     if config is not None:
         os.environ[CONFIG_ENV] = str(config)
+    if data_dir is not None:
+        os.environ[DATA_DIR_ENV] = str(data_dir)
 
 
 def settings_or_exit() -> Settings:
@@ -52,9 +56,11 @@ def settings_or_exit() -> Settings:
     return settings
 
 
-def open_archive_or_exit(settings: Settings, *, migrate: bool = True) -> Archive:
+def open_archive_or_exit(settings: Settings, *, migrate: bool = True, create: bool = False) -> Archive:
+    """The archive the settings name; only ``serve`` and ``import`` pass ``create`` (and ``db upgrade``
+    makes its index): any other command run in the wrong folder stops, naming where it looked."""
     try:
-        return Archive.open(settings, migrate=migrate)
+        return Archive.open(settings, migrate=migrate, create=create)
     except SettingsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -111,7 +117,7 @@ def import_(
     if missing:
         console.print(f"[red]error:[/red] no such file or folder: {missing[0]}", highlight=False)
         raise typer.Exit(2)
-    archive = open_archive_or_exit(settings)
+    archive = open_archive_or_exit(settings, create=True)
     files = list(_walk(paths))
     counts = {"stored": 0, "duplicate": 0, "rejected": 0}
     try:

@@ -38,3 +38,8 @@ class InvalidQuery(CloudfilmError):
 
 class SettingsError(CloudfilmError):
     """A setting is missing or invalid; the message names the setting."""
+
+
+class NoArchive(SettingsError):
+    """The settings point at an archive that does not exist yet (a command other than ``serve``,
+    ``db upgrade`` or ``import`` never creates one by accident)."""

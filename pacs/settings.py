@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pacs.errors import SettingsError
 
 CONFIG_ENV = "CLOUDFILM_CONFIG"
+DATA_DIR_ENV = "CLOUDFILM_DATA_DIR"
 
 #: DIMSE services a calling AE may be allowed (issue 3): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET,
 #: Storage Commitment.

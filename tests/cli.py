@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.net import free_port
 
 CLOUDFILM = str(Path(sys.executable).with_name("cloudfilm"))
 
@@ -17,3 +22,35 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env.setdefault("COLUMNS", "200")
     return subprocess.run([CLOUDFILM, *args], env=full_env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def cli_env(**env: str) -> dict[str, str]:
+    """This process's environment without any ``CLOUDFILM_`` setting, plus ``env``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | env
+
+
+@contextmanager
+def serving(data_dir: Path, *, cwd: Path | None = None, timeout: float = 180,
+            **settings: str) -> Iterator[tuple[str, Path]]:
+    """``cloudfilm serve`` on free loopback ports until its start-up banner is printed; yields its URL
+    and its log (stdout and stderr). Stopped with SIGTERM, killed if it does not stop."""
+    port = free_port()
+    env = cli_env(CLOUDFILM_DATA_DIR=str(data_dir), CLOUDFILM_HTTP_PORT=str(port),
+                  CLOUDFILM_DICOM_PORT=str(free_port()), **settings)
+    log = data_dir.parent / f"serve-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([CLOUDFILM, "serve"], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while "is ready" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -8,8 +8,10 @@ import typer
 
 import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
 import ai_plugins.cli_benchmark  # noqa: F401  (registers ``benchmark``)
+from pacs.archive import missing_index
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
-from viewer_api.cli_users import is_loopback, seed_admin
+from viewer_api.banner import StartUp, is_loopback
+from viewer_api.cli_users import seed_admin
 
 log = logging.getLogger("cloudfilm")
 
@@ -22,13 +24,15 @@ def serve() -> None:
         typer.echo(f"error: refusing to listen on {settings.http_host} with CLOUDFILM_AUTH_DISABLED: "
                    "use a loopback address (127.0.0.1) or turn authentication on", err=True)
         raise typer.Exit(2)
-    archive = open_archive_or_exit(settings)
-    seed_admin(archive)
-    logging.getLogger("cloudfilm.serve").info("data directory: %s", settings.data_dir.resolve())
+    created = missing_index(settings) is not None
+    if created:
+        log.info("creating a new archive in %s", settings.data_dir.resolve())
+    archive = open_archive_or_exit(settings, create=True)
+    start = StartUp(created=created, admin=seed_admin(archive))
     from viewer_api.server import serve as run_server  # the whole web app: imported only to serve
 
     try:
-        run_server(archive)
+        run_server(archive, start)
     except OSError as exc:
         typer.echo(f"error: cannot listen: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None

@@ -6,7 +6,6 @@ twice), read from stdin with ``--password-stdin``, or generated with ``--generat
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pacs.accounts.api_keys import create_api_key
 from pacs.accounts.audit import Action, AuditEvent, record
 from pacs.accounts.models import ROLES
 from pacs.accounts.patients import link_patient, unlink_patient
-from pacs.accounts.users import create_user, ensure_admin, list_users, set_disabled, set_password
+from pacs.accounts.users import SeededAdmin, create_user, ensure_admin, list_users, set_disabled, set_password
 from pacs.archive import Archive
 from pacs.cli import app, console, open_archive_or_exit, out, settings_or_exit
 from pacs.errors import CloudfilmError
@@ -148,24 +147,11 @@ def api_key(
     out.print(clear, highlight=False)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def seed_admin(archive: Archive) -> None:
-    """First start: create ``admin`` from CLOUDFILM_ADMIN_PASSWORD, or with a random password printed once."""
+def seed_admin(archive: Archive) -> SeededAdmin | None:
+    """First start: create ``admin`` from CLOUDFILM_ADMIN_PASSWORD, or with a random password that the
+    start-up banner prints once (never logged)."""
     secret = archive.settings.admin_password
     seeded = ensure_admin(archive.engine, secret.get_secret_value() if secret else None)
-    if seeded is None:
-        return
-    _audit(archive, seeded.username, "seeded the first admin account")
-    if seeded.password is not None:
-        # Printed, never logged: this is the only place the password ever appears.
-        typer.echo(f"created user {seeded.username!r} with password: {seeded.password}\n"
-                   "(shown once; change it with `cloudfilm users passwd admin`)", err=True)
+    if seeded is not None:
+        _audit(archive, seeded.username, "seeded the first admin account")
+    return seeded

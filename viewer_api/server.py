@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -13,8 +14,11 @@ import uvicorn
 from pacs.archive import Archive
 from pacs.fsck import housekeep
 from viewer_api.app import create_app
+from viewer_api.banner import StartUp, startup_banner
 
 log = logging.getLogger("cloudfilm.serve")
+
+READY_WAIT_S = 120.0  # the AI worker imports its plugins (torch) in the background: ~10 s on a busy machine
 
 
 class BackgroundService(Protocol):
@@ -23,6 +27,10 @@ class BackgroundService(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the service finished starting (and said so in the log) within ``timeout`` seconds."""
+        ...
 
 
 def dicom_listener(archive: Archive) -> BackgroundService | None:
@@ -49,7 +57,20 @@ def ai_worker(archive: Archive) -> BackgroundService | None:
 SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_worker]
 
 
-def serve(archive: Archive) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling back once it listens (the DICOM listener already does)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_started()
+
+
+def serve(archive: Archive, start: StartUp) -> None:
     """Run until SIGINT/SIGTERM; stop everything cleanly."""
     settings = archive.settings
     housekeep(archive)  # what a killed predecessor's writes left
@@ -62,10 +83,12 @@ def serve(archive: Archive) -> None:
     app = create_app(archive)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                             access_log=False, proxy_headers=True, server_header=False)
-    server = uvicorn.Server(config)
-    log.info("HTTP listening on http://%s:%d", settings.http_host, settings.http_port)
-    log.info("index: %s", archive.engine.url.render_as_string(hide_password=True))
-    log.info("objects: %s", archive.store.url)
+    def banner() -> None:  # once every service has logged its start, so the banner ends the start-up
+        for service in services:
+            service.wait_ready(READY_WAIT_S)
+        _print(startup_banner(archive, start))
+
+    server = _Server(config, lambda: threading.Thread(target=banner, name="banner", daemon=True).start())
     try:
         server.run()
     finally:
@@ -76,6 +99,7 @@ def serve(archive: Archive) -> None:
                 log.exception("stopping %s failed", service.name)
 
 
-def install_signal_logging() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+def _print(text: str) -> None:
+    sys.stderr.write(text + "\n")  # beside the log lines, after them
+    sys.stderr.flush()
+

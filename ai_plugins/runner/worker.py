@@ -84,6 +84,10 @@ class Worker:
             thread.join(timeout=30)
         self._threads = []
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the plugins were discovered and preloaded within ``timeout`` seconds."""
+        return self._ready.wait(timeout)
+
     def wait(self) -> None:
         """Block until :meth:`stop` (the ``cloudfilm worker`` foreground)."""
         self._stop.wait()

@@ -86,6 +86,10 @@ class DicomListener:
         log.info("DICOM listening on %s:%d as %s%s", settings.dicom_host, self.port, settings.ae_title,
                  f" (TLS on port {self.tls_port})" if self.tls_port is not None else "")
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Ready once :meth:`start` returned: the ports are bound by then."""
+        return bool(self._servers)
+
     def stop(self) -> None:
         for server in self._servers:
             server.shutdown()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -18,8 +15,7 @@ from pacs.accounts.audit import AuditQuery, query
 from pacs.accounts.users import authenticate
 from pacs.archive import Archive
 from pacs.settings import Settings
-from tests.cli import CLOUDFILM, run_cli
-from tests.net import free_port
+from tests.cli import run_cli, serving
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -36,6 +32,7 @@ def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
 
 def test_users_add_list_disable_link(tmp_path: Path) -> None:
     env = _env(tmp_path)
+    assert _cli(env, "db", "upgrade").exit_code == 0  # users are added to an archive that exists
     added = _cli(env, "users", "add", "alice", "--role", "physician", "--generate")
     assert added.exit_code == 0, added.output
     password = re.search(r"password: (\S+)", added.stdout).group(1)  # type: ignore[union-attr]
@@ -60,39 +57,13 @@ def test_users_add_list_disable_link(tmp_path: Path) -> None:
         assert [e.source for e in trail] == ["cli"] * len(trail) and len(trail) == 5
 
 
-def _path_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")}
-
-
-@contextmanager
-def _serving(tmp_path: Path, **extra: str) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    env = _path_env() | _env(tmp_path, CLOUDFILM_HTTP_PORT=str(port), CLOUDFILM_DICOM_ENABLED="false",
-                             CLOUDFILM_WORKER_CONCURRENCY="0", **extra)
-    log = tmp_path / f"serve-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([CLOUDFILM, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def _serving(tmp_path: Path, **extra: str) -> AbstractContextManager[tuple[str, Path]]:
+    return serving(tmp_path / "data", CLOUDFILM_DICOM_ENABLED="false", CLOUDFILM_WORKER_CONCURRENCY="0", **extra)
 
 
 def test_first_serve_creates_admin_with_a_password_printed_once(tmp_path: Path) -> None:
     with _serving(tmp_path) as (url, log):
-        printed = re.search(r"created user 'admin' with password: (\S+)", log.read_text())
+        printed = re.search(r"sign in +admin +password: (\S+)", log.read_text())
         assert printed, log.read_text()
         token = httpx.post(f"{url}/api/auth/token", data={"username": "admin", "password": printed.group(1)})
         assert token.status_code == 200

@@ -1,0 +1,112 @@
+"""A first run as a new user makes it: the start-up banner, commands run in the wrong folder, and
+``make run`` reinstalling only when the dependencies changed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli import cli_env, run_cli, serving
+from tests.pg import postgres_available, temporary_database
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _banner(log: Path) -> str:
+    text = log.read_text()
+    return text[text.rindex("\n----", 0, text.index(" is ready")) + 1:]
+
+
+def test_first_start_ends_with_the_banner_and_the_second_shows_no_password(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serving(data) as (url, log):
+        time.sleep(2)  # anything start-up would still print
+        text = log.read_text()
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines[-1].startswith("----") and "is ready (a new archive was created by this start)" in text, text
+        assert f"creating a new archive in {data.resolve()}" in text
+        banner = _banner(log)
+        assert f"open        {url}/" in banner and "this machine only" in banner
+        assert f"data        {data.resolve()}" in banner
+        assert re.search(r"send to AE title CLOUDFILM at 0\.0\.0\.0 port \d+ .*every network address", banner)
+        assert "ANYONE who reaches this port may store" in banner
+        password = re.search(r"sign in +admin +password: (\S+)", banner)
+        assert password, banner
+        assert "AI worker" in text[:text.index(banner)]  # the worker's line comes before, not after
+        token = httpx.post(f"{url}/api/auth/token", data={"username": "admin", "password": password.group(1)})
+        assert token.status_code == 200
+    with serving(data) as (_url, log):
+        banner = _banner(log)
+        assert "new archive" not in log.read_text() and "password" not in log.read_text()
+        assert "sign in     an account of this archive" in banner
+
+
+def test_banner_says_who_may_store(tmp_path: Path) -> None:
+    with serving(tmp_path / "a", CLOUDFILM_DICOM_HOST="127.0.0.1", CLOUDFILM_WORKER_CONCURRENCY="0") as (_u, log):
+        banner = _banner(log)
+        assert "at 127.0.0.1 port" in banner and "only programs on this machine" in banner
+    with serving(tmp_path / "b", CLOUDFILM_DICOM_ALLOW_UNKNOWN='["echo"]', CLOUDFILM_WORKER_CONCURRENCY="0",
+                 CLOUDFILM_ADMIN_PASSWORD="from the environment") as (_u, log):
+        banner = _banner(log)
+        assert "nobody may store" in banner and "with CLOUDFILM_ADMIN_PASSWORD" in banner
+        assert "from the environment" not in log.read_text()
+
+
+@pytest.mark.parametrize("command", [("users", "list"), ("fsck",), ("benchmark", "list"), ("plugins", "list"),
+                                     ("worker",)])
+def test_commands_refuse_an_archive_that_does_not_exist(tmp_path: Path, command: tuple[str, ...]) -> None:
+    result = run_cli(*command, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"there is no archive in {tmp_path.resolve()}/cloudfilm-data" in message
+    assert "--data-dir, CLOUDFILM_DATA_DIR or --config" in message and "cloudfilm serve" in message
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_data_dir_option_points_at_an_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    assert run_cli("--data-dir", str(archive), "db", "upgrade").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    listed = run_cli("--data-dir", str(archive), "users", "list", cwd=elsewhere)
+    assert listed.returncode == 0, listed.stderr
+    assert list(elsewhere.iterdir()) == []
+    by_env = run_cli("users", "list", cwd=elsewhere, env={"CLOUDFILM_DATA_DIR": str(archive)})
+    assert by_env.returncode == 0, by_env.stderr
+
+
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL not running")
+def test_an_empty_server_database_is_not_taken_for_an_archive(tmp_path: Path) -> None:
+    with temporary_database("cloudfilm_firstrun") as url:
+        refused = run_cli("users", "list", cwd=tmp_path, env={"CLOUDFILM_DATABASE_URL": url})
+        assert refused.returncode == 2 and "holds no cloudfilm index" in refused.stderr, refused.stderr
+        assert run_cli("db", "upgrade", env={"CLOUDFILM_DATABASE_URL": url}).returncode == 0
+        listed = run_cli("users", "list", cwd=tmp_path, env={"CLOUDFILM_DATABASE_URL": url})
+        assert listed.returncode == 0, listed.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_run_installs_only_when_pyproject_changes(tmp_path: Path) -> None:
+    """The Makefile's stamps, on a copy with a stand-in virtual environment (nothing is installed)."""
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+
+    def dry_run(target: str) -> str:
+        return subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, check=True,
+                              env=cli_env()).stdout
+
+    assert "pip install" in dry_run("run")  # never installed
+    (tmp_path / ".venv" / ".installed").touch()
+    assert "pip install" not in dry_run("run") and "cloudfilm serve" in dry_run("run")
+    assert "pip install" in dry_run("test")  # the dev extras are not installed yet
+    time.sleep(1.1)
+    (tmp_path / "pyproject.toml").touch()  # the dependencies changed
+    assert "pip install" in dry_run("run")

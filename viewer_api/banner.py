@@ -1,0 +1,100 @@
+"""The lines ``serve`` ends its start-up with: where to open the archive, how to sign in, where the
+data lives and who may send studies to it. Printed once both listeners answer, so it is the last
+thing a first start shows, above nothing but later activity."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from pacs import __version__
+from pacs.accounts.users import SeededAdmin
+from pacs.archive import Archive
+from pacs.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class StartUp:
+    """What happened at this start that the banner reports."""
+
+    created: bool  # the index did not exist before this start
+    admin: SeededAdmin | None  # the admin account seeded by this start, if any
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_any(host: str) -> bool:
+    return host.strip("[]") in ("", "0.0.0.0", "::")
+
+
+def _url(settings: Settings) -> str:
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/"
+    host = settings.http_host
+    if _is_any(host):
+        host = "127.0.0.1" if ":" not in host else "[::1]"
+    elif ":" in host:
+        host = f"[{host.strip('[]')}]"
+    return f"http://{host}:{settings.http_port}/"
+
+
+def _reach(host: str) -> str:
+    if is_loopback(host):
+        return "this machine only"
+    if _is_any(host):
+        return "every network address of this machine"
+    return f"the network through {host}"
+
+
+def _sign_in(settings: Settings, start: StartUp) -> str:
+    if settings.auth_disabled:
+        return "no sign-in: CLOUDFILM_AUTH_DISABLED is on (loopback only)"
+    if start.admin is not None and start.admin.password is not None:
+        return (f"{start.admin.username}  password: {start.admin.password}  (shown once; change it with "
+                f"`cloudfilm users passwd {start.admin.username}`)")
+    if start.admin is not None:
+        return f"{start.admin.username}, with CLOUDFILM_ADMIN_PASSWORD"
+    return "an account of this archive (`cloudfilm users list`)"
+
+
+def _who_stores(settings: Settings) -> str:
+    if is_loopback(settings.dicom_host):
+        return "only programs on this machine can reach the DICOM port"
+    if settings.dicom_open or "store" in settings.dicom_allow_unknown:
+        return ("ANYONE who reaches this port may store studies, under any AE title (list your modalities "
+                "in [dicom.modalities] and set CLOUDFILM_DICOM_ALLOW_UNKNOWN=echo to close it)")
+    known = [m.aet for m in settings.dicom_modalities.values() if "store" in m.allow]
+    if not known:
+        return "nobody may store: no configured modality is allowed to, and unknown AEs may not"
+    return f"only the configured modalities may store: {', '.join(sorted(known))}"
+
+
+def startup_banner(archive: Archive, start: StartUp) -> str:
+    settings = archive.settings
+    lines = [f"cloudfilm {__version__} is ready"
+             + (" (a new archive was created by this start)" if start.created else ""),
+             f"  open        {_url(settings)}   (reachable from {_reach(settings.http_host)})",
+             f"  sign in     {_sign_in(settings, start)}"]
+    if settings.database_url or settings.storage_url:
+        lines.append(f"  index       {archive.engine.url.render_as_string(hide_password=True)}")
+        lines.append(f"  objects     {archive.store.url}")
+    else:
+        lines.append(f"  data        {settings.data_dir.resolve()}  (SQLite index + files)")
+    if settings.dicom_enabled:
+        tls = f", TLS on port {settings.dicom_tls_port}" if settings.dicom_tls_port is not None else ""
+        lines.append(f"  modalities  send to AE title {settings.ae_title} at {settings.dicom_host} port "
+                     f"{settings.dicom_port}{tls}  (reachable from {_reach(settings.dicom_host)})")
+        lines.append(f"  storing     {_who_stores(settings)}")
+    else:
+        lines.append("  modalities  the DICOM listener is off (CLOUDFILM_DICOM_ENABLED=false); STOW-RS only")
+    width = max(len(line) for line in lines)
+    rule = "-" * min(width, 100)
+    return "\n".join([rule, *lines, rule])
