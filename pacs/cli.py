@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from pacs import __version__
 from pacs.archive import Archive
@@ -187,6 +188,69 @@ def fsck_cmd(
     remaining = report.problems - report.repaired
     if remaining:
         raise typer.Exit(1)
+
+
+@app.command("backup")
+def backup_cmd(
+    dest: Annotated[Path, typer.Argument(help="Backup folder: created, or updated in place (incremental).")],
+    with_secret_key: Annotated[bool, typer.Option(
+        "--with-secret-key", help="Also copy the secret key (share links, sessions and job tokens stay valid "
+                                  "after a restore; keep such a backup as safe as the archive).")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Objects copied at once.")] = 8,
+) -> None:
+    """Write a consistent copy of the archive while it runs: the index, the objects not yet in DEST
+    (checked by size and SHA-256) and a manifest."""
+    from pacs.backup import backup
+
+    archive = open_archive_or_exit(settings_or_exit(), migrate=False)
+    try:
+        with _steps() as progress:
+            manifest = backup(archive, dest, with_secret_key=with_secret_key, jobs=jobs, progress=progress)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    out.print(f"backup of {manifest.instances} instances ({manifest.object_bytes / 1e6:,.1f} MB) in {dest}: "
+              f"{manifest.copied} objects copied, {manifest.objects - manifest.copied} already there"
+              + (", secret key included" if manifest.secret_key else ""), highlight=False)  # fmt: skip
+    for key in manifest.missing:
+        out.print(f"deleted after the snapshot, not in the backup: {key}", highlight=False)
+
+
+@app.command("restore")
+def restore_cmd(
+    source: Annotated[Path, typer.Argument(help="A folder written by `cloudfilm backup`.")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Objects copied at once.")] = 8,
+) -> None:
+    """Rebuild an archive from a backup into an empty target (the data directory, database and object
+    store the settings name), e.g. from SQLite + filesystem into PostgreSQL + S3."""
+    from pacs.backup import restore
+
+    settings = settings_or_exit()
+    try:
+        with _steps() as progress:
+            report = restore(source, settings, jobs=jobs, progress=progress)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out.print(f"restored {report.instances} instances, {report.objects} objects "
+              f"({report.object_bytes / 1e6:,.1f} MB)" + (", secret key" if report.secret_key else "")
+              + "; check it with `cloudfilm fsck --deep`", highlight=False)  # fmt: skip
+
+
+@contextmanager
+def _steps() -> Iterator[Callable[[str, int, int], None]]:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=not sys.stderr.isatty()) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=total)
+            bar.update(tasks[step], completed=done, total=total)
+
+        yield progress
 
 
 def main() -> None:

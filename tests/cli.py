@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pacs.settings import Settings
 from tests.net import free_port
 
 CLOUDFILM = str(Path(sys.executable).with_name("cloudfilm"))
@@ -24,19 +25,33 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
                           timeout=timeout, check=False)
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``CLOUDFILM_*`` variables that give a ``cloudfilm`` subprocess the archive ``settings`` name."""
+    env = {"CLOUDFILM_DATA_DIR": str(settings.data_dir)}
+    for name in ("database_url", "storage_url", "s3_endpoint", "s3_access_key"):
+        value = getattr(settings, name)
+        if value:
+            env[f"CLOUDFILM_{name.upper()}"] = str(value)
+    if settings.s3_secret_key:
+        env["CLOUDFILM_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
+    return env
+
+
 def cli_env(**env: str) -> dict[str, str]:
     """This process's environment without any ``CLOUDFILM_`` setting, plus ``env``."""
     return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | env
 
 
 @contextmanager
-def serving(data_dir: Path, *, cwd: Path | None = None, timeout: float = 180,
+def serving(data_dir: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 180,
             **settings: str) -> Iterator[tuple[str, Path]]:
     """``cloudfilm serve`` on free loopback ports until its start-up banner is printed; yields its URL
-    and its log (stdout and stderr). Stopped with SIGTERM, killed if it does not stop."""
+    and its log (stdout and stderr). ``env`` and ``settings`` are ``CLOUDFILM_*`` variables. Stopped
+    with SIGTERM, killed if it does not stop."""
     port = free_port()
-    env = cli_env(CLOUDFILM_DATA_DIR=str(data_dir), CLOUDFILM_HTTP_PORT=str(port),
-                  CLOUDFILM_DICOM_PORT=str(free_port()), **settings)
+    env = cli_env(**{"CLOUDFILM_DATA_DIR": str(data_dir), "CLOUDFILM_DICOM_PORT": str(free_port()), **(env or {}),
+                     **settings, "CLOUDFILM_HTTP_PORT": str(port)})
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"serve-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([CLOUDFILM, "serve"], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)

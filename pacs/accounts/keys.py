@@ -20,13 +20,17 @@ KEY_FILE = "secret_key"
 
 def secret_key(settings: Settings) -> bytes:
     """32 bytes of key material for HMAC and JWT signing."""
+    return hashlib.sha256(secret_key_text(settings).encode("utf-8")).digest()
+
+
+def secret_key_text(settings: Settings) -> str:
+    """The key as configured or as kept in ``DATA_DIR/secret_key`` (created there the first time)."""
     if settings.secret_key is not None:
         value = settings.secret_key.get_secret_value()
         if len(value) < 16:
             raise SettingsError("invalid setting CLOUDFILM_SECRET_KEY: use at least 16 random characters")
-        return hashlib.sha256(value.encode("utf-8")).digest()
-    path = settings.data_dir / KEY_FILE
-    return hashlib.sha256(_read_or_create(path).encode("ascii")).digest()
+        return value
+    return _read_or_create(settings.data_dir / KEY_FILE)
 
 
 def _read_or_create(path: Path) -> str:

@@ -47,6 +47,7 @@ from tests.ai_plugins.sample_plugins import (
     report,
     write_entry_points,
 )
+from tests.cli import settings_env
 from tests.factories import make_ct_study, to_bytes, write_files
 from tests.jobsupport import db_settings
 from tests.net import JsonStubHandler, free_port
@@ -59,14 +60,6 @@ ECHO_SR = "AI test-echo@1.0 findings"
 
 pytestmark = pytest.mark.slow
 
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a ``cloudfilm`` subprocess the same archive as ``settings``."""
-    env = {"CLOUDFILM_DATA_DIR": str(settings.data_dir)}
-    if settings.database_url:
-        env["CLOUDFILM_DATABASE_URL"] = settings.database_url
-    return env
 
 
 def base_env(tmp_path: Path, plugins: dict[str, type[Any]], **extra: str) -> dict[str, str]:

@@ -23,11 +23,10 @@ from sqlalchemy import func, select
 
 from pacs.fsck import fsck
 from pacs.index.models import Instance, Study
-from tests.cli import run_cli
+from tests.cli import run_cli, settings_env
 from tests.conftest import archive_settings
 from tests.factories import CT_IMAGE_STORAGE, make_ct_study, write_files
 from tests.pacs.dimse.support import Node, context, dataset_bytes, dicom_settings, running, stored_bytes
-from tests.pacs.test_cli import _env
 from viewer_api.app import create_app
 
 BOUNDARY = "resend-boundary"
@@ -49,7 +48,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     for base in archive_settings(str(request.param), tmp_path, request):
         settings = dicom_settings(base, auth_disabled=True)
         with running(settings) as node, TestClient(create_app(node.archive)) as client:
-            yield Site(node, client, _env(settings))
+            yield Site(node, client, settings_env(settings))
 
 
 def _c_store(site: Site, files: list[Path], calling_aet: str) -> list[int]:

@@ -8,26 +8,15 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from pacs.settings import Settings
-from tests.cli import run_cli
+from tests.cli import run_cli, settings_env
 from tests.factories import make_ct_study, to_bytes, with_bad_uid, without, write_files
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {"CLOUDFILM_DATA_DIR": str(settings.data_dir)}
-    for name in ("database_url", "storage_url", "s3_endpoint", "s3_access_key"):
-        value = getattr(settings, name)
-        if value:
-            env[f"CLOUDFILM_{name.upper()}"] = str(value)
-    if settings.s3_secret_key:
-        env["CLOUDFILM_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
-    return env
 
 
 @pytest.mark.slow
 def test_import_a_200_slice_ct_then_fsck(settings: Settings, tmp_path: Path) -> None:
     folder = tmp_path / "study"
     write_files(make_ct_study(n_slices=200, rows=512, cols=512, seed=42), folder / "nested")
-    env = _env(settings)
+    env = settings_env(settings)
     result = run_cli("import", str(folder), env=env)
     assert result.returncode == 0, result.stderr
     assert "200 stored, 0 duplicate, 0 rejected" in result.stdout

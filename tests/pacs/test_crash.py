@@ -24,11 +24,10 @@ from pynetdicom import AE
 from pacs.archive import Archive
 from pacs.fsck import fsck
 from pacs.settings import Settings
-from tests.cli import CLOUDFILM, run_cli
+from tests.cli import CLOUDFILM, run_cli, settings_env
 from tests.factories import make_ct_study, to_bytes, write_files
 from tests.net import free_ports
 from tests.pacs.dimse.support import run_tool
-from tests.pacs.test_cli import _env
 
 _KILL_BEFORE_COMMIT = textwrap.dedent(
     """
@@ -54,7 +53,7 @@ _KILL_BEFORE_COMMIT = textwrap.dedent(
 def test_sigkill_between_object_write_and_index_commit(settings: Settings, tmp_path: Path) -> None:
     dicom = tmp_path / "one.dcm"
     dicom.write_bytes(to_bytes(make_ct_study(n_slices=1, seed=50)[0]))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | _env(settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | settings_env(settings)
     proc = subprocess.run([sys.executable, "-c", _KILL_BEFORE_COMMIT, str(dicom)], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -65,11 +64,11 @@ def test_sigkill_between_object_write_and_index_commit(settings: Settings, tmp_p
         assert report.checked == 0 and report.missing == []
         assert len(report.orphans) == 1  # the object that was written but never indexed
 
-    kept = run_cli("fsck", "--repair", env=_env(settings))  # default grace: a fresh orphan is left alone
+    kept = run_cli("fsck", "--repair", env=settings_env(settings))  # default grace: a fresh orphan is left alone
     assert "0 orphan objects removed" in kept.stdout
-    repaired = run_cli("fsck", "--repair", "--grace", "0", env=_env(settings))
+    repaired = run_cli("fsck", "--repair", "--grace", "0", env=settings_env(settings))
     assert "1 orphan objects removed" in repaired.stdout, repaired.stdout + repaired.stderr
-    clean = run_cli("fsck", env=_env(settings))
+    clean = run_cli("fsck", env=settings_env(settings))
     assert clean.returncode == 0 and "0 instances checked, 0 problems" in clean.stdout
 
 
@@ -77,7 +76,7 @@ def test_sigkill_at_random_moments_during_import(local_archive: Archive, tmp_pat
     settings = local_archive.settings
     local_archive.close()
     files = write_files(make_ct_study(n_slices=60, rows=256, cols=256, seed=51), tmp_path / "in")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | _env(settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | settings_env(settings)
     for delay in (0.8, 1.1, 1.5):
         proc = subprocess.Popen([CLOUDFILM, "import", str(tmp_path / "in")], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,7 +86,7 @@ def test_sigkill_at_random_moments_during_import(local_archive: Archive, tmp_pat
         with Archive.open(settings) as archive:
             report = fsck(archive)
             assert report.missing == [] and report.wrong_size == []  # never a row without its object
-    final = run_cli("import", str(tmp_path / "in"), env=_env(settings))
+    final = run_cli("import", str(tmp_path / "in"), env=settings_env(settings))
     assert final.returncode == 0, final.stderr
     with Archive.open(settings) as archive:
         report = fsck(archive, repair=True, grace_s=0)
@@ -128,7 +127,7 @@ _BIG = 3072  # rows and columns of an 18 MiB CT slice: past S3's multipart thres
 
 
 def _env_of(settings: Settings, **extra: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | _env(settings) | extra
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")} | settings_env(settings) | extra
 
 
 def _kill_mid_object_write(settings: Settings, tmp_path: Path) -> None:
@@ -149,15 +148,15 @@ def _staged(settings: Settings) -> tuple[str, ...]:
 def test_a_write_killed_mid_object_is_reported_by_fsck_and_removed_by_repair(settings: Settings,
                                                                             tmp_path: Path) -> None:  # fmt: skip
     write_files(make_ct_study(n_slices=3, rows=64, cols=64, seed=61), tmp_path / "in")
-    assert run_cli("import", str(tmp_path / "in"), env=_env(settings)).returncode == 0
+    assert run_cli("import", str(tmp_path / "in"), env=settings_env(settings)).returncode == 0
     _kill_mid_object_write(settings, tmp_path)
     [leftover] = _staged(settings)
     with Archive.open(settings) as archive:
         assert fsck(archive).leftovers == []  # younger than the grace: it could be a live write's
-    listed = run_cli("fsck", "--grace", "0", env=_env(settings))
+    listed = run_cli("fsck", "--grace", "0", env=settings_env(settings))
     assert listed.returncode == 1 and f"leftover: {leftover}" in listed.stdout, listed.stdout + listed.stderr
     assert _staged(settings) == (leftover,)  # reported, not removed
-    repaired = run_cli("fsck", "--repair", "--grace", "0", env=_env(settings))
+    repaired = run_cli("fsck", "--repair", "--grace", "0", env=settings_env(settings))
     assert repaired.returncode == 0 and "1 leftovers removed" in repaired.stdout, repaired.stdout + repaired.stderr
     assert _staged(settings) == ()
     with Archive.open(settings) as archive:
