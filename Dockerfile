@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     CLOUDFILM_DATA_DIR=/var/lib/cloudfilm CLOUDFILM_HTTP_HOST=0.0.0.0
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends curl \
+ && apt-get install -y --no-install-recommends curl postgresql-client \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/cloudfilm cloudfilm \
  && install -d -o cloudfilm -g cloudfilm /var/lib/cloudfilm

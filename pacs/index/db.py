@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pacs.errors import StorageUnavailable
+from pacs.errors import SettingsError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +75,39 @@ def ping(engine: Engine) -> None:
         raise StorageUnavailable("the index database is unreachable") from exc
 
 
-def _alembic_config(engine: Engine) -> Any:
+def _alembic_config(engine: Engine | None) -> Any:
     from alembic.config import Config
 
     import migrations
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     return cfg
 
 
+def revisions() -> list[str]:
+    """Every schema revision this version knows, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply every pending migration (idempotent)."""
+    """Apply every pending migration (idempotent). An index a newer version upgraded is refused: this
+    version neither downgrades it nor runs against a schema it does not know."""
     from alembic import command
 
+    current = current_revision(engine)
+    known = revisions()
+    if current is not None and current not in known:
+        from pacs import __version__
+
+        raise SettingsError(f"the index is at schema revision {current}, which cloudfilm {__version__} does not "
+                            f"know (its newest is {known[-1]}): a newer cloudfilm upgraded it. Run that version, "
+                            "or restore a backup made before the upgrade; schema downgrades are not supported")
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
