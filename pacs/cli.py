@@ -7,7 +7,6 @@ this Typer app by ``ai_plugins.cli`` and ``viewer_api.cli``; the console script 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from pacs import __version__
+from pacs import __version__, logs
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError, SettingsError
 from pacs.ingest import IngestResult, Outcome
@@ -52,8 +51,7 @@ def settings_or_exit() -> Settings:
     except SettingsError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     return settings
 
 

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     overwrite: bool = False
     admin_password: SecretStr | None = None
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line with request/association/job IDs
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
     # What a killed write leaves (temp, staging and spool files; orphan objects) is removed once
     # older than this, at ``serve``/``worker`` start and by ``fsck --repair``: never a live write's.

@@ -11,6 +11,7 @@ from viewer_api import dicomweb, portal
 from viewer_api.auth.access import ACCOUNTS
 from viewer_api.auth.routing import DeclaredFallback, check_declared
 from viewer_api.errors import install_error_handlers
+from viewer_api.request_id import RequestIdMiddleware
 from viewer_api.routes import benchmarks, docs, health, jobs, plugins
 from viewer_api.routes.findings import router as findings_router
 
@@ -44,5 +45,6 @@ def create_app(archive: Archive) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["*"], expose_headers=["ETag", "Content-Location", "Warning"],
                            max_age=600)  # fmt: skip
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its ID
     check_declared(app)
     return app

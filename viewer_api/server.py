@@ -82,7 +82,8 @@ def serve(archive: Archive, start: StartUp) -> None:
             services.append(service)
     app = create_app(archive)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            access_log=False, proxy_headers=True, server_header=False)
+                            access_log=False, proxy_headers=True, server_header=False,
+                            log_config=None)  # its loggers go through the archive's handler and format
     def banner() -> None:  # once every service has logged its start, so the banner ends the start-up
         for service in services:
             service.wait_ready(READY_WAIT_S)

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Collection, Sequence
 
 from ai_plugins.benchmarks.runner import BenchmarkCases, BenchmarkScoring
@@ -29,6 +30,7 @@ from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler,
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry
 from ai_plugins.sdk import Plugin
+from pacs import logs, metrics
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError
 from pacs.jobs import ClaimedJob, LeaseLost
@@ -153,6 +155,17 @@ class Worker:
 
     def execute(self, job: ClaimedJob) -> None:
         """Run one attempt of ``job`` with the handler of its kind and record the outcome."""
+        plugin = f"{job.target}@{job.target_version}" if job.target else ""
+        started, outcome = time.perf_counter(), "failed"
+        with logs.bound(job=job.id, kind=job.kind):
+            try:
+                outcome = self._attempt(job)
+            finally:
+                metrics.JOB_SECONDS.labels(job.kind, plugin).observe(time.perf_counter() - started)
+                metrics.JOB_ATTEMPTS.labels(job.kind, plugin, outcome).inc()
+
+    def _attempt(self, job: ClaimedJob) -> str:
+        """One attempt; what became of it (succeeded, retrying, dead, cancelled, released, lease-lost)."""
         done: Done | None = None
         error, retry = "", True
         with Lease(self.queue, job, self._stop) as lease:
@@ -160,7 +173,7 @@ class Worker:
                 done = self.handlers[job.kind].execute(job, lease)
             except JobCancelled as exc:
                 self.queue.cancel_claimed(job, str(exc))
-                return
+                return "cancelled"
             except (JobFailed, CloudfilmError) as exc:
                 error, retry = str(exc), not isinstance(exc, JobFailed) or exc.retry
             except Exception as exc:  # the archive keeps working whatever a plugin or a handler does
@@ -168,19 +181,22 @@ class Worker:
                 error = f"{type(exc).__name__}: {exc}"
         if lease.lost:
             log.warning("job %d: lease lost during the attempt; another worker owns it now", job.id)
-            return
+            return "lease-lost"
         try:
             if done is not None:
                 self.queue.complete(job, done.result, also=done.also)
                 log.info("job %d (%s): %s", job.id, job.kind, done.note or "done")
-            elif self._stop.is_set():
+                return "succeeded"
+            if self._stop.is_set():
                 self.queue.release(job, "the worker stopped")
-            else:
-                status = self.queue.fail(job, error, retry=retry)
-                log.warning("job %d (%s %s@%s) attempt %d/%d failed (%s): %s", job.id, job.kind, job.target,
-                            job.target_version, job.attempt, job.max_attempts, status.value, error)  # fmt: skip
+                return "released"
+            status = self.queue.fail(job, error, retry=retry)
+            log.warning("job %d (%s %s@%s) attempt %d/%d failed (%s): %s", job.id, job.kind, job.target,
+                        job.target_version, job.attempt, job.max_attempts, status.value, error)  # fmt: skip
+            return str(status.value)
         except LeaseLost:
             log.warning("job %d finished after its lease expired; its next attempt redoes it", job.id)
+            return "lease-lost"
 
 
 def worker_service(archive: Archive) -> Worker | None:

@@ -8,15 +8,18 @@ presentation contexts of the services it may use are offered (:mod:`pacs.dimse.c
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from pynetdicom import AE, _config, evt
 
+from pacs import logs, metrics
 from pacs.access import AccessScope, ScopeProvider
 from pacs.archive import Archive
 from pacs.dimse import status
@@ -61,6 +64,8 @@ class DicomListener:
         self._ae = self._make_ae(settings)
         self._contexts = supported_contexts()
         self._peers: WeakKeyDictionary[Any, Peer] = WeakKeyDictionary()
+        self._ids: WeakKeyDictionary[Any, str] = WeakKeyDictionary()  # admitted associations, for the logs
+        self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._servers: list[DicomServer] = []
         self._store = StoreSCP(archive.ingest)
@@ -136,7 +141,7 @@ class DicomListener:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_CONN_CLOSE, self._on_closed),
             (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_STORE, self._wrap(self._store.handle)),
+            (evt.EVT_C_STORE, self._wrap(self._on_store)),
             (evt.EVT_C_FIND, self._wrap(self._find.handle)),
             (evt.EVT_C_MOVE, self._wrap(self._move.handle)),
             (evt.EVT_C_GET, self._wrap(self._get.handle)),
@@ -184,13 +189,19 @@ class DicomListener:
             self._peers[assoc] = peer
         if not peer.allowed:
             log.warning("association from %s rejected: the calling AE is not allowed any service", peer)
+            metrics.ASSOCIATIONS.labels("rejected").inc()
             _reject(assoc, 0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE title not recognised
             return
         if not self._intake.admit(assoc):
             log.warning("association from %s rejected: all %d associations are in use", peer,
                         self._settings.dicom_max_associations)
+            metrics.ASSOCIATIONS.labels("rejected").inc()
             _reject(assoc, 0x02, 0x03, 0x02)  # rejected-transient, service-provider (presentation), local limit
             return
+        with self._lock:
+            self._ids[assoc] = f"a{next(self._numbers)}"
+        metrics.ASSOCIATIONS.labels("admitted").inc()
+        metrics.ASSOCIATIONS_ACTIVE.inc()
         assoc.acceptor.supported_contexts = contexts_for(
             peer, rq.presentation_context_definition_list,
             accept_unknown=self._settings.dicom_accept_unknown_sop_classes)
@@ -201,6 +212,9 @@ class DicomListener:
         discard_partial_dataset(event.assoc)
         with self._lock:
             peer = self._peers.pop(event.assoc, None)
+            admitted = self._ids.pop(event.assoc, None)
+        if admitted is not None:
+            metrics.ASSOCIATIONS_ACTIVE.dec()
         if peer is not None:
             self._store.association_closed(event.assoc, peer)
 
@@ -210,9 +224,17 @@ class DicomListener:
             return status.NOT_AUTHORIZED
         return status.SUCCESS
 
+    def _on_store(self, event: Any, peer: Peer) -> Any:
+        started = time.perf_counter()
+        result = self._store.handle(event, peer)
+        code = result if isinstance(result, int) else int(getattr(result, "Status", status.PROCESSING_FAILURE))
+        metrics.observe_store_request("c-store", f"0x{code:04X}", time.perf_counter() - started)
+        return result
+
     def _wrap(self, handler: Callable[[Any, Peer], Any]) -> Callable[[Any], Any]:
         def bound(event: Any) -> Any:
-            return handler(event, self._peer(event.assoc))
+            with logs.bound(association=self._ids.get(event.assoc, "-")):
+                return handler(event, self._peer(event.assoc))
 
         bound.__name__ = getattr(handler, "__qualname__", "handler")
         return bound

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pacs import metrics
 from pacs.errors import SettingsError, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,27 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
+    event.listen(engine, "before_cursor_execute", _statement_started)
+    event.listen(engine, "after_cursor_execute", _statement_done)
+    event.listen(engine, "handle_error", _statement_failed)
     return engine
+
+
+def _statement_started(conn: Any, *_: Any) -> None:
+    conn.info.setdefault("cloudfilm_started", []).append(time.perf_counter())
+
+
+def _statement_done(conn: Any, *_: Any) -> None:
+    started = conn.info.get("cloudfilm_started")
+    if started:
+        metrics.DATABASE_SECONDS.observe(time.perf_counter() - started.pop())
+
+
+def _statement_failed(context: Any) -> None:
+    metrics.DATABASE_ERRORS.inc()
+    conn = context.connection
+    if conn is not None and conn.info.get("cloudfilm_started"):
+        conn.info["cloudfilm_started"].pop()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -15,12 +15,15 @@ when the source of those parts changes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+
+from pacs import metrics
 
 
 class RawStatement:
@@ -67,14 +70,18 @@ class RawStatement:
         dbapi_conn = conn.connection.dbapi_connection
         assert dbapi_conn is not None
         cursor = dbapi_conn.cursor()
+        started = time.perf_counter()
         try:
             call(cursor, params)
         except self._error as exc:
+            metrics.DATABASE_ERRORS.inc()
             if self._dialect.is_disconnect(cast(Any, exc), dbapi_conn, cursor):
                 conn.invalidate(exc)  # as SQLAlchemy does: the pool drops the dead connection
             else:
                 cursor.close()
             raise DBAPIError.instance(self.sql, params, exc, self._error) from exc
+        finally:
+            metrics.DATABASE_SECONDS.observe(time.perf_counter() - started)
         return cursor
 
     def scalar(self, conn: Connection, values: Mapping[str, Any]) -> Any:

@@ -14,10 +14,14 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from pacs import metrics
 
 #: Where :meth:`ObjectStore.probe_write` writes: no instance key starts with ``_`` (keys start with a UID).
 PROBE_KEY = "_probe/readiness"
+# The calls observed in every backend, by the operation name the metrics give them.
+_OBSERVED = {"put_stream": "put", "open": "get", "get_range": "get_range", "head": "head", "delete": "delete"}
 
 class StagedObject(ABC):
     """Bytes made ready to be stored before their key is known (see :meth:`ObjectStore.stage_bytes`)."""
@@ -64,6 +68,14 @@ class ObjectStore(ABC):
     """A flat namespace of immutable byte objects."""
 
     url: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's calls are observed (latency, failures): ``cloudfilm_object_store_*``."""
+        super().__init_subclass__(**kwargs)
+        for name, op in _OBSERVED.items():
+            method = cls.__dict__.get(name)
+            if method is not None:
+                setattr(cls, name, metrics.timed_store_call(op, method))
 
     @abstractmethod
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ from starlette.requests import ClientDisconnect
 
 from ai_plugins.runner.plugin_jobs import StoredResult, record_vendor_upload
 from ai_plugins.runner.results import kind_of
+from pacs import metrics
 from pacs.access import AccessScope
 from pacs.accounts.principal import PluginJob
 from pacs.archive import Archive
+from pacs.errors import StorageUnavailable
 from pacs.ingest import IngestResult, Outcome
 from viewer_api.access import current_scope
 from viewer_api.auth.access import STOW_WRITERS
@@ -80,12 +84,29 @@ class PartOutcome:
 
 @router.post("/studies", summary="Store instances (STOW-RS)", status_code=200)
 async def store_instances(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
-    return await _store(request, None, scope)
+    return await _observed(_store(request, None, scope))
 
 
 @router.post("/studies/{study}", summary="Store instances of one study (STOW-RS)", status_code=200)
 async def store_study_instances(study: str, request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
-    return await _store(request, uid(study, "StudyInstanceUID"), scope)
+    return await _observed(_store(request, uid(study, "StudyInstanceUID"), scope))
+
+
+async def _observed(store: Coroutine[Any, Any, Response]) -> Response:
+    """``cloudfilm_store_request_*`` of one STOW-RS request, refusals included."""
+    started, code = time.perf_counter(), 500
+    try:
+        response = await store
+        code = response.status_code
+        return response
+    except HTTPException as exc:
+        code = exc.status_code
+        raise
+    except StorageUnavailable:
+        code = 503
+        raise
+    finally:
+        metrics.observe_store_request("stow-rs", str(code), time.perf_counter() - started)
 
 
 async def _store(request: Request, study: str | None, scope: AccessScope) -> Response:

@@ -12,10 +12,11 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pacs.errors import StorageUnavailable
 from pacs.index import db
+from pacs.observability import ArchiveCollector
 from viewer_api.auth.access import ADMIN, OPEN
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
@@ -48,5 +49,9 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False, dependencies=[Depends(ADMIN)])
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    archive = archive_of(request)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ArchiveCollector(archive))
+    scraped = await asyncio.to_thread(lambda: generate_latest() + generate_latest(registry))
+    return Response(scraped, media_type=CONTENT_TYPE_LATEST)
