@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ai_plugins.runner.service import PluginService
 
 from pacs.cli import app, console, open_archive_or_exit, out, settings_or_exit
-from pacs.errors import CloudfilmError
+from pacs.errors import CloudfilmError, SettingsError
 
 plugins_app = typer.Typer(help="AI plugins: list them, switch versions on and off.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
@@ -32,9 +32,17 @@ def worker(
     """Run the AI worker: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM)."""
     from ai_plugins.runner.worker import Worker
     from pacs.fsck import housekeep
+    from pacs.nodes import NodeRegistry
 
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
+    node = NodeRegistry(archive, "worker")  # its job tokens must verify on every serve node
+    try:
+        node.start()
+    except SettingsError as exc:
+        archive.close()
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     housekeep(archive)  # what a killed predecessor's writes left
     worker = Worker(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
     if threading.current_thread() is threading.main_thread():
@@ -46,6 +54,7 @@ def worker(
         pass
     finally:
         worker.stop()
+        node.stop()
         archive.close()
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import engine_from_config, pool
 import ai_plugins.runner.models  # noqa: F401
 import pacs.accounts.models  # noqa: F401
 import pacs.jobs  # noqa: F401
+import pacs.nodes  # noqa: F401
 import pacs.stability  # noqa: F401
 from pacs.index.models import Base
 

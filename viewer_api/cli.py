@@ -10,6 +10,8 @@ import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
 import ai_plugins.cli_benchmark  # noqa: F401  (registers ``benchmark``)
 from pacs.archive import missing_index
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
+from pacs.errors import SettingsError
+from pacs.malloc import limit_arenas
 from viewer_api.banner import StartUp, is_loopback
 from viewer_api.cli_users import seed_admin
 
@@ -36,9 +38,13 @@ def serve() -> None:
     except OSError as exc:
         typer.echo(f"error: cannot listen: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         archive.close()
 
 
 def main() -> None:
+    limit_arenas()  # before any thread allocates
     app()

@@ -53,8 +53,15 @@ def ai_worker(archive: Archive) -> BackgroundService | None:
     return worker_service(archive)
 
 
+def node_registry(archive: Archive) -> BackgroundService:
+    """This node's row in the index (first: a node with another secret key stops the start here)."""
+    from pacs.nodes import NodeRegistry
+
+    return NodeRegistry(archive, f"serve:{archive.settings.http_port}")
+
+
 #: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI worker...).
-SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [dicom_listener, ai_worker]
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [node_registry, dicom_listener, ai_worker]
 
 
 class _Server(uvicorn.Server):
@@ -71,27 +78,26 @@ class _Server(uvicorn.Server):
 
 
 def serve(archive: Archive, start: StartUp) -> None:
-    """Run until SIGINT/SIGTERM; stop everything cleanly."""
+    """Run until SIGINT/SIGTERM; stop everything cleanly (what started, if a start fails)."""
     settings = archive.settings
     housekeep(archive)  # what a killed predecessor's writes left
     services: list[BackgroundService] = []
-    for factory in SERVICE_FACTORIES:
-        service = factory(archive)
-        if service is not None:
-            service.start()
-            services.append(service)
-    app = create_app(archive)
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            access_log=False, proxy_headers=True, server_header=False,
-                            log_config=None)  # its loggers go through the archive's handler and format
+
     def banner() -> None:  # once every service has logged its start, so the banner ends the start-up
         for service in services:
             service.wait_ready(READY_WAIT_S)
         _print(startup_banner(archive, start))
 
-    server = _Server(config, lambda: threading.Thread(target=banner, name="banner", daemon=True).start())
     try:
-        server.run()
+        for factory in SERVICE_FACTORIES:
+            service = factory(archive)
+            if service is not None:
+                service.start()
+                services.append(service)
+        config = uvicorn.Config(create_app(archive), host=settings.http_host, port=settings.http_port,
+                                log_level="warning", access_log=False, proxy_headers=True, server_header=False,
+                                log_config=None)  # its loggers go through the archive's handler and format
+        _Server(config, lambda: threading.Thread(target=banner, name="banner", daemon=True).start()).run()
     finally:
         for service in reversed(services):
             try:
