@@ -86,9 +86,18 @@ def _start_lanes(engine: Engine, max_attempts: int) -> bool:
             .group_by(WebhookDelivery.webhook_fk, WebhookDelivery.study_uid)
         ).all()
     queued = False
-    for webhook_id, study_uid, head in lanes:
+    for webhook_id, study_uid, _head in lanes:
         with write_transaction(engine) as conn:
             if active_job(conn, kind=JOB_KIND, target=str(webhook_id), target_version="", study_uid=study_uid):
+                continue
+            # Read again after the look at the jobs: a job that just ended may have moved the head and
+            # queued the lane's next job itself (seen as active above, or by the key below).
+            head = conn.execute(
+                select(func.min(WebhookDelivery.id)).where(
+                    WebhookDelivery.webhook_fk == webhook_id, WebhookDelivery.study_uid == study_uid,
+                    WebhookDelivery.status == DeliveryStatus.PENDING.value)
+            ).scalar_one_or_none()
+            if head is None:
                 continue
             spec = lane_job(int(webhook_id), study_uid, int(head), max_attempts=max_attempts)
             if enqueue(conn, spec) is not None:
