@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from ai_plugins.runner.handler import job_queue
+from ai_plugins.runner.service import PluginService
 from ai_plugins.runner.worker import Worker
+from pacs.access import AccessScope
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
-from pacs.events import read_feed
+from pacs.events import Action, State, read_feed
 from pacs.jobs import JobStatus
 from pacs.webhooks import registry
 from pacs.webhooks.dispatch import JOB_KIND
 from pacs.webhooks.registry import DeliveryStatus
+from tests.ai_plugins.sample_plugins import EchoPlugin
 from tests.ai_plugins.test_worker import wait_until
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, db_settings
@@ -97,3 +100,28 @@ def test_dead_letter_after_the_attempts_and_the_study_goes_on(archive: Archive) 
     assert registry.get(archive.engine, view.id).dead == 1
     failed = job_queue(archive).list_jobs(kind=JOB_KIND, statuses=[JobStatus.FAILED])
     assert len(failed) == 1 and failed[0].error == "the receiver answered 500: no" and failed[0].attempts == 3
+
+
+def test_an_ai_result_is_an_event_and_a_delivery(archive: Archive) -> None:
+    plugins = PluginService(archive, extra_plugins=(EchoPlugin,), use_entry_points=False)
+    with receiving() as receiver:
+        view, receiver.secret = registry.register(archive.engine, secret_key(archive.settings), receiver.url,
+                                                  actions=["ai-result"])  # fmt: skip
+        study = _store(archive, 4, 4)
+        job, _ = plugins.rerun(study, "test-echo", version=None, requested_by="dr", scope=AccessScope.everything())
+        worker = Worker(archive, concurrency=2, extra_plugins=(EchoPlugin,), use_entry_points=False)
+        worker.start()
+        try:
+            wait_until("the plugin job", lambda: plugins.job(job.id).status is JobStatus.SUCCEEDED)
+            wait_until("the ai-result delivery", lambda: len(receiver.unique()) == 1, timeout=60)
+        finally:
+            worker.stop()
+    [event] = read_feed(archive.engine, actions={Action.AI_RESULT})
+    [sr] = [r for r in plugins.results(study) if r.kind == "SR"]
+    assert (event.study_uid, event.sop_uid, event.state) == (study, sr.sop_uid, State.CURRENT)
+    assert event.detail is not None and event.detail["Plugin"] == "test-echo" and event.detail["JobId"] == job.id
+    assert {o["Kind"] for o in event.detail["Objects"]} == {"SR", "SEG"}
+    [received] = receiver.accepted
+    assert received.body == event.to_json() and received.body["Action"] == "ai-result"
+    creates = read_feed(archive.engine, actions={Action.CREATE})
+    assert sr.sop_uid in {e.sop_uid for e in creates}  # the SR itself arrived as a create before
