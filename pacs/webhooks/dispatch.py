@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import datetime
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pacs.errors import Conflict, NotFound
 from pacs.events import Action, read_feed
 from pacs.index.db import utcnow
 from pacs.jobs import Job, JobSpec, JobStatus, active_job, dedupe_key, enqueue, write_transaction
@@ -124,3 +126,25 @@ def mark_dead(conn: Connection, delivery_id: int, error: str) -> None:
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING.value)
         .values(status=DeliveryStatus.DEAD.value, last_error=error[:2000])
     )
+
+
+def redeliver(engine: Engine, webhook_id: int, delivery_id: int, *, max_attempts: int) -> None:
+    """Send a delivered or dead-lettered event again (an admin's re-send): it becomes pending, and
+    goes before the study's later pending events (it is older), with a fresh set of attempts."""
+    with write_transaction(engine) as conn:
+        row = conn.execute(
+            select(WebhookDelivery.study_uid, WebhookDelivery.status)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.webhook_fk == webhook_id)
+        ).first()  # fmt: skip
+        if row is None:
+            raise NotFound("no such delivery")
+        if row.status == DeliveryStatus.PENDING.value:
+            raise Conflict("the delivery is still pending: it is being sent")
+        conn.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                     .values(status=DeliveryStatus.PENDING.value, delivered_at=None))  # fmt: skip
+        if active_job(conn, kind=JOB_KIND, target=str(webhook_id), target_version="", study_uid=row.study_uid):
+            return  # the lane's job reads its oldest pending delivery before each send: this one is next
+        # A key of its own: the jobs that sent (or dead-lettered) this delivery before keep theirs.
+        enqueue(conn, JobSpec(kind=JOB_KIND, dedupe_key=dedupe_key(JOB_KIND, "resend", uuid.uuid4().hex),
+                              target=str(webhook_id), study_uid=row.study_uid, payload={"head": delivery_id},
+                              max_attempts=max_attempts, timeout_s=3600.0))  # fmt: skip

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from ai_plugins.runner.handler import job_queue
 from ai_plugins.runner.service import PluginService
@@ -16,10 +17,12 @@ from ai_plugins.runner.worker import Worker
 from pacs.access import AccessScope
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
+from pacs.errors import Conflict, NotFound
 from pacs.events import Action, State, read_feed
-from pacs.jobs import JobStatus
+from pacs.jobs import JobStatus, write_transaction
 from pacs.webhooks import registry
-from pacs.webhooks.dispatch import JOB_KIND
+from pacs.webhooks.dispatch import JOB_KIND, redeliver
+from pacs.webhooks.models import Webhook
 from pacs.webhooks.registry import DeliveryStatus
 from tests.ai_plugins.sample_plugins import EchoPlugin
 from tests.ai_plugins.test_worker import wait_until
@@ -100,6 +103,26 @@ def test_dead_letter_after_the_attempts_and_the_study_goes_on(archive: Archive) 
     assert registry.get(archive.engine, view.id).dead == 1
     failed = job_queue(archive).list_jobs(kind=JOB_KIND, statuses=[JobStatus.FAILED])
     assert len(failed) == 1 and failed[0].error == "the receiver answered 500: no" and failed[0].attempts == 3
+
+    # An admin re-sends the dead letter once the receiver is fixed: fresh attempts, delivered.
+    with pytest.raises(NotFound):
+        redeliver(archive.engine, view.id, 10_000, max_attempts=3)
+    with receiving(receiver.secret) as again:
+        _point(archive, view.id, again.url)
+        redeliver(archive.engine, view.id, log[1].id, max_attempts=3)
+        with pytest.raises(Conflict):
+            redeliver(archive.engine, view.id, log[1].id, max_attempts=3)
+        with working(archive):
+            wait_until("the re-sent event", lambda: len(again.unique()) == 1, timeout=60)
+    assert again.accepted[0].sequence == 1 and again.accepted[0].attempt == 4
+    [resent] = [d for d in registry.deliveries(archive.engine, view.id) if d.sequence == 1]
+    assert (resent.status, resent.attempts, resent.last_error) == (DeliveryStatus.DELIVERED, 4, "")
+
+
+def _point(archive: Archive, webhook_id: int, url: str) -> None:
+    """Move a webhook to another receiver (the test's second server)."""
+    with write_transaction(archive.engine) as conn:
+        conn.execute(update(Webhook).where(Webhook.id == webhook_id).values(url=url))
 
 
 def test_an_ai_result_is_an_event_and_a_delivery(archive: Archive) -> None:

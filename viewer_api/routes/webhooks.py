@@ -1,6 +1,7 @@
-"""Webhooks over HTTP (admins): ``POST/GET /api/webhooks``, ``GET/DELETE /api/webhooks/{id}`` and
-``GET /api/webhooks/{id}/deliveries`` (the delivery log). The secret is in the answer to the POST
-only; :mod:`pacs.webhooks.signing` says how a receiver checks it."""
+"""Webhooks over HTTP (admins): ``POST/GET /api/webhooks``, ``GET/DELETE /api/webhooks/{id}``,
+``GET /api/webhooks/{id}/deliveries`` (the delivery log) and ``POST …/deliveries/{id}/redeliver``.
+The secret is in the answer to the POST only; :mod:`pacs.webhooks.signing` says how a receiver
+checks it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from pacs.accounts.keys import secret_key
-from pacs.webhooks import registry
+from pacs.webhooks import dispatch, registry
 from pacs.webhooks.registry import DeliveryStatus
 from viewer_api.auth.access import WebhookAdmin
 from viewer_api.auth.routing import DeclaredRoute
@@ -104,3 +105,13 @@ async def list_deliveries(
     views = await run_in_threadpool(lambda: registry.deliveries(
         archive_of(request).engine, webhook_id, statuses=status, study_uid=study, limit=limit, offset=offset))
     return [DeliveryOut.model_validate(v) for v in views]
+
+
+@router.post("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202,
+             summary="Send a delivered or dead-lettered event again")  # fmt: skip
+async def redeliver(_admin: WebhookAdmin, webhook_id: int, delivery_id: int, request: Request) -> Response:
+    """The event becomes pending again, ahead of the study's later pending events, with fresh attempts."""
+    archive = archive_of(request)
+    await run_in_threadpool(lambda: dispatch.redeliver(archive.engine, webhook_id, delivery_id,
+                                                       max_attempts=archive.settings.webhook_max_attempts))
+    return Response(status_code=202)

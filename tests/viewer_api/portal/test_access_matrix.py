@@ -119,6 +119,8 @@ CASES: list[Case] = [
          lambda _s, _k: {"json": {"url": "http://127.0.0.1:9/hook"}}),
     Case("webhook-deliveries", "GET", lambda s: "/api/webhooks/999/deliveries", row(401, 404, 403, 403, 403, 403)),
     Case("webhook-delete", "DELETE", lambda s: "/api/webhooks/999", row(401, 404, 403, 403, 403, 403)),
+    Case("webhook-redeliver", "POST", lambda s: "/api/webhooks/999/deliveries/1/redeliver",
+         row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
