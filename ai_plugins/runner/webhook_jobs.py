@@ -29,14 +29,19 @@ class WebhookJobs:
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        self._key = secret_key(archive.settings)
+        self._key: bytes | None = None  # read when a delivery is signed (creating it is serve's business)
+
+    def _archive_key(self) -> bytes:
+        if self._key is None:
+            self._key = secret_key(self.archive.settings)
+        return self._key
 
     def housekeep(self) -> bool:
         return dispatch(self.archive.engine, max_attempts=self.archive.settings.webhook_max_attempts)
 
     def execute(self, job: ClaimedJob, lease: Lease) -> Done:
         settings = self.archive.settings
-        result = deliver_lane(self.archive.engine, self._key, int(job.target), job.study_uid,
+        result = deliver_lane(self.archive.engine, self._archive_key(), int(job.target), job.study_uid,
                               timeout_s=settings.webhook_timeout, stopping=lease.stopping)  # fmt: skip
         if result.gone:
             return Done({"delivered": result.delivered}, note=f"webhook {job.target} was deleted")
