@@ -36,6 +36,7 @@ async def changefeed(
     _reader: FeedReader,
     request: Request,
     since: int = Query(0, ge=0, description="the last Sequence already read (0: from the start)"),
+    offset: int | None = Query(None, ge=0, description="Microsoft's change feed name for since"),
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     action: list[str] = Query(default_factory=list, description="only these actions (repeat to combine)"),
     include_metadata: bool = Query(False, alias="includeMetadata",
@@ -49,7 +50,8 @@ async def changefeed(
         actions = parse_actions(action)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    entries = await run_in_threadpool(read_feed, archive_of(request).engine, since=since, limit=limit, scope=scope,
+    entries = await run_in_threadpool(read_feed, archive_of(request).engine, since=since if offset is None else offset,
+                                      limit=limit, scope=scope,
                                       actions=actions, include_metadata=include_metadata)  # fmt: skip
     return JSONResponse([e.to_json() for e in entries], headers=_NO_STORE)
 

@@ -19,6 +19,7 @@ def test_changefeed_pages_and_is_audited(fresh_site: Site) -> None:
     page = admin.get("/api/changefeed", params={"since": 1, "limit": 1, "includeMetadata": "true"}).json()
     assert [e["Sequence"] for e in page] == [2] and page[0]["Metadata"]["0020000D"]["Value"]
     assert admin.get("/api/changefeed", params={"since": newest["Sequence"]}).json() == []
+    assert admin.get("/api/changefeed", params={"offset": 1, "limit": 1}).json()[0]["Sequence"] == 2
     assert admin.get("/api/changefeed", params={"action": "delete"}).json() == []
     bad = admin.get("/api/changefeed", params={"action": "created"})
     assert bad.status_code == 400 and "unknown change feed action 'created'" in bad.text
