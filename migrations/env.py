@@ -11,6 +11,7 @@ import pacs.accounts.models  # noqa: F401
 import pacs.jobs  # noqa: F401
 import pacs.nodes  # noqa: F401
 import pacs.stability  # noqa: F401
+import pacs.webhooks.models  # noqa: F401
 from pacs.index.models import Base
 
 config = context.config

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from pacs.access import AccessScope
 from pacs.errors import CloudfilmError, NotFound
+from pacs.events import EVENT_INSTANCE_DELETED
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Patient, Series, Study
 from pacs.index.writer import recount_patients, recount_studies
@@ -26,7 +27,6 @@ from pacs.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-EVENT_INSTANCE_DELETED = "instance.deleted"
 _DELETERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="object-delete")
 
 

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=900.0, gt=0)  # per-job limit for in-process plugins that set none
     job_poll_interval: float = Field(default=1.0, gt=0)  # how often idle workers and the stable-study detector look
 
+    # Webhooks (issue 17): deliveries are jobs of the worker above, retried with its backoff
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)  # attempts per event before its dead letter
+    webhook_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds to wait for a receiver's answer
+
     # Benchmarks (issue 7)
     benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours
     benchmark_bootstrap: int = Field(default=2000, ge=100, le=100_000)  # resamples behind each confidence interval

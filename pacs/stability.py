@@ -3,8 +3,9 @@
 Detection reads only the index (``studies.last_instance_at``, set by every ingest commit), so any
 number of archive processes on one database agree. Each stable transition is one row update in
 ``study_stability`` made under a condition (the study's ``last_instance_at`` is newer than the one
-recorded at the previous transition); whoever's update affects the row runs ``on_stable`` in the
-same transaction, which is where the jobs for the study are enqueued. So a transition happens once,
+recorded at the previous transition); whoever's update affects the row records a ``study.stable``
+event for the change feed (:mod:`pacs.events`) and runs ``on_stable`` in the same transaction,
+which is where the jobs for the study are enqueued. So a transition happens once,
 its jobs are written exactly when it is, and an instance arriving later makes the study unstable
 again (its ``last_instance_at`` moves past the recorded one) until the next transition.
 
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.errors import NotFound
+from pacs.events import EVENT_STUDY_STABLE, record_event
 from pacs.index.db import utcnow
 from pacs.index.models import Base, BigId, Study
 from pacs.jobs import aware, write_transaction
@@ -205,6 +207,7 @@ class StabilityDetector:
             if not won:
                 return None  # another process made this transition
             stable = StableStudy(row.study_uid, study_id, generation, aware(last_at), now)
+            record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation})
             self.on_stable(conn, stable)
         log.info("study %s is stable (generation %d)", stable.study_uid, generation)
         return stable

@@ -8,7 +8,8 @@ Each object a job stores is recorded in ``plugin_results`` before it is stored, 
 of its own: an object enters the study already known as plugin output, so no stable transition,
 whenever it comes (during the attempt, after a failed one, after the worker died), takes it for
 input. A retried attempt stores the same objects (their UIDs derive from the job's key) under
-the same records.
+the same records. The job's completion also records an ``ai.result`` event for the change feed
+(:mod:`pacs.events`), so the event exists exactly when the job succeeded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ai_plugins.sdk import Findings
 from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import NotFound
+from pacs.events import EVENT_AI_RESULT, record_event
 from pacs.index.db import utcnow
 from pacs.jobs import ClaimedJob, Job, write_transaction
 from pacs.retrieve import find_instances_by_sop
@@ -76,7 +78,7 @@ class PluginJobs:
         result = {"objects": [{"kind": s.kind, "sop_instance_uid": s.sop_uid, "series_instance_uid": s.series_uid}
                               for s in stored], **summary}  # fmt: skip
         # Recorded again (idempotent) with the completion: objects a vendor stored itself are first known here.
-        return Done(result, also=lambda conn: record_results(conn, job, plugin, stored, summary),
+        return Done(result, also=lambda conn: _completed(conn, job, plugin, stored, summary),
                     note=f"{plugin.key} on study {job.study_uid} stored "
                          + (", ".join(f"{s.kind} {s.sop_uid}" for s in stored) or "nothing"))  # fmt: skip
 
@@ -117,6 +119,17 @@ def record_results(conn: Connection, job: ClaimedJob, plugin: PluginView, stored
                    summary: dict[str, Any]) -> None:  # fmt: skip
     """Record objects as ``job``'s output; an object already recorded keeps its first record."""
     _insert_results(conn, job.id, job.study_uid, plugin.name, plugin.version, job.generation, stored, summary)
+
+
+def _completed(conn: Connection, job: ClaimedJob, plugin: PluginView, stored: list[StoredResult],
+               summary: dict[str, Any]) -> None:  # fmt: skip
+    """What a successful job writes with its completion: its results, and their change feed event."""
+    record_results(conn, job, plugin, stored, summary)
+    head = stored[0] if stored else None
+    record_event(conn, EVENT_AI_RESULT, job.study_uid, head.series_uid if head else "", head.sop_uid if head else "",
+                 detail={"Plugin": plugin.name, "PluginVersion": plugin.version, "JobId": job.id,
+                         "Objects": [{"Kind": s.kind, "SeriesInstanceUid": s.series_uid, "SopInstanceUid": s.sop_uid}
+                                     for s in stored], **({"Summary": summary} if summary else {})})  # fmt: skip
 
 
 def record_vendor_upload(engine: Engine, job_id: int, obj: StoredResult) -> None:

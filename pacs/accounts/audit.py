@@ -45,6 +45,8 @@ class Action(StrEnum):
     C_GET = "c-get"
     USER_CHANGE = "user-change"
     API_KEY = "api-key"
+    CHANGEFEED = "changefeed"  # a read of the change feed
+    WEBHOOK = "webhook"  # a webhook registered, read or deleted
 
 
 class Outcome(StrEnum):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -145,10 +146,21 @@ class Instance(Base):
 
 
 class OutboxEvent(Base):
-    """Append-only change feed written in the same transaction as the index rows."""
+    """Append-only record of changes, written in the same transaction as the index rows it describes.
+
+    ``seq`` is the change feed's sequence number (:mod:`pacs.events`): NULL when written, assigned
+    later in commit order by the feed's sequencer, so a reader paging by it never skips an event
+    whose transaction committed after a later number became visible. ``detail_json`` holds what
+    an event says beyond its UIDs (a stable transition's generation, an AI result's plugin).
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_study", "study_uid"),)
+    __table_args__ = (
+        Index("ix_outbox_study", "study_uid"),
+        Index("ix_outbox_seq", "seq", unique=True),
+        Index("ix_outbox_sop", "sop_uid"),
+        Index("ix_outbox_unsequenced", "id", postgresql_where=text("seq IS NULL"), sqlite_where=text("seq IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event: Mapped[str] = mapped_column(String(32))
@@ -156,3 +168,5 @@ class OutboxEvent(Base):
     series_uid: Mapped[str] = mapped_column(String(64), default="")
     sop_uid: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail_json: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -17,15 +17,13 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
+from pacs.events import EVENT_INSTANCE_REPLACED, EVENT_INSTANCE_STORED
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Patient, Series, Study
 from pacs.index.rawsql import RawStatement
 from pacs.index.records import InstanceRecord, PatientValues, SeriesValues, StudyValues
 
 log = logging.getLogger(__name__)
-
-EVENT_INSTANCE_STORED = "instance.stored"
-EVENT_INSTANCE_REPLACED = "instance.replaced"
 
 
 class CommitStatus(StrEnum):

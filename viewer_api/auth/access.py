@@ -28,7 +28,7 @@ from fastapi import Depends, Request
 
 from pacs.accounts.principal import Principal
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
-from viewer_api.auth.http_audit import DELETE, STOW, Audit
+from viewer_api.auth.http_audit import CHANGEFEED, DELETE, STOW, WEBHOOK, Audit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -106,6 +106,10 @@ STAFF = allow("staff", "admin", "physician")
 STOW_WRITERS = allow("staff-or-job", "admin", "physician", job=True).audited(STOW)
 ADMIN = allow("admin", "admin")
 ADMIN_DELETE = ADMIN.audited(DELETE)
+#: The change feed: admins (an integration engine signs in with an admin's API key), every read audited.
+FEED_READERS = ADMIN.audited(CHANGEFEED)
+#: Registering, listing and deleting webhooks and reading their delivery log: admins, audited.
+WEBHOOK_ADMINS = ADMIN.audited(WEBHOOK)
 PATIENT = allow("patient", "patient")
 ADMIN_OR_PATIENT = allow("admin-or-patient", "admin", "patient")
 #: Who may share a study (a patient only its own, as the handler checks).
@@ -126,6 +130,8 @@ AdminOrPatient = Annotated[Principal, Depends(ADMIN_OR_PATIENT)]
 Sharer = Annotated[Principal, Depends(SHARERS)]
 AiReader = Annotated[Principal, Depends(AI_READERS)]
 VendorOrAdmin = Annotated[Principal, Depends(VENDOR_OR_ADMIN)]
+FeedReader = Annotated[Principal, Depends(FEED_READERS)]
+WebhookAdmin = Annotated[Principal, Depends(WEBHOOK_ADMINS)]
 
 
 async def admit(rule: Rule, request: Request) -> Principal | None:

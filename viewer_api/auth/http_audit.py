@@ -4,7 +4,8 @@ A route whose requests the trail needs names an :class:`Audit` in its rule
 (:mod:`viewer_api.auth.access`); the security middleware records the event once the response has
 gone out, with its final status, so refusals (401/403) and failures are recorded as well as
 successes. Declared: STOW-RS (``stow``), deletes, study searches (``search``), retrieval of DICOM
-objects (``download``) and the opening of a study's metadata, which is how DICOMweb viewers such as
+objects (``download``), change feed reads (``changefeed``), webhook administration (``webhook``)
+and the opening of a study's metadata, which is how DICOMweb viewers such as
 OHIF open a study (``view``). Frames, rendered images and thumbnails declare none: the viewer page
 that shows them already was recorded. HEAD requests transfer nothing and are never recorded.
 """
@@ -87,3 +88,7 @@ VIEW_METADATA = Audit(Action.VIEW, lambda f: (f.study, "WADO-RS metadata"))
 RETRIEVE = Audit(Action.DOWNLOAD, lambda f: (f.study, f"WADO-RS {f.path.removeprefix(_DICOMWEB)}"))
 #: WADO-URI (PS3.18 9): recorded when it hands out the DICOM object itself.
 WADO_URI = Audit(Action.DOWNLOAD, _wado_uri)
+#: Change feed reads: the page asked for is the detail.
+CHANGEFEED = Audit(Action.CHANGEFEED, lambda f: ("", f"{f.path} {f.query}".strip()))
+#: Webhook registrations, listings, deletions and delivery logs.
+WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"))

@@ -111,6 +111,16 @@ CASES: list[Case] = [
     Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404)),
     Case("zip-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/archive.zip", row(401, 200, 200, 200, 403, 403)),
     Case("zip-other", "GET", lambda s: f"/api/studies/{_other(s)}/archive.zip", row(401, 200, 200, 404, 403, 404)),
+    # Integration (issue 17): admins only
+    Case("changefeed", "GET", lambda s: "/api/changefeed?since=0", row(401, 200, 403, 403, 403, 403)),
+    Case("changefeed-latest", "GET", lambda s: "/api/changefeed/latest", row(401, 200, 403, 403, 403, 403)),
+    Case("webhooks", "GET", lambda s: "/api/webhooks", row(401, 200, 403, 403, 403, 403)),
+    Case("webhook-create", "POST", lambda s: "/api/webhooks", row(401, 201, 403, 403, 403, 403),
+         lambda _s, _k: {"json": {"url": "http://127.0.0.1:9/hook"}}),
+    Case("webhook-deliveries", "GET", lambda s: "/api/webhooks/999/deliveries", row(401, 404, 403, 403, 403, 403)),
+    Case("webhook-delete", "DELETE", lambda s: "/api/webhooks/999", row(401, 404, 403, 403, 403, 403)),
+    Case("webhook-redeliver", "POST", lambda s: "/api/webhooks/999/deliveries/1/redeliver",
+         row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
