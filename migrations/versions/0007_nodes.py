@@ -3,8 +3,8 @@
 Each node registers its ID, version and a fingerprint of its secret key, and refreshes ``seen_at``
 every few seconds; a node refuses to start beside a live node with another key.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006_changefeed_webhooks
 Create Date: 2026-12-07 01:40:00.000000
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006_changefeed_webhooks"
 branch_labels = None
 depends_on = None
 
