@@ -2,9 +2,9 @@
 their endpoint with a job token scoped to the one study they are given.
 
 Every handler that needs a plugin's answer calls :func:`invoke_plugin`: a clinical run on the study
-itself, a benchmark case on the study (installed plugins) or on its de-identified copy (hosted
-ones). Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed`
-with one sentence; the child is killed at the job's timeout or as soon as the lease says stop.
+itself, a benchmark case on the study (never by a hosted plugin: a test case does not leave).
+Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed` with one
+sentence; the child is killed at the job's timeout or as soon as the lease says stop.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ai_plugins.benchmarks.visibility import HOSTED_REFUSAL, withheld_from_vendors
 from ai_plugins.runner.child import ChildTask, run_in_child
 from ai_plugins.runner.handler import JobFailed, Lease
 from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
@@ -80,6 +81,10 @@ def invoke_plugin(archive: Archive, registry: PluginRegistry, plugin: PluginView
 def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, series_uids: Sequence[str],
             uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
     job = lease.job
+    with archive.engine.connect() as conn:  # the last gate before anything is sent: every path passes here
+        withheld = withheld_from_vendors(conn, study_uid)
+    if withheld:
+        raise JobFailed(f"{plugin.key} is hosted by its vendor: {HOSTED_REFUSAL}", retry=False)
     lifetime = timedelta(seconds=job.timeout_s) + TOKEN_GRACE
     token, grant = issue_job_token(secret_key(archive.settings), study_uid=study_uid, job_id=job.id,
                                    plugin=plugin.key, lifetime=lifetime)  # fmt: skip

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from ai_plugins.benchmarks.errors import RateLimited
 from ai_plugins.benchmarks.evaluation import CASE_KIND, KINDS, EvaluationView
 from ai_plugins.benchmarks.service import BenchmarkService
+from ai_plugins.runner.models import PluginRecord
 from ai_plugins.runner.registry import PluginRegistry, RemoteManifest
 from ai_plugins.runner.worker import Worker
 from ai_plugins.sdk import StudyInput
@@ -129,17 +130,19 @@ def test_who_may_evaluate_and_how_often(lesions: tuple[Archive, BenchmarkService
                               input_filter={"modalities": ["CT"]})  # type: ignore[arg-type]
     registry = PluginRegistry(archive.engine, extra=EXTRA)
     registry.register_remote(manifest, registered_by="acme")
-    with pytest.raises(Conflict, match="an admin must enable it"):
-        service.evaluate(bench, "acme-cad", requested_by="acme", requester_role="vendor")
-    registry.set_enabled("acme-cad", "2.0", True)
-    own = service.evaluate(bench, "acme-cad", requested_by="acme", requester_role="vendor")
-    assert own.plugin == "acme-cad@2.0" and own.plugin_source == "remote" and own.n_cases == 6
-    registry.register_remote(manifest.model_copy(update={"version": "2.1"}), registered_by="acme")
-    registry.set_enabled("acme-cad", "2.1", True)
-    for _ in range(2):  # another version of the plugin shares its limit
-        service.evaluate(bench, "acme-cad", plugin_version="2.1", requested_by="acme", requester_role="vendor")
+    for enabled in (False, True):  # enabled for clinical studies or not, a hosted plugin never sees a test case
+        registry.set_enabled("acme-cad", "2.0", enabled)
+        for who, role in (("acme", "vendor"), ("admin", "admin")):
+            with pytest.raises(Conflict, match="hidden test cases never leave the archive"):
+                service.evaluate(bench, "acme-cad", requested_by=who, requester_role=role, force=True)
+    assert {e.plugin for e in service.evaluations(bench)} == {"test-random@1.0"}
+    # a plugin the vendor delivered to run here (an algorithm package) is its own to evaluate, within the limit
+    with archive.engine.begin() as conn:
+        conn.execute(update(PluginRecord).where(PluginRecord.name == "test-fails").values(registered_by="acme"))
+    for _ in range(3):
+        service.evaluate(bench, "test-fails", requested_by="acme", requester_role="vendor")
     with pytest.raises(RateLimited):  # and a vendor cannot force its way past it
-        service.evaluate(bench, "acme-cad", requested_by="acme", requester_role="vendor", force=True)
+        service.evaluate(bench, "test-fails", requested_by="acme", requester_role="vendor", force=True)
 
 
 def _sphere_mask(case: CtCase) -> tuple[str, np.ndarray]:
