@@ -57,6 +57,7 @@ class EvaluationView:
     plugin_name: str
     plugin_version: str
     plugin_source: str
+    plugin_digest: str  # an algorithm package's SHA-256 ("" for other plugins)
     cloudfilm_version: str
     threshold: float
     seed: int
@@ -105,7 +106,8 @@ def _views(conn: Connection, stmt: Any) -> list[EvaluationView]:
         ok, failed = counts.get((row.id, "ok"), 0), counts.get((row.id, "failed"), 0)
         out.append(EvaluationView(
             row.id, row.benchmark_fk, name, Task(task), row.version_fk, number, digest, row.plugin_name,
-            row.plugin_version, row.plugin_source, row.cloudfilm_version, row.threshold, row.seed, row.requested_by,
+            row.plugin_version, row.plugin_source, row.plugin_digest or "", row.cloudfilm_version, row.threshold,
+            row.seed, row.requested_by,
             row.status, row.n_cases, ok + failed, failed, row.main_metric, row.main_value, row.ci_low, row.ci_high,
             json.loads(row.metrics_json or "{}"), row.error, aware(row.created_at),
             None if row.finished_at is None else aware(row.finished_at)))  # fmt: skip
@@ -168,7 +170,8 @@ def request_evaluation(engine: Engine, registry: PluginRegistry, *, benchmark_id
                               f"{again:%Y-%m-%d %H:%M} UTC")  # fmt: skip
         evaluation_id = conn.execute(insert(EvaluationRow).values(
             benchmark_fk=bench.id, version_fk=version.id, plugin_name=plugin.name, plugin_version=plugin.version,
-            plugin_source=plugin.source.value, cloudfilm_version=__version__, threshold=threshold,
+            plugin_source=plugin.source.value, plugin_digest=plugin.digest, cloudfilm_version=__version__,
+            threshold=threshold,
             seed=int(version.digest[:12], 16), requested_by=requested_by[:64], status="running",
             n_cases=len(cases), n_failed=0, main_metric=bench.main_metric, metrics_json="{}", error="",
             created_at=now).returning(EvaluationRow.id)).scalar_one()  # fmt: skip

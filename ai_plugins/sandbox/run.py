@@ -41,6 +41,7 @@ ENTRY = Path(__file__).with_name("entry.py")
 SDK = Path(__file__).resolve().parents[1] / "sdk"
 PIDS_V1 = Path("/sys/fs/cgroup/pids")
 STDERR_TAIL = 64 * 1024
+STOPPED = "the worker stopped the package"
 #: bwrap's own environment: its monitor process is PID 1 in the sandbox, readable in /proc/1/environ.
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 _SIGNALS = {signal.SIGXCPU: "CPU time", signal.SIGXFSZ: "file size", signal.SIGKILL: "memory or process"}
@@ -192,7 +193,7 @@ def run_sandboxed(env: PackageEnv, case_dir: Path, limits: Limits, *,
             elif overflow.is_set():
                 stopped = f"the package's answer exceeded {limits.max_answer_mb} MiB and it was stopped"
             elif should_stop():
-                stopped = "the worker stopped the package"
+                stopped = STOPPED
             if stopped:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
