@@ -11,7 +11,7 @@ from viewer_api import dicomweb, portal
 from viewer_api.auth.access import ACCOUNTS
 from viewer_api.auth.routing import DeclaredFallback, check_declared
 from viewer_api.errors import install_error_handlers
-from viewer_api.routes import benchmarks, docs, health, jobs, plugins
+from viewer_api.routes import benchmarks, docs, health, jobs, packages, plugins
 from viewer_api.routes.findings import router as findings_router
 
 
@@ -32,6 +32,7 @@ def create_app(archive: Archive) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(packages.router)  # algorithm packages (issue 15)
     app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
     app.include_router(jobs.router)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)

@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -59,7 +60,7 @@ class PackageView:
         return f"{self.name}@{self.version}"
 
 
-def _view(row: PackageRow) -> PackageView:
+def _view(row: Any) -> PackageView:
     return PackageView(row.name, row.version, row.vendor, row.digest, row.filename, row.size,
                        PackageManifest.model_validate_json(row.manifest_json), row.status, row.uploaded_by,
                        row.admitted_by, aware(row.created_at),
@@ -101,7 +102,7 @@ class PackageService:
                                  .where(PluginRecord.name == manifest.name)).all()  # fmt: skip
             if any(source != SOURCE or by != uploaded_by for source, by in taken):
                 raise Conflict(f"the plugin name {manifest.name!r} belongs to another plugin or vendor")
-            rows = conn.execute(select(PackageRow).where(PackageRow.name == manifest.name)).scalars().all()
+            rows = conn.execute(select(PackageRow).where(PackageRow.name == manifest.name)).all()
             if any(r.uploaded_by != uploaded_by for r in rows):
                 raise Conflict(f"the plugin name {manifest.name!r} belongs to another vendor")
             same = next((r for r in rows if r.version == manifest.version), None)
@@ -180,14 +181,14 @@ class PackageService:
     def get(self, name: str, version: str) -> PackageView:
         with self.engine.connect() as conn:
             row = conn.execute(select(PackageRow).where(PackageRow.name == name, PackageRow.version == version)
-                               ).scalar_one_or_none()  # fmt: skip
+                               ).first()  # fmt: skip
         if row is None:
             raise NotFound(f"no package {name}@{version}")
         return _view(row)
 
     def by_digest(self, digest: str) -> PackageView:
         with self.engine.connect() as conn:
-            row = conn.execute(select(PackageRow).where(PackageRow.digest == digest)).scalar_one_or_none()
+            row = conn.execute(select(PackageRow).where(PackageRow.digest == digest)).first()
         if row is None:
             raise NotFound("no package with that digest")
         return _view(row)
@@ -197,7 +198,7 @@ class PackageService:
         if uploaded_by is not None:
             stmt = stmt.where(PackageRow.uploaded_by == uploaded_by)
         with self.engine.connect() as conn:
-            return [_view(r) for r in conn.execute(stmt).scalars()]
+            return [_view(r) for r in conn.execute(stmt).all()]
 
     def runnable(self, digest: str) -> tuple[PackageEnv, Limits]:
         """The environment and limits of an admitted package; :class:`Conflict` for any other."""
