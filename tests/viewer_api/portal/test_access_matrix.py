@@ -111,6 +111,11 @@ CASES: list[Case] = [
     Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404)),
     Case("zip-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/archive.zip", row(401, 200, 200, 200, 403, 403)),
     Case("zip-other", "GET", lambda s: f"/api/studies/{_other(s)}/archive.zip", row(401, 200, 200, 404, 403, 404)),
+    # Algorithm packages (issue 15): vendors upload (a bad file is a 400 once admitted), admins admit
+    Case("packages", "GET", lambda s: "/api/plugins/packages", row(401, 200, 403, 403, 200, 403)),
+    Case("package-upload", "POST", lambda s: "/api/plugins/packages?filename=x.zip", row(401, 400, 403, 403, 400, 403),
+         lambda _s, _k: {"content": b"not a package"}),
+    Case("package-admit", "POST", lambda s: "/api/plugins/packages/nope/1.0/admit", row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
