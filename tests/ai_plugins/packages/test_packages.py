@@ -7,8 +7,8 @@ the reason and the archive is unharmed."""
 from __future__ import annotations
 
 import contextlib
-import io
 import importlib
+import io
 import socket
 import sys
 import time
@@ -148,10 +148,18 @@ def test_upload_admit_evaluate_sandboxed(site: Archive, small_cases: list[CtCase
     # on a clinical study (an admin enabled it): the SR the archive writes names the package's digest
     registry = PluginRegistry(archive.engine, use_entry_points=False)
     registry.set_enabled("acme-detector", "1.0", True)
-    job, _ = Router(registry).rerun(archive.engine, JobQueue(archive.engine), clinical.study_uid, "acme-detector",
-                                    requested_by="doc")  # fmt: skip
-    _run(archive, lambda: JobQueue(archive.engine).get(job.id).status in (JobStatus.SUCCEEDED, JobStatus.FAILED),
-         (JOB_KIND,))  # fmt: skip
+    queue = JobQueue(archive.engine)
+    job, _ = Router(registry).rerun(archive.engine, queue, clinical.study_uid, "acme-detector", requested_by="doc")
+    test_uid = sorted(c.study_uid for c in service.cases(bench_id)[1] if c.split == "test")[0]
+    on_test, _ = Router(registry).rerun(archive.engine, queue, test_uid, "acme-detector", requested_by="doc")
+    _run(archive, lambda: all(queue.get(j).status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+                              for j in (job.id, on_test.id)), (JOB_KIND,))  # fmt: skip
+    with TestClient(create_app(archive)) as client:  # the vendor sees its clinical job, not its run on a test case
+        listed = {j["id"] for j in client.get("/api/jobs", headers=vendor).json()}
+        assert listed == {job.id}
+        assert client.get(f"/api/jobs/{on_test.id}", headers=vendor).status_code == 404
+        assert test_uid not in client.get("/api/jobs?limit=1000", headers=vendor).text
+        assert {j["id"] for j in client.get("/api/jobs", headers=_key(archive, "boss")).json()} == {job.id, on_test.id}
     assert JobQueue(archive.engine).get(job.id).status is JobStatus.SUCCEEDED, JobQueue(archive.engine).get(job.id)
     with archive.engine.connect() as conn:
         sops = list(conn.execute(select(PluginResult.sop_uid).where(PluginResult.job_id == job.id)).scalars())
