@@ -166,9 +166,15 @@ class PackageService:
                     last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
                     raise InvalidPackage(f"the package's dependency wheels cannot be installed: {last}")
                 shutil.rmtree(staging / "wheels")
-            for path in [staging, *staging.rglob("*")]:  # readable inside the sandbox, writable by no one
+            try:
+                staging.rename(target)
+            except OSError:
+                if not target.is_dir():  # else another admission of the same digest got there first
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            for path in [target, *target.rglob("*")]:  # readable inside the sandbox, writable by no one
                 path.chmod(0o555 if path.is_dir() else 0o444)
-            staging.rename(target)
         except BaseException:
             for path in [staging, *staging.rglob("*")]:
                 if path.is_dir():

@@ -44,7 +44,6 @@ STDERR_TAIL = 64 * 1024
 STOPPED = "the worker stopped the package"
 #: bwrap's own environment: its monitor process is PID 1 in the sandbox, readable in /proc/1/environ.
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-_SIGNALS = {signal.SIGXCPU: "CPU time", signal.SIGXFSZ: "file size", signal.SIGKILL: "memory or process"}
 
 
 class SandboxUnavailable(Exception):
@@ -222,11 +221,13 @@ def _interpret(code: int, answer: bytes, tail: str, limits: Limits, wall: float)
             return SandboxOutcome(error=f"the package ran out of memory (limit {limits.memory_mb} MiB): {error}",
                                   log_tail=tail, wall_s=wall)  # fmt: skip
         return SandboxOutcome(error=f"the package failed: {error}", log_tail=tail, wall_s=wall)
-    signum = code - 128 if code > 128 else -code if code < 0 else 0
+    signum = code - 128 if code > 128 else -code if code < 0 else 0  # bwrap reports a signal as 128 + n
     if signum:
-        what = _SIGNALS.get(signal.Signals(signum), "") if signum in signal.Signals._value2member_map_ else ""
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
-        limit = {"CPU time": f" (CPU time limit {limits.cpu_s} s)", "file size": f" (file size limit "
-                 f"{limits.scratch_mb} MiB)", "memory or process": ""}.get(what, "")  # fmt: skip
-        return SandboxOutcome(error=f"the package was killed by {name}{limit}", log_tail=tail, wall_s=wall)
+        try:
+            sig = signal.Signals(signum)
+        except ValueError:
+            return SandboxOutcome(error=f"the package was killed by signal {signum}", log_tail=tail, wall_s=wall)
+        limit = {signal.SIGXCPU: f" (CPU time limit {limits.cpu_s} s)",
+                 signal.SIGXFSZ: f" (file size limit {limits.scratch_mb} MiB)"}.get(sig, "")  # fmt: skip
+        return SandboxOutcome(error=f"the package was killed by {sig.name}{limit}", log_tail=tail, wall_s=wall)
     return SandboxOutcome(error=f"the package exited with code {code} without an answer", log_tail=tail, wall_s=wall)
