@@ -102,7 +102,8 @@ def bwrap_command(env: PackageEnv, case_dir: Path, limits: Limits) -> list[str]:
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed; algorithm packages cannot run here")
     deps = _deps_dirs()
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", *_system_binds(),
+    args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", *_system_binds(),
             "--ro-bind", str(SDK), "/sdk/ai_plugins/sdk", "--ro-bind", str(ENTRY), "/opt/cloudfilm/entry.py",
             "--ro-bind", str(env.root), "/pkg", "--ro-bind", str(case_dir), "/case"]  # fmt: skip
     for n, path in enumerate(deps):

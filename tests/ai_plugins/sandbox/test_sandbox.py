@@ -168,3 +168,17 @@ def test_writing_10_gib_is_stopped(tmp_path: Path, case_dir: Path, archive_files
     assert not outcome.ok and len(outcome.log_tail) <= 64 * 1024
     assert abs(os.statvfs(tmp_path).f_bavail - free_before) * os.statvfs(tmp_path).f_frsize < 64 << 20
     _unharmed(archive_files)
+
+
+def test_no_privileges_inside(tmp_path: Path, case_dir: Path) -> None:
+    """Root outside, nobody inside: no capabilities, so the read-only mounts stay read-only, and no
+    nested user namespace to win them back in."""
+    body = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "print('REMOUNT', libc.mount(b'none', b'/pkg', None, 32 | 4096, None), ctypes.get_errno())\n"
+            "print('UNSHARE', libc.unshare(0x10000000), ctypes.get_errno())\n"
+            "print([line.strip() for line in open('/proc/self/status') if line.startswith('CapEff')])\n"
+            "open('/pkg/probe/x.py', 'w')\n")  # fmt: skip
+    outcome = run_sandboxed(package(tmp_path, body), case_dir, LIMITS)
+    assert "Read-only file system" in outcome.error, outcome
+    assert "REMOUNT -1 1" in outcome.log_tail  # EPERM
+    assert "UNSHARE -1" in outcome.log_tail and "CapEff:\\t0000000000000000" in outcome.log_tail
