@@ -217,3 +217,16 @@ def test_hostile_packages_are_dead_lettered_and_the_archive_is_unharmed(site: Ar
     with socket.create_connection(("127.0.0.1", 5432), timeout=5):
         pass
     assert list(PIDS_V1.glob("cloudfilm-sandbox-*")) == [] if PIDS_V1.is_dir() else True
+
+
+@pytest.mark.parametrize("site", ["sqlite"], indirect=True)
+def test_package_code_is_never_imported_outside_the_sandbox(site: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker warms its fork server with installed plugins' modules, never a package's."""
+    packages = PackageService(site.engine, site.settings)
+    packages.upload(builder.package(), filename="p.zip", uploaded_by="acme")
+    packages.admit("acme-detector", "1.0", admitted_by="boss")
+    warmed: list[str] = []
+    monkeypatch.setattr("ai_plugins.runner.worker.preload", warmed.extend)
+    Worker(site, concurrency=1, kinds=(JOB_KIND,))._prepare()
+    assert warmed and "acme_detector" not in warmed
+    assert "acme_detector" not in sys.modules
