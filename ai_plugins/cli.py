@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
+    from ai_plugins.packages.service import PackageService
     from ai_plugins.runner.service import PluginService
+    from pacs.archive import Archive
 
 from pacs.cli import app, console, open_archive_or_exit, out, settings_or_exit
 from pacs.errors import CloudfilmError, SettingsError
 
-plugins_app = typer.Typer(help="AI plugins: list them, switch versions on and off.", no_args_is_help=True)
+plugins_app = typer.Typer(help="AI plugins: list them, switch versions on and off, upload and admit packages.",
+                          no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 
 
@@ -110,3 +114,60 @@ def plugins_enable(name: str, version: VersionArg = None) -> None:
 def plugins_disable(name: str, version: VersionArg = None) -> None:
     """Stop a plugin version (its waiting jobs are cancelled)."""
     _set(name, version, False)
+
+
+# --- algorithm packages (issue 15) ------------------------------------------------------------
+
+
+def _packages() -> tuple[PackageService, Archive]:
+    from ai_plugins.packages.service import PackageService
+
+    archive = open_archive_or_exit(settings_or_exit())
+    return PackageService(archive.engine, archive.settings), archive
+
+
+@plugins_app.command("upload")
+def plugins_upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A wheel, .zip or .tar.gz package.")],
+    vendor: Annotated[str, typer.Option(help="The vendor account the package is uploaded for.")],
+) -> None:
+    """Upload an algorithm package for a vendor account (checked and kept; it runs once admitted)."""
+    from pacs.accounts.users import get_user
+
+    service, archive = _packages()
+    try:
+        if get_user(archive.engine, vendor).role != "vendor":
+            raise CloudfilmError(f"{vendor} is not a vendor account")
+        view, created = service.upload(file.read_bytes(), filename=file.name, uploaded_by=vendor)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    out.print(f"{view.key} {'uploaded' if created else 'already uploaded'}: sha256 {view.digest} ({view.status})",
+              highlight=False, soft_wrap=True)  # fmt: skip
+
+
+@plugins_app.command("admit")
+def plugins_admit(name: str, version: str) -> None:
+    """Install an uploaded package into its own environment; it may then be evaluated (and enabled)."""
+    service, archive = _packages()
+    try:
+        view = service.admit(name, version, admitted_by="local")
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    out.print(f"{view.key} admitted: sha256 {view.digest}", highlight=False, soft_wrap=True)
+
+
+@plugins_app.command("packages")
+def plugins_packages() -> None:
+    """Every uploaded package: name@version, status, uploader, SHA-256."""
+    service, archive = _packages()
+    try:
+        for p in service.list_packages():
+            out.print(f"{p.key:40} {p.status:9} {p.uploaded_by:16} {p.digest}", highlight=False, soft_wrap=True)
+    finally:
+        archive.close()

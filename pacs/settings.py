@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)  # attempts per event before its dead letter
     webhook_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds to wait for a receiver's answer
 
+    # Algorithm packages (issue 15): the most any package may use per case, whatever its manifest asks
+    package_max_upload_mb: int = Field(default=2048, ge=1)  # size of an uploaded package file
+    package_max_memory_mb: int = Field(default=16384, ge=256)  # address space (RLIMIT_AS)
+    package_max_cpu_s: int = Field(default=3600, ge=1)  # CPU seconds per process (RLIMIT_CPU)
+    package_max_scratch_mb: int = Field(default=4096, ge=1)  # the writable /scratch tmpfs
+    package_max_processes: int = Field(default=64, ge=4)  # processes and threads at once
+
     # Benchmarks (issue 7)
     benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours
     benchmark_bootstrap: int = Field(default=2000, ge=100, le=100_000)  # resamples behind each confidence interval

@@ -12,7 +12,7 @@ from viewer_api.auth.access import ACCOUNTS
 from viewer_api.auth.routing import DeclaredFallback, check_declared
 from viewer_api.errors import install_error_handlers
 from viewer_api.request_id import RequestIdMiddleware
-from viewer_api.routes import benchmarks, changefeed, docs, health, jobs, plugins, webhooks
+from viewer_api.routes import benchmarks, changefeed, docs, health, jobs, packages, plugins, webhooks
 from viewer_api.routes.findings import router as findings_router
 
 
@@ -33,6 +33,7 @@ def create_app(archive: Archive) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(packages.router)  # algorithm packages (issue 15)
     app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
     app.include_router(jobs.router)
     app.include_router(changefeed.router)  # the change feed and webhooks (issue 17)

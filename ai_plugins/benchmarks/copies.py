@@ -1,8 +1,9 @@
 """De-identified copies of benchmark studies, stored in the archive as studies of their own.
 
-Two kinds: ``dev`` copies are the dev split as vendors see it over DICOMweb (their UIDs are in
-every vendor's scope); ``eval`` copies are the test cases as a vendor-hosted plugin reads them with
-its job token during an evaluation (visible to that token only). Each benchmark and kind has its own
+``dev`` copies are the dev split as vendors see it over DICOMweb (their UIDs are in every vendor's
+scope). ``eval`` copies of test cases were once read by vendor-hosted plugins during evaluations;
+none is made any more (a test case never leaves), and those that exist stay hidden from everyone
+but admins (:mod:`ai_plugins.benchmarks.visibility`). Each benchmark and kind has its own
 de-identification namespace, so UIDs, pseudonyms and date shifts are consistent within it and
 unrelated across them. Copies are pinned stable at once, so the router never sends them to a
 plugin on its own (for test cases that would show them to every hosted plugin).

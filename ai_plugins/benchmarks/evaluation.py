@@ -30,6 +30,7 @@ from ai_plugins.benchmarks.models import (
     EvaluationRow,
     PredictionRow,
 )
+from ai_plugins.benchmarks.visibility import HOSTED_REFUSAL
 from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
 from ai_plugins.sdk import Findings, Point3D
 from pacs import __version__
@@ -56,6 +57,7 @@ class EvaluationView:
     plugin_name: str
     plugin_version: str
     plugin_source: str
+    plugin_digest: str  # an algorithm package's SHA-256 ("" for other plugins)
     cloudfilm_version: str
     threshold: float
     seed: int
@@ -104,7 +106,8 @@ def _views(conn: Connection, stmt: Any) -> list[EvaluationView]:
         ok, failed = counts.get((row.id, "ok"), 0), counts.get((row.id, "failed"), 0)
         out.append(EvaluationView(
             row.id, row.benchmark_fk, name, Task(task), row.version_fk, number, digest, row.plugin_name,
-            row.plugin_version, row.plugin_source, row.cloudfilm_version, row.threshold, row.seed, row.requested_by,
+            row.plugin_version, row.plugin_source, row.plugin_digest or "", row.cloudfilm_version, row.threshold,
+            row.seed, row.requested_by,
             row.status, row.n_cases, ok + failed, failed, row.main_metric, row.main_value, row.ci_low, row.ci_high,
             json.loads(row.metrics_json or "{}"), row.error, aware(row.created_at),
             None if row.finished_at is None else aware(row.finished_at)))  # fmt: skip
@@ -152,8 +155,8 @@ def request_evaluation(engine: Engine, registry: PluginRegistry, *, benchmark_id
         raise Forbidden("evaluations are requested by admins or by the vendor of the plugin")
     if not plugin.installed:
         raise Conflict(f"{plugin.key} is not installed here")
-    if plugin.source is PluginSource.REMOTE and not plugin.enabled:
-        raise Conflict(f"{plugin.key} is hosted by its vendor; an admin must enable it before it is evaluated")
+    if plugin.source is PluginSource.REMOTE:
+        raise Conflict(f"{plugin.key} is hosted by its vendor: {HOSTED_REFUSAL}")
     cases = list_cases(engine, version.id, split="test")
     now = utcnow()
     with write_transaction(engine) as conn:
@@ -167,7 +170,8 @@ def request_evaluation(engine: Engine, registry: PluginRegistry, *, benchmark_id
                               f"{again:%Y-%m-%d %H:%M} UTC")  # fmt: skip
         evaluation_id = conn.execute(insert(EvaluationRow).values(
             benchmark_fk=bench.id, version_fk=version.id, plugin_name=plugin.name, plugin_version=plugin.version,
-            plugin_source=plugin.source.value, cloudfilm_version=__version__, threshold=threshold,
+            plugin_source=plugin.source.value, plugin_digest=plugin.digest, cloudfilm_version=__version__,
+            threshold=threshold,
             seed=int(version.digest[:12], 16), requested_by=requested_by[:64], status="running",
             n_cases=len(cases), n_failed=0, main_metric=bench.main_metric, metrics_json="{}", error="",
             created_at=now).returning(EvaluationRow.id)).scalar_one()  # fmt: skip
@@ -198,21 +202,16 @@ def study_score(schema: LabelSchema, findings: Findings) -> float:
     return float(max(probabilities)) if probabilities else 0.0
 
 
-def normalise(task: Task, schema: LabelSchema, findings: Findings, *, label: dict[str, Any] | None,
-              series_alias: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """What is scored of ``findings``: the study score, 3D points, or the union of the masks.
-
-    ``series_alias`` maps series UIDs the plugin saw (a de-identified copy's) back to the originals.
-    """
+def normalise(task: Task, schema: LabelSchema, findings: Findings, *, label: dict[str, Any] | None) -> dict[str, Any]:
+    """What is scored of ``findings``: the study score, 3D points, or the union of the masks."""
     out: dict[str, Any] = {"score": round(study_score(schema, findings), 6)}
     if task is Task.DETECTION:
         out["points"] = [[round(f.region.x, 3), round(f.region.y, 3), round(f.region.z, 3),
                           round(f.probability if f.probability is not None else 1.0, 6)]
                          for f in findings.findings if isinstance(f.region, Point3D)]  # fmt: skip
     elif task is Task.SEGMENTATION:
-        alias = series_alias or {}
         wanted = str((label or {}).get("series_uid", ""))
-        chosen = [s for s in findings.segmentations if alias.get(s.series_uid, s.series_uid) == wanted]
+        chosen = [s for s in findings.segmentations if s.series_uid == wanted]
         chosen = chosen or findings.segmentations[:1]
         if chosen:
             union = np.zeros(chosen[0].segments[0].mask.shape, dtype=bool)

@@ -101,6 +101,7 @@ class EvaluationRow(Base):
     plugin_version: Mapped[str] = mapped_column(String(64))
     plugin_source: Mapped[str] = mapped_column(String(16))
     cloudfilm_version: Mapped[str] = mapped_column(String(32))
+    plugin_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")  # packages (0006)
     threshold: Mapped[float] = mapped_column(Float, default=0.5)
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
     requested_by: Mapped[str] = mapped_column(String(64), default="")

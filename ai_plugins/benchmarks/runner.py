@@ -1,8 +1,9 @@
 """The worker's handlers of ``benchmark-case`` and ``benchmark-score`` jobs.
 
-A case job runs the plugin on one test case (:func:`ai_plugins.runner.invoke.invoke_plugin`):
-installed plugins on the study itself, vendor-hosted plugins on a de-identified copy of it, read
-with a job token scoped to that copy. The normalised answer is recorded with the job's completion;
+A case job runs the plugin on one test case (:func:`ai_plugins.runner.invoke.invoke_plugin`), on
+the study itself and inside the archive: built-in and installed plugins in a child process,
+algorithm packages in the sandbox. A vendor-hosted plugin is never sent a test case
+(:data:`~ai_plugins.benchmarks.visibility.HOSTED_REFUSAL`). The normalised answer is recorded with the job's completion;
 the last case queues the scoring. Housekeeping closes cases whose job ended without an answer
 (dead-lettered, by this worker or by the lease reaper) and evaluations whose scoring was
 dead-lettered, and queues scorings a crash left unqueued, so an evaluation always ends.
@@ -15,7 +16,6 @@ import json
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from ai_plugins.benchmarks.copies import deidentifier, ensure_copy
 from ai_plugins.benchmarks.datasets import get_benchmark
 from ai_plugins.benchmarks.evaluation import (
     CASE_KIND,
@@ -28,10 +28,10 @@ from ai_plugins.benchmarks.evaluation import (
     score,
 )
 from ai_plugins.benchmarks.models import EvaluationRow, PredictionRow
+from ai_plugins.benchmarks.visibility import HOSTED_REFUSAL
 from ai_plugins.runner.handler import Done, JobFailed, Lease
 from ai_plugins.runner.invoke import invoke_plugin
-from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
-from ai_plugins.runner.routing import input_series, study_contents
+from ai_plugins.runner.registry import PluginRegistry, PluginSource
 from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.index.db import utcnow
@@ -61,15 +61,14 @@ class BenchmarkCases:
             plugin = self.registry.get(view.plugin_name, view.plugin_version)
         except NotFound:
             raise JobFailed(f"plugin {view.plugin} is no longer registered") from None
-        series: list[str] = []  # an installed plugin chooses its series by its own input filter
-        alias: dict[str, str] = {}
-        if plugin.source is PluginSource.REMOTE:
-            study_uid, series, alias = self._copy(plugin, bench.id, study_uid)
-        answer = invoke_plugin(self.archive, self.registry, plugin, lease, study_uid=study_uid, series_uids=series,
+        if plugin.source is PluginSource.REMOTE:  # an evaluation queued before the rule; the case is not sent
+            raise JobFailed(f"{plugin.key} is hosted by its vendor: {HOSTED_REFUSAL}", retry=False)
+        # the plugin chooses its series by its own input filter, on the study itself
+        answer = invoke_plugin(self.archive, self.registry, plugin, lease, study_uid=study_uid, series_uids=[],
                                uids=None)  # fmt: skip
         if answer.findings is None:
-            raise JobFailed("a benchmark evaluation needs findings in the vendor's answer, not stored instances")
-        output = normalise(bench.task, bench.schema, answer.findings, label=label, series_alias=alias)
+            raise JobFailed("a benchmark evaluation needs findings, not stored instances")
+        output = normalise(bench.task, bench.schema, answer.findings, label=label)
 
         def record(conn: Connection) -> None:
             conn.execute(update(PredictionRow)
@@ -79,20 +78,6 @@ class BenchmarkCases:
             enqueue_scoring(conn, evaluation_id)
 
         return Done({"evaluation": evaluation_id}, also=record)
-
-    def _copy(self, plugin: PluginView, benchmark_id: int, study_uid: str) -> tuple[str, list[str], dict[str, str]]:
-        """What a hosted plugin is sent instead of the case: the de-identified copy's study UID and the
-        series it accepts, with the copy's series UIDs → the originals'."""
-        copy = ensure_copy(self.archive, benchmark_id, "eval", study_uid)
-        deid = deidentifier(self.archive, benchmark_id, "eval")
-        with self.archive.engine.connect() as conn:
-            original = study_contents(conn, study_uid)
-            contents = study_contents(conn, copy.copy_study_uid)
-        chosen = input_series(plugin.input_filter, contents)
-        if not chosen:
-            raise JobFailed(f"{plugin.key} accepts no series of this case")
-        alias = {deid.uid(s.series_uid): s.series_uid for s in original.series}
-        return copy.copy_study_uid, [s.series_uid for s in chosen], alias
 
     def housekeep(self) -> bool:
         """Close cases whose job ended without an answer; queue missing scorings; end evaluations whose

@@ -11,7 +11,8 @@ admin                     everything
 physician                 the clinical studies (test cases included); not the de-identified copies
 vendor                    the dev copies (granted); never a test case nor a test copy
 patient, share visitor    never a test case nor any copy
-plugin job token          its own study only (a test copy when it evaluates); never a test case
+plugin job token          its own study only; never a test case nor a test copy
+hosted plugin endpoint    never called for a test case or a test copy (:func:`withheld_from_vendors`)
 DICOM peer (C-FIND/MOVE)  as a physician: the clinical studies; never a copy
 ========================  =====================================================================
 """
@@ -22,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
 
 from ai_plugins.benchmarks.models import BenchmarkCaseRow, BenchmarkCopyRow
 from pacs.access import AccessScope
@@ -58,11 +60,27 @@ def restrict(principal: Principal, vis: BenchmarkVisibility) -> Principal:
     elif principal.role == "vendor":
         hidden, granted = vis.test_studies | vis.eval_copies, vis.dev_copies
     elif principal.role is None and principal.job is not None and principal.share is None:
-        hidden = vis.test_studies | (vis.copies - {principal.job.study_uid})
+        hidden = vis.test_studies | vis.eval_copies | (vis.dev_copies - {principal.job.study_uid})
     else:  # patients, share visitors
         hidden = vis.test_studies | vis.copies
     return dataclasses.replace(principal, hidden_study_uids=principal.hidden_study_uids | hidden,
                                granted_study_uids=principal.granted_study_uids | (granted - hidden))  # fmt: skip
+
+
+#: Why a vendor-hosted plugin never runs on a test case (the API's 409 and the CLI say this sentence).
+HOSTED_REFUSAL = ("hidden test cases never leave the archive, so a vendor-hosted plugin is never run on a benchmark "
+                  "test case; upload it as an algorithm package to be evaluated in the archive's sandbox")
+
+
+def withheld_from_vendors(conn: Connection, study_uid: str) -> bool:
+    """Whether ``study_uid`` is a test case of any benchmark (or a copy made of one): its pixels,
+    headers, labels and outputs never go to a vendor's hosted endpoint or job token."""
+    test = conn.execute(select(BenchmarkCaseRow.id).where(BenchmarkCaseRow.study_uid == study_uid,
+                                                          BenchmarkCaseRow.split == "test").limit(1)).first()
+    if test is not None:
+        return True
+    copy = conn.execute(select(BenchmarkCopyRow.purpose).where(BenchmarkCopyRow.copy_study_uid == study_uid)).first()
+    return copy is not None and copy.purpose != "dev"
 
 
 def restrict_from_db(engine: Engine, principal: Principal | None) -> Principal | None:

@@ -1,10 +1,11 @@
-"""The one place a plugin runs: installed plugins in a child process, vendor-hosted ones by a call to
-their endpoint with a job token scoped to the one study they are given.
+"""The one place a plugin runs: installed plugins in a child process, admitted algorithm packages in
+the sandbox (:mod:`ai_plugins.sandbox`), vendor-hosted ones by a call to their endpoint with a job
+token scoped to the one study they are given.
 
 Every handler that needs a plugin's answer calls :func:`invoke_plugin`: a clinical run on the study
-itself, a benchmark case on the study (installed plugins) or on its de-identified copy (hosted
-ones). Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed`
-with one sentence; the child is killed at the job's timeout or as soon as the lease says stop.
+itself, a benchmark case on the study (never by a hosted plugin: a test case does not leave).
+Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed` with one
+sentence; the child is killed at the job's timeout or as soon as the lease says stop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ai_plugins.benchmarks.visibility import HOSTED_REFUSAL, withheld_from_vendors
+from ai_plugins.packages.service import PackageService
 from ai_plugins.runner.child import ChildTask, run_in_child
 from ai_plugins.runner.handler import JobFailed, Lease
 from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
@@ -22,9 +25,13 @@ from ai_plugins.runner.remote import RemoteError, call_remote, job_request
 from ai_plugins.runner.results import ResultObject, ResultUids, build_result_objects
 from ai_plugins.runner.source import ArchiveSource
 from ai_plugins.runner.tokens import issue_job_token
-from ai_plugins.sdk import Findings, StudyInput
+from ai_plugins.sandbox import SandboxUnavailable, run_sandboxed
+from ai_plugins.sandbox.case import NothingToRun, case_directory
+from ai_plugins.sandbox.run import STOPPED
+from ai_plugins.sdk import Findings, InvalidFindings, StudyInput
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
+from pacs.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,8 @@ def invoke_plugin(archive: Archive, registry: PluginRegistry, plugin: PluginView
     job = lease.job
     if plugin.source is PluginSource.REMOTE:
         return _remote(archive, plugin, lease, study_uid, series_uids, uids)
+    if plugin.source is PluginSource.PACKAGE:
+        return _sandboxed(archive, plugin, lease, study_uid, uids)
     installed = registry.installed(plugin.name, plugin.version)
     if installed is None:
         raise JobFailed(f"{plugin.key} is not installed on worker {job.owner}")
@@ -77,9 +86,49 @@ def invoke_plugin(archive: Archive, registry: PluginRegistry, plugin: PluginView
     return PluginAnswer(Findings.from_json(outcome.findings_json), outcome.objects)
 
 
+def _sandboxed(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str,
+               uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
+    """An admitted package on the study's accepted series, in the sandbox; the archive validates its
+    findings and writes the SR/SEG."""
+    job = lease.job
+    try:
+        env, limits = PackageService(archive.engine, archive.settings).runnable(plugin.digest)
+    except (NotFound, Conflict) as exc:
+        raise JobFailed(f"{plugin.key} cannot run: {exc}", retry=False) from None
+    limits = limits.model_copy(update={"wall_s": min(limits.wall_s, job.timeout_s)})
+    source = ArchiveSource(archive.engine, archive.store, study_uid)
+    lease.progress(0.05, "writing the case for the sandbox")
+    try:
+        with case_directory(source, plugin.input_filter) as case:
+            lease.progress(0.1, "running the package in the sandbox")
+            outcome = run_sandboxed(env, case, limits, should_stop=lease.stopping)
+    except NothingToRun as exc:
+        raise JobFailed(f"{plugin.key}: {exc}", retry=False) from None
+    except SandboxUnavailable as exc:
+        raise JobFailed(str(exc)) from None  # another worker's machine may run it
+    if not outcome.ok:
+        log.warning("job %d (%s) failed in the sandbox after %.1f s: %s\n%s", job.id, plugin.key, outcome.wall_s,
+                    outcome.error, outcome.log_tail[-4000:])  # fmt: skip
+        # what a package does with the same case it does again: only a stopped worker's attempt is retried
+        raise JobFailed(outcome.error, retry=outcome.error == STOPPED)
+    try:
+        findings = Findings.from_json(outcome.findings_json)
+    except InvalidFindings as exc:
+        raise JobFailed(f"the package's findings do not match the SDK schema: {exc}", retry=False) from None
+    if uids is None:
+        return PluginAnswer(findings)
+    lease.progress(0.7, "writing results")
+    study = StudyInput(study_uid, source)
+    return PluginAnswer(findings, tuple(build_result_objects(findings, study, plugin.info(), uids)))
+
+
 def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, series_uids: Sequence[str],
             uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
     job = lease.job
+    with archive.engine.connect() as conn:  # the last gate before anything is sent: every path passes here
+        withheld = withheld_from_vendors(conn, study_uid)
+    if withheld:
+        raise JobFailed(f"{plugin.key} is hosted by its vendor: {HOSTED_REFUSAL}", retry=False)
     lifetime = timedelta(seconds=job.timeout_s) + TOKEN_GRACE
     token, grant = issue_job_token(secret_key(archive.settings), study_uid=study_uid, job_id=job.id,
                                    plugin=plugin.key, lifetime=lifetime)  # fmt: skip

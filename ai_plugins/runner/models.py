@@ -24,7 +24,7 @@ class PluginRecord(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(16))  # "entry-point" | "remote"
+    source: Mapped[str] = mapped_column(String(16))  # "entry-point" | "remote" | "package"
     vendor: Mapped[str] = mapped_column(String(128), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     intended_use: Mapped[str] = mapped_column(Text, default="")
@@ -34,6 +34,8 @@ class PluginRecord(Base):
     timeout_s: Mapped[float] = mapped_column(Float, default=900.0)
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     registered_by: Mapped[str] = mapped_column(String(64), default="")
+    # An algorithm package's SHA-256 (migration 0006): what runs, named in reports and every SR/SEG.
+    package_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -40,6 +40,7 @@ MAX_TIMEOUT_S = 6 * 3600.0
 class PluginSource(StrEnum):
     ENTRY_POINT = "entry-point"  # in-process, from an installed package
     REMOTE = "remote"  # hosted by the vendor, called over HTTP
+    PACKAGE = "package"  # an admitted algorithm package, run in the sandbox (ai_plugins.packages)
 
 
 class RemoteManifest(BaseModel):
@@ -90,6 +91,7 @@ class PluginView:
     created_at: datetime
     updated_at: datetime
     installed: bool = True  # in-process plugins: importable in this process
+    digest: str = ""  # algorithm packages: the SHA-256 of the admitted package file
 
     @property
     def key(self) -> str:
@@ -101,7 +103,8 @@ class PluginView:
 
     def info(self) -> PluginInfo:
         return PluginInfo(name=self.name, version=self.version, vendor=self.vendor, description=self.description,
-                          intended_use=self.intended_use, input_filter=self.input_filter)  # fmt: skip
+                          intended_use=self.intended_use, input_filter=self.input_filter,
+                          package_digest=self.digest)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,8 @@ def _view(row: Any, installed: dict[tuple[str, str], InstalledPlugin] | None) ->
         endpoint_url=row.endpoint_url, entry_point=row.entry_point, timeout_s=float(row.timeout_s),
         enabled=bool(row.enabled), registered_by=row.registered_by, created_at=aware(row.created_at),
         updated_at=aware(row.updated_at),
-        installed=source is PluginSource.REMOTE or installed is None or (row.name, row.version) in installed,
+        installed=source is not PluginSource.ENTRY_POINT or installed is None or (row.name, row.version) in installed,
+        digest=row.package_digest or "",
     )  # fmt: skip
 
 
@@ -192,8 +196,8 @@ class PluginRegistry:
                     "timeout_s": timeout, "updated_at": now,
                 }  # fmt: skip
                 if row is None:
-                    if any(r.name == name and r.source == PluginSource.REMOTE for r in existing.values()):
-                        log.error("installed plugin %s is shadowed by a remote registration of that name", name)
+                    if any(r.name == name and r.source != PluginSource.ENTRY_POINT for r in existing.values()):
+                        log.error("installed plugin %s is shadowed by a vendor's registration of that name", name)
                         continue
                     inserted = conn.execute(
                         _insert_ignore(conn).values(

@@ -26,8 +26,9 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
+from ai_plugins.benchmarks.visibility import HOSTED_REFUSAL, withheld_from_vendors
 from ai_plugins.runner.models import PluginResult
-from ai_plugins.runner.registry import PluginRegistry, PluginView
+from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
 from ai_plugins.sdk import InputFilter, SeriesInfo, StudySummary
 from pacs.errors import Conflict, NotFound
 from pacs.index.models import Instance, Series, Study
@@ -149,6 +150,8 @@ class Router:
         plugins = [p for p in self.registry.list_in(conn) if p.enabled]
         if not plugins:
             return
+        if any(p.source is PluginSource.REMOTE for p in plugins) and withheld_from_vendors(conn, stable.study_uid):
+            plugins = [p for p in plugins if p.source is not PluginSource.REMOTE]  # a test case stays here
         contents = study_contents(conn, stable.study_uid)
         for plugin in plugins:
             chosen = input_series(plugin.input_filter, contents)
@@ -184,6 +187,8 @@ class Router:
                 lock = lock.with_for_update()
             if conn.execute(lock).first() is None:
                 raise NotFound("no such study")
+            if plugin.source is PluginSource.REMOTE and withheld_from_vendors(conn, study_uid):
+                raise Conflict(f"{plugin.key} is hosted by its vendor: {HOSTED_REFUSAL}")
             active = active_job(conn, kind=JOB_KIND, target=plugin.name, target_version=plugin.version,
                                 study_uid=study_uid)  # fmt: skip
             if active is not None:

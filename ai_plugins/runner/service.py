@@ -84,14 +84,19 @@ class PluginService:
     # --- jobs ------------------------------------------------------------------------------------
 
     def jobs(self, *, statuses: Sequence[JobStatus] = (), study_uid: str | None = None, plugin: str | None = None,
-             plugins: Sequence[str] | None = None, limit: int = 100, offset: int = 0) -> list[JobView]:  # fmt: skip
-        """Plugin jobs, newest first; ``plugins`` restricts to those names (a vendor's own)."""
+             plugins: Sequence[str] | None = None, hidden_studies: frozenset[str] = frozenset(), limit: int = 100,
+             offset: int = 0) -> list[JobView]:  # fmt: skip
+        """Plugin jobs, newest first; ``plugins`` restricts to those names (a vendor's own), and jobs on
+        ``hidden_studies`` (benchmark test cases, for a vendor) are left out: their results are
+        per-case outputs of hidden test cases."""
         if plugins is not None and plugin is None and not plugins:
             return []
+        filtered = plugins is not None or bool(hidden_studies)
         found = self.queue.list_jobs(statuses=statuses, study_uid=study_uid, target=plugin, kind=JOB_KIND,
-                                     limit=limit if plugins is None else 1000, offset=offset)  # fmt: skip
-        if plugins is not None:
-            found = [j for j in found if j.target in plugins][:limit]
+                                     limit=1000 if filtered else limit, offset=offset)  # fmt: skip
+        if filtered:
+            found = [j for j in found if (plugins is None or j.target in plugins)
+                     and j.study_uid not in hidden_studies][:limit]  # fmt: skip
         return found
 
     def job(self, job_id: int) -> JobView:

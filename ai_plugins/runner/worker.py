@@ -29,7 +29,7 @@ from ai_plugins.benchmarks.runner import BenchmarkCases, BenchmarkScoring
 from ai_plugins.runner.child import preload
 from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler, Lease, job_queue
 from ai_plugins.runner.plugin_jobs import PluginJobs
-from ai_plugins.runner.registry import PluginRegistry
+from ai_plugins.runner.registry import PluginRegistry, PluginSource
 from ai_plugins.runner.webhook_jobs import WebhookJobs
 from ai_plugins.sdk import Plugin
 from pacs import logs, metrics
@@ -101,7 +101,9 @@ class Worker:
     def _prepare(self) -> None:
         """Register the installed plugins and have the fork server import them before any job runs."""
         plugins = self.registry.sync()
-        preload(sorted({p.entry_point.partition(":")[0] for p in plugins if p.entry_point and p.installed}))
+        # Installed plugins only: a package's code is never imported outside its sandbox.
+        preload(sorted({p.entry_point.partition(":")[0] for p in plugins
+                        if p.source is PluginSource.ENTRY_POINT and p.entry_point and p.installed}))  # fmt: skip
         log.info("AI worker %s: %d job thread(s) for %s; plugins: %s", self.worker_id, self.concurrency,
                  ", ".join(sorted(self.handlers)),
                  ", ".join(f"{p.key}{'' if p.runnable else ' (off)'}" for p in plugins) or "none")  # fmt: skip

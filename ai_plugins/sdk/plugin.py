@@ -33,6 +33,9 @@ class PluginInfo(BaseModel):
     description: str = Field(default="", max_length=1024)
     intended_use: str = Field(default="", max_length=2048)
     input_filter: InputFilter = Field(default_factory=InputFilter)
+    # Set by the archive for an algorithm package (never by the plugin): the SHA-256 of the admitted
+    # package file, written into every SR/SEG as an algorithm parameter.
+    package_digest: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 
     @property
     def key(self) -> str:

@@ -27,6 +27,7 @@ def _algorithm(plugin: PluginInfo) -> hd.AlgorithmIdentificationSequence:
         family=dcm_codes.cid7162.ArtificialIntelligence,
         version=plugin.version,
         source=plugin.vendor,
+        parameters={"sha256": plugin.package_digest} if plugin.package_digest else None,
     )
 
 

@@ -81,7 +81,8 @@ def _procedure(evidence: Sequence[Dataset]) -> DicomCode:
 
 
 def _algorithm(plugin: PluginInfo) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(name=plugin.name, version=plugin.version)
+    parameters = [f"sha256:{plugin.package_digest}"] if plugin.package_digest else None
+    return hd.sr.AlgorithmIdentification(name=plugin.name, version=plugin.version, parameters=parameters)
 
 
 def _probability(value: float) -> hd.sr.Measurement:

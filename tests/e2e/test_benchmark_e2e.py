@@ -373,3 +373,35 @@ def test_a_patient_never_sees_own_test_studies(world: World) -> None:
         answer = httpx.get(world.url + path, headers=world.patient)
         assert not {u for u in world.test_uids if u in answer.text}, path
     assert httpx.get(f"{world.url}/api/benchmarks", headers=world.patient).status_code == 403
+
+
+def test_a_vendor_hosted_endpoint_receives_no_test_case(world: World) -> None:
+    """The matrix's hosted-endpoint row: the vendor registers a hosted plugin (a recording HTTP
+    server) and the hospital enables it; its evaluation on the test split is refused by the API
+    and the CLI with one sentence, and the endpoint is never called."""
+    from http.server import ThreadingHTTPServer
+    from threading import Thread
+
+    from tests.ai_plugins.benchmarks.test_remote import Recorder
+
+    Recorder.requests = []
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    Thread(target=endpoint.serve_forever, daemon=True).start()
+    try:
+        manifest = {"name": "acme-hosted", "version": "1.0", "vendor": "Acme", "input_filter": {"modalities": ["CT"]},
+                    "endpoint_url": f"http://127.0.0.1:{endpoint.server_address[1]}/jobs"}  # fmt: skip
+        assert httpx.post(f"{world.url}/api/plugins", json=manifest, headers=world.vendor).status_code == 201
+        enabled = httpx.patch(f"{world.url}/api/plugins/acme-hosted/1.0", json={"enabled": True}, headers=world.admin)
+        assert enabled.status_code == 200
+        for who in (world.vendor, world.admin):
+            refused = httpx.post(f"{world.url}/api/benchmarks/{world.bench_id}/evaluations",
+                                 json={"plugin": "acme-hosted"}, headers=who)  # fmt: skip
+            assert refused.status_code == 409 and "hidden test cases never leave the archive" in refused.text
+        cli_refused = cli(world.env, "benchmark", "evaluate", "lesions", "acme-hosted")
+        assert cli_refused.returncode == 1 and "hidden test cases never leave" in " ".join(cli_refused.stderr.split())
+        case = sorted(world.test_uids)[0]
+        rerun = httpx.post(f"{world.url}/api/studies/{case}/plugins/acme-hosted/run", headers=world.admin)
+        assert rerun.status_code == 409
+    finally:
+        endpoint.shutdown()
+    assert Recorder.requests == []

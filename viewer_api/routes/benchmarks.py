@@ -123,6 +123,7 @@ class EvaluationOut(BaseModel):
     plugin_name: str
     plugin_version: str
     plugin_source: str
+    plugin_sha256: str | None  # an algorithm package's digest
     cloudfilm_version: str
     status: str
     n_cases: int
@@ -182,7 +183,8 @@ def evaluation_out(v: EvaluationView) -> EvaluationOut:
     return EvaluationOut(
         id=v.id, benchmark_id=v.benchmark_id, benchmark=v.benchmark_name, dataset_version=v.version_number,
         dataset_digest=v.version_digest, plugin=v.plugin, plugin_name=v.plugin_name, plugin_version=v.plugin_version,
-        plugin_source=v.plugin_source, cloudfilm_version=v.cloudfilm_version, status=v.status, n_cases=v.n_cases,
+        plugin_source=v.plugin_source, plugin_sha256=v.plugin_digest or None, cloudfilm_version=v.cloudfilm_version,
+        status=v.status, n_cases=v.n_cases,
         n_done=v.n_done, n_failed=v.n_failed, main_metric=v.main_metric, main_value=v.main_value, ci_low=v.ci_low,
         ci_high=v.ci_high, threshold=v.threshold, requested_by=v.requested_by, created_at=v.created_at,
         finished_at=v.finished_at, error=v.error or None,

@@ -32,6 +32,7 @@ class PluginOut(BaseModel):
     intended_use: str
     input_filter: dict[str, Any]
     endpoint_url: str | None
+    package_sha256: str | None  # an algorithm package's digest
     timeout_s: float
     enabled: bool
     installed: bool
@@ -49,6 +50,7 @@ def plugin_out(view: PluginView) -> PluginOut:
         name=view.name, version=view.version, source=view.source.value, vendor=view.vendor,
         description=view.description, intended_use=view.intended_use,
         input_filter=view.input_filter.model_dump(mode="json"), endpoint_url=view.endpoint_url or None,
+        package_sha256=view.digest or None,
         timeout_s=view.timeout_s, enabled=view.enabled, installed=view.installed,
         registered_by=view.registered_by or None, created_at=view.created_at, updated_at=view.updated_at,
     )  # fmt: skip

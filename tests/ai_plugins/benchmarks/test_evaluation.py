@@ -17,6 +17,7 @@ from sqlalchemy import update
 from ai_plugins.benchmarks.errors import RateLimited
 from ai_plugins.benchmarks.evaluation import CASE_KIND, KINDS, EvaluationView
 from ai_plugins.benchmarks.service import BenchmarkService
+from ai_plugins.packages.service import PackageService
 from ai_plugins.runner.registry import PluginRegistry, RemoteManifest
 from ai_plugins.runner.worker import Worker
 from ai_plugins.sdk import StudyInput
@@ -26,6 +27,7 @@ from pacs.errors import Conflict
 from pacs.jobs import Job, JobQueue, JobStatus
 from tests.ai_plugins.benchmarks.conftest import bench_settings, split_benchmark, store_cases
 from tests.ai_plugins.benchmarks.plugins import FailingPlugin, RandomPlugin
+from tests.ai_plugins.packages.builder import package
 from tests.factories import CtCase
 from tests.pg import temporary_database
 from viewer_api.app import create_app
@@ -129,17 +131,26 @@ def test_who_may_evaluate_and_how_often(lesions: tuple[Archive, BenchmarkService
                               input_filter={"modalities": ["CT"]})  # type: ignore[arg-type]
     registry = PluginRegistry(archive.engine, extra=EXTRA)
     registry.register_remote(manifest, registered_by="acme")
-    with pytest.raises(Conflict, match="an admin must enable it"):
-        service.evaluate(bench, "acme-cad", requested_by="acme", requester_role="vendor")
-    registry.set_enabled("acme-cad", "2.0", True)
-    own = service.evaluate(bench, "acme-cad", requested_by="acme", requester_role="vendor")
-    assert own.plugin == "acme-cad@2.0" and own.plugin_source == "remote" and own.n_cases == 6
-    registry.register_remote(manifest.model_copy(update={"version": "2.1"}), registered_by="acme")
-    registry.set_enabled("acme-cad", "2.1", True)
-    for _ in range(2):  # another version of the plugin shares its limit
-        service.evaluate(bench, "acme-cad", plugin_version="2.1", requested_by="acme", requester_role="vendor")
+    for enabled in (False, True):  # enabled for clinical studies or not, a hosted plugin never sees a test case
+        registry.set_enabled("acme-cad", "2.0", enabled)
+        for who, role in (("acme", "vendor"), ("admin", "admin")):
+            with pytest.raises(Conflict, match="hidden test cases never leave the archive"):
+                service.evaluate(bench, "acme-cad", requested_by=who, requester_role=role, force=True)
+    assert {e.plugin for e in service.evaluations(bench)} == {"test-random@1.0"}
+    # an algorithm package the vendor uploaded (admitted here, run in the sandbox) is its own to evaluate
+    packages = PackageService(archive.engine, archive.settings)
+    for version in ("2.0", "2.1"):
+        packages.upload(package("acme-detector", version), filename="p.zip", uploaded_by="acme")
+        packages.admit("acme-detector", version, admitted_by="admin")
+    own = service.evaluate(bench, "acme-detector", plugin_version="2.0", requested_by="acme", requester_role="vendor")
+    assert own.plugin == "acme-detector@2.0" and own.plugin_source == "package" and own.n_cases == 6
+    assert own.plugin_digest == packages.get("acme-detector", "2.0").digest
+    for _ in range(2):  # another version of the package shares its limit
+        service.evaluate(bench, "acme-detector", plugin_version="2.1", requested_by="acme", requester_role="vendor")
     with pytest.raises(RateLimited):  # and a vendor cannot force its way past it
-        service.evaluate(bench, "acme-cad", requested_by="acme", requester_role="vendor", force=True)
+        service.evaluate(bench, "acme-detector", requested_by="acme", requester_role="vendor", force=True)
+    with pytest.raises(Forbidden, match="only the plugins it registered"):  # nor evaluate another vendor's
+        service.evaluate(bench, "acme-detector", requested_by="other", requester_role="vendor")
 
 
 def _sphere_mask(case: CtCase) -> tuple[str, np.ndarray]:

@@ -121,6 +121,11 @@ CASES: list[Case] = [
     Case("webhook-delete", "DELETE", lambda s: "/api/webhooks/999", row(401, 404, 403, 403, 403, 403)),
     Case("webhook-redeliver", "POST", lambda s: "/api/webhooks/999/deliveries/1/redeliver",
          row(401, 404, 403, 403, 403, 403)),
+    # Algorithm packages (issue 15): vendors upload (a bad file is a 400 once admitted), admins admit
+    Case("packages", "GET", lambda s: "/api/plugins/packages", row(401, 200, 403, 403, 200, 403)),
+    Case("package-upload", "POST", lambda s: "/api/plugins/packages?filename=x.zip", row(401, 400, 403, 403, 400, 403),
+         lambda _s, _k: {"content": b"not a package"}),
+    Case("package-admit", "POST", lambda s: "/api/plugins/packages/nope/1.0/admit", row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),

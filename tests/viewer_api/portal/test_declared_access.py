@@ -38,6 +38,8 @@ def test_every_route_of_the_app_declares_one_rule(site: Site) -> None:
     assert rules["DELETE /dicomweb/studies/{study}/metadata"] == "admin+delete"  # the 405 guard
     assert rules["GET /openapi.json"] == rules["GET /docs"] == "accounts"
     assert rules["/static"] == rules["GET /healthz"] == "open"
+    assert rules["POST /api/plugins/packages"] == rules["GET /api/plugins/packages"] == "vendor-or-admin"
+    assert rules["POST /api/plugins/packages/{name}/{version}/admit"] == "admin"
 
 
 def test_a_route_without_a_rule_cannot_be_built() -> None:

@@ -1,0 +1,226 @@
+"""Uploading, admitting and finding algorithm packages.
+
+A vendor uploads a package file: it is checked (manifest, members) without running any of it,
+kept under ``DATA_DIR/packages/files/<sha256>`` and recorded as ``uploaded``. An admin admits it:
+the file's digest is verified again, the package is unpacked into ``DATA_DIR/packages/envs/<sha256>``
+with its dependency wheels installed there offline (``pip --no-index --no-deps --target``), and
+its plugin version is registered (``source = package``, disabled for clinical studies until an
+admin enables it). Only admitted packages run, and only in the sandbox
+(:mod:`ai_plugins.sandbox`); their digest names them in evaluation reports and in every SR/SEG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ai_plugins.packages.manifest import InvalidPackage, PackageManifest, read_manifest, unpack
+from ai_plugins.packages.models import PackageRow
+from ai_plugins.runner.models import PluginRecord
+from ai_plugins.sandbox import Limits, PackageEnv
+from pacs.errors import Conflict, NotFound
+from pacs.index.db import utcnow
+from pacs.jobs import aware, write_transaction
+from pacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOURCE = "package"
+
+
+@dataclass(frozen=True, slots=True)
+class PackageView:
+    name: str
+    version: str
+    vendor: str
+    digest: str
+    filename: str
+    size: int
+    manifest: PackageManifest
+    status: str
+    uploaded_by: str
+    admitted_by: str
+    created_at: datetime
+    admitted_at: datetime | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _view(row: Any) -> PackageView:
+    return PackageView(row.name, row.version, row.vendor, row.digest, row.filename, row.size,
+                       PackageManifest.model_validate_json(row.manifest_json), row.status, row.uploaded_by,
+                       row.admitted_by, aware(row.created_at),
+                       None if row.admitted_at is None else aware(row.admitted_at))  # fmt: skip
+
+
+def packages_dir(settings: Settings) -> Path:
+    return settings.data_dir / "packages"
+
+
+def env_dir(settings: Settings, digest: str) -> Path:
+    return packages_dir(settings) / "envs" / digest
+
+
+def site_limits(settings: Settings) -> Limits:
+    """The most a package may use per case on this site."""
+    return Limits(memory_mb=settings.package_max_memory_mb, cpu_s=settings.package_max_cpu_s,
+                  scratch_mb=settings.package_max_scratch_mb, max_processes=settings.package_max_processes,
+                  wall_s=6 * 3600.0)  # fmt: skip
+
+
+class PackageService:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    # --- upload ------------------------------------------------------------------------------
+
+    def upload(self, data: bytes, *, filename: str, uploaded_by: str) -> tuple[PackageView, bool]:
+        """Check and keep a package file; ``(package, created)``. Versions are immutable."""
+        if len(data) > self.settings.package_max_upload_mb << 20:
+            raise InvalidPackage(f"the package is larger than {self.settings.package_max_upload_mb} MiB")
+        if not data:
+            raise InvalidPackage("the package file is empty")
+        manifest = read_manifest(data)
+        digest = hashlib.sha256(data).hexdigest()
+        with write_transaction(self.engine) as conn:
+            taken = conn.execute(select(PluginRecord.source, PluginRecord.registered_by)
+                                 .where(PluginRecord.name == manifest.name)).all()  # fmt: skip
+            if any(source != SOURCE or by != uploaded_by for source, by in taken):
+                raise Conflict(f"the plugin name {manifest.name!r} belongs to another plugin or vendor")
+            rows = conn.execute(select(PackageRow).where(PackageRow.name == manifest.name)).all()
+            if any(r.uploaded_by != uploaded_by for r in rows):
+                raise Conflict(f"the plugin name {manifest.name!r} belongs to another vendor")
+            same = next((r for r in rows if r.version == manifest.version), None)
+            if same is not None:
+                if same.digest != digest:
+                    raise Conflict(f"{manifest.name}@{manifest.version} was uploaded with other contents; "
+                                   "upload a new version")  # fmt: skip
+                return _view(same), False
+            files = packages_dir(self.settings) / "files"
+            files.mkdir(parents=True, exist_ok=True)
+            _write_atomic(files / digest, data)
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(PackageRow).values(
+                name=manifest.name, version=manifest.version, vendor=manifest.vendor, digest=digest,
+                filename=Path(filename).name[:256], size=len(data), manifest_json=manifest.model_dump_json(),
+                status="uploaded", uploaded_by=uploaded_by[:64], admitted_by="", created_at=utcnow())
+                .on_conflict_do_nothing())  # fmt: skip
+        log.info("package %s@%s (sha256 %s) uploaded by %s", manifest.name, manifest.version, digest, uploaded_by)
+        return self.get(manifest.name, manifest.version), True
+
+    # --- admission ---------------------------------------------------------------------------
+
+    def admit(self, name: str, version: str, *, admitted_by: str) -> PackageView:
+        """Install the package into its own environment and register its plugin version."""
+        package = self.get(name, version)
+        if package.status == "admitted" and env_dir(self.settings, package.digest).is_dir():
+            return package
+        data = (packages_dir(self.settings) / "files" / package.digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != package.digest:
+            raise Conflict(f"the stored file of {package.key} no longer matches its digest; upload it again")
+        self._install(data, package.digest)
+        manifest = package.manifest
+        now = utcnow()
+        with write_transaction(self.engine) as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(PluginRecord).values(
+                name=name, version=version, source=SOURCE, vendor=manifest.vendor, description=manifest.description,
+                intended_use=manifest.intended_use, input_filter_json=manifest.input_filter.model_dump_json(),
+                endpoint_url="", entry_point=manifest.entry, timeout_s=manifest.resources.wall_s, enabled=False,
+                registered_by=package.uploaded_by, package_digest=package.digest, created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["name", "version"]))  # fmt: skip
+            conn.execute(update(PackageRow).where(PackageRow.digest == package.digest)
+                         .values(status="admitted", admitted_by=admitted_by[:64], admitted_at=now))  # fmt: skip
+        log.info("package %s (sha256 %s) admitted by %s", package.key, package.digest, admitted_by)
+        return self.get(name, version)
+
+    def _install(self, data: bytes, digest: str) -> None:
+        target = env_dir(self.settings, digest)
+        if target.is_dir():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
+        try:
+            wheels = unpack(data, staging)
+            if wheels:
+                done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
+                                       "--no-compile", "--disable-pip-version-check", "--target", str(staging),
+                                       *map(str, wheels)], capture_output=True, text=True, timeout=600,
+                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, check=False)  # fmt: skip
+                if done.returncode:
+                    last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+                    raise InvalidPackage(f"the package's dependency wheels cannot be installed: {last}")
+                shutil.rmtree(staging / "wheels")
+            try:
+                staging.rename(target)
+            except OSError:
+                if not target.is_dir():  # else another admission of the same digest got there first
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            for path in [target, *target.rglob("*")]:  # readable inside the sandbox, writable by no one
+                path.chmod(0o555 if path.is_dir() else 0o444)
+        except BaseException:
+            for path in [staging, *staging.rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o755)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def get(self, name: str, version: str) -> PackageView:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(PackageRow).where(PackageRow.name == name, PackageRow.version == version)
+                               ).first()  # fmt: skip
+        if row is None:
+            raise NotFound(f"no package {name}@{version}")
+        return _view(row)
+
+    def by_digest(self, digest: str) -> PackageView:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(PackageRow).where(PackageRow.digest == digest)).first()
+        if row is None:
+            raise NotFound("no package with that digest")
+        return _view(row)
+
+    def list_packages(self, *, uploaded_by: str | None = None) -> list[PackageView]:
+        stmt = select(PackageRow).order_by(PackageRow.name, PackageRow.created_at)
+        if uploaded_by is not None:
+            stmt = stmt.where(PackageRow.uploaded_by == uploaded_by)
+        with self.engine.connect() as conn:
+            return [_view(r) for r in conn.execute(stmt).all()]
+
+    def runnable(self, digest: str) -> tuple[PackageEnv, Limits]:
+        """The environment and limits of an admitted package; :class:`Conflict` for any other."""
+        package = self.by_digest(digest)
+        env = env_dir(self.settings, digest)
+        if package.status != "admitted" or not env.is_dir():
+            raise Conflict(f"package {package.key} is not admitted on this archive")
+        return PackageEnv(env, package.manifest.entry), package.manifest.resources.limits().capped(
+            site_limits(self.settings))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
