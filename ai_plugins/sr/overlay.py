@@ -103,6 +103,7 @@ class OverlayFinding(BaseModel):
     report_uid: str
     report_datetime: str | None = None
     superseded: bool = False
+    reviewed: bool = False  # from a document a physician released (issue 13), not the AI's own
 
 
 # --------------------------------------------------------------------------------------------

@@ -227,6 +227,10 @@ def compile_query(request: QueryRequest, dialect: str) -> tuple[Select[Any], dic
         stmt = stmt.order_by(Patient.patient_name_norm, Patient.id)
     else:
         stmt = stmt.where(request.scope.study_filter())
+        if level is Level.SERIES:
+            stmt = stmt.where(request.scope.series_filter())
+        elif level is Level.IMAGE:
+            stmt = stmt.where(request.scope.instance_filter())
         if level is Level.STUDY:
             stmt = stmt.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
         elif level is Level.SERIES:

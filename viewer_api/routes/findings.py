@@ -74,14 +74,24 @@ def _planes(archive: Archive, scope: AccessScope, study_uid: str, series: list[s
     return [plane for text in texts for plane in planes_from_metadata(json.loads(text))]
 
 
+REVIEWED_BY = "Reviewed by a physician"
+
+
 def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> StudyFindings:
-    """What the study's SRs say, placed on its images."""
+    """What the study's SRs say, placed on its images.
+
+    A scope that withholds result objects (patients, share visitors) reads only the SRs released to
+    it, the documents of findings a physician accepted: each of its rows is marked reviewed.
+    """
     reports, series_of = _reports(archive, scope, study_uid)
     wanted = geometry_series(reports, series_of)
     known = set(series_of.values())
     series = None if wanted is None else [s for s in wanted if s in known]
     planes = _planes(archive, scope, study_uid, None if wanted and not series else series)
-    return StudyFindings(findings=overlay_findings(reports, planes, series_of))
+    rows = overlay_findings(reports, planes, series_of)
+    if scope.withhold_results:
+        rows = [r.model_copy(update={"reviewed": True, "plugin": REVIEWED_BY}) for r in rows]
+    return StudyFindings(findings=rows)
 
 
 @router.get("/api/studies/{study_uid}/findings", response_model=StudyFindings,

@@ -469,7 +469,7 @@
         body.findings.forEach(function (f) {
           const li = document.createElement("li");
           const drawable = !!(f.points && f.points.length && f.sop_uid);
-          li.className = (f.superseded ? "superseded " : "") + (drawable ? "drawable" : "static");
+          li.className = (f.superseded ? "superseded " : "") + (f.reviewed ? "reviewed " : "") + (drawable ? "drawable" : "static");
           const b = document.createElement("b");
           b.textContent = f.label || "Finding";
           const p = document.createElement("div");
@@ -487,6 +487,7 @@
           }
           list.appendChild(li);
         });
+        if ($("findings-heading")) $("findings-heading").hidden = false;
         $("findings-toggle").hidden = false;
         $("findings").hidden = false;
         drawFindings();
