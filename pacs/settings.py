@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # What patients and share visitors see of AI output: "reviewed" (only findings a physician accepted,
     # marked as reviewed) or "none" (no AI output at all). Never unreviewed findings.
     patient_ai: Literal["reviewed", "none"] = "reviewed"
+    # The worklist flags a study whose AI results hold a finding or a classification at least this
+    # probable (plugins declare no threshold of their own).
+    ai_flag_threshold: float = Field(default=0.5, ge=0, le=1)
 
     # AI jobs (issue 6)
     worker_concurrency: int = Field(default=1, ge=0, le=64)  # jobs ``serve`` runs at once (0: no workers in serve)

@@ -45,6 +45,7 @@ class Action(StrEnum):
     C_GET = "c-get"
     USER_CHANGE = "user-change"
     API_KEY = "api-key"
+    AI_REVIEW = "ai-review"
 
 
 class Outcome(StrEnum):

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ai_plugins.benchmarks.visibility import restrict_from_db
+from ai_plugins.review.service import release_reviewed
 from ai_plugins.runner.own_results import release_own_results
 from ai_plugins.runner.tokens import check_job_token
 from pacs.accounts.api_keys import authenticate_api_key
@@ -69,10 +70,14 @@ class Authenticator:
 
     def restrict(self, principal: Principal | None) -> Principal | None:
         """``principal`` with the benchmark studies it may not see hidden (issue 7: test cases, copies) and
-        the result objects it may see released (issue 13: a job's own vendor's)."""
+        the result objects it may see released (issue 13: a job's own vendor's; for patients and share
+        visitors the physicians' documents of accepted findings)."""
         try:
             restricted = restrict_from_db(self.engine, principal)
-            return None if restricted is None else release_own_results(self.engine, restricted)
+            if restricted is None:
+                return None
+            restricted = release_own_results(self.engine, restricted)
+            return release_reviewed(self.engine, restricted, self.settings.patient_ai)
         except SQLAlchemyError as exc:  # the accounts services map their own; these reads are the AI layer's
             raise StorageUnavailable("the index database is unreachable") from exc
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from ai_plugins.review.service import study_review_status
 from pacs.access import AccessScope
 from pacs.accounts.audit import ACCESS_ACTIONS, Action, AuditEvent, AuditQuery
 from pacs.accounts.audit import query as audit_query
@@ -126,8 +127,10 @@ def worklist(principal: Staff, request: Request) -> Response:
     except InvalidQuery as exc:
         error = str(exc)
     modalities = ["", "CT", "MR", "CR", "DX", "US", "MG", "PT", "NM", "XA", "SC"]
+    ai_status = study_review_status(archive_of(request).engine, [r.study_uid for r in rows],
+                                    archive_of(request).settings.ai_flag_threshold)  # fmt: skip
     return render(request, "worklist.html", rows=rows, params=params, page=page, more=more, error=error,
-                  modalities=modalities, searched=bool(params))
+                  modalities=modalities, searched=bool(params), ai_status=ai_status)
 
 
 @router.get("/viewer/home")
