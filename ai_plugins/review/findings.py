@@ -30,6 +30,7 @@ from ai_plugins.sr.overlay import (
     planes_from_metadata,
     read_report,
 )
+from ai_plugins.sr.review import REVIEW_CONCEPT
 from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import NotFound
@@ -89,6 +90,12 @@ def _planes(archive: Archive, scope: AccessScope, study_uid: str, series: list[s
 REVIEWED_BY = "Reviewed by a physician"
 
 
+def _without_decision(text: str) -> str:
+    """A released finding's text without the review's own evaluation (every released one is accepted)."""
+    prefix = f"{REVIEW_CONCEPT.meaning}:"
+    return " · ".join(part for part in text.split(" · ") if not part.startswith(prefix))
+
+
 def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> StudyFindings:
     """What the study's SRs say, placed on its images.
 
@@ -107,8 +114,8 @@ def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> Stud
     planes = _planes(archive, scope, study_uid, None if wanted and not series else series)
     if patient_facing:  # one released document per finding: none supersedes another
         rows = [r for report in reports for r in overlay_findings([report], planes, series_of)]
-        return StudyFindings(findings=[PanelFinding(**r.model_dump() | {"reviewed": True, "plugin": REVIEWED_BY})
-                                       for r in rows])  # fmt: skip
+        return StudyFindings(findings=[PanelFinding(**r.model_dump() | {
+            "reviewed": True, "plugin": REVIEWED_BY, "text": _without_decision(r.text)}) for r in rows])  # fmt: skip
     decided = {(v.report_uid, v.finding_key): v for v in current_reviews(archive.engine, [study_uid])}
     out: list[PanelFinding] = []
     for r in overlay_findings(reports, planes, series_of):

@@ -192,6 +192,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
         "urls": {
             "dicomweb": "/dicomweb",
             "findings": f"/api/studies/{study_uid}/findings" if show_findings else None,
+            "reviews": f"/api/studies/{study_uid}/findings/reviews" if principal.is_staff else None,
             "film": f"/api/studies/{study_uid}/film" if download else None,
             "archive": f"/api/studies/{study_uid}/archive.zip" if download else None,
             "shares": f"/api/studies/{study_uid}/shares" if can_share else None,

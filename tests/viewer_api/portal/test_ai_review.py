@@ -116,7 +116,7 @@ def test_accept_one_reject_another_and_the_patient_sees_only_the_accepted(review
     for kind in ("patient", "visitor"):
         [row] = reviewed.findings(kind)
         assert row["label"] == "Nodule" and row["reviewed"] is True and row["plugin"] == "Reviewed by a physician"
-        assert "probability" not in row["text"] and row["superseded"] is False
+        assert row["text"] == "Lesion 1 · Diameter 36.0 mm" and row["superseded"] is False
         assert row["sop_uid"] == nodule["sop_uid"] and row["shape"] == "circle"
         assert sum(row["points"], []) == pytest.approx(sum(nodule["points"], []), abs=0.01)
         listed = reviewed.client(kind).get(f"/dicomweb/studies/{reviewed.lesion.study_uid}/instances").json()

@@ -82,7 +82,7 @@ def test_physician_sees_the_findings_and_the_nodule_on_its_slice(live_site: Serv
     assert len(rows) == 6
     assert rows[0].startswith("High density lesion") and "study level · probability 0.93" in rows[0]
     assert rows[1].splitlines() == ["Nodule", "Lesion 1 · probability 0.91 · Diameter 36.0 mm",
-                                    "lesion-detector@1.2.3"]  # fmt: skip
+                                    "lesion-detector@1.2.3", "Not reviewed", "Accept", "Reject", "Edit"]  # fmt: skip
     assert "earlier report" in rows[4] and "lesion-detector@1.0" in rows[4]
     start = page.locator("#viewport").get_attribute("data-index")
     assert start != str(lesion.slice_index)
@@ -143,3 +143,60 @@ def test_share_visitor_on_a_phone_sees_the_film_card_and_no_ai_finding(live_site
     page.screenshot(path=str(ARTIFACTS / "phone-share-film-card.png"))
     assert not problems, problems
     context.close()
+
+
+def test_a_physician_accepts_one_finding_and_rejects_another_then_the_phone_shows_only_the_accepted(
+        live_site: Server, browser: Browser, lesion: LesionStudy) -> None:  # fmt: skip
+    """Issue 13: the review in the viewer's panel; the share visitor then sees the nodule alone, reviewed."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    problems = _watch(page)
+    page.goto(f"{live_site.url}/login?next=/viewer/studies/{lesion.study_uid}")
+    page.fill("input[name=username]", "doc")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/viewer/studies/{lesion.study_uid}")
+    _image_loaded(page)
+    rows = page.locator("#findings-list li")
+    _panel_rows(page)
+    nodule, mass = rows.nth(1), rows.nth(2)
+    assert nodule.locator("b").inner_text() == "Nodule" and mass.locator("b").inner_text() == "Mass"
+    assert nodule.locator(".review-status").inner_text() == "Not reviewed"
+    assert rows.nth(4).locator(".review").count() == 0  # an earlier report's findings are not reviewed
+    with page.expect_response(lambda r: r.url.endswith("/findings/reviews") and r.status == 201):
+        nodule.locator("button.review-accepted").click()
+    page.wait_for_function("() => document.querySelectorAll('#findings-list li')[1]"
+                           ".querySelector('.review-status').textContent.startsWith('Accepted')")  # fmt: skip
+    with page.expect_response(lambda r: r.url.endswith("/findings/reviews") and r.status == 201):
+        rows.nth(2).locator("button.review-rejected").click()
+    page.wait_for_function("() => document.querySelectorAll('#findings-list li')[2]"
+                           ".querySelector('.review-status').textContent.startsWith('Rejected')")  # fmt: skip
+    assert rows.nth(1).locator(".review-status").inner_text() == "Accepted by doc"
+    assert rows.nth(2).locator(".review-status").inner_text() == "Rejected by doc"
+    assert page.url.endswith(lesion.study_uid)  # the buttons do not navigate
+    page.screenshot(path=str(ARTIFACTS / "desktop-ai-review.png"))
+    assert not problems, problems
+    context.close()
+
+    site = live_site.site
+    share = create_share(site.archive.engine, site.app.state.authenticator.key, lesion.study_uid, created_by=None,
+                         expires_in_days=7, max_days=365)  # fmt: skip
+    phone = browser.new_context(**PHONE)  # type: ignore[arg-type]
+    page = phone.new_page()
+    problems = _watch(page)
+    page.goto(f"{live_site.url}/s/{share.token}")
+    _image_loaded(page)
+    assert _panel_rows(page) == ["Nodule\nLesion 1 · Diameter 36.0 mm\nReviewed by a physician"]
+    assert page.locator("#findings-heading").is_visible()
+    assert page.locator("#report-status").inner_text() == REPORT_NOT_READY
+    assert page.locator(".review-buttons").count() == 0  # visitors do not review
+    page.locator("#findings-list li").first.tap()
+    page.wait_for_function(f"() => document.getElementById('viewport').dataset.index === '{lesion.slice_index}'")
+    _image_loaded(page)
+    page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '1'")
+    assert page.locator("#overlay text.finding-label").all_text_contents() == ["Nodule"]
+    inside, overall = _lesion_brightness(page, "phone-share-reviewed-finding", 2.0)
+    assert inside > overall + 60, (inside, overall)
+    assert "Mass" not in page.locator("body").inner_text()
+    assert not problems, problems
+    phone.close()
