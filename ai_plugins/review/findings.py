@@ -11,6 +11,7 @@ marked reviewed. Nothing is cached between requests.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from datetime import datetime
@@ -67,8 +68,8 @@ def _reports(archive: Archive, scope: AccessScope, study_uid: str) -> tuple[list
         if stored.sop_class_uid not in SR_STORAGE_CLASSES:
             continue
         try:
-            with open_instance(archive.store, stored) as fh:
-                report = read_report(pydicom.dcmread(fh))
+            with open_instance(archive.store, stored) as fh:  # an S3 object's stream cannot seek
+                report = read_report(pydicom.dcmread(io.BytesIO(fh.read())))
         except (InvalidDicomError, OSError, ValueError, NotFound) as exc:  # one bad SR hides only itself
             log.warning("SR %s could not be read: %s", stored.sop_uid, exc)
             continue

@@ -14,7 +14,8 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pydicom
 import pytest
@@ -22,10 +23,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from ai_plugins.runner.models import PluginRecord, PluginResult
+from pacs.accounts.patients import link_patient
 from pacs.accounts.shares import create_share
+from pacs.accounts.users import create_user
+from pacs.archive import Archive
 from pacs.index.db import utcnow
-from tests.viewer_api.portal.conftest import Site, build_site
+from tests.viewer_api.portal.conftest import OWNER, PASSWORD, Site, bearer, build_site, login
 from tests.viewer_api.test_findings import LesionStudy, add_lesion_study
+from viewer_api.app import create_app
 
 SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 
@@ -173,3 +178,36 @@ def test_an_edit_changes_label_and_size_and_the_patient_sees_the_edit(reviewed: 
 def test_worklist_shows_ai_done_flagged_reviewed(reviewed: Reviewed) -> None:
     html = reviewed.site.client("physician").get("/viewer/worklist").text
     assert 'data-ai="done flagged reviewed"' in html
+
+
+def test_review_on_each_backend(archive: Archive) -> None:
+    """SQLite + filesystem and PostgreSQL + S3: migration 0006, the review SR through ingest, the release."""
+    lesion = add_lesion_study(cast(Site, SimpleNamespace(archive=archive)))
+    create_user(archive.engine, "doc", PASSWORD, "physician", full_name="Jane Doe")
+    create_user(archive.engine, "pat", PASSWORD, "patient")
+    link_patient(archive.engine, "pat", OWNER.patient_id, OWNER.issuer or "")
+    app = create_app(archive)
+    doc, patient = TestClient(app), TestClient(app)
+    doc.headers["Authorization"] = f"Bearer {bearer(doc, 'doc')}"
+    login(patient, "pat")
+    url = f"/api/studies/{lesion.study_uid}/findings"
+    rows = doc.get(url).json()["findings"]
+    for label, decision in (("Nodule", "accepted"), ("Mass", "rejected")):
+        row = _current(rows, label)
+        made = doc.post(f"{url}/reviews", json={"report_uid": row["report_uid"], "finding_key": row["finding_key"],
+                                                "decision": decision})  # fmt: skip
+        assert made.status_code == 201, made.text
+    [seen] = patient.get(url).json()["findings"]
+    assert seen["label"] == "Nodule" and seen["reviewed"] is True
+    decided = {r["label"]: r["review"]["decision"] for r in doc.get(url).json()["findings"] if r["review"]}
+    assert decided == {"Nodule": "accepted", "Mass": "rejected"}
+
+
+def test_patient_ai_none_releases_nothing_even_when_accepted(tmp_path: Path) -> None:
+    for site in build_site(tmp_path, patient_ai="none"):
+        lesion = add_lesion_study(site)
+        r = Reviewed(site, lesion, site.client("share"))
+        _decide(r, "Nodule", "accepted")
+        assert r.findings("patient") == []
+        listed = site.client("patient").get(f"/dicomweb/studies/{lesion.study_uid}/instances").json()
+        assert not [i for i in listed if i["00080016"]["Value"][0].startswith(SR_CLASS_PREFIX)]
