@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import insert, select
 
+from ai_plugins.runner.models import PluginRecord
 from ai_plugins.sdk import Classification, Findings, PluginInfo, codes
 from ai_plugins.sr import build_measurement_report
+from pacs.index.db import utcnow
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.viewer_api.portal.conftest import KINDS, Site, frame_url, store
 
@@ -91,6 +94,22 @@ def _ai_sr_path(suffix: str = "") -> Callable[[Site], str]:
     return path
 
 
+def _plugin_reviews(s: Site) -> str:
+    """The review counts of the plugin that made the matrix SR (registered as a vendor's once)."""
+    _ai_sr(s)
+    with s.archive.engine.begin() as conn:
+        if conn.execute(select(PluginRecord.id).where(PluginRecord.name == "matrix-ai")).first() is None:
+            conn.execute(insert(PluginRecord).values(name="matrix-ai", version="1", source="remote",
+                                                     registered_by="acme", created_at=utcnow(), updated_at=utcnow()))
+    return "/api/plugins/matrix-ai/1/reviews"
+
+
+def _review_body(s: Site, _kind: str) -> dict[str, object]:
+    """Accept the matrix SR's classification (each staff caller records its own decision)."""
+    _series, sop = _ai_sr(s)
+    return {"json": {"report_uid": sop, "finding_key": "Classification 1", "decision": "accepted"}}
+
+
 CASES: list[Case] = [
     # DICOMweb and WADO-URI
     Case("qido-studies", "GET", lambda s: "/dicomweb/studies", row(401, 200, 200, 200, 200, 403)),
@@ -133,6 +152,9 @@ CASES: list[Case] = [
          row(401, 201, 201, 404, 403, 403), _share_body),
     Case("findings-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/findings", row(401, 200, 200, 200, 404, 200)),
     Case("findings-other", "GET", lambda s: f"/api/studies/{_other(s)}/findings", row(401, 200, 200, 404, 404, 404)),
+    Case("review-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/findings/reviews",
+         row(401, 201, 201, 403, 403, 403), _review_body),
+    Case("plugin-reviews", "GET", _plugin_reviews, row(401, 200, 200, 403, 403, 403)),
     Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
     Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
     # Downloads
