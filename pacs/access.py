@@ -22,20 +22,16 @@ from sqlalchemy import and_, exists, false, or_, true, tuple_
 
 from pacs.index.models import Instance, Series, Study
 
-#: SOP classes of result objects: the SR family (PS3.4 B.5, ``…1.1.88.*``), Segmentation, Surface
-#: Segmentation and Parametric Map. AI output and measurements arrive as these, whoever sends them,
-#: so a patient-facing scope withholds them by class rather than trusting every sender to say so.
+#: SOP classes of result objects: the SR family (PS3.4 B.5, ``…1.1.88.*``, by prefix) and these:
+#: Segmentation, Surface Segmentation, Parametric Map. AI output and measurements arrive as these,
+#: whoever sends them, so a patient-facing scope withholds them by class rather than trusting every
+#: sender to say what it is.
 RESULT_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 RESULT_CLASSES: frozenset[str] = frozenset({
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
     "1.2.840.10008.5.1.4.1.1.66.5",  # Surface Segmentation
     "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map
 })
-
-
-def is_result_class(sop_class_uid: str) -> bool:
-    """Whether ``sop_class_uid`` is a result object's class (see :data:`RESULT_CLASSES`)."""
-    return sop_class_uid.startswith(RESULT_CLASS_PREFIX) or sop_class_uid in RESULT_CLASSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,9 @@ def test_accept_one_reject_another_and_the_patient_sees_only_the_accepted(review
         out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
         assert not errors, out.stdout + out.stderr
+    not_ai = reviewed.post("physician", {"report_uid": accepted["review_sr_uid"], "finding_key": "Lesion 1",
+                                         "decision": "rejected"})  # fmt: skip
+    assert not_ai.status_code == 409 and "not an AI finding" in not_ai.text  # a review is not reviewed
     rejected_series = reviewed.client("patient").get(
         f"/dicomweb/studies/{reviewed.lesion.study_uid}/series/{series}/instances/{rejected['review_sr_uid']}")
     assert rejected_series.status_code == 404
