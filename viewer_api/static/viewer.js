@@ -511,7 +511,7 @@
     const status = document.createElement("div");
     status.className = "small review-status" + (f.review ? " " + f.review.decision : "");
     status.textContent = f.review ? DECIDED[f.review.decision] + " by " + f.review.reviewer +
-      (f.review.decision === "edited" ? " (" + Object.keys(f.review.changes).join(", ") + ")" : "") : "Not reviewed";
+      (f.review.decision === "edited" ? ": " + describeChanges(f.review.changes) : "") : "Not reviewed";
     const buttons = document.createElement("div");
     buttons.className = "review-buttons";
     const form = editForm(f, status);
@@ -526,6 +526,14 @@
     });
     box.append(status, buttons, form);
     return box;
+  }
+
+  function describeChanges(changes) {
+    const out = [];
+    if (changes.label) out.push("label " + changes.label[1]);
+    if (changes.diameter_mm) out.push("diameter " + changes.diameter_mm[1] + " mm");
+    if (changes.centre) out.push("moved");
+    return out.join(", ");
   }
 
   function editForm(f, status) {

@@ -200,3 +200,67 @@ def test_a_physician_accepts_one_finding_and_rejects_another_then_the_phone_show
     assert "Mass" not in page.locator("body").inner_text()
     assert not problems, problems
     phone.close()
+
+
+def test_a_physician_edits_the_rejected_finding_and_the_phone_shows_the_edit(live_site: Server, browser: Browser,
+                                                                           lesion: LesionStudy) -> None:  # fmt: skip
+    """The rejected mass becomes "Scar", moved by tapping the image: the share visitor now sees it too."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    problems = _watch(page)
+    page.goto(f"{live_site.url}/login?next=/viewer/studies/{lesion.study_uid}")
+    page.fill("input[name=username]", "doc")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/viewer/studies/{lesion.study_uid}")
+    _image_loaded(page)
+    _panel_rows(page)
+    mass = page.locator("#findings-list li").nth(2)
+    assert mass.locator(".review-status").inner_text() == "Rejected by doc"
+    mass.locator("button.review-edit").click()
+    form = mass.locator("form.review-edit")
+    assert form.is_visible()
+    form.locator("input[name=label]").fill("Scar")
+    form.locator("button.review-place").click()  # jumps to the finding's slice, then takes one tap
+    page.wait_for_function(f"() => document.getElementById('viewport').dataset.index === '{lesion.slice_index}'")
+    _image_loaded(page)
+    box = page.locator("#frame").bounding_box()
+    assert box is not None
+    natural = page.evaluate("() => [document.getElementById('frame').naturalWidth, "
+                            "document.getElementById('frame').naturalHeight]")  # fmt: skip
+    target = (40.0, 30.0)  # image pixels
+    page.mouse.click(box["x"] + target[0] / natural[0] * box["width"],
+                     box["y"] + target[1] / natural[1] * box["height"])  # fmt: skip
+    placed = [float(v) for v in form.locator(".place").inner_text().removeprefix("at ").split(",")]
+    assert abs(placed[0] - target[0]) < 1.0 and abs(placed[1] - target[1]) < 1.0, placed
+    with page.expect_response(lambda r: r.url.endswith("/findings/reviews") and r.status == 201) as answered:
+        form.locator("button[type=submit]").click()
+    review = answered.value.json()
+    assert review["decision"] == "edited" and review["changes"]["label"] == ["Mass", "Scar"]
+    moved = review["changes"]["centre"][1]
+    assert abs(moved[0] - target[0]) < 1.0 and abs(moved[1] - target[1]) < 1.0
+    page.wait_for_function("() => document.querySelectorAll('#findings-list li')[2]"
+                           ".querySelector('.review-status').textContent.startsWith('Edited')")  # fmt: skip
+    assert page.locator("#findings-list li").nth(2).locator(".review-status").inner_text() == \
+        "Edited by doc: label Scar, moved"  # fmt: skip
+    page.screenshot(path=str(ARTIFACTS / "desktop-ai-review-edited.png"))
+    assert not problems, problems
+    context.close()
+
+    site = live_site.site
+    share = create_share(site.archive.engine, site.app.state.authenticator.key, lesion.study_uid, created_by=None,
+                         expires_in_days=7, max_days=365)  # fmt: skip
+    phone = browser.new_context(**PHONE)  # type: ignore[arg-type]
+    page = phone.new_page()
+    page.goto(f"{live_site.url}/s/{share.token}")
+    _image_loaded(page)
+    rows = _panel_rows(page)
+    assert [r.splitlines()[0] for r in rows] == ["Nodule", "Scar"] and all("Reviewed by a physician" in r for r in rows)
+    page.locator("#findings-list li").nth(1).tap()
+    page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '2'")
+    points = page.locator("#overlay polygon.finding").get_attribute("points") or ""
+    xs = [float(p.split(",")[0]) for p in points.split()]
+    ys = [float(p.split(",")[1]) for p in points.split()]
+    assert abs(sum(xs) / len(xs) - target[0]) < 1.0 and abs(sum(ys) / len(ys) - target[1]) < 1.0
+    page.screenshot(path=str(ARTIFACTS / "phone-share-edited-finding.png"))
+    phone.close()
