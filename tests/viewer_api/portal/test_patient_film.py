@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -205,3 +206,25 @@ def test_job_token_refusals_speak_of_the_job(film: Film) -> None:
         refused = job.get(path)
         assert refused.status_code == 403, path
         assert "job 954" in refused.text and "share" not in refused.text, refused.text
+
+
+def _study(client: TestClient, uid: str, **filters: str) -> list[dict[str, Any]]:
+    params = {"StudyInstanceUID": uid, "includefield": "00080061,00201206,00201208"} | filters
+    found: list[dict[str, Any]] = client.get("/dicomweb/studies", params=params).json()
+    return found
+
+
+@pytest.mark.parametrize("kind", ["patient", "visitor"])
+def test_study_counts_and_modalities_do_not_betray_the_withheld_results(film: Film, kind: str) -> None:
+    uid = film.lesion.study_uid
+    [staff] = _study(film.site.client("physician"), uid)
+    assert staff["00080061"]["Value"] == ["CT", "SR"] and staff["00201208"]["Value"] == [26]  # the control
+    client = film.client(kind)
+    if kind == "patient":  # visitors may not search studies; they see the study's series
+        [mine] = _study(client, uid)
+        assert mine["00080061"]["Value"] == ["CT"]
+        assert mine["00201206"]["Value"] == [1] and mine["00201208"]["Value"] == [len(film.lesion.datasets)]
+        assert _study(client, uid, ModalitiesInStudy="SR") == []
+    series = client.get(f"/dicomweb/studies/{uid}/series", params={"includefield": "00201208"}).json()
+    assert [s["00080060"]["Value"] for s in series] == [["CT"]]
+    assert series[0]["00201208"]["Value"] == [len(film.lesion.datasets)]
