@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pydicom
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine, func, insert, select
 
@@ -46,7 +46,7 @@ RELEASED_DECISIONS = ("accepted", "edited")
 class ReviewRequest(BaseModel):
     """One decision: ``edited`` needs at least one of label, centre, diameter."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     report_uid: str = Field(min_length=1, max_length=64)
     finding_key: str = Field(min_length=1, max_length=128)
@@ -54,6 +54,17 @@ class ReviewRequest(BaseModel):
     label: str | None = Field(default=None, min_length=1, max_length=64)
     centre: tuple[float, float] | None = None  # column, row on the finding's image (pixels)
     diameter_mm: float | None = Field(default=None, gt=0, le=2000)
+
+    @field_validator("label")
+    @classmethod
+    def _code_meaning(cls, value: str | None) -> str | None:
+        """A label becomes a DICOM Code Meaning (LO): printable text without backslash, not blank."""
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or "\\" in value or not value.isprintable():
+            raise ValueError("a label is printable text without backslashes")
+        return value
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -115,6 +126,10 @@ def _reviewed(row: OverlayFinding, request: ReviewRequest,
             points = [tuple(request.centre)]  # type: ignore[list-item]
     elif edit and request.centre is not None:
         raise InvalidQuery("this finding has no location on an image to move")
+    if edit and request.centre is not None and image is not None:
+        x, y = request.centre
+        if not (0 <= x <= int(image.get("Columns", 0)) and 0 <= y <= int(image.get("Rows", 0))):
+            raise InvalidQuery("the new location lies outside the image")
     if edit and not changes:
         raise InvalidQuery("an edit must change the label, the location or the size")
     if graphic is not None and image is None:

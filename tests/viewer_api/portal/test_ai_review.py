@@ -9,6 +9,7 @@ label and the size; the counts per plugin version follow the current decisions.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -214,3 +215,33 @@ def test_patient_ai_none_releases_nothing_even_when_accepted(tmp_path: Path) -> 
         assert r.findings("patient") == []
         listed = site.client("patient").get(f"/dicomweb/studies/{lesion.study_uid}/instances").json()
         assert not [i for i in listed if i["00080016"]["Value"][0].startswith(SR_CLASS_PREFIX)]
+
+
+@pytest.mark.parametrize(("edit", "status", "words"), [
+    ({"label": "a\\b"}, 400, "backslash"),
+    ({"label": "   "}, 400, "label"),
+    ({"label": "x" * 65}, 400, "label"),
+    ({"diameter_mm": -3}, 400, "diameter_mm"),
+    ({"diameter_mm": 0}, 400, "diameter_mm"),
+    ({"centre": [5000, 10]}, 400, "outside the image"),
+    ({"centre": [-1, 10]}, 400, "outside the image"),
+    ({"centre": [1, 2, 3]}, 400, "centre"),
+    ({"surprise": 1}, 400, "surprise"),
+])  # fmt: skip
+def test_bad_edits_are_refused_with_a_reason_and_change_nothing(reviewed: Reviewed, edit: dict[str, Any],
+                                                                 status: int, words: str) -> None:  # fmt: skip
+    row = _current(reviewed.findings("physician"), "Nodule")
+    before = reviewed.findings("patient")
+    response = reviewed.post("physician", {"report_uid": row["report_uid"], "finding_key": row["finding_key"],
+                                           "decision": "edited", **edit})  # fmt: skip
+    assert response.status_code == status and words in response.text, response.text
+    assert reviewed.findings("patient") == before
+
+
+def test_a_nan_centre_is_refused(reviewed: Reviewed) -> None:
+    row = _current(reviewed.findings("physician"), "Nodule")
+    body = json.dumps({"report_uid": row["report_uid"], "finding_key": row["finding_key"], "decision": "edited",
+                       "centre": [0, 3]}).replace("[0, 3]", "[NaN, 3]")  # fmt: skip
+    response = reviewed.client("physician").post(f"/api/studies/{reviewed.lesion.study_uid}/findings/reviews",
+                                                 content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
