@@ -56,10 +56,11 @@ def label_code(label: str) -> Code:
 
 
 def person_name(name: str) -> str:
-    """``Jane Doe`` → ``Doe^Jane`` (PS3.5 6.2 PN); a single word stays the family name."""
-    parts = name.replace("^", " ").split()
+    """``Jane Doe`` → ``Doe^Jane`` (PS3.5 6.2 PN); a single word is the family name, ``doc^`` (the caret
+    says it is one component on purpose)."""
+    parts = name.replace("^", " ").replace("=", " ").split()
     if len(parts) < 2:
-        return parts[0] if parts else "Unknown"
+        return f"{parts[0] if parts else 'Unknown'}^"
     return f"{parts[-1]}^{' '.join(parts[:-1])}"
 
 

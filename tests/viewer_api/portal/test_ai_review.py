@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from ai_plugins.runner.models import PluginRecord, PluginResult
+from ai_plugins.sr.review import person_name
 from pacs.accounts.patients import link_patient
 from pacs.accounts.shares import create_share
 from pacs.accounts.users import create_user
@@ -141,7 +142,7 @@ def test_accept_one_reject_another_and_the_patient_sees_only_the_accepted(review
     path.write_bytes(raw.content[start:raw.content.rindex(b"\r\n--")])
     ds = pydicom.dcmread(path)
     assert ds.VerificationFlag == "VERIFIED" and ds.CompletionFlag == "COMPLETE"
-    assert ds.VerifyingObserverSequence[0].VerifyingObserverName == "doc"
+    assert ds.VerifyingObserverSequence[0].VerifyingObserverName == "doc^"
     evidence = {s.ReferencedSOPInstanceUID for st in ds.CurrentRequestedProcedureEvidenceSequence
                 for se in st.ReferencedSeriesSequence for s in se.ReferencedSOPSequence}  # fmt: skip
     assert str(reviewed.lesion.sr.SOPInstanceUID) in evidence
@@ -245,3 +246,9 @@ def test_a_nan_centre_is_refused(reviewed: Reviewed) -> None:
     response = reviewed.client("physician").post(f"/api/studies/{reviewed.lesion.study_uid}/findings/reviews",
                                                  content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
+
+
+@pytest.mark.parametrize(("name", "pn"), [("Jane Doe", "Doe^Jane"), ("Anna Maria Rossi", "Rossi^Anna Maria"),
+                                          ("doc", "doc^"), ("", "Unknown^"), ("a^b=c", "c^a b")])  # fmt: skip
+def test_reviewer_names_become_person_names(name: str, pn: str) -> None:
+    assert person_name(name) == pn
