@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
+from ai_plugins.review.service import study_review_status
 from ai_plugins.runner.models import PluginRecord, PluginResult
 from ai_plugins.sr.review import person_name
 from pacs.accounts.patients import link_patient
@@ -70,9 +71,8 @@ def _record_results(site: Site, lesion: LesionStudy) -> None:
                 created_at=now))  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reviewed]:
-    for site in build_site(Path(tmp_path_factory.mktemp("review"))):
+def _reviewed_site(path: Path) -> Iterator[Reviewed]:
+    for site in build_site(path):
         lesion = add_lesion_study(site)
         _record_results(site, lesion)
         share = create_share(site.archive.engine, site.app.state.authenticator.key, lesion.study_uid,
@@ -80,6 +80,18 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reviewed]:
         with site.new_client() as visitor:
             assert visitor.get(f"/s/{share.token}").status_code == 200
             yield Reviewed(site, lesion, visitor)
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reviewed]:
+    """Shared by the tests that change nothing (refusals)."""
+    yield from _reviewed_site(Path(tmp_path_factory.mktemp("review")))
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Reviewed]:
+    """Nothing reviewed yet, for a test that decides."""
+    yield from _reviewed_site(tmp_path)
 
 
 def _current(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
@@ -109,7 +121,8 @@ def test_only_physicians_decide(reviewed: Reviewed) -> None:
     assert reviewed.findings("patient") == []
 
 
-def test_accept_one_reject_another_and_the_patient_sees_only_the_accepted(reviewed: Reviewed, tmp_path: Path) -> None:
+def test_accept_one_reject_another_and_the_patient_sees_only_the_accepted(fresh: Reviewed, tmp_path: Path) -> None:
+    reviewed = fresh
     accepted = _decide(reviewed, "Nodule", "accepted")
     rejected = _decide(reviewed, "Mass", "rejected")
     assert (accepted["decision"], accepted["plugin_name"], accepted["plugin_version"]) == \
@@ -164,8 +177,11 @@ def test_accept_one_reject_another_and_the_patient_sees_only_the_accepted(review
     assert reviewed.site.client("physician").get("/api/plugins/nope/1/reviews").status_code == 404
 
 
-def test_an_edit_changes_label_and_size_and_the_patient_sees_the_edit(reviewed: Reviewed) -> None:
-    edited = _decide(reviewed, "Nodule", "edited", label="Granuloma", diameter_mm=30.0)
+def test_an_edit_changes_label_and_size_and_the_patient_sees_the_edit(fresh: Reviewed) -> None:
+    reviewed = fresh
+    _decide(reviewed, "Nodule", "accepted")
+    _decide(reviewed, "Mass", "rejected")
+    edited = _decide(reviewed, "Nodule", "edited", label="Granuloma", diameter_mm=30.0)  # the newest decision counts
     assert edited["changes"] == {"label": ["Nodule", "Granuloma"], "diameter_mm": [36.0, 30.0]}
     [row] = reviewed.findings("patient")
     assert row["label"] == "Granuloma" and "Diameter 30.0 mm" in row["text"]
@@ -180,9 +196,15 @@ def test_an_edit_changes_label_and_size_and_the_patient_sees_the_edit(reviewed: 
     assert any("edited" in d and "label: Nodule -> Granuloma" in d for d in details), details
 
 
-def test_worklist_shows_ai_done_flagged_reviewed(reviewed: Reviewed) -> None:
-    html = reviewed.site.client("physician").get("/viewer/worklist").text
+def test_worklist_shows_ai_done_flagged_reviewed(fresh: Reviewed) -> None:
+    html = fresh.site.client("physician").get("/viewer/worklist").text
+    assert 'data-ai="done flagged"' in html
+    _decide(fresh, "High density lesion", "accepted")  # a study-level classification is reviewed too
+    [row] = fresh.findings("patient")
+    assert row["label"] == "High density lesion" and row["reviewed"] is True and row["points"] == []
+    html = fresh.site.client("physician").get("/viewer/worklist").text
     assert 'data-ai="done flagged reviewed"' in html
+    assert html.count("data-ai=") == 1  # the studies without AI results show no AI status
 
 
 def test_review_on_each_backend(archive: Archive) -> None:
@@ -252,3 +274,21 @@ def test_a_nan_centre_is_refused(reviewed: Reviewed) -> None:
                                           ("doc", "doc^"), ("", "Unknown^"), ("a^b=c", "c^a b")])  # fmt: skip
 def test_reviewer_names_become_person_names(name: str, pn: str) -> None:
     assert person_name(name) == pn
+
+
+def test_flagged_means_a_finding_or_a_classification_at_the_threshold(tmp_path: Path) -> None:
+    for site in build_site(tmp_path):
+        now = utcnow()
+        summaries = {"1.2.3.1": {"findings": 0, "classifications": [{"probability": 0.49}]},
+                     "1.2.3.2": {"findings": 0, "classifications": [{"probability": 0.5}]},
+                     "1.2.3.3": {"findings": 1, "classifications": []}}  # fmt: skip
+        with site.archive.engine.begin() as conn:
+            for n, (uid, summary) in enumerate(summaries.items()):
+                conn.execute(insert(PluginResult).values(
+                    job_id=n, study_uid=uid, plugin_name="p", plugin_version="1", kind="SR", series_uid=f"{uid}.9",
+                    sop_uid=f"{uid}.9.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+                    summary_json=json.dumps(summary), created_at=now))  # fmt: skip
+        status = study_review_status(site.archive.engine, [*summaries, "1.2.3.4"], 0.5)
+        assert {uid: (s.ai_done, s.flagged, s.reviewed, s.reported) for uid, s in status.items()} == {
+            "1.2.3.1": (True, False, False, False), "1.2.3.2": (True, True, False, False),
+            "1.2.3.3": (True, True, False, False), "1.2.3.4": (False, False, False, False)}  # fmt: skip

@@ -23,19 +23,25 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
+from ai_plugins.builtin.lesion_detector import LesionDetector
 from ai_plugins.runner.models import PluginRecord, PluginResult
 from ai_plugins.runner.tokens import issue_job_token
+from ai_plugins.sdk import StudyInput
+from ai_plugins.sr import build_result_objects
 from pacs.accounts.shares import ShareInfo, create_share
 from pacs.accounts.users import create_user
 from pacs.errors import SettingsError
 from pacs.index.db import utcnow
 from pacs.settings import load_settings
-from tests.viewer_api.portal.conftest import PASSWORD, Site, build_site
+from tests.factories import Lesion, make_ct_case
+from tests.viewer_api.portal.conftest import OWNER, PASSWORD, Site, build_site, store
 from tests.viewer_api.test_findings import LesionStudy, add_lesion_study
 from viewer_api.viewer.patient_view import NOTE, REPORT_NOT_READY
 
 HOSPITAL = "St. Example Hospital"
 SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 @dataclass
@@ -228,3 +234,20 @@ def test_study_counts_and_modalities_do_not_betray_the_withheld_results(film: Fi
     series = client.get(f"/dicomweb/studies/{uid}/series", params={"includefield": "00201208"}).json()
     assert [s["00080060"]["Value"] for s in series] == [["CT"]]
     assert series[0]["00201208"]["Value"] == [len(film.lesion.datasets)]
+
+
+def test_the_lesion_detectors_seg_is_withheld_too(film: Film) -> None:
+    """The built-in detector's SR and SEG, as the runner builds them, on another study of the patient."""
+    case = make_ct_case(OWNER, n_slices=12, rows=64, cols=64, lesion=Lesion((0.0, 0.0, 0.0), 15.0), seed=33,
+                        study_description="CT SEG")  # fmt: skip
+    study = StudyInput.from_datasets(case.datasets)
+    detector = LesionDetector()
+    objects = build_result_objects(detector.run(study), study, detector.info())
+    assert {str(o.SOPClassUID) for o in objects} == {SEG_CLASS, COMPREHENSIVE_3D_SR}
+    store(film.site.archive, [*case.datasets, *objects])
+    assert set(_sop_classes(film.site.client("physician"), case.study_uid)) >= {SEG_CLASS, COMPREHENSIVE_3D_SR}
+    assert set(_sop_classes(film.site.client("patient"), case.study_uid)) == {str(case.datasets[0].SOPClassUID)}
+    for obj in objects:
+        path = f"/dicomweb/studies/{case.study_uid}/series/{obj.SeriesInstanceUID}/instances/{obj.SOPInstanceUID}"
+        assert film.site.client("patient").get(path).status_code == 404
+        assert film.site.client("physician").get(path).status_code == 200
