@@ -7,6 +7,7 @@ from sqlalchemy import engine_from_config, pool
 
 # Every module that declares tables on the one metadata, so autogenerate sees the whole schema.
 import ai_plugins.packages.models  # noqa: F401
+import ai_plugins.review.models  # noqa: F401
 import ai_plugins.runner.models  # noqa: F401
 import pacs.accounts.models  # noqa: F401
 import pacs.jobs  # noqa: F401

@@ -4,6 +4,12 @@ An :class:`AccessScope` is built once per request or association from the princi
 accounts layer) and handed to :mod:`pacs.query` and :mod:`pacs.retrieve`, so QIDO, WADO, C-FIND,
 C-MOVE, the viewer and downloads cannot disagree. Studies outside the scope do not exist for the
 caller: they answer "not found", never "forbidden", so their existence does not leak.
+
+Inside a visible study a scope may also withhold result objects (SR, SEG, parametric maps: what
+AI and measurement tools produce) but the released ones: from patients and share visitors all but
+those a physician released, from a plugin job all but its own vendor's. A withheld instance is not
+listed (QIDO at IMAGE level; a series holding nothing else is not listed either) and not
+retrievable, exactly like an instance outside the scope.
 """
 
 from __future__ import annotations
@@ -12,9 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, false, or_, true, tuple_
+from sqlalchemy import and_, exists, false, or_, true, tuple_
 
-from pacs.index.models import Study
+from pacs.index.models import Instance, Series, Study
+
+#: SOP classes of result objects: the SR family (PS3.4 B.5, ``…1.1.88.*``, by prefix) and these:
+#: Segmentation, Surface Segmentation, Parametric Map. AI output and measurements arrive as these,
+#: whoever sends them, so a patient-facing scope withholds them by class rather than trusting every
+#: sender to say what it is.
+RESULT_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+RESULT_CLASSES: frozenset[str] = frozenset({
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.66.5",  # Surface Segmentation
+    "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +42,9 @@ class AccessScope:
     study_uids: frozenset[str] = field(default_factory=frozenset)
     patient_keys: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (PatientID, Issuer)
     hidden_study_uids: frozenset[str] = field(default_factory=frozenset)  # never visible, whatever else
+    # Inside the visible studies: result objects withheld, but the released ones.
+    withhold_results: bool = False
+    released_sop_uids: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def everything(cls) -> AccessScope:
@@ -53,6 +73,22 @@ class AccessScope:
         if self.hidden_study_uids:
             return and_(allowed, Study.study_uid.not_in(sorted(self.hidden_study_uids)))
         return allowed
+
+    def instance_filter(self) -> Any:
+        """A SQL condition on :class:`~pacs.index.models.Instance` rows of visible studies."""
+        if not self.withhold_results:
+            return true()
+        result = or_(Instance.sop_class_uid.like(RESULT_CLASS_PREFIX + "%"),
+                     Instance.sop_class_uid.in_(sorted(RESULT_CLASSES)))  # fmt: skip
+        if self.released_sop_uids:
+            result = and_(result, Instance.sop_uid.not_in(sorted(self.released_sop_uids)))
+        return ~result
+
+    def series_filter(self) -> Any:
+        """A SQL condition on :class:`~pacs.index.models.Series` rows: some instance of it is visible."""
+        if not self.withhold_results:
+            return true()
+        return exists().where(Instance.series_fk == Series.id, self.instance_filter())
 
     def allows(self, study_uid: str, patient_id: str = "", issuer: str = "") -> bool:
         if study_uid in self.hidden_study_uids:

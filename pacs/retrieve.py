@@ -74,7 +74,7 @@ def _located(scope: AccessScope, study_uid: str | None, series_uid: str | None, 
         select(*_COLUMNS)
         .join(Series, Series.id == Instance.series_fk)
         .join(Study, Study.id == Instance.study_fk)
-        .where(scope.study_filter())
+        .where(scope.study_filter(), scope.instance_filter())
     )
     if study_uid is not None:
         stmt = stmt.where(Study.study_uid == study_uid)
@@ -128,7 +128,7 @@ def instance_metadata(
         select(Instance.metadata_json)
         .join(Series, Series.id == Instance.series_fk)
         .join(Study, Study.id == Instance.study_fk)
-        .where(scope.study_filter(), Study.study_uid == study_uid)
+        .where(scope.study_filter(), scope.instance_filter(), Study.study_uid == study_uid)
     )
     if series_uid is not None:
         stmt = stmt.where(Series.series_uid == series_uid)

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     share_max_days: int = Field(default=365, ge=1)  # longest expiry a share link may have
     login_max_failures: int = Field(default=10, ge=1)  # per username in 15 minutes (3x that per address)
 
+    # The patient's film (issue 13)
+    institution_name: str = Field(default="", max_length=128)  # shown on share and patient pages
+    # What patients and share visitors see of AI output: "reviewed" (only findings a physician accepted,
+    # marked as reviewed) or "none" (no AI output at all). Never unreviewed findings.
+    patient_ai: Literal["reviewed", "none"] = "reviewed"
+    # The worklist flags a study whose AI results hold a finding or a classification at least this
+    # probable (plugins declare no threshold of their own).
+    ai_flag_threshold: float = Field(default=0.5, ge=0, le=1)
+
     # AI jobs (issue 6)
     worker_concurrency: int = Field(default=1, ge=0, le=64)  # jobs ``serve`` runs at once (0: no workers in serve)
     job_max_attempts: int = Field(default=3, ge=1, le=100)  # attempts before a job is dead-lettered

@@ -101,8 +101,10 @@ class OverlayFinding(BaseModel):
     projected: bool = False
     distance_mm: float | None = None
     report_uid: str
+    finding_key: str = ""  # names the finding within its report (its tracking identifier)
     report_datetime: str | None = None
     superseded: bool = False
+    reviewed: bool = False  # from a document a physician released (issue 13), not the AI's own
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,7 +527,7 @@ def _project(item: ReportItem, region: Region3D, planes: Sequence[ImagePlane]) -
 
 
 def _row(item: ReportItem, report: Report, planes: _Planes, series_of: Mapping[str, str],
-         superseded: bool) -> OverlayFinding:  # fmt: skip
+         superseded: bool, key: str) -> OverlayFinding:  # fmt: skip
     where: dict[str, Any] = {}
     region = item.region
     if isinstance(region, Region2D):
@@ -543,7 +545,8 @@ def _row(item: ReportItem, report: Report, planes: _Planes, series_of: Mapping[s
     return OverlayFinding(
         kind=item.kind, label=_label(item), text=_text(item, note), plugin=item.algorithm or report.algorithm,
         code=item.code, tracking_id=item.tracking_id, probability=item.probability,
-        measurements=list(item.measurements), report_uid=report.sop_uid, report_datetime=report.datetime,
+        measurements=list(item.measurements), report_uid=report.sop_uid, finding_key=key,
+        report_datetime=report.datetime,
         superseded=superseded, **where,
     )
 
@@ -563,5 +566,6 @@ def overlay_findings(reports: Iterable[Report], planes: Iterable[ImagePlane],
         superseded = report.algorithm_name in seen
         seen.add(report.algorithm_name)
         items = sorted(report.items, key=lambda i: i.kind != "classification")
-        rows += [_row(item, report, grouped, series_of, superseded) for item in items]
+        rows += [_row(item, report, grouped, series_of, superseded, item.tracking_id or f"item {n}")
+                 for n, item in enumerate(items, start=1)]
     return rows

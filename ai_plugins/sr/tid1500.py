@@ -45,6 +45,7 @@ __all__ = [
     "build_measurement_report",
     "derived_uid",
     "nearest_image",
+    "procedure_reported",
     "read_measurement_report",
     "to_dicom_code",
 ]
@@ -70,7 +71,7 @@ def _from_dicom_code(code: DicomCode | hd.sr.CodedConcept) -> Code:
                 scheme_version=str(version) if version else None)  # fmt: skip
 
 
-def _procedure(evidence: Sequence[Dataset]) -> DicomCode:
+def procedure_reported(evidence: Sequence[Dataset]) -> DicomCode:
     """CID 100 procedure from the evaluated modality."""
     modalities = {str(ds.get("Modality", "")) for ds in evidence}
     if modalities == {"CT"}:
@@ -280,7 +281,7 @@ def build_measurement_report(
     )
     report = hd.sr.MeasurementReport(
         observation_context=context,
-        procedure_reported=_procedure(evidence),
+        procedure_reported=procedure_reported(evidence),
         imaging_measurements=groups or None,
         referenced_images=library or None,
     )

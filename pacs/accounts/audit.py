@@ -47,6 +47,7 @@ class Action(StrEnum):
     API_KEY = "api-key"
     CHANGEFEED = "changefeed"  # a read of the change feed
     WEBHOOK = "webhook"  # a webhook registered, read or deleted
+    AI_REVIEW = "ai-review"
 
 
 class Outcome(StrEnum):

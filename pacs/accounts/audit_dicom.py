@@ -53,6 +53,7 @@ _EVENTS: dict[str, tuple[Code, str, Code | None]] = {
     Action.API_KEY: (_dcm("110113", "Security Alert"), "E", _dcm("110137", "User security Attributes Changed")),
     Action.CHANGEFEED: (_dcm("110112", "Query"), "E", _local("changefeed", "Change feed read")),
     Action.WEBHOOK: (_dcm("110113", "Security Alert"), "E", _local("webhook", "Webhook registration")),
+    Action.AI_REVIEW: (_dcm("110110", "Patient Record"), "U", _local("ai-review", "AI finding reviewed")),
 }
 _OUTCOMES: dict[str, str] = {Outcome.SUCCESS: "0", Outcome.FAILURE: "4", Outcome.DENIED: "4", Outcome.ERROR: "8"}
 

@@ -5,12 +5,14 @@ a vendor-hosted plugin holding a job token, or a user and a share link at once (
 patient who opened a share link to claim the study). ``scope_for`` is the only place where roles
 turn into visible studies: admin and physician see every study; a
 patient sees the studies of the (PatientID, IssuerOfPatientID) pairs linked to the account; a
-vendor sees nothing directly; an opened share or a plugin job adds exactly its one study.
+vendor sees nothing directly; an opened share or a plugin job adds exactly its one study. Inside
+those studies, patients and share visitors see no result objects (SR, SEG) but those a physician
+released, and a plugin job none but its own vendor's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pacs.access import AccessScope
@@ -53,6 +55,10 @@ class Principal:
     # allows (test cases), and granted besides it (de-identified dev copies for vendors).
     hidden_study_uids: frozenset[str] = field(default_factory=frozenset)
     granted_study_uids: frozenset[str] = field(default_factory=frozenset)
+    # The result objects (SR/SEG, ``pacs.access.RESULT_CLASSES``) a patient, share visitor or plugin
+    # job may see, who see no others: the documents of AI findings a physician accepted (issue 13),
+    # and for a job its own vendor's results.
+    released_sop_uids: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def local_admin(cls) -> Principal:
@@ -79,6 +85,12 @@ class Principal:
     def has_role(self, *roles: str) -> bool:
         return self.role is not None and self.role in roles
 
+    @property
+    def sees_released_results_only(self) -> bool:
+        """A patient, a share visitor or a plugin job (never staff): sees only the released result objects."""
+        return self.role not in STAFF_ROLES and (self.role == "patient" or self.share is not None
+                                                 or self.job is not None)  # fmt: skip
+
 
 def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset()) -> AccessScope:
     """The studies ``principal`` may see. ``hidden_study_uids`` (and the principal's own) are withheld
@@ -89,10 +101,14 @@ def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = froze
     shared |= principal.granted_study_uids
     hidden = frozenset() if principal.role == "admin" else hidden_study_uids | principal.hidden_study_uids
     if principal.role in STAFF_ROLES:
-        return AccessScope(all_studies=True, hidden_study_uids=hidden)
-    if principal.role == "patient":
-        return AccessScope(study_uids=shared, patient_keys=principal.patient_keys, hidden_study_uids=hidden)
-    return AccessScope(study_uids=shared, hidden_study_uids=hidden)
+        scope = AccessScope(all_studies=True, hidden_study_uids=hidden)
+    elif principal.role == "patient":
+        scope = AccessScope(study_uids=shared, patient_keys=principal.patient_keys, hidden_study_uids=hidden)
+    else:
+        scope = AccessScope(study_uids=shared, hidden_study_uids=hidden)
+    if not principal.sees_released_results_only:
+        return scope
+    return replace(scope, withhold_results=True, released_sop_uids=principal.released_sop_uids)
 
 
 def may_download(principal: Principal, study_uid: str, patient_id: str, issuer: str) -> bool:

@@ -43,7 +43,7 @@ class ShareInfo:
     id: int
     study_uid: str
     token: str | None  # None when no key was given to derive it
-    created_by: str
+    created_by: str  # username ("" once the account is gone)
     created_at: datetime
     expires_at: datetime
     has_pin: bool
@@ -52,6 +52,7 @@ class ShareInfo:
     last_viewed_at: datetime | None
     revoked_at: datetime | None
     locked_until: datetime | None
+    created_by_name: str = ""  # the creator's full name (else username), as the visitor is told who shared
 
     def status(self, now: datetime | None = None) -> ShareStatus:
         if self.revoked_at is not None:
@@ -67,21 +68,21 @@ class ShareInfo:
         return ShareGrant(self.id, self.study_uid, self.allow_download)
 
 
-def _info(share: Share, key: bytes | None, created_by: str) -> ShareInfo:
+def _info(share: Share, key: bytes | None, created_by: tuple[str, str]) -> ShareInfo:
     return ShareInfo(
         id=share.id, study_uid=share.study_uid, token=derive_token(key, share.token_salt) if key else None,
-        created_by=created_by, created_at=aware(share.created_at), expires_at=aware(share.expires_at),
+        created_by=created_by[0], created_by_name=created_by[1], created_at=aware(share.created_at),
+        expires_at=aware(share.expires_at),
         has_pin=share.pin_hash is not None, allow_download=share.allow_download, views=share.views,
         last_viewed_at=aware_or_none(share.last_viewed_at), revoked_at=aware_or_none(share.revoked_at),
         locked_until=aware_or_none(share.locked_until),
     )
 
 
-def _creator(session: Session, share: Share) -> str:
-    if share.created_by_fk is None:
-        return ""
-    user = session.get(User, share.created_by_fk)
-    return user.username if user else ""
+def _creator(session: Session, share: Share) -> tuple[str, str]:
+    """The creating account's username and its name for people (full name, else username)."""
+    user = session.get(User, share.created_by_fk) if share.created_by_fk is not None else None
+    return (user.username, user.full_name or user.username) if user else ("", "")
 
 
 def create_share(

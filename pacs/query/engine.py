@@ -157,14 +157,15 @@ def _storable(value: str, keyword: str) -> str:
     return value
 
 
-def _condition(attr: Attribute, value: str, dialect: str, fuzzy: bool, *, patient_table: bool = False) -> Any:
+def _condition(attr: Attribute, value: str, dialect: str, fuzzy: bool, scope: AccessScope, *,
+               patient_table: bool = False) -> Any:  # fmt: skip
     column = attr.patient_column if patient_table and attr.patient_column is not None else attr.column
     norm = attr.norm_column
     if patient_table and attr.keyword == "PatientName":
         norm = Patient.patient_name_norm
-    if attr.keyword == "ModalitiesInStudy":
+    if attr.keyword == "ModalitiesInStudy":  # of the series the caller may see (withheld results are not)
         cond = value_condition(Series.modality, None, "CS", value, attr.keyword, dialect)
-        return None if cond is None else exists().where(Series.study_fk == Study.id, cond)
+        return None if cond is None else exists().where(Series.study_fk == Study.id, cond, scope.series_filter())
     if column is None:
         return None  # return-only attribute (counts)
     return value_condition(column, norm, attr.vr, value, attr.keyword, dialect, fuzzy and attr.vr == "PN")
@@ -197,7 +198,7 @@ def compile_query(request: QueryRequest, dialect: str) -> tuple[Select[Any], dic
         attr = CATALOGUE.get(keyword)
         if attr is None:
             continue  # not matchable here: returned (empty or from metadata), not matched
-        cond = _condition(attr, value, dialect, request.fuzzy, patient_table=level is Level.PATIENT)
+        cond = _condition(attr, value, dialect, request.fuzzy, request.scope, patient_table=level is Level.PATIENT)
         if cond is None:
             continue
         if level is Level.PATIENT:
@@ -227,6 +228,10 @@ def compile_query(request: QueryRequest, dialect: str) -> tuple[Select[Any], dic
         stmt = stmt.order_by(Patient.patient_name_norm, Patient.id)
     else:
         stmt = stmt.where(request.scope.study_filter())
+        if level is Level.SERIES:
+            stmt = stmt.where(request.scope.series_filter())
+        elif level is Level.IMAGE:
+            stmt = stmt.where(request.scope.instance_filter())
         if level is Level.STUDY:
             stmt = stmt.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
         elif level is Level.SERIES:
@@ -254,10 +259,38 @@ def run_query(engine: Engine, request: QueryRequest) -> Iterator[Match]:
     with Session(engine) as session:
         rows = session.execute(stmt).all()
         patient_counts = _visible_patient_counts(session, request, rows) if level is Level.PATIENT else {}
+        recount = _visible_study_contents(session, request.scope, rows) if level is not Level.PATIENT else {}
     for row in rows:
         match = _match(level, row, requested, patient_counts)
         match.include_all = request.include_all
+        if recount:
+            match.values.update(recount.get(match.values["StudyInstanceUID"], {}))
         yield match
+
+
+def _visible_study_contents(conn: Any, scope: AccessScope, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Study counts and modalities over the instances the caller may see, when the scope withholds
+    some (``AccessScope.withhold_results``): the stored ones would betray the withheld objects."""
+    if not scope.withhold_results or not rows:
+        return {}
+    studies = {r[-1].id: r[-1].study_uid for r in rows}
+    visible = (select(Instance.study_fk, Instance.series_fk, Series.modality)
+               .join(Series, Series.id == Instance.series_fk)
+               .where(Instance.study_fk.in_(sorted(studies)), scope.instance_filter()))  # fmt: skip
+    out: dict[str, dict[str, Any]] = {uid: {"NumberOfStudyRelatedSeries": 0, "NumberOfStudyRelatedInstances": 0,
+                                            "ModalitiesInStudy": []} for uid in studies.values()}  # fmt: skip
+    series: dict[str, set[int]] = {uid: set() for uid in studies.values()}
+    modalities: dict[str, set[str]] = {uid: set() for uid in studies.values()}
+    for study_fk, series_fk, modality in conn.execute(visible):
+        uid = studies[study_fk]
+        out[uid]["NumberOfStudyRelatedInstances"] += 1
+        series[uid].add(series_fk)
+        if modality:
+            modalities[uid].add(modality)
+    for uid in out:
+        out[uid]["NumberOfStudyRelatedSeries"] = len(series[uid])
+        out[uid]["ModalitiesInStudy"] = sorted(modalities[uid])
+    return out
 
 
 def _visible_patient_counts(conn: Any, request: QueryRequest, rows: Sequence[Any]) -> dict[int, tuple[int, int, int]]:

@@ -177,7 +177,10 @@ def test_a_job_token_reads_only_its_study_and_stores_only_into_it(site: Site) ->
     assert smuggled.status_code == 409  # an instance of another study, sent to its own study's URL
     stored = c.post(f"/dicomweb/studies/{MINE}", content=_stow([sr.data]), headers=headers)
     assert stored.status_code == 200, stored.text
-    assert c.get(f"/dicomweb/studies/{MINE}/series", params={"Modality": "SR"}, headers=auth).json()
+    assert c.get(f"/dicomweb/studies/{MINE}/series", params={"Modality": "SR"}, headers=site.as_("phil")).json()
+    # Job 7 is no plugin run, so nothing records the SR as a vendor's result: like any result object
+    # that is not its vendor's, the token does not see it (issue 13).
+    assert c.get(f"/dicomweb/studies/{MINE}/series", params={"Modality": "SR"}, headers=auth).json() == []
     expired, _ = issue_job_token(secret_key(site.archive.settings), study_uid=MINE, job_id=7, plugin="acme-cad@1.0",
                                  lifetime=timedelta(seconds=-5))  # fmt: skip
     assert c.get(f"/dicomweb/studies/{MINE}/series", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
@@ -205,6 +208,11 @@ def test_what_a_hosted_plugin_stows_with_its_job_token_is_recorded_as_its_output
 
     stow(job_id, [sr.data, seg.data])
     stow(other_kind, [unrecorded.data])  # a benchmark case's upload is not a clinical plugin result
+    token, _ = issue_job_token(secret_key(site.archive.settings), study_uid=MINE, job_id=job_id,
+                               plugin="acme-cad@1.0", lifetime=timedelta(minutes=5))  # fmt: skip
+    seen = site.client.get(f"/dicomweb/studies/{MINE}/instances", headers={"Authorization": f"Bearer {token}"})
+    sops = {i["00080018"]["Value"][0] for i in seen.json()}
+    assert {sr.sop_uid, seg.sop_uid} <= sops and unrecorded.sop_uid not in sops  # its own results, read back
     with site.archive.engine.connect() as conn:
         rows = conn.execute(select(PluginResult.job_id, PluginResult.kind, PluginResult.sop_uid,
                                    PluginResult.plugin_name, PluginResult.plugin_version)).all()  # fmt: skip

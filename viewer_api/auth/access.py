@@ -195,7 +195,8 @@ def refusal_text(principal: Principal) -> str:
     if principal.role is not None:
         return "your account may not do this"
     if principal.job is not None and principal.share is None:
-        return "a plugin job token reaches only its own study"
+        return (f"this plugin job token (job {principal.job.job_id}) only reads its job's study over DICOMweb "
+                "and stores the job's results into it")
     return "a share link opens only its own study"
 
 

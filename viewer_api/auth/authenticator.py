@@ -17,6 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ai_plugins.benchmarks.visibility import restrict_from_db
+from ai_plugins.review.service import release_reviewed
+from ai_plugins.runner.own_results import release_own_results
 from ai_plugins.runner.tokens import check_job_token
 from pacs.accounts.api_keys import authenticate_api_key
 from pacs.accounts.keys import secret_key
@@ -67,10 +69,16 @@ class Authenticator:
         return replace(resolution, principal=self.restrict(resolution.principal))
 
     def restrict(self, principal: Principal | None) -> Principal | None:
-        """``principal`` with the benchmark studies it may not see hidden (issue 7: test cases, copies)."""
+        """``principal`` with the benchmark studies it may not see hidden (issue 7: test cases, copies) and
+        the result objects it may see released (issue 13: a job's own vendor's; for patients and share
+        visitors the physicians' documents of accepted findings)."""
         try:
-            return restrict_from_db(self.engine, principal)
-        except SQLAlchemyError as exc:  # the accounts services map their own; this read is the benchmarks'
+            restricted = restrict_from_db(self.engine, principal)
+            if restricted is None:
+                return None
+            restricted = release_own_results(self.engine, restricted)
+            return release_reviewed(self.engine, restricted, self.settings.patient_ai)
+        except SQLAlchemyError as exc:  # the accounts services map their own; these reads are the AI layer's
             raise StorageUnavailable("the index database is unreachable") from exc
 
     def _resolve(self, authorization: str | None, session: str | None, share: str | None) -> Resolution:

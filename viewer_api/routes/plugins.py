@@ -2,7 +2,7 @@
 versions on and off, staff re-run a plugin on a study.
 
 ``GET /api/plugins``, ``POST /api/plugins``, ``PATCH /api/plugins/{name}/{version}``,
-``POST /api/studies/{uid}/plugins/{name}/run``.
+``POST /api/studies/{uid}/plugins/{name}/run``, ``GET /api/plugins/{name}/{version}/reviews``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
+from ai_plugins.review.service import ReviewCounts, plugin_review_counts
 from ai_plugins.runner.registry import PluginView, RemoteManifest
 from ai_plugins.runner.service import PluginService
 from pacs.accounts.principal import scope_for
@@ -108,3 +109,13 @@ def rerun_plugin(
     if not created:
         response.status_code = 200
     return job_out(job)
+
+
+@router.get("/api/plugins/{name}/{version}/reviews", response_model=ReviewCounts,
+            summary="How physicians judged one plugin version's findings: accepted / rejected / edited")  # fmt: skip
+def plugin_reviews(principal: Staff, name: str, version: str, service: PluginService = Depends(plugin_service)) \
+        -> ReviewCounts:  # fmt: skip
+    """Counts of the current decisions on the version's findings (staff: they hold the patients' data it
+    is computed from; a vendor asks the hospital). 404 for a version that is not registered."""
+    service.registry.get(name, version)
+    return plugin_review_counts(service.archive.engine, name, version)

@@ -95,7 +95,8 @@ def _open(request: Request, token: str, share: ShareInfo) -> Response:
         return _message(request, 404, "Study not available", "The shared study is no longer in the archive.")
     audit(request, Action.SHARE_OPEN, study_uid=share.study_uid, patient_id=header.patient_id)
     cookie, claims = _issue(request, share)
-    return _set_cookie(request, viewer_page(request, principal, share.study_uid, share_token=token), cookie, claims)
+    page = viewer_page(request, principal, share.study_uid, share_token=token, share=share)
+    return _set_cookie(request, page, cookie, claims)
 
 
 def _pin_page(request: Request, token: str, status: int = 200, message: str = "") -> Response:

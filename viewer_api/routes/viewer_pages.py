@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from ai_plugins.review.service import study_review_status
 from pacs.access import AccessScope
 from pacs.accounts.audit import ACCESS_ACTIONS, Action, AuditEvent, AuditQuery
 from pacs.accounts.audit import query as audit_query
 from pacs.accounts.principal import Principal, may_download, scope_for
-from pacs.accounts.shares import list_shares
+from pacs.accounts.shares import ShareInfo, get_share, list_shares
 from pacs.errors import InvalidQuery, NotFound
 from pacs.query import Level, Match, QueryRequest, run_query
 from viewer_api.auth.access import ACCOUNTS_AND_SHARES, AccountOrShare, Patient, Staff, Viewer
@@ -22,6 +23,7 @@ from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.pages import render
 from viewer_api.viewer.model import study_view
+from viewer_api.viewer.patient_view import patient_view
 
 router = APIRouter(include_in_schema=False, route_class=DeclaredRoute)
 PAGE_SIZE = 25
@@ -125,8 +127,10 @@ def worklist(principal: Staff, request: Request) -> Response:
     except InvalidQuery as exc:
         error = str(exc)
     modalities = ["", "CT", "MR", "CR", "DX", "US", "MG", "PT", "NM", "XA", "SC"]
+    ai_status = study_review_status(archive_of(request).engine, [r.study_uid for r in rows],
+                                    archive_of(request).settings.ai_flag_threshold)  # fmt: skip
     return render(request, "worklist.html", rows=rows, params=params, page=page, more=more, error=error,
-                  modalities=modalities, searched=bool(params))
+                  modalities=modalities, searched=bool(params), ai_status=ai_status)
 
 
 @router.get("/viewer/home")
@@ -155,19 +159,40 @@ def _date(value: str) -> str:
     return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 else value
 
 
-def viewer_page(request: Request, principal: Principal, study_uid: str, share_token: str | None = None) -> Response:
-    """The study viewer for ``principal`` (404 when the study is not in its scope)."""
+def _opened_share(request: Request, principal: Principal, study_uid: str) -> ShareInfo | None:
+    """The share link ``principal`` holds for this study, if any (for whom and until when it was shared)."""
+    if principal.share is None or principal.share.study_uid != study_uid:
+        return None
+    try:
+        return get_share(archive_of(request).engine, None, study_uid, principal.share.share_id)
+    except NotFound:
+        return None
+
+
+def viewer_page(request: Request, principal: Principal, study_uid: str, share_token: str | None = None,
+                share: ShareInfo | None = None) -> Response:  # fmt: skip
+    """The study viewer for ``principal`` (404 when the study is not in its scope).
+
+    Patients and share visitors get the patient's card (:mod:`viewer_api.viewer.patient_view`); they
+    see AI findings only as released to them (reviewed by a physician), and none when
+    ``CLOUDFILM_PATIENT_AI`` is ``none``.
+    """
     archive = archive_of(request)
     view = study_view(archive.engine, scope_for(principal), study_uid)
     header = view.header
     settings = archive.settings
+    card = None
+    if principal.sees_released_results_only:
+        card = patient_view(settings, header, share or _opened_share(request, principal, study_uid))
+    show_findings = card is None or settings.patient_ai != "none"
     download = may_download(principal, study_uid, header.patient_id, header.issuer)
     can_share = principal.role in ("admin", "physician") or (
         principal.role == "patient" and (header.patient_id, header.issuer) in principal.patient_keys)
     model = view.as_json() | {
         "urls": {
             "dicomweb": "/dicomweb",
-            "findings": f"/api/studies/{study_uid}/findings",
+            "findings": f"/api/studies/{study_uid}/findings" if show_findings else None,
+            "reviews": f"/api/studies/{study_uid}/findings/reviews" if principal.is_staff else None,
             "film": f"/api/studies/{study_uid}/film" if download else None,
             "archive": f"/api/studies/{study_uid}/archive.zip" if download else None,
             "shares": f"/api/studies/{study_uid}/shares" if can_share else None,
@@ -186,7 +211,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
     if share_token is None:  # opening a share link is audited as share-open
         audit(request, Action.VIEW, study_uid=study_uid, patient_id=header.patient_id)
     return render(request, "viewer.html", headers=headers, view=view, header=header, model=model,
-                  first_image=first_image,
+                  first_image=first_image, card=card,
                   share_token=share_token, can_download=download, can_share=can_share,
                   can_claim=bool(share_token) and principal.role == "patient")
 

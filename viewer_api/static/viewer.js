@@ -8,7 +8,9 @@
    newest report first, in image pixel coordinates ((0, 0) = top-left corner of the top-left pixel).
    Shapes: "point" [c]; "multipoint" [p...]; "polyline" / "polygon" [p...] (closing vertex implied);
    "circle" [centre, a point on the circle]; "ellipse" [major axis end, end, minor axis end, end];
-   "box" [corner, opposite corner]. No points: listed, not drawn. An empty list or a 404 hides the panel. */
+   "box" [corner, opposite corner]. No points: listed, not drawn. An empty list or a 404 hides the panel.
+   Staff (model.urls.reviews set) accept, reject or edit each current finding; "review" holds the
+   current decision. Patients and share visitors get only reviewed findings ("reviewed": true). */
 (function () {
   "use strict";
   const data = JSON.parse(document.getElementById("study-data").textContent);
@@ -458,6 +460,29 @@
     vp.dataset.findingsShown = String(overlay.querySelectorAll(".finding").length);
   }
 
+  function findingRow(f) {
+    const li = document.createElement("li");
+    const drawable = !!(f.points && f.points.length && f.sop_uid);
+    li.className = (f.superseded ? "superseded " : "") + (f.reviewed ? "reviewed " : "") + (drawable ? "drawable" : "static");
+    const b = document.createElement("b");
+    b.textContent = f.label || "Finding";
+    const p = document.createElement("div");
+    p.className = "small";
+    p.textContent = f.text || "";
+    const by = document.createElement("div");
+    by.className = "small by";
+    by.textContent = f.plugin || "";
+    li.append(b, p, by);
+    if (urls.reviews && !f.superseded) li.appendChild(reviewControls(f));
+    if (drawable) {
+      li.tabIndex = 0;
+      li.title = "Show on the image";
+      li.addEventListener("click", function () { jumpTo(f); });
+      li.addEventListener("keydown", function (e) { if (e.key === "Enter" && e.target === li) jumpTo(f); });
+    }
+    return li;
+  }
+
   function loadFindings() {
     if (!urls.findings) return;
     fetch(urls.findings, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -466,32 +491,96 @@
         if (!body || !Array.isArray(body.findings) || !body.findings.length) return;
         state.findings = body.findings;
         const list = $("findings-list");
-        body.findings.forEach(function (f) {
-          const li = document.createElement("li");
-          const drawable = !!(f.points && f.points.length && f.sop_uid);
-          li.className = (f.superseded ? "superseded " : "") + (drawable ? "drawable" : "static");
-          const b = document.createElement("b");
-          b.textContent = f.label || "Finding";
-          const p = document.createElement("div");
-          p.className = "small";
-          p.textContent = f.text || "";
-          const by = document.createElement("div");
-          by.className = "small by";
-          by.textContent = f.plugin || "";
-          li.append(b, p, by);
-          if (drawable) {
-            li.tabIndex = 0;
-            li.title = "Show on the image";
-            li.addEventListener("click", function () { jumpTo(f); });
-            li.addEventListener("keydown", function (e) { if (e.key === "Enter") jumpTo(f); });
-          }
-          list.appendChild(li);
-        });
+        list.textContent = "";
+        body.findings.forEach(function (f) { list.appendChild(findingRow(f)); });
+        if ($("findings-heading")) $("findings-heading").hidden = false;
         $("findings-toggle").hidden = false;
         $("findings").hidden = false;
         drawFindings();
       })
       .catch(function () { /* no findings service */ });
+  }
+
+  /* --- physicians review AI findings (POST urls.reviews; viewer_api/routes/findings.py) ------ */
+  const DECIDED = { accepted: "Accepted", rejected: "Rejected", edited: "Edited" };
+  function reviewControls(f) {
+    const box = document.createElement("div");
+    box.className = "review";
+    box.addEventListener("click", function (e) { e.stopPropagation(); });
+    box.addEventListener("keydown", function (e) { e.stopPropagation(); });
+    const status = document.createElement("div");
+    status.className = "small review-status" + (f.review ? " " + f.review.decision : "");
+    status.textContent = f.review ? DECIDED[f.review.decision] + " by " + f.review.reviewer +
+      (f.review.decision === "edited" ? ": " + describeChanges(f.review.changes) : "") : "Not reviewed";
+    const buttons = document.createElement("div");
+    buttons.className = "review-buttons";
+    const form = editForm(f, status);
+    [["accepted", "Accept"], ["rejected", "Reject"], ["edit", "Edit"]].forEach(function (d) {
+      const btn = document.createElement("button");
+      btn.type = "button"; btn.className = "review-" + d[0]; btn.textContent = d[1];
+      btn.addEventListener("click", function () {
+        if (d[0] === "edit") { form.hidden = !form.hidden; return; }
+        decide(f, { decision: d[0] }, status);
+      });
+      buttons.appendChild(btn);
+    });
+    box.append(status, buttons, form);
+    return box;
+  }
+
+  function describeChanges(changes) {
+    const out = [];
+    if (changes.label) out.push("label " + changes.label[1]);
+    if (changes.diameter_mm) out.push("diameter " + changes.diameter_mm[1] + " mm");
+    if (changes.centre) out.push("moved");
+    return out.join(", ");
+  }
+
+  function editForm(f, status) {
+    const form = document.createElement("form");
+    form.className = "review-edit"; form.hidden = true;
+    const diameter = (f.measurements || []).filter(function (m) { return /diameter/i.test(m.name) && m.unit === "mm"; })[0];
+    form.innerHTML = '<label>Label <input name="label"></label>' +
+      '<label>Diameter (mm) <input name="diameter_mm" type="number" step="0.1" min="0.1" inputmode="decimal"></label>' +
+      '<div class="row"><button type="button" class="review-place">Set location</button><span class="small place"></span></div>' +
+      '<div class="row"><button type="submit" class="primary">Save edit</button></div>';
+    form.label.value = f.label || "";
+    if (diameter) form.diameter_mm.value = diameter.value; else form.diameter_mm.disabled = f.kind !== "finding";
+    let centre = null;
+    const place = form.querySelector(".review-place");
+    if (!f.points || !f.points.length) place.disabled = true;
+    place.addEventListener("click", function () {
+      jumpTo(f);
+      form.querySelector(".place").textContent = "Tap the image";
+      vp.addEventListener("click", function (e) {
+        const r = img.getBoundingClientRect();
+        if (!r.width || !state.natW) return;
+        centre = [(e.clientX - r.left) / r.width * state.natW, (e.clientY - r.top) / r.height * state.natH];
+        form.querySelector(".place").textContent = "at " + centre.map(function (v) { return v.toFixed(1); }).join(", ");
+      }, { once: true });
+    });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      const body = { decision: "edited" };
+      if (form.label.value && form.label.value !== f.label) body.label = form.label.value;
+      if (form.diameter_mm.value && (!diameter || Number(form.diameter_mm.value) !== diameter.value)) body.diameter_mm = Number(form.diameter_mm.value);
+      if (centre) body.centre = centre;
+      decide(f, body, status);
+    });
+    return form;
+  }
+
+  function decide(f, body, status) {
+    body.report_uid = f.report_uid;
+    body.finding_key = f.finding_key;
+    status.textContent = "Saving…";
+    window.cloudfilm.fetch(urls.reviews, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    }).then(function (r) {
+      if (!r.ok) return r.text().then(function (t) { throw new Error(t); });
+      return r.json();
+    }).then(function () { loadFindings(); })
+      .catch(function (err) { status.textContent = err.message; status.classList.add("error"); });
   }
   $("findings-toggle").addEventListener("click", function () { $("findings").hidden = !$("findings").hidden; });
 

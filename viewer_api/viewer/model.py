@@ -48,6 +48,7 @@ class StudyHeader:
     modalities: list[str]
     series_count: int
     instance_count: int
+    institution: str = ""  # InstitutionName as the modality sent it
 
 
 @dataclass(slots=True)
@@ -109,7 +110,8 @@ def study_header(engine: Engine, scope: AccessScope, study_uid: str) -> StudyHea
     matches = list(run_query(engine, QueryRequest(
         level=Level.STUDY, filters={"StudyInstanceUID": study_uid}, scope=scope,
         return_keys=("IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyDescription",
-                     "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "ModalitiesInStudy"),
+                     "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "ModalitiesInStudy",
+                     "InstitutionName"),
     )))
     if not matches:
         raise NotFound("no such study")
@@ -123,6 +125,7 @@ def study_header(engine: Engine, scope: AccessScope, study_uid: str) -> StudyHea
         modalities=modalities if isinstance(modalities, list) else [str(modalities)],
         series_count=int(m.get("NumberOfStudyRelatedSeries") or 0),
         instance_count=int(m.get("NumberOfStudyRelatedInstances") or 0),
+        institution=_text(m.get("InstitutionName")),
     )
 
 

@@ -40,6 +40,7 @@ XSS_NAME = "<script>alert(1)</script>^Evil"
 XSS_PATIENT = PatientSpec(XSS_NAME, "CF-XSS", "19700101", "O")
 OWNER = PATIENTS[1]  # has an IssuerOfPatientID: links must match it
 OTHER = PATIENTS[0]
+HOSPITAL = "St. Example Hospital"  # CLOUDFILM_INSTITUTION_NAME of the live site
 KINDS = ("anonymous", "admin", "physician", "patient", "vendor", "share")
 
 
@@ -194,7 +195,7 @@ class Server:
 @pytest.fixture(scope="module")
 def live_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``site`` behind uvicorn on a free loopback port."""
-    for built in build_site(Path(tmp_path_factory.mktemp("live"))):
+    for built in build_site(Path(tmp_path_factory.mktemp("live")), institution_name=HOSPITAL):
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(built.app, host="127.0.0.1", port=port, log_level="warning",
                                                access_log=False))

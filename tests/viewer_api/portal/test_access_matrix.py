@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import insert, select
 
+from ai_plugins.runner.models import PluginRecord
+from ai_plugins.sdk import Classification, Findings, PluginInfo, codes
+from ai_plugins.sr import build_measurement_report
+from pacs.index.db import utcnow
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.viewer_api.portal.conftest import KINDS, Site, frame_url, store
 
@@ -67,6 +72,44 @@ def _throwaway(s: Site) -> str:
     return f"/dicomweb/studies/{ds[0].StudyInstanceUID}"
 
 
+_AI_SR: dict[int, tuple[str, str]] = {}
+
+
+def _ai_sr(s: Site) -> tuple[str, str]:
+    """An AI Measurement Report SR in the owned study, stored once per site: (series, SOP) UIDs."""
+    if id(s) not in _AI_SR:
+        plugin = PluginInfo(name="matrix-ai", version="1", vendor="tests")
+        findings = Findings(evaluated_series=[str(s.owned[0].SeriesInstanceUID)],
+                            classifications=[Classification(code=codes.HIGH_DENSITY_LESION, probability=0.9)])
+        sr = build_measurement_report(findings, s.owned, plugin)
+        store(s.archive, [sr])
+        _AI_SR[id(s)] = (str(sr.SeriesInstanceUID), str(sr.SOPInstanceUID))
+    return _AI_SR[id(s)]
+
+
+def _ai_sr_path(suffix: str = "") -> Callable[[Site], str]:
+    def path(s: Site) -> str:
+        series, sop = _ai_sr(s)
+        return f"/dicomweb/studies/{s.owned_uid}/series/{series}/instances/{sop}{suffix}"
+    return path
+
+
+def _plugin_reviews(s: Site) -> str:
+    """The review counts of the plugin that made the matrix SR (registered as a vendor's once)."""
+    _ai_sr(s)
+    with s.archive.engine.begin() as conn:
+        if conn.execute(select(PluginRecord.id).where(PluginRecord.name == "matrix-ai")).first() is None:
+            conn.execute(insert(PluginRecord).values(name="matrix-ai", version="1", source="remote",
+                                                     registered_by="acme", created_at=utcnow(), updated_at=utcnow()))
+    return "/api/plugins/matrix-ai/1/reviews"
+
+
+def _review_body(s: Site, _kind: str) -> dict[str, object]:
+    """Accept the matrix SR's classification (each staff caller records its own decision)."""
+    _series, sop = _ai_sr(s)
+    return {"json": {"report_uid": sop, "finding_key": "Classification 1", "decision": "accepted"}}
+
+
 CASES: list[Case] = [
     # DICOMweb and WADO-URI
     Case("qido-studies", "GET", lambda s: "/dicomweb/studies", row(401, 200, 200, 200, 200, 403)),
@@ -85,6 +128,9 @@ CASES: list[Case] = [
          row(401, 200, 200, 404, 404, 404)),
     Case("wado-uri-owned", "GET", _wado(lambda s: s.owned[1]), row(401, 200, 200, 200, 404, 200)),
     Case("wado-uri-other", "GET", _wado(lambda s: s.other[1]), row(401, 200, 200, 404, 404, 404)),
+    # AI results: only physicians' released (reviewed) ones reach patients and share links (issue 13)
+    Case("ai-sr-owned", "GET", _ai_sr_path(), row(401, 200, 200, 404, 404, 404)),
+    Case("ai-sr-metadata-owned", "GET", _ai_sr_path("/metadata"), row(401, 200, 200, 404, 404, 404)),
     Case("stow", "POST", lambda s: "/dicomweb/studies", row(401, 200, 200, 403, 403, 403), _stow_body),
     Case("delete-study", "DELETE", _throwaway, row(401, 204, 403, 403, 403, 403)),
     # Pages
@@ -104,6 +150,11 @@ CASES: list[Case] = [
          row(401, 201, 201, 201, 403, 403), _share_body),
     Case("share-create-other", "POST", lambda s: f"/api/studies/{_other(s)}/shares",
          row(401, 201, 201, 404, 403, 403), _share_body),
+    Case("findings-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/findings", row(401, 200, 200, 200, 404, 200)),
+    Case("findings-other", "GET", lambda s: f"/api/studies/{_other(s)}/findings", row(401, 200, 200, 404, 404, 404)),
+    Case("review-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/findings/reviews",
+         row(401, 201, 201, 403, 403, 403), _review_body),
+    Case("plugin-reviews", "GET", _plugin_reviews, row(401, 200, 200, 403, 403, 403)),
     Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
     Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
     # Downloads
