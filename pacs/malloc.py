@@ -1,8 +1,8 @@
 """Bounded memory for a long-running process: glibc's malloc makes up to eight arenas per core for
 a process with many threads, and each keeps freed memory for itself. The archive's threads (DICOM
 associations, HTTP worker threads, ingest pools, AI jobs) then grow the resident set in steps for
-hours without a leak: a 10-minute soak grew 587 -> 670 MB (+14 %) with the default, and stayed at
-504 -> 508 MB with two arenas, at the same throughput (README "Performance")."""
+hours without a leak: a 10-minute soak grew 587 -> 670 MB (+14 %) with the default, and 501 -> 524 MB
+(+5 %) with two arenas, at the same throughput (README "Performance", soak)."""
 
 from __future__ import annotations
 
