@@ -3,10 +3,11 @@
 
 Housekeeping turns new change feed events into forwards and starts a job per lane (destination and
 study) within each destination's concurrency. An attempt sends the lane's forwards in order. A
-failure before anything was sent is the attempt's failure: the queue retries it with backoff, and
-on the last attempt the forward is dead-lettered with the peer's status (the lane goes on). A
+failure before anything was sent is the attempt's failure: the queue retries it with backoff,  and
+the forward is dead-lettered with the peer's status when its attempts run out (the lane goes on). A
 failure after some instances went ends the job successfully and queues the lane's next job after
-the first backoff, so each instance gets all its attempts.
+the first backoff. An instance is dead-lettered once its own attempts (counted on the forward,
+over every job of its lane) reach the destination's ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class ForwardJobs:
         if result.failed_id is None:
             return Done(done, note=f"{job.target}: {result.sent} instance(s) of study {job.study_uid}")
         dest = settings.routing_destinations[job.target]
+        if result.attempts >= dest.max_attempts:  # the instance's attempts (over every job of the lane) ran out
+            with write_transaction(self.archive.engine) as conn:
+                mark_dead(conn, result.failed_id, result.error, result.status_code)
+            if not result.sent:
+                raise JobFailed(result.error, retry=False)
+            return Done(done | {"error": result.error}, note=f"{job.target}: dead letter: {result.error}")
         if result.sent:
             failed_id, error = result.failed_id, result.error
             run_after = utcnow() + timedelta(seconds=settings.job_retry_backoff)
@@ -64,8 +71,4 @@ class ForwardJobs:
 
             return Done(done | {"error": error}, also=next_job,
                         note=f"{job.target}: {result.sent} instance(s), then: {error}")
-        if job.attempt >= job.max_attempts:
-            with write_transaction(self.archive.engine) as conn:
-                mark_dead(conn, result.failed_id, result.error, result.status_code)
-            raise JobFailed(result.error, retry=False)
         raise JobFailed(result.error)

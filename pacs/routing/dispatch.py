@@ -184,7 +184,7 @@ def _collect(engine: Engine, store: ObjectStore, rule: Rule) -> None:
 def _lock_destination(conn: Connection, name: str) -> None:
     """One lane starter per destination at a time (SQLite's write transaction already is one)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(0x726F757465, zlib.crc32(name.encode()) & 0x7FFFFFFF)))
+        conn.execute(select(func.pg_advisory_xact_lock((0x726F7574 << 32) | zlib.crc32(name.encode()))))
 
 
 def _active_jobs(conn: Connection, destination: str) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine, select, update
 
@@ -41,6 +41,7 @@ class LaneResult:
     failed_id: int | None = None
     error: str = ""
     status_code: int | None = None
+    attempts: int = 0  # of the failed forward, this one included
     stopped: bool = False  # the worker is stopping: the rest waits for the next attempt
     gone: bool = False  # the destination is no longer configured
 
@@ -111,7 +112,7 @@ def deliver_lane(engine: Engine, store: ObjectStore, settings: Settings, archive
         result = _send_batch(engine, store, settings, archive_key, dest, rules, batch, stopping)
         sent += result.sent
         if result.failed_id is not None or result.stopped:
-            return LaneResult(sent, result.failed_id, result.error, result.status_code, result.stopped)
+            return replace(result, sent=sent)
 
 
 def _send_batch(engine: Engine, store: ObjectStore, settings: Settings, key: bytes, dest: Destination,
@@ -147,7 +148,7 @@ def _send_batch(engine: Engine, store: ObjectStore, settings: Settings, key: byt
             if not outcome.ok:
                 log.warning("forward of %s to %s failed (attempt %d): %s", row.sop_uid, dest.label(),
                             row.attempts + 1, outcome.error)  # fmt: skip
-                return LaneResult(sent, row.id, outcome.error, outcome.status_code)
+                return LaneResult(sent, row.id, outcome.error, outcome.status_code, row.attempts + 1)
             sent += 1
         return LaneResult(sent)
     finally:
