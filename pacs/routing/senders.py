@@ -63,9 +63,12 @@ class Sender(Protocol):
 # --- DICOM ---------------------------------------------------------------------------------------
 
 
-def proposed_contexts(items: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+def proposed_contexts(items: Iterable[tuple[str, str]], *, only: str | None = None) -> list[PresentationContext]:
     """For each (SOP class, transfer syntax): the syntax on its own, and the uncompressed fallbacks in one
-    context per class (the peer may accept either; an instance goes in the syntax it was accepted in)."""
+    context per class (the peer may accept either; an instance goes in the syntax it was accepted in).
+    With ``only`` (a destination's forced syntax), that syntax alone for each class."""
+    if only is not None:
+        return [_context(sop_class, [only]) for sop_class in dict.fromkeys(c for c, _ in items)][:_MAX_CONTEXTS]
     by_class: dict[str, list[str]] = {}
     for sop_class, ts in items:
         syntaxes = by_class.setdefault(sop_class, [])
@@ -97,7 +100,7 @@ class DicomSender:
         ae.maximum_pdu_size = settings.dicom_max_pdu
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = dest.timeout
         self._ae = ae
-        kwargs: dict[str, Any] = {"contexts": proposed_contexts(items), "ae_title": dest.aet}
+        kwargs: dict[str, Any] = {"contexts": proposed_contexts(items, only=dest.transfer_syntax), "ae_title": dest.aet}
         if dest.tls:
             kwargs["tls_args"] = (client_context(settings), dest.host)
         self.assoc: Association | None = None
