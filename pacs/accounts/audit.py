@@ -47,6 +47,7 @@ class Action(StrEnum):
     API_KEY = "api-key"
     CHANGEFEED = "changefeed"  # a read of the change feed
     WEBHOOK = "webhook"  # a webhook registered, read or deleted
+    ROUTING = "routing"  # routing destinations read, a forward re-sent
 
 
 class Outcome(StrEnum):

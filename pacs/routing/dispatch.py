@@ -34,7 +34,7 @@ from pacs.errors import Conflict, NotFound
 from pacs.events import Action, State, latest, read_feed
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, Series, Study
-from pacs.jobs import ACTIVE, Job, JobSpec, JobStatus, active_job, aware, dedupe_key, enqueue, write_transaction
+from pacs.jobs import ACTIVE, Job, JobSpec, JobStatus, active_job, dedupe_key, enqueue, write_transaction
 from pacs.routing.models import RoutingCursor, RoutingForward
 from pacs.routing.rules import Candidate, Destination, Rule, matches
 from pacs.storage import ObjectStore
@@ -187,7 +187,7 @@ def _lock_destination(conn: Connection, name: str) -> None:
         conn.execute(select(func.pg_advisory_xact_lock((0x726F7574 << 32) | zlib.crc32(name.encode()))))
 
 
-def _active_jobs(conn: Connection, destination: str) -> int:
+def active_jobs(conn: Connection, destination: str) -> int:
     return int(conn.execute(select(func.count()).select_from(Job).where(
         Job.kind == JOB_KIND, Job.target == destination, Job.status.in_([s.value for s in ACTIVE]))).scalar_one())
 
@@ -210,7 +210,7 @@ def _start_lanes(engine: Engine, destinations: dict[str, Destination]) -> bool:
             continue  # no longer configured: its forwards wait (GET /api/routing lists them)
         with write_transaction(engine) as conn:
             _lock_destination(conn, name)
-            room = dest.concurrency - _active_jobs(conn, name)
+            room = dest.concurrency - active_jobs(conn, name)
             for study_uid in studies:
                 if room <= 0:
                     break
@@ -286,58 +286,3 @@ def resend(engine: Engine, destinations: dict[str, Destination], *, forward_id: 
                                   target=name, study_uid=study_uid, payload={"head": int(head)},
                                   max_attempts=dest.max_attempts, timeout_s=job_timeout(dest)))  # fmt: skip
     return count
-
-
-# --- what GET /api/routing shows ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationState:
-    """A destination's queue: forwards by status, jobs active, and the newest failure."""
-
-    name: str
-    kind: str
-    peer: str
-    configured: bool
-    concurrency: int
-    pending: int
-    sent: int
-    dead: int
-    active_jobs: int
-    last_error: str
-    last_error_at: datetime | None
-    last_status_code: int | None
-    last_sent_at: datetime | None
-
-
-def destination_states(engine: Engine, destinations: dict[str, Destination]) -> list[DestinationState]:
-    with engine.connect() as conn:
-        counts: dict[tuple[str, str], int] = {
-            (row[0], row[1]): int(row[2]) for row in conn.execute(
-                select(RoutingForward.destination, RoutingForward.status, func.count())
-                .group_by(RoutingForward.destination, RoutingForward.status))
-        }  # fmt: skip
-        names = sorted(set(destinations) | {name for name, _ in counts})
-        out: list[DestinationState] = []
-        for name in names:
-            failed = conn.execute(
-                select(RoutingForward.last_error, RoutingForward.last_attempt_at, RoutingForward.status_code)
-                .where(RoutingForward.destination == name, RoutingForward.last_error != "")
-                .order_by(RoutingForward.last_attempt_at.desc(), RoutingForward.id.desc())
-                .limit(1)).first()  # fmt: skip
-            sent_at = conn.execute(select(func.max(RoutingForward.sent_at))
-                                   .where(RoutingForward.destination == name)).scalar_one_or_none()  # fmt: skip
-            dest = destinations.get(name)
-            out.append(DestinationState(
-                name=name, kind=dest.kind if dest else "", peer=dest.label() if dest else "",
-                configured=dest is not None,
-                concurrency=dest.concurrency if dest else 0,
-                pending=counts.get((name, ForwardStatus.PENDING.value), 0),
-                sent=counts.get((name, ForwardStatus.SENT.value), 0),
-                dead=counts.get((name, ForwardStatus.DEAD.value), 0),
-                active_jobs=_active_jobs(conn, name), last_error=failed.last_error if failed else "",
-                last_error_at=aware(failed.last_attempt_at) if failed and failed.last_attempt_at else None,
-                last_status_code=failed.status_code if failed else None,
-                last_sent_at=aware(sent_at) if sent_at else None,
-            ))  # fmt: skip
-    return out

@@ -25,8 +25,9 @@ from ai_plugins.runner.worker import Worker
 from pacs.archive import Archive
 from pacs.errors import Conflict, NotFound
 from pacs.jobs import JobStatus
-from pacs.routing.dispatch import JOB_KIND, ForwardStatus, destination_states, resend
+from pacs.routing.dispatch import JOB_KIND, ForwardStatus, resend
 from pacs.routing.models import RoutingForward
+from pacs.routing.status import destination_states
 from tests.ai_plugins.test_worker import wait_until
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, db_settings
@@ -168,34 +169,33 @@ def refusing_peer(port: int, refuse: set[str]) -> Iterator[list[str]]:
 def test_a_refused_instance_is_dead_lettered_with_the_peer_status_and_can_be_resent(backend: str,
                                                                                      tmp_path: Path) -> None:
     port = free_port()
-    with routed_archive(backend, tmp_path, port, dest={"max_attempts": 2}) as archive:
-        with working(archive):
-            wait_until("the rule's cursor", lambda: _cursor(archive))
-            objects = _study(5, 3)
-            refused = str(pydicom.dcmread(io.BytesIO(objects[1]), stop_before_pixels=True).SOPInstanceUID)
-            with refusing_peer(port, {refused}) as stored:
-                sops = list(_store(archive, objects))
-                wait_until("the lane done", lambda: {f.status for f in _forwards(archive)} == {"sent", "dead"}
-                           and len(_forwards(archive)) == 3, timeout=60)  # fmt: skip
-                assert sorted(stored) == sorted(s for s in sops if s != refused)
-            dead = [f for f in _forwards(archive) if f.status == ForwardStatus.DEAD.value]
-            assert len(dead) == 1 and dead[0].sop_uid == refused
-            assert dead[0].status_code == 0xA700 and dead[0].attempts == 2
-            assert "0xA700" in dead[0].last_error
-            state = destination_states(archive.engine, archive.settings.routing_destinations)[0]
-            assert (state.sent, state.dead, state.last_status_code) == (2, 1, 0xA700)
+    with routed_archive(backend, tmp_path, port, dest={"max_attempts": 2}) as archive, working(archive):
+        wait_until("the rule's cursor", lambda: _cursor(archive))
+        objects = _study(5, 3)
+        refused = str(pydicom.dcmread(io.BytesIO(objects[1]), stop_before_pixels=True).SOPInstanceUID)
+        with refusing_peer(port, {refused}) as stored:
+            sops = list(_store(archive, objects))
+            wait_until("the lane done", lambda: {f.status for f in _forwards(archive)} == {"sent", "dead"}
+                       and len(_forwards(archive)) == 3, timeout=60)  # fmt: skip
+            assert sorted(stored) == sorted(s for s in sops if s != refused)
+        dead = [f for f in _forwards(archive) if f.status == ForwardStatus.DEAD.value]
+        assert len(dead) == 1 and dead[0].sop_uid == refused
+        assert dead[0].status_code == 0xA700 and dead[0].attempts == 2
+        assert "0xA700" in dead[0].last_error
+        state = destination_states(archive.engine, archive.settings.routing_destinations)[0]
+        assert (state.sent, state.dead, state.last_status_code) == (2, 1, 0xA700)
 
-            # Bad re-sends are refused; the admin's re-send after the peer is fixed goes through.
-            with pytest.raises(NotFound):
-                resend(archive.engine, archive.settings.routing_destinations, forward_id=10_000)
-            with pytest.raises(NotFound):
-                resend(archive.engine, archive.settings.routing_destinations, destination="nowhere")
-            with refusing_peer(port, set()) as stored_again:
-                assert resend(archive.engine, archive.settings.routing_destinations, destination="peer") == 1
-                with pytest.raises(Conflict):
-                    resend(archive.engine, archive.settings.routing_destinations, forward_id=dead[0].id)
-                wait_until("the re-sent instance", lambda: stored_again == [refused], timeout=60)
-                wait_until("recorded", lambda: {f.status for f in _forwards(archive)} == {"sent"}, timeout=30)
+        # Bad re-sends are refused; the admin's re-send after the peer is fixed goes through.
+        with pytest.raises(NotFound):
+            resend(archive.engine, archive.settings.routing_destinations, forward_id=10_000)
+        with pytest.raises(NotFound):
+            resend(archive.engine, archive.settings.routing_destinations, destination="nowhere")
+        with refusing_peer(port, set()) as stored_again:
+            assert resend(archive.engine, archive.settings.routing_destinations, destination="peer") == 1
+            with pytest.raises(Conflict):
+                resend(archive.engine, archive.settings.routing_destinations, forward_id=dead[0].id)
+            wait_until("the re-sent instance", lambda: stored_again == [refused], timeout=60)
+            wait_until("recorded", lambda: {f.status for f in _forwards(archive)} == {"sent"}, timeout=30)
 
 
 @pytest.mark.parametrize("backend", [DB_BACKENDS[0]])

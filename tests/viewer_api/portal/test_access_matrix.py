@@ -121,6 +121,11 @@ CASES: list[Case] = [
     Case("webhook-delete", "DELETE", lambda s: "/api/webhooks/999", row(401, 404, 403, 403, 403, 403)),
     Case("webhook-redeliver", "POST", lambda s: "/api/webhooks/999/deliveries/1/redeliver",
          row(401, 404, 403, 403, 403, 403)),
+    Case("routing", "GET", lambda s: "/api/routing", row(401, 200, 403, 403, 403, 403)),
+    Case("routing-forwards", "GET", lambda s: "/api/routing/forwards", row(401, 200, 403, 403, 403, 403)),
+    Case("routing-resend", "POST", lambda s: "/api/routing/forwards/999/resend", row(401, 404, 403, 403, 403, 403)),
+    Case("routing-resend-dead", "POST", lambda s: "/api/routing/destinations/nowhere/resend",
+         row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
