@@ -75,10 +75,9 @@ def _pending(engine: Engine, destination: str, study_uid: str) -> list[_Pending]
     return [_Pending(*row) for row in rows]
 
 
-def _prepare(store: ObjectStore, key: bytes, rule: Rule, dest: Destination, row: _Pending) -> Outgoing:
+def _prepare(data: bytes, key: bytes, rule: Rule, dest: Destination, row: _Pending) -> Outgoing:
     """The bytes to send; :class:`CloudfilmError` when the instance cannot be sent as asked."""
-    assert row.object_key is not None and row.sop_class_uid is not None and row.transfer_syntax_uid is not None
-    data = store.get_bytes(row.object_key)
+    assert row.sop_class_uid is not None and row.transfer_syntax_uid is not None
     ts = row.transfer_syntax_uid
     if rule.deidentify:
         data, _ = deidentify_part10(data, deidentifier(key, rule))
@@ -131,9 +130,11 @@ def _send_batch(engine: Engine, store: ObjectStore, settings: Settings, key: byt
             elif row.object_key is None:
                 reason = "the instance was deleted before it was sent"
             item: Outgoing | None = None
-            if not reason and rule is not None:
+            if not reason and rule is not None and row.object_key is not None:
+                # Read outside the try: an object store that fails now fails the attempt (retried), not the instance.
+                data = store.get_bytes(row.object_key)
                 try:
-                    item = _prepare(store, key, rule, dest, row)
+                    item = _prepare(data, key, rule, dest, row)
                 except CloudfilmError as exc:
                     reason = f"cannot be sent as the rule asks: {exc}"
             if item is None:
