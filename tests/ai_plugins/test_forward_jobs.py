@@ -11,6 +11,7 @@ import io
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,12 +144,14 @@ def _cursor(archive: Archive) -> bool:
 
 
 @contextlib.contextmanager
-def refusing_peer(port: int, refuse: set[str]) -> Iterator[list[str]]:
-    """A pynetdicom Storage SCP that answers 0xA700 (Out of Resources) for the SOP Instance UIDs in ``refuse``."""
+def refusing_peer(port: int, refuse: set[str], delay_s: float = 0.0) -> Iterator[list[str]]:
+    """A pynetdicom Storage SCP that answers 0xA700 (Out of Resources) for the SOP Instance UIDs in
+    ``refuse``, each answer after ``delay_s``."""
     stored: list[str] = []
     lock = threading.Lock()
 
     def on_store(event: Any) -> int:
+        time.sleep(delay_s)
         sop = str(event.request.AffectedSOPInstanceUID)
         if sop in refuse:
             return 0xA700
@@ -227,3 +230,20 @@ def test_deidentified_and_transcoded_on_the_way(backend: str, tmp_path: Path) ->
 
 def test_forwarding_storescp_is_installed() -> None:
     assert subprocess.run(["storescp", "--version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_stopped_mid_forward_leaves_the_rest_to_the_next(backend: str, tmp_path: Path) -> None:
+    port = free_port()
+    with routed_archive(backend, tmp_path, port) as archive, refusing_peer(port, set(), delay_s=0.3) as stored:
+        with working(archive):
+            wait_until("the rule's cursor", lambda: _cursor(archive))
+            sops = list(_store(archive, _study(7, 12)))
+            wait_until("some sent", lambda: len(stored) >= 3, timeout=60)
+        sent_before = len(stored)
+        assert sent_before < 12, "the stop came too late to test anything"
+        assert len([f for f in _forwards(archive) if f.status == "sent"]) == sent_before
+        with working(archive):
+            wait_until("the rest", lambda: [f.status for f in _forwards(archive)] == ["sent"] * 12, timeout=120)
+        assert sorted(stored) == sorted(sops)  # each once
+        assert all(f.attempts == 1 for f in _forwards(archive))
