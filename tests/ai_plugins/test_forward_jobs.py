@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -34,6 +35,7 @@ from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, db_settings
 from tests.net import free_port
 from tests.pacs.dimse.support import dataset_bytes, storescp
+from tests.pacs.dimse.test_tls import Pki, pki  # noqa: F401 - the fixture
 
 BACKENDS = [DB_BACKENDS[0], pytest.param(DB_BACKENDS[1], marks=pytest.mark.postgres)]
 
@@ -144,7 +146,8 @@ def _cursor(archive: Archive) -> bool:
 
 
 @contextlib.contextmanager
-def refusing_peer(port: int, refuse: set[str], delay_s: float = 0.0) -> Iterator[list[str]]:
+def refusing_peer(port: int, refuse: set[str], delay_s: float = 0.0,
+                  ssl_context: ssl.SSLContext | None = None) -> Iterator[list[str]]:
     """A pynetdicom Storage SCP that answers 0xA700 (Out of Resources) for the SOP Instance UIDs in
     ``refuse``, each answer after ``delay_s``."""
     stored: list[str] = []
@@ -161,7 +164,8 @@ def refusing_peer(port: int, refuse: set[str], delay_s: float = 0.0) -> Iterator
 
     ae = AE(ae_title="DEST")
     ae.add_supported_context(CTImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+                             ssl_context=ssl_context)  # fmt: skip
     try:
         yield stored
     finally:
@@ -247,3 +251,29 @@ def test_a_worker_stopped_mid_forward_leaves_the_rest_to_the_next(backend: str, 
             wait_until("the rest", lambda: [f.status for f in _forwards(archive)] == ["sent"] * 12, timeout=120)
         assert sorted(stored) == sorted(sops)  # each once
         assert all(f.attempts == 1 for f in _forwards(archive))
+
+
+def _tls_server(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.verify_mode = ssl.CERT_REQUIRED  # the archive must present its certificate
+    return ctx
+
+
+def test_tls_destination(tmp_path: Path, pki: Pki) -> None:  # noqa: F811 - the fixture
+    port = free_port()
+    with db_settings("sqlite", tmp_path, job_poll_interval=0.1, job_retry_backoff=0.2, job_retry_backoff_max=0.5,
+                     dicom_tls_ca=pki.ca, dicom_tls_cert=pki.server_cert, dicom_tls_key=pki.server_key,
+                     routing_destinations={"peer": {"kind": "dicom", "aet": "DEST", "host": "127.0.0.1", "port": port,
+                                                    "tls": True, "timeout": 5, "max_attempts": 1000}},
+                     routing_rules=[{"name": "all", "to": ["peer"]}]) as settings, \
+            Archive.open(settings) as archive, working(archive):  # fmt: skip
+        wait_until("the rule's cursor", lambda: _cursor(archive))
+        # A peer whose certificate the archive's CA did not issue is not sent to.
+        with refusing_peer(port, set(), ssl_context=_tls_server(pki.ca, pki.rogue_cert, pki.rogue_key)) as rogue:
+            sops = list(_store(archive, _study(8, 2)))
+            wait_until("a failed attempt", lambda: any(f.attempts for f in _forwards(archive)), timeout=60)
+            assert rogue == []
+        with refusing_peer(port, set(), ssl_context=_tls_server(pki.ca, pki.server_cert, pki.server_key)) as stored:
+            wait_until("sent over TLS", lambda: sorted(stored) == sorted(sops), timeout=60)
