@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from pacs.jobs import aware
 from pacs.routing.dispatch import ForwardStatus, active_jobs
-from pacs.routing.models import RoutingForward
+from pacs.routing.models import RoutingCursor, RoutingForward
 from pacs.routing.rules import Destination
 
 
@@ -82,6 +82,12 @@ def destination_states(engine: Engine, destinations: dict[str, Destination]) -> 
                 last_sent_at=aware(sent_at) if sent_at else None,
             ))  # fmt: skip
     return out
+
+
+def rule_cursors(engine: Engine) -> dict[str, int]:
+    """How far each rule has read the change feed (a rule not yet seen by a worker has none)."""
+    with engine.connect() as conn:
+        return {row[0]: int(row[1]) for row in conn.execute(select(RoutingCursor.rule, RoutingCursor.last_seq))}
 
 
 def list_forwards(engine: Engine, *, destination: str | None = None, statuses: Collection[ForwardStatus] = (),

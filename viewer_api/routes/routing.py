@@ -47,6 +47,8 @@ class RuleOut(BaseModel):
     to: list[str]
     match: dict[str, str | list[str]]
     deidentify: bool
+    last_seq: int | None = Field(None, description="the newest change feed Sequence the rule has read; null until "
+                                                   "a worker has seen the rule")
 
 
 class RoutingOut(BaseModel):
@@ -83,8 +85,10 @@ async def read_routing(_admin: RoutingAdmin, request: Request) -> RoutingOut:
     archive = archive_of(request)
     settings = archive.settings
     states = await run_in_threadpool(status.destination_states, archive.engine, settings.routing_destinations)
+    cursors = await run_in_threadpool(status.rule_cursors, archive.engine)
     return RoutingOut(destinations=[DestinationOut.model_validate(s) for s in states],
-                      rules=[RuleOut.model_validate(r) for r in settings.routing_rules])  # fmt: skip
+                      rules=[RuleOut.model_validate(r.model_dump() | {"last_seq": cursors.get(r.name)})
+                             for r in settings.routing_rules])  # fmt: skip
 
 
 @router.get("/api/routing/forwards", response_model=list[ForwardOut], summary="Forwarding log")
