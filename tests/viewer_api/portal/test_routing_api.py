@@ -18,7 +18,8 @@ from tests.viewer_api.portal.conftest import Site, build_site, store
 
 @pytest.fixture
 def routed_site(tmp_path: Path) -> Iterator[Site]:
-    destinations = {"pacs2": {"kind": "dicom", "aet": "PACS2", "host": "127.0.0.1", "port": free_port()}}
+    destinations = {"pacs2": {"kind": "dicom", "aet": "PACS2", "host": "127.0.0.1", "port": free_port(),
+                              "concurrency": 2}}
     rules = [{"name": "mr", "to": ["pacs2"], "match": {"Modality": "MR"}}]
     yield from build_site(tmp_path, routing_destinations=destinations, routing_rules=rules)
 
@@ -62,6 +63,14 @@ def test_routing_state_log_and_resends(routed_site: Site) -> None:
     resent = admin.post("/api/routing/destinations/pacs2/resend", headers=headers)
     assert resent.status_code == 202 and resent.json() == {"resent": 1}
     assert {f.status.value for f in list_forwards(archive.engine)} == {"pending"}
+
+    # Three more studies: their lanes wait while the destination has `concurrency` (2) jobs active.
+    for seed in (90, 91, 92):
+        store(archive, make_ct_study(PATIENTS[seed % 6], n_slices=1, rows=16, cols=16, seed=seed, modality="MR"))
+    run_dispatch()
+    run_dispatch()
+    (dest,) = admin.get("/api/routing").json()["destinations"]
+    assert (dest["pending"], dest["active_jobs"]) == (5, 2)
 
     assert routed_site.client("physician").get("/api/routing").status_code == 403
     audit = admin.get("/api/audit", params={"action": "routing", "limit": "50"}).json()
