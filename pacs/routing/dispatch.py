@@ -1,7 +1,8 @@
 """Change feed → forwards → jobs, run on the worker's housekeeping thread.
 
 Each rule reads the change feed after its cursor (``arrival``: created and updated instances;
-``stable``: stable transitions, each standing for every instance of its study) and writes a
+``stable``: stable transitions, each standing for the instances of its study that the rule has not
+forwarded since they were last stored) and writes a
 pending forward for each instance it matches and each of its destinations, moving its cursor in
 the same transaction by an update conditional on the cursor it read: two workers (on two nodes)
 dispatching at once write each forward once, and a restart goes on from the cursor. A rule seen
@@ -31,9 +32,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from pacs.errors import Conflict, NotFound
-from pacs.events import Action, State, latest, read_feed
+from pacs.events import EVENT_INSTANCE_REPLACED, EVENT_INSTANCE_STORED, Action, State, latest, read_feed
 from pacs.index.db import utcnow
-from pacs.index.models import Instance, Series, Study
+from pacs.index.models import Instance, OutboxEvent, Series, Study
 from pacs.jobs import ACTIVE, Job, JobSpec, JobStatus, active_job, dedupe_key, enqueue, write_transaction
 from pacs.routing.models import RoutingCursor, RoutingForward
 from pacs.routing.rules import Candidate, Destination, Rule, matches
@@ -108,6 +109,28 @@ def _instances(conn: Connection, *, sop_uid: str | None = None, study_uid: str |
                                                                  Instance.id))]  # fmt: skip
 
 
+def _forwarded_as_stored(conn: Connection, rule: str, study_uid: str) -> set[str]:
+    """Instances of the study this rule has forwarded since they were last stored or replaced: a study
+    that becomes stable again (more instances arrived) sends only what is new or changed."""
+    stored = (
+        select(OutboxEvent.sop_uid, func.max(OutboxEvent.seq).label("seq"))
+        .where(OutboxEvent.study_uid == study_uid, OutboxEvent.sop_uid != "", OutboxEvent.seq.is_not(None),
+               OutboxEvent.event.in_([EVENT_INSTANCE_STORED, EVENT_INSTANCE_REPLACED]))
+        .group_by(OutboxEvent.sop_uid)
+        .subquery()
+    )  # fmt: skip
+    forwarded = (
+        select(RoutingForward.sop_uid, func.max(RoutingForward.seq).label("seq"))
+        .where(RoutingForward.rule == rule, RoutingForward.study_uid == study_uid)
+        .group_by(RoutingForward.sop_uid)
+        .subquery()
+    )
+    return set(conn.execute(
+        select(forwarded.c.sop_uid).join(stored, stored.c.sop_uid == forwarded.c.sop_uid)
+        .where(forwarded.c.seq >= stored.c.seq)
+    ).scalars())  # fmt: skip
+
+
 def calling_ae(store: ObjectStore, object_key: str) -> str:
     """Source Application Entity Title (0002,0016) of a stored object: the AE that sent it by C-STORE."""
     try:
@@ -154,8 +177,12 @@ def _collect(engine: Engine, store: ObjectStore, rule: Rule) -> None:
             for entry in entries:
                 if entry.state is not State.CURRENT:
                     continue  # deleted since, or replaced (its update event forwards the replacement)
-                found = _instances(conn, sop_uid=entry.sop_uid) if entry.sop_uid else \
-                    _instances(conn, study_uid=entry.study_uid)  # fmt: skip
+                if entry.sop_uid:
+                    found = _instances(conn, sop_uid=entry.sop_uid)
+                else:
+                    found = _instances(conn, study_uid=entry.study_uid)
+                    sent = _forwarded_as_stored(conn, rule.name, entry.study_uid)
+                    found = [i for i in found if i.sop_uid not in sent]
                 for inst in found:
                     ae = calling_ae(store, inst.object_key) if rule.needs_calling_ae else ""
                     if not matches(rule, Candidate(inst.metadata_json, ae)):

@@ -277,3 +277,20 @@ def test_tls_destination(tmp_path: Path, pki: Pki) -> None:  # noqa: F811 - the 
             assert rogue == []
         with refusing_peer(port, set(), ssl_context=_tls_server(pki.ca, pki.server_cert, pki.server_key)) as stored:
             wait_until("sent over TLS", lambda: sorted(stored) == sorted(sops), timeout=60)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_study_stable_again_sends_only_what_is_new(backend: str, tmp_path: Path) -> None:
+    port = free_port()
+    rules = [{"name": "on-stable", "on": "stable", "to": ["peer"]}]
+    with routed_archive(backend, tmp_path, port, rules=rules) as archive, \
+            refusing_peer(port, set()) as stored, working(archive):  # fmt: skip
+        wait_until("the rule's cursor", lambda: _cursor(archive))
+        objects = _study(9, 4)
+        first = list(_store(archive, objects[:2]))
+        wait_until("the first stable transition", lambda: sorted(stored) == sorted(first), timeout=60)
+        later = list(_store(archive, objects[2:]))  # the study is stable again a second later
+        wait_until("the new instances", lambda: len(stored) == 4, timeout=60)
+        time.sleep(2)  # nothing more comes
+        assert sorted(stored) == sorted(first + later)
+        assert [f.status for f in _forwards(archive)] == ["sent"] * 4
