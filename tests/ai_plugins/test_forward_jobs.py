@@ -294,3 +294,16 @@ def test_a_study_stable_again_sends_only_what_is_new(backend: str, tmp_path: Pat
         time.sleep(2)  # nothing more comes
         assert sorted(stored) == sorted(first + later)
         assert [f.status for f in _forwards(archive)] == ["sent"] * 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_workers_on_one_index_send_each_instance_once(backend: str, tmp_path: Path) -> None:
+    port = free_port()
+    with routed_archive(backend, tmp_path, port, dest={"concurrency": 4}) as archive, \
+            refusing_peer(port, set(), delay_s=0.02) as stored, working(archive), working(archive):  # fmt: skip
+        wait_until("the rule's cursor", lambda: _cursor(archive))
+        sops = [sop for seed in (31, 32, 33, 34) for sop in _store(archive, _study(seed, 4))]
+        wait_until("every instance", lambda: len(stored) >= 16, timeout=120)
+        time.sleep(1)
+        assert sorted(stored) == sorted(sops)
+        assert [f.status for f in _forwards(archive)] == ["sent"] * 16
