@@ -35,7 +35,7 @@ from pacs.errors import Conflict, NotFound
 from pacs.events import EVENT_INSTANCE_REPLACED, EVENT_INSTANCE_STORED, Action, State, latest, read_feed
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Series, Study
-from pacs.jobs import ACTIVE, Job, JobSpec, JobStatus, active_job, dedupe_key, enqueue, write_transaction
+from pacs.jobs import ACTIVE, Job, JobSpec, active_job, dedupe_key, enqueue, enqueue_lane_head, write_transaction
 from pacs.routing.models import RoutingCursor, RoutingForward
 from pacs.routing.rules import Candidate, Destination, Rule, matches
 from pacs.storage import ObjectStore
@@ -256,20 +256,11 @@ def _start_lane(conn: Connection, name: str, dest: Destination, study_uid: str) 
         RoutingForward.status == ForwardStatus.PENDING.value)).scalar_one_or_none()  # fmt: skip
     if head is None:
         return 0
-    spec = lane_job(name, study_uid, int(head), max_attempts=dest.max_attempts, timeout_s=job_timeout(dest))
-    if enqueue(conn, spec) is not None:
-        return 1
-    # The head's job ended without sending it: dead-lettered by the queue (its worker died on every
-    # attempt) or ended otherwise. The head is dead then and the lane goes on; else one more job.
-    ended = conn.execute(select(Job.id, Job.status, Job.error).where(Job.dedupe_key == spec.dedupe_key)).first()
-    if ended is None:
-        return 0
-    if ended.status == JobStatus.FAILED:
-        mark_dead(conn, int(head), ended.error or "its attempts ran out")
-        return 0
-    enqueue(conn, lane_job(name, study_uid, int(head), max_attempts=dest.max_attempts, timeout_s=job_timeout(dest),
-                           after_job=int(ended.id)))  # fmt: skip
-    return 1
+    def job(after_job: int = 0) -> JobSpec:
+        return lane_job(name, study_uid, int(head), max_attempts=dest.max_attempts, timeout_s=job_timeout(dest),
+                        after_job=after_job)  # fmt: skip
+
+    return int(enqueue_lane_head(conn, job(), again=job, dead=lambda error: mark_dead(conn, int(head), error)))
 
 
 def mark_dead(conn: Connection, forward_id: int, error: str, status_code: int | None = None) -> None:
