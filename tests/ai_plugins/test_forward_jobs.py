@@ -307,3 +307,34 @@ def test_two_workers_on_one_index_send_each_instance_once(backend: str, tmp_path
         time.sleep(1)
         assert sorted(stored) == sorted(sops)
         assert [f.status for f in _forwards(archive)] == ["sent"] * 16
+
+
+def test_a_lane_job_the_queue_dead_lettered_sets_its_head_aside(tmp_path: Path) -> None:
+    """A worker that dies on every attempt (killed by an instance) leaves a failed job and a pending
+    head: the head is dead-lettered with the job's error, and the study's next instance goes on."""
+    from sqlalchemy import update
+
+    from pacs.jobs import Job, write_transaction
+    from pacs.routing.dispatch import dispatch
+
+    with routed_archive("sqlite", tmp_path, free_port()) as archive:
+        settings = archive.settings
+
+        def run() -> None:
+            dispatch(archive.engine, archive.store, settings.routing_rules, settings.routing_destinations)
+
+        run()
+        _store(archive, _study(41, 2))
+        run()
+        (job,) = job_queue(archive).list_jobs(kind=JOB_KIND)
+        with write_transaction(archive.engine) as conn:
+            conn.execute(update(Job).where(Job.id == job.id).values(status=JobStatus.FAILED.value,
+                                                                    error="the worker died on every attempt"))
+        run()
+        head, rest = _forwards(archive)
+        assert (head.status, head.last_error) == ("dead", "the worker died on every attempt")
+        assert rest.status == "pending"
+        run()  # the next round starts the lane again from its next instance
+        jobs = job_queue(archive).list_jobs(kind=JOB_KIND)
+        assert sorted(j.status.value for j in jobs) == ["failed", "queued"]
+        assert {j.payload["head"] for j in jobs if j.status is JobStatus.QUEUED} == {rest.id}
