@@ -338,3 +338,20 @@ def test_a_lane_job_the_queue_dead_lettered_sets_its_head_aside(tmp_path: Path) 
         jobs = job_queue(archive).list_jobs(kind=JOB_KIND)
         assert sorted(j.status.value for j in jobs) == ["failed", "queued"]
         assert {j.payload["head"] for j in jobs if j.status is JobStatus.QUEUED} == {rest.id}
+
+
+def test_an_instance_that_cannot_be_deidentified_is_set_aside_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    rules = [{"name": "research", "to": ["peer"], "deidentify": True}]
+    datasets = make_ct_study(PATIENTS[1], n_slices=3, rows=8, cols=8, seed=42, study_uid="1.2.826.0.9.42")
+    datasets[1].BurnedInAnnotation = "YES"
+    with routed_archive("sqlite", tmp_path, port, rules=rules) as archive, \
+            refusing_peer(port, set()) as stored, working(archive):  # fmt: skip
+        wait_until("the rule's cursor", lambda: _cursor(archive))
+        _store(archive, [to_bytes(ds) for ds in datasets])
+        wait_until("the lane done", lambda: sorted(f.status for f in _forwards(archive)) == ["dead", "sent", "sent"],
+                   timeout=60)  # fmt: skip
+        (dead,) = [f for f in _forwards(archive) if f.status == "dead"]
+        assert dead.sop_uid == str(datasets[1].SOPInstanceUID) and dead.attempts == 0
+        assert "burned-in annotation" in dead.last_error
+        assert len(stored) == 2 and not set(stored) & {str(ds.SOPInstanceUID) for ds in datasets}  # new UIDs
