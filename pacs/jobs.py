@@ -251,6 +251,28 @@ def enqueue(conn: Connection, spec: JobSpec, *, now: datetime | None = None) -> 
     return None if new_id is None else int(new_id)
 
 
+def enqueue_lane_head(conn: Connection, spec: JobSpec, *, again: Callable[[int], JobSpec],
+                      dead: Callable[[str], None]) -> bool:  # fmt: skip
+    """Queue the job that works a *lane* (webhook deliveries, routing forwards) from its oldest pending
+    item, in the caller's transaction; whether a job was queued.
+
+    ``spec``'s key names the lane and its head. When a job of that key already ended with the head
+    still pending, it was dead-lettered by the queue (its worker died on every attempt): the head is
+    set aside with ``dead(error)`` and the lane goes on next round; a job that ended otherwise gets
+    one more, ``again(ended_job_id)``, keyed apart.
+    """
+    if enqueue(conn, spec) is not None:
+        return True
+    ended = conn.execute(select(Job.id, Job.status, Job.error).where(Job.dedupe_key == spec.dedupe_key)).first()
+    if ended is None:
+        return False
+    if ended.status == JobStatus.FAILED:
+        dead(ended.error or "its attempts ran out")
+        return False
+    enqueue(conn, again(int(ended.id)))
+    return True
+
+
 def _view(job: Any) -> JobView:
     return JobView(
         id=job.id, kind=job.kind, target=job.target, target_version=job.target_version, study_uid=job.study_uid,

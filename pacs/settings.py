@@ -13,11 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pacs.errors import SettingsError
+from pacs.routing.rules import Destination, Rule, check_routing
 
 CONFIG_ENV = "CLOUDFILM_CONFIG"
 DATA_DIR_ENV = "CLOUDFILM_DATA_DIR"
@@ -139,6 +140,9 @@ class Settings(BaseSettings):
     package_max_cpu_s: int = Field(default=3600, ge=1)  # CPU seconds per process (RLIMIT_CPU)
     package_max_scratch_mb: int = Field(default=4096, ge=1)  # the writable /scratch tmpfs
     package_max_processes: int = Field(default=64, ge=4)  # processes and threads at once
+    # Routing (issue 17): the [routing] table, see pacs.routing.rules and README "Routing rules"
+    routing_destinations: dict[str, Destination] = Field(default_factory=dict)
+    routing_rules: list[Rule] = Field(default_factory=list)
 
     # Benchmarks (issue 7)
     benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours
@@ -166,6 +170,11 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("file://", "s3://")):
             raise ValueError("must start with file:// or s3://")
         return value
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> Settings:
+        check_routing(self.routing_destinations, self.routing_rules)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -4,7 +4,8 @@ and (benchmark kinds only) inside ``cloudfilm benchmark evaluate``.
 
 Handlers (:mod:`ai_plugins.runner.handler`): clinical plugin runs (:mod:`~ai_plugins.runner.plugin_jobs`),
 benchmark cases and their scoring (:mod:`ai_plugins.benchmarks.runner`), webhook deliveries
-(:mod:`~ai_plugins.runner.webhook_jobs`). Each attempt runs under
+(:mod:`~ai_plugins.runner.webhook_jobs`), forwarding by routing rules
+(:mod:`~ai_plugins.runner.forward_jobs`). Each attempt runs under
 one :class:`~ai_plugins.runner.handler.Lease`, and its outcome is recorded here whatever the
 handler did: returned, raised, outlived its lease (nothing is written), or was stopped with the
 worker (the job is handed back uncounted). Housekeeping returns jobs whose worker died (expired
@@ -27,6 +28,7 @@ from collections.abc import Collection, Sequence
 
 from ai_plugins.benchmarks.runner import BenchmarkCases, BenchmarkScoring
 from ai_plugins.runner.child import preload
+from ai_plugins.runner.forward_jobs import ForwardJobs
 from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler, Lease, job_queue
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
@@ -59,7 +61,8 @@ class Worker:
                                        use_entry_points=use_entry_points)  # fmt: skip
         self.queue = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
-                                      BenchmarkScoring(archive), WebhookJobs(archive)]  # fmt: skip
+                                      BenchmarkScoring(archive), WebhookJobs(archive),
+                                      ForwardJobs(archive)]  # fmt: skip
         self.handlers: dict[str, JobHandler] = {
             kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds
         }

@@ -48,6 +48,7 @@ class Action(StrEnum):
     CHANGEFEED = "changefeed"  # a read of the change feed
     WEBHOOK = "webhook"  # a webhook registered, read or deleted
     AI_REVIEW = "ai-review"
+    ROUTING = "routing"  # routing destinations read, a forward re-sent
 
 
 class Outcome(StrEnum):

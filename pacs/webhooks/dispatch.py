@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from pacs.errors import Conflict, NotFound
 from pacs.events import Action, read_feed
 from pacs.index.db import utcnow
-from pacs.jobs import Job, JobSpec, JobStatus, active_job, dedupe_key, enqueue, write_transaction
+from pacs.jobs import JobSpec, active_job, dedupe_key, enqueue, enqueue_lane_head, write_transaction
 from pacs.webhooks.models import Webhook, WebhookDelivery
 from pacs.webhooks.registry import DeliveryStatus
 
@@ -101,21 +101,15 @@ def _start_lanes(engine: Engine, max_attempts: int) -> bool:
             ).scalar_one_or_none()
             if head is None:
                 continue
-            spec = lane_job(int(webhook_id), study_uid, int(head), max_attempts=max_attempts)
-            if enqueue(conn, spec) is not None:
-                queued = True
-                continue
-            # The head's job ended without delivering it: dead-lettered by the queue (its worker died
-            # on every attempt) or ended otherwise. The head is dead then, and the lane goes on.
-            ended = conn.execute(select(Job.id, Job.status, Job.error).where(Job.dedupe_key == spec.dedupe_key)).first()
-            if ended is None:
-                continue
-            if ended.status == JobStatus.FAILED:
-                mark_dead(conn, int(head), ended.error or "its attempts ran out")
-            else:  # ended without a failure, the head still waiting: one more job, keyed apart
-                enqueue(conn, lane_job(int(webhook_id), study_uid, int(head), max_attempts=max_attempts,
-                                       after_job=int(ended.id)))
-            queued = True
+            hook, first = int(webhook_id), int(head)
+
+            def job(after_job: int = 0, hook: int = hook, first: int = first, study: str = study_uid) -> JobSpec:
+                return lane_job(hook, study, first, max_attempts=max_attempts, after_job=after_job)
+
+            def dead(error: str, conn: Connection = conn, first: int = first) -> None:
+                mark_dead(conn, first, error)
+
+            queued = enqueue_lane_head(conn, job(), again=job, dead=dead) or queued
     return queued
 
 

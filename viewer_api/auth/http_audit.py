@@ -92,3 +92,5 @@ WADO_URI = Audit(Action.DOWNLOAD, _wado_uri)
 CHANGEFEED = Audit(Action.CHANGEFEED, lambda f: ("", f"{f.path} {f.query}".strip()))
 #: Webhook registrations, listings, deletions and delivery logs.
 WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+#: Routing state reads and re-sends.
+ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"))

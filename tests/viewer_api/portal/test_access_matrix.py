@@ -177,6 +177,11 @@ CASES: list[Case] = [
     Case("package-upload", "POST", lambda s: "/api/plugins/packages?filename=x.zip", row(401, 400, 403, 403, 400, 403),
          lambda _s, _k: {"content": b"not a package"}),
     Case("package-admit", "POST", lambda s: "/api/plugins/packages/nope/1.0/admit", row(401, 404, 403, 403, 403, 403)),
+    Case("routing", "GET", lambda s: "/api/routing", row(401, 200, 403, 403, 403, 403)),
+    Case("routing-forwards", "GET", lambda s: "/api/routing/forwards", row(401, 200, 403, 403, 403, 403)),
+    Case("routing-resend", "POST", lambda s: "/api/routing/forwards/999/resend", row(401, 404, 403, 403, 403, 403)),
+    Case("routing-resend-dead", "POST", lambda s: "/api/routing/destinations/nowhere/resend",
+         row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
