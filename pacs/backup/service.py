@@ -47,6 +47,7 @@ from pacs.index.db import utcnow
 from pacs.settings import Settings
 from pacs.storage import ObjectStore, open_store
 from pacs.storage.base import PROBE_KEY
+from pacs.storage.references import is_instance_key
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def backup(archive: Archive, dest: Path, *, with_secret_key: bool = False, jobs:
         manifest = Manifest(
             cloudfilm_version=__version__, started_at=started.isoformat(), finished_at=utcnow().isoformat(),
             index_kind=kind, index_file=index_file, index_sha256=_sha256_file(dest / index_file),
-            index_revision=snap.revision, instances=len(snap.objects), objects=len(kept),
+            index_revision=snap.revision, instances=sum(map(is_instance_key, (e.key for e in snap.objects))),
+            objects=len(kept),
             object_bytes=sum(e.size for e in kept), object_list_sha256=hashlib.sha256(object_list).hexdigest(),
             copied=copied, missing=sorted(missing), secret_key=secret)  # fmt: skip
         write_atomically(dest / MANIFEST, manifest.to_json().encode("utf-8"))
