@@ -14,14 +14,15 @@ from sqlalchemy import text
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError
 from pacs.storage.filesystem import sweep_files
-from pacs.storage.references import index_tables, is_referenced, referenced_sql
+from pacs.storage.references import index_tables, is_instance_key, is_referenced, referenced_sql
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FsckReport:
-    checked: int = 0
+    checked: int = 0  # indexed objects: instances and the reserved-prefix objects (packages)
+    checked_instances: int = 0
     missing: list[str] = field(default_factory=list)  # index rows whose object is gone
     wrong_size: list[str] = field(default_factory=list)
     wrong_hash: list[str] = field(default_factory=list)
@@ -91,6 +92,7 @@ def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s:
         for key, size, sha in conn.execute(text(referenced_sql(tables))).yield_per(1000):
             indexed.add(key)
             report.checked += 1
+            report.checked_instances += is_instance_key(key)
             info = store.head(key)
             if info is None:
                 report.missing.append(key)

@@ -147,7 +147,8 @@ class PackageService:
     def admit(self, name: str, version: str, *, admitted_by: str) -> PackageView:
         """Install the package into its own environment and register its plugin version."""
         package = self.get(name, version)
-        if package.status == "admitted" and env_dir(self.settings, package.digest).is_dir():
+        if package.status == "admitted":  # on this node or another: the first admission's record stays
+            self.runnable(package.digest)
             return package
         self._install(self._stored_file(package), package.digest)
         manifest = package.manifest

@@ -110,6 +110,9 @@ def test_upload_on_one_node_admit_and_run_on_others_then_backup_and_restore(
             PackageService(c).runnable(digest)
         assert not env_dir(c.settings, digest).exists()
         a.store.put_bytes(package_key(digest), data)
+        # admitting again on C installs it there and keeps the first admission's record
+        assert PackageService(c).admit("acme-detector", "1.0", admitted_by="root").admitted_by == "boss"
+        assert env_dir(c.settings, digest).is_dir()
 
         # fsck: the package object is indexed, not an orphan
         report = fsck(a, deep=True, repair=True, grace_s=0)
