@@ -129,6 +129,7 @@ class PackageService:
                 if same.digest != digest:
                     raise Conflict(f"{manifest.name}@{manifest.version} was uploaded with other contents; "
                                    "upload a new version")  # fmt: skip
+                self._store_file(data, digest)  # the same file again repairs a lost or damaged stored copy
                 return _view(same), False
             # Stored before the row commits: a crash in between leaves an orphan for fsck, never a row
             # without its file.

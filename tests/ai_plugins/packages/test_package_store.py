@@ -180,7 +180,8 @@ def test_fsck_backup_restore_and_legacy_files_on_sqlite(tmp_path: Path, small_ca
         archive.store.delete(package_key(digest))
         with pytest.raises(Conflict, match="missing from the object store; upload it again"):
             packages.runnable(digest)
-        archive.store.put_bytes(package_key(digest), data)
+        assert packages.upload(data, filename="acme.zip", uploaded_by="acme")[1] is False  # as the message says
+        assert packages.runnable(digest)[0].root == env_dir(archive.settings, digest)
 
         dest = tmp_path / "backup"
         manifest = backup(archive, dest)
