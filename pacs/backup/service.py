@@ -44,6 +44,7 @@ from pacs.backup.manifest import (
 from pacs.errors import NotFound, SettingsError, StorageUnavailable
 from pacs.index import db
 from pacs.index.db import utcnow
+from pacs.nodes import forget_nodes
 from pacs.settings import Settings
 from pacs.storage import ObjectStore, open_store
 from pacs.storage.base import PROBE_KEY
@@ -229,6 +230,7 @@ def restore(source: Path, settings: Settings, *, jobs: int = 8, progress: Progre
         engine = db.make_engine(settings.resolved_database_url)
         try:
             db.upgrade(engine)  # a backup of an earlier version comes up to this one's schema
+            forget_nodes(engine)  # else the source's nodes, live at the snapshot, refuse a restored key
         finally:
             engine.dispose()
         progress("index", 1, 1)
