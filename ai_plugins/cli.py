@@ -123,7 +123,7 @@ def _packages() -> tuple[PackageService, Archive]:
     from ai_plugins.packages.service import PackageService
 
     archive = open_archive_or_exit(settings_or_exit())
-    return PackageService(archive.engine, archive.settings), archive
+    return PackageService(archive), archive
 
 
 @plugins_app.command("upload")

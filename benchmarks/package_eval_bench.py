@@ -64,7 +64,7 @@ def main() -> None:
             cases = make_study_set(n_studies, n_slices=16, rows=64, cols=64, seed=3, modalities=["CT"],
                                    lesion_fraction=0.5)  # fmt: skip
             store_cases(archive, cases)
-            packages = PackageService(archive.engine, settings)
+            packages = PackageService(archive)
             digest = packages.upload(package(), filename="acme.zip", uploaded_by="admin")[0].digest
             packages.admit("acme-detector", "1.0", admitted_by="admin")
             twin_dir = Path(tmp) / "twin"

@@ -162,8 +162,8 @@ def fsck_cmd(
     grace: Annotated[float | None, typer.Option(
         "--grace", help="Leave orphans and leftovers younger than this many seconds (default LEFTOVER_GRACE).")] = None,
 ) -> None:
-    """Check that every indexed instance has its object; list objects without an index row and the
-    temp, staging and spool files interrupted writes left."""
+    """Check that every object the index names (instances, uploaded packages) is in the store; list
+    objects without an index row and the temp, staging and spool files interrupted writes left."""
     from pacs.fsck import fsck
 
     settings = settings_or_exit()
@@ -180,7 +180,9 @@ def fsck_cmd(
                          ("removed leftover" if repair else "leftover", report.leftovers)):
         for item in items:
             out.print(f"{label}: {item}", highlight=False, soft_wrap=True)
-    out.print(f"{report.checked} instances checked, {report.problems} problems"
+    other = report.checked - report.checked_instances  # uploaded algorithm packages
+    checked = f"{report.checked_instances} instances" + (f" and {other} other objects" if other else "")
+    out.print(f"{checked} checked, {report.problems} problems"
               + (f", {report.removed_orphans} orphan objects removed, {report.removed_leftovers} leftovers removed"
                  if repair else ""), highlight=False)  # fmt: skip
     remaining = report.problems - report.repaired

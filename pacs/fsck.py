@@ -9,19 +9,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import text
 
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError
-from pacs.index.models import Instance
 from pacs.storage.filesystem import sweep_files
+from pacs.storage.references import index_tables, is_instance_key, is_referenced, referenced_sql
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FsckReport:
-    checked: int = 0
+    checked: int = 0  # indexed objects: instances and the reserved-prefix objects (packages)
+    checked_instances: int = 0
     missing: list[str] = field(default_factory=list)  # index rows whose object is gone
     wrong_size: list[str] = field(default_factory=list)
     wrong_hash: list[str] = field(default_factory=list)
@@ -68,8 +69,10 @@ def housekeep(archive: Archive) -> None:
 
 def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s: float | None = None,
          progress: Callable[[int], None] | None = None) -> FsckReport:
-    """Check every index row has its object (size, and hash with ``deep``); list orphan objects and
-    leftovers of killed writes (:func:`sweep_leftovers`).
+    """Check every object the index names has its object (size, and hash with ``deep``): instances
+    and the reserved-prefix objects of :mod:`pacs.storage.references` (uploaded packages); list
+    orphan objects (named by no row, whatever their prefix) and leftovers of killed writes
+    (:func:`sweep_leftovers`).
 
     ``repair`` deletes orphan objects and leftovers only: an orphan is what a crash between the
     object write and the index commit leaves, never something that was acknowledged. Both younger
@@ -84,18 +87,19 @@ def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s:
         report.removed_leftovers = len(report.leftovers)
     indexed: set[str] = set()
     store = archive.store
-    stmt = select(Instance.sop_uid, Instance.object_key, Instance.size_bytes, Instance.sha256)
     with archive.engine.connect() as conn:
-        for sop_uid, key, size, sha in conn.execute(stmt).yield_per(1000):
+        tables = index_tables(conn)
+        for key, size, sha in conn.execute(text(referenced_sql(tables))).yield_per(1000):
             indexed.add(key)
             report.checked += 1
+            report.checked_instances += is_instance_key(key)
             info = store.head(key)
             if info is None:
-                report.missing.append(f"{sop_uid} ({key})")
+                report.missing.append(key)
             elif info.size != size:
-                report.wrong_size.append(f"{sop_uid} ({key}): {info.size} bytes, index says {size}")
+                report.wrong_size.append(f"{key}: {info.size} bytes, index says {size}")
             elif deep and _hash(archive, key) != sha:
-                report.wrong_hash.append(f"{sop_uid} ({key})")
+                report.wrong_hash.append(key)
             if progress:
                 progress(1)
     now = time.time()
@@ -111,7 +115,7 @@ def fsck(archive: Archive, *, deep: bool = False, repair: bool = False, grace_s:
             for key in report.orphans:
                 if key in young:
                     continue
-                if conn.execute(select(Instance.id).where(Instance.object_key == key)).first() is None:
+                if not is_referenced(conn, key, tables):
                     try:
                         store.delete(key)
                         report.removed_orphans += 1

@@ -66,6 +66,13 @@ def live_nodes(engine: Engine) -> list[NodeView]:
     return [NodeView(r.node_id, r.version, aware(r.started_at), aware(r.seen_at)) for r in rows]
 
 
+def forget_nodes(engine: Engine) -> int:
+    """Remove every node row (after a restore: the rows name the source's processes, alive when the
+    backup's snapshot was taken; none of them serves the restored archive, whose key may differ)."""
+    with engine.begin() as conn:
+        return conn.execute(delete(NodeRow)).rowcount or 0
+
+
 class NodeRegistry:
     """This node's row: written at :meth:`start` (after the key check), refreshed by a thread."""
 

@@ -1,7 +1,8 @@
 """Algorithm packages (migration ``0006``): what a vendor uploaded, and whether an admin admitted it.
 
-The uploaded file is kept under the data directory by its SHA-256 digest; admission installs it
-into an environment of its own (``packages/envs/<digest>``) and registers its plugin version
+The uploaded file is kept in the object store under ``_packages/<digest>`` (its SHA-256; fsck and
+backups find it through ``pacs.storage.references``); admission installs it into an environment of
+its own (``DATA_DIR/packages/envs/<digest>``, each node's cache) and registers its plugin version
 (``plugins.source = 'package'``, ``plugins.package_digest``).
 """
 

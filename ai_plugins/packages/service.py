@@ -1,12 +1,22 @@
 """Uploading, admitting and finding algorithm packages.
 
 A vendor uploads a package file: it is checked (manifest, members) without running any of it,
-kept under ``DATA_DIR/packages/files/<sha256>`` and recorded as ``uploaded``. An admin admits it:
-the file's digest is verified again, the package is unpacked into ``DATA_DIR/packages/envs/<sha256>``
-with its dependency wheels installed there offline (``pip --no-index --no-deps --target``), and
-its plugin version is registered (``source = package``, disabled for clinical studies until an
-admin enables it). Only admitted packages run, and only in the sandbox
-(:mod:`ai_plugins.sandbox`); their digest names them in evaluation reports and in every SR/SEG.
+kept in the object store under ``_packages/<sha256>`` (:mod:`pacs.storage.references`: fsck and
+backups know it) and recorded as ``uploaded``. An admin admits it: the stored file's digest is
+verified again, the package is unpacked into ``DATA_DIR/packages/envs/<sha256>`` with its dependency
+wheels installed there offline (``pip --no-index --no-deps --target``), and its plugin version is
+registered (``source = package``, disabled for clinical studies until an admin enables it). Only
+admitted packages run, and only in the sandbox (:mod:`ai_plugins.sandbox`); their digest names them
+in evaluation reports and in every SR/SEG.
+
+The environment is a cache of this node's: the file in the object store and the row in the index
+decide what runs. A node (``serve`` or ``cloudfilm worker``, of several on one database and store,
+or an archive restored from a backup) that must run an admitted package and lacks its environment
+builds it from the stored file, whose SHA-256 must be the one the index recorded.
+
+Packages uploaded before the files moved into the object store lie in ``DATA_DIR/packages/files``;
+each node moves the ones it holds into the store when it starts (:meth:`PackageService.migrate_legacy`),
+and an admission or a run that finds the object missing looks there too.
 """
 
 from __future__ import annotations
@@ -30,10 +40,12 @@ from ai_plugins.packages.manifest import InvalidPackage, PackageManifest, read_m
 from ai_plugins.packages.models import PackageRow
 from ai_plugins.runner.models import PluginRecord
 from ai_plugins.sandbox import Limits, PackageEnv
+from pacs.archive import Archive
 from pacs.errors import Conflict, NotFound
 from pacs.index.db import utcnow
 from pacs.jobs import aware, write_transaction
 from pacs.settings import Settings
+from pacs.storage.references import package_key
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +84,13 @@ def packages_dir(settings: Settings) -> Path:
 
 
 def env_dir(settings: Settings, digest: str) -> Path:
+    """This node's environment of the package ``digest`` (a cache: rebuilt from the stored file)."""
     return packages_dir(settings) / "envs" / digest
+
+
+def legacy_file(settings: Settings, digest: str) -> Path:
+    """Where a package file uploaded before the files moved into the object store lies."""
+    return packages_dir(settings) / "files" / digest
 
 
 def site_limits(settings: Settings) -> Limits:
@@ -83,9 +101,10 @@ def site_limits(settings: Settings) -> Limits:
 
 
 class PackageService:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine = engine
-        self.settings = settings
+    def __init__(self, archive: Archive) -> None:
+        self.engine: Engine = archive.engine
+        self.settings: Settings = archive.settings
+        self.store = archive.store
 
     # --- upload ------------------------------------------------------------------------------
 
@@ -110,10 +129,11 @@ class PackageService:
                 if same.digest != digest:
                     raise Conflict(f"{manifest.name}@{manifest.version} was uploaded with other contents; "
                                    "upload a new version")  # fmt: skip
+                self._store_file(data, digest)  # the same file again repairs a lost or damaged stored copy
                 return _view(same), False
-            files = packages_dir(self.settings) / "files"
-            files.mkdir(parents=True, exist_ok=True)
-            _write_atomic(files / digest, data)
+            # Stored before the row commits: a crash in between leaves an orphan for fsck, never a row
+            # without its file.
+            self._store_file(data, digest)
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             conn.execute(dialect.insert(PackageRow).values(
                 name=manifest.name, version=manifest.version, vendor=manifest.vendor, digest=digest,
@@ -128,12 +148,10 @@ class PackageService:
     def admit(self, name: str, version: str, *, admitted_by: str) -> PackageView:
         """Install the package into its own environment and register its plugin version."""
         package = self.get(name, version)
-        if package.status == "admitted" and env_dir(self.settings, package.digest).is_dir():
+        if package.status == "admitted":  # on this node or another: the first admission's record stays
+            self.runnable(package.digest)
             return package
-        data = (packages_dir(self.settings) / "files" / package.digest).read_bytes()
-        if hashlib.sha256(data).hexdigest() != package.digest:
-            raise Conflict(f"the stored file of {package.key} no longer matches its digest; upload it again")
-        self._install(data, package.digest)
+        self._install(self._stored_file(package), package.digest)
         manifest = package.manifest
         now = utcnow()
         with write_transaction(self.engine) as conn:
@@ -149,7 +167,67 @@ class PackageService:
         log.info("package %s (sha256 %s) admitted by %s", package.key, package.digest, admitted_by)
         return self.get(name, version)
 
+    # --- the file in the object store ----------------------------------------------------------
+
+    def _store_file(self, data: bytes, digest: str) -> None:
+        """Write the package file to the object store and read it back: what is kept is what was checked."""
+        key = package_key(digest)
+        self.store.put_bytes(key, data)
+        if hashlib.sha256(self.store.get_bytes(key)).hexdigest() != digest:
+            raise Conflict("the object store did not keep the package file intact; upload it again")
+
+    def _stored_file(self, package: PackageView) -> bytes:
+        """The package's file from the object store, verified against the digest the index recorded
+        (moved there first from this node's data directory if it was uploaded before the store)."""
+        try:
+            data = self.store.get_bytes(package_key(package.digest))
+        except NotFound:
+            if not self._migrate(package.digest):
+                raise Conflict(f"the file of {package.key} is missing from the object store; "
+                               "upload it again") from None  # fmt: skip
+            data = self.store.get_bytes(package_key(package.digest))
+        if hashlib.sha256(data).hexdigest() != package.digest:
+            raise Conflict(f"the stored file of {package.key} no longer matches its digest; upload it again")
+        return data
+
+    def _migrate(self, digest: str) -> bool:
+        """Move this node's pre-store file of ``digest`` into the object store; False if it has none."""
+        path = legacy_file(self.settings, digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        if hashlib.sha256(data).hexdigest() != digest:
+            log.warning("package file %s does not match its name; not moved into the object store", path)
+            return False
+        self._store_file(data, digest)
+        path.unlink(missing_ok=True)
+        log.info("package file %s moved into the object store as %s", digest, package_key(digest))
+        return True
+
+    def migrate_legacy(self) -> int:
+        """At node start: move the package files this node's data directory still holds (uploaded
+        before the files moved into the object store) into the store; how many were moved."""
+        folder = packages_dir(self.settings) / "files"
+        if not folder.is_dir():
+            return 0
+        with self.engine.connect() as conn:
+            digests = set(conn.execute(select(PackageRow.digest)).scalars())
+        moved = 0
+        for path in sorted(folder.iterdir()):
+            if path.name not in digests:
+                continue  # not indexed: a crash before the row committed; left for a human
+            if self.store.head(package_key(path.name)) is None:
+                moved += self._migrate(path.name)
+            else:
+                path.unlink(missing_ok=True)  # already in the store (moved by another node)
+        return moved
+
+    # --- the environment, this node's cache ------------------------------------------------------
+
     def _install(self, data: bytes, digest: str) -> None:
+        """Unpack ``data`` into this node's environment of ``digest`` unless it has one. Concurrent
+        builders of one digest each unpack into their own staging folder; the first rename wins."""
         target = env_dir(self.settings, digest)
         if target.is_dir():
             return
@@ -209,18 +287,15 @@ class PackageService:
     def runnable(self, digest: str) -> tuple[PackageEnv, Limits]:
         """The environment and limits of an admitted package; :class:`Conflict` for any other."""
         package = self.by_digest(digest)
-        env = env_dir(self.settings, digest)
-        if package.status != "admitted" or not env.is_dir():
+        if package.status != "admitted":
             raise Conflict(f"package {package.key} is not admitted on this archive")
+        env = env_dir(self.settings, digest)
+        if not env.is_dir():  # admitted through another node, or restored from a backup
+            try:
+                self._install(self._stored_file(package), digest)
+            except InvalidPackage as exc:
+                raise Conflict(f"package {package.key} cannot be installed on this node: {exc}") from None
+            log.info("package %s (sha256 %s) installed on this node from the object store", package.key, digest)
         return PackageEnv(env, package.manifest.entry), package.manifest.resources.limits().capped(
             site_limits(self.settings))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 

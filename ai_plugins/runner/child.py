@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -26,8 +27,10 @@ from pacs.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Imported once in the fork server, so that children start warm.
+#: Imported once in the fork server, so that children start warm (``forkserver_main``: the worker's
+#: main script, which each child would otherwise import again).
 PRELOAD = ["ai_plugins.runner.child", "ai_plugins.runner.source", "ai_plugins.sdk", "ai_plugins.sr"]
+_MAIN = "ai_plugins.runner.forkserver_main"  # last: the main script imports modules of the list
 _preload_lock = threading.Lock()
 _preloaded: set[str] = set()
 
@@ -67,10 +70,17 @@ def preload(modules: Sequence[str]) -> None:
 
     Only effective before the first child starts; later calls are harmless.
     """
+    # Imported here, not at the top: in the fork server it imports the main script, which imports
+    # this module, so it must come after this module is complete.
+    from ai_plugins.runner.forkserver_main import MAIN_PATH_ENV
+
     with _preload_lock:
+        main_path = spawn.get_preparation_data("preload").get("init_main_from_path")
+        if main_path:  # read by ai_plugins.runner.forkserver_main in the fork server
+            os.environ[MAIN_PATH_ENV] = str(main_path)
         _preloaded.update(PRELOAD)
         _preloaded.update(modules)
-        _context().set_forkserver_preload(sorted(_preloaded))
+        _context().set_forkserver_preload([*sorted(_preloaded), _MAIN])
 
 
 def _watch_parent(conn: Connection) -> None:

@@ -92,7 +92,7 @@ def _sandboxed(archive: Archive, plugin: PluginView, lease: Lease, study_uid: st
     findings and writes the SR/SEG."""
     job = lease.job
     try:
-        env, limits = PackageService(archive.engine, archive.settings).runnable(plugin.digest)
+        env, limits = PackageService(archive).runnable(plugin.digest)
     except (NotFound, Conflict) as exc:
         raise JobFailed(f"{plugin.key} cannot run: {exc}", retry=False) from None
     limits = limits.model_copy(update={"wall_s": min(limits.wall_s, job.timeout_s)})

@@ -27,6 +27,7 @@ import time
 from collections.abc import Collection, Sequence
 
 from ai_plugins.benchmarks.runner import BenchmarkCases, BenchmarkScoring
+from ai_plugins.packages.service import PackageService
 from ai_plugins.runner.child import preload
 from ai_plugins.runner.forward_jobs import ForwardJobs
 from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler, Lease, job_queue
@@ -104,6 +105,14 @@ class Worker:
     def _prepare(self) -> None:
         """Register the installed plugins and have the fork server import them before any job runs."""
         plugins = self.registry.sync()
+        # Package files from before they lived in the object store: this node's, moved there once
+        # (an admission or a run that misses one looks in the data directory too, so a store that
+        # is down now only postpones this).
+        try:
+            if moved := PackageService(self.archive).migrate_legacy():
+                log.info("moved %d package file(s) from the data directory into the object store", moved)
+        except CloudfilmError as exc:
+            log.warning("package files not moved into the object store yet: %s", exc)
         # Installed plugins only: a package's code is never imported outside its sandbox.
         preload(sorted({p.entry_point.partition(":")[0] for p in plugins
                         if p.source is PluginSource.ENTRY_POINT and p.entry_point and p.installed}))  # fmt: skip

@@ -25,8 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacs.backup.manifest import ObjectEntry, sync_dir
 from pacs.errors import SettingsError, StorageUnavailable
 from pacs.index import db
+from pacs.storage.references import index_tables, referenced_sql
 
-_INSTANCES = "SELECT object_key, size_bytes, sha256 FROM instances ORDER BY object_key"
 _BATCH = 5_000
 
 
@@ -48,7 +48,8 @@ def index_kind(url: str) -> str:
 
 
 def snapshot(engine: Engine, target: Path) -> Snapshot:
-    """Write the index as it is now to ``target`` and list the objects that snapshot names."""
+    """Write the index as it is now to ``target`` and list the objects that snapshot names: its
+    instances and the other objects it names (:mod:`pacs.storage.references`: uploaded packages)."""
     kind = index_kind(engine.url.render_as_string(hide_password=False))
     tmp = target.with_name(target.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -68,7 +69,8 @@ def _sqlite_snapshot(engine: Engine, tmp: Path) -> Snapshot:
         src.backup(dst)  # one step: a consistent copy, writers wait only for the page copy
     with closing(sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)) as snap:
         revision = snap.execute("SELECT version_num FROM alembic_version").fetchone()
-        objects = [ObjectEntry(k, int(s), h) for k, s, h in snap.execute(_INSTANCES)]
+        tables = {name for (name,) in snap.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        objects = [ObjectEntry(k, int(s), h) for k, s, h in snap.execute(referenced_sql(tables))]
     if revision is None:
         raise SettingsError("the index has no schema revision; run `cloudfilm db upgrade` first")
     return Snapshot("sqlite", revision[0], objects)
@@ -81,7 +83,8 @@ def _pg_snapshot(engine: Engine, tmp: Path) -> Snapshot:
         with conn.begin():
             snapshot_id = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-            objects = [ObjectEntry(k, int(s), h) for k, s, h in conn.execute(text(_INSTANCES))]
+            query = text(referenced_sql(index_tables(conn)))
+            objects = [ObjectEntry(k, int(s), h) for k, s, h in conn.execute(query)]
             _run_pg_tool(["pg_dump", "--format=custom", "--no-owner", "--no-privileges",
                           f"--snapshot={snapshot_id}", f"--file={tmp}"], engine.url)  # fmt: skip
     return Snapshot("postgresql", revision, objects)

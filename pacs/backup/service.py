@@ -44,9 +44,11 @@ from pacs.backup.manifest import (
 from pacs.errors import NotFound, SettingsError, StorageUnavailable
 from pacs.index import db
 from pacs.index.db import utcnow
+from pacs.nodes import forget_nodes
 from pacs.settings import Settings
 from pacs.storage import ObjectStore, open_store
 from pacs.storage.base import PROBE_KEY
+from pacs.storage.references import is_instance_key
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,8 @@ def backup(archive: Archive, dest: Path, *, with_secret_key: bool = False, jobs:
         manifest = Manifest(
             cloudfilm_version=__version__, started_at=started.isoformat(), finished_at=utcnow().isoformat(),
             index_kind=kind, index_file=index_file, index_sha256=_sha256_file(dest / index_file),
-            index_revision=snap.revision, instances=len(snap.objects), objects=len(kept),
+            index_revision=snap.revision, instances=sum(map(is_instance_key, (e.key for e in snap.objects))),
+            objects=len(kept),
             object_bytes=sum(e.size for e in kept), object_list_sha256=hashlib.sha256(object_list).hexdigest(),
             copied=copied, missing=sorted(missing), secret_key=secret)  # fmt: skip
         write_atomically(dest / MANIFEST, manifest.to_json().encode("utf-8"))
@@ -227,6 +230,7 @@ def restore(source: Path, settings: Settings, *, jobs: int = 8, progress: Progre
         engine = db.make_engine(settings.resolved_database_url)
         try:
             db.upgrade(engine)  # a backup of an earlier version comes up to this one's schema
+            forget_nodes(engine)  # else the source's nodes, live at the snapshot, refuse a restored key
         finally:
             engine.dispose()
         progress("index", 1, 1)

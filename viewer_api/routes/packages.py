@@ -49,7 +49,7 @@ def package_out(view: PackageView) -> PackageOut:
 
 def _service(request: Request) -> PackageService:
     archive = archive_of(request)
-    return PackageService(archive.engine, archive.settings)
+    return PackageService(archive)
 
 
 @router.post("/api/plugins/packages", response_model=PackageOut, status_code=201,

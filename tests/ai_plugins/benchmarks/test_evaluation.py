@@ -138,7 +138,7 @@ def test_who_may_evaluate_and_how_often(lesions: tuple[Archive, BenchmarkService
                 service.evaluate(bench, "acme-cad", requested_by=who, requester_role=role, force=True)
     assert {e.plugin for e in service.evaluations(bench)} == {"test-random@1.0"}
     # an algorithm package the vendor uploaded (admitted here, run in the sandbox) is its own to evaluate
-    packages = PackageService(archive.engine, archive.settings)
+    packages = PackageService(archive)
     for version in ("2.0", "2.1"):
         packages.upload(package("acme-detector", version), filename="p.zip", uploaded_by="acme")
         packages.admit("acme-detector", version, admitted_by="admin")

@@ -191,7 +191,7 @@ def test_hostile_packages_are_dead_lettered_and_the_archive_is_unharmed(site: Ar
                    "        fh.write(b'x' * (1 << 20))",
                    ("File too large", "No space left")),
     }  # fmt: skip
-    packages = PackageService(archive.engine, archive.settings)
+    packages = PackageService(archive)
     for name, (body, _) in hostile.items():
         packages.upload(builder.hostile(f"evil-{name}", body, small), filename=f"{name}.zip", uploaded_by="acme")
         packages.admit(f"evil-{name}", "1.0", admitted_by="boss")
@@ -222,7 +222,7 @@ def test_hostile_packages_are_dead_lettered_and_the_archive_is_unharmed(site: Ar
 @pytest.mark.parametrize("site", ["sqlite"], indirect=True)
 def test_package_code_is_never_imported_outside_the_sandbox(site: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker warms its fork server with installed plugins' modules, never a package's."""
-    packages = PackageService(site.engine, site.settings)
+    packages = PackageService(site)
     packages.upload(builder.package(), filename="p.zip", uploaded_by="acme")
     packages.admit("acme-detector", "1.0", admitted_by="boss")
     warmed: list[str] = []
