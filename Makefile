@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch for the built-in AI plugin; the project itself requires a range (torch>=2.3).
 TORCH ?= torch==2.13.0
+# The suite runs on two workers, a test module per worker (its fixtures are module-scoped worlds).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: install install-dev run test lint unit bench clean
 

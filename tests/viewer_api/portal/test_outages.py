@@ -59,7 +59,8 @@ def _concrete(route: AppRoute, site: Site) -> str:
     values = {"study": site.owned_uid, "study_uid": site.owned_uid, "series": str(ds.SeriesInstanceUID),
               "instance": str(ds.SOPInstanceUID), "frames": "1", "tag": "7FE00010", "rest": "x",
               "token": site.share.token or "", "share_id": str(site.share.id), "kind": "png", "key_id": "1",
-              "name": "test-echo", "version": "1.0", "ref": "1", "evaluation_id": "1", "job_id": "1", "path": "x"}
+              "name": "test-echo", "version": "1.0", "ref": "1", "evaluation_id": "1", "job_id": "1", "path": "x",
+              "webhook_id": "1", "delivery_id": "1", "forward_id": "1"}
 
     def fill(match: re.Match[str]) -> str:
         return values[match.group(1)]
