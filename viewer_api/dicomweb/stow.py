@@ -286,4 +286,5 @@ def _response(outcomes: list[PartOutcome], base: str) -> Response:
 
 
 def _latin1(text: str) -> str:
-    return text.encode("latin-1", "replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
+    """Header-safe text: ASCII only (a reason may quote bytes a sender put in a UID), one line."""
+    return text.encode("ascii", "replace").decode("ascii").replace("\r", " ").replace("\n", " ")
