@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -109,17 +109,52 @@ def _alembic_config(engine: Engine | None) -> Any:
     return cfg
 
 
-def revisions() -> list[str]:
-    """Every schema revision this version knows, oldest first."""
+def _script() -> Any:
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(_alembic_config(None))
-    return [r.revision for r in reversed(list(script.walk_revisions()))]
+    return ScriptDirectory.from_config(_alembic_config(None))
+
+
+def revisions() -> list[str]:
+    """Every schema revision this version knows, oldest first."""
+    return [r.revision for r in reversed(list(_script().walk_revisions()))]
+
+
+#: The row of ``schema_compat`` (migration 0011) naming the oldest revision whose code runs on the index.
+_COMPAT_ROW = "oldest_compatible"
+
+
+def oldest_compatible_revision() -> str:
+    """The oldest schema revision whose code still runs against an index at this version's newest.
+
+    Migrations expand (add tables, nullable columns, indexes), and code of any earlier revision runs
+    against what they leave. A migration that contracts (drops or rewrites what older code reads)
+    says so with a module attribute ``contract = True``, and from it on only code that knows it runs."""
+    known = revisions()
+    script = _script()
+    contracting = [rev for rev in known if getattr(script.get_revision(rev).module, "contract", False)]
+    return contracting[-1] if contracting else known[0]
+
+
+def recorded_compatible_revision(engine: Engine) -> str | None:
+    """What the newest upgrade recorded as :func:`oldest_compatible_revision`; None before 0011."""
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("schema_compat"):
+                return None
+            row = conn.execute(text("SELECT revision FROM schema_compat WHERE name = :n"), {"n": _COMPAT_ROW})
+            return row.scalar_one_or_none()
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(f"cannot read the index database: {str(exc).splitlines()[0]}") from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply every pending migration (idempotent). An index a newer version upgraded is refused: this
-    version neither downgrades it nor runs against a schema it does not know."""
+    """Apply every pending migration (idempotent) and record the oldest revision whose code still
+    runs on the result.
+
+    An index a newer version upgraded is never migrated down. This version keeps running against it
+    when the newer one only expanded the schema (a rolling upgrade: the newer node recorded that
+    code as old as this one still runs on it), and otherwise stops with a sentence."""
     from alembic import command
 
     current = current_revision(engine)
@@ -127,14 +162,28 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if current is not None and current not in known:
         from pacs import __version__
 
+        compatible = recorded_compatible_revision(engine)
+        if compatible is not None and compatible in known:
+            log.warning("the index is at schema revision %s, newer than this cloudfilm %s knows (its newest is "
+                        "%s); the newer version only expanded the schema since %s, so this one keeps running "
+                        "on it (a rolling upgrade): upgrade this node too", current, __version__, known[-1],
+                        compatible)
+            return
+        why = ("a newer cloudfilm upgraded it" if compatible is None else
+               f"a newer cloudfilm upgraded it and changed the schema in a way only code of revision "
+               f"{compatible} or newer runs on")
         raise SettingsError(f"the index is at schema revision {current}, which cloudfilm {__version__} does not "
-                            f"know (its newest is {known[-1]}): a newer cloudfilm upgraded it. Run that version, "
-                            "or restore a backup made before the upgrade; schema downgrades are not supported")
+                            f"know (its newest is {known[-1]}): {why}. Run that version, or restore a backup "
+                            "made before the upgrade; schema downgrades are not supported")
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            if revision == "head":
+                conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES (:n, :r) ON CONFLICT (name) "
+                                  "DO UPDATE SET revision = excluded.revision"),
+                             {"n": _COMPAT_ROW, "r": oldest_compatible_revision()})
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"cannot migrate the index database: {str(exc).splitlines()[0]}") from exc
 

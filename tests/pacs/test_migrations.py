@@ -106,15 +106,45 @@ def test_upgrading_from_each_earlier_revision_keeps_every_row(database: str, rev
         engine.dispose()
 
 
-def test_an_index_of_a_newer_version_is_refused(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
-    with Archive.open(settings):
-        pass
+def _as_if_a_newer_version_upgraded(settings: Settings, *, compatible: str | None) -> None:
+    """Move the index to a revision this version does not know, as a newer cloudfilm would, recording
+    ``compatible`` as the oldest revision whose code still runs on it (None: no record at all)."""
     engine = db.make_engine(settings.resolved_database_url)
     try:
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+            conn.execute(text("DELETE FROM schema_compat"))
+            if compatible is not None:
+                conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES ('oldest_compatible', :r)"),
+                             {"r": compatible})
     finally:
         engine.dispose()
+
+
+def test_each_upgrade_records_the_oldest_revision_whose_code_runs_on_it(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    with Archive.open(settings) as archive:
+        assert db.recorded_compatible_revision(archive.engine) == db.oldest_compatible_revision()
+    # no migration of this version contracts the schema: code of every revision since 0001 runs on it
+    assert db.oldest_compatible_revision() == db.revisions()[0]
+
+
+def test_an_index_a_newer_version_only_expanded_keeps_this_version_running(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    with Archive.open(settings):
+        pass
+    _as_if_a_newer_version_upgraded(settings, compatible=db.revisions()[-1])
+    with caplog.at_level("WARNING", logger="pacs.index.db"), Archive.open(settings) as archive:
+        assert db.current_revision(archive.engine) == "9999"  # never migrated down
+    assert "only expanded the schema" in caplog.text and "upgrade this node too" in caplog.text
+
+
+@pytest.mark.parametrize("compatible", [None, "9999"], ids=["no-record", "contracted"])
+def test_an_index_a_newer_version_contracted_is_refused(tmp_path: Path, compatible: str | None) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    with Archive.open(settings):
+        pass
+    _as_if_a_newer_version_upgraded(settings, compatible=compatible)
     with pytest.raises(SettingsError, match=r"schema revision 9999, which cloudfilm .* does not know"):
         Archive.open(settings)
