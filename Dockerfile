@@ -1,8 +1,14 @@
 # cloudfilm: one image for `serve` (HTTP + DICOM listener + in-process workers) and `worker`.
+
+# The pinned OHIF viewer (the version scripts/fetch_ohif.sh names), served at /ohif/.
+FROM node:20-slim AS ohif
+COPY scripts/fetch_ohif.sh /tmp/fetch_ohif.sh
+RUN sh /tmp/fetch_ohif.sh /opt/ohif
+
 FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    CLOUDFILM_DATA_DIR=/var/lib/cloudfilm CLOUDFILM_HTTP_HOST=0.0.0.0
+    CLOUDFILM_DATA_DIR=/var/lib/cloudfilm CLOUDFILM_HTTP_HOST=0.0.0.0 CLOUDFILM_OHIF_DIR=/opt/ohif/dist
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends curl postgresql-client \
@@ -16,6 +22,7 @@ COPY pacs ./pacs
 COPY viewer_api ./viewer_api
 COPY ai_plugins ./ai_plugins
 COPY migrations ./migrations
+COPY --from=ohif /opt/ohif/dist /opt/ohif/dist
 # CPU-only PyTorch for the built-in plugin (the project requires torch>=2.3).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3" \
  && pip install ".[ai]"

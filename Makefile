@@ -32,9 +32,12 @@ install: $(STAMP)
 
 install-dev: $(DEV_STAMP)
 
-## Install and run the archive on the embedded default (SQLite + filesystem under ./cloudfilm-data).
+## Install and run the archive on the embedded default (SQLite + filesystem under ./cloudfilm-data),
+## with the pinned OHIF viewer at /ohif/ (fetched from npm the first time; skipped without npm).
 run: install
-	@$(BIN)/cloudfilm serve
+	@ohif="$${CLOUDFILM_OHIF_DIR:-$$(sh scripts/fetch_ohif.sh 2>/dev/null)}" || true; \
+	 [ -n "$$ohif" ] || echo "make run: the OHIF viewer is not added (it needs npm: apt-get install npm); the built-in viewer works without it"; \
+	 CLOUDFILM_OHIF_DIR="$$ohif" exec $(BIN)/cloudfilm serve
 
 ## Install and run every check: lint, types, import contracts and the whole test suite.
 test: install-dev lint unit

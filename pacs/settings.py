@@ -171,6 +171,11 @@ class Settings(BaseSettings):
             raise ValueError("must start with file:// or s3://")
         return value
 
+    @field_validator("ohif_dir", mode="before")
+    @classmethod
+    def _no_ohif_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # CLOUDFILM_OHIF_DIR="": none
+
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
         check_routing(self.routing_destinations, self.routing_rules)

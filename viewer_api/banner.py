@@ -77,12 +77,22 @@ def _who_stores(settings: Settings) -> str:
     return f"only the configured modalities may store: {', '.join(sorted(known))}"
 
 
+def _ohif(settings: Settings) -> str:
+    if settings.ohif_dir is not None and (settings.ohif_dir / "index.html").is_file():
+        return f"{_url(settings)}ohif/  (studies open in it from the worklist)"
+    if settings.ohif_dir is not None:
+        return f"not served: {settings.ohif_dir} holds no built OHIF (index.html); run scripts/fetch_ohif.sh"
+    return ("not installed: `make run` adds it when npm is here (apt-get install npm), or set "
+            "CLOUDFILM_OHIF_DIR=\"$(scripts/fetch_ohif.sh)\"")
+
+
 def startup_banner(archive: Archive, start: StartUp) -> str:
     settings = archive.settings
     lines = [f"cloudfilm {__version__} is ready"
              + (" (a new archive was created by this start)" if start.created else ""),
              f"  open        {_url(settings)}   (reachable from {_reach(settings.http_host)})",
              f"  sign in     {_sign_in(settings, start)}"]
+    lines.append(f"  OHIF        {_ohif(settings)}")
     if settings.database_url or settings.storage_url:
         lines.append(f"  index       {archive.engine.url.render_as_string(hide_password=True)}")
         lines.append(f"  objects     {archive.store.url}")

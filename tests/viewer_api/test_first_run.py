@@ -110,3 +110,37 @@ def test_make_run_installs_only_when_pyproject_changes(tmp_path: Path) -> None:
     time.sleep(1.1)
     (tmp_path / "pyproject.toml").touch()  # the dependencies changed
     assert "pip install" in dry_run("run")
+
+
+@pytest.mark.parametrize("npm", ["fetches", "missing", "user-set"])
+def test_make_run_adds_the_pinned_ohif(tmp_path: Path, npm: str) -> None:
+    """``make run`` hands ``serve`` the OHIF build ``scripts/fetch_ohif.sh`` fetched (or the one the user
+    set); without npm it says so and serves anyway. Stand-ins for the script and ``cloudfilm``."""
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    (tmp_path / ".venv" / ".installed").touch()
+    fake = tmp_path / ".venv" / "bin" / "cloudfilm"
+    fake.write_text('#!/bin/sh\necho "serve with OHIF=[$CLOUDFILM_OHIF_DIR] args=$*"\n')
+    fake.chmod(0o755)
+    (tmp_path / "scripts").mkdir()
+    fetched = "/cache/cloudfilm/ohif-pinned/dist"
+    (tmp_path / "scripts" / "fetch_ohif.sh").write_text(
+        f'echo "{fetched}"\n' if npm == "fetches" else 'echo "fetch_ohif: npm is not installed" >&2\nexit 1\n')
+    env = cli_env() | ({"CLOUDFILM_OHIF_DIR": "/opt/my-ohif"} if npm == "user-set" else {})
+    run = subprocess.run(["make", "run"], cwd=tmp_path, capture_output=True, text=True, check=False, env=env)
+    assert run.returncode == 0, run.stderr
+    expected = {"fetches": fetched, "missing": "", "user-set": "/opt/my-ohif"}[npm]
+    assert f"serve with OHIF=[{expected}] args=serve" in run.stdout, run.stdout
+    assert ("the OHIF viewer is not added (it needs npm" in run.stdout) == (npm == "missing")
+
+
+def test_banner_says_where_ohif_is(tmp_path: Path) -> None:
+    dist = tmp_path / "ohif-dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html></html>")
+    with serving(tmp_path / "data", CLOUDFILM_OHIF_DIR=str(dist)) as (url, log):
+        assert f"OHIF        {url}/ohif/" in _banner(log)
+    with serving(tmp_path / "data") as (_url, log):
+        assert "OHIF        not installed: `make run` adds it when npm is here" in _banner(log)
