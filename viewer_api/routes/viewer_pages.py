@@ -17,6 +17,7 @@ from pacs.accounts.principal import Principal, may_download, scope_for
 from pacs.accounts.shares import ShareInfo, get_share, list_shares
 from pacs.errors import InvalidQuery, NotFound
 from pacs.query import Level, Match, QueryRequest, run_query
+from pacs.settings import Settings
 from viewer_api.auth.access import ACCOUNTS_AND_SHARES, AccountOrShare, Patient, Staff, Viewer
 from viewer_api.auth.dependencies import audit, authenticator_of
 from viewer_api.auth.routing import DeclaredRoute
@@ -81,6 +82,11 @@ def start(principal: AccountOrShare, request: Request) -> Response:
 _DATE = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
 
 
+def ohif_installed(settings: Settings) -> bool:
+    """Whether ``/ohif/`` serves a built OHIF: links to it appear only then."""
+    return settings.ohif_dir is not None and (settings.ohif_dir / "index.html").is_file()
+
+
 def worklist_filters(params: dict[str, str]) -> dict[str, str]:
     """Search form fields to query-engine filters (PS3.4 C.2.2.2 matching)."""
     filters: dict[str, str] = {}
@@ -130,7 +136,8 @@ def worklist(principal: Staff, request: Request) -> Response:
     ai_status = study_review_status(archive_of(request).engine, [r.study_uid for r in rows],
                                     archive_of(request).settings.ai_flag_threshold)  # fmt: skip
     return render(request, "worklist.html", rows=rows, params=params, page=page, more=more, error=error,
-                  modalities=modalities, searched=bool(params), ai_status=ai_status)
+                  modalities=modalities, searched=bool(params), ai_status=ai_status,
+                  ohif=ohif_installed(archive_of(request).settings))
 
 
 @router.get("/viewer/home")
@@ -196,7 +203,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
             "film": f"/api/studies/{study_uid}/film" if download else None,
             "archive": f"/api/studies/{study_uid}/archive.zip" if download else None,
             "shares": f"/api/studies/{study_uid}/shares" if can_share else None,
-            "ohif": f"/ohif/viewer?StudyInstanceUIDs={study_uid}" if settings.ohif_dir else None,
+            "ohif": f"/ohif/viewer?StudyInstanceUIDs={study_uid}" if ohif_installed(settings) else None,
         },
     }
     first_image = None

@@ -106,8 +106,12 @@ def test_open_in_ohif_link_when_configured(tmp_path: object) -> None:
     ohif = Path(str(tmp_path)) / "ohif"
     ohif.mkdir()
     for site in build_site(Path(str(tmp_path)), ohif_dir=ohif):
-        page = site.client("admin").get(f"/viewer/studies/{site.owned_uid}").text
-        assert f'href="/ohif/viewer?StudyInstanceUIDs={site.owned_uid}"' in page
+        link = f'href="/ohif/viewer?StudyInstanceUIDs={site.owned_uid}"'
+        assert link not in site.client("admin").get(f"/viewer/studies/{site.owned_uid}").text  # no build there
+        (ohif / "index.html").write_text("<html></html>")
+        assert link in site.client("admin").get(f"/viewer/studies/{site.owned_uid}").text
+        worklist = site.client("admin").get("/viewer/worklist").text  # one click from the worklist too
+        assert link in worklist and 'class="open-ohif"' in worklist
 
 
 @pytest.mark.parametrize("kind", ["png", "pdf"])
