@@ -69,6 +69,8 @@ class Deframer:
                 if self._head:
                     out.append(Oversized(self._head, self._discarded + end))
                     self._head, self._discarded = b"", 0
+                elif end > self._limit:
+                    out.append(Oversized(bytes(self._buffer[:_HEAD_KEPT]), end))
                 else:
                     out.append(bytes(self._buffer[:end]))
                 del self._buffer[: end + len(END_BLOCK)]
@@ -131,6 +133,7 @@ class MllpServer:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         try:
             self._server = loop.run_until_complete(asyncio.start_server(
@@ -149,7 +152,10 @@ class MllpServer:
             self._server.close()
             for conn in list(self._connections):
                 conn.writer.transport.abort()
-            loop.run_until_complete(asyncio.sleep(0))
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
 
     def _admit(self, conn: _Connection) -> bool:
