@@ -211,6 +211,8 @@ class MllpServer:
                     conn.idle_since = time.monotonic()
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.info("HL7 connection from %s ended: %s", conn.peer, exc or type(exc).__name__)
+        except asyncio.CancelledError:  # the server stops: the connection task ends quietly
+            return
         finally:
             self._connections.discard(conn)
             writer.close()
