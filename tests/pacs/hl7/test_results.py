@@ -88,7 +88,8 @@ def test_matching_against_the_index(archive: Archive) -> None:
     found = match_study(archive.engine, parse_oru(parse_message(oru("C1", accession="ACC-1",
                                                                     patient_id=PATIENTS[0].patient_id))))
     assert found.study_uid == uid and found.accession_number == "ACC-1"
-    assert match_study(archive.engine, parse_oru(parse_message(oru("C2", study_uid=uid, patient_id="")))).study_uid == uid
+    by_uid = parse_oru(parse_message(oru("C2", study_uid=uid, patient_id="")))
+    assert match_study(archive.engine, by_uid).study_uid == uid
     for message, reason in [(oru("C3", accession="NOPE"), "no study with accession number NOPE"),
                             (oru("C4", accession="TWICE"), "2 studies have accession number TWICE"),
                             (oru("C5", accession="ACC-1", patient_id="SOMEONE-ELSE"), "another patient ID")]:
