@@ -15,6 +15,7 @@ import pacs.nodes  # noqa: F401
 import pacs.routing.models  # noqa: F401
 import pacs.stability  # noqa: F401
 import pacs.webhooks.models  # noqa: F401
+import pacs.worklist.models  # noqa: F401
 from pacs.index.models import Base
 
 config = context.config

@@ -23,10 +23,10 @@ from pacs.routing.rules import Destination, Rule, check_routing
 CONFIG_ENV = "CLOUDFILM_CONFIG"
 DATA_DIR_ENV = "CLOUDFILM_DATA_DIR"
 
-#: DIMSE services a calling AE may be allowed (issue 3): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET,
-#: Storage Commitment.
-DimseService = Literal["echo", "store", "find", "move", "get", "commit"]
-ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("echo", "store", "find", "move", "get", "commit")
+#: DIMSE services a calling AE may be allowed (issue 3): C-ECHO, C-STORE, C-FIND (study queries and the
+#: modality worklist), C-MOVE, C-GET, Storage Commitment, Modality Performed Procedure Step (issue 17).
+DimseService = Literal["echo", "store", "find", "move", "get", "commit", "mpps"]
+ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("echo", "store", "find", "move", "get", "commit", "mpps")
 _DEFAULT_UNKNOWN: tuple[DimseService, ...] = ("echo", "store")
 
 
@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     # Routing (issue 17): the [routing] table, see pacs.routing.rules and README "Routing rules"
     routing_destinations: dict[str, Destination] = Field(default_factory=dict)
     routing_rules: list[Rule] = Field(default_factory=list)
+
+    # HL7 v2 over MLLP (issues 13, 17): ORU results and ORM/OMI orders; off unless a port is set
+    hl7_port: int | None = Field(default=None, ge=0, le=65535)
+    hl7_host: str = "0.0.0.0"  # every interface, like DICOM: the RIS is on the network
+    hl7_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)  # one framed message
+    hl7_idle_timeout: float = Field(default=60.0, gt=0, le=3600)  # a connection silent this long is closed
+    hl7_max_connections: int = Field(default=64, ge=1, le=10_000)  # open at once (the longest idle one yields)
 
     # Benchmarks (issue 7)
     benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours

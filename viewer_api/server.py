@@ -45,6 +45,22 @@ def dicom_listener(archive: Archive) -> BackgroundService | None:
     return DicomListener(archive, scope=partial(clinical_system_scope, archive.engine))
 
 
+def hl7_listener(archive: Archive) -> BackgroundService | None:
+    """The HL7 v2 MLLP listener (issues 13, 17) when ``CLOUDFILM_HL7_PORT`` is set: ORM/OMI orders feed
+    the modality worklist; ORU results are matched to their study and stored by ``report_sink``."""
+    if archive.settings.hl7_port is None:
+        return None
+    from functools import partial
+
+    from ai_plugins.benchmarks.visibility import clinical_system_scope
+    from pacs.hl7 import Hl7Listener
+
+    # ORU storage: the one place to name the report service's store function (a ReportSink); until
+    # then ORU results are matched and answered AE "does not store reports received over HL7 yet".
+    report_sink = None
+    return Hl7Listener(archive, report_sink=report_sink, scope=partial(clinical_system_scope, archive.engine))
+
+
 def ai_worker(archive: Archive) -> BackgroundService | None:
     """The AI worker: the stable-study detector, plugin jobs (issue 6) and benchmark evaluations (issue 7),
     unless ``CLOUDFILM_WORKER_CONCURRENCY=0``."""
@@ -61,7 +77,8 @@ def node_registry(archive: Archive) -> BackgroundService:
 
 
 #: Factories of the background services ``serve`` runs next to HTTP (DIMSE listener, AI worker...).
-SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [node_registry, dicom_listener, ai_worker]
+SERVICE_FACTORIES: list[Callable[[Archive], BackgroundService | None]] = [node_registry, dicom_listener,
+                                                                          hl7_listener, ai_worker]
 
 
 class _Server(uvicorn.Server):

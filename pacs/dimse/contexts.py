@@ -43,6 +43,8 @@ PATIENT_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.1.3")
 STUDY_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")
 STUDY_ROOT_MOVE = UID("1.2.840.10008.5.1.4.1.2.2.2")
 STUDY_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.2.3")
+MODALITY_WORKLIST_FIND = UID("1.2.840.10008.5.1.4.31")
+MODALITY_PERFORMED_PROCEDURE_STEP = UID("1.2.840.10008.3.1.2.3.3")
 
 FIND_MODELS = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)
 MOVE_MODELS = (PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE)
@@ -100,6 +102,8 @@ _NON_STORAGE_SET = frozenset(NON_STORAGE_SYNTAXES)
 SERVICE_OF: dict[str, DimseService] = {
     VERIFICATION: "echo",
     STORAGE_COMMITMENT_PUSH: "commit",
+    MODALITY_WORKLIST_FIND: "find",
+    MODALITY_PERFORMED_PROCEDURE_STEP: "mpps",
     **{uid: "find" for uid in FIND_MODELS},
     **{uid: "move" for uid in MOVE_MODELS},
     **{uid: "get" for uid in GET_MODELS},
@@ -110,7 +114,8 @@ SERVICE_OF: dict[str, DimseService] = {
 def supported_contexts() -> list[PresentationContext]:
     """Every presentation context the archive can accept (before per-peer filtering)."""
     contexts = [build_context(uid, NON_STORAGE_SYNTAXES)
-                for uid in (VERIFICATION, *FIND_MODELS, *MOVE_MODELS, *GET_MODELS, STORAGE_COMMITMENT_PUSH)]
+                for uid in (VERIFICATION, *FIND_MODELS, *MOVE_MODELS, *GET_MODELS, STORAGE_COMMITMENT_PUSH,
+                            MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP)]
     for uid in STORAGE_CLASSES:
         storage = build_context(uid, STORAGE_SYNTAXES)
         storage.scu_role = True  # C-GET sends C-STOREs back when the requestor asks for the SCP role

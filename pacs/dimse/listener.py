@@ -1,5 +1,6 @@
-"""The DICOM listener: one pynetdicom AE serving C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET and
-Storage Commitment on ``DICOM_PORT`` (and DICOM TLS on ``DICOM_TLS_PORT``).
+"""The DICOM listener: one pynetdicom AE serving C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, Storage
+Commitment, the Modality Worklist (C-FIND) and MPPS (N-CREATE/N-SET) on ``DICOM_PORT`` (and DICOM
+TLS on ``DICOM_TLS_PORT``).
 
 Each association runs on its own thread, so a slow peer never blocks the others. When an
 association is requested the calling AE is identified (:mod:`pacs.dimse.security`) and only the
@@ -24,9 +25,10 @@ from pacs.access import AccessScope, ScopeProvider
 from pacs.archive import Archive
 from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
-from pacs.dimse.contexts import contexts_for, supported_contexts
+from pacs.dimse.contexts import MODALITY_WORKLIST_FIND, contexts_for, supported_contexts
 from pacs.dimse.find import FindSCP
 from pacs.dimse.intake import Intake
+from pacs.dimse.mpps import PerformedStepSCP
 from pacs.dimse.overrides.provider import discard_partial_dataset
 from pacs.dimse.overrides.requestor import ArchiveAE
 from pacs.dimse.overrides.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
@@ -34,6 +36,7 @@ from pacs.dimse.retrieve import GetSCP, MoveSCP
 from pacs.dimse.security import AccessPolicy, Peer
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP
 from pacs.dimse.tls import client_context, server_context
+from pacs.dimse.worklist import WorklistSCP
 from pacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,8 @@ class DicomListener:
         self._servers: list[DicomServer] = []
         self._store = StoreSCP(archive.ingest)
         self._find = FindSCP(archive.engine, settings.ae_title, scope)
+        self._worklist = WorklistSCP(archive.engine)
+        self._mpps = PerformedStepSCP(archive.engine)
         self._move = MoveSCP(archive.engine, archive.store, self._policy, self._client_tls, scope)
         self._get = GetSCP(archive.engine, archive.store, scope)
         self._commit = CommitmentSCP(archive.engine, archive.store, self._policy, self._ae, settings.ae_title,
@@ -142,10 +147,12 @@ class DicomListener:
             (evt.EVT_CONN_CLOSE, self._on_closed),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._wrap(self._on_store)),
-            (evt.EVT_C_FIND, self._wrap(self._find.handle)),
+            (evt.EVT_C_FIND, self._wrap(self._on_find)),
             (evt.EVT_C_MOVE, self._wrap(self._move.handle)),
             (evt.EVT_C_GET, self._wrap(self._get.handle)),
             (evt.EVT_N_ACTION, self._wrap(self._commit.handle)),
+            (evt.EVT_N_CREATE, self._wrap(self._mpps.create)),
+            (evt.EVT_N_SET, self._wrap(self._mpps.set)),
         ]
         server = self._ae.make_server((self._settings.dicom_host, port), ae_title=self._settings.ae_title,
                                       contexts=self._contexts, ssl_context=ssl_context, evt_handlers=handlers,
@@ -223,6 +230,12 @@ class DicomListener:
         if not peer.may("echo"):
             return status.NOT_AUTHORIZED
         return status.SUCCESS
+
+    def _on_find(self, event: Any, peer: Peer) -> Any:
+        """Study queries and the modality worklist share C-FIND; the presentation context tells them apart."""
+        if str(event.context.abstract_syntax) == MODALITY_WORKLIST_FIND:
+            return self._worklist.handle(event, peer)
+        return self._find.handle(event, peer)
 
     def _on_store(self, event: Any, peer: Peer) -> Any:
         started = time.perf_counter()

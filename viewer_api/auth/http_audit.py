@@ -94,3 +94,5 @@ CHANGEFEED = Audit(Action.CHANGEFEED, lambda f: ("", f"{f.path} {f.query}".strip
 WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Routing state reads and re-sends.
 ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+#: Modality worklist entries scheduled, read or cancelled through the admin API.
+WORKLIST = Audit(Action.WORKLIST, lambda f: ("", f"{f.method} {f.path} {f.status}"))

@@ -182,6 +182,11 @@ CASES: list[Case] = [
     Case("routing-resend", "POST", lambda s: "/api/routing/forwards/999/resend", row(401, 404, 403, 403, 403, 403)),
     Case("routing-resend-dead", "POST", lambda s: "/api/routing/destinations/nowhere/resend",
          row(401, 404, 403, 403, 403, 403)),
+    Case("worklist-list", "GET", lambda s: "/api/worklist", row(401, 200, 403, 403, 403, 403)),
+    Case("worklist-schedule", "POST", lambda s: "/api/worklist", row(401, 201, 403, 403, 403, 403),
+         lambda _s, k: {"json": {"accession_number": f"MX{KINDS.index(k)}", "patient_id": "P1", "modality": "CT"}}),
+    Case("worklist-entry", "GET", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
+    Case("worklist-cancel", "DELETE", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
