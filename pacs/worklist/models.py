@@ -1,4 +1,4 @@
-"""The worklist tables (migration ``0011``).
+"""The worklist tables (migration ``0012``).
 
 ``worklist_items`` holds one scheduled procedure step per order, keyed by its Accession Number
 (what the RIS, the modality and the study share); patient attributes are copied onto it because
