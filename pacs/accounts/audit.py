@@ -49,6 +49,9 @@ class Action(StrEnum):
     WEBHOOK = "webhook"  # a webhook registered, read or deleted
     AI_REVIEW = "ai-review"
     ROUTING = "routing"  # routing destinations read, a forward re-sent
+    REPORT_DRAFT = "report-draft"  # a report draft saved (or an amendment started)
+    REPORT_SIGN = "report-sign"  # a report's first version signed
+    REPORT_AMEND = "report-amend"  # a version signed that supersedes an earlier one
 
 
 class Outcome(StrEnum):

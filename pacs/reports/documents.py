@@ -87,7 +87,7 @@ def _observer(name: str) -> hd.sr.ObserverContext:
 def _content(content: SignedContent) -> hd.sr.ContainerContentItem:
     rel = hd.sr.RelationshipTypeValues
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id=None)
-    items: list[hd.sr.ContentItem] = list(_observer(content.signer_name))
+    items: list[hd.sr.ContentItem] = list(_observer(content.signer_name))  # type: ignore[arg-type]
     for name, text in content.sections.model_dump().items():
         container_code, text_code = SECTION_CODES[name]
         children: list[hd.sr.ContentItem] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import highdicom as hd
 from fpdf import FPDF
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from pacs.reports.documents import MANUFACTURER, PDF_SERIES_NUMBER, REPORT_TITLE, SignedContent, series_uid
 
