@@ -154,7 +154,8 @@ def test_signing_stores_sr_pdf_and_kos_with_the_event(archive: Archive, tmp_path
               if i.ValueType == "IMAGE"]  # fmt: skip
     assert images[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == key.sop_uid
     pdf = _read(archive, study_uid, signed.pdf_uid)
-    assert pdf.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1" and pdf.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert pdf.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"
+    assert pdf.MIMETypeOfEncapsulatedDocument == "application/pdf"
     text = _pdf_text(pdf)
     for expected in (HOSPITAL, "Jürgen Müller", study_uid, "Solitary pulmonary nodule", "Signed by Jane Doe"):
         assert expected in text, text
@@ -286,7 +287,8 @@ def _series(node: object, study_uid: str) -> list[Dataset]:
     query.SeriesInstanceUID = ""
     assoc = node.associate([build_context(StudyRootQueryRetrieveInformationModelFind)])  # type: ignore[attr-defined]
     try:
-        return [identifier for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        answers = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        return [identifier for status, identifier in answers
                 if status and status.Status in (0xFF00, 0xFF01) and identifier is not None]
     finally:
         assoc.release()
