@@ -20,7 +20,7 @@ from pacs.errors import NotFound
 from pacs.index.models import Study
 from pacs.reports.models import ReportRow
 from pacs.reports.pdf import pdf_bytes
-from pacs.reports.templates import template_for
+from pacs.reports.templates import ReportTemplate, study_modality, template_for
 from pacs.reports.types import ReportView, view_of
 from pacs.retrieve import find_instances, open_instance
 
@@ -75,6 +75,13 @@ def latest_signed(engine: Engine, scope: AccessScope, study_uid: str) -> ReportV
     """The study's current signed report, or ``None`` (nothing signed yet)."""
     found = list_versions(engine, scope, study_uid, latest_signed_only=True)
     return found[0] if found else None
+
+
+def study_template(engine: Engine, scope: AccessScope, study_uid: str) -> ReportTemplate:
+    """The template a new report of the study starts from (by the study's imaging modality)."""
+    with engine.connect() as conn:
+        study = require_study(conn, scope, study_uid)
+    return template_for(study_modality(study.modalities.split("\\")))
 
 
 def signed_studies(engine: Engine, study_uids: Sequence[str]) -> set[str]:
