@@ -1,4 +1,5 @@
-"""Person Name normalisation for case- and accent-insensitive matching (PS3.4 C.2.2.2.1)."""
+"""Person Names: normalisation for case- and accent-insensitive matching (PS3.4 C.2.2.2.1), and the
+PN form of a name people write."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def normalize_pn(value: str) -> str:
     while groups and not groups[-1]:
         groups.pop()
     return "=".join(groups)
+
+
+def person_name(name: str) -> str:
+    """``Jane Doe`` → ``Doe^Jane`` (PS3.5 6.2 PN); a single word is the family name, ``doc^`` (the caret
+    says it is one component on purpose)."""
+    parts = name.replace("^", " ").replace("=", " ").split()
+    if len(parts) < 2:
+        return f"{parts[0] if parts else 'Unknown'}^"
+    return f"{parts[-1]}^{' '.join(parts[:-1])}"

@@ -7,6 +7,7 @@ controls can shape a path.
 from __future__ import annotations
 
 import re
+import uuid
 
 from pacs.errors import InvalidDataset
 
@@ -33,3 +34,11 @@ def require_uid(value: object, name: str) -> str:
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise InvalidDataset(f"{name} {shown!r} is not a valid UID (digits and dots, at most 64 characters)")
     return text
+
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cloudfilm.invalid/pacs")
+
+
+def derived_uid(*parts: object) -> str:
+    """A deterministic "2.25." UID (PS3.5 B.2) from ``parts``: the same series for every version of a document."""
+    return f"2.25.{uuid.uuid5(_NAMESPACE, chr(31).join(str(p) for p in parts)).int}"

@@ -20,6 +20,7 @@ from viewer_api.routes import (
     jobs,
     packages,
     plugins,
+    reports,
     routing,
     webhooks,
     worklist,
@@ -52,6 +53,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(routing.router)  # routing rules' destinations and forwards (issue 17)
     app.include_router(worklist.router)  # the modality worklist (issue 17)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
+    app.include_router(reports.router)  # physicians' reports: drafts, signing, amendments (issue 13)
     benchmarks.install(app)  # benchmarks, leaderboards, reports (issue 7)
     dicomweb.install(app)
     portal.install(app, archive)  # accounts, shares, viewer, audit (issue 5); before CORS

@@ -54,11 +54,10 @@ def hl7_listener(archive: Archive) -> BackgroundService | None:
 
     from ai_plugins.benchmarks.visibility import clinical_system_scope
     from pacs.hl7 import Hl7Listener
+    from pacs.hl7.report_sink import report_sink
 
-    # ORU storage: the one place to name the report service's store function (a ReportSink); until
-    # then ORU results are matched and answered AE "does not store reports received over HL7 yet".
-    report_sink = None
-    return Hl7Listener(archive, report_sink=report_sink, scope=partial(clinical_system_scope, archive.engine))
+    return Hl7Listener(archive, report_sink=report_sink(archive),
+                       scope=partial(clinical_system_scope, archive.engine))
 
 
 def ai_worker(archive: Archive) -> BackgroundService | None:

@@ -37,6 +37,7 @@ from pacs.errors import Conflict, InvalidQuery, NotFound, StorageUnavailable
 from pacs.index.db import utcnow
 from pacs.index.models import Study
 from pacs.jobs import write_transaction
+from pacs.reports.service import CitedFinding, signed_studies
 from pacs.retrieve import find_instances, open_instance
 
 Decision = Literal["accepted", "rejected", "edited"]
@@ -225,12 +226,13 @@ class StudyAiStatus:
     ai_done: bool
     flagged: bool
     reviewed: bool
-    reported: bool = False  # signed reports (issue 13 item 1) do not exist yet
+    reported: bool = False  # a physician's (or a RIS's) report is signed
 
 
 def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshold: float) -> dict[str, StudyAiStatus]:
     """Per study: AI results stored, flagged (a finding, or a classification at least ``flag_threshold``
-    probable, in a plugin's results), and reviewed (a physician decided on at least one finding)."""
+    probable, in a plugin's results), reviewed (a physician decided on at least one finding) and
+    reported (a signed report)."""
     uids = sorted(set(study_uids))
     if not uids:
         return {}
@@ -247,10 +249,18 @@ def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshol
         probabilities = [float(c.get("probability") or 0) for c in summary.get("classifications", [])]
         if int(summary.get("findings") or 0) > 0 or any(p >= flag_threshold for p in probabilities):
             flagged.add(study_uid)
-    return {u: StudyAiStatus(u in done, u in flagged, u in reviewed) for u in uids}
+    reported = signed_studies(engine, uids)
+    return {u: StudyAiStatus(u in done, u in flagged, u in reviewed, u in reported) for u in uids}
+
+
+def citable_findings(engine: Engine, study_uid: str) -> list[CitedFinding]:
+    """The AI findings a report of the study may cite: those whose current decision accepts them."""
+    return [CitedFinding(document_uid=r.review_sr_uid, label=r.label, decision=r.decision, reviewer=r.reviewer,
+                         plugin=f"{r.plugin_name}@{r.plugin_version}" if r.plugin_version else r.plugin_name)
+            for r in current_reviews(engine, [study_uid]) if r.decision in RELEASED_DECISIONS]  # fmt: skip
 
 
 __all__ = [
-    "ReviewCounts", "ReviewRequest", "ReviewView", "StudyAiStatus", "current_reviews", "plugin_review_counts",
-    "release_reviewed", "review_documents", "review_finding", "study_review_status",
+    "ReviewCounts", "ReviewRequest", "ReviewView", "StudyAiStatus", "citable_findings", "current_reviews",
+    "plugin_review_counts", "release_reviewed", "review_documents", "review_finding", "study_review_status",
 ]  # fmt: skip

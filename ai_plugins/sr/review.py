@@ -22,8 +22,9 @@ from pydicom.sr.coding import Code as DicomCode
 
 from ai_plugins.sdk import Code, codes
 from ai_plugins.sr.tid1500 import MANUFACTURER, derived_uid, procedure_reported, to_dicom_code
+from pacs.names import person_name
 
-__all__ = ["REVIEW_SERIES_NUMBER", "ReviewedFinding", "build_review_document"]
+__all__ = ["REVIEW_SERIES_NUMBER", "ReviewedFinding", "build_review_document", "person_name"]
 
 REVIEW_SERIES_NUMBER = 9200
 Decision = Literal["accepted", "rejected", "edited"]
@@ -53,15 +54,6 @@ class ReviewedFinding:
 def label_code(label: str) -> Code:
     """A local code whose meaning is a label a physician typed (no standard code says it)."""
     return Code(value=derived_uid("label", label.casefold())[5:21], scheme=_SCHEME, meaning=label[:64])
-
-
-def person_name(name: str) -> str:
-    """``Jane Doe`` → ``Doe^Jane`` (PS3.5 6.2 PN); a single word is the family name, ``doc^`` (the caret
-    says it is one component on purpose)."""
-    parts = name.replace("^", " ").replace("=", " ").split()
-    if len(parts) < 2:
-        return f"{parts[0] if parts else 'Unknown'}^"
-    return f"{parts[-1]}^{' '.join(parts[:-1])}"
 
 
 def _group(finding: ReviewedFinding) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | \

@@ -50,6 +50,9 @@ class Action(StrEnum):
     AI_REVIEW = "ai-review"
     ROUTING = "routing"  # routing destinations read, a forward re-sent
     WORKLIST = "worklist"  # a modality worklist entry scheduled, listed or cancelled
+    REPORT_DRAFT = "report-draft"  # a report draft saved (or an amendment started)
+    REPORT_SIGN = "report-sign"  # a report's first version signed
+    REPORT_AMEND = "report-amend"  # a version signed that supersedes an earlier one
 
 
 class Outcome(StrEnum):

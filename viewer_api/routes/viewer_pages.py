@@ -17,6 +17,7 @@ from pacs.accounts.principal import Principal, may_download, scope_for
 from pacs.accounts.shares import ShareInfo, get_share, list_shares
 from pacs.errors import InvalidQuery, NotFound
 from pacs.query import Level, Match, QueryRequest, run_query
+from pacs.reports.service import latest_signed
 from pacs.settings import Settings
 from viewer_api.auth.access import ACCOUNTS_AND_SHARES, AccountOrShare, Patient, Staff, Viewer
 from viewer_api.auth.dependencies import audit, authenticator_of
@@ -185,12 +186,14 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
     ``CLOUDFILM_PATIENT_AI`` is ``none``.
     """
     archive = archive_of(request)
-    view = study_view(archive.engine, scope_for(principal), study_uid)
+    scope = scope_for(principal)
+    view = study_view(archive.engine, scope, study_uid)
     header = view.header
     settings = archive.settings
     card = None
     if principal.sees_released_results_only:
-        card = patient_view(settings, header, share or _opened_share(request, principal, study_uid))
+        card = patient_view(settings, header, share or _opened_share(request, principal, study_uid),
+                            latest_signed(archive.engine, scope, study_uid))  # fmt: skip
     show_findings = card is None or settings.patient_ai != "none"
     download = may_download(principal, study_uid, header.patient_id, header.issuer)
     can_share = principal.role in ("admin", "physician") or (
@@ -200,6 +203,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
             "dicomweb": "/dicomweb",
             "findings": f"/api/studies/{study_uid}/findings" if show_findings else None,
             "reviews": f"/api/studies/{study_uid}/findings/reviews" if principal.is_staff else None,
+            "reports": f"/api/studies/{study_uid}/reports" if principal.is_staff else None,
             "film": f"/api/studies/{study_uid}/film" if download else None,
             "archive": f"/api/studies/{study_uid}/archive.zip" if download else None,
             "shares": f"/api/studies/{study_uid}/shares" if can_share else None,

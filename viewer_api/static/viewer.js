@@ -659,5 +659,10 @@
   if (img.complete && img.naturalWidth) { state.natW = img.naturalWidth; state.natH = img.naturalHeight; layout(); vp.dataset.loaded = img.getAttribute("src"); }
   vp.classList.add("mode-scroll");
   loadFindings();
-  window.cloudfilmViewer = { state: state, go: go, setWindow: setWindow, selectSeries: selectSeries };
+  /** The image on screen: what a report cites as a key image (viewer_api/static/report.js). */
+  function current() {
+    const sl = state.slices[state.i];
+    return { series_uid: series().uid, sop_uid: sl.sop, series_number: series().number, index: state.i + 1 };
+  }
+  window.cloudfilmViewer = { state: state, go: go, setWindow: setWindow, selectSeries: selectSeries, current: current };
 })();

@@ -25,10 +25,11 @@ def msh(message_type: str, control_id: str, *, version: str = "2.5", charset: st
 
 def oru(control_id: str, *, accession: str = "", study_uid: str = "", patient_id: str = "P100",
         lines: tuple[str, ...] = ("Findings: no acute disease.", "Impression: normal chest."),
-        author: str = "1234&House&Gregory", observer: str = "", observed: str = "20260301113000") -> bytes:
+        author: str = "1234&House&Gregory", observer: str = "", observed: str = "20260301113000",
+        status: str = "F") -> bytes:
     segments = [msh("ORU^R01", control_id), segment("PID", {3: f"{patient_id}^^^HOSP", 5: "Doe^Jane", 7: "19700101",
                                                            8: "F"}),
-                segment("OBR", {1: "1", 2: "PL1", 3: accession, 4: "71020^CHEST XRAY^L", 7: observed, 25: "F",
+                segment("OBR", {1: "1", 2: "PL1", 3: accession, 4: "71020^CHEST XRAY^L", 7: observed, 25: status,
                                 32: author})]
     for i, line in enumerate(lines, 1):
         segments.append(segment("OBX", {1: str(i), 2: "TX", 3: "GDT^Report", 5: line, 11: "F", 16: observer}))

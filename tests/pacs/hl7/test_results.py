@@ -10,11 +10,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.errors import StorageUnavailable
 from pacs.hl7 import ExternalReport, Hl7Listener, MatchedStudy
 from pacs.hl7.messages import AckCode, Refusal, parse_message
+from pacs.hl7.report_sink import report_sink
 from pacs.hl7.results import match_study, parse_oru
+from pacs.query import Level, QueryRequest, run_query
+from pacs.reports.service import latest_signed
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.pacs.hl7.support import connected, msh, oru, segment
 
@@ -127,6 +131,35 @@ def test_oru_over_mllp_is_acknowledged_as_stored(archive: Archive) -> None:
         down = client.send(oru("MSG-5", accession="ACC-7", patient_id=PATIENTS[0].patient_id))
         assert down.code == "AE" and "send it again later" in down.reason
         assert len(sink.received) == 1
+
+
+def test_oru_results_become_the_studys_signed_report(archive: Archive) -> None:
+    """The sink ``serve`` wires: a final result is stored as a signed SR + PDF naming its author, a
+    corrected one amends it, a preliminary one or one without an author is refused."""
+    uid = _seed(archive, "ACC-9", seed=9)
+    pid = PATIENTS[0].patient_id
+    with listening(archive, report_sink(archive)) as port, connected(port) as client:
+        ack = client.send(oru("MSG-10", accession="ACC-9", patient_id=pid))
+        assert ack.code == "AA", ack.reason
+        first = latest_signed(archive.engine, AccessScope.everything(), uid)
+        assert first is not None and first.version == 1 and first.signer_name == "Gregory House"
+        assert "Findings: no acute disease." in first.sections.findings
+
+        preliminary = client.send(oru("MSG-11", accession="ACC-9", patient_id=pid, status="P"))
+        assert preliminary.code == "AR" and "not a signed report" in preliminary.reason
+        anonymous = client.send(oru("MSG-12", accession="ACC-9", patient_id=pid, author=""))
+        assert anonymous.code == "AR" and "names no author" in anonymous.reason
+
+        corrected = client.send(oru("MSG-13", accession="ACC-9", patient_id=pid, status="C",
+                                    lines=("Impression: small effusion on the left.",)))
+        assert corrected.code == "AA", corrected.reason
+    latest = latest_signed(archive.engine, AccessScope.everything(), uid)
+    assert latest is not None and latest.version == 2 and latest.supersedes_id == first.id
+    assert "small effusion" in latest.sections.findings
+    request = QueryRequest(level=Level.IMAGE, filters={"StudyInstanceUID": uid}, return_keys=("SOPInstanceUID",),
+                           scope=AccessScope.everything())
+    stored = {m.get("SOPInstanceUID") for m in run_query(archive.engine, request)}
+    assert {first.sr_uid, first.pdf_uid, latest.sr_uid, latest.pdf_uid} <= stored
 
 
 def test_without_a_sink_results_are_refused_with_a_reason(archive: Archive) -> None:

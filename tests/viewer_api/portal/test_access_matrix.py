@@ -18,7 +18,10 @@ from sqlalchemy import insert, select
 from ai_plugins.runner.models import PluginRecord
 from ai_plugins.sdk import Classification, Findings, PluginInfo, codes
 from ai_plugins.sr import build_measurement_report
+from pacs.accounts.principal import Principal
 from pacs.index.db import utcnow
+from pacs.reports import service as reports
+from pacs.reports.types import DraftRequest, ReportSections
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.viewer_api.portal.conftest import KINDS, Site, frame_url, store
 
@@ -110,6 +113,55 @@ def _review_body(s: Site, _kind: str) -> dict[str, object]:
     return {"json": {"report_uid": sop, "finding_key": "Classification 1", "decision": "accepted"}}
 
 
+_REPORTS: dict[int, tuple[int, int]] = {}
+_REPORT_TEXT = ReportSections(findings="No focal lesion.", impression="Normal study.")
+
+
+def _doctor(s: Site) -> Principal:
+    return Principal(user_id=None, username="doc", role="physician", via="bearer")
+
+
+def _owned_reports(s: Site) -> tuple[int, int]:
+    """The owned study's report, signed and then amended once per site: (superseded, current) ids."""
+    if id(s) not in _REPORTS:
+        doc = _doctor(s)
+        first = reports.sign_draft(s.archive, doc, s.owned_uid, reports.create_draft(
+            s.archive, doc, s.owned_uid, DraftRequest(sections=_REPORT_TEXT), citable=[]).id)
+        second = reports.sign_draft(s.archive, doc, s.owned_uid,
+                                    reports.start_amendment(s.archive, doc, s.owned_uid, first.id).id)
+        _REPORTS[id(s)] = (first.id, second.id)
+    return _REPORTS[id(s)]
+
+
+def _fresh_study(s: Site, seed: int) -> str:
+    ds = make_ct_study(PATIENTS[5], n_slices=1, rows=16, cols=16, seed=seed)
+    store(s.archive, ds)
+    return str(ds[0].StudyInstanceUID)
+
+
+_SEEDS = itertools.count(2000)
+
+
+def _fresh_draft(s: Site, signed: bool = False) -> str:
+    """A new study with a draft (``signed``: a signed version) of its report: its report URL."""
+    study_uid = _fresh_study(s, next(_SEEDS))
+    doc = _doctor(s)
+    report = reports.create_draft(s.archive, doc, study_uid, DraftRequest(sections=_REPORT_TEXT), citable=[])
+    if signed:
+        report = reports.sign_draft(s.archive, doc, study_uid, report.id)
+    return f"/api/studies/{study_uid}/reports/{report.id}"
+
+
+def _owned_amendment(s: Site) -> str:
+    """Drafts of the owned study's signed report: the first caller starts one, the next finds it there."""
+    _owned_reports(s)
+    return f"/api/studies/{s.owned_uid}/reports"
+
+
+def _draft_body(_s: Site, _kind: str) -> dict[str, object]:
+    return {"json": {"sections": {"findings": "Saved by the matrix."}}}
+
+
 CASES: list[Case] = [
     # DICOMweb and WADO-URI
     Case("qido-studies", "GET", lambda s: "/dicomweb/studies", row(401, 200, 200, 200, 200, 403)),
@@ -155,6 +207,25 @@ CASES: list[Case] = [
     Case("review-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/findings/reviews",
          row(401, 201, 201, 403, 403, 403), _review_body),
     Case("plugin-reviews", "GET", _plugin_reviews, row(401, 200, 200, 403, 403, 403)),
+    # Reports (issue 13): staff write; patients and share links read the latest signed version only
+    Case("reports-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/reports", row(401, 200, 200, 200, 403, 200)),
+    Case("reports-other", "GET", lambda s: f"/api/studies/{_other(s)}/reports", row(401, 200, 200, 404, 403, 404)),
+    Case("report-current", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[1]}",
+         row(401, 200, 200, 200, 403, 200)),
+    Case("report-superseded", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[0]}",
+         row(401, 200, 200, 404, 403, 404)),
+    Case("report-current-pdf", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[1]}/pdf",
+         row(401, 200, 200, 200, 403, 200)),
+    Case("report-superseded-pdf", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[0]}/pdf",
+         row(401, 200, 200, 404, 403, 404)),
+    Case("report-create", "POST", lambda s: f"/api/studies/{_fresh_study(s, next(_SEEDS))}/reports",
+         row(401, 201, 201, 403, 403, 403), _draft_body),
+    Case("report-create-owned", "POST", _owned_amendment,
+         row(401, 201, 409, 403, 403, 403), _draft_body),  # admin starts an amendment draft: then there is one
+    Case("report-save", "PUT", lambda s: _fresh_draft(s), row(401, 200, 200, 403, 403, 403), _draft_body),
+    Case("report-sign", "POST", lambda s: _fresh_draft(s) + "/sign", row(401, 200, 200, 403, 403, 403)),
+    Case("report-amend", "POST", lambda s: _fresh_draft(s, signed=True) + "/amend",
+         row(401, 201, 201, 403, 403, 403)),
     Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
     Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
     # Downloads
