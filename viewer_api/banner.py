@@ -36,14 +36,7 @@ def _is_any(host: str) -> bool:
 
 
 def _url(settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + "/"
-    host = settings.http_host
-    if _is_any(host):
-        host = "127.0.0.1" if ":" not in host else "[::1]"
-    elif ":" in host:
-        host = f"[{host.strip('[]')}]"
-    return f"http://{host}:{settings.http_port}/"
+    return settings.base_url + "/"
 
 
 def _reach(host: str) -> str:
