@@ -12,7 +12,18 @@ from viewer_api.auth.access import ACCOUNTS
 from viewer_api.auth.routing import DeclaredFallback, check_declared
 from viewer_api.errors import install_error_handlers
 from viewer_api.request_id import RequestIdMiddleware
-from viewer_api.routes import benchmarks, changefeed, docs, health, jobs, packages, plugins, routing, webhooks
+from viewer_api.routes import (
+    benchmarks,
+    changefeed,
+    docs,
+    health,
+    jobs,
+    notifications,
+    packages,
+    plugins,
+    routing,
+    webhooks,
+)
 from viewer_api.routes.findings import router as findings_router
 
 
@@ -39,6 +50,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(changefeed.router)  # the change feed and webhooks (issue 17)
     app.include_router(webhooks.router)
     app.include_router(routing.router)  # routing rules' destinations and forwards (issue 17)
+    app.include_router(notifications.router)  # the patient message log (issue 13)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
     benchmarks.install(app)  # benchmarks, leaderboards, reports (issue 7)
     dicomweb.install(app)

@@ -49,6 +49,7 @@ class Action(StrEnum):
     WEBHOOK = "webhook"  # a webhook registered, read or deleted
     AI_REVIEW = "ai-review"
     ROUTING = "routing"  # routing destinations read, a forward re-sent
+    NOTIFICATIONS = "notifications"  # the patient message log read, a message re-sent
 
 
 class Outcome(StrEnum):

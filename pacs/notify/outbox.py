@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -27,10 +27,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from pacs.accounts.models import PatientLink, User
+from pacs.errors import Conflict, NotFound
 from pacs.events import Action, latest, read_feed
 from pacs.index.db import utcnow
 from pacs.index.models import Study
-from pacs.jobs import JobSpec, active_job, aware, dedupe_key, enqueue_lane_head, write_transaction
+from pacs.jobs import JobSpec, active_job, aware, dedupe_key, enqueue, enqueue_lane_head, write_transaction
 from pacs.notify.messages import NoticeKind, first_name
 from pacs.notify.models import NotificationCursor, NotificationDelivery
 
@@ -199,6 +200,22 @@ def set_in_doubt(conn: Connection, delivery_id: int, error: str) -> None:
         NotificationDelivery.id == delivery_id, NotificationDelivery.status == DeliveryStatus.SENDING.value,
     ).values(status=DeliveryStatus.UNKNOWN.value, last_error=error[:2000]))  # fmt: skip
     log.warning("notification delivery %d is in doubt (not sent again): %s", delivery_id, error)
+
+
+def resend(engine: Engine, delivery_id: int, *, max_attempts: int, timeout_s: float) -> None:
+    """An operator's re-send of a delivery that is dead or in doubt: pending again, with a job of its
+    own and fresh attempts, the same ``Message-ID`` (a receiver sees a duplicate for what it is)."""
+    with write_transaction(engine) as conn:
+        row = conn.execute(select(NotificationDelivery.status, NotificationDelivery.study_uid)
+                           .where(NotificationDelivery.id == delivery_id)).first()  # fmt: skip
+        if row is None:
+            raise NotFound("no such notification delivery")
+        if row.status not in (DeliveryStatus.DEAD.value, DeliveryStatus.UNKNOWN.value):
+            raise Conflict(f"the message is {row.status}: only dead or unknown ones are sent again")
+        conn.execute(update(NotificationDelivery).where(NotificationDelivery.id == delivery_id)
+                     .values(status=DeliveryStatus.PENDING.value))  # fmt: skip
+        spec = delivery_job(delivery_id, row.study_uid, max_attempts=max_attempts, timeout_s=timeout_s)
+        enqueue(conn, replace(spec, dedupe_key=dedupe_key(JOB_KIND, "resend", uuid.uuid4().hex)))
 
 
 def deliveries(engine: Engine, *, status: DeliveryStatus | None = None, study_uid: str | None = None,

@@ -28,7 +28,7 @@ from fastapi import Depends, Request
 
 from pacs.accounts.principal import Principal
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
-from viewer_api.auth.http_audit import CHANGEFEED, DELETE, ROUTING, STOW, WEBHOOK, Audit
+from viewer_api.auth.http_audit import CHANGEFEED, DELETE, NOTIFICATIONS, ROUTING, STOW, WEBHOOK, Audit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -112,6 +112,8 @@ FEED_READERS = ADMIN.audited(CHANGEFEED)
 WEBHOOK_ADMINS = ADMIN.audited(WEBHOOK)
 #: Routing destinations, their queues and forwards, and re-sends: admins, audited.
 ROUTING_ADMINS = ADMIN.audited(ROUTING)
+#: The patient message log and re-sends: admins, audited.
+NOTIFY_ADMINS = ADMIN.audited(NOTIFICATIONS)
 PATIENT = allow("patient", "patient")
 ADMIN_OR_PATIENT = allow("admin-or-patient", "admin", "patient")
 #: Who may share a study (a patient only its own, as the handler checks).
@@ -135,6 +137,7 @@ VendorOrAdmin = Annotated[Principal, Depends(VENDOR_OR_ADMIN)]
 FeedReader = Annotated[Principal, Depends(FEED_READERS)]
 WebhookAdmin = Annotated[Principal, Depends(WEBHOOK_ADMINS)]
 RoutingAdmin = Annotated[Principal, Depends(ROUTING_ADMINS)]
+NotifyAdmin = Annotated[Principal, Depends(NOTIFY_ADMINS)]
 
 
 async def admit(rule: Rule, request: Request) -> Principal | None:

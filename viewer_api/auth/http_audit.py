@@ -94,3 +94,5 @@ CHANGEFEED = Audit(Action.CHANGEFEED, lambda f: ("", f"{f.path} {f.query}".strip
 WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Routing state reads and re-sends.
 ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+#: Reads of the patient message log (it holds addresses) and re-sends.
+NOTIFICATIONS = Audit(Action.NOTIFICATIONS, lambda f: ("", f"{f.method} {f.path} {f.status}"))
