@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, select, update
 
@@ -41,13 +42,13 @@ class Attempt:
     error: str = ""
 
 
-def _notice(engine: Engine, settings: Settings, key: bytes, row: NotificationDelivery) -> Notice | str:
+def _notice(engine: Engine, settings: Settings, key: bytes, row: Any) -> Notice | str:
     """The message of ``row``, or why there is none to send any more."""
     base = settings.base_url
     if row.kind == NoticeKind.REPORT.value:
         return report_notice(link=base + REPORT_PATH, first=row.first_name, institution=settings.institution_name)
     with engine.connect() as conn:
-        share = conn.execute(select(Share).where(Share.id == row.share_id)).scalars().first()
+        share = conn.execute(select(Share).where(Share.id == row.share_id)).first()
     if share is None:
         return "the share link was deleted before its message went"
     if share.revoked_at is not None:
@@ -64,7 +65,7 @@ def deliver(engine: Engine, settings: Settings, key: bytes, delivery_id: int,
             senders: Mapping[str, Notifier]) -> Attempt:  # fmt: skip
     """Send delivery ``delivery_id`` once; a delivery already sent, dead or in doubt is left as it is."""
     with engine.connect() as conn:
-        row = conn.execute(select(NotificationDelivery).where(NotificationDelivery.id == delivery_id)).scalars().first()
+        row = conn.execute(select(NotificationDelivery).where(NotificationDelivery.id == delivery_id)).first()
     if row is None:
         return Attempt(DeliveryStatus.DEAD, error="the delivery no longer exists")
     if row.status == DeliveryStatus.SENDING.value:  # an earlier attempt died where the message may have gone

@@ -31,10 +31,14 @@ class Notice:
 
 def first_name(person_name: str) -> str:
     """The first given name of a DICOM Person Name (``Family^Given^Middle^Prefix^Suffix``, PS3.5
-    6.2) or of a plain "Given Family" name; "" when there is none."""
-    alphabetic = person_name.split("=", 1)[0]
-    given = alphabetic.split("^")[1] if "^" in alphabetic else alphabetic
-    words = given.split()
+    6.2.1; a name without ``^`` is a family name only); "" when there is none."""
+    parts = person_name.split("=", 1)[0].split("^")
+    return first_word(parts[1]) if len(parts) > 1 else ""
+
+
+def first_word(full_name: str) -> str:
+    """The first word of a name written as people write it ("Anna Maria Berg"), as an account holds it."""
+    words = full_name.split()
     return words[0][:64] if words else ""
 
 

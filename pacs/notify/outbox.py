@@ -32,7 +32,7 @@ from pacs.events import Action, latest, read_feed
 from pacs.index.db import utcnow
 from pacs.index.models import Study
 from pacs.jobs import JobSpec, active_job, aware, dedupe_key, enqueue, enqueue_lane_head, write_transaction
-from pacs.notify.messages import NoticeKind, first_name
+from pacs.notify.messages import NoticeKind, first_name, first_word
 from pacs.notify.models import NotificationCursor, NotificationDelivery
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _report_rows(conn: Connection, seq: int, study_uid: str, channels: frozenset
                     User.role == "patient", User.disabled.is_(False), User.email.is_not(None)))
     ).all()  # fmt: skip
     return [_row(f"report:{seq}", NoticeKind.REPORT, "email", str(a.email),
-                 first_name(a.full_name) if a.full_name else first_name(study.patient_name), study_uid, None, "")
+                 first_word(a.full_name) or first_name(study.patient_name), study_uid, None, "")
             for a in accounts if a.email]  # fmt: skip
 
 
