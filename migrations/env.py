@@ -12,6 +12,7 @@ import ai_plugins.runner.models  # noqa: F401
 import pacs.accounts.models  # noqa: F401
 import pacs.jobs  # noqa: F401
 import pacs.nodes  # noqa: F401
+import pacs.notify.models  # noqa: F401
 import pacs.reports.models  # noqa: F401
 import pacs.routing.models  # noqa: F401
 import pacs.stability  # noqa: F401

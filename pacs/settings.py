@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     # probable (plugins declare no threshold of their own).
     ai_flag_threshold: float = Field(default=0.5, ge=0, le=1)
 
+    # Telling patients (issue 13): e-mails (and texts) with their link, sent as jobs of the worker below
+    smtp_host: str | None = None  # the SMTP server (submission); unset: no e-mail is sent
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = None  # AUTH LOGIN/PLAIN user; unset: no authentication
+    smtp_password: SecretStr | None = None
+    smtp_from: str = ""  # the From: header, e.g. "Radiology <films@hospital.example>"; required with SMTP_HOST
+    smtp_starttls: bool = True  # upgrade with STARTTLS (the certificate is verified) before AUTH and MAIL
+    smtp_timeout: float = Field(default=30.0, gt=0, le=600)  # seconds to wait for the server at each step
+    sms_webhook_url: str | None = None  # an SMS gateway taking {"to", "text", "id"} as JSON; unset: no texts
+    sms_webhook_token: SecretStr | None = None  # sent as "Authorization: Bearer …" to the gateway
+    notify_max_attempts: int = Field(default=8, ge=1, le=100)  # attempts per message before its dead letter
+
     # AI jobs (issue 6)
     worker_concurrency: int = Field(default=1, ge=0, le=64)  # jobs ``serve`` runs at once (0: no workers in serve)
     job_max_attempts: int = Field(default=3, ge=1, le=100)  # attempts before a job is dead-lettered
@@ -188,6 +200,14 @@ class Settings(BaseSettings):
         check_routing(self.routing_destinations, self.routing_rules)
         return self
 
+    @model_validator(mode="after")
+    def _check_smtp(self) -> Settings:
+        if self.smtp_host and "@" not in self.smtp_from:
+            raise ValueError("CLOUDFILM_SMTP_FROM (the sender's address) is required with CLOUDFILM_SMTP_HOST")
+        if self.sms_webhook_url and not self.sms_webhook_url.startswith(("http://", "https://")):
+            raise ValueError("CLOUDFILM_SMS_WEBHOOK_URL must be an http:// or https:// URL")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -212,6 +232,19 @@ class Settings(BaseSettings):
         if self.storage_url:
             return self.storage_url
         return f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """The archive's address in links it hands out (no trailing slash): ``PUBLIC_URL``, else the
+        HTTP listener's own (a wildcard address as this machine's loopback)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.http_host.strip()
+        if host.strip("[]") in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1" if ":" not in host else "[::1]"
+        elif ":" in host:
+            host = f"[{host.strip('[]')}]"
+        return f"http://{host}:{self.http_port}"
 
     @property
     def spool_dir(self) -> Path:

@@ -8,7 +8,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from pacs import __version__
-from pacs.accounts.users import SeededAdmin
+from pacs.accounts.users import SeededAdmin, list_users
 from pacs.archive import Archive
 from pacs.settings import Settings
 
@@ -36,14 +36,7 @@ def _is_any(host: str) -> bool:
 
 
 def _url(settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + "/"
-    host = settings.http_host
-    if _is_any(host):
-        host = "127.0.0.1" if ":" not in host else "[::1]"
-    elif ":" in host:
-        host = f"[{host.strip('[]')}]"
-    return f"http://{host}:{settings.http_port}/"
+    return settings.base_url + "/"
 
 
 def _reach(host: str) -> str:
@@ -54,7 +47,7 @@ def _reach(host: str) -> str:
     return f"the network through {host}"
 
 
-def _sign_in(settings: Settings, start: StartUp) -> str:
+def _sign_in(settings: Settings, start: StartUp, admins: list[str]) -> str:
     if settings.auth_disabled:
         return "no sign-in: CLOUDFILM_AUTH_DISABLED is on (loopback only)"
     if start.admin is not None and start.admin.password is not None:
@@ -62,7 +55,23 @@ def _sign_in(settings: Settings, start: StartUp) -> str:
                 f"`cloudfilm users passwd {start.admin.username}`)")
     if start.admin is not None:
         return f"{start.admin.username}, with CLOUDFILM_ADMIN_PASSWORD"
+    if admins:
+        return f"{admins[0]}  (the admin account; `cloudfilm users passwd {admins[0]}` resets a forgotten one)"
     return "an account of this archive (`cloudfilm users list`)"
+
+
+def _links(settings: Settings) -> str | None:
+    """Where share links, QR codes and e-mails point, when nobody said (``CLOUDFILM_PUBLIC_URL``)."""
+    if settings.public_url:
+        return None
+    if is_loopback(settings.http_host) or _is_any(settings.http_host):
+        return (f"share links, QR codes and e-mails point at {_url(settings)}, which only this machine opens: "
+                "set CLOUDFILM_PUBLIC_URL to the address phones and other computers reach")
+    return f"share links point at {_url(settings)} (CLOUDFILM_PUBLIC_URL is unset)"
+
+
+def _admins(archive: Archive) -> list[str]:
+    return [u.username for u in list_users(archive.engine) if u.role == "admin" and not u.disabled]
 
 
 def _who_stores(settings: Settings) -> str:
@@ -91,7 +100,9 @@ def startup_banner(archive: Archive, start: StartUp) -> str:
     lines = [f"cloudfilm {__version__} is ready"
              + (" (a new archive was created by this start)" if start.created else ""),
              f"  open        {_url(settings)}   (reachable from {_reach(settings.http_host)})",
-             f"  sign in     {_sign_in(settings, start)}"]
+             f"  sign in     {_sign_in(settings, start, _admins(archive))}"]
+    if links := _links(settings):
+        lines.append(f"  links       {links}")
     lines.append(f"  OHIF        {_ohif(settings)}")
     if settings.database_url or settings.storage_url:
         lines.append(f"  index       {archive.engine.url.render_as_string(hide_password=True)}")

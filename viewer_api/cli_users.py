@@ -19,7 +19,15 @@ from pacs.accounts.api_keys import create_api_key
 from pacs.accounts.audit import Action, AuditEvent, record
 from pacs.accounts.models import ROLES
 from pacs.accounts.patients import link_patient, unlink_patient
-from pacs.accounts.users import SeededAdmin, create_user, ensure_admin, list_users, set_disabled, set_password
+from pacs.accounts.users import (
+    SeededAdmin,
+    create_user,
+    ensure_admin,
+    list_users,
+    set_disabled,
+    set_email,
+    set_password,
+)
 from pacs.archive import Archive
 from pacs.cli import app, console, open_archive_or_exit, out, settings_or_exit
 from pacs.errors import CloudfilmError
@@ -57,13 +65,14 @@ def add(
     username: Annotated[str, typer.Argument(help="Login name.")],
     role: Annotated[str, typer.Option("--role", "-r", help=f"One of: {', '.join(ROLES)}.")] = "physician",
     name: Annotated[str, typer.Option("--name", help="Full name shown in pages.")] = "",
+    email: Annotated[str, typer.Option("--email", help="A patient's address for report notices.")] = "",
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     generate: Annotated[bool, typer.Option("--generate", help="Generate a password and print it once.")] = False,
 ) -> None:
     """Create an account."""
     password, generated = _password(password_stdin, generate)
     with _archive() as archive:
-        user = create_user(archive.engine, username, password, role, name)
+        user = create_user(archive.engine, username, password, role, name, email or None)
         _audit(archive, user.username, f"added {user.role} account")
     out.print(f"added {user.role} {user.username}", highlight=False)
     if generated:
@@ -133,6 +142,18 @@ def link(
         what = f"{patient_id}" + (f" ({issuer})" if issuer else "")
         _audit(archive, username, f"{'unlinked' if unlink else 'linked'} patient {what}")
     out.print(f"{'unlinked' if unlink else 'linked'} {username} {'from' if unlink else 'to'} {what}", highlight=False)
+
+
+@users_app.command("email")
+def email_cmd(
+    username: Annotated[str, typer.Argument()],
+    address: Annotated[str, typer.Argument(help="E-mail address; \"\" clears it.")],
+) -> None:
+    """Set the address a patient is e-mailed at when a report of theirs is signed."""
+    with _archive() as archive:
+        set_email(archive.engine, username, address or None)
+        _audit(archive, username, "e-mail address set" if address else "e-mail address cleared")
+    out.print(f"{'set' if address else 'cleared'} the e-mail address of {username}", highlight=False)
 
 
 @users_app.command("api-key")

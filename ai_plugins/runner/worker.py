@@ -5,10 +5,11 @@ and (benchmark kinds only) inside ``cloudfilm benchmark evaluate``.
 Handlers (:mod:`ai_plugins.runner.handler`): clinical plugin runs (:mod:`~ai_plugins.runner.plugin_jobs`),
 benchmark cases and their scoring (:mod:`ai_plugins.benchmarks.runner`), webhook deliveries
 (:mod:`~ai_plugins.runner.webhook_jobs`), forwarding by routing rules
-(:mod:`~ai_plugins.runner.forward_jobs`). Each attempt runs under
-one :class:`~ai_plugins.runner.handler.Lease`, and its outcome is recorded here whatever the
-handler did: returned, raised, outlived its lease (nothing is written), or was stopped with the
-worker (the job is handed back uncounted). Housekeeping returns jobs whose worker died (expired
+(:mod:`~ai_plugins.runner.forward_jobs`), patient notifications
+(:mod:`~ai_plugins.runner.notify_jobs`). Each attempt runs under one
+:class:`~ai_plugins.runner.handler.Lease`, and its outcome is recorded here whatever the handler
+did: returned, raised, outlived its lease (nothing is written), or was stopped with the worker
+(the job is handed back uncounted). Housekeeping returns jobs whose worker died (expired
 leases) to the queue, then gives each handler its turn. Any number of workers, in any number of
 processes and machines, may share one index database.
 
@@ -31,6 +32,7 @@ from ai_plugins.packages.service import PackageService
 from ai_plugins.runner.child import preload
 from ai_plugins.runner.forward_jobs import ForwardJobs
 from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler, Lease, job_queue
+from ai_plugins.runner.notify_jobs import NotifyJobs
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
 from ai_plugins.runner.webhook_jobs import WebhookJobs
@@ -63,7 +65,7 @@ class Worker:
         self.queue = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),
-                                      ForwardJobs(archive)]  # fmt: skip
+                                      ForwardJobs(archive), NotifyJobs(archive)]  # fmt: skip
         self.handlers: dict[str, JobHandler] = {
             kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds
         }

@@ -53,6 +53,7 @@ class Action(StrEnum):
     REPORT_DRAFT = "report-draft"  # a report draft saved (or an amendment started)
     REPORT_SIGN = "report-sign"  # a report's first version signed
     REPORT_AMEND = "report-amend"  # a version signed that supersedes an earlier one
+    NOTIFICATIONS = "notifications"  # the patient message log read, a message re-sent
 
 
 class Outcome(StrEnum):

@@ -27,6 +27,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))  # one of ROLES
     full_name: Mapped[str] = mapped_column(String(128), default="")
+    # Where a patient is told of a signed report (issue 13); never shown to other accounts.
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True, default=None)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,6 +27,8 @@ from pacs.accounts.tx import aware, aware_or_none, reading, writing
 from pacs.errors import NotFound
 from pacs.index.db import utcnow
 from pacs.index.models import Study
+from pacs.notify.messages import first_name
+from pacs.notify.outbox import share_delivery
 
 MAX_TRIES = 5
 LOCK_FOR = timedelta(minutes=15)
@@ -88,15 +91,21 @@ def _creator(session: Session, share: Share) -> tuple[str, str]:
 def create_share(
     engine: Engine, key: bytes, study_uid: str, *, created_by: int | None, expires_in_days: int,
     max_days: int, pin: str | None = None, allow_download: bool = False,
+    notify: Sequence[tuple[str, str]] = (), greet_patient: bool = False,
 ) -> ShareInfo:
-    """A new link to ``study_uid`` (which must exist), valid for ``expires_in_days`` (1..max_days)."""
+    """A new link to ``study_uid`` (which must exist), valid for ``expires_in_days`` (1..max_days).
+
+    ``notify`` names the (channel, address) pairs the link is sent to, as messages owed in the same
+    transaction (:mod:`pacs.notify.outbox`); ``greet_patient`` greets them by the patient's first
+    name (when staff send the patient the link, not when the patient passes it on)."""
     if not 1 <= expires_in_days <= max_days:
         raise InvalidAccountData(f"a share link lasts 1 to {max_days} days")
     if pin is not None and not _PIN.match(pin):
         raise InvalidAccountData("a PIN is 4 to 12 digits")
     now = utcnow()
     with writing(engine) as session:
-        if session.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is None:
+        study = session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
+        if study is None:
             raise NotFound("the study does not exist")
         salt = secrets.token_hex(16)
         share = Share(
@@ -107,7 +116,12 @@ def create_share(
         )
         session.add(share)
         session.flush()
-        return _info(share, key, _creator(session, share))
+        info = _info(share, key, _creator(session, share))
+        first = first_name(study.patient_name) if greet_patient else ""
+        for channel, address in notify:
+            share_delivery(session.connection(), share_id=share.id, study_uid=study_uid, channel=channel,
+                           recipient=address, first=first, created_by=info.created_by)  # fmt: skip
+        return info
 
 
 def list_shares(engine: Engine, key: bytes | None, study_uid: str) -> list[ShareInfo]:

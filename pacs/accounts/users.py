@@ -18,6 +18,7 @@ from pacs.accounts.principal import Principal, Role
 from pacs.accounts.tx import aware, aware_or_none, reading, writing
 from pacs.errors import Conflict, NotFound
 from pacs.index.db import utcnow
+from pacs.notify.addresses import check_email
 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -34,6 +35,7 @@ class UserInfo:
     created_at: datetime
     last_login_at: datetime | None
     patient_keys: frozenset[tuple[str, str]]
+    email: str | None = None
 
     def principal(self, via: str = "session") -> Principal:
         return Principal(user_id=self.id, username=self.username, role=self.role,
@@ -61,7 +63,7 @@ def user_info(session: Session, user: User) -> UserInfo:
         )
     )
     return UserInfo(user.id, user.username, check_role(user.role), user.full_name, user.disabled,
-                    aware(user.created_at), aware_or_none(user.last_login_at), keys)
+                    aware(user.created_at), aware_or_none(user.last_login_at), keys, user.email)
 
 
 def user_row(session: Session, username: str) -> User:
@@ -71,17 +73,19 @@ def user_row(session: Session, username: str) -> User:
     return user
 
 
-def create_user(engine: Engine, username: str, password: str, role: str, full_name: str = "") -> UserInfo:
+def create_user(engine: Engine, username: str, password: str, role: str, full_name: str = "",
+                email: str | None = None) -> UserInfo:  # fmt: skip
     """A new enabled account; :class:`Conflict` when the name is taken."""
     if not _USERNAME.match(username):
         raise InvalidAccountData("a username is 1 to 64 letters, digits, '.', '_', '@' or '-'")
     check_password(password)
     checked = check_role(role)
+    address = check_email(email) if email else None
     with writing(engine) as session:
         if session.scalars(select(User.id).where(User.username == username)).first() is not None:
             raise Conflict(f"the user {username!r} already exists")
         user = User(username=username, password_hash=hash_secret(password), role=checked,
-                    full_name=full_name[:128], disabled=False, created_at=utcnow())
+                    full_name=full_name[:128], email=address, disabled=False, created_at=utcnow())
         session.add(user)
         session.flush()
         return user_info(session, user)
@@ -111,6 +115,15 @@ def set_disabled(engine: Engine, username: str, disabled: bool = True) -> UserIn
     with writing(engine) as session:
         user = user_row(session, username)
         user.disabled = disabled
+        return user_info(session, user)
+
+
+def set_email(engine: Engine, username: str, email: str | None) -> UserInfo:
+    """Set (or, with ``None`` or "", clear) the address a patient is told of signed reports at."""
+    address = check_email(email) if email else None
+    with writing(engine) as session:
+        user = user_row(session, username)
+        user.email = address
         return user_info(session, user)
 
 

@@ -33,6 +33,9 @@ def test_first_start_ends_with_the_banner_and_the_second_shows_no_password(tmp_p
         assert f"creating a new archive in {data.resolve()}" in text
         banner = _banner(log)
         assert f"open        {url}/" in banner and "this machine only" in banner
+        # No CLOUDFILM_PUBLIC_URL on loopback: links handed out would open nowhere else (issue 13)
+        assert f"links       share links, QR codes and e-mails point at {url}/, which only this machine opens" in banner
+        assert "set CLOUDFILM_PUBLIC_URL" in banner
         assert f"data        {data.resolve()}" in banner
         assert re.search(r"send to AE title CLOUDFILM at 0\.0\.0\.0 port \d+ .*every network address", banner)
         assert "ANYONE who reaches this port may store" in banner
@@ -44,7 +47,7 @@ def test_first_start_ends_with_the_banner_and_the_second_shows_no_password(tmp_p
     with serving(data) as (_url, log):
         banner = _banner(log)
         assert "new archive" not in log.read_text() and "password" not in log.read_text()
-        assert "sign in     an account of this archive" in banner
+        assert "sign in     admin  (the admin account; `cloudfilm users passwd admin`" in banner
 
 
 def test_banner_says_who_may_store(tmp_path: Path) -> None:
@@ -56,6 +59,14 @@ def test_banner_says_who_may_store(tmp_path: Path) -> None:
         banner = _banner(log)
         assert "nobody may store" in banner and "with CLOUDFILM_ADMIN_PASSWORD" in banner
         assert "from the environment" not in log.read_text()
+
+
+def test_banner_names_no_link_problem_once_public_url_is_set(tmp_path: Path) -> None:
+    with serving(tmp_path / "a", CLOUDFILM_PUBLIC_URL="https://films.hospital.example/",
+                 CLOUDFILM_WORKER_CONCURRENCY="0") as (_u, log):
+        banner = _banner(log)
+        assert "open        https://films.hospital.example/" in banner
+        assert "links " not in banner and "PUBLIC_URL" not in banner
 
 
 @pytest.mark.parametrize("command", [("users", "list"), ("fsck",), ("benchmark", "list"), ("plugins", "list"),

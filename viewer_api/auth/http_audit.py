@@ -96,3 +96,5 @@ WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"
 ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Modality worklist entries scheduled, read or cancelled through the admin API.
 WORKLIST = Audit(Action.WORKLIST, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+#: Reads of the patient message log (it holds addresses) and re-sends.
+NOTIFICATIONS = Audit(Action.NOTIFICATIONS, lambda f: ("", f"{f.method} {f.path} {f.status}"))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from pacs.accounts.api_keys import create_api_key, find_owner, list_api_keys, revoke_api_key
 from pacs.accounts.audit import Action, Outcome
-from pacs.accounts.users import UserInfo, authenticate
+from pacs.accounts.users import UserInfo, authenticate, set_email
 from viewer_api.auth.access import Account, AccountOrShare, Visitor, cross_site
 from viewer_api.auth.authenticator import CSRF_FIELD, SESSION_COOKIE, SHARE_COOKIE, Authenticator
 from viewer_api.auth.dependencies import audit, authenticator_of, client_address
@@ -127,6 +127,24 @@ def me(principal: AccountOrShare) -> Me:
     return Me(username=principal.username, role=principal.role,
               share_study_uid=principal.share.study_uid if principal.share else None,
               patient_keys=sorted(principal.patient_keys))
+
+
+class EmailIn(BaseModel):
+    email: str | None = Field(default=None, max_length=254, description="\"\" or null clears it")
+
+
+class EmailOut(BaseModel):
+    email: str | None
+
+
+@router.put("/api/auth/me/email", response_model=EmailOut, tags=["auth"])
+def set_my_email(principal: Account, body: EmailIn, request: Request) -> EmailOut:
+    """The address this account is e-mailed at when a report of its studies is signed (patients)."""
+    if principal.user_id is None:
+        raise HTTPException(403, "only accounts have an e-mail address")
+    user = set_email(authenticator_of(request).engine, principal.username, body.email or None)
+    audit(request, Action.USER_CHANGE, detail="e-mail address set" if user.email else "e-mail address cleared")
+    return EmailOut(email=user.email)
 
 
 class NewKey(BaseModel):

@@ -1,7 +1,9 @@
 """Share links of a study: create, list, revoke, and their QR codes (``/api/studies/{uid}/shares``).
 
 A physician or an admin may share any study; a patient only the studies linked to the account.
-The link's token is never stored; the owner is shown the URL (and QR code) again on request.
+The link's token is never stored; the owner is shown the URL (and QR code) again on request. A
+link made with an e-mail address (or a phone number) is also sent there, through the job queue
+(:mod:`pacs.notify`). Answers carry ``warnings`` when the link could not work outside this machine.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pydantic import BaseModel, Field
 from pacs.accounts.audit import Action
 from pacs.accounts.principal import Principal, scope_for
 from pacs.accounts.shares import ShareInfo, create_share, get_share, list_shares, revoke_share
+from pacs.notify.addresses import check_email, check_phone
 from viewer_api.auth.access import Sharer
 from viewer_api.auth.dependencies import audit, authenticator_of
 from viewer_api.auth.routing import DeclaredRoute
+from viewer_api.banner import is_loopback
 from viewer_api.context import archive_of
 from viewer_api.viewer.model import StudyHeader, study_header
 
@@ -30,6 +34,10 @@ class ShareRequest(BaseModel):
     expires_in_days: int | None = Field(default=None, ge=1, description="default: CLOUDFILM_SHARE_DEFAULT_DAYS")
     pin: str | None = Field(default=None, description="4 to 12 digits; asked before the study opens")
     allow_download: bool = False
+    email: str | None = Field(default=None, max_length=254,
+                              description="send the link to this address (needs CLOUDFILM_SMTP_HOST)")
+    phone: str | None = Field(default=None, max_length=32,
+                              description="text the link to this number in +E.164 form (CLOUDFILM_SMS_WEBHOOK_URL)")
 
 
 class ShareOut(BaseModel):
@@ -48,6 +56,23 @@ class ShareOut(BaseModel):
     last_viewed_at: datetime | None
     revoked_at: datetime | None
     locked_until: datetime | None
+    warnings: list[str] = Field(default_factory=list, description="why the link may not open elsewhere")
+
+
+def link_warnings(request: Request, *, mailed: bool = False) -> list[str]:
+    """Sentences for a link that only this machine can open: no ``CLOUDFILM_PUBLIC_URL`` while the
+    server listens on (or is reached at) a loopback address; a mailed link uses the listener's
+    address, so one bound to every address is no better."""
+    settings = archive_of(request).settings
+    if settings.public_url:
+        return []
+    host = settings.http_host.strip("[]")
+    reached = request.url.hostname or ""
+    if is_loopback(host) or is_loopback(reached) or (mailed and host in ("", "0.0.0.0", "::")):
+        where = settings.base_url if mailed else base_url(request)
+        return [f"This link points at {where}, which only this computer can open: set CLOUDFILM_PUBLIC_URL "
+                "to the address phones and other computers reach the archive at, then share again."]
+    return []
 
 
 def base_url(request: Request) -> str:
@@ -59,9 +84,10 @@ def share_url(request: Request, token: str) -> str:
     return f"{base_url(request)}/s/{token}"
 
 
-def _out(request: Request, share: ShareInfo) -> ShareOut:
+def _out(request: Request, share: ShareInfo, warnings: list[str] | None = None) -> ShareOut:
     api = f"/api/studies/{share.study_uid}/shares/{share.id}"
     return ShareOut(
+        warnings=link_warnings(request) if warnings is None else warnings,
         id=share.id, url=share_url(request, share.token or ""), qr_png=f"{api}/qr.png", qr_svg=f"{api}/qr.svg",
         study_uid=share.study_uid, created_at=share.created_at, created_by=share.created_by,
         expires_at=share.expires_at, status=share.status().value, has_pin=share.has_pin,
@@ -85,15 +111,35 @@ def create(principal: Sharer, request: Request, study_uid: str, body: ShareReque
     header = shareable_study(request, principal, study_uid)
     auth = authenticator_of(request)
     settings = archive_of(request).settings
+    notify = _recipients(request, body)
     share = create_share(
         auth.engine, auth.key, study_uid, created_by=principal.user_id,
         expires_in_days=body.expires_in_days or min(settings.share_default_days, settings.share_max_days),
         max_days=settings.share_max_days, pin=body.pin or None, allow_download=body.allow_download,
+        notify=notify, greet_patient=principal.role != "patient",
     )
+    sent_to = "".join(f", sent by {channel} to {address}" for channel, address in notify)
     audit(request, Action.SHARE_CREATE, study_uid=study_uid, patient_id=header.patient_id,
           detail=f"share {share.id}, expires {share.expires_at:%Y-%m-%d}, pin={share.has_pin}, "
-                 f"download={share.allow_download}")
-    return _out(request, share)
+                 f"download={share.allow_download}{sent_to}")
+    warnings = link_warnings(request, mailed=bool(notify))
+    return _out(request, share, warnings)
+
+
+def _recipients(request: Request, body: ShareRequest) -> list[tuple[str, str]]:
+    """The (channel, address) pairs the new link goes to; 400 for an address no sender can take."""
+    settings = archive_of(request).settings
+    notify: list[tuple[str, str]] = []
+    if body.email:
+        if not settings.smtp_host:
+            raise HTTPException(400, "e-mail is not set up on this archive (CLOUDFILM_SMTP_HOST): "
+                                     "share the link by hand")
+        notify.append(("email", check_email(body.email)))
+    if body.phone:
+        if not settings.sms_webhook_url:
+            raise HTTPException(400, "text messages are not set up on this archive (CLOUDFILM_SMS_WEBHOOK_URL)")
+        notify.append(("sms", check_phone(body.phone)))
+    return notify
 
 
 @router.get("/api/studies/{study_uid}/shares", response_model=list[ShareOut])
@@ -129,5 +175,7 @@ def qr(principal: Sharer, request: Request, study_uid: str, share_id: int, kind:
     auth = authenticator_of(request)
     share = get_share(auth.engine, auth.key, study_uid, share_id)
     media = "image/png" if kind == "png" else "image/svg+xml"
-    return Response(qr_code(share_url(request, share.token or ""), kind), media_type=media,
-                    headers={"Cache-Control": "private, no-store"})
+    headers = {"Cache-Control": "private, no-store"}
+    if warnings := link_warnings(request):
+        headers["Warning"] = f'299 cloudfilm "{warnings[0]}"'
+    return Response(qr_code(share_url(request, share.token or ""), kind), media_type=media, headers=headers)

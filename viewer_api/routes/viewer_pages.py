@@ -224,6 +224,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
     return render(request, "viewer.html", headers=headers, view=view, header=header, model=model,
                   first_image=first_image, card=card,
                   share_token=share_token, can_download=download, can_share=can_share,
+                  can_email=bool(settings.smtp_host),
                   can_claim=bool(share_token) and principal.role == "patient")
 
 

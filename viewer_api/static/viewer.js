@@ -621,7 +621,9 @@
       const body = { allow_download: form.allow_download.checked };
       if (form.expires_in_days.value) body.expires_in_days = Number(form.expires_in_days.value);
       if (form.pin.value) body.pin = form.pin.value;
+      if (form.email && form.email.value) body.email = form.email.value;
       $("share-error").hidden = true;
+      $("share-warning").hidden = true;
       window.cloudfilm.fetch(urls.shares, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       }).then(function (r) {
@@ -631,6 +633,11 @@
         $("share-url").value = share.url;
         $("share-qr").src = share.qr_svg;
         $("share-result").hidden = false;
+        // A link this machine alone can open (no CLOUDFILM_PUBLIC_URL on loopback): say so before it is sent.
+        $("share-warning").textContent = (share.warnings || []).join(" ");
+        $("share-warning").hidden = !(share.warnings && share.warnings.length);
+        $("share-sent").textContent = body.email ? "The link is on its way to " + body.email + "." : "";
+        $("share-sent").hidden = !body.email;
         renderShares();
       }).catch(function (err) { $("share-error").textContent = err.message; $("share-error").hidden = false; });
     });

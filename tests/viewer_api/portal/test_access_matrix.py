@@ -228,6 +228,11 @@ CASES: list[Case] = [
          row(401, 201, 201, 403, 403, 403)),
     Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
     Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
+    # Telling patients (issue 13): an account's own address; the message log and re-sends for admins
+    Case("my-email", "PUT", lambda s: "/api/auth/me/email", row(401, 200, 200, 200, 200, 403),
+         lambda _s, kind: {"json": {"email": f"{kind}@matrix.example"}}),
+    Case("notifications", "GET", lambda s: "/api/notifications", row(401, 200, 403, 403, 403, 403)),
+    Case("notification-resend", "POST", lambda s: "/api/notifications/999/resend", row(401, 404, 403, 403, 403, 403)),
     # Downloads
     Case("film-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/film.png", row(401, 200, 200, 200, 403, 403)),
     Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404)),

@@ -250,5 +250,10 @@ def test_patient_home_on_a_phone(live_site: Server, phone: BrowserContext) -> No
     page.wait_for_function("() => document.getElementById('share-url').value.includes('/s/')")
     page.wait_for_function("() => { const q = document.getElementById('share-qr');"
                            " return q.complete && q.naturalWidth > 0; }")
+    # The live site listens on loopback with no CLOUDFILM_PUBLIC_URL: the dialog says the link works here only.
+    warning = page.locator("#share-warning")
+    assert warning.is_visible() and "only this computer can open" in warning.inner_text()
+    assert "CLOUDFILM_PUBLIC_URL" in warning.inner_text()
+    assert page.locator("input[name=email]").count() == 0  # no e-mail field without CLOUDFILM_SMTP_HOST
     page.screenshot(path=str(ARTIFACTS / "phone-patient-share-dialog.png"))
     assert not problems, problems

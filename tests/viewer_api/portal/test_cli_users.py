@@ -12,7 +12,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from pacs.accounts.audit import AuditQuery, query
-from pacs.accounts.users import authenticate
+from pacs.accounts.users import authenticate, get_user
 from pacs.archive import Archive
 from pacs.settings import Settings
 from tests.cli import run_cli, serving
@@ -82,3 +82,21 @@ def test_admin_password_setting_seeds_admin(tmp_path: Path) -> None:
 def test_serve_refuses_a_public_address_without_authentication(tmp_path: Path) -> None:
     refused = run_cli("serve", env=_env(tmp_path, CLOUDFILM_AUTH_DISABLED="true", CLOUDFILM_HTTP_HOST="0.0.0.0"))
     assert refused.returncode == 2 and "refusing to listen on 0.0.0.0" in refused.stderr
+
+
+def test_users_email_for_report_notices(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert _cli(env, "db", "upgrade").exit_code == 0
+    added = _cli(env, "users", "add", "pat", "--role", "patient", "--email", "pat@patients.example", "--generate")
+    assert added.exit_code == 0, added.output
+    bad = _cli(env, "users", "email", "pat", "not an address")
+    assert bad.exit_code == 1 and "is not an e-mail address" in bad.output
+    assert _cli(env, "users", "email", "pat", "new@patients.example").exit_code == 0
+    with Archive.open(Settings(data_dir=tmp_path / "data"), migrate=False) as archive:
+        assert get_user(archive.engine, "pat").email == "new@patients.example"
+    cleared = _cli(env, "users", "email", "pat", "")
+    assert cleared.exit_code == 0 and "cleared the e-mail address of pat" in cleared.stdout
+    with Archive.open(Settings(data_dir=tmp_path / "data"), migrate=False) as archive:
+        assert get_user(archive.engine, "pat").email is None
+        details = [e.detail for e in query(archive.engine, AuditQuery(newest_first=False))]
+        assert "e-mail address cleared" in details and not any("@" in d for d in details)  # no address in the trail
