@@ -63,7 +63,7 @@ def _concrete(route: AppRoute, site: Site) -> str:
               "webhook_id": "1", "delivery_id": "1", "forward_id": "1"}
 
     def fill(match: re.Match[str]) -> str:
-        return values[match.group(1)]
+        return values.get(match.group(1), "1")  # ids of anything else (reports, worklist, notifications …)
 
     return re.sub(r"\{(\w+)(?::\w+)?\}", fill, route.path)
 
