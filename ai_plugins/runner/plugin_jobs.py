@@ -15,10 +15,11 @@ the same records. The job's completion also records an ``ai.result`` event for t
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ColumnElement, Engine, and_, not_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -99,6 +100,14 @@ class PluginJobs:
             if not result.ok:
                 raise JobFailed(f"the archive refused the {obj.kind}: {result.reason}")
         return stored
+
+
+def edge_only(plugins: Collection[str]) -> ColumnElement[bool] | None:
+    """The claim filter of the archive's own workers: clinical runs of ``plugins`` (``EDGE_PLUGINS``)
+    are left to edge workers, whatever is installed here."""
+    if not plugins:
+        return None
+    return not_(and_(Job.kind == JOB_KIND, Job.target.in_(sorted(plugins))))
 
 
 def summarise(findings: Findings | None) -> dict[str, Any]:
