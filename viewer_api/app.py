@@ -12,7 +12,7 @@ from viewer_api.auth.access import ACCOUNTS
 from viewer_api.auth.routing import DeclaredFallback, check_declared
 from viewer_api.errors import install_error_handlers
 from viewer_api.request_id import RequestIdMiddleware
-from viewer_api.routes import benchmarks, changefeed, docs, health, jobs, packages, plugins, routing, webhooks
+from viewer_api.routes import benchmarks, changefeed, docs, edge, health, jobs, packages, plugins, routing, webhooks
 from viewer_api.routes.findings import router as findings_router
 
 
@@ -36,6 +36,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(packages.router)  # algorithm packages (issue 15)
     app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
     app.include_router(jobs.router)
+    app.include_router(edge.router)  # edge workers lease clinical plugin jobs (issue 15)
     app.include_router(changefeed.router)  # the change feed and webhooks (issue 17)
     app.include_router(webhooks.router)
     app.include_router(routing.router)  # routing rules' destinations and forwards (issue 17)
