@@ -42,7 +42,8 @@ def worker(
 ) -> None:
     """Run the AI worker: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM).
 
-    With --archive, run as an edge worker: lease clinical plugin jobs of the plugins installed here over the archive's HTTP API, read each study over DICOMweb, and send the findings back.
+    With --archive: an edge worker, leasing clinical plugin jobs from that archive over HTTP;
+    it reads each study over DICOMweb, runs the plugins installed here, and sends the findings back.
     """
     if archive_url is not None:
         _edge_worker(archive_url, token, concurrency or 1)
