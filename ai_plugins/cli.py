@@ -70,11 +70,13 @@ def worker(
 
 
 def _edge_worker(archive_url: str, token: str | None, concurrency: int) -> None:
+    import logging
     from urllib.parse import urlsplit
 
     from ai_plugins.edge.worker import EdgeWorker
 
     settings_or_exit()  # logging only: an edge worker opens no index and no store
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per lease poll and heartbeat
     parts = urlsplit(archive_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         console.print("[red]error:[/red] --archive must be an http(s) URL", highlight=False)

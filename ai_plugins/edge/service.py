@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -36,7 +37,7 @@ from ai_plugins.edge.protocol import (
     ReleaseIn,
     SeriesOut,
 )
-from ai_plugins.runner.handler import JobFailed, job_queue
+from ai_plugins.runner.handler import JobFailed, Lease, job_queue
 from ai_plugins.runner.invoke import TOKEN_GRACE, archive_results
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
@@ -124,21 +125,28 @@ class EdgeJobs:
             raise LeaseLost(f"job {job_id} is not held by {job.owner}")
 
     def complete(self, edge: str, job_id: int, request: CompleteIn) -> OutcomeOut:
-        """Validate the findings, store the job's SR/SEG and complete the job."""
+        """Validate the findings, store the job's SR/SEG and complete the job.
+
+        The archive holds the lease itself while it writes (the edge worker's heartbeat ended with its
+        attempt), so a slow SR build does not let the job go to another worker halfway through.
+        """
         job = self._held(edge, job_id, request)
-        try:
-            plugin = self.registry.get(job.target, job.target_version)
-            findings = Findings.from_json(json.dumps(request.findings))
-            answer = archive_results(self.archive, plugin, job.study_uid, findings, ResultUids.for_job(job.dedupe_key))
-        except (InvalidFindings, ValueError, KeyError, NotFound) as exc:
-            reason = f"the edge worker's findings cannot be stored: {_sentence(exc)}"
-            raise EdgeResultRefused(reason, self.queue.fail(job, reason, retry=False)) from None
-        if not self.queue.heartbeat(job):  # the lease moved on while the SR was written: store nothing
-            raise LeaseLost(f"job {job_id} is not held by {job.owner}")
-        try:
-            done = self.plugin_jobs.finish(job, plugin, answer)
-        except JobFailed as exc:
-            raise EdgeResultRefused(str(exc), self.queue.fail(job, str(exc), retry=exc.retry)) from None
+        with Lease(self.queue, job, threading.Event()) as lease:
+            lease.progress(0.9, "the archive writes the results")
+            try:
+                plugin = self.registry.get(job.target, job.target_version)
+                findings = Findings.from_json(json.dumps(request.findings))
+                uids = ResultUids.for_job(job.dedupe_key)
+                answer = archive_results(self.archive, plugin, job.study_uid, findings, uids)
+            except (InvalidFindings, ValueError, KeyError, NotFound) as exc:
+                reason = f"the edge worker's findings cannot be stored: {_sentence(exc)}"
+                raise EdgeResultRefused(reason, self.queue.fail(job, reason, retry=False)) from None
+            if lease.lost:  # another attempt owns the job now: store nothing
+                raise LeaseLost(f"job {job_id} is not held by {job.owner}")
+            try:
+                done = self.plugin_jobs.finish(job, plugin, answer)
+            except JobFailed as exc:
+                raise EdgeResultRefused(str(exc), self.queue.fail(job, str(exc), retry=exc.retry)) from None
         self.queue.complete(job, done.result, also=done.also)
         log.info("job %d (%s): %s", job.id, job.kind, done.note)
         return OutcomeOut(status=JobStatus.SUCCEEDED.value, objects=[
