@@ -15,6 +15,7 @@ import typer
 
 if TYPE_CHECKING:
     from ai_plugins.packages.service import PackageService
+    from ai_plugins.runner.loop import JobLoop
     from ai_plugins.runner.service import PluginService
     from pacs.archive import Archive
 
@@ -32,8 +33,21 @@ def worker(
         int | None,
         typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs run at once (default: WORKER_CONCURRENCY)."),
     ] = None,
+    archive_url: Annotated[str | None, typer.Option(
+        "--archive", help="Run as an edge worker of the archive at this URL (no database or store of its own).",
+    )] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="CLOUDFILM_EDGE_TOKEN", help="The edge worker's token (cloudfilm edge-workers add).",
+    )] = None,
 ) -> None:
-    """Run the AI worker: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM)."""
+    """Run the AI worker: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM).
+
+    With --archive: an edge worker, leasing clinical plugin jobs from that archive over HTTP;
+    it reads each study over DICOMweb, runs the plugins installed here, and sends the findings back.
+    """
+    if archive_url is not None:
+        _edge_worker(archive_url, token, concurrency or 1)
+        return
     from ai_plugins.runner.worker import Worker
     from pacs.fsck import housekeep
     from pacs.nodes import NodeRegistry
@@ -48,18 +62,41 @@ def worker(
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     housekeep(archive)  # what a killed predecessor's writes left
-    worker = Worker(archive, concurrency=concurrency or max(1, settings.worker_concurrency))
+    try:
+        _run_until_stopped(Worker(archive, concurrency=concurrency or max(1, settings.worker_concurrency)))
+    finally:
+        node.stop()
+        archive.close()
+
+
+def _edge_worker(archive_url: str, token: str | None, concurrency: int) -> None:
+    import logging
+    from urllib.parse import urlsplit
+
+    from ai_plugins.edge.worker import EdgeWorker
+
+    settings_or_exit()  # logging only: an edge worker opens no index and no store
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per lease poll and heartbeat
+    parts = urlsplit(archive_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        console.print("[red]error:[/red] --archive must be an http(s) URL", highlight=False)
+        raise typer.Exit(2)
+    if not token:
+        console.print("[red]error:[/red] an edge worker needs --token (or CLOUDFILM_EDGE_TOKEN)", highlight=False)
+        raise typer.Exit(2)
+    _run_until_stopped(EdgeWorker(archive_url, token, concurrency=concurrency))
+
+
+def _run_until_stopped(loop: JobLoop) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        worker.start()
-        worker.wait()
+        loop.start()
+        loop.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        worker.stop()
-        node.stop()
-        archive.close()
+        loop.stop()
 
 
 def _service() -> PluginService:
@@ -171,3 +208,57 @@ def plugins_packages() -> None:
             out.print(f"{p.key:40} {p.status:9} {p.uploaded_by:16} {p.digest}", highlight=False, soft_wrap=True)
     finally:
         archive.close()
+
+
+# --- edge workers (issue 15) -------------------------------------------------------------------
+
+edge_app = typer.Typer(help="Edge workers: machines that run plugins on live studies at a hospital.",
+                       no_args_is_help=True)
+app.add_typer(edge_app, name="edge-workers")
+
+
+@edge_app.command("add")
+def edge_add(name: Annotated[str, typer.Argument(help="The machine's name (letters, digits, . _ -).")]) -> None:
+    """Create an edge worker and print its token (shown once): cloudfilm worker --archive URL --token TOKEN."""
+    from pacs.accounts.edge_workers import add_edge_worker
+
+    archive = open_archive_or_exit(settings_or_exit())
+    try:
+        _info, token = add_edge_worker(archive.engine, name, created_by="cli")
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    out.print(token, highlight=False, soft_wrap=True)
+
+
+@edge_app.command("list")
+def edge_list() -> None:
+    """Every edge worker, when it was last seen, and whether it is revoked."""
+    from pacs.accounts.edge_workers import list_edge_workers
+
+    archive = open_archive_or_exit(settings_or_exit())
+    try:
+        for w in list_edge_workers(archive.engine):
+            seen = w.last_seen_at.isoformat(timespec="seconds") if w.last_seen_at else "never"
+            state = "active" if w.active else f"revoked {w.revoked_at:%Y-%m-%d %H:%M}"
+            out.print(f"{w.name:32} {state:24} last seen {seen}", highlight=False, soft_wrap=True)
+    finally:
+        archive.close()
+
+
+@edge_app.command("revoke")
+def edge_revoke(name: str) -> None:
+    """Refuse the edge worker's token from now on (a job it holds is retried elsewhere after its lease)."""
+    from pacs.accounts.edge_workers import revoke_edge_worker
+
+    archive = open_archive_or_exit(settings_or_exit())
+    try:
+        revoke_edge_worker(archive.engine, name)
+    except CloudfilmError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    out.print(f"edge worker {name} revoked", highlight=False)

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     DateTime,
     Engine,
     Float,
@@ -358,8 +359,9 @@ class JobQueue:
 
     # --- the worker side -----------------------------------------------------------------------
 
-    def claim(self, owner: str, kinds: Sequence[str], limit: int = 1) -> list[ClaimedJob]:
-        """Take up to ``limit`` due jobs of ``kinds`` under a lease held by ``owner``.
+    def claim(self, owner: str, kinds: Sequence[str], limit: int = 1, *,
+              where: ColumnElement[bool] | None = None) -> list[ClaimedJob]:  # fmt: skip
+        """Take up to ``limit`` due jobs of ``kinds`` (and ``where``, when given) under a lease held by ``owner``.
 
         PostgreSQL: the candidate rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent
         claimers each get other rows without waiting. SQLite: the transaction is ``BEGIN
@@ -373,6 +375,8 @@ class JobQueue:
             .order_by(Job.priority.desc(), Job.run_after, Job.id)
             .limit(limit)
         )
+        if where is not None:
+            candidates = candidates.where(where)
         if not self._any(candidates):
             return []  # idle workers poll without taking the write lock
         with write_transaction(self.engine) as conn:
@@ -423,6 +427,22 @@ class JobQueue:
             Job.lease_owner == job.owner,
             Job.attempts == job.attempt,
         )
+
+    def held(self, job_id: int, owner: str, attempt: int) -> ClaimedJob:
+        """The job ``owner`` holds the lease of for attempt ``attempt`` (an edge worker's, named in its
+        request); :class:`LeaseLost` when it holds none (it expired and the job went to another attempt,
+        or the job ended)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Job).where(Job.id == job_id)).first()
+        if (row is None or row.status != JobStatus.RUNNING.value or row.lease_owner != owner
+                or row.attempts != attempt):  # fmt: skip
+            raise LeaseLost(f"job {job_id} is not held by {owner}")
+        return ClaimedJob(
+            id=row.id, kind=row.kind, target=row.target, target_version=row.target_version, study_uid=row.study_uid,
+            generation=row.generation, dedupe_key=row.dedupe_key, payload=json.loads(row.payload_json or "{}"),
+            attempt=row.attempts, max_attempts=row.max_attempts, timeout_s=float(row.timeout_s), owner=owner,
+            requested_by=row.requested_by,
+        )  # fmt: skip
 
     def heartbeat(self, job: ClaimedJob, *, progress: float | None = None, message: str | None = None) -> bool:
         """Extend the lease (and record progress); ``False`` when the lease was lost."""

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     job_lease: float = Field(default=60.0, gt=0)  # seconds a claimed job stays a worker's without a heartbeat
     job_timeout: float = Field(default=900.0, gt=0)  # per-job limit for in-process plugins that set none
     job_poll_interval: float = Field(default=1.0, gt=0)  # how often idle workers and the stable-study detector look
+    # Edge workers (issue 15): clinical runs of these plugins (names) are left to edge workers, which
+    # lease them over the HTTP API; the archive's own workers never take them
+    edge_plugins: list[str] = Field(default_factory=list)
 
     # Webhooks (issue 17): deliveries are jobs of the worker above, retried with its backoff
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)  # attempts per event before its dead letter

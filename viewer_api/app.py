@@ -16,6 +16,7 @@ from viewer_api.routes import (
     benchmarks,
     changefeed,
     docs,
+    edge,
     health,
     jobs,
     notifications,
@@ -49,6 +50,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(packages.router)  # algorithm packages (issue 15)
     app.include_router(plugins.router)  # AI plugins and jobs (issue 6)
     app.include_router(jobs.router)
+    app.include_router(edge.router)  # edge workers lease clinical plugin jobs (issue 15)
     app.include_router(changefeed.router)  # the change feed and webhooks (issue 17)
     app.include_router(webhooks.router)
     app.include_router(routing.router)  # routing rules' destinations and forwards (issue 17)

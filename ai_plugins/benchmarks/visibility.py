@@ -13,6 +13,7 @@ vendor                    the dev copies (granted); never a test case nor a test
 patient, share visitor    never a test case nor any copy
 plugin job token          its own study only; never a test case nor a test copy
 hosted plugin endpoint    never called for a test case or a test copy (:func:`withheld_from_vendors`)
+edge worker               none directly; never leases a job on a test case or any copy (:func:`benchmark_material`)
 DICOM peer (C-FIND/MOVE)  as a physician: the clinical studies; never a copy
 ========================  =====================================================================
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select, union
 from sqlalchemy.engine import Connection
 
 from ai_plugins.benchmarks.models import BenchmarkCaseRow, BenchmarkCopyRow
@@ -95,3 +96,11 @@ def clinical_system_scope(engine: Engine) -> AccessScope:
     physician sees, the clinical studies (test cases included) and never the de-identified copies,
     which are benchmark material, not patients' records."""
     return AccessScope(all_studies=True, hidden_study_uids=load_visibility(engine).copies)
+
+
+def benchmark_material() -> Select[tuple[str]]:
+    """The study UIDs of every benchmark test case and every de-identified copy: never leased to an edge
+    worker, whose machine is outside the archive (hidden test cases never leave)."""
+    studies = union(select(BenchmarkCaseRow.study_uid).where(BenchmarkCaseRow.split == "test"),
+                    select(BenchmarkCopyRow.copy_study_uid)).subquery()  # fmt: skip
+    return select(studies.c[0])

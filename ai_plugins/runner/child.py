@@ -1,8 +1,9 @@
 """Running one in-process plugin in a child process, with a timeout the parent enforces by killing it.
 
-The child reads the study through the archive (its own engine and object store connection), runs
-the plugin, turns the findings into DICOM objects with the SR/SEG writers and sends their bytes
-back; the parent (the worker) stores them through the one ingest path. A plugin that crashes,
+The child reads the study through the reader it is given (the archive's index and object store on a
+worker of the archive, DICOMweb with the job's token on an edge worker), runs the plugin, turns the
+findings into DICOM objects with the SR/SEG writers when asked to and sends them back; the parent
+(the worker) stores them through the one ingest path. A plugin that crashes,
 hangs or exhausts memory takes only its child down. Children come from a ``forkserver`` whose
 imports are done once, so a job does not pay for importing numpy or torch. A child whose worker
 dies (even by SIGKILL) sees its pipe close and exits at once.
@@ -23,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ai_plugins.runner.results import ResultObject, ResultUids, build_result_objects
-from pacs.settings import Settings
+from ai_plugins.runner.source import StudyReader
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _preloaded: set[str] = set()
 class ChildTask:
     """Everything a child needs, pickled to it."""
 
-    settings: Settings
+    reader: StudyReader
     study_uid: str
     plugin_ref: str
     uids: ResultUids | None  # None: only the findings come back (benchmark cases store nothing)
@@ -98,31 +99,24 @@ def child_main(task: ChildTask, conn: Connection) -> None:
     """The child's entry point."""
     threading.Thread(target=_watch_parent, args=(conn,), name="parent-watch", daemon=True).start()
     from ai_plugins.runner.registry import load_plugin_class
-    from ai_plugins.runner.source import ArchiveSource
     from ai_plugins.sdk import Findings, StudyInput
-    from pacs.index import db
-    from pacs.storage import open_store
 
-    engine = db.make_engine(task.settings.resolved_database_url, pool_size=2)
-    store = open_store(task.settings)
     try:
-        cls = load_plugin_class(task.plugin_ref)
-        plugin = cls()
-        study = StudyInput(task.study_uid, ArchiveSource(engine, store, task.study_uid))
-        conn.send(("progress", 0.1, "running the plugin"))
-        findings = plugin.run(study)
-        if not isinstance(findings, Findings):
-            raise TypeError(f"run() returned {type(findings).__name__}, not Findings")
-        objects: list[ResultObject] = []
-        if task.uids is not None:
-            conn.send(("progress", 0.7, "writing results"))
-            objects = list(build_result_objects(findings, study, cls.info(), task.uids))
+        with task.reader.open(task.study_uid) as source:
+            cls = load_plugin_class(task.plugin_ref)
+            plugin = cls()
+            study = StudyInput(task.study_uid, source)
+            conn.send(("progress", 0.1, "running the plugin"))
+            findings = plugin.run(study)
+            if not isinstance(findings, Findings):
+                raise TypeError(f"run() returned {type(findings).__name__}, not Findings")
+            objects: list[ResultObject] = []
+            if task.uids is not None:
+                conn.send(("progress", 0.7, "writing results"))
+                objects = list(build_result_objects(findings, study, cls.info(), task.uids))
         conn.send(("ok", findings.to_json(), objects))
     except BaseException as exc:  # the parent records it; nothing may escape silently
         conn.send(("error", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc(limit=20)))
-    finally:
-        store.close()
-        engine.dispose()
 
 
 def run_in_child(

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
 from pacs.archive import Archive
-from pacs.jobs import ClaimedJob, JobQueue
+from pacs.jobs import ClaimedJob, JobQueue, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,28 @@ def job_queue(archive: Archive) -> JobQueue:
     s = archive.settings
     return JobQueue(archive.engine, lease_s=s.job_lease, backoff_base_s=s.job_retry_backoff,
                     backoff_max_s=s.job_retry_backoff_max)  # fmt: skip
+
+
+class LeaseQueue(Protocol):
+    """What the worker asks of the queue it works: the archive's :class:`~pacs.jobs.JobQueue`, or an
+    edge worker's view of it over the archive's HTTP API (:mod:`ai_plugins.edge.client`). Each call
+    that ends an attempt raises :class:`~pacs.jobs.LeaseLost` when the lease is no longer the worker's."""
+
+    @property
+    def lease_s(self) -> float: ...
+
+    def claim(self, owner: str, kinds: Sequence[str], limit: int = 1) -> list[ClaimedJob]: ...
+
+    def heartbeat(self, job: ClaimedJob, *, progress: float | None = None, message: str | None = None) -> bool: ...
+
+    def complete(self, job: ClaimedJob, result: dict[str, Any] | None = None, *,
+                 also: Callable[[Connection], None] | None = None) -> None: ...  # fmt: skip
+
+    def fail(self, job: ClaimedJob, error: str, *, retry: bool = True) -> JobStatus: ...
+
+    def release(self, job: ClaimedJob, reason: str) -> None: ...
+
+    def cancel_claimed(self, job: ClaimedJob, reason: str) -> None: ...
 
 
 class JobFailed(Exception):
@@ -60,7 +82,7 @@ class Lease:
     progress riding along. ``lost`` turns true once another attempt owns the job (this worker stalled
     past the lease); the attempt should then stop and write nothing."""
 
-    def __init__(self, queue: JobQueue, job: ClaimedJob, worker_stop: threading.Event) -> None:
+    def __init__(self, queue: LeaseQueue, job: ClaimedJob, worker_stop: threading.Event) -> None:
         self.queue = queue
         self.job = job
         self.worker_stop = worker_stop

@@ -3,7 +3,10 @@ the sandbox (:mod:`ai_plugins.sandbox`), vendor-hosted ones by a call to their e
 token scoped to the one study they are given.
 
 Every handler that needs a plugin's answer calls :func:`invoke_plugin`: a clinical run on the study
-itself, a benchmark case on the study (never by a hosted plugin: a test case does not leave).
+itself, a benchmark case on the study (never by a hosted plugin: a test case does not leave). An
+edge worker (:mod:`ai_plugins.edge`) runs its installed plugins with :func:`run_installed`, reading
+the study over DICOMweb; whoever ran the plugin, findings that come from outside a child of the
+archive's own workers are turned into SR/SEG by the archive itself (:func:`archive_results`).
 Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed` with one
 sentence; the child is killed at the job's timeout or as soon as the lease says stop.
 """
@@ -23,7 +26,7 @@ from ai_plugins.runner.handler import JobFailed, Lease
 from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
 from ai_plugins.runner.remote import RemoteError, call_remote, job_request
 from ai_plugins.runner.results import ResultObject, ResultUids, build_result_objects
-from ai_plugins.runner.source import ArchiveSource
+from ai_plugins.runner.source import ArchiveReader, ArchiveSource, StudyReader
 from ai_plugins.runner.tokens import issue_job_token
 from ai_plugins.sandbox import SandboxUnavailable, run_sandboxed
 from ai_plugins.sandbox.case import NothingToRun, case_directory
@@ -76,14 +79,31 @@ def invoke_plugin(archive: Archive, registry: PluginRegistry, plugin: PluginView
     installed = registry.installed(plugin.name, plugin.version)
     if installed is None:
         raise JobFailed(f"{plugin.key} is not installed on worker {job.owner}")
+    return run_installed(installed.ref, ArchiveReader(archive.settings), lease, study_uid=study_uid, uids=uids,
+                         key=plugin.key)  # fmt: skip
+
+
+def run_installed(ref: str, reader: StudyReader, lease: Lease, *, study_uid: str, uids: ResultUids | None,
+                  key: str) -> PluginAnswer:  # fmt: skip
+    """An installed plugin (``module:qualname``) in a child process that reads the study with ``reader``
+    (the archive on its workers, DICOMweb on an edge worker); with ``uids`` the child builds the SR/SEG."""
+    job = lease.job
     lease.progress(0.05, "starting the plugin")
-    task = ChildTask(archive.settings, study_uid, installed.ref, uids, job.id)
+    task = ChildTask(reader, study_uid, ref, uids, job.id)
     outcome = run_in_child(task, job.timeout_s, on_progress=lease.progress, should_stop=lease.stopping)
     if not outcome.ok:
         if outcome.detail:
-            log.warning("job %d (%s) failed in the plugin:\n%s", job.id, plugin.key, outcome.detail)
+            log.warning("job %d (%s) failed in the plugin:\n%s", job.id, key, outcome.detail)
         raise JobFailed(outcome.error)
     return PluginAnswer(Findings.from_json(outcome.findings_json), outcome.objects)
+
+
+def archive_results(archive: Archive, plugin: PluginView, study_uid: str, findings: Findings,
+                    uids: ResultUids) -> PluginAnswer:  # fmt: skip
+    """``findings`` with the SR/SEG the archive writes of them (a package's, a hosted plugin's or an edge
+    worker's findings: the archive alone writes their DICOM objects)."""
+    study = StudyInput(study_uid, ArchiveSource(archive.engine, archive.store, study_uid))
+    return PluginAnswer(findings, tuple(build_result_objects(findings, study, plugin.info(), uids)))
 
 
 def _sandboxed(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str,
@@ -118,8 +138,7 @@ def _sandboxed(archive: Archive, plugin: PluginView, lease: Lease, study_uid: st
     if uids is None:
         return PluginAnswer(findings)
     lease.progress(0.7, "writing results")
-    study = StudyInput(study_uid, source)
-    return PluginAnswer(findings, tuple(build_result_objects(findings, study, plugin.info(), uids)))
+    return archive_results(archive, plugin, study_uid, findings, uids)
 
 
 def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, series_uids: Sequence[str],
@@ -142,5 +161,4 @@ def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, 
     if answer.findings is None or uids is None:
         return PluginAnswer(answer.findings, stored_instances=answer.stored_instances)
     lease.progress(0.7, "writing results")
-    study = StudyInput(study_uid, ArchiveSource(archive.engine, archive.store, study_uid))
-    return PluginAnswer(answer.findings, tuple(build_result_objects(answer.findings, study, plugin.info(), uids)))
+    return archive_results(archive, plugin, study_uid, answer.findings, uids)

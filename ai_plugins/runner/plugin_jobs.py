@@ -15,13 +15,15 @@ the same records. The job's completion also records an ``ai.result`` event for t
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ColumnElement, Engine, and_, not_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ai_plugins.benchmarks.visibility import benchmark_material
 from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, Lease
 from ai_plugins.runner.invoke import PluginAnswer, invoke_plugin
 from ai_plugins.runner.models import PluginResult
@@ -72,6 +74,11 @@ class PluginJobs:
                                series_uids=[str(s) for s in job.payload.get("series", [])],
                                uids=ResultUids.for_job(job.dedupe_key))  # fmt: skip
         lease.progress(0.85, "storing results")
+        return self.finish(job, plugin, answer)
+
+    def finish(self, job: ClaimedJob, plugin: PluginView, answer: PluginAnswer) -> Done:
+        """Store what ``answer`` holds (or check what a hosted plugin stored itself) as ``job``'s output;
+        the :class:`Done` that completes the job. An edge worker's findings end here too."""
         stored = self._vendor_stored(job, answer.stored_instances) if answer.findings is None else \
             self._store(job, plugin, answer)
         summary = summarise(answer.findings)
@@ -99,6 +106,16 @@ class PluginJobs:
             if not result.ok:
                 raise JobFailed(f"the archive refused the {obj.kind}: {result.reason}")
         return stored
+
+
+def edge_only(plugins: Collection[str]) -> ColumnElement[bool] | None:
+    """The claim filter of the archive's own workers: clinical runs of ``plugins`` (``EDGE_PLUGINS``)
+    are left to edge workers, whatever is installed here; but not those on benchmark material, which no
+    edge worker is given (:func:`~ai_plugins.benchmarks.visibility.benchmark_material`)."""
+    if not plugins:
+        return None
+    return not_(and_(Job.kind == JOB_KIND, Job.target.in_(sorted(plugins)),
+                     Job.study_uid.not_in(benchmark_material())))  # fmt: skip
 
 
 def summarise(findings: Findings | None) -> dict[str, Any]:

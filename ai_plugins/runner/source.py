@@ -1,18 +1,53 @@
 """The SDK's :class:`~ai_plugins.sdk.InstanceSource` over the archive: index for the listing,
-:mod:`pacs.retrieve` for the bytes, restricted to the one study the job is about."""
+:mod:`pacs.retrieve` for the bytes, restricted to the one study the job is about.
+
+A :class:`StudyReader` is how a plugin's child process opens its study: :class:`ArchiveReader` on a
+worker of the archive (its own engine and object store connection), the DICOMweb reader of
+:mod:`ai_plugins.edge.source` on an edge worker. Readers are pickled to the child.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import Engine
 
 from ai_plugins.runner.routing import StudyContents, study_contents
-from ai_plugins.sdk import SeriesInfo
+from ai_plugins.sdk import InstanceSource, SeriesInfo
 from pacs.access import AccessScope
 from pacs.retrieve import find_instances, open_instance
+from pacs.settings import Settings
 from pacs.storage import ObjectStore
+
+
+class StudyReader(Protocol):
+    """Opens one study's instances for a plugin (in the plugin's child process)."""
+
+    def open(self, study_uid: str) -> AbstractContextManager[InstanceSource]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveReader:
+    """The study read from the archive's index and object store, named by ``settings``."""
+
+    settings: Settings
+
+    @contextmanager
+    def open(self, study_uid: str) -> Iterator[InstanceSource]:
+        from pacs.index import db
+        from pacs.storage import open_store
+
+        engine = db.make_engine(self.settings.resolved_database_url, pool_size=2)
+        store = open_store(self.settings)
+        try:
+            yield ArchiveSource(engine, store, study_uid)
+        finally:
+            store.close()
+            engine.dispose()
 
 _READERS = 8
 

@@ -1,7 +1,8 @@
 """Who is calling, and the :class:`~pacs.access.AccessScope` that follows from it.
 
 A principal is a user (admin, physician, patient, vendor), a visitor holding an opened share link,
-a vendor-hosted plugin holding a job token, or a user and a share link at once (a signed-in
+a vendor-hosted plugin holding a job token, an edge worker (which sees no study at all: it leases
+jobs, and reads each job's study with that job's token), or a user and a share link at once (a signed-in
 patient who opened a share link to claim the study). ``scope_for`` is the only place where roles
 turn into visible studies: admin and physician see every study; a
 patient sees the studies of the (PatientID, IssuerOfPatientID) pairs linked to the account; a
@@ -51,6 +52,7 @@ class Principal:
     share: ShareGrant | None = None
     via: Via = "session"
     job: PluginJob | None = None
+    edge: str | None = None  # an edge worker, by name: reaches the edge job routes only
     # Benchmark studies (issue 7, ``ai_plugins.benchmarks.visibility``): hidden whatever the role
     # allows (test cases), and granted besides it (de-identified dev copies for vendors).
     hidden_study_uids: frozenset[str] = field(default_factory=frozenset)
@@ -80,6 +82,8 @@ class Principal:
             return self.username
         if self.job is not None:
             return f"job:{self.job.job_id}"
+        if self.edge is not None:
+            return f"edge:{self.edge}"
         return f"share:{self.share.share_id}" if self.share else "anonymous"
 
     def has_role(self, *roles: str) -> bool:

@@ -13,7 +13,8 @@ request is recorded as in the audit trail.
 Callers: the four account roles; a share visitor (an opened share link, no account), who reaches
 only routes that admit ``share`` (and, through the scope, only its one study); and a plugin job
 token, which reaches only routes that admit ``job`` and whose ``{study}`` path parameter is its own
-study (its study's DICOMweb resources, and STOW-RS into that study).
+study (its study's DICOMweb resources, and STOW-RS into that study); and an edge worker's token,
+which reaches only routes that admit ``edge`` (leasing and finishing jobs, ``/api/edge/…``).
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ class AccessRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """Who may call a route: account ``roles``, share visitors, plugin job tokens on their study."""
+    """Who may call a route: account ``roles``, share visitors, plugin job tokens on their study, edge workers."""
 
     name: str
     roles: frozenset[str] = frozenset()
     share: bool = False
     job: bool = False
+    edge: bool = False
     credentials: Credentials = Credentials.REQUIRED
     audit: Audit | None = None
 
@@ -72,6 +74,8 @@ class Rule:
     def admits(self, principal: Principal, path_params: dict[str, str]) -> bool:
         if principal.role is not None:
             return principal.role in self.roles
+        if principal.edge is not None:
+            return self.edge
         if principal.job is not None and principal.share is None:
             return self.job and path_params.get("study") == principal.job.study_uid
         return self.share and principal.share is not None
@@ -123,6 +127,8 @@ SHARERS = allow("sharers", "admin", "physician", "patient")
 #: Plugins, jobs and benchmarks: staff and vendors.
 AI_READERS = allow("ai-readers", "admin", "physician", "vendor")
 VENDOR_OR_ADMIN = allow("vendor-or-admin", "admin", "vendor")
+#: Edge workers leasing and finishing clinical plugin jobs (``/api/edge/…``): their tokens only.
+EDGE_WORKERS = Rule("edge-workers", edge=True)
 
 # The admitted caller, typed, for handlers that need it.
 Visitor = Annotated[Principal | None, Depends(PUBLIC)]
@@ -136,6 +142,7 @@ AdminOrPatient = Annotated[Principal, Depends(ADMIN_OR_PATIENT)]
 Sharer = Annotated[Principal, Depends(SHARERS)]
 AiReader = Annotated[Principal, Depends(AI_READERS)]
 VendorOrAdmin = Annotated[Principal, Depends(VENDOR_OR_ADMIN)]
+EdgeWorker = Annotated[Principal, Depends(EDGE_WORKERS)]
 FeedReader = Annotated[Principal, Depends(FEED_READERS)]
 WebhookAdmin = Annotated[Principal, Depends(WEBHOOK_ADMINS)]
 RoutingAdmin = Annotated[Principal, Depends(ROUTING_ADMINS)]
@@ -203,6 +210,8 @@ def _check(rule: Rule, request: Request, resolution: Resolution) -> None:
 def refusal_text(principal: Principal) -> str:
     if principal.role is not None:
         return "your account may not do this"
+    if principal.edge is not None:
+        return f"an edge worker's token ({principal.edge}) only leases and finishes plugin jobs"
     if principal.job is not None and principal.share is None:
         return (f"this plugin job token (job {principal.job.job_id}) only reads its job's study over DICOMweb "
                 "and stores the job's results into it")

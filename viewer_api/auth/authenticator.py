@@ -1,9 +1,9 @@
 """Turning request credentials into a :class:`~pacs.accounts.principal.Principal`.
 
-Order: ``Authorization: Bearer`` (an API key ``cfk_…``, a JWT access token, or a plugin job token
-from :mod:`ai_plugins.runner.tokens`; if present it must be valid, no fallback), then the browser
-session cookie, then the share cookie (which adds its one study to a signed-in user, or stands
-alone for a visitor). Every credential is re-checked against
+Order: ``Authorization: Bearer`` (an API key ``cfk_…``, an edge worker's token ``cfe_…``, a JWT
+access token, or a plugin job token from :mod:`ai_plugins.runner.tokens`; if present it must be
+valid, no fallback), then the browser session cookie, then the share cookie (which adds its one
+study to a signed-in user, or stands alone for a visitor). Every credential is re-checked against
 the database on each request, so disabling a user or revoking a key or link takes effect at once;
 when the database cannot answer, :class:`~pacs.errors.StorageUnavailable` says so (503, retry later).
 """
@@ -21,6 +21,8 @@ from ai_plugins.review.service import release_reviewed
 from ai_plugins.runner.own_results import release_own_results
 from ai_plugins.runner.tokens import check_job_token
 from pacs.accounts.api_keys import authenticate_api_key
+from pacs.accounts.edge_workers import PREFIX as EDGE_PREFIX
+from pacs.accounts.edge_workers import authenticate_edge_worker
 from pacs.accounts.keys import secret_key
 from pacs.accounts.principal import PluginJob, Principal
 from pacs.accounts.shares import active_grant
@@ -116,6 +118,11 @@ class Authenticator:
         if credential.startswith("cfk_"):
             user = authenticate_api_key(self.engine, credential)
             return Resolution(user.principal("api_key") if user else None, bad_bearer=user is None)
+        if credential.startswith(EDGE_PREFIX):
+            edge = authenticate_edge_worker(self.engine, credential)
+            if edge is None:
+                return Resolution(None, bad_bearer=True)
+            return Resolution(Principal(username=f"edge:{edge.name}", edge=edge.name, via="api_key"))
         claims = self.signer.check(credential, "access")
         if claims is None:
             job = check_job_token(self.key, credential)

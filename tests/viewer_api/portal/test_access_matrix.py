@@ -18,6 +18,7 @@ from sqlalchemy import insert, select
 from ai_plugins.runner.models import PluginRecord
 from ai_plugins.sdk import Classification, Findings, PluginInfo, codes
 from ai_plugins.sr import build_measurement_report
+from pacs.accounts.edge_workers import add_edge_worker
 from pacs.accounts.principal import Principal
 from pacs.index.db import utcnow
 from pacs.reports import service as reports
@@ -161,6 +162,15 @@ def _owned_amendment(s: Site) -> str:
 def _draft_body(_s: Site, _kind: str) -> dict[str, object]:
     return {"json": {"sections": {"findings": "Saved by the matrix."}}}
 
+EDGE_BODIES: dict[str, dict[str, object]] = {
+    "lease": {"worker_id": "matrix", "plugins": []},
+    "heartbeat": {"worker_id": "matrix", "attempt": 1},
+    "complete": {"worker_id": "matrix", "attempt": 1, "findings": {}},
+    "fail": {"worker_id": "matrix", "attempt": 1, "error": "x"},
+    "release": {"worker_id": "matrix", "attempt": 1},
+}
+#: What an edge worker's token gets from its own routes: a lease answer, and 409 for a job it does not hold.
+EDGE_OWN = {"edge-lease": 200, "edge-heartbeat": 409, "edge-complete": 409, "edge-fail": 409, "edge-release": 409}
 
 CASES: list[Case] = [
     # DICOMweb and WADO-URI
@@ -263,6 +273,10 @@ CASES: list[Case] = [
          lambda _s, k: {"json": {"accession_number": f"MX{KINDS.index(k)}", "patient_id": "P1", "modality": "CT"}}),
     Case("worklist-entry", "GET", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
     Case("worklist-cancel", "DELETE", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
+    # Edge workers (issue 15): their tokens only (see test_edge_worker_reaches_only_the_edge_routes)
+    *[Case(f"edge-{action}", "POST", lambda s, a=action: f"/api/edge/jobs/{a if a == 'lease' else '1/' + a}",
+           row(401, 403, 403, 403, 403, 403), lambda _s, _k, b=body: {"json": b})
+      for action, body in EDGE_BODIES.items()],
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
@@ -281,6 +295,24 @@ def test_access(site: Site, case: Case, kind: str) -> None:
                               **kwargs)  # type: ignore[arg-type]
     client.close()
     assert response.status_code == case.expect[kind], f"{case.method} {case.name} as {kind}: {response.text[:200]}"
+
+
+@pytest.fixture(scope="module")
+def edge_token(site: Site) -> str:
+    return add_edge_worker(site.archive.engine, "matrix-edge", created_by="admin")[1]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_edge_worker_reaches_only_the_edge_routes(site: Site, edge_token: str, case: Case) -> None:
+    """An edge worker's token: its own routes, and a 403 wherever a signed-in caller is needed."""
+    client = site.new_client(headers={"Authorization": f"Bearer {edge_token}"})
+    kwargs: dict[str, object] = case.body(site, "anonymous") if case.body else {}
+    response = client.request(case.method, case.path(site), follow_redirects=False, **kwargs)  # type: ignore[arg-type]
+    client.close()
+    if case.name in EDGE_OWN:
+        assert response.status_code == EDGE_OWN[case.name], response.text[:200]
+    elif case.expect["anonymous"] == 401:
+        assert response.status_code == 403, f"{case.method} {case.name} as an edge worker: {response.text[:200]}"
 
 
 def test_lists_hold_only_what_the_caller_may_see(site: Site) -> None:
