@@ -2,12 +2,17 @@
 
 A physician or an admin may share any study; a patient only the studies linked to the account.
 The link's token is never stored; the owner is shown the URL (and QR code) again on request.
+
+A share made ``for_clinician`` (a doctor at another hospital) also answers with the archive's
+DICOMweb base URL and a read-only bearer token for that one study: what ``dicomweb-client``,
+OHIF (``ohif_url`` opens this archive's OHIF with it) and ``cloudfilm import-share`` take.
 """
 
 from __future__ import annotations
 
 import io
 from datetime import datetime
+from urllib.parse import urlencode
 
 import segno
 from fastapi import APIRouter, HTTPException, Request
@@ -30,6 +35,8 @@ class ShareRequest(BaseModel):
     expires_in_days: int | None = Field(default=None, ge=1, description="default: CLOUDFILM_SHARE_DEFAULT_DAYS")
     pin: str | None = Field(default=None, description="4 to 12 digits; asked before the study opens")
     allow_download: bool = False
+    for_clinician: bool = Field(default=False, description="also give a read-only DICOMweb token for this study")
+    recipient: str = Field(default="", max_length=128, description="whom it is for (the clinician, the hospital)")
 
 
 class ShareOut(BaseModel):
@@ -48,6 +55,11 @@ class ShareOut(BaseModel):
     last_viewed_at: datetime | None
     revoked_at: datetime | None
     locked_until: datetime | None
+    for_clinician: bool
+    recipient: str
+    dicomweb_url: str | None  # clinician shares: the DICOMweb base URL (QIDO-RS, WADO-RS) …
+    dicomweb_token: str | None  # … and the bearer token that reads the one study there
+    ohif_url: str | None  # clinician shares, when OHIF is installed: the study in OHIF, token included
 
 
 def base_url(request: Request) -> str:
@@ -59,14 +71,24 @@ def share_url(request: Request, token: str) -> str:
     return f"{base_url(request)}/s/{token}"
 
 
+def _ohif_url(request: Request, share: ShareInfo) -> str | None:
+    if share.dicomweb_token is None or archive_of(request).settings.ohif_dir is None:
+        return None
+    query = urlencode({"StudyInstanceUIDs": share.study_uid, "token": share.dicomweb_token})
+    return f"{base_url(request)}/ohif/viewer?{query}"
+
+
 def _out(request: Request, share: ShareInfo) -> ShareOut:
     api = f"/api/studies/{share.study_uid}/shares/{share.id}"
+    clinician = share.dicomweb_token is not None
     return ShareOut(
         id=share.id, url=share_url(request, share.token or ""), qr_png=f"{api}/qr.png", qr_svg=f"{api}/qr.svg",
         study_uid=share.study_uid, created_at=share.created_at, created_by=share.created_by,
         expires_at=share.expires_at, status=share.status().value, has_pin=share.has_pin,
         allow_download=share.allow_download, views=share.views, last_viewed_at=share.last_viewed_at,
-        revoked_at=share.revoked_at, locked_until=share.locked_until,
+        revoked_at=share.revoked_at, locked_until=share.locked_until, for_clinician=share.clinician,
+        recipient=share.recipient, dicomweb_url=f"{base_url(request)}/dicomweb" if clinician else None,
+        dicomweb_token=share.dicomweb_token, ohif_url=_ohif_url(request, share),
     )
 
 
@@ -89,10 +111,12 @@ def create(principal: Sharer, request: Request, study_uid: str, body: ShareReque
         auth.engine, auth.key, study_uid, created_by=principal.user_id,
         expires_in_days=body.expires_in_days or min(settings.share_default_days, settings.share_max_days),
         max_days=settings.share_max_days, pin=body.pin or None, allow_download=body.allow_download,
+        clinician=body.for_clinician, recipient=body.recipient,
     )
     audit(request, Action.SHARE_CREATE, study_uid=study_uid, patient_id=header.patient_id,
           detail=f"share {share.id}, expires {share.expires_at:%Y-%m-%d}, pin={share.has_pin}, "
-                 f"download={share.allow_download}")
+                 f"download={share.allow_download}"
+                 + (f", DICOMweb token for {share.recipient or 'a clinician'}" if share.clinician else ""))
     return _out(request, share)
 
 
