@@ -201,21 +201,26 @@ class Server:
 def live_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``site`` behind uvicorn on a free loopback port."""
     for built in build_site(Path(tmp_path_factory.mktemp("live")), institution_name=HOSPITAL):
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(built.app, host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False))
-        thread = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        try:
-            yield Server(f"http://127.0.0.1:{port}", built)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+        yield from serve_site(built)
+
+
+def serve_site(built: Site) -> Iterator[Server]:
+    """``built`` behind uvicorn on a free loopback port, until the generator is closed."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(built.app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", built)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def http(server: Server) -> httpx.Client:
