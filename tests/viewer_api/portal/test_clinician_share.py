@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from playwright.sync_api import Request, sync_playwright
+from playwright.sync_api import Page, Request, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.viewer_api.portal.conftest import Server, Site, build_site, http, serve_site
 from tests.viewer_api.test_ohif import ARTIFACTS, CHROMIUM, ohif_dist, viewport_pixels  # noqa: F401 (fixture)
@@ -47,6 +49,14 @@ def test_share_api_gives_the_dicomweb_url_and_token(fresh_site: Site) -> None:
     assert refused.status_code == 401 and "the bearer token or API key is not valid" in refused.text
 
 
+def _pixels(page: Page) -> np.ndarray:
+    """The viewport's grey levels; blank while OHIF replaces the canvas being measured."""
+    try:
+        return viewport_pixels(page)
+    except PlaywrightTimeout:
+        return np.zeros((1, 1), dtype=np.uint8)
+
+
 @pytest.fixture(scope="module")
 def ohif_server(tmp_path_factory: pytest.TempPathFactory, ohif_dist: Path) -> Iterator[Server]:  # noqa: F811
     for built in build_site(Path(tmp_path_factory.mktemp("ohif-share")), ohif_dir=ohif_dist):
@@ -75,9 +85,10 @@ def test_ohif_opens_the_shared_study_with_the_token_alone(ohif_server: Server) -
             page.on("response", lambda resp: failures.append(f"{resp.status} {resp.url}")
                     if resp.url.startswith(ohif_server.url) and resp.status >= 400 else None)  # fmt: skip
             page.goto(ohif_url, wait_until="networkidle", timeout=90_000)
+            page.set_default_timeout(5_000)  # a canvas that vanished while measured: look again soon
             deadline = time.monotonic() + 60
             while True:
-                pixels = viewport_pixels(page)
+                pixels = _pixels(page)
                 if pixels.std() > 10:  # the CT slice, not a blank canvas
                     break
                 assert time.monotonic() < deadline, f"the viewport stayed blank; failures: {failures}"
