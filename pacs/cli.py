@@ -135,6 +135,53 @@ def import_(
         raise typer.Exit(1)
 
 
+@app.command("import-share")
+def import_share_cmd(
+    url: Annotated[str, typer.Argument(
+        help="The share's DICOMweb URL (…/dicomweb, or …/dicomweb/studies/{StudyInstanceUID}).")],
+    token: Annotated[str, typer.Argument(help="The share's DICOMweb token (cfs_…); - reads it from stdin.")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=16, help="Instances fetched at once.")] = 4,
+) -> None:
+    """Pull a study another archive shared with a clinician here into this archive, byte for byte.
+
+    Each instance this archive lacks is retrieved over WADO-RS as the other archive stores it and
+    stored through the same path as ``import``; a second run fetches nothing."""
+    from pacs.share_import import import_share  # the HTTP client is loaded only when needed
+    from pacs.wado_client import DicomwebError
+
+    settings = settings_or_exit()
+    secret = sys.stdin.readline().strip() if token == "-" else token.strip()
+    if not secret:
+        console.print("[red]error:[/red] no token given", highlight=False)
+        raise typer.Exit(2)
+    archive = open_archive_or_exit(settings, create=True)
+    try:
+        with Progress(TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=not sys.stderr.isatty()) as progress:
+            task: TaskID | None = None
+
+            def advance(done: int, total: int) -> None:
+                nonlocal task
+                if task is None:
+                    task = progress.add_task("import-share", total=total)
+                progress.update(task, completed=done)
+
+            report = import_share(archive.ingest, archive.engine, url, secret, jobs=jobs, progress=advance)
+    except DicomwebError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+    for sop_uid in report.kept_existing:
+        console.print(f"[yellow]kept existing[/yellow] {sop_uid}: this archive holds another version", highlight=False)
+    for sop_uid, reason in report.rejected:
+        console.print(f"[red]rejected[/red] {sop_uid}: {reason}", highlight=False, soft_wrap=True)
+    out.print(f"study {report.study_uid}: {report.listed} instances, {report.stored} stored, "
+              f"{report.already_here} already here, {len(report.rejected)} rejected", highlight=False)
+    if not report.complete:
+        raise typer.Exit(1)
+
+
 def _file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
     """The archive's File Meta Information for a data set imported without one (no Source AE Title)."""
     from pacs.dimse.store import archive_meta  # the DICOM network stack is loaded only when needed

@@ -17,12 +17,12 @@ CLOUDFILM = str(Path(sys.executable).with_name("cloudfilm"))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+            timeout: float = 300, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_")}
     full_env["COLUMNS"] = "200"  # tables as wide as a terminal, whatever width pytest's runner has
     full_env.update(env or {})
     return subprocess.run([CLOUDFILM, *args], env=full_env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, input=input_text)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -37,6 +37,7 @@ class Action(StrEnum):
     SHARE_OPEN = "share-open"
     SHARE_PIN_FAILURE = "share-pin-failure"
     SHARE_CLAIM = "share-claim"
+    SHARE_TOKEN = "share-token"  # a request with a clinician share's DICOMweb token (every one, refusals too)
     DELETE = "delete"
     STOW = "stow"
     C_STORE = "c-store"
@@ -97,7 +98,8 @@ class AuditEvent:
             username=principal.username if principal.is_user else event.username,
             role=principal.role or "",
             user_id=principal.user_id,
-            share_id=principal.share.share_id if principal.share else None,
+            share_id=(principal.share.share_id if principal.share
+                      else principal.dicomweb.share_id if principal.dicomweb else None),
         )
 
 

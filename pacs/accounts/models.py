@@ -80,10 +80,12 @@ class PatientLink(Base):
 
 
 class Share(Base):
-    """A link to one study: ``/s/{token}``, the token kept only as its SHA-256."""
+    """A link to one study: ``/s/{token}``, the token kept only as its SHA-256. A share made for a
+    clinician also opens the study over DICOMweb with a bearer token (its SHA-256 kept likewise)."""
 
     __tablename__ = "shares"
-    __table_args__ = (Index("ix_shares_study", "study_uid"),)
+    __table_args__ = (Index("ix_shares_study", "study_uid"),
+                      Index("ux_shares_dicomweb_token", "dicomweb_token_hash", unique=True))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -100,6 +102,9 @@ class Share(Base):
     views: Mapped[int] = mapped_column(Integer, default=0)
     last_viewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Clinician shares only: the DICOMweb bearer token, HMAC(secret key, "dicomweb:" + salt), as SHA-256.
+    dicomweb_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recipient: Mapped[str] = mapped_column(String(128), default="", server_default="")
 
 
 class AuditRow(Base):

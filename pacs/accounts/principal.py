@@ -1,14 +1,15 @@
 """Who is calling, and the :class:`~pacs.access.AccessScope` that follows from it.
 
 A principal is a user (admin, physician, patient, vendor), a visitor holding an opened share link,
-a vendor-hosted plugin holding a job token, an edge worker (which sees no study at all: it leases
-jobs, and reads each job's study with that job's token), or a user and a share link at once (a signed-in
+a clinician elsewhere holding a share's DICOMweb token, a vendor-hosted plugin holding a job token,
+an edge worker (which sees no study at all: it leases jobs, and reads each job's study with that
+job's token), or a user and a share link at once (a signed-in
 patient who opened a share link to claim the study). ``scope_for`` is the only place where roles
 turn into visible studies: admin and physician see every study; a
 patient sees the studies of the (PatientID, IssuerOfPatientID) pairs linked to the account; a
-vendor sees nothing directly; an opened share or a plugin job adds exactly its one study. Inside
-those studies, patients and share visitors see no result objects (SR, SEG) but those a physician
-released, and a plugin job none but its own vendor's.
+vendor sees nothing directly; an opened share, a share's DICOMweb token or a plugin job adds exactly
+its one study. Inside those studies, patients and share visitors (DICOMweb tokens included) see no
+result objects (SR, SEG) but those a physician released, and a plugin job none but its own vendor's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Literal
 from pacs.access import AccessScope
 
 Role = Literal["admin", "physician", "patient", "vendor"]
-Via = Literal["session", "bearer", "api_key", "share", "local"]
+Via = Literal["session", "bearer", "api_key", "share", "share_token", "local"]
 STAFF_ROLES: frozenset[str] = frozenset({"admin", "physician"})
 
 
@@ -30,6 +31,14 @@ class ShareGrant:
     share_id: int
     study_uid: str
     allow_download: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DicomwebGrant:
+    """A clinician share's bearer token: reads one study over DICOMweb (QIDO-RS, WADO-RS), nothing else."""
+
+    share_id: int
+    study_uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,7 @@ class Principal:
     via: Via = "session"
     job: PluginJob | None = None
     edge: str | None = None  # an edge worker, by name: reaches the edge job routes only
+    dicomweb: DicomwebGrant | None = None
     # Benchmark studies (issue 7, ``ai_plugins.benchmarks.visibility``): hidden whatever the role
     # allows (test cases), and granted besides it (de-identified dev copies for vendors).
     hidden_study_uids: frozenset[str] = field(default_factory=frozenset)
@@ -84,6 +94,8 @@ class Principal:
             return f"job:{self.job.job_id}"
         if self.edge is not None:
             return f"edge:{self.edge}"
+        if self.dicomweb is not None:
+            return f"share:{self.dicomweb.share_id}"
         return f"share:{self.share.share_id}" if self.share else "anonymous"
 
     def has_role(self, *roles: str) -> bool:
@@ -91,9 +103,10 @@ class Principal:
 
     @property
     def sees_released_results_only(self) -> bool:
-        """A patient, a share visitor or a plugin job (never staff): sees only the released result objects."""
+        """A patient, a share visitor (with a link or a DICOMweb token) or a plugin job (never staff): sees
+        only the released result objects."""
         return self.role not in STAFF_ROLES and (self.role == "patient" or self.share is not None
-                                                 or self.job is not None)  # fmt: skip
+                                                 or self.dicomweb is not None or self.job is not None)  # fmt: skip
 
 
 def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset()) -> AccessScope:
@@ -102,6 +115,8 @@ def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = froze
     shared = frozenset({principal.share.study_uid}) if principal.share else frozenset()
     if principal.job is not None:
         shared |= {principal.job.study_uid}
+    if principal.dicomweb is not None:
+        shared |= {principal.dicomweb.study_uid}
     shared |= principal.granted_study_uids
     hidden = frozenset() if principal.role == "admin" else hidden_study_uids | principal.hidden_study_uids
     if principal.role in STAFF_ROLES:

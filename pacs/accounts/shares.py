@@ -4,6 +4,11 @@ The token is ``HMAC-SHA256(secret key, random salt)`` truncated to 160 bits: the
 salt and the token's SHA-256 only, so a copy of the database alone opens nothing, while the owner
 can still be shown the link and its QR code again. Five wrong PINs (or birth dates, when a patient
 claims the study) lock the link for 15 minutes.
+
+A share made for a clinician elsewhere also carries a DICOMweb bearer token (``cfs_…``, derived the
+same way from the same salt under another label, kept as its SHA-256): with the archive's
+``/dicomweb`` URL it reads the one study over QIDO-RS and WADO-RS, for as long as the link lives.
+Revoking the link revokes the token; the PIN guards the phone page only.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pacs.accounts.errors import InvalidAccountData
 from pacs.accounts.hashing import derive_token, digest, hash_secret, verify_secret
 from pacs.accounts.models import Share, User
 from pacs.accounts.patients import link_patient
-from pacs.accounts.principal import ShareGrant
+from pacs.accounts.principal import DicomwebGrant, ShareGrant
 from pacs.accounts.tx import aware, aware_or_none, reading, writing
 from pacs.errors import NotFound
 from pacs.index.db import utcnow
@@ -33,6 +38,9 @@ from pacs.notify.outbox import share_delivery
 MAX_TRIES = 5
 LOCK_FOR = timedelta(minutes=15)
 _PIN = re.compile(r"^[0-9]{4,12}$")
+#: How a share's DICOMweb bearer token starts (API keys start ``cfk_``, JWTs ``ey``).
+DICOMWEB_TOKEN_PREFIX = "cfs_"
+RECIPIENT_MAX = 128
 
 
 class ShareStatus(StrEnum):
@@ -56,6 +64,9 @@ class ShareInfo:
     revoked_at: datetime | None
     locked_until: datetime | None
     created_by_name: str = ""  # the creator's full name (else username), as the visitor is told who shared
+    clinician: bool = False  # made for a clinician: carries a DICOMweb bearer token
+    recipient: str = ""  # whom it was made for, in the sharer's words
+    dicomweb_token: str | None = None  # clinician shares, when a key was given to derive it
 
     def status(self, now: datetime | None = None) -> ShareStatus:
         if self.revoked_at is not None:
@@ -70,15 +81,25 @@ class ShareInfo:
     def grant(self) -> ShareGrant:
         return ShareGrant(self.id, self.study_uid, self.allow_download)
 
+    def dicomweb_grant(self) -> DicomwebGrant:
+        return DicomwebGrant(self.id, self.study_uid)
+
+
+def dicomweb_token(key: bytes, salt: str) -> str:
+    """The DICOMweb bearer token of the clinician share with ``salt``: another HMAC label than the link's."""
+    return DICOMWEB_TOKEN_PREFIX + derive_token(key, "dicomweb:" + salt)
+
 
 def _info(share: Share, key: bytes | None, created_by: tuple[str, str]) -> ShareInfo:
+    clinician = share.dicomweb_token_hash is not None
     return ShareInfo(
         id=share.id, study_uid=share.study_uid, token=derive_token(key, share.token_salt) if key else None,
         created_by=created_by[0], created_by_name=created_by[1], created_at=aware(share.created_at),
         expires_at=aware(share.expires_at),
         has_pin=share.pin_hash is not None, allow_download=share.allow_download, views=share.views,
         last_viewed_at=aware_or_none(share.last_viewed_at), revoked_at=aware_or_none(share.revoked_at),
-        locked_until=aware_or_none(share.locked_until),
+        locked_until=aware_or_none(share.locked_until), clinician=clinician, recipient=share.recipient or "",
+        dicomweb_token=dicomweb_token(key, share.token_salt) if key and clinician else None,
     )
 
 
@@ -90,10 +111,11 @@ def _creator(session: Session, share: Share) -> tuple[str, str]:
 
 def create_share(
     engine: Engine, key: bytes, study_uid: str, *, created_by: int | None, expires_in_days: int,
-    max_days: int, pin: str | None = None, allow_download: bool = False,
-    notify: Sequence[tuple[str, str]] = (), greet_patient: bool = False,
+    max_days: int, pin: str | None = None, allow_download: bool = False, clinician: bool = False,
+    recipient: str = "", notify: Sequence[tuple[str, str]] = (), greet_patient: bool = False,
 ) -> ShareInfo:
-    """A new link to ``study_uid`` (which must exist), valid for ``expires_in_days`` (1..max_days).
+    """A new link to ``study_uid`` (which must exist), valid for ``expires_in_days`` (1..max_days);
+    with ``clinician``, also a DICOMweb bearer token for the clinician ``recipient`` names.
 
     ``notify`` names the (channel, address) pairs the link is sent to, as messages owed in the same
     transaction (:mod:`pacs.notify.outbox`); ``greet_patient`` greets them by the patient's first
@@ -102,6 +124,9 @@ def create_share(
         raise InvalidAccountData(f"a share link lasts 1 to {max_days} days")
     if pin is not None and not _PIN.match(pin):
         raise InvalidAccountData("a PIN is 4 to 12 digits")
+    recipient = recipient.strip()
+    if len(recipient) > RECIPIENT_MAX or not recipient.isprintable():
+        raise InvalidAccountData(f"the recipient is at most {RECIPIENT_MAX} printable characters")
     now = utcnow()
     with writing(engine) as session:
         study = session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
@@ -113,6 +138,7 @@ def create_share(
             created_by_fk=created_by, created_at=now, expires_at=now + timedelta(days=expires_in_days),
             pin_hash=hash_secret(pin) if pin else None, failed_tries=0, locked_until=None,
             allow_download=allow_download, views=0, last_viewed_at=None, revoked_at=None,
+            dicomweb_token_hash=digest(dicomweb_token(key, salt)) if clinician else None, recipient=recipient,
         )
         session.add(share)
         session.flush()
@@ -156,6 +182,15 @@ def find_share(engine: Engine, token: str) -> ShareInfo | None:
     with reading(engine) as session:
         share = session.scalars(select(Share).where(Share.token_hash == digest(token))).first()
         return None if share is None else _info(share, None, _creator(session, share))
+
+
+def find_dicomweb_share(engine: Engine, token: str) -> ShareInfo | None:
+    """The clinician share this DICOMweb bearer token belongs to (active or not), or ``None``."""
+    if not token.startswith(DICOMWEB_TOKEN_PREFIX) or len(token) > 128:
+        return None
+    with reading(engine) as session:
+        share = session.scalars(select(Share).where(Share.dicomweb_token_hash == digest(token))).first()
+        return None if share is None else _info(share, None, ("", ""))
 
 
 def active_grant(engine: Engine, share_id: int) -> ShareGrant | None:

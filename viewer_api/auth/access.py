@@ -11,7 +11,9 @@ says who may knock at all, and, through :class:`~viewer_api.auth.http_audit.Audi
 request is recorded as in the audit trail.
 
 Callers: the four account roles; a share visitor (an opened share link, no account), who reaches
-only routes that admit ``share`` (and, through the scope, only its one study); and a plugin job
+only routes that admit ``share`` (and, through the scope, only its one study); a clinician share's
+DICOMweb token, which reaches only the read routes of DICOMweb that admit ``clinician`` (QIDO-RS and
+WADO-RS; its scope holds its one study, so any other answers 404); and a plugin job
 token, which reaches only routes that admit ``job`` and whose ``{study}`` path parameter is its own
 study (its study's DICOMweb resources, and STOW-RS into that study); and an edge worker's token,
 which reaches only routes that admit ``edge`` (leasing and finishing jobs, ``/api/edge/…``).
@@ -57,13 +59,15 @@ class AccessRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """Who may call a route: account ``roles``, share visitors, plugin job tokens on their study, edge workers."""
+    """Who may call a route: account ``roles``, share visitors, clinician share tokens, plugin job tokens
+    on their study, edge workers."""
 
     name: str
     roles: frozenset[str] = frozenset()
     share: bool = False
     job: bool = False
     edge: bool = False
+    clinician: bool = False
     credentials: Credentials = Credentials.REQUIRED
     audit: Audit | None = None
 
@@ -76,6 +80,8 @@ class Rule:
             return principal.role in self.roles
         if principal.edge is not None:
             return self.edge
+        if principal.dicomweb is not None:
+            return self.clinician
         if principal.job is not None and principal.share is None:
             return self.job and path_params.get("study") == principal.job.study_uid
         return self.share and principal.share is not None
@@ -85,8 +91,8 @@ class Rule:
         return await admit(self, request)
 
 
-def allow(name: str, *roles: str, share: bool = False, job: bool = False) -> Rule:
-    return Rule(name, frozenset(roles), share=share, job=job)
+def allow(name: str, *roles: str, share: bool = False, job: bool = False, clinician: bool = False) -> Rule:
+    return Rule(name, frozenset(roles), share=share, job=job, clinician=clinician)
 
 
 ACCOUNT_ROLES = ("admin", "physician", "patient", "vendor")
@@ -101,9 +107,12 @@ ACCOUNTS = allow("accounts", *ACCOUNT_ROLES)
 ACCOUNTS_AND_SHARES = allow("accounts-and-shares", *ACCOUNT_ROLES, share=True)
 #: The people who open studies: staff, patients and share visitors (vendors see none directly).
 VIEWERS = allow("viewers", "admin", "physician", "patient", share=True)
-#: Reading one study's DICOMweb resources (``{study}`` in the path): accounts, share visitors, and
-#: the plugin job token of that study.
-STUDY_READERS = allow("study-readers", *ACCOUNT_ROLES, share=True, job=True)
+#: Reading one study's DICOMweb resources (``{study}`` in the path): accounts, share visitors,
+#: clinician share tokens (their scope holds their study) and the plugin job token of that study.
+STUDY_READERS = allow("study-readers", *ACCOUNT_ROLES, share=True, job=True, clinician=True)
+#: QIDO-RS searches across studies: accounts, and clinician share tokens, whose scope holds their one
+#: study (as DICOMweb clients and OHIF find a study by searching ``/studies?StudyInstanceUID=``).
+SEARCHERS = allow("searchers", *ACCOUNT_ROLES, clinician=True)
 #: Admins and physicians.
 STAFF = allow("staff", "admin", "physician")
 #: STOW-RS: staff, and the plugin job token of the study in the URL.
@@ -212,6 +221,8 @@ def refusal_text(principal: Principal) -> str:
         return "your account may not do this"
     if principal.edge is not None:
         return f"an edge worker's token ({principal.edge}) only leases and finishes plugin jobs"
+    if principal.dicomweb is not None:
+        return "this share token only reads its one study over DICOMweb (QIDO-RS and WADO-RS)"
     if principal.job is not None and principal.share is None:
         return (f"this plugin job token (job {principal.job.job_id}) only reads its job's study over DICOMweb "
                 "and stores the job's results into it")

@@ -1,9 +1,10 @@
 """Turning request credentials into a :class:`~pacs.accounts.principal.Principal`.
 
-Order: ``Authorization: Bearer`` (an API key ``cfk_…``, an edge worker's token ``cfe_…``, a JWT
-access token, or a plugin job token from :mod:`ai_plugins.runner.tokens`; if present it must be
-valid, no fallback), then the browser session cookie, then the share cookie (which adds its one
-study to a signed-in user, or stands alone for a visitor). Every credential is re-checked against
+Order: ``Authorization: Bearer`` (an API key ``cfk_…``, an edge worker's token ``cfe_…``, a
+clinician share's DICOMweb token ``cfs_…``, a JWT access token, or a plugin job token from
+:mod:`ai_plugins.runner.tokens`; if present it must be valid, no fallback), then the browser session
+cookie, then the share cookie (which adds its one study to a signed-in user, or stands alone for a
+visitor). Every credential is re-checked against
 the database on each request, so disabling a user or revoking a key or link takes effect at once;
 when the database cannot answer, :class:`~pacs.errors.StorageUnavailable` says so (503, retry later).
 """
@@ -24,8 +25,8 @@ from pacs.accounts.api_keys import authenticate_api_key
 from pacs.accounts.edge_workers import PREFIX as EDGE_PREFIX
 from pacs.accounts.edge_workers import authenticate_edge_worker
 from pacs.accounts.keys import secret_key
-from pacs.accounts.principal import PluginJob, Principal
-from pacs.accounts.shares import active_grant
+from pacs.accounts.principal import DicomwebGrant, PluginJob, Principal
+from pacs.accounts.shares import DICOMWEB_TOKEN_PREFIX, ShareStatus, active_grant, find_dicomweb_share
 from pacs.accounts.users import active_user
 from pacs.errors import StorageUnavailable
 from pacs.settings import Settings
@@ -46,6 +47,8 @@ class Resolution:
     bad_bearer: bool = False  # an Authorization header was sent and is not valid
     stale_session: bool = False  # a session cookie was sent and is no longer valid (clear it)
     stale_share: bool = False
+    # A clinician share's DICOMweb token that was issued but is expired or revoked: its refusals are audited.
+    refused_share_token: DicomwebGrant | None = None
 
 
 class Authenticator:
@@ -123,6 +126,8 @@ class Authenticator:
             if edge is None:
                 return Resolution(None, bad_bearer=True)
             return Resolution(Principal(username=f"edge:{edge.name}", edge=edge.name, via="api_key"))
+        if credential.startswith(DICOMWEB_TOKEN_PREFIX):
+            return self._share_token(credential)
         claims = self.signer.check(credential, "access")
         if claims is None:
             job = check_job_token(self.key, credential)
@@ -132,3 +137,11 @@ class Authenticator:
             return Resolution(None, bad_bearer=True)
         user = active_user(self.engine, claims.subject)
         return Resolution(user.principal("bearer") if user else None, bad_bearer=user is None)
+
+    def _share_token(self, credential: str) -> Resolution:
+        share = find_dicomweb_share(self.engine, credential)
+        if share is None:
+            return Resolution(None, bad_bearer=True)
+        if share.status() is not ShareStatus.ACTIVE:
+            return Resolution(None, bad_bearer=True, refused_share_token=share.dicomweb_grant())
+        return Resolution(Principal(username=f"share:{share.id}", dicomweb=share.dicomweb_grant(), via="share_token"))

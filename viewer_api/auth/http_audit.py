@@ -8,6 +8,9 @@ objects (``download``), change feed reads (``changefeed``), webhook administrati
 and the opening of a study's metadata, which is how DICOMweb viewers such as
 OHIF open a study (``view``). Frames, rendered images and thumbnails declare none: the viewer page
 that shows them already was recorded. HEAD requests transfer nothing and are never recorded.
+
+A clinician share's DICOMweb token is the exception: every request made with it is recorded
+(:func:`share_token_event`), HEAD, frames and refusals included, as its sharer was promised.
 """
 
 from __future__ import annotations
@@ -98,3 +101,20 @@ ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"
 WORKLIST = Audit(Action.WORKLIST, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Reads of the patient message log (it holds addresses) and re-sends.
 NOTIFICATIONS = Audit(Action.NOTIFICATIONS, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+
+
+def _share_token_use(facts: RequestFacts) -> tuple[str, str]:
+    return facts.study, f"{facts.method} {facts.path} {facts.status}"
+
+
+#: A request with a clinician share's DICOMweb token that its route records as nothing else.
+SHARE_TOKEN = Audit(Action.SHARE_TOKEN, _share_token_use)
+
+
+def share_token_event(declared: Audit | None, facts: RequestFacts, study_uid: str) -> HttpAuditEvent:
+    """The record of a request made with a clinician share's DICOMweb token (every one): as its route
+    declares when it does, else as ``share-token``; the share's study when the path names none."""
+    described = declared.describe(facts) if declared is not None else None
+    action = declared.action if declared is not None and described is not None else SHARE_TOKEN.action
+    study, detail = described or _share_token_use(facts)
+    return HttpAuditEvent(action, outcome_of(facts.status), study or study_uid, detail[:500])

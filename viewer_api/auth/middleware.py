@@ -11,6 +11,7 @@ Pure ASGI (no ``BaseHTTPMiddleware``) so streamed DICOMweb responses pass throug
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from dataclasses import replace
 from typing import Any
 
 import anyio.to_thread
@@ -19,9 +20,10 @@ from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pacs.accounts.audit import AuditEvent, record
+from pacs.accounts.principal import DicomwebGrant, Principal
 from viewer_api.auth.access import Rule
 from viewer_api.auth.authenticator import SESSION_COOKIE, SHARE_COOKIE, Resolution
-from viewer_api.auth.http_audit import HttpAuditEvent, RequestFacts
+from viewer_api.auth.http_audit import HttpAuditEvent, RequestFacts, share_token_event
 from viewer_api.errors import error_response
 
 CSP_DEFAULT = (
@@ -110,17 +112,33 @@ class SecurityMiddleware:
     @staticmethod
     def _event(scope: Scope, state: MutableMapping[str, Any], status: int) -> HttpAuditEvent | None:
         rule: Rule | None = state.get("rule")
+        query = scope.get("query_string", b"").decode("latin-1")
+        facts = RequestFacts(scope["method"], scope["path"], query, QueryParams(query), scope.get("path_params", {}),
+                             status)  # fmt: skip
+        grant = share_token_of(state)
+        if grant is not None:
+            return share_token_event(rule.audit if rule is not None else None, facts, grant.study_uid)
         if rule is None or rule.audit is None:
             return None
-        query = scope.get("query_string", b"").decode("latin-1")
-        return rule.audit.event(RequestFacts(scope["method"], scope["path"], query, QueryParams(query),
-                                             scope.get("path_params", {}), status))  # fmt: skip
+        return rule.audit.event(facts)
 
     def _record(self, scope: Scope, state: MutableMapping[str, Any], event: HttpAuditEvent) -> None:
         client = scope.get("client")
-        record(self.engine, AuditEvent.by(state.get("principal"), event.action, outcome=event.outcome,
-                                          study_uid=event.study_uid, detail=event.detail,
-                                          source=client[0] if client else ""))  # fmt: skip
+        entry = AuditEvent.by(state.get("principal"), event.action, outcome=event.outcome, study_uid=event.study_uid,
+                              detail=event.detail, source=client[0] if client else "")  # fmt: skip
+        grant = share_token_of(state)
+        if entry.share_id is None and grant is not None:  # an expired or revoked token: no principal
+            entry = replace(entry, share_id=grant.share_id)
+        record(self.engine, entry)
+
+
+def share_token_of(state: MutableMapping[str, Any]) -> DicomwebGrant | None:
+    """The clinician share whose DICOMweb token the request carried, valid or expired/revoked, or None."""
+    principal: Principal | None = state.get("principal")
+    if principal is not None:
+        return principal.dicomweb
+    resolution: Resolution | None = state.get("resolution")
+    return resolution.refused_share_token if resolution is not None else None
 
 
 def expired_cookie(name: str, secure: bool) -> bytes:

@@ -5,7 +5,8 @@
 ``wado_uri``); this one adds the protocol hygiene around them: 405 with the full ``Allow`` list for
 a known path and a wrong method, and 400/404 for paths that are malformed or unknown. These answer
 only the callers the rule of the refused method admits (deletes: admins; other changes: staff;
-reads: accounts, and share visitors and job tokens under their study), as the real routes would.
+reads: accounts and clinician share tokens, and share visitors and job tokens under their study),
+as the real routes would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from viewer_api.auth.access import ACCOUNTS, ADMIN_DELETE, STAFF, STUDY_READERS, Rule
+from viewer_api.auth.access import ADMIN_DELETE, SEARCHERS, STAFF, STUDY_READERS, Rule
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.dicomweb import bulk, delete, frames, metadata, ohif, qido, rendered, stow, wado, wado_uri
 from viewer_api.dicomweb.media import BadRequest
@@ -37,7 +38,7 @@ def dicomweb_router() -> APIRouter:
         router.include_router(head_twins(module.router))
     _add_method_guards(router, [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)])
     for path, endpoint, methods, rule in (("/studies/{study}/{rest:path}", _unknown_in_study, _READS, STUDY_READERS),
-                                          ("/{rest:path}", _unknown, _READS, ACCOUNTS),
+                                          ("/{rest:path}", _unknown, _READS, SEARCHERS),
                                           ("/{rest:path}", _unknown, _CHANGES, STAFF),
                                           ("/{rest:path}", _unknown, ("DELETE",), ADMIN_DELETE)):
         router.add_api_route(path, endpoint, methods=list(methods), include_in_schema=False,

@@ -5,6 +5,11 @@ page, style sheets and webpack runtimes (``__webpack_require__.p = "/"``) are re
 are served, the page's inline scripts move to one file (the Content-Security-Policy forbids
 inline code), and ``app-config.js`` is generated to point the data source at this server.
 Fetch a build with ``scripts/fetch_ohif.sh`` and set ``CLOUDFILM_OHIF_DIR`` to its ``dist``.
+
+The app's files are public: they are the published OHIF build and hold no study data; every study
+OHIF shows comes over DICOMweb under the caller's own credentials, a signed-in session or, for a
+clinician elsewhere, a clinician share's DICOMweb token, which OHIF takes as ``?token=`` and sends
+as ``Authorization: Bearer`` on each request.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from pacs.errors import NotFound
-from viewer_api.auth.access import ACCOUNTS
+from viewer_api.auth.access import PUBLIC
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
 PREFIX = "/ohif"
-router = APIRouter(include_in_schema=False, route_class=DeclaredRoute, dependencies=[Depends(ACCOUNTS)])
+router = APIRouter(include_in_schema=False, route_class=DeclaredRoute, dependencies=[Depends(PUBLIC)])
 _RUNTIME_MARKER = b'__webpack_require__.p = "/"'
 _INLINE_RE = re.compile(rb"<script>(.*?)</script>", re.S)
 INLINE_SCRIPT = "cloudfilm-inline.js"

@@ -17,7 +17,7 @@ from pacs.access import AccessScope
 from pacs.errors import InvalidQuery
 from pacs.query import Level, Match, QueryRequest, resolve_keyword, run_query
 from viewer_api.access import current_scope
-from viewer_api.auth.access import ACCOUNTS, STUDY_READERS
+from viewer_api.auth.access import SEARCHERS, STUDY_READERS
 from viewer_api.auth.http_audit import SEARCH
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
@@ -116,17 +116,17 @@ async def _search(request: Request, scope: AccessScope, level: Level, fixed: dic
     return await asyncio.to_thread(work)
 
 
-@router.get("/studies", summary="Search for studies (QIDO-RS)", dependencies=[Depends(ACCOUNTS.audited(SEARCH))])
+@router.get("/studies", summary="Search for studies (QIDO-RS)", dependencies=[Depends(SEARCHERS.audited(SEARCH))])
 async def search_studies(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.STUDY, {})
 
 
-@router.get("/series", summary="Search for series (QIDO-RS)", dependencies=[Depends(ACCOUNTS)])
+@router.get("/series", summary="Search for series (QIDO-RS)", dependencies=[Depends(SEARCHERS)])
 async def search_series(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.SERIES, {})
 
 
-@router.get("/instances", summary="Search for instances (QIDO-RS)", dependencies=[Depends(ACCOUNTS)])
+@router.get("/instances", summary="Search for instances (QIDO-RS)", dependencies=[Depends(SEARCHERS)])
 async def search_instances(request: Request, scope: AccessScope = Depends(current_scope)) -> Response:
     return await _search(request, scope, Level.IMAGE, {})
 

@@ -4,12 +4,17 @@ A physician or an admin may share any study; a patient only the studies linked t
 The link's token is never stored; the owner is shown the URL (and QR code) again on request. A
 link made with an e-mail address (or a phone number) is also sent there, through the job queue
 (:mod:`pacs.notify`). Answers carry ``warnings`` when the link could not work outside this machine.
+
+A share made ``for_clinician`` (a doctor at another hospital) also answers with the archive's
+DICOMweb base URL and a read-only bearer token for that one study: what ``dicomweb-client``,
+OHIF (``ohif_url`` opens this archive's OHIF with it) and ``cloudfilm import-share`` take.
 """
 
 from __future__ import annotations
 
 import io
 from datetime import datetime
+from urllib.parse import urlencode
 
 import segno
 from fastapi import APIRouter, HTTPException, Request
@@ -38,6 +43,8 @@ class ShareRequest(BaseModel):
                               description="send the link to this address (needs CLOUDFILM_SMTP_HOST)")
     phone: str | None = Field(default=None, max_length=32,
                               description="text the link to this number in +E.164 form (CLOUDFILM_SMS_WEBHOOK_URL)")
+    for_clinician: bool = Field(default=False, description="also give a read-only DICOMweb token for this study")
+    recipient: str = Field(default="", max_length=128, description="whom it is for (the clinician, the hospital)")
 
 
 class ShareOut(BaseModel):
@@ -56,6 +63,11 @@ class ShareOut(BaseModel):
     last_viewed_at: datetime | None
     revoked_at: datetime | None
     locked_until: datetime | None
+    for_clinician: bool
+    recipient: str
+    dicomweb_url: str | None  # clinician shares: the DICOMweb base URL (QIDO-RS, WADO-RS) …
+    dicomweb_token: str | None  # … and the bearer token that reads the one study there
+    ohif_url: str | None  # clinician shares, when OHIF is installed: the study in OHIF, token included
     warnings: list[str] = Field(default_factory=list, description="why the link may not open elsewhere")
 
 
@@ -84,15 +96,25 @@ def share_url(request: Request, token: str) -> str:
     return f"{base_url(request)}/s/{token}"
 
 
+def _ohif_url(request: Request, share: ShareInfo) -> str | None:
+    if share.dicomweb_token is None or archive_of(request).settings.ohif_dir is None:
+        return None
+    query = urlencode({"StudyInstanceUIDs": share.study_uid, "token": share.dicomweb_token})
+    return f"{base_url(request)}/ohif/viewer?{query}"
+
+
 def _out(request: Request, share: ShareInfo, warnings: list[str] | None = None) -> ShareOut:
     api = f"/api/studies/{share.study_uid}/shares/{share.id}"
+    clinician = share.dicomweb_token is not None
     return ShareOut(
         warnings=link_warnings(request) if warnings is None else warnings,
         id=share.id, url=share_url(request, share.token or ""), qr_png=f"{api}/qr.png", qr_svg=f"{api}/qr.svg",
         study_uid=share.study_uid, created_at=share.created_at, created_by=share.created_by,
         expires_at=share.expires_at, status=share.status().value, has_pin=share.has_pin,
         allow_download=share.allow_download, views=share.views, last_viewed_at=share.last_viewed_at,
-        revoked_at=share.revoked_at, locked_until=share.locked_until,
+        revoked_at=share.revoked_at, locked_until=share.locked_until, for_clinician=share.clinician,
+        recipient=share.recipient, dicomweb_url=f"{base_url(request)}/dicomweb" if clinician else None,
+        dicomweb_token=share.dicomweb_token, ohif_url=_ohif_url(request, share),
     )
 
 
@@ -116,12 +138,14 @@ def create(principal: Sharer, request: Request, study_uid: str, body: ShareReque
         auth.engine, auth.key, study_uid, created_by=principal.user_id,
         expires_in_days=body.expires_in_days or min(settings.share_default_days, settings.share_max_days),
         max_days=settings.share_max_days, pin=body.pin or None, allow_download=body.allow_download,
+        clinician=body.for_clinician, recipient=body.recipient,
         notify=notify, greet_patient=principal.role != "patient",
     )
     sent_to = "".join(f", sent by {channel} to {address}" for channel, address in notify)
     audit(request, Action.SHARE_CREATE, study_uid=study_uid, patient_id=header.patient_id,
           detail=f"share {share.id}, expires {share.expires_at:%Y-%m-%d}, pin={share.has_pin}, "
-                 f"download={share.allow_download}{sent_to}")
+                 f"download={share.allow_download}{sent_to}"
+                 + (f", DICOMweb token for {share.recipient or 'a clinician'}" if share.clinician else ""))
     warnings = link_warnings(request, mailed=bool(notify))
     return _out(request, share, warnings)
 

@@ -602,7 +602,8 @@
       items.forEach(function (s) {
         const li = document.createElement("li");
         li.textContent = "#" + s.id + " " + s.status + " until " + s.expires_at.slice(0, 10) + " · " + s.views + " views" +
-          (s.has_pin ? " · PIN" : "") + (s.allow_download ? " · download" : "") + " ";
+          (s.has_pin ? " · PIN" : "") + (s.allow_download ? " · download" : "") +
+          (s.for_clinician ? " · DICOMweb" + (s.recipient ? " for " + s.recipient : "") : "") + " ";
         if (s.status === "active") {
           const b = document.createElement("button");
           b.type = "button"; b.className = "linkish revoke"; b.dataset.url = urls.shares + "/" + s.id; b.textContent = "Revoke";
@@ -618,7 +619,8 @@
     $("share-form").addEventListener("submit", function (e) {
       e.preventDefault();
       const form = e.target;
-      const body = { allow_download: form.allow_download.checked };
+      const body = { allow_download: form.allow_download.checked, for_clinician: form.for_clinician.checked,
+                     recipient: form.recipient.value };
       if (form.expires_in_days.value) body.expires_in_days = Number(form.expires_in_days.value);
       if (form.pin.value) body.pin = form.pin.value;
       if (form.email && form.email.value) body.email = form.email.value;
@@ -632,6 +634,11 @@
       }).then(function (share) {
         $("share-url").value = share.url;
         $("share-qr").src = share.qr_svg;
+        $("share-dicomweb").hidden = !share.dicomweb_token;
+        $("share-dicomweb-url").value = share.dicomweb_url || "";
+        $("share-dicomweb-token").value = share.dicomweb_token || "";
+        $("share-ohif").hidden = !share.ohif_url;
+        if (share.ohif_url) $("share-ohif").href = share.ohif_url;
         $("share-result").hidden = false;
         // A link this machine alone can open (no CLOUDFILM_PUBLIC_URL on loopback): say so before it is sent.
         $("share-warning").textContent = (share.warnings || []).join(" ");

@@ -4,7 +4,8 @@
 patients (one owned by the patient account, one whose PatientName holds markup) and share links,
 plus a client for each kind of caller, each authenticated the way that caller really is: the admin
 and the patient by session cookie (+ CSRF header), the physician by an OAuth2 bearer token, the
-vendor by an API key, and a visitor by opening a share link.
+vendor by an API key, a visitor by opening a share link, and a clinician elsewhere by the DICOMweb
+bearer token of a clinician share.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ XSS_PATIENT = PatientSpec(XSS_NAME, "CF-XSS", "19700101", "O")
 OWNER = PATIENTS[1]  # has an IssuerOfPatientID: links must match it
 OTHER = PATIENTS[0]
 HOSPITAL = "St. Example Hospital"  # CLOUDFILM_INSTITUTION_NAME of the live site
-KINDS = ("anonymous", "admin", "physician", "patient", "vendor", "share")
+KINDS = ("anonymous", "admin", "physician", "patient", "vendor", "share", "clinician")
 
 
 def portal_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -90,6 +91,7 @@ class Site:
     other: list[Dataset]  # another patient's study
     xss: list[Dataset]
     share: ShareInfo  # a link to the owned study, no PIN, no download
+    clinician: ShareInfo  # a clinician share of the owned study: its DICOMweb token
     clients: dict[str, TestClient] = field(default_factory=dict)
     csrf: dict[str, str] = field(default_factory=dict)
 
@@ -146,7 +148,9 @@ def build_site(tmp_path: Path, **overrides: Any) -> Iterator[Site]:
         key = app.state.authenticator.key
         share = create_share(engine, key, str(owned[0].StudyInstanceUID), created_by=admin.id, expires_in_days=7,
                              max_days=365)
-        site = Site(archive, app, owned, other, xss, share)
+        clinician = create_share(engine, key, str(owned[0].StudyInstanceUID), created_by=admin.id,
+                                 expires_in_days=7, max_days=365, clinician=True, recipient="Dr. Elsewhere")
+        site = Site(archive, app, owned, other, xss, share, clinician)
         site.clients["anonymous"] = TestClient(app)
         for kind, user in (("admin", "admin"), ("patient", "pat")):
             c = TestClient(app)
@@ -163,6 +167,7 @@ def build_site(tmp_path: Path, **overrides: Any) -> Iterator[Site]:
         assert page.status_code == 200, page.text
         site.clients["share"] = visitor
         site.csrf["share"] = csrf_of(page.text)
+        site.clients["clinician"] = TestClient(app, headers={"Authorization": f"Bearer {clinician.dicomweb_token}"})
         try:
             yield site
         finally:
@@ -196,21 +201,26 @@ class Server:
 def live_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``site`` behind uvicorn on a free loopback port."""
     for built in build_site(Path(tmp_path_factory.mktemp("live")), institution_name=HOSPITAL):
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(built.app, host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False))
-        thread = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        try:
-            yield Server(f"http://127.0.0.1:{port}", built)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+        yield from serve_site(built)
+
+
+def serve_site(built: Site) -> Iterator[Server]:
+    """``built`` behind uvicorn on a free loopback port, until the generator is closed."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(built.app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", built)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def http(server: Server) -> httpx.Client:

@@ -2,8 +2,9 @@
 
 Callers: nobody, an admin (session cookie), a physician (OAuth2 bearer), the patient who owns the
 "owned" study (session cookie), an AI vendor (API key) and a visitor holding a share link of the
-owned study (share cookie, no downloads). 401: not signed in; 403: the role may not; 404: the study
-is outside the caller's scope (its existence does not leak).
+owned study (share cookie, no downloads), and a clinician elsewhere holding the DICOMweb bearer token of
+a clinician share of the owned study (QIDO-RS and WADO-RS of that study only). 401: not signed in;
+403: the role may not; 404: the study is outside the caller's scope (its existence does not leak).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class Case:
     body: Callable[[Site, str], dict[str, object]] | None = None
 
 
-def row(anonymous: int, admin: int, physician: int, patient: int, vendor: int, share: int) -> dict[str, int]:
-    return dict(zip(KINDS, (anonymous, admin, physician, patient, vendor, share), strict=True))
+def row(anonymous: int, admin: int, physician: int, patient: int, vendor: int, share: int,
+        clinician: int) -> dict[str, int]:
+    return dict(zip(KINDS, (anonymous, admin, physician, patient, vendor, share, clinician), strict=True))
 
 
 def _owned(s: Site) -> str:
@@ -174,112 +176,118 @@ EDGE_OWN = {"edge-lease": 200, "edge-heartbeat": 409, "edge-complete": 409, "edg
 
 CASES: list[Case] = [
     # DICOMweb and WADO-URI
-    Case("qido-studies", "GET", lambda s: "/dicomweb/studies", row(401, 200, 200, 200, 200, 403)),
-    Case("qido-series", "GET", lambda s: "/dicomweb/series", row(401, 200, 200, 200, 200, 403)),
+    Case("qido-studies", "GET", lambda s: "/dicomweb/studies", row(401, 200, 200, 200, 200, 403, 200)),
+    Case("qido-series", "GET", lambda s: "/dicomweb/series", row(401, 200, 200, 200, 200, 403, 200)),
     Case("qido-series-of-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}/series",
-         row(401, 200, 200, 200, 200, 200)),
+         row(401, 200, 200, 200, 200, 200, 200)),
     Case("metadata-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}/metadata",
-         row(401, 200, 200, 200, 404, 200)),
+         row(401, 200, 200, 200, 404, 200, 200)),
     Case("metadata-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}/metadata",
-         row(401, 200, 200, 404, 404, 404)),
-    Case("retrieve-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}", row(401, 200, 200, 200, 404, 200)),
-    Case("retrieve-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}", row(401, 200, 200, 404, 404, 404)),
-    Case("rendered-owned", "GET", lambda s: frame_url(s.owned[0]), row(401, 200, 200, 200, 404, 200)),
-    Case("rendered-other", "GET", lambda s: frame_url(s.other[0]), row(401, 200, 200, 404, 404, 404)),
+         row(401, 200, 200, 404, 404, 404, 404)),
+    Case("retrieve-owned", "GET", lambda s: f"/dicomweb/studies/{_owned(s)}", row(401, 200, 200, 200, 404, 200, 200)),
+    Case("retrieve-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}", row(401, 200, 200, 404, 404, 404, 404)),
+    Case("rendered-owned", "GET", lambda s: frame_url(s.owned[0]), row(401, 200, 200, 200, 404, 200, 200)),
+    Case("rendered-other", "GET", lambda s: frame_url(s.other[0]), row(401, 200, 200, 404, 404, 404, 404)),
     Case("thumbnail-other", "GET", lambda s: f"/dicomweb/studies/{_other(s)}/thumbnail",
-         row(401, 200, 200, 404, 404, 404)),
-    Case("wado-uri-owned", "GET", _wado(lambda s: s.owned[1]), row(401, 200, 200, 200, 404, 200)),
-    Case("wado-uri-other", "GET", _wado(lambda s: s.other[1]), row(401, 200, 200, 404, 404, 404)),
+         row(401, 200, 200, 404, 404, 404, 404)),
+    Case("wado-uri-owned", "GET", _wado(lambda s: s.owned[1]), row(401, 200, 200, 200, 404, 200, 403)),
+    Case("wado-uri-other", "GET", _wado(lambda s: s.other[1]), row(401, 200, 200, 404, 404, 404, 403)),
     # AI results: only physicians' released (reviewed) ones reach patients and share links (issue 13)
-    Case("ai-sr-owned", "GET", _ai_sr_path(), row(401, 200, 200, 404, 404, 404)),
-    Case("ai-sr-metadata-owned", "GET", _ai_sr_path("/metadata"), row(401, 200, 200, 404, 404, 404)),
-    Case("stow", "POST", lambda s: "/dicomweb/studies", row(401, 200, 200, 403, 403, 403), _stow_body),
-    Case("delete-study", "DELETE", _throwaway, row(401, 204, 403, 403, 403, 403)),
+    Case("ai-sr-owned", "GET", _ai_sr_path(), row(401, 200, 200, 404, 404, 404, 404)),
+    Case("ai-sr-metadata-owned", "GET", _ai_sr_path("/metadata"), row(401, 200, 200, 404, 404, 404, 404)),
+    Case("stow", "POST", lambda s: "/dicomweb/studies", row(401, 200, 200, 403, 403, 403, 403), _stow_body),
+    Case("delete-study", "DELETE", _throwaway, row(401, 204, 403, 403, 403, 403, 403)),
     # Pages
-    Case("worklist", "GET", lambda s: "/viewer/worklist", row(401, 200, 200, 403, 403, 403)),
-    Case("patient-home", "GET", lambda s: "/viewer/home", row(401, 403, 403, 200, 403, 403)),
-    Case("viewer-owned", "GET", lambda s: f"/viewer/studies/{_owned(s)}", row(401, 200, 200, 200, 403, 200)),
-    Case("viewer-other", "GET", lambda s: f"/viewer/studies/{_other(s)}", row(401, 200, 200, 404, 403, 404)),
-    Case("share-page", "GET", lambda s: f"/s/{s.share.token}", row(200, 200, 200, 200, 200, 200)),
-    Case("login-page", "GET", lambda s: "/login", row(200, 303, 303, 303, 303, 200)),
-    Case("static", "GET", lambda s: "/static/app.css", row(200, 200, 200, 200, 200, 200)),
-    Case("healthz", "GET", lambda s: "/healthz", row(200, 200, 200, 200, 200, 200)),
+    Case("worklist", "GET", lambda s: "/viewer/worklist", row(401, 200, 200, 403, 403, 403, 403)),
+    Case("patient-home", "GET", lambda s: "/viewer/home", row(401, 403, 403, 200, 403, 403, 403)),
+    Case("viewer-owned", "GET", lambda s: f"/viewer/studies/{_owned(s)}", row(401, 200, 200, 200, 403, 200, 403)),
+    Case("viewer-other", "GET", lambda s: f"/viewer/studies/{_other(s)}", row(401, 200, 200, 404, 403, 404, 403)),
+    Case("share-page", "GET", lambda s: f"/s/{s.share.token}", row(200, 200, 200, 200, 200, 200, 200)),
+    Case("login-page", "GET", lambda s: "/login", row(200, 303, 303, 303, 303, 200, 200)),
+    Case("static", "GET", lambda s: "/static/app.css", row(200, 200, 200, 200, 200, 200, 200)),
+    Case("healthz", "GET", lambda s: "/healthz", row(200, 200, 200, 200, 200, 200, 200)),
     # JSON API
-    Case("me", "GET", lambda s: "/api/auth/me", row(401, 200, 200, 200, 200, 200)),
-    Case("shares-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/shares", row(401, 200, 200, 200, 403, 403)),
-    Case("shares-other", "GET", lambda s: f"/api/studies/{_other(s)}/shares", row(401, 200, 200, 404, 403, 403)),
+    Case("me", "GET", lambda s: "/api/auth/me", row(401, 200, 200, 200, 200, 200, 403)),
+    Case("shares-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/shares", row(401, 200, 200, 200, 403, 403, 403)),
+    Case("shares-other", "GET", lambda s: f"/api/studies/{_other(s)}/shares", row(401, 200, 200, 404, 403, 403, 403)),
     Case("share-create-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/shares",
-         row(401, 201, 201, 201, 403, 403), _share_body),
+         row(401, 201, 201, 201, 403, 403, 403), _share_body),
     Case("share-create-other", "POST", lambda s: f"/api/studies/{_other(s)}/shares",
-         row(401, 201, 201, 404, 403, 403), _share_body),
-    Case("findings-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/findings", row(401, 200, 200, 200, 404, 200)),
-    Case("findings-other", "GET", lambda s: f"/api/studies/{_other(s)}/findings", row(401, 200, 200, 404, 404, 404)),
+         row(401, 201, 201, 404, 403, 403, 403), _share_body),
+    Case("findings-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/findings",
+         row(401, 200, 200, 200, 404, 200, 403)),
+    Case("findings-other", "GET", lambda s: f"/api/studies/{_other(s)}/findings",
+         row(401, 200, 200, 404, 404, 404, 403)),
     Case("review-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/findings/reviews",
-         row(401, 201, 201, 403, 403, 403), _review_body),
-    Case("plugin-reviews", "GET", _plugin_reviews, row(401, 200, 200, 403, 403, 403)),
+         row(401, 201, 201, 403, 403, 403, 403), _review_body),
+    Case("plugin-reviews", "GET", _plugin_reviews, row(401, 200, 200, 403, 403, 403, 403)),
     # Reports (issue 13): staff write; patients and share links read the latest signed version only
-    Case("reports-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/reports", row(401, 200, 200, 200, 403, 200)),
-    Case("reports-other", "GET", lambda s: f"/api/studies/{_other(s)}/reports", row(401, 200, 200, 404, 403, 404)),
+    Case("reports-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/reports", row(401, 200, 200, 200, 403, 200, 403)),
+    Case("reports-other", "GET", lambda s: f"/api/studies/{_other(s)}/reports", row(401, 200, 200, 404, 403, 404, 403)),
     Case("report-current", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[1]}",
-         row(401, 200, 200, 200, 403, 200)),
+         row(401, 200, 200, 200, 403, 200, 403)),
     Case("report-superseded", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[0]}",
-         row(401, 200, 200, 404, 403, 404)),
+         row(401, 200, 200, 404, 403, 404, 403)),
     Case("report-current-pdf", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[1]}/pdf",
-         row(401, 200, 200, 200, 403, 200)),
+         row(401, 200, 200, 200, 403, 200, 403)),
     Case("report-superseded-pdf", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[0]}/pdf",
-         row(401, 200, 200, 404, 403, 404)),
+         row(401, 200, 200, 404, 403, 404, 403)),
     Case("report-create", "POST", lambda s: f"/api/studies/{_fresh_study(s, next(_SEEDS))}/reports",
-         row(401, 201, 201, 403, 403, 403), _draft_body),
+         row(401, 201, 201, 403, 403, 403, 403), _draft_body),
     Case("report-create-owned", "POST", _owned_amendment,
-         row(401, 201, 409, 403, 403, 403), _draft_body),  # admin starts an amendment draft: then there is one
-    Case("report-save", "PUT", lambda s: _fresh_draft(s), row(401, 200, 200, 403, 403, 403), _draft_body),
-    Case("report-sign", "POST", lambda s: _fresh_draft(s) + "/sign", row(401, 200, 200, 403, 403, 403)),
+         row(401, 201, 409, 403, 403, 403, 403), _draft_body),  # admin starts an amendment draft: then there is one
+    Case("report-save", "PUT", lambda s: _fresh_draft(s), row(401, 200, 200, 403, 403, 403, 403), _draft_body),
+    Case("report-sign", "POST", lambda s: _fresh_draft(s) + "/sign", row(401, 200, 200, 403, 403, 403, 403)),
     Case("report-amend", "POST", lambda s: _fresh_draft(s, signed=True) + "/amend",
-         row(401, 201, 201, 403, 403, 403)),
-    Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
-    Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
+         row(401, 201, 201, 403, 403, 403, 403)),
+    Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403, 403)),
+    Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403, 403)),
     # Telling patients (issue 13): an account's own address; the message log and re-sends for admins
-    Case("my-email", "PUT", lambda s: "/api/auth/me/email", row(401, 200, 200, 200, 200, 403),
+    Case("my-email", "PUT", lambda s: "/api/auth/me/email", row(401, 200, 200, 200, 200, 403, 403),
          lambda _s, kind: {"json": {"email": f"{kind}@matrix.example"}}),
-    Case("notifications", "GET", lambda s: "/api/notifications", row(401, 200, 403, 403, 403, 403)),
-    Case("notification-resend", "POST", lambda s: "/api/notifications/999/resend", row(401, 404, 403, 403, 403, 403)),
+    Case("notifications", "GET", lambda s: "/api/notifications", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("notification-resend", "POST", lambda s: "/api/notifications/999/resend",
+         row(401, 404, 403, 403, 403, 403, 403)),
     # Downloads
-    Case("film-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/film.png", row(401, 200, 200, 200, 403, 403)),
-    Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404)),
-    Case("zip-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/archive.zip", row(401, 200, 200, 200, 403, 403)),
-    Case("zip-other", "GET", lambda s: f"/api/studies/{_other(s)}/archive.zip", row(401, 200, 200, 404, 403, 404)),
+    Case("film-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/film.png", row(401, 200, 200, 200, 403, 403, 403)),
+    Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404, 403)),
+    Case("zip-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/archive.zip", row(401, 200, 200, 200, 403, 403, 403)),
+    Case("zip-other", "GET", lambda s: f"/api/studies/{_other(s)}/archive.zip", row(401, 200, 200, 404, 403, 404, 403)),
     # Integration (issue 17): admins only
-    Case("changefeed", "GET", lambda s: "/api/changefeed?since=0", row(401, 200, 403, 403, 403, 403)),
-    Case("changefeed-latest", "GET", lambda s: "/api/changefeed/latest", row(401, 200, 403, 403, 403, 403)),
-    Case("webhooks", "GET", lambda s: "/api/webhooks", row(401, 200, 403, 403, 403, 403)),
-    Case("webhook-create", "POST", lambda s: "/api/webhooks", row(401, 201, 403, 403, 403, 403),
+    Case("changefeed", "GET", lambda s: "/api/changefeed?since=0", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("changefeed-latest", "GET", lambda s: "/api/changefeed/latest", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("webhooks", "GET", lambda s: "/api/webhooks", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("webhook-create", "POST", lambda s: "/api/webhooks", row(401, 201, 403, 403, 403, 403, 403),
          lambda _s, _k: {"json": {"url": "http://127.0.0.1:9/hook"}}),
-    Case("webhook-deliveries", "GET", lambda s: "/api/webhooks/999/deliveries", row(401, 404, 403, 403, 403, 403)),
-    Case("webhook-delete", "DELETE", lambda s: "/api/webhooks/999", row(401, 404, 403, 403, 403, 403)),
+    Case("webhook-deliveries", "GET", lambda s: "/api/webhooks/999/deliveries", row(401, 404, 403, 403, 403, 403, 403)),
+    Case("webhook-delete", "DELETE", lambda s: "/api/webhooks/999", row(401, 404, 403, 403, 403, 403, 403)),
     Case("webhook-redeliver", "POST", lambda s: "/api/webhooks/999/deliveries/1/redeliver",
-         row(401, 404, 403, 403, 403, 403)),
+         row(401, 404, 403, 403, 403, 403, 403)),
     # Algorithm packages (issue 15): vendors upload (a bad file is a 400 once admitted), admins admit
-    Case("packages", "GET", lambda s: "/api/plugins/packages", row(401, 200, 403, 403, 200, 403)),
-    Case("package-upload", "POST", lambda s: "/api/plugins/packages?filename=x.zip", row(401, 400, 403, 403, 400, 403),
+    Case("packages", "GET", lambda s: "/api/plugins/packages", row(401, 200, 403, 403, 200, 403, 403)),
+    Case("package-upload", "POST", lambda s: "/api/plugins/packages?filename=x.zip",
+         row(401, 400, 403, 403, 400, 403, 403),
          lambda _s, _k: {"content": b"not a package"}),
-    Case("package-admit", "POST", lambda s: "/api/plugins/packages/nope/1.0/admit", row(401, 404, 403, 403, 403, 403)),
-    Case("routing", "GET", lambda s: "/api/routing", row(401, 200, 403, 403, 403, 403)),
-    Case("routing-forwards", "GET", lambda s: "/api/routing/forwards", row(401, 200, 403, 403, 403, 403)),
-    Case("routing-resend", "POST", lambda s: "/api/routing/forwards/999/resend", row(401, 404, 403, 403, 403, 403)),
+    Case("package-admit", "POST", lambda s: "/api/plugins/packages/nope/1.0/admit",
+         row(401, 404, 403, 403, 403, 403, 403)),
+    Case("routing", "GET", lambda s: "/api/routing", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("routing-forwards", "GET", lambda s: "/api/routing/forwards", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("routing-resend", "POST", lambda s: "/api/routing/forwards/999/resend",
+         row(401, 404, 403, 403, 403, 403, 403)),
     Case("routing-resend-dead", "POST", lambda s: "/api/routing/destinations/nowhere/resend",
-         row(401, 404, 403, 403, 403, 403)),
-    Case("worklist-list", "GET", lambda s: "/api/worklist", row(401, 200, 403, 403, 403, 403)),
-    Case("worklist-schedule", "POST", lambda s: "/api/worklist", row(401, 201, 403, 403, 403, 403),
+         row(401, 404, 403, 403, 403, 403, 403)),
+    Case("worklist-list", "GET", lambda s: "/api/worklist", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("worklist-schedule", "POST", lambda s: "/api/worklist", row(401, 201, 403, 403, 403, 403, 403),
          lambda _s, k: {"json": {"accession_number": f"MX{KINDS.index(k)}", "patient_id": "P1", "modality": "CT"}}),
-    Case("worklist-entry", "GET", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
-    Case("worklist-cancel", "DELETE", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
+    Case("worklist-entry", "GET", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403, 403)),
+    Case("worklist-cancel", "DELETE", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403, 403)),
     # Edge workers (issue 15): their tokens only (see test_edge_worker_reaches_only_the_edge_routes)
     *[Case(f"edge-{action}", "POST", lambda s, a=action: f"/api/edge/jobs/{a if a == 'lease' else '1/' + a}",
-           row(401, 403, 403, 403, 403, 403), lambda _s, _k, b=body: {"json": b})
+           row(401, 403, 403, 403, 403, 403, 403), lambda _s, _k, b=body: {"json": b})
       for action, body in EDGE_BODIES.items()],
     # Operations
-    Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
-    Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
+    Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403, 403)),
 ]
 
 
@@ -325,3 +333,4 @@ def test_lists_hold_only_what_the_caller_may_see(site: Site) -> None:
     assert studies("physician") == everything
     assert studies("patient") == {site.owned_uid}
     assert studies("vendor") == set()
+    assert studies("clinician") == {site.owned_uid}

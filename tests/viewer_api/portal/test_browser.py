@@ -256,4 +256,12 @@ def test_patient_home_on_a_phone(live_site: Server, phone: BrowserContext) -> No
     assert "CLOUDFILM_PUBLIC_URL" in warning.inner_text()
     assert page.locator("input[name=email]").count() == 0  # no e-mail field without CLOUDFILM_SMTP_HOST
     page.screenshot(path=str(ARTIFACTS / "phone-patient-share-dialog.png"))
+    assert page.locator("#share-dicomweb").is_hidden()  # a link for the phone only
+    page.check("input[name=for_clinician]")  # the same dialog, for the next hospital's doctor
+    page.fill("input[name=recipient]", "Dr. Ana Ruiz, Hospital del Mar")
+    page.click("#share-create")
+    page.wait_for_function("() => document.getElementById('share-dicomweb-token').value.startsWith('cfs_')")
+    assert page.locator("#share-dicomweb-url").input_value() == f"{live_site.url}/dicomweb"
+    page.wait_for_function("() => document.getElementById('share-list').textContent.includes('DICOMweb for Dr. Ana')")
+    page.screenshot(path=str(ARTIFACTS / "phone-patient-clinician-share.png"), full_page=True)
     assert not problems, problems

@@ -32,7 +32,7 @@ def test_every_route_of_the_app_declares_one_rule(site: Site) -> None:
     assert len(routes) > 150
     assert [str(r) for r in routes if r.rule is None] == []
     rules = {str(r): r.rule.name for r in routes if r.rule is not None}
-    assert rules["GET /dicomweb/studies"] == "accounts+search"
+    assert rules["GET /dicomweb/studies"] == "searchers+search"
     assert rules["POST /dicomweb/studies/{study}"] == "staff-or-job+stow"
     assert rules["HEAD /dicomweb/studies/{study}/metadata"] == "study-readers+view"
     assert rules["DELETE /dicomweb/studies/{study}/metadata"] == "admin+delete"  # the 405 guard
