@@ -222,11 +222,11 @@ def _vendor_findings(case: CtCase) -> Findings:
             Finding(code=codes.NODULE, probability=0.7, label="N1", finding_site=lung,
                     region=Point2D(sop_instance_uid=a.SOPInstanceUID, x=20.5, y=30.25),
                     measurements=[Measurement(name=codes.DIAMETER, value=8.0, unit=codes.UCUM_MM)]),
-            Finding(code=codes.MASS, probability=0.4, label="M1",
+            Finding(code=codes.MASS, probability=0.4, label="M1", below_operating_point=True,
                     region=BoundingBox(sop_instance_uid=b.SOPInstanceUID, x_min=5, y_min=6, x_max=25.5, y_max=30)),
             Finding(code=codes.LESION, label="L1",
                     region=Polygon(sop_instance_uid=b.SOPInstanceUID, points=[(1, 1), (10, 1), (10, 12), (3, 9)])),
-            Finding(code=codes.LESION, probability=0.3, label="Whole lung",
+            Finding(code=codes.LESION, probability=0.3, label="Whole lung", below_operating_point=True,
                     measurements=[Measurement(name=codes.VOLUME, value=1234.5, unit=codes.UCUM_MM3)]),
         ],
         segmentations=[Segmentation(series_uid=series, segments=[
