@@ -59,7 +59,8 @@ class Worker:
         self.archive = archive
         self.concurrency = settings.worker_concurrency if concurrency is None else concurrency
         self.registry = PluginRegistry(archive.engine, extra=extra_plugins, default_timeout_s=settings.job_timeout,
-                                       use_entry_points=use_entry_points)  # fmt: skip
+                                       use_entry_points=use_entry_points,
+                                       gated=bool(settings.plugins_gate_benchmark))  # fmt: skip
         self.queue = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from pacs.errors import StorageUnavailable
 from pacs.index import db
+from ai_plugins.review.watch import WatchCollector
 from pacs.observability import ArchiveCollector
 from viewer_api.auth.access import ADMIN, OPEN
 from viewer_api.auth.routing import DeclaredRoute
@@ -53,5 +54,6 @@ async def metrics(request: Request) -> Response:
     archive = archive_of(request)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ArchiveCollector(archive))
+    registry.register(WatchCollector(archive))
     scraped = await asyncio.to_thread(lambda: generate_latest() + generate_latest(registry))
     return Response(scraped, media_type=CONTENT_TYPE_LATEST)

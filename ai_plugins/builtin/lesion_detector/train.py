@@ -2,7 +2,7 @@
 
 Run from the repository root (it uses the test data factory in ``tests/factories.py``)::
 
-    .venv/bin/python -m ai_plugins.builtin.lesion_detector.train [--studies 400] [--validation 200] [--seed 100000]
+    .venv/bin/python -m ai_plugins.builtin.lesion_detector.train [--studies 300] [--validation 150] [--jobs 2]
 
 The phantoms span sizes and contrasts beyond the benchmark's: lesion radius 1.5–9 % of the field of
 view (5–32 mm, drawn log-uniformly so small lesions are as common as large ones), lesion density
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,16 +169,22 @@ def reliability(probabilities: npt.NDArray[np.float64], labels: npt.NDArray[np.f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=400)
-    parser.add_argument("--validation", type=int, default=200, help="held-out studies for the operating point")
+    parser.add_argument("--studies", type=int, default=300)
+    parser.add_argument("--validation", type=int, default=150, help="held-out studies for the operating point")
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=CALIBRATION_PATH)
+    parser.add_argument("--jobs", type=int, default=1, help="processes generating and detecting the studies")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     params = DetectorParams()
     started = time.perf_counter()
-    samples = [make_sample(i, args.seed, params) for i in range(args.studies)]
-    held_out = [make_sample(i, args.seed, params) for i in range(args.studies, args.studies + args.validation)]
+    indices = range(args.studies + args.validation)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            made = list(pool.map(make_sample, indices, [args.seed] * len(indices), [params] * len(indices)))
+    else:
+        made = [make_sample(i, args.seed, params) for i in indices]
+    samples, held_out = made[: args.studies], made[args.studies :]
     weights, bias = fit(samples)
     fitted = Calibration(weights=tuple(round(float(v), 6) for v in weights), bias=round(bias, 6))
     scores = [float(fitted.probability(s.features).max()) if len(s.labels) else 0.0 for s in held_out]

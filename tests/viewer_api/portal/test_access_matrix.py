@@ -155,6 +155,11 @@ CASES: list[Case] = [
     Case("review-owned", "POST", lambda s: f"/api/studies/{_owned(s)}/findings/reviews",
          row(401, 201, 201, 403, 403, 403), _review_body),
     Case("plugin-reviews", "GET", _plugin_reviews, row(401, 200, 200, 403, 403, 403)),
+    # The deployment watch (issue 15): staff, as the review counts it shows
+    Case("plugin-watch", "GET", lambda s: _plugin_reviews(s).replace("/reviews", "/watch"),
+         row(401, 200, 200, 403, 403, 403)),
+    Case("plugins-watch", "GET", lambda s: "/api/plugins/watch", row(401, 200, 200, 403, 403, 403)),
+    Case("plugins-page", "GET", lambda s: "/viewer/plugins", row(401, 200, 200, 403, 403, 403)),
     Case("audit", "GET", lambda s: "/api/audit", row(401, 200, 403, 200, 403, 403)),
     Case("api-keys", "GET", lambda s: "/api/auth/keys", row(401, 200, 200, 200, 200, 403)),
     # Downloads
