@@ -84,8 +84,24 @@ def test_negative_case_has_a_low_probability(detector: LesionDetector) -> None:
     study = StudyInput.from_datasets(make_ct_case(n_slices=24, rows=64, cols=64, seed=102).datasets)
     findings = detector.run(study)
     assert findings.classifications[0].probability < 0.1
-    assert findings.findings == []
+    # no positive call: the best candidate is shown, marked below the operating point, without a mask
+    assert [f.below_operating_point for f in findings.findings] in ([], [True])
     assert findings.segmentations == []
+    assert findings.summary is not None and findings.summary.startswith("no hyperdense lesion at the operating point")
+
+
+def test_a_small_faint_lesion_is_reported_where_it_is() -> None:
+    """A 7 mm, 85 HU lesion (smaller and fainter than the old calibration's phantoms): the study-level
+    probability alone used to be reported; now its best candidate is located, with its probability."""
+    lesion = Lesion((40.0, 10.0, 0.0), 7.0, hu=85.0)
+    case = make_ct_case(n_slices=24, rows=128, cols=128, lesion=lesion, seed=4)
+    findings = LesionDetector().run(StudyInput.from_datasets(case.datasets))
+    assert findings.findings, findings.summary
+    best = max(findings.findings, key=lambda f: f.probability or 0.0)
+    assert best.probability == pytest.approx(findings.classifications[0].probability)
+    assert isinstance(best.region, Point3D)
+    assert np.linalg.norm(np.asarray(best.region.as_tuple()) - np.asarray(lesion.center_mm)) <= lesion.radius_mm
+    assert best.below_operating_point is (best.probability < LesionDetector().report_threshold)
 
 
 def test_analyses_the_series_with_most_slices(detector: LesionDetector) -> None:

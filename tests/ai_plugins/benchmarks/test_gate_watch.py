@@ -171,3 +171,19 @@ def test_api_and_page_refuse_and_watch(settings: Settings, caplog: pytest.LogCap
         assert page.status_code == 200
         assert 'data-plugin="acme-detector@2.0" class="alert" data-alert="1"' in page.text
         assert "below benchmark PPV" in page.text
+
+
+def test_cli_enable_is_refused_with_the_reason(local_archive: Archive) -> None:
+    from tests.cli import run_cli, settings_env
+
+    _plugin(local_archive, "acme-detector", "3.0")
+    _evaluation(local_archive, "acme-detector", "3.0", auc=0.8, tp=1, called=2)
+    env = {**settings_env(local_archive.settings), "CLOUDFILM_PLUGINS_GATE_BENCHMARK": "lesions",
+           "CLOUDFILM_PLUGINS_GATE_MIN": "0.9"}  # fmt: skip
+    done = run_cli("plugins", "enable", "acme-detector", "3.0", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "reached auc 0.8 on lesions" in done.stdout + done.stderr
+    assert "below the deployment gate's minimum 0.9" in done.stdout + done.stderr
+    env["CLOUDFILM_PLUGINS_GATE_MIN"] = "0.75"
+    done = run_cli("plugins", "enable", "acme-detector", "3.0", env=env)
+    assert done.returncode == 0 and "acme-detector@3.0 enabled" in done.stdout, done.stdout + done.stderr
