@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ai_plugins.review.watch import WatchCollector
 from pacs.errors import StorageUnavailable
 from pacs.index import db
-from ai_plugins.review.watch import WatchCollector
 from pacs.observability import ArchiveCollector
 from viewer_api.auth.access import ADMIN, OPEN
 from viewer_api.auth.routing import DeclaredRoute

@@ -127,7 +127,7 @@ def plugin_reviews(principal: Staff, name: str, version: str, service: PluginSer
 
 
 @router.get("/api/plugins/watch", response_model=list[PluginWatch],
-            summary="Plugin versions in clinical use: review outcomes, finding rate per week, benchmark figures")  # fmt: skip
+            summary="Plugin versions in clinical use: reviews, finding rate per week, benchmark figures")  # fmt: skip
 def plugins_watch(_staff: Staff, service: PluginService = Depends(plugin_service)) -> list[PluginWatch]:
     """Every version enabled or reviewed, with its acceptance alert (staff, as the review counts)."""
     service.plugins()
