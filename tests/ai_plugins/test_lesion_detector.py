@@ -137,11 +137,22 @@ def test_calibration_is_monotonic_in_response_and_contrast() -> None:
 
 def test_training_script_writes_a_loadable_calibration(tmp_path: Path) -> None:
     out = tmp_path / "calibration_data.py"
-    assert train_module.main(["--studies", "4", "--seed", "500", "--out", str(out)]) == 0
+    assert train_module.main(["--studies", "4", "--validation", "4", "--seed", "500", "--out", str(out)]) == 0
     raw = runpy.run_path(str(out))["CALIBRATION"]
     fitted = Calibration.from_dict(raw)
     assert len(fitted.weights) == 3
     assert fitted.trained_on["studies"] == 4
+    assert 0.0 < fitted.operating_point < 1.0
+    held_out = fitted.trained_on["validation"]
+    assert isinstance(held_out, dict) and held_out["studies"] == 4 and held_out["reliability"]
+
+
+def test_operating_point_is_the_largest_youden_index() -> None:
+    threshold, sens, spec = train_module.operating_point([0.9, 0.3, 0.2, 0.05, 0.01], [True, True, False, False, False])
+    assert (sens, spec) == (1.0, 1.0)
+    assert 0.2 < threshold < 0.3
+    assert train_module.reliability(np.array([0.05, 0.15, 0.95]), np.array([0.0, 1.0, 1.0])) == [
+        [0.0, 0.1, 1, 0.05, 0.0], [0.1, 0.2, 1, 0.15, 1.0], [0.9, 1.0, 1, 0.95, 1.0]]  # fmt: skip
 
 
 def test_a_series_that_is_not_a_volume_is_skipped(detector: LesionDetector) -> None:
