@@ -1,12 +1,21 @@
 """Benchmark of the built-in ``lesion-detector`` plugin against the issue's targets; prints a table.
 
-    .venv/bin/python benchmarks/lesion_detector_bench.py [--studies 100] [--rows 128] [--slices 64] [--big-runs 3]
+    .venv/bin/python benchmarks/lesion_detector_bench.py [--studies 100] [--faint 40] [--rows 128] [--slices 64]
+                                                          [--big-runs 3]
 
 * Accuracy set: ``--studies`` synthetic CT studies from ``tests/factories.py`` (seeds 0..N-1, even
   seeds carry one random spherical lesion of radius 4-8 % of the 350 mm field of view, odd seeds
   none), run end to end through ``LesionDetector().run(StudyInput)``. Study-level AUC from the
   "High density lesion" classification probability; a positive counts as localised when the
-  most probable reported finding's 3D point lies within the true lesion radius of its centre.
+  most probable finding at the operating point (a positive call) lies within the true lesion
+  radius of its centre; "best candidate localised" also counts the candidate the plugin shows
+  below its operating point.
+* Small and faint set: ``--faint`` studies (seeds 1000.., half with a lesion of radius 1.5-3 % of
+  the FOV, 5-10 mm, and 70-110 HU over 40 HU soft tissue), the same measures.
+* Calibration curve: the study-level probability against the observed fraction of studies with a
+  lesion, in equal-width bins, over both sets; then the calibration's own held-out candidate
+  reliability bins (written by ``train.py``). Sensitivity and specificity are at the calibrated
+  operating point (``Calibration.operating_point``).
 * Speed: one 200-slice 512x512 CT (seed 5, with a lesion), from Part 10 bytes to Findings
   (parse, decode, rescale, detect, masks), median of ``--big-runs`` runs on this machine's CPU.
 """
@@ -30,11 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ai_plugins.builtin.lesion_detector import LesionDetector  # noqa: E402
 from ai_plugins.sdk import Findings, Point3D, StudyInput, codes  # noqa: E402
-from tests.factories import make_ct_case, to_bytes  # noqa: E402
+from tests.factories import FOV_MM, Lesion, make_ct_case, to_bytes  # noqa: E402
 
 TARGET_AUC = 0.95
 TARGET_LOCALISED = 0.90
 TARGET_SECONDS = 10.0
+FAINT_SEED = 1000
+FAINT_RADIUS = (0.015, 0.03)
+FAINT_HU = (70.0, 110.0)
+CURVE_BINS = 5
 
 
 @dataclass
@@ -42,6 +55,7 @@ class Outcome:
     positive: bool
     probability: float
     localised: bool
+    candidate_localised: bool
     distance_mm: float
     diameter_error: float
     seconds: float
@@ -63,32 +77,55 @@ def study_probability(findings: Findings) -> float:
     return 0.0
 
 
-def evaluate(plugin: LesionDetector, seed: int, rows: int, slices: int) -> Outcome:
+def faint_lesion(seed: int, rows: int, slices: int) -> Lesion | None:
+    """A small faint lesion where the accuracy set would place one (even seeds), else none."""
+    if seed % 2:
+        return None
+    rng = np.random.default_rng([seed, 77])
+    placed = make_ct_case(lesion="random", seed=seed, rows=rows, cols=rows, n_slices=slices).lesion
+    assert placed is not None
+    return Lesion(placed.center_mm, round(float(rng.uniform(*FAINT_RADIUS)) * FOV_MM, 2),
+                  round(float(rng.uniform(*FAINT_HU)), 1))  # fmt: skip
+
+
+def _within(f_region: object, lesion: Lesion) -> tuple[bool, float]:
+    if not isinstance(f_region, Point3D):
+        return False, float("nan")
+    distance = float(np.linalg.norm(np.asarray(f_region.as_tuple()) - np.asarray(lesion.center_mm)))
+    return distance <= lesion.radius_mm, distance
+
+
+def evaluate(plugin: LesionDetector, seed: int, rows: int, slices: int, *, faint: bool = False) -> Outcome:
     positive = seed % 2 == 0
-    case = make_ct_case(lesion="random" if positive else None, seed=seed, rows=rows, cols=rows, n_slices=slices)
+    lesion: Lesion | str | None = faint_lesion(seed, rows, slices) if faint else ("random" if positive else None)
+    case = make_ct_case(lesion=lesion, seed=seed, rows=rows, cols=rows, n_slices=slices)  # type: ignore[arg-type]
     started = time.perf_counter()
     findings = plugin.run(StudyInput.from_datasets(case.datasets))
     seconds = time.perf_counter() - started
     p = study_probability(findings)
-    localised, distance, diameter_error = False, float("nan"), float("nan")
-    false_findings = 0
-    for f in findings.findings:
-        hit = (
-            case.lesion is not None
-            and isinstance(f.region, Point3D)
-            and np.linalg.norm(np.asarray(f.region.as_tuple()) - np.asarray(case.lesion.center_mm))
-            <= case.lesion.radius_mm
-        )
-        false_findings += not hit
+    calls = [f for f in findings.findings if not f.below_operating_point]
+    localised, candidate_localised, distance, diameter_error = False, False, float("nan"), float("nan")
+    false_findings = sum(case.lesion is None or not _within(f.region, case.lesion)[0] for f in calls)
     if case.lesion is not None and findings.findings:
-        top = max(findings.findings, key=lambda f: f.probability or 0.0)
-        if isinstance(top.region, Point3D):
-            distance = float(np.linalg.norm(np.asarray(top.region.as_tuple()) - np.asarray(case.lesion.center_mm)))
-            localised = distance <= case.lesion.radius_mm
+        best = max(findings.findings, key=lambda f: f.probability or 0.0)
+        candidate_localised, _ = _within(best.region, case.lesion)
+    if case.lesion is not None and calls:
+        top = max(calls, key=lambda f: f.probability or 0.0)
+        localised, distance = _within(top.region, case.lesion)
         diameter = top.measurement(codes.DIAMETER)
         if diameter is not None:
             diameter_error = diameter.value / (2 * case.lesion.radius_mm) - 1.0
-    return Outcome(positive, p, localised, distance, diameter_error, seconds, false_findings)
+    return Outcome(positive, p, localised, candidate_localised, distance, diameter_error, seconds, false_findings)
+
+
+def calibration_curve(outcomes: list[Outcome], bins: int = CURVE_BINS) -> list[tuple[float, float, int, float, float]]:
+    """(low, high, studies, mean predicted probability, observed fraction with a lesion) per bin."""
+    p = np.asarray([o.probability for o in outcomes])
+    y = np.asarray([o.positive for o in outcomes], dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    return [(float(edges[b]), float(edges[b + 1]), int((which == b).sum()), float(p[which == b].mean()),
+             float(y[which == b].mean())) for b in range(bins) if (which == b).any()]  # fmt: skip
 
 
 def time_big(plugin: LesionDetector, runs: int) -> tuple[list[float], list[float], Findings]:
@@ -116,25 +153,29 @@ def row(name: str, value: str, target: str = "", ok: bool | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=100)
+    parser.add_argument("--faint", type=int, default=40, help="studies of the small faint set (half with a lesion)")
     parser.add_argument("--rows", type=int, default=128, help="matrix (rows = columns) of the accuracy set")
     parser.add_argument("--slices", type=int, default=64)
     parser.add_argument("--big-runs", type=int, default=3, help="timed runs of the 200x512x512 CT (0: skip)")
     args = parser.parse_args(argv)
 
     plugin = LesionDetector()
+    op = plugin.report_threshold
     outcomes = [evaluate(plugin, seed, args.rows, args.slices) for seed in range(args.studies)]
+    faint = [evaluate(plugin, FAINT_SEED + n, args.rows, args.slices, faint=True) for n in range(args.faint)]
     positives = [o for o in outcomes if o.positive]
     negatives = [o for o in outcomes if not o.positive]
     auc = study_auc([o.probability for o in outcomes], [o.positive for o in outcomes])
     localised = sum(o.localised for o in positives) / len(positives)
-    sens = sum(o.probability >= 0.5 for o in positives) / len(positives)
-    spec = sum(o.probability < 0.5 for o in negatives) / len(negatives)
+    sens = sum(o.probability >= op for o in positives) / len(positives)
+    spec = sum(o.probability < op for o in negatives) / len(negatives)
     distances = [o.distance_mm for o in positives if not np.isnan(o.distance_mm)]
     d_err = [abs(o.diameter_error) for o in positives if not np.isnan(o.diameter_error)]
 
     lines = [
-        f"lesion-detector {plugin.version} | torch {torch.__version__} | {os.cpu_count()} CPU(s), "
-        f"{torch.get_num_threads()} torch threads | {platform.processor() or platform.machine()}",
+        f"lesion-detector {plugin.version} | operating point p >= {op:.4f} | torch {torch.__version__} | "
+        f"{os.cpu_count()} CPU(s), {torch.get_num_threads()} torch threads | "
+        f"{platform.processor() or platform.machine()}",
         "",
         f"| {'metric':<46} | {'value':>16} | {'target':>10} | {'ok?':>4} |",
         "|" + "-" * 48 + "|" + "-" * 18 + "|" + "-" * 12 + "|" + "-" * 6 + "|",
@@ -142,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         row("study-level AUC", f"{auc:.4f}", f">= {TARGET_AUC}", auc >= TARGET_AUC),
         row("positives localised within lesion radius", f"{localised:.1%}", f">= {TARGET_LOCALISED:.0%}",
             localised >= TARGET_LOCALISED),
-        row("sensitivity at p >= 0.5", f"{sens:.1%}"),
-        row("specificity at p >= 0.5", f"{spec:.1%}"),
+        row("sensitivity at the operating point", f"{sens:.1%}"),
+        row("specificity at the operating point", f"{spec:.1%}"),
         row("max positive-study p / min", f"{max(o.probability for o in positives):.3f} / "
             f"{min(o.probability for o in positives):.3f}"),
         row("max negative-study p", f"{max(o.probability for o in negatives):.3f}"),
@@ -154,6 +195,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(d_err):.1%} / {max(d_err):.1%}" if d_err else "n/a"),
         row("run time per study, median (s)", f"{statistics.median(o.seconds for o in outcomes):.2f}"),
     ]  # fmt: skip
+    f_pos = [o for o in faint if o.positive]
+    f_neg = [o for o in faint if not o.positive]
+    if f_pos and f_neg:
+        def share(flags: list[bool]) -> str:
+            return f"{sum(flags) / len(flags):.1%}"
+
+        lines += [
+            row(f"small faint set ({len(f_pos)} with a lesion r 5-10 mm, 70-110 HU)", str(len(faint))),
+            row("  study-level AUC", f"{study_auc([o.probability for o in faint], [o.positive for o in faint]):.4f}"),
+            row("  sensitivity at the operating point", share([o.probability >= op for o in f_pos])),
+            row("  specificity at the operating point", share([o.probability < op for o in f_neg])),
+            row("  positives localised (finding at the op. point)", share([o.localised for o in f_pos])),
+            row("  positives with best candidate localised", share([o.candidate_localised for o in f_pos])),
+            row("  positive-study p, min / median", f"{min(o.probability for o in f_pos):.3f} / "
+                f"{statistics.median(o.probability for o in f_pos):.3f}"),
+            row("  false-positive findings per study", f"{sum(o.false_findings for o in faint) / len(faint):.2f}"),
+        ]  # fmt: skip
+    lines += ["", "calibration curve, study level, both sets (bin: studies, mean predicted p, observed lesion rate)"]
+    lines += [f"  [{lo:.1f}, {hi:.1f}): {n:4d}  {mp:.3f}  {obs:.3f}" for lo, hi, n, mp, obs in
+              calibration_curve(outcomes + faint)]  # fmt: skip
+    held_out = plugin.calibration.trained_on.get("validation")
+    if isinstance(held_out, dict):
+        lines += ["calibration's held-out candidates (train.py; bin: candidates, mean predicted p, observed)"]
+        lines += [f"  [{lo:.1f}, {hi:.1f}): {int(n):4d}  {mp:.3f}  {obs:.3f}" for lo, hi, n, mp, obs in
+                  held_out.get("reliability", [])]  # fmt: skip
+    lines.append("")
     if args.big_runs > 0:
         totals, loads, big = time_big(plugin, args.big_runs)
         total = statistics.median(totals)

@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     hl7_idle_timeout: float = Field(default=60.0, gt=0, le=3600)  # a connection silent this long is closed
     hl7_max_connections: int = Field(default=64, ge=1, le=10_000)  # open at once (the longest idle one yields)
 
+    # The deployment gate and watch (issue 15): [plugins.gate] and [plugins.watch], README "Deployment gate"
+    plugins_gate_benchmark: str | None = Field(default=None, max_length=64)  # enabling needs an evaluation on it
+    plugins_gate_metric: str = Field(default="auc", min_length=1, max_length=32)  # the evaluation metric compared
+    plugins_gate_min: float = 0.0  # the least value of that metric that passes
+    plugins_watch_window_days: float = Field(default=28.0, gt=0)  # physician reviews the acceptance rate covers
+    plugins_watch_min_reviews: int = Field(default=20, ge=1)  # reviews in the window before the alert may fire
+
     # Benchmarks (issue 7)
     benchmark_evals_per_day: int = Field(default=3, ge=1)  # evaluations per plugin per benchmark in any 24 hours
     benchmark_bootstrap: int = Field(default=2000, ge=100, le=100_000)  # resamples behind each confidence interval

@@ -239,7 +239,12 @@ def _main_value(task: Task, metric: str, result: dict[str, Any]) -> dict[str, fl
 
 def compute_metrics(bench: BenchmarkInfo, rows: list[tuple[dict[str, Any], dict[str, Any], dict[str, str]]], *,
                     threshold: float, seed: int, n_boot: int) -> dict[str, Any]:  # fmt: skip
-    """Metrics of (label, normalised output, case attributes) rows; failed cases have an empty output."""
+    """Metrics of (label, normalised output, case attributes) rows; failed cases have an empty output.
+
+    ``ppv`` (classification and detection) is the positive predictive value at ``threshold`` with its
+    Wilson interval: of the findings called (detection) or the studies called positive (classification),
+    the share that is right; the deployment watch compares physicians' acceptance rate with its lower bound.
+    """
     task, schema = bench.task, bench.schema
     y = [is_positive(task, schema, label) for label, _, _ in rows]
     scores = [float(out.get("score", 0.0)) for _, out, _ in rows]
@@ -248,6 +253,8 @@ def compute_metrics(bench: BenchmarkInfo, rows: list[tuple[dict[str, Any], dict[
     if task is Task.CLASSIFICATION:
         result["classification"] = m.classification(y, scores, threshold, n_boot=n_boot, seed=seed,
                                                     subgroups=groups).to_json()  # fmt: skip
+        c = m.confusion(y, scores, threshold)
+        result["ppv"] = m.Proportion("study", c.tp, c.tp + c.fp).to_json()
     elif task is Task.DETECTION:
         cases = [m.DetectionCase(
             tuple(m.Lesion((float(c[0]), float(c[1]), float(c[2])), float(les["radius_mm"]))
@@ -257,6 +264,7 @@ def compute_metrics(bench: BenchmarkInfo, rows: list[tuple[dict[str, Any], dict[
         result["froc"] = m.froc(cases, n_boot=n_boot, seed=seed).to_json()
         result["study_level"] = m.classification(y, scores, threshold, n_boot=n_boot, seed=seed,
                                                  subgroups=groups).to_json()  # fmt: skip
+        result["ppv"] = m.finding_ppv(cases, threshold).to_json()
     else:
         dices: list[float] = []
         hds: list[float | None] = []

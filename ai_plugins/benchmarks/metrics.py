@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -111,6 +111,45 @@ def operating_metrics(c: Confusion) -> dict[str, float | None]:
         "accuracy": _ratio(c.tp + c.tn, n),
         "f1": _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn),
     }
+
+
+def wilson_interval(successes: int, n: int, *, alpha: float = ALPHA) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion (Wilson 1927; Agresti & Coull 1998): well inside [0, 1] and
+    sensible for small ``n`` and proportions near 0 or 1, where the normal approximation is not."""
+    if n <= 0:
+        return None, None
+    z = float(norm.ppf(1 - alpha / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True, slots=True)
+class Proportion:
+    """A positive predictive value as counts (``hits`` of ``called``) with its 95 % Wilson interval."""
+
+    level: str  # "finding": called findings that lie in a true lesion; "study": positive studies called
+    hits: int
+    called: int
+
+    def to_json(self) -> dict[str, object]:
+        low, high = wilson_interval(self.hits, self.called)
+        value = self.hits / self.called if self.called else None
+        return {"level": self.level, "hits": self.hits, "called": self.called, "method": "wilson",
+                "value": _round(value), "ci_low": _round(low), "ci_high": _round(high)}  # fmt: skip
+
+
+def finding_ppv(cases: Sequence[DetectionCase], threshold: float) -> Proportion:
+    """Of the findings at or above ``threshold``, how many lie within a true lesion's radius."""
+    hits = called = 0
+    for case in cases:
+        for x, y, z, p in case.points:
+            if p < threshold:
+                continue
+            called += 1
+            hits += any(math.dist((x, y, z), les.center) <= les.radius for les in case.lesions)
+    return Proportion("finding", hits, called)
 
 
 def stratified_resamples(strata: Sequence[object], n_boot: int, seed: int) -> npt.NDArray[np.intp]:

@@ -56,7 +56,8 @@ class BenchmarkService:
         self.use_entry_points = use_entry_points
         self.registry = PluginRegistry(archive.engine, extra=extra_plugins,
                                        default_timeout_s=archive.settings.job_timeout,
-                                       use_entry_points=use_entry_points)  # fmt: skip
+                                       use_entry_points=use_entry_points,
+                                       gated=bool(archive.settings.plugins_gate_benchmark))  # fmt: skip
         self._synced = False
 
     def _sync(self) -> None:

@@ -119,11 +119,15 @@ def edge_only(plugins: Collection[str]) -> ColumnElement[bool] | None:
 
 
 def summarise(findings: Findings | None) -> dict[str, Any]:
-    """What the job record and each result record say about the findings (empty when there are none)."""
+    """What the job record and each result record say about the findings (empty when there are none).
+
+    ``findings`` counts positive calls only: candidates shown below the plugin's operating point do not
+    flag a study on the worklist."""
     if findings is None:
         return {}
     return {
-        "findings": len(findings.findings),
+        "findings": sum(not f.below_operating_point for f in findings.findings),
+        "below_operating_point": sum(f.below_operating_point for f in findings.findings),
         "classifications": [
             {"code": c.code.value, "scheme": c.code.scheme, "meaning": c.code.meaning, "probability": c.probability}
             for c in findings.classifications

@@ -3,7 +3,8 @@
 In-process plugins are found through the entry-point group ``cloudfilm.plugins`` (read with
 :mod:`importlib.metadata` at every :meth:`PluginRegistry.sync`) plus any classes handed to the
 registry directly (tests, embedding); each version gets a row in ``plugins`` the first time it is
-seen, enabled, because installing a package is the operator's decision. Vendor-hosted plugins are
+seen, enabled, because installing a package is the operator's decision (disabled under a deployment
+gate, :mod:`ai_plugins.benchmarks.gate`). Vendor-hosted plugins are
 registered with a manifest (``POST /api/plugins``) and start disabled until an admin enables them,
 because enabling one sends study data to the vendor.
 """
@@ -170,8 +171,11 @@ class PluginRegistry:
     """Plugin registrations in the index database, plus the plugin classes installed here."""
 
     def __init__(self, engine: Engine, *, extra: Sequence[type[Plugin]] = (), default_timeout_s: float = 900.0,
-                 use_entry_points: bool = True) -> None:  # fmt: skip
+                 use_entry_points: bool = True, gated: bool = False) -> None:  # fmt: skip
         self.engine = engine
+        # under a deployment gate (ai_plugins.benchmarks.gate) a newly installed version starts disabled:
+        # installing it is the operator's decision, running it on patients needs a passed evaluation
+        self.gated = gated
         self.extra = tuple(extra)
         self.use_entry_points = use_entry_points
         self.default_timeout_s = default_timeout_s
@@ -205,13 +209,15 @@ class PluginRegistry:
                             version=version,
                             source=PluginSource.ENTRY_POINT.value,
                             endpoint_url="",
-                            enabled=True,
+                            enabled=not self.gated,
                             registered_by="",
                             created_at=now,
                             **values,
                         )  # fmt: skip
                     ).rowcount
-                    if inserted:  # a newly installed version supersedes the older ones
+                    if inserted and self.gated:
+                        log.info("%s@%s installed; disabled until it passes the deployment gate", name, version)
+                    elif inserted:  # a newly installed version supersedes the older ones
                         superseded = conn.execute(
                             update(PluginRecord)
                             .where(PluginRecord.name == name, PluginRecord.version != version,

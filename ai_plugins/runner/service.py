@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from ai_plugins.benchmarks.gate import check_gate
 from ai_plugins.runner.handler import job_queue
 from ai_plugins.runner.models import PluginResult
 from ai_plugins.runner.registry import PluginRegistry, PluginView, RemoteManifest
@@ -47,6 +48,7 @@ class PluginService:
             extra=extra_plugins,
             default_timeout_s=archive.settings.job_timeout,
             use_entry_points=use_entry_points,
+            gated=bool(archive.settings.plugins_gate_benchmark),
         )
         self.queue: JobQueue = job_queue(archive)
         self.router = Router(self.registry, max_attempts=archive.settings.job_max_attempts)
@@ -72,8 +74,15 @@ class PluginService:
         return self.registry.register_remote(manifest, registered_by=registered_by)
 
     def set_enabled(self, name: str, version: str, enabled: bool) -> PluginView:
-        """Enable or disable one version; disabling cancels its waiting jobs (running ones finish)."""
+        """Enable or disable one version; disabling cancels its waiting jobs (running ones finish).
+
+        Under a deployment gate, enabling a version without a passing evaluation raises
+        :class:`~ai_plugins.benchmarks.gate.GateRefused` with the reason."""
         self._sync()
+        if enabled:
+            passed = check_gate(self.archive.engine, self.archive.settings, self.registry.get(name, version))
+            if passed is not None:
+                log.info("deployment gate: %s", passed.reason)
         plugin = self.registry.set_enabled(name, version, enabled)
         if not enabled:
             n = self.queue.cancel_pending(kind=JOB_KIND, target=name, target_version=version,

@@ -51,7 +51,8 @@ class Worker(JobLoop):
         settings = archive.settings
         self.archive = archive
         self.registry = PluginRegistry(archive.engine, extra=extra_plugins, default_timeout_s=settings.job_timeout,
-                                       use_entry_points=use_entry_points)  # fmt: skip
+                                       use_entry_points=use_entry_points,
+                                       gated=bool(settings.plugins_gate_benchmark))  # fmt: skip
         self.jobs = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),

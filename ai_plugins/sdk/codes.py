@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ABSENT",
+    "BELOW_OPERATING_POINT",
     "DIAMETER",
     "FINDING",
     "HIGH_DENSITY_LESION",
@@ -17,6 +18,7 @@ __all__ = [
     "MASS",
     "MORPHOLOGICALLY_ABNORMAL_STRUCTURE",
     "NODULE",
+    "OPERATING_POINT",
     "PRESENT",
     "PROBABILITY",
     "UCUM_MM",
@@ -53,6 +55,11 @@ MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code(value="49755003", scheme="SCT", meanin
 PRESENT = Code(value="52101004", scheme="SCT", meaning="Present")
 ABSENT = Code(value="272519000", scheme="SCT", meaning="Absent")
 FINDING = Code(value="121071", scheme="DCM", meaning="Finding")
+
+# The archive's local coding scheme (PS3.16 8.2, private designator): a finding a plugin shows for
+# review although its probability lies under the plugin's operating point
+OPERATING_POINT = Code(value="OPERATING-POINT", scheme="99CLOUDFILM", meaning="Relation to operating point")
+BELOW_OPERATING_POINT = Code(value="BELOW-OP-POINT", scheme="99CLOUDFILM", meaning="Below operating point")
 
 # Measurement names (CID 7469 / DCM)
 DIAMETER = Code(value="81827009", scheme="SCT", meaning="Diameter")

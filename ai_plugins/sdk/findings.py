@@ -254,6 +254,11 @@ class Finding(_Model):
     finding_site: Code | None = None
     region: Region | None = None
     measurements: list[Measurement] = Field(default_factory=list)
+    below_operating_point: bool = Field(
+        default=False,
+        description="a candidate shown for review although its probability is under the plugin's operating "
+        "point: not a positive call (the SR marks it with a qualitative evaluation)",
+    )
 
     def measurement(self, name: Code) -> Measurement | None:
         """The first measurement with this name (compared by value and scheme), if any."""

@@ -213,6 +213,7 @@ def _finding_group(
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations:
     sites = [hd.sr.FindingSite(anatomic_location=to_dicom_code(f.finding_site))] if f.finding_site else None
     label = f.label or f"Finding {n}"
+    evaluations = _qualitative(f)
     if f.region is None:
         return hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(label),
@@ -220,6 +221,7 @@ def _finding_group(
             algorithm_id=algorithm,
             finding_sites=sites,
             measurements=_measurements(f, None) or None,
+            qualitative_evaluations=evaluations,
         )
     source = key_image if isinstance(f.region, Point3D) else None
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -229,7 +231,27 @@ def _finding_group(
         algorithm_id=algorithm,
         finding_sites=sites,
         measurements=_measurements(f, source) or None,
+        qualitative_evaluations=evaluations,
     )
+
+
+def _qualitative(f: Finding) -> list[hd.sr.QualitativeEvaluation] | None:
+    """A candidate under the plugin's operating point says so in its group (read back by the reader)."""
+    if not f.below_operating_point:
+        return None
+    return [hd.sr.QualitativeEvaluation(to_dicom_code(codes.OPERATING_POINT),
+                                        to_dicom_code(codes.BELOW_OPERATING_POINT))]  # fmt: skip
+
+
+def _below_operating_point(
+    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
+) -> bool:
+    for item in group.get_qualitative_evaluations(name=to_dicom_code(codes.OPERATING_POINT)):
+        value = item.value
+        if (value.value, value.scheme_designator) == (codes.BELOW_OPERATING_POINT.value,
+                                                      codes.BELOW_OPERATING_POINT.scheme):  # fmt: skip
+            return True
+    return False
 
 
 def build_measurement_report(
@@ -377,7 +399,8 @@ def read_measurement_report(sr: Dataset) -> Findings:
             classifications.append(Classification(code=code, probability=probability))
         else:
             findings.append(Finding(code=code, probability=probability, label=label, measurements=measurements,
-                                    finding_site=_site(group)))  # fmt: skip
+                                    finding_site=_site(group),
+                                    below_operating_point=_below_operating_point(group)))  # fmt: skip
     for roi_group in report.get_planar_roi_measurement_groups():
         if roi_group.finding_type is None:
             continue
@@ -390,6 +413,7 @@ def read_measurement_report(sr: Dataset) -> Findings:
                 finding_site=_site(roi_group),
                 region=_read_region(roi_group),
                 measurements=measurements,
+                below_operating_point=_below_operating_point(roi_group),
             )
         )
     evidence = document.get("CurrentRequestedProcedureEvidenceSequence", [])

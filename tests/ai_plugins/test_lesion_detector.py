@@ -84,8 +84,24 @@ def test_negative_case_has_a_low_probability(detector: LesionDetector) -> None:
     study = StudyInput.from_datasets(make_ct_case(n_slices=24, rows=64, cols=64, seed=102).datasets)
     findings = detector.run(study)
     assert findings.classifications[0].probability < 0.1
-    assert findings.findings == []
+    # no positive call: the best candidate is shown, marked below the operating point, without a mask
+    assert [f.below_operating_point for f in findings.findings] in ([], [True])
     assert findings.segmentations == []
+    assert findings.summary is not None and findings.summary.startswith("no hyperdense lesion at the operating point")
+
+
+def test_a_small_faint_lesion_is_reported_where_it_is() -> None:
+    """A 7 mm, 85 HU lesion (smaller and fainter than the old calibration's phantoms): the study-level
+    probability alone used to be reported; now its best candidate is located, with its probability."""
+    lesion = Lesion((40.0, 10.0, 0.0), 7.0, hu=85.0)
+    case = make_ct_case(n_slices=24, rows=128, cols=128, lesion=lesion, seed=4)
+    findings = LesionDetector().run(StudyInput.from_datasets(case.datasets))
+    assert findings.findings, findings.summary
+    best = max(findings.findings, key=lambda f: f.probability or 0.0)
+    assert best.probability == pytest.approx(findings.classifications[0].probability)
+    assert isinstance(best.region, Point3D)
+    assert np.linalg.norm(np.asarray(best.region.as_tuple()) - np.asarray(lesion.center_mm)) <= lesion.radius_mm
+    assert best.below_operating_point is (best.probability < LesionDetector().report_threshold)
 
 
 def test_analyses_the_series_with_most_slices(detector: LesionDetector) -> None:
@@ -121,11 +137,22 @@ def test_calibration_is_monotonic_in_response_and_contrast() -> None:
 
 def test_training_script_writes_a_loadable_calibration(tmp_path: Path) -> None:
     out = tmp_path / "calibration_data.py"
-    assert train_module.main(["--studies", "4", "--seed", "500", "--out", str(out)]) == 0
+    assert train_module.main(["--studies", "4", "--validation", "4", "--seed", "500", "--out", str(out)]) == 0
     raw = runpy.run_path(str(out))["CALIBRATION"]
     fitted = Calibration.from_dict(raw)
     assert len(fitted.weights) == 3
     assert fitted.trained_on["studies"] == 4
+    assert 0.0 < fitted.operating_point < 1.0
+    held_out = fitted.trained_on["validation"]
+    assert isinstance(held_out, dict) and held_out["studies"] == 4 and held_out["reliability"]
+
+
+def test_operating_point_is_the_largest_youden_index() -> None:
+    threshold, sens, spec = train_module.operating_point([0.9, 0.3, 0.2, 0.05, 0.01], [True, True, False, False, False])
+    assert (sens, spec) == (1.0, 1.0)
+    assert 0.2 < threshold < 0.3
+    assert train_module.reliability(np.array([0.05, 0.15, 0.95]), np.array([0.0, 1.0, 1.0])) == [
+        [0.0, 0.1, 1, 0.05, 0.0], [0.1, 0.2, 1, 0.15, 1.0], [0.9, 1.0, 1, 0.95, 1.0]]  # fmt: skip
 
 
 def test_a_series_that_is_not_a_volume_is_skipped(detector: LesionDetector) -> None:

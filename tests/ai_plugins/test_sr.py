@@ -222,11 +222,11 @@ def _vendor_findings(case: CtCase) -> Findings:
             Finding(code=codes.NODULE, probability=0.7, label="N1", finding_site=lung,
                     region=Point2D(sop_instance_uid=a.SOPInstanceUID, x=20.5, y=30.25),
                     measurements=[Measurement(name=codes.DIAMETER, value=8.0, unit=codes.UCUM_MM)]),
-            Finding(code=codes.MASS, probability=0.4, label="M1",
+            Finding(code=codes.MASS, probability=0.4, label="M1", below_operating_point=True,
                     region=BoundingBox(sop_instance_uid=b.SOPInstanceUID, x_min=5, y_min=6, x_max=25.5, y_max=30)),
             Finding(code=codes.LESION, label="L1",
                     region=Polygon(sop_instance_uid=b.SOPInstanceUID, points=[(1, 1), (10, 1), (10, 12), (3, 9)])),
-            Finding(code=codes.LESION, probability=0.3, label="Whole lung",
+            Finding(code=codes.LESION, probability=0.3, label="Whole lung", below_operating_point=True,
                     measurements=[Measurement(name=codes.VOLUME, value=1234.5, unit=codes.UCUM_MM3)]),
         ],
         segmentations=[Segmentation(series_uid=series, segments=[
@@ -337,11 +337,14 @@ def test_negative_study_still_gets_a_valid_report(tmp_path: Path) -> None:
     study = StudyInput.from_datasets(case.datasets)
     plugin = LesionDetector()
     findings = plugin.run(study)
-    assert findings.findings == [] and findings.segmentations == []
+    # no positive call: at most the best candidate, marked below the operating point, and no mask
+    assert len(findings.findings) <= 1 and all(f.below_operating_point for f in findings.findings)
+    assert findings.segmentations == []
     (sr,) = build_result_objects(findings, study, plugin.info())
     assert dciodvfy(save(sr, tmp_path / "sr.dcm")) == ("Comprehensive3DSR", [])
     back = read_measurement_report(hd.sr.srread(tmp_path / "sr.dcm"))
     assert back.classifications == findings.classifications
+    assert [f.below_operating_point for f in back.findings] == [f.below_operating_point for f in findings.findings]
     assert back.classifications[0].probability < 0.1
 
 

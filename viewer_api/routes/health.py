@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ai_plugins.review.watch import WatchCollector
 from pacs.errors import StorageUnavailable
 from pacs.index import db
 from pacs.observability import ArchiveCollector
@@ -53,5 +54,6 @@ async def metrics(request: Request) -> Response:
     archive = archive_of(request)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ArchiveCollector(archive))
+    registry.register(WatchCollector(archive))
     scraped = await asyncio.to_thread(lambda: generate_latest() + generate_latest(registry))
     return Response(scraped, media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,10 @@
 versions on and off, staff re-run a plugin on a study.
 
 ``GET /api/plugins``, ``POST /api/plugins``, ``PATCH /api/plugins/{name}/{version}``,
-``POST /api/studies/{uid}/plugins/{name}/run``, ``GET /api/plugins/{name}/{version}/reviews``.
+``POST /api/studies/{uid}/plugins/{name}/run``, ``GET /api/plugins/{name}/{version}/reviews``,
+``GET /api/plugins/watch`` and ``GET /api/plugins/{name}/{version}/watch`` (clinical use beside the
+benchmark figures), and the page ``/viewer/plugins``. Enabling under a deployment gate without a
+passing evaluation is a 409 with the reason.
 """
 
 from __future__ import annotations
@@ -10,15 +13,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from ai_plugins.review.service import ReviewCounts, plugin_review_counts
+from ai_plugins.review.watch import PluginWatch, watch_all, watch_plugin
 from ai_plugins.runner.registry import PluginView, RemoteManifest
 from ai_plugins.runner.service import PluginService
 from pacs.accounts.principal import scope_for
 from viewer_api.auth.access import Admin, AiReader, Staff, VendorOrAdmin
 from viewer_api.auth.routing import DeclaredRoute
+from viewer_api.pages import render
 from viewer_api.routes.jobs import JobOut, job_out, plugin_service
 
 router = APIRouter(tags=["plugins"], route_class=DeclaredRoute)
@@ -119,3 +124,30 @@ def plugin_reviews(principal: Staff, name: str, version: str, service: PluginSer
     is computed from; a vendor asks the hospital). 404 for a version that is not registered."""
     service.registry.get(name, version)
     return plugin_review_counts(service.archive.engine, name, version)
+
+
+@router.get("/api/plugins/watch", response_model=list[PluginWatch],
+            summary="Plugin versions in clinical use: reviews, finding rate per week, benchmark figures")  # fmt: skip
+def plugins_watch(_staff: Staff, service: PluginService = Depends(plugin_service)) -> list[PluginWatch]:
+    """Every version enabled or reviewed, with its acceptance alert (staff, as the review counts)."""
+    service.plugins()
+    return watch_all(service.archive.engine, service.archive.settings, service.registry)
+
+
+@router.get("/api/plugins/{name}/{version}/watch", response_model=PluginWatch,
+            summary="One plugin version in clinical use beside its benchmark figures")  # fmt: skip
+def plugin_watch(_staff: Staff, name: str, version: str, service: PluginService = Depends(plugin_service)) \
+        -> PluginWatch:  # fmt: skip
+    """404 for a version that is not registered."""
+    return watch_plugin(service.archive.engine, service.archive.settings, service.registry.get(name, version))
+
+
+@router.get("/viewer/plugins", include_in_schema=False)
+def plugins_page(_staff: Staff, request: Request, service: PluginService = Depends(plugin_service)) -> Response:
+    """The plugins with their state, and for those in clinical use the watch beside the benchmark figures."""
+    plugins = service.plugins()
+    watched = {(w.plugin, w.version): w for w in watch_all(service.archive.engine, service.archive.settings,
+                                                           service.registry)}  # fmt: skip
+    settings = service.archive.settings
+    return render(request, "plugins.html", plugins=plugins, watched=watched, gate=settings.plugins_gate_benchmark,
+                  gate_metric=settings.plugins_gate_metric, gate_min=settings.plugins_gate_min)  # fmt: skip

@@ -11,8 +11,10 @@
 4. **Measure.** For each candidate: contrast (mean excess in the inner half-radius ball), a
    half-maximum region giving the centroid and the volume-equivalent diameter.
 5. **Calibrate.** A logistic layer over log-features (trained by ``train.py`` on synthetic studies
-   from the test factory) turns each candidate into a probability; the study-level probability is
-   that of the best candidate.
+   from the test factory, lesions spanning sizes and contrasts) turns each candidate into a
+   probability; the study-level probability is that of the best candidate. The operating point
+   (the probability from which a candidate is a positive call) comes from the same calibration run,
+   chosen on held-out studies.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class Calibration:
     weights: tuple[float, ...]
     bias: float
     feature_names: tuple[str, ...] = ("log_response", "log_contrast", "log_radius")
+    operating_point: float = 0.5
+    """Candidates at or above this probability are positive calls (chosen by ``train.py`` on held-out
+    studies: the threshold of the largest Youden index, sensitivity + specificity - 1)."""
     trained_on: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -109,6 +114,7 @@ class Calibration:
             weights=tuple(float(w) for w in raw["weights"]),
             bias=float(raw["bias"]),
             feature_names=tuple(raw["feature_names"]),
+            operating_point=float(raw.get("operating_point", 0.5)),
             trained_on=dict(raw.get("trained_on", {})),
         )
 

@@ -59,8 +59,6 @@ class LesionDetector(Plugin):
         modalities=("CT",), sop_classes=(CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE), min_slices=8
     )
 
-    report_threshold: ClassVar[float] = 0.5
-    """Candidates at or above this probability become findings."""
     max_findings: ClassVar[int] = 5
     emit_masks: ClassVar[bool] = True
 
@@ -68,6 +66,9 @@ class LesionDetector(Plugin):
         super().__init__()
         self.params = DetectorParams()
         self.calibration = Calibration.load()
+        # candidates at or above the operating point are findings (positive calls); below it, the best
+        # located candidate is still reported with its probability, marked ``below_operating_point``
+        self.report_threshold = self.calibration.operating_point
 
     def run(self, study: StudyInput) -> Findings:
         chosen = study.select(self.input_filter)
@@ -92,18 +93,22 @@ class LesionDetector(Plugin):
         scored.sort(key=lambda pc: -pc[0])
         study_p = scored[0][0] if scored else 0.0
         reported = [(p, c) for p, c in scored if p >= self.report_threshold][: self.max_findings]
+        below = not reported and bool(scored)
+        if below:  # a reviewer sees where the study-level probability comes from
+            reported = scored[:1]
 
         findings: list[Finding] = []
         segments: list[Segment] = []
         for n, (p, c) in enumerate(reported, start=1):
             diameter = 2.0 * c.radius_mm
             code = finding_code(diameter)
-            label = f"Lesion {n}"
+            label = "Candidate (below operating point)" if below else f"Lesion {n}"
             findings.append(
                 Finding(
                     code=code,
                     probability=round(p, 4),
                     label=label,
+                    below_operating_point=below,
                     region=self._region(series, c),
                     measurements=[
                         Measurement(name=codes.DIAMETER, value=round(diameter, 1), unit=codes.UCUM_MM),
@@ -115,7 +120,7 @@ class LesionDetector(Plugin):
                     ],
                 )
             )
-            if self.emit_masks:
+            if self.emit_masks and not below:
                 mask = lesion_mask(volume.array, volume.spacing, c, detection.baseline, self.params)
                 if mask.any():
                     segments.append(
@@ -131,7 +136,12 @@ class LesionDetector(Plugin):
             classifications=[Classification(code=codes.HIGH_DENSITY_LESION, probability=round(study_p, 4))],
             findings=findings,
             segmentations=[Segmentation(series_uid=series.series_uid, segments=segments)] if segments else [],
-            summary=f"{len(findings)} hyperdense lesion(s); study-level probability {study_p:.2f}",
+            summary=(
+                f"no hyperdense lesion at the operating point ({self.report_threshold:.2f}); best candidate shown, "
+                f"probability {study_p:.2f}"
+                if below
+                else f"{len(findings)} hyperdense lesion(s); study-level probability {study_p:.2f}"
+            ),
         )
 
     @staticmethod

@@ -248,6 +248,11 @@ CASES: list[Case] = [
     Case("notifications", "GET", lambda s: "/api/notifications", row(401, 200, 403, 403, 403, 403, 403)),
     Case("notification-resend", "POST", lambda s: "/api/notifications/999/resend",
          row(401, 404, 403, 403, 403, 403, 403)),
+    # The deployment watch (issue 15): staff, as the review counts it shows
+    Case("plugin-watch", "GET", lambda s: _plugin_reviews(s).replace("/reviews", "/watch"),
+         row(401, 200, 200, 403, 403, 403, 403)),
+    Case("plugins-watch", "GET", lambda s: "/api/plugins/watch", row(401, 200, 200, 403, 403, 403, 403)),
+    Case("plugins-page", "GET", lambda s: "/viewer/plugins", row(401, 200, 200, 403, 403, 403, 403)),
     # Downloads
     Case("film-owned", "GET", lambda s: f"/api/studies/{_owned(s)}/film.png", row(401, 200, 200, 200, 403, 403, 403)),
     Case("film-other", "GET", lambda s: f"/api/studies/{_other(s)}/film.pdf", row(401, 200, 200, 404, 403, 404, 403)),
