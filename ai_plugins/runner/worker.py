@@ -6,7 +6,8 @@ Handlers (:mod:`ai_plugins.runner.handler`): clinical plugin runs (:mod:`~ai_plu
 benchmark cases and their scoring (:mod:`ai_plugins.benchmarks.runner`), webhook deliveries
 (:mod:`~ai_plugins.runner.webhook_jobs`), forwarding by routing rules
 (:mod:`~ai_plugins.runner.forward_jobs`), patient notifications
-(:mod:`~ai_plugins.runner.notify_jobs`). Each attempt runs under one
+(:mod:`~ai_plugins.runner.notify_jobs`), the nightly retention run
+(:mod:`~ai_plugins.runner.retention_jobs`). Each attempt runs under one
 :class:`~ai_plugins.runner.handler.Lease`, and its outcome is recorded here whatever the handler
 did: returned, raised, outlived its lease (nothing is written), or was stopped with the worker
 (the job is handed back uncounted). Housekeeping returns jobs whose worker died (expired
@@ -35,6 +36,7 @@ from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler,
 from ai_plugins.runner.notify_jobs import NotifyJobs
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
+from ai_plugins.runner.retention_jobs import RetentionJobs
 from ai_plugins.runner.webhook_jobs import WebhookJobs
 from ai_plugins.sdk import Plugin
 from pacs import logs, metrics
@@ -65,7 +67,7 @@ class Worker:
         self.queue = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),
-                                      ForwardJobs(archive), NotifyJobs(archive)]  # fmt: skip
+                                      ForwardJobs(archive), NotifyJobs(archive), RetentionJobs(archive)]  # fmt: skip
         self.handlers: dict[str, JobHandler] = {
             kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds
         }
