@@ -82,7 +82,7 @@ def _unreferenced(engine: Engine, keys: Sequence[str]) -> list[str]:
 
 
 def _delete_rows(conn: Connection, scope: AccessScope, study_uid: str, series_uid: str | None, sop_uid: str | None,
-                 refuse: Callable[[Connection], str | None] | None) -> tuple[list[str], tuple[int, int, int]]:  # fmt: skip
+                 refuse: Callable[[Connection], str | None] | None) -> tuple[list[str], tuple[int, int, int]]:
     study = conn.execute(
         select(Study.id, Study.patient_fk).where(Study.study_uid == study_uid, scope.study_filter())
     ).first()

@@ -106,8 +106,9 @@ class AuditEvent:
 
 def record(engine: Engine, event: AuditEvent) -> bool:
     """Append ``event`` to the trail in its own transaction; ``False`` (and a log line) on failure."""
+    at = event.at or utcnow()
     values = {
-        "at": event.at or utcnow(),
+        "at": at,
         "action": str(event.action)[:32],
         "outcome": str(event.outcome)[:16],
         "user_id": event.user_id,
@@ -121,7 +122,7 @@ def record(engine: Engine, event: AuditEvent) -> bool:
     }
     # An access also stamps the study's last access (retention's ``idle_days``), about hourly.
     opened = (event.study_uid if event.action in ACCESS_ACTIONS and event.outcome == Outcome.SUCCESS
-              and event.study_uid and STAMPS.due(event.study_uid, values["at"]) else "")  # fmt: skip
+              and event.study_uid and STAMPS.due(event.study_uid, at) else "")  # fmt: skip
     try:
         with engine.connect() as conn:
             conn.info["write"] = True
@@ -129,7 +130,7 @@ def record(engine: Engine, event: AuditEvent) -> bool:
                 with conn.begin():
                     conn.execute(insert(AuditRow).values(**values))
                     if opened:
-                        stamp(conn, opened, values["at"])
+                        stamp(conn, opened, at)
             finally:
                 conn.info.pop("write", None)
     except SQLAlchemyError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,7 +32,7 @@ class Hold:
     created_at: datetime
 
 
-def _hold(row: LegalHold) -> Hold:
+def _hold(row: Any) -> Hold:
     return Hold(row.study_uid, row.reason, row.held_by, aware(row.created_at))
 
 
@@ -45,10 +46,10 @@ def set_hold(engine: Engine, principal: Principal, study_uid: str, reason: str =
         stmt = insert(LegalHold).values(study_uid=study_uid, reason=reason, held_by=principal.username[:64],
                                          created_at=now)  # fmt: skip
         conn.execute(stmt.on_conflict_do_update(index_elements=["study_uid"], set_={"reason": reason}))
-        row = conn.execute(select(LegalHold).where(LegalHold.study_uid == study_uid)).one()
+        row = conn.execute(select(*LegalHold.__table__.c).where(LegalHold.study_uid == study_uid)).one()
     record(engine, AuditEvent.by(principal, Action.LEGAL_HOLD, study_uid=study_uid, source=source,
                                  detail=f"hold set{': ' + reason if reason else ''}"))  # fmt: skip
-    return Hold(row.study_uid, row.reason, row.held_by, aware(row.created_at))
+    return _hold(row)
 
 
 def clear_hold(engine: Engine, principal: Principal, study_uid: str, *, source: str = "") -> None:
@@ -63,12 +64,12 @@ def clear_hold(engine: Engine, principal: Principal, study_uid: str, *, source: 
 
 def list_holds(engine: Engine) -> list[Hold]:
     with engine.connect() as conn:
-        return [_hold(r) for r in conn.execute(select(LegalHold).order_by(LegalHold.created_at)).scalars()]
+        return [_hold(r) for r in conn.execute(select(*LegalHold.__table__.c).order_by(LegalHold.created_at))]
 
 
 def held(conn: Connection, study_uids: Collection[str]) -> set[str]:
     """Which of ``study_uids`` are under a legal hold."""
-    uids, found = list(study_uids), set()
+    uids, found = list(study_uids), set[str]()
     for start in range(0, len(uids), 500):
         chunk = uids[start : start + 500]
         found.update(conn.execute(select(LegalHold.study_uid).where(LegalHold.study_uid.in_(chunk))).scalars())

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -73,7 +74,7 @@ def _studies(conn: Connection) -> Iterator[_Study]:
 
 def drafted(conn: Connection, study_uids: Collection[str]) -> set[str]:
     """Which of ``study_uids`` have an unsigned report draft."""
-    uids, found = list(study_uids), set()
+    uids, found = list(study_uids), set[str]()
     for start in range(0, len(uids), _CHUNK):
         chunk = uids[start : start + _CHUNK]
         found.update(conn.execute(select(ReportRow.study_uid).where(ReportRow.status == "draft",
@@ -104,7 +105,7 @@ def _left_to_move(conn: Connection, study_ids: Collection[int], tier: str) -> di
 def plan(engine: Engine, rules: list[RetentionRule], now: datetime) -> list[Step]:
     """Every step a run at ``now`` takes, in study order; marks first consulted, nothing written."""
     with engine.connect() as conn:
-        marks = {m.study_uid: m for m in conn.execute(select(DeletionMark)).scalars()}
+        marks = {m.study_uid: m for m in conn.execute(select(*DeletionMark.__table__.c))}
         matched = [(s, rule) for s in _studies(conn) if (rule := first_match(rules, s.facts, now)) is not None]
         protected = protection(conn, [s.facts.study_uid for s, _ in matched])
         moves: dict[str, dict[int, tuple[int, int]]] = {}
@@ -113,33 +114,31 @@ def plan(engine: Engine, rules: list[RetentionRule], now: datetime) -> list[Step
     steps: list[Step] = []
     for study, rule in matched:
         uid = study.facts.study_uid
-        common = {"study_uid": uid, "rule": rule.name, "patient_id": study.patient_id,
-                  "study_date": study.facts.study_date}
+        make = partial(Step, study_uid=uid, rule=rule.name, patient_id=study.patient_id,
+                       study_date=study.facts.study_date)  # fmt: skip
+        n, size = study.instances, study.size_bytes
         mark = marks.pop(uid, None)
         if uid in protected:
             if mark is not None:
-                steps.append(Step(StepKind.UNMARK, detail=f"protected by a {protected[uid]}", **common))
-            steps.append(Step(StepKind.PROTECTED, detail=protected[uid], instances=study.instances,
-                              size_bytes=study.size_bytes, **common))  # fmt: skip
+                steps.append(make(StepKind.UNMARK, detail=f"protected by a {protected[uid]}"))
+            steps.append(make(StepKind.PROTECTED, detail=protected[uid], instances=n, size_bytes=size))
         elif rule.action == "tier" and rule.tier is not None:
             if mark is not None:
-                steps.append(Step(StepKind.UNMARK, detail=f"rule {rule.name!r} moves it instead", **common))
+                steps.append(make(StepKind.UNMARK, detail=f"rule {rule.name!r} moves it instead"))
             left = moves[rule.tier].get(study.id)
             if left is not None:
-                steps.append(Step(StepKind.MOVE, detail=f"{left[0]} object(s) to tier {rule.tier!r}",
-                                  instances=left[0], size_bytes=left[1], tier=rule.tier, **common))  # fmt: skip
+                steps.append(make(StepKind.MOVE, detail=f"{left[0]} object(s) to tier {rule.tier!r}",
+                                  instances=left[0], size_bytes=left[1], tier=rule.tier))  # fmt: skip
         elif mark is None:
             after = now + timedelta(days=rule.grace_days)
-            steps.append(Step(StepKind.MARK, detail=f"deleted after {after:%Y-%m-%d %H:%M} UTC",
-                              instances=study.instances, size_bytes=study.size_bytes, delete_after=after,
-                              **common))  # fmt: skip
+            steps.append(make(StepKind.MARK, detail=f"deleted after {after:%Y-%m-%d %H:%M} UTC", delete_after=after,
+                              instances=n, size_bytes=size))  # fmt: skip
         else:
             after = aware(mark.delete_after)
             kind = StepKind.DELETE if after <= now else StepKind.WAIT
             detail = (f"marked {aware(mark.marked_at):%Y-%m-%d} by rule {mark.rule!r}" if kind is StepKind.DELETE
                       else f"deleted after {after:%Y-%m-%d %H:%M} UTC")  # fmt: skip
-            steps.append(Step(kind, detail=detail, instances=study.instances, size_bytes=study.size_bytes,
-                              delete_after=after, **common))  # fmt: skip
+            steps.append(make(kind, detail=detail, delete_after=after, instances=n, size_bytes=size))
     for uid, mark in marks.items():  # marked, but no rule matches the study now (or it is gone)
         steps.append(Step(StepKind.UNMARK, uid, "", f"rule {mark.rule!r} no longer matches the study"))
     return steps

@@ -56,7 +56,7 @@ def move_study(engine: Engine, store: ObjectStore, study_uid: str, tier: str, *,
             return Moved(objects, size, stopped=True)
         batch = rows[start : start + BATCH]
         targets = {r.id: tier_key(tier, r.object_key) for r in batch}
-        list(_COPIERS.map(lambda r: store.copy(r.object_key, targets[r.id]), batch))
+        list(_COPIERS.map(store.copy, [r.object_key for r in batch], [targets[r.id] for r in batch]))
         with write_transaction(engine) as conn:
             kept = {r.id for r in batch if conn.execute(
                 update(Instance).where(Instance.id == r.id, Instance.object_key == r.object_key)

@@ -20,10 +20,9 @@ from pacs.errors import NotFound, SettingsError
 from pacs.retention.rules import Tier
 from pacs.settings import Settings
 from pacs.storage.base import ObjectInfo, ObjectStore, StagedObject
+from pacs.storage.references import TIER_PREFIX
 
 log = logging.getLogger(__name__)
-
-from pacs.storage.references import TIER_PREFIX
 
 #: Above this, S3 refuses a single server-side copy; the bytes are streamed through instead.
 _COPY_LIMIT = 5 * 1024**3
