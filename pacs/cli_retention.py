@@ -49,7 +49,7 @@ def plan_cmd(as_json: Annotated[bool, typer.Option("--json", help="One JSON obje
                                   "delete_after": step.delete_after.isoformat() if step.delete_after else None}),
                       highlight=False, soft_wrap=True)  # fmt: skip
         else:
-            out.print(_line(step), highlight=False, soft_wrap=True)
+            out.print(_line(step), highlight=False, soft_wrap=True, markup=False)
     if not as_json:
         counts = {k: sum(s.kind is k for s in steps) for k in StepKind}
         out.print(", ".join(f"{n} {k.value}" for k, n in counts.items() if n) or "nothing to do", highlight=False)
@@ -67,7 +67,7 @@ def run_cmd() -> None:
     out.print(", ".join(f"{n} {kind}" for kind, n in sorted(report.counts.items())) or "nothing done",
               highlight=False)  # fmt: skip
     for error in report.errors:
-        console.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"failed: {error}", highlight=False, soft_wrap=True, markup=False)
     if report.errors:
         raise typer.Exit(1)
 
@@ -103,6 +103,6 @@ def holds_cmd() -> None:
     try:
         for hold in holds.list_holds(archive.engine):
             out.print(f"{hold.study_uid}  {hold.created_at:%Y-%m-%d %H:%M}  {hold.held_by}  {hold.reason}",
-                      highlight=False, soft_wrap=True)  # fmt: skip
+                      highlight=False, soft_wrap=True, markup=False)  # fmt: skip
     finally:
         archive.close()

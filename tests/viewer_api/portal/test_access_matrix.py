@@ -263,6 +263,12 @@ CASES: list[Case] = [
          lambda _s, k: {"json": {"accession_number": f"MX{KINDS.index(k)}", "patient_id": "P1", "modality": "CT"}}),
     Case("worklist-entry", "GET", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
     Case("worklist-cancel", "DELETE", lambda s: "/api/worklist/NOPE", row(401, 404, 403, 403, 403, 403)),
+    # Retention (issue 17): the plan and legal holds, admins only
+    Case("retention-plan", "GET", lambda s: "/api/retention/plan", row(401, 200, 403, 403, 403, 403)),
+    Case("retention-holds", "GET", lambda s: "/api/retention/holds", row(401, 200, 403, 403, 403, 403)),
+    Case("hold-set", "PUT", lambda s: f"/api/studies/{_other(s)}/hold", row(401, 200, 403, 403, 403, 403),
+         lambda _s, _k: {"json": {"reason": "matrix"}}),
+    Case("hold-clear", "DELETE", lambda s: "/api/studies/1.2.826.0.1.999/hold", row(401, 404, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403)),
