@@ -10,7 +10,7 @@ never points at a deleted object. Events in the outbox tell the rest of the syst
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from pacs.access import AccessScope
-from pacs.errors import CloudfilmError, NotFound
+from pacs.errors import CloudfilmError, Conflict, NotFound
 from pacs.events import EVENT_INSTANCE_DELETED
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Patient, Series, Study
@@ -48,17 +48,27 @@ def delete_instances(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
+    refuse: Callable[[Connection], str | None] | None = None,
 ) -> DeleteResult:
-    """Delete a study, one of its series or one instance; NotFound when nothing visible matches."""
+    """Delete a study, one of its series or one instance; NotFound when nothing visible matches.
+
+    ``refuse`` is asked inside the transaction, once the study's row is locked: a sentence from it
+    is a :class:`~pacs.errors.Conflict` and nothing is deleted (retention's last look at holds)."""
     with engine.connect() as conn:
         conn.info["write"] = True  # SQLite: BEGIN IMMEDIATE, like every index writer
         try:
             with conn.begin():
-                removed_keys, counts = _delete_rows(conn, scope, study_uid, series_uid, sop_uid)
+                removed_keys, counts = _delete_rows(conn, scope, study_uid, series_uid, sop_uid, refuse)
         finally:
             conn.info.pop("write", None)
     left = _delete_objects(store, _unreferenced(engine, removed_keys))
     return DeleteResult(counts[0], counts[1], counts[2], tuple(left))
+
+
+def remove_unreferenced(engine: Engine, store: ObjectStore, keys: Sequence[str]) -> list[str]:
+    """Delete the objects of ``keys`` that no index row names now (after a commit that stopped
+    naming them); the keys the store refused (fsck removes them later)."""
+    return _delete_objects(store, _unreferenced(engine, keys))
 
 
 def _unreferenced(engine: Engine, keys: Sequence[str]) -> list[str]:
@@ -71,8 +81,8 @@ def _unreferenced(engine: Engine, keys: Sequence[str]) -> list[str]:
     return [k for k in keys if k not in referenced]
 
 
-def _delete_rows(conn: Connection, scope: AccessScope, study_uid: str, series_uid: str | None,
-                 sop_uid: str | None) -> tuple[list[str], tuple[int, int, int]]:  # fmt: skip
+def _delete_rows(conn: Connection, scope: AccessScope, study_uid: str, series_uid: str | None, sop_uid: str | None,
+                 refuse: Callable[[Connection], str | None] | None) -> tuple[list[str], tuple[int, int, int]]:
     study = conn.execute(
         select(Study.id, Study.patient_fk).where(Study.study_uid == study_uid, scope.study_filter())
     ).first()
@@ -82,6 +92,8 @@ def _delete_rows(conn: Connection, scope: AccessScope, study_uid: str, series_ui
     # Lock order as in pacs.index.writer: the patient row, then the study row.
     conn.execute(select(Patient.id).where(Patient.id == patient_id).with_for_update())
     conn.execute(select(Study.id).where(Study.id == study_id).with_for_update())
+    if refuse is not None and (why := refuse(conn)):
+        raise Conflict(why)
 
     stmt = (
         select(Instance.id, Instance.object_key, Instance.series_fk, Instance.sop_uid, Series.series_uid)

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pacs.errors import SettingsError
+from pacs.retention.rules import RetentionRule, Tier, check_retention
 from pacs.routing.rules import Destination, Rule, check_routing
 
 CONFIG_ENV = "CLOUDFILM_CONFIG"
@@ -158,6 +159,10 @@ class Settings(BaseSettings):
     # Routing (issue 17): the [routing] table, see pacs.routing.rules and README "Routing rules"
     routing_destinations: dict[str, Destination] = Field(default_factory=dict)
     routing_rules: list[Rule] = Field(default_factory=list)
+    # Retention and tiering (issue 17): the [retention] table, see pacs.retention.rules and README "Retention"
+    retention_run_at: str = "02:00"  # UTC time of day the nightly retention job is queued
+    retention_tiers: dict[str, Tier] = Field(default_factory=dict)
+    retention_rules: list[RetentionRule] = Field(default_factory=list)
 
     # HL7 v2 over MLLP (issues 13, 17): ORU results and ORM/OMI orders; off unless a port is set
     hl7_port: int | None = Field(default=None, ge=0, le=65535)
@@ -208,6 +213,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
         check_routing(self.routing_destinations, self.routing_rules)
+        return self
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        check_retention(self.retention_tiers, self.retention_rules, self.retention_run_at)
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from viewer_api.routes import (
     packages,
     plugins,
     reports,
+    retention,
     routing,
     webhooks,
     worklist,
@@ -55,6 +56,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(routing.router)  # routing rules' destinations and forwards (issue 17)
     app.include_router(worklist.router)  # the modality worklist (issue 17)
+    app.include_router(retention.router)  # retention plan and legal holds (issue 17)
     app.include_router(notifications.router)  # the patient message log (issue 13)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
     app.include_router(reports.router)  # physicians' reports: drafts, signing, amendments (issue 13)

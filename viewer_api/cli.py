@@ -8,6 +8,7 @@ import typer
 
 import ai_plugins.cli  # noqa: F401  (registers ``worker`` and ``plugins``)
 import ai_plugins.cli_benchmark  # noqa: F401  (registers ``benchmark``)
+import pacs.cli_retention  # noqa: F401  (registers ``retention`` and ``studies``)
 from pacs.archive import missing_index
 from pacs.cli import app, open_archive_or_exit, settings_or_exit
 from pacs.errors import SettingsError

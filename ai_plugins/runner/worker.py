@@ -6,10 +6,11 @@ Handlers (:mod:`ai_plugins.runner.handler`): clinical plugin runs (:mod:`~ai_plu
 benchmark cases and their scoring (:mod:`ai_plugins.benchmarks.runner`), webhook deliveries
 (:mod:`~ai_plugins.runner.webhook_jobs`), forwarding by routing rules
 (:mod:`~ai_plugins.runner.forward_jobs`), patient notifications (:mod:`~ai_plugins.runner.notify_jobs`),
-run by the job loop (:mod:`ai_plugins.runner.loop`).
-Housekeeping returns jobs whose worker died (expired leases) to the queue, then gives each handler
-its turn. Any number of workers, in any number of processes and machines, may share one index
-database; edge workers share it through the archive's HTTP API (:mod:`ai_plugins.edge`).
+the nightly retention run (:mod:`~ai_plugins.runner.retention_jobs`), run by the job loop
+(:mod:`ai_plugins.runner.loop`). Housekeeping returns jobs whose worker died (expired leases) to the
+queue, then gives each handler its turn. Any number of workers, in any number of processes and
+machines, may share one index database; edge workers share it through the archive's HTTP API
+(:mod:`ai_plugins.edge`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ai_plugins.runner.loop import JobLoop
 from ai_plugins.runner.notify_jobs import NotifyJobs
 from ai_plugins.runner.plugin_jobs import PluginJobs, edge_only
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
+from ai_plugins.runner.retention_jobs import RetentionJobs
 from ai_plugins.runner.webhook_jobs import WebhookJobs
 from ai_plugins.sdk import Plugin
 from pacs.archive import Archive
@@ -56,7 +58,8 @@ class Worker(JobLoop):
         self.jobs = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),
-                                      ForwardJobs(archive), NotifyJobs(archive)]  # fmt: skip
+                                      ForwardJobs(archive), NotifyJobs(archive),
+                                      RetentionJobs(archive)]  # fmt: skip
         super().__init__(
             self.jobs,
             {kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds},

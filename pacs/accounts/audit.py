@@ -22,6 +22,7 @@ from pacs.accounts.models import AuditRow
 from pacs.accounts.principal import Principal
 from pacs.accounts.tx import aware, reading
 from pacs.index.db import utcnow
+from pacs.retention.last_access import STAMPS, stamp
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Action(StrEnum):
     REPORT_SIGN = "report-sign"  # a report's first version signed
     REPORT_AMEND = "report-amend"  # a version signed that supersedes an earlier one
     NOTIFICATIONS = "notifications"  # the patient message log read, a message re-sent
+    RETENTION = "retention"  # a retention rule moved or marked a study, a mark dropped (deletions are DELETE)
+    LEGAL_HOLD = "legal-hold"  # a study's legal hold set or cleared
 
 
 class Outcome(StrEnum):
@@ -105,8 +108,9 @@ class AuditEvent:
 
 def record(engine: Engine, event: AuditEvent) -> bool:
     """Append ``event`` to the trail in its own transaction; ``False`` (and a log line) on failure."""
+    at = event.at or utcnow()
     values = {
-        "at": event.at or utcnow(),
+        "at": at,
         "action": str(event.action)[:32],
         "outcome": str(event.outcome)[:16],
         "user_id": event.user_id,
@@ -118,15 +122,22 @@ def record(engine: Engine, event: AuditEvent) -> bool:
         "source": event.source[:128],
         "detail": event.detail[:2000],
     }
+    # An access also stamps the study's last access (retention's ``idle_days``), about hourly.
+    opened = (event.study_uid if event.action in ACCESS_ACTIONS and event.outcome == Outcome.SUCCESS
+              and event.study_uid and STAMPS.due(event.study_uid, at) else "")  # fmt: skip
     try:
         with engine.connect() as conn:
             conn.info["write"] = True
             try:
                 with conn.begin():
                     conn.execute(insert(AuditRow).values(**values))
+                    if opened:
+                        stamp(conn, opened, at)
             finally:
                 conn.info.pop("write", None)
     except SQLAlchemyError:
+        if opened:
+            STAMPS.forget(opened)
         log.exception("could not write the audit event %s (%s)", values["action"], values["outcome"])
         return False
     return True

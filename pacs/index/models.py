@@ -90,6 +90,8 @@ class Study(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_instance_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When somebody last opened the study (viewer, WADO, C-MOVE/C-GET), to the hour: pacs.retention.last_access.
+    last_accessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Series(Base):

@@ -14,7 +14,18 @@ __all__ = ["ObjectInfo", "ObjectStore", "StagedObject", "check_key", "instance_k
 
 
 def open_store(settings: Settings) -> ObjectStore:
-    """The store named by ``CLOUDFILM_STORAGE_URL`` (``file://...`` or ``s3://bucket``)."""
+    """The store named by ``CLOUDFILM_STORAGE_URL`` (``file://...`` or ``s3://bucket``), with the
+    retention tiers' stores behind it when ``[retention.tiers]`` names any."""
+    primary = _open_primary(settings)
+    if not settings.retention_tiers:
+        return primary
+    from pacs.storage.tiers import TieredStore, open_tier
+
+    return TieredStore(primary, {name: open_tier(settings, name, tier)
+                                 for name, tier in settings.retention_tiers.items()})  # fmt: skip
+
+
+def _open_primary(settings: Settings) -> ObjectStore:
     url = settings.resolved_storage_url
     parsed = urlparse(url)
     if parsed.scheme == "file":

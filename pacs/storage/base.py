@@ -69,10 +69,11 @@ class ObjectStore(ABC):
 
     url: str
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every backend's calls are observed (latency, failures): ``cloudfilm_object_store_*``."""
+    def __init_subclass__(cls, observed: bool = True, **kwargs: Any) -> None:
+        """Every backend's calls are observed (latency, failures): ``cloudfilm_object_store_*``; a
+        store that only hands calls on to backends (``observed=False``) is not counted twice."""
         super().__init_subclass__(**kwargs)
-        for name, op in _OBSERVED.items():
+        for name, op in _OBSERVED.items() if observed else ():
             method = cls.__dict__.get(name)
             if method is not None:
                 setattr(cls, name, metrics.timed_store_call(op, method))

@@ -6,7 +6,8 @@ neither deleted nor left out of a backup, whichever part of cloudfilm wrote it.
 
 Non-instance objects live under a reserved key prefix that no instance key can start with (instance
 keys start with a UID, which is digits and dots): ``_probe/`` (readiness probe, never indexed) and
-``_packages/<sha256>`` (uploaded algorithm packages, ``ai_plugins.packages``).
+``_packages/<sha256>`` (uploaded algorithm packages, ``ai_plugins.packages``). Instances moved to a
+retention tier live under ``_tiers/<tier>/`` and are instances still.
 
 The ``plugin_packages`` table belongs to ``ai_plugins.packages`` (migration ``0008``), a layer above
 pacs: pacs may not import it, so it is named here in SQL. A registry that ``ai_plugins`` filled at
@@ -43,9 +44,14 @@ PACKAGES = ObjectReference("plugin_packages",
 REFERENCES: tuple[ObjectReference, ...] = (INSTANCES, PACKAGES)
 
 
+#: Instances moved to a retention tier: ``_tiers/<tier>/<the instance's key>`` (``pacs.storage.tiers``).
+TIER_PREFIX = "_tiers/"
+
+
 def is_instance_key(key: str) -> bool:
-    """Whether ``key`` is an instance's (a UID's digit first) rather than a reserved-prefix object's."""
-    return not key.startswith("_")
+    """Whether ``key`` is an instance's (a UID's digit first, or in a retention tier) rather than a
+    reserved-prefix object's."""
+    return not key.startswith("_") or key.startswith(TIER_PREFIX)
 
 
 def package_key(digest: str) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import REPLACE, CopySource
 from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 from pydantic import SecretStr
@@ -137,6 +138,7 @@ class S3Store(ObjectStore):
         secure: bool,
         region: str | None,
         prefix: str = "",
+        storage_class: str | None = None,
     ) -> None:
         host, secure = parse_endpoint(endpoint, secure)
         try:
@@ -156,6 +158,8 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix
         self.secure = secure
+        self.storage_class = storage_class  # x-amz-storage-class of every object this store writes
+        self._access_key = access_key or ""
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self._where = f"{'https' if secure else 'http'}://{host}/{bucket}"
         self._http = _http_client()
@@ -174,9 +178,10 @@ class S3Store(ObjectStore):
         self._bucket_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Store:
-        """Build from ``CLOUDFILM_STORAGE_URL=s3://bucket[/prefix]`` and the ``CLOUDFILM_S3_*`` settings."""
-        parsed = urlparse(settings.resolved_storage_url)
+    def from_settings(cls, settings: Settings, url: str | None = None, storage_class: str | None = None) -> S3Store:
+        """Build from ``CLOUDFILM_STORAGE_URL=s3://bucket[/prefix]`` (or ``url``, a retention tier's on the
+        same endpoint) and the ``CLOUDFILM_S3_*`` settings."""
+        parsed = urlparse(url or settings.resolved_storage_url)
         if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
             raise SettingsError("invalid setting CLOUDFILM_STORAGE_URL: expected s3://bucket or s3://bucket/prefix")
         if not settings.s3_endpoint:
@@ -189,6 +194,7 @@ class S3Store(ObjectStore):
             secure=settings.s3_secure,
             region=settings.s3_region,
             prefix=parsed.path,
+            storage_class=storage_class,
         )
 
     # Helpers ---------------------------------------------------------------------------------
@@ -250,6 +256,7 @@ class S3Store(ObjectStore):
                 length=-1 if size is None else size,
                 part_size=PART_SIZE,
                 num_parallel_uploads=2,
+                metadata=self._class_header(),
             )
         except _NETWORK_ERRORS as exc:
             self._fail("store an object", exc)
@@ -257,6 +264,45 @@ class S3Store(ObjectStore):
             # The caller promised `size` bytes but the stream holds more: never keep a truncated copy.
             self.delete(key)
             raise ValueError(f"stream for {key} is longer than the {size} bytes announced")
+
+    def _class_header(self) -> dict[str, str | list[str] | tuple[str]] | None:
+        return {"x-amz-storage-class": self.storage_class} if self.storage_class else None
+
+    def same_service(self, other: ObjectStore) -> bool:
+        """Whether ``other`` is a bucket of this endpoint under the same keys (a server-side copy works)."""
+        return (isinstance(other, S3Store) and other.endpoint == self.endpoint and other.secure == self.secure
+                and other._access_key == self._access_key)
+
+    def copy_from(self, source: S3Store, source_key: str, key: str) -> None:
+        """Copy ``source_key`` of ``source`` (on this endpoint: :meth:`same_service`) to ``key`` here,
+        inside the S3 service, giving it this store's storage class; durable when this returns."""
+        name, source_name = self._name(key), source._name(source_key)
+        self._ensure_bucket()
+        headers: dict[str, str | list[str] | tuple[str]] = {"Content-Type": "application/dicom"}
+        headers |= self._class_header() or {}
+        try:
+            self._client.copy_object(self.bucket, name, CopySource(source.bucket, source_name),
+                                     metadata=headers, metadata_directive=REPLACE)  # fmt: skip
+        except S3Error as exc:
+            if exc.code in _MISSING_KEY_CODES:
+                raise NotFound(f"object {source_key} does not exist") from exc
+            self._fail("copy an object", exc)
+        except _NETWORK_ERRORS as exc:
+            self._fail("copy an object", exc)
+
+    def storage_class_of(self, key: str) -> str:
+        """The object's storage class as S3 reports it (``STANDARD`` when it names none)."""
+        name = self._name(key)
+        self._ensure_bucket()
+        try:
+            stat = self._client.stat_object(self.bucket, name)
+        except S3Error as exc:
+            if exc.code in _MISSING_KEY_CODES:
+                raise NotFound(f"object {key} does not exist") from exc
+            self._fail("look up an object", exc)
+        except _NETWORK_ERRORS as exc:
+            self._fail("look up an object", exc)
+        return str((stat.metadata or {}).get("x-amz-storage-class") or "STANDARD")
 
     def open(self, key: str) -> BinaryIO:
         response = self._get(key)

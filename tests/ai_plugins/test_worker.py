@@ -23,6 +23,7 @@ from pacs.access import AccessScope
 from pacs.archive import Archive
 from pacs.jobs import ClaimedJob, JobSpec, JobStatus, dedupe_key
 from pacs.notify.outbox import JOB_KIND as NOTIFY_KIND
+from pacs.retention.schedule import JOB_KIND as RETENTION_KIND
 from pacs.routing.dispatch import JOB_KIND as FORWARD_KIND
 from pacs.webhooks.dispatch import JOB_KIND as WEBHOOK_KIND
 from tests.ai_plugins.benchmarks.conftest import bench_settings, split_benchmark, store_cases
@@ -63,7 +64,7 @@ def test_one_worker_of_concurrency_one_runs_a_plugin_job_and_a_benchmark_case(ar
     clinical, _ = plugins.rerun(cases[0].study_uid, "test-echo", version=None, requested_by="dr",
                                 scope=AccessScope.everything())  # fmt: skip
     worker = Worker(archive, concurrency=1, extra_plugins=PLUGINS, use_entry_points=False)
-    assert set(worker.handlers) == {JOB_KIND, *KINDS, WEBHOOK_KIND, FORWARD_KIND, NOTIFY_KIND}
+    assert set(worker.handlers) == {JOB_KIND, *KINDS, WEBHOOK_KIND, FORWARD_KIND, NOTIFY_KIND, RETENTION_KIND}
     worker.start()
     try:
         wait_until("the evaluation", lambda: benchmarks.evaluation(evaluation.id).finished)

@@ -290,6 +290,13 @@ CASES: list[Case] = [
     *[Case(f"edge-{action}", "POST", lambda s, a=action: f"/api/edge/jobs/{a if a == 'lease' else '1/' + a}",
            row(401, 403, 403, 403, 403, 403, 403), lambda _s, _k, b=body: {"json": b})
       for action, body in EDGE_BODIES.items()],
+    # Retention (issue 17): the plan and legal holds, admins only
+    Case("retention-plan", "GET", lambda s: "/api/retention/plan", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("retention-holds", "GET", lambda s: "/api/retention/holds", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("hold-set", "PUT", lambda s: f"/api/studies/{_other(s)}/hold", row(401, 200, 403, 403, 403, 403, 403),
+         lambda _s, _k: {"json": {"reason": "matrix"}}),
+    Case("hold-clear", "DELETE", lambda s: "/api/studies/1.2.826.0.1.999/hold",
+         row(401, 404, 403, 403, 403, 403, 403)),
     # Operations
     Case("metrics", "GET", lambda s: "/metrics", row(401, 200, 403, 403, 403, 403, 403)),
     Case("openapi", "GET", lambda s: "/openapi.json", row(401, 200, 200, 200, 200, 403, 403)),

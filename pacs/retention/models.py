@@ -1,0 +1,37 @@
+"""Legal holds and deletion marks (migration ``0017``); ``studies.last_accessed_at`` is the index's.
+
+Both are keyed by Study Instance UID, not by the study's row: a hold set before a study arrives
+(or kept while it is sent again) protects it all the same.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pacs.index.models import Base
+
+
+class LegalHold(Base):
+    """A study no retention rule may touch until the hold is cleared."""
+
+    __tablename__ = "legal_holds"
+
+    study_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(256), default="")
+    held_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeletionMark(Base):
+    """A study a delete rule matched: deleted by the first run after ``delete_after`` that still finds
+    it eligible; the mark is dropped when it no longer is."""
+
+    __tablename__ = "retention_marks"
+
+    study_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delete_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
