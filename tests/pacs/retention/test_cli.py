@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pacs.archive import Archive
-from pacs.settings import Settings, load_settings
+from pacs.settings import CONFIG_ENV, Settings, load_settings
 from tests.cli import run_cli
 from tests.factories import PATIENTS, make_ct_study
 from tests.pacs.retention.conftest import store
@@ -35,10 +35,11 @@ age_days = 365
 """
 
 
-def test_plan_run_and_holds_from_the_command_line(tmp_path: Path) -> None:
+def test_plan_run_and_holds_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "cloudfilm.toml"
     config.write_text(CONFIG.format(cold=tmp_path / "cold"))
-    settings = load_settings(config, data_dir=tmp_path / "data")
+    monkeypatch.setenv(CONFIG_ENV, str(config))  # as --config does, undone after the test
+    settings = load_settings(data_dir=tmp_path / "data")
     assert settings.retention_run_at == "03:30" and [r.name for r in settings.retention_rules] == ["old-ct",
                                                                                                    "old-mr-cold"]
     study = make_ct_study(PATIENTS[0], n_slices=1, rows=8, cols=8, seed=160, study_date="20150301")
