@@ -71,6 +71,14 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class StagedRewrite:
+    """A rewritten instance whose object is stored under ``key`` but not yet indexed."""
+
+    record: InstanceRecord
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     outcome: Outcome
     reason: str = ""
@@ -88,6 +96,9 @@ class IngestResult:
     @property
     def warning(self) -> bool:
         return self.outcome is Outcome.KEPT_EXISTING
+
+
+_Parsed = tuple[ParsedInstance, Identity, tuple[str, str] | None] | IngestResult
 
 
 class Part10Source:
@@ -373,6 +384,25 @@ class IngestService:
             log.info("rejected %s: %s", label, result.reason)
         return result
 
+    def stage_rewrite(self, data: bytes, label: str) -> StagedRewrite:
+        """Parse, validate and hash a rewritten version of a stored instance, store its object under its
+        own key and build its index record, without committing it: the caller (:mod:`pacs.corrections`)
+        commits the records of one whole change in one transaction, or deletes the objects.
+        Raises InvalidDataset (NotDicom included) or StorageUnavailable."""
+        source = Part10Source.from_bytes(data, label)
+        step = self._parse(source, data, None)
+        if isinstance(step, IngestResult):
+            raise NotDicom(step.reason) if step.outcome is Outcome.NOT_DICOM else InvalidDataset(step.reason)
+        parsed, ident, digests = step
+        assert digests is not None
+        if parsed.pixel_problem and not self.accept_short_pixel_data:
+            raise InvalidDataset(parsed.pixel_problem)
+        sha, dataset_sha = digests
+        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
+        record = build_record(parsed, ident, object_key=key, size=len(data), sha256=sha, dataset_sha256=dataset_sha)
+        self.store.put_bytes(key, data)
+        return StagedRewrite(record, key)
+
     # The path itself ---------------------------------------------------------------------------
 
     def _prepare(self, source: Part10Source) -> _Prepared | IngestResult:
@@ -439,9 +469,8 @@ class IngestService:
         done.set_result(None)
         return done
 
-    def _check(self, source: Part10Source, data: bytes | None,
-               digest: Future[tuple[str, str]] | None) -> _Checked | IngestResult:
-        """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
+    def _parse(self, source: Part10Source, data: bytes | None, digest: Future[tuple[str, str]] | None) -> _Parsed:
+        """Parse the header and validate the UIDs; the digests too when there is no ``digest`` under way."""
         try:
             with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
@@ -461,6 +490,15 @@ class IngestService:
             return IngestResult(Outcome.INVALID, str(exc), size=source.size)
         except OSError as exc:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
+        return parsed, ident, digests
+
+    def _check(self, source: Part10Source, data: bytes | None,
+               digest: Future[tuple[str, str]] | None) -> _Checked | IngestResult:
+        """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
+        step = self._parse(source, data, digest)
+        if isinstance(step, IngestResult):
+            return step
+        parsed, ident, digests = step
 
         def result(outcome: Outcome, reason: str = "") -> IngestResult:
             return _result_for(ident, source.size, outcome, reason)

@@ -53,6 +53,8 @@ class Action(StrEnum):
     REPORT_DRAFT = "report-draft"  # a report draft saved (or an amendment started)
     REPORT_SIGN = "report-sign"  # a report's first version signed
     REPORT_AMEND = "report-amend"  # a version signed that supersedes an earlier one
+    CORRECTION = "correction"  # patient or study attributes corrected (detail: before and after), or reverted
+    REJECTION = "rejection"  # instances rejected by an IOCM rejection note, listed, or deleted after the grace
 
 
 class Outcome(StrEnum):
