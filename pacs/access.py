@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, false, or_, true, tuple_
+from sqlalchemy.orm import aliased
 
 from pacs.index.models import Instance, Series, Study, WithheldInstance
 
@@ -85,37 +86,40 @@ class AccessScope:
         if self.hidden_study_uids:
             conds.append(Study.study_uid.not_in(sorted(self.hidden_study_uids)))
         if self.withheld_reasons:  # a study withholding something must keep a visible instance
+            inner = aliased(Instance)  # the caller's query may select Instance itself
             conds.append(or_(~exists().where(WithheldInstance.study_uid == Study.study_uid, self._withheld_reason()),
-                             exists().where(Instance.study_fk == Study.id, self.instance_filter())))
+                             exists().where(inner.study_fk == Study.id, self.instance_filter(inner))))
         return and_(*conds) if len(conds) > 1 else allowed
 
     def _withheld_reason(self) -> Any:
         return WithheldInstance.reason.in_(sorted(self.withheld_reasons))
 
-    def withheld_filter(self) -> Any:
+    def withheld_filter(self, instance: Any = Instance) -> Any:
         """A SQL condition on :class:`~pacs.index.models.Instance` rows: not withheld from this scope."""
         if not self.withheld_reasons:
             return true()
-        return ~exists().where(WithheldInstance.sop_uid == Instance.sop_uid, self._withheld_reason())
+        return ~exists().where(WithheldInstance.sop_uid == instance.sop_uid, self._withheld_reason())
 
-    def instance_filter(self) -> Any:
-        """A SQL condition on :class:`~pacs.index.models.Instance` rows of visible studies."""
+    def instance_filter(self, instance: Any = Instance) -> Any:
+        """A SQL condition on :class:`~pacs.index.models.Instance` rows (or ``instance``, an alias) of
+        visible studies."""
         if not self.withhold_results:
-            return self.withheld_filter()
-        result = or_(Instance.sop_class_uid.like(RESULT_CLASS_PREFIX + "%"),
-                     Instance.sop_class_uid.in_(sorted(RESULT_CLASSES)))  # fmt: skip
+            return self.withheld_filter(instance)
+        result = or_(instance.sop_class_uid.like(RESULT_CLASS_PREFIX + "%"),
+                     instance.sop_class_uid.in_(sorted(RESULT_CLASSES)))  # fmt: skip
         if self.released_sop_uids:
-            result = and_(result, Instance.sop_uid.not_in(sorted(self.released_sop_uids)))
-        return and_(~result, self.withheld_filter()) if self.withheld_reasons else ~result
+            result = and_(result, instance.sop_uid.not_in(sorted(self.released_sop_uids)))
+        return and_(~result, self.withheld_filter(instance)) if self.withheld_reasons else ~result
 
     def series_filter(self) -> Any:
         """A SQL condition on :class:`~pacs.index.models.Series` rows: some instance of it is visible."""
+        inner = aliased(Instance)
         if self.withhold_results:
-            return exists().where(Instance.series_fk == Series.id, self.instance_filter())
+            return exists().where(inner.series_fk == Series.id, self.instance_filter(inner))
         if not self.withheld_reasons:
             return true()
         return or_(~exists().where(WithheldInstance.series_uid == Series.series_uid, self._withheld_reason()),
-                   exists().where(Instance.series_fk == Series.id, self.instance_filter()))
+                   exists().where(inner.series_fk == Series.id, self.instance_filter(inner)))
 
     @property
     def recounts(self) -> bool:

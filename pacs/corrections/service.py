@@ -284,9 +284,9 @@ def _commit(engine: Engine, actor: Actor, kind: Kind, target: str, before: dict[
             instance_count=len(staged), study_uids=json.dumps(studies), created_at=now,
         ).returning(CorrectionRow.id)).scalar_one()  # fmt: skip
         sops = [s.target.sop_uid for s in staged]
-        latest = dict(conn.execute(select(InstanceVersionRow.sop_uid, func.max(InstanceVersionRow.version))
-                                   .where(InstanceVersionRow.sop_uid.in_(sops))
-                                   .group_by(InstanceVersionRow.sop_uid)).tuples().all())  # fmt: skip
+        latest: dict[str, int] = {sop: n for sop, n in conn.execute(
+            select(InstanceVersionRow.sop_uid, func.max(InstanceVersionRow.version))
+            .where(InstanceVersionRow.sop_uid.in_(sops)).group_by(InstanceVersionRow.sop_uid))}  # fmt: skip
         conn.execute(insert(InstanceVersionRow), [
             {"sop_uid": s.target.sop_uid, "version": (latest.get(s.target.sop_uid) or 0) + 1,
              "study_uid": s.target.study_uid, "series_uid": s.target.series_uid, "object_key": s.version_key,
