@@ -43,6 +43,7 @@ from pacs.index.writer import (
     prepare_statements,
     record_dataset_digest,
 )
+from pacs.rejection import KEY_OBJECT_SELECTION, RejectionNote, rejection_note, withhold
 from pacs.storage import ObjectStore, StagedObject, instance_key
 
 log = logging.getLogger(__name__)
@@ -293,6 +294,7 @@ class _Prepared:
     size: int
     stored: Future[None]
     commit: Future[CommitOutcome]
+    rejection: RejectionNote | None = None  # an IOCM rejection note: applied once the note is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +316,9 @@ class IngestService:
     """Store DICOM instances durably and index them; safe to call from many threads."""
 
     def __init__(self, engine: Engine, store: ObjectStore, *, overwrite: bool = False,
-                 accept_short_pixel_data: bool = False) -> None:
+                 accept_short_pixel_data: bool = False, rejection_grace: float = 30 * 86400.0) -> None:
         self.engine = engine
+        self.rejection_grace = rejection_grace
         self.store = store
         self.overwrite = overwrite
         self.accept_short_pixel_data = accept_short_pixel_data
@@ -453,7 +456,8 @@ class IngestService:
             log.warning("cannot index %s: %s", source.label, exc, exc_info=True)
             return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
         record.replace = checked.replace
-        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored))
+        note = rejection_note(checked.parsed.dataset) if ident.sop_class_uid == KEY_OBJECT_SELECTION else None
+        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored), note)
 
     def _store_object(self, source: Part10Source, data: bytes | None, staged: StagedObject | None,
                       key: str) -> Future[None]:
@@ -559,6 +563,13 @@ class IngestService:
         except BaseException:
             self._forget_object(key, prepared.stored)
             raise
+        if prepared.rejection is not None and outcome.status in (
+                CommitStatus.INSERTED, CommitStatus.REPLACED, CommitStatus.EXISTS_SAME):
+            try:  # before the sender hears the note is stored: what it rejects is hidden by then
+                withhold(self.engine, prepared.rejection, self.rejection_grace)
+            except SQLAlchemyError:
+                log.exception("the rejection note %s could not be applied", ident.sop_uid)
+                return result(Outcome.UNAVAILABLE, "the rejection could not be applied; send the note again")
         if outcome.status is CommitStatus.INSERTED:
             return result(Outcome.STORED)
         if outcome.status is CommitStatus.REPLACED:

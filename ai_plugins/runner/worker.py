@@ -33,6 +33,7 @@ from ai_plugins.runner.forward_jobs import ForwardJobs
 from ai_plugins.runner.handler import Done, JobCancelled, JobFailed, JobHandler, Lease, job_queue
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
+from ai_plugins.runner.rejection_jobs import RejectionPurge
 from ai_plugins.runner.webhook_jobs import WebhookJobs
 from ai_plugins.sdk import Plugin
 from pacs import logs, metrics
@@ -63,7 +64,7 @@ class Worker:
         self.queue = job_queue(archive)
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),
-                                      ForwardJobs(archive)]  # fmt: skip
+                                      ForwardJobs(archive), RejectionPurge(archive)]  # fmt: skip
         self.handlers: dict[str, JobHandler] = {
             kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds
         }
