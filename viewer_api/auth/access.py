@@ -28,7 +28,7 @@ from fastapi import Depends, Request
 
 from pacs.accounts.principal import Principal
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
-from viewer_api.auth.http_audit import CHANGEFEED, DELETE, ROUTING, STOW, WEBHOOK, WORKLIST, Audit
+from viewer_api.auth.http_audit import CHANGEFEED, DELETE, REJECTION, ROUTING, STOW, WEBHOOK, WORKLIST, Audit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -114,6 +114,8 @@ WEBHOOK_ADMINS = ADMIN.audited(WEBHOOK)
 ROUTING_ADMINS = ADMIN.audited(ROUTING)
 #: Modality worklist entries (scheduled by hand, listed, cancelled): admins, audited.
 WORKLIST_ADMINS = ADMIN.audited(WORKLIST)
+#: The list of instances rejection notes withheld: admins, audited (corrections audit themselves).
+REJECTION_READERS = ADMIN.audited(REJECTION)
 PATIENT = allow("patient", "patient")
 ADMIN_OR_PATIENT = allow("admin-or-patient", "admin", "patient")
 #: Who may share a study (a patient only its own, as the handler checks).
@@ -138,6 +140,7 @@ FeedReader = Annotated[Principal, Depends(FEED_READERS)]
 WebhookAdmin = Annotated[Principal, Depends(WEBHOOK_ADMINS)]
 RoutingAdmin = Annotated[Principal, Depends(ROUTING_ADMINS)]
 WorklistAdmin = Annotated[Principal, Depends(WORKLIST_ADMINS)]
+RejectionReader = Annotated[Principal, Depends(REJECTION_READERS)]
 
 
 async def admit(rule: Rule, request: Request) -> Principal | None:

@@ -96,3 +96,6 @@ WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"
 ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Modality worklist entries scheduled, read or cancelled through the admin API.
 WORKLIST = Audit(Action.WORKLIST, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+#: The instances rejection notes withheld, listed through the admin API.
+REJECTION = Audit(Action.REJECTION,
+                  lambda f: (str(f.query_params.get("study", ""))[:64], f"{f.method} {f.path} {f.status}"))
