@@ -200,6 +200,11 @@ def versions_of(engine: Engine, *, correction_id: int | None = None, sop_uid: st
                             r.correction_id, aware(r.created_at)) for r in conn.execute(stmt)]  # fmt: skip
 
 
+def patient_exists(engine: Engine, key: PatientKey) -> bool:
+    with engine.connect() as conn:
+        return _patient_row(conn, key) is not None
+
+
 def _view(row: Any) -> CorrectionView:
     return CorrectionView(row.id, row.kind, row.source, row.actor, row.target, row.reverts_id,
                           json.loads(row.before_json), json.loads(row.after_json), row.instance_count,
