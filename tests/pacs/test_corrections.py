@@ -166,3 +166,21 @@ def test_a_failure_inside_the_transaction_leaves_the_old_state_and_nothing_else(
     with archive.engine.connect() as conn:
         assert conn.execute(select(Instance.sop_uid)).all()
         assert len(conn.execute(text("SELECT id FROM corrections")).all()) == 1
+
+
+def test_cli_correct_study_then_revert(local_archive: Archive) -> None:
+    from tests.cli import run_cli, settings_env
+
+    study = make_ct_study(PATIENTS[3], n_slices=2, rows=16, cols=16, seed=81)
+    _store(local_archive, study)
+    uid = str(study[0].StudyInstanceUID)
+    env = settings_env(local_archive.settings)
+    done = run_cli("correct", "study", uid, "--accession", "CLI-1", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "correction 1 update-study" in done.stdout and '"AccessionNumber": "CLI-1"' in done.stdout
+    assert [m.get("StudyInstanceUID") for m in _studies(local_archive, AccessionNumber="CLI-1")] == [uid]
+    reverted = run_cli("correct", "revert", "1", env=env)
+    assert reverted.returncode == 0, reverted.stderr
+    assert _studies(local_archive, AccessionNumber="CLI-1") == []
+    missing = run_cli("correct", "patient", "NOBODY", "--name", "X^Y", env=env)
+    assert missing.returncode == 1 and "no such patient" in missing.stderr
