@@ -10,6 +10,7 @@ import ai_plugins.packages.models  # noqa: F401
 import ai_plugins.review.models  # noqa: F401
 import ai_plugins.runner.models  # noqa: F401
 import pacs.accounts.models  # noqa: F401
+import pacs.corrections.models  # noqa: F401
 import pacs.jobs  # noqa: F401
 import pacs.nodes  # noqa: F401
 import pacs.notify.models  # noqa: F401

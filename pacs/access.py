@@ -10,6 +10,11 @@ AI and measurement tools produce) but the released ones: from patients and share
 those a physician released, from a plugin job all but its own vendor's. A withheld instance is not
 listed (QIDO at IMAGE level; a series holding nothing else is not listed either) and not
 retrievable, exactly like an instance outside the scope.
+
+Withheld instances (:class:`~pacs.index.models.WithheldInstance`) are hidden the same way, by
+reason: ``rejected`` ones (IHE IOCM rejection notes, :mod:`pacs.rejection`) from every caller,
+``superseded`` report documents from patients and share visitors. A series or study whose every
+instance is withheld is not listed either, and study counts are those of what remains visible.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, false, or_, true, tuple_
+from sqlalchemy.orm import aliased
 
-from pacs.index.models import Instance, Series, Study
+from pacs.index.models import Instance, Series, Study, WithheldInstance
 
 #: SOP classes of result objects: the SR family (PS3.4 B.5, ``…1.1.88.*``, by prefix) and these:
 #: Segmentation, Surface Segmentation, Parametric Map. AI output and measurements arrive as these,
@@ -32,6 +38,10 @@ RESULT_CLASSES: frozenset[str] = frozenset({
     "1.2.840.10008.5.1.4.1.1.66.5",  # Surface Segmentation
     "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map
 })
+
+#: Withholding reasons (``WithheldInstance.reason``).
+REJECTED = "rejected"
+SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,8 @@ class AccessScope:
     # Inside the visible studies: result objects withheld, but the released ones.
     withhold_results: bool = False
     released_sop_uids: frozenset[str] = field(default_factory=frozenset)
+    # Withheld instances of these reasons are hidden (rejected ones from everybody).
+    withheld_reasons: frozenset[str] = frozenset({REJECTED})
 
     @classmethod
     def everything(cls) -> AccessScope:
@@ -70,25 +82,49 @@ class AccessScope:
             if self.patient_keys:
                 parts.append(tuple_(Study.patient_id, Study.issuer).in_(sorted(self.patient_keys)))
             allowed = or_(*parts) if parts else false()
+        conds = [allowed]
         if self.hidden_study_uids:
-            return and_(allowed, Study.study_uid.not_in(sorted(self.hidden_study_uids)))
-        return allowed
+            conds.append(Study.study_uid.not_in(sorted(self.hidden_study_uids)))
+        if self.withheld_reasons:  # a study withholding something must keep a visible instance
+            inner = aliased(Instance)  # the caller's query may select Instance itself
+            conds.append(or_(~exists().where(WithheldInstance.study_uid == Study.study_uid, self._withheld_reason()),
+                             exists().where(inner.study_fk == Study.id, self.instance_filter(inner))))
+        return and_(*conds) if len(conds) > 1 else allowed
 
-    def instance_filter(self) -> Any:
-        """A SQL condition on :class:`~pacs.index.models.Instance` rows of visible studies."""
-        if not self.withhold_results:
+    def _withheld_reason(self) -> Any:
+        return WithheldInstance.reason.in_(sorted(self.withheld_reasons))
+
+    def withheld_filter(self, instance: Any = Instance) -> Any:
+        """A SQL condition on :class:`~pacs.index.models.Instance` rows: not withheld from this scope."""
+        if not self.withheld_reasons:
             return true()
-        result = or_(Instance.sop_class_uid.like(RESULT_CLASS_PREFIX + "%"),
-                     Instance.sop_class_uid.in_(sorted(RESULT_CLASSES)))  # fmt: skip
+        return ~exists().where(WithheldInstance.sop_uid == instance.sop_uid, self._withheld_reason())
+
+    def instance_filter(self, instance: Any = Instance) -> Any:
+        """A SQL condition on :class:`~pacs.index.models.Instance` rows (or ``instance``, an alias) of
+        visible studies."""
+        if not self.withhold_results:
+            return self.withheld_filter(instance)
+        result = or_(instance.sop_class_uid.like(RESULT_CLASS_PREFIX + "%"),
+                     instance.sop_class_uid.in_(sorted(RESULT_CLASSES)))  # fmt: skip
         if self.released_sop_uids:
-            result = and_(result, Instance.sop_uid.not_in(sorted(self.released_sop_uids)))
-        return ~result
+            result = and_(result, instance.sop_uid.not_in(sorted(self.released_sop_uids)))
+        return and_(~result, self.withheld_filter(instance)) if self.withheld_reasons else ~result
 
     def series_filter(self) -> Any:
         """A SQL condition on :class:`~pacs.index.models.Series` rows: some instance of it is visible."""
-        if not self.withhold_results:
+        inner = aliased(Instance)
+        if self.withhold_results:
+            return exists().where(inner.series_fk == Series.id, self.instance_filter(inner))
+        if not self.withheld_reasons:
             return true()
-        return exists().where(Instance.series_fk == Series.id, self.instance_filter())
+        return or_(~exists().where(WithheldInstance.series_uid == Series.series_uid, self._withheld_reason()),
+                   exists().where(inner.series_fk == Series.id, self.instance_filter(inner)))
+
+    @property
+    def recounts(self) -> bool:
+        """Whether stored counts may include instances this scope does not see (see pacs.query)."""
+        return self.withhold_results or bool(self.withheld_reasons)
 
     def allows(self, study_uid: str, patient_id: str = "", issuer: str = "") -> bool:
         if study_uid in self.hidden_study_uids:

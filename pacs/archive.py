@@ -50,7 +50,8 @@ class Archive:
             db.upgrade(engine)
         store = open_store(settings)
         ingest = IngestService(engine, store, overwrite=settings.overwrite,
-                               accept_short_pixel_data=settings.ingest_accept_short_pixel_data)
+                               accept_short_pixel_data=settings.ingest_accept_short_pixel_data,
+                               rejection_grace=settings.rejection_grace)
         return cls(settings, engine, store, ingest)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from pacs import __version__, logs
 from pacs.archive import Archive
+from pacs.corrections.cli import correct_app
 from pacs.errors import CloudfilmError, SettingsError
 from pacs.ingest import IngestResult, Outcome
 from pacs.settings import CONFIG_ENV, DATA_DIR_ENV, Settings, load_settings
@@ -28,6 +29,7 @@ app = typer.Typer(help="cloudfilm: a cloud film archive for hospitals.", no_args
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Index database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(correct_app, name="correct")
 console = Console(stderr=True)
 out = Console()
 

@@ -43,6 +43,7 @@ from pacs.index.writer import (
     prepare_statements,
     record_dataset_digest,
 )
+from pacs.rejection import KEY_OBJECT_SELECTION, RejectionNote, rejection_note, withhold
 from pacs.storage import ObjectStore, StagedObject, instance_key
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class StagedRewrite:
+    """A rewritten instance whose object is stored under ``key`` but not yet indexed."""
+
+    record: InstanceRecord
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     outcome: Outcome
     reason: str = ""
@@ -88,6 +97,9 @@ class IngestResult:
     @property
     def warning(self) -> bool:
         return self.outcome is Outcome.KEPT_EXISTING
+
+
+_Parsed = tuple[ParsedInstance, Identity, tuple[str, str] | None] | IngestResult
 
 
 class Part10Source:
@@ -282,6 +294,7 @@ class _Prepared:
     size: int
     stored: Future[None]
     commit: Future[CommitOutcome]
+    rejection: RejectionNote | None = None  # an IOCM rejection note: applied once the note is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +316,9 @@ class IngestService:
     """Store DICOM instances durably and index them; safe to call from many threads."""
 
     def __init__(self, engine: Engine, store: ObjectStore, *, overwrite: bool = False,
-                 accept_short_pixel_data: bool = False) -> None:
+                 accept_short_pixel_data: bool = False, rejection_grace: float = 30 * 86400.0) -> None:
         self.engine = engine
+        self.rejection_grace = rejection_grace
         self.store = store
         self.overwrite = overwrite
         self.accept_short_pixel_data = accept_short_pixel_data
@@ -373,6 +387,25 @@ class IngestService:
             log.info("rejected %s: %s", label, result.reason)
         return result
 
+    def stage_rewrite(self, data: bytes, label: str) -> StagedRewrite:
+        """Parse, validate and hash a rewritten version of a stored instance, store its object under its
+        own key and build its index record, without committing it: the caller (:mod:`pacs.corrections`)
+        commits the records of one whole change in one transaction, or deletes the objects.
+        Raises InvalidDataset (NotDicom included) or StorageUnavailable."""
+        source = Part10Source.from_bytes(data, label)
+        step = self._parse(source, data, None)
+        if isinstance(step, IngestResult):
+            raise NotDicom(step.reason) if step.outcome is Outcome.NOT_DICOM else InvalidDataset(step.reason)
+        parsed, ident, digests = step
+        assert digests is not None
+        if parsed.pixel_problem and not self.accept_short_pixel_data:
+            raise InvalidDataset(parsed.pixel_problem)
+        sha, dataset_sha = digests
+        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
+        record = build_record(parsed, ident, object_key=key, size=len(data), sha256=sha, dataset_sha256=dataset_sha)
+        self.store.put_bytes(key, data)
+        return StagedRewrite(record, key)
+
     # The path itself ---------------------------------------------------------------------------
 
     def _prepare(self, source: Part10Source) -> _Prepared | IngestResult:
@@ -423,7 +456,8 @@ class IngestService:
             log.warning("cannot index %s: %s", source.label, exc, exc_info=True)
             return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
         record.replace = checked.replace
-        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored))
+        note = rejection_note(checked.parsed.dataset) if ident.sop_class_uid == KEY_OBJECT_SELECTION else None
+        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored), note)
 
     def _store_object(self, source: Part10Source, data: bytes | None, staged: StagedObject | None,
                       key: str) -> Future[None]:
@@ -439,9 +473,8 @@ class IngestService:
         done.set_result(None)
         return done
 
-    def _check(self, source: Part10Source, data: bytes | None,
-               digest: Future[tuple[str, str]] | None) -> _Checked | IngestResult:
-        """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
+    def _parse(self, source: Part10Source, data: bytes | None, digest: Future[tuple[str, str]] | None) -> _Parsed:
+        """Parse the header and validate the UIDs; the digests too when there is no ``digest`` under way."""
         try:
             with io.BytesIO(data) if data is not None else source.open() as fh:
                 parsed = parse_part10(fh, source.size)
@@ -461,6 +494,15 @@ class IngestService:
             return IngestResult(Outcome.INVALID, str(exc), size=source.size)
         except OSError as exc:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read the data: {exc}", size=source.size)
+        return parsed, ident, digests
+
+    def _check(self, source: Part10Source, data: bytes | None,
+               digest: Future[tuple[str, str]] | None) -> _Checked | IngestResult:
+        """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
+        step = self._parse(source, data, digest)
+        if isinstance(step, IngestResult):
+            return step
+        parsed, ident, digests = step
 
         def result(outcome: Outcome, reason: str = "") -> IngestResult:
             return _result_for(ident, source.size, outcome, reason)
@@ -521,6 +563,13 @@ class IngestService:
         except BaseException:
             self._forget_object(key, prepared.stored)
             raise
+        if prepared.rejection is not None and outcome.status in (
+                CommitStatus.INSERTED, CommitStatus.REPLACED, CommitStatus.EXISTS_SAME):
+            try:  # before the sender hears the note is stored: what it rejects is hidden by then
+                withhold(self.engine, prepared.rejection, self.rejection_grace)
+            except SQLAlchemyError:
+                log.exception("the rejection note %s could not be applied", ident.sop_uid)
+                return result(Outcome.UNAVAILABLE, "the rejection could not be applied; send the note again")
         if outcome.status is CommitStatus.INSERTED:
             return result(Outcome.STORED)
         if outcome.status is CommitStatus.REPLACED:

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # What a killed write leaves (temp, staging and spool files; orphan objects) is removed once
     # older than this, at ``serve``/``worker`` start and by ``fsck --repair``: never a live write's.
     leftover_grace: float = Field(default=3600.0, ge=0)
+    # IHE IOCM (issue 17): instances a rejection note names are hidden at once and deleted this many
+    # seconds later by the worker (default 30 days).
+    rejection_grace: float = Field(default=30 * 86400.0, ge=0)
 
     # Ingest (issue 12)
     # Store native pixel data shorter than Rows x Columns x samples x bits x frames need, and

@@ -15,6 +15,7 @@ from viewer_api.request_id import RequestIdMiddleware
 from viewer_api.routes import (
     benchmarks,
     changefeed,
+    corrections,
     docs,
     edge,
     health,
@@ -58,6 +59,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(worklist.router)  # the modality worklist (issue 17)
     app.include_router(retention.router)  # retention plan and legal holds (issue 17)
     app.include_router(notifications.router)  # the patient message log (issue 13)
+    app.include_router(corrections.router)  # corrections and IOCM rejections (issue 17)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
     app.include_router(reports.router)  # physicians' reports: drafts, signing, amendments (issue 13)
     benchmarks.install(app)  # benchmarks, leaderboards, reports (issue 7)

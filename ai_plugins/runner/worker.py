@@ -29,6 +29,7 @@ from ai_plugins.runner.loop import JobLoop
 from ai_plugins.runner.notify_jobs import NotifyJobs
 from ai_plugins.runner.plugin_jobs import PluginJobs, edge_only
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
+from ai_plugins.runner.rejection_jobs import RejectionPurge
 from ai_plugins.runner.retention_jobs import RetentionJobs
 from ai_plugins.runner.webhook_jobs import WebhookJobs
 from ai_plugins.sdk import Plugin
@@ -59,7 +60,7 @@ class Worker(JobLoop):
         standard: list[JobHandler] = [PluginJobs(archive, self.registry), BenchmarkCases(archive, self.registry),
                                       BenchmarkScoring(archive), WebhookJobs(archive),
                                       ForwardJobs(archive), NotifyJobs(archive),
-                                      RetentionJobs(archive)]  # fmt: skip
+                                      RetentionJobs(archive), RejectionPurge(archive)]  # fmt: skip
         super().__init__(
             self.jobs,
             {kind: h for h in [*standard, *handlers] for kind in h.kinds if kinds is None or kind in kinds},

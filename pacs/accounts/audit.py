@@ -58,6 +58,8 @@ class Action(StrEnum):
     NOTIFICATIONS = "notifications"  # the patient message log read, a message re-sent
     RETENTION = "retention"  # a retention rule moved or marked a study, a mark dropped (deletions are DELETE)
     LEGAL_HOLD = "legal-hold"  # a study's legal hold set or cleared
+    CORRECTION = "correction"  # patient or study attributes corrected (detail: before and after), or reverted
+    REJECTION = "rejection"  # instances rejected by an IOCM rejection note, listed, or deleted after the grace
 
 
 class Outcome(StrEnum):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from pacs.access import AccessScope
+from pacs.access import REJECTED, SUPERSEDED, AccessScope
 
 Role = Literal["admin", "physician", "patient", "vendor"]
 Via = Literal["session", "bearer", "api_key", "share", "share_token", "local"]
@@ -127,7 +127,9 @@ def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = froze
         scope = AccessScope(study_uids=shared, hidden_study_uids=hidden)
     if not principal.sees_released_results_only:
         return scope
-    return replace(scope, withhold_results=True, released_sop_uids=principal.released_sop_uids)
+    # Patients and share visitors see neither unreleased results nor superseded report documents.
+    return replace(scope, withhold_results=True, released_sop_uids=principal.released_sop_uids,
+                   withheld_reasons=frozenset({REJECTED, SUPERSEDED}))
 
 
 def may_download(principal: Principal, study_uid: str, patient_id: str, issuer: str) -> bool:

@@ -1,7 +1,9 @@
 """One HL7 message in, its ACK out: parse, dispatch by message type, map the typed outcome to AA/AE/AR.
 
 ORU^R01 → a report matched to its study and handed to the :class:`~pacs.hl7.results.ReportSink`;
-ORM^O01 and OMI^O23 → worklist orders. Any other type is rejected (AR, HL7 table 0357 code 200).
+ORM^O01 and OMI^O23 → worklist orders;
+ADT^A08 and ADT^A40 → patient corrections (:mod:`pacs.hl7.adt`). Any other type is rejected (AR,
+HL7 table 0357 code 200).
 The archive's own failures (the index unreachable) are AE, which a sender retries; nothing is
 acknowledged AA before it is stored.
 """
@@ -15,7 +17,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pacs.access import AccessScope, ScopeProvider
+from pacs.archive import Archive
 from pacs.errors import CloudfilmError, InvalidDataset, InvalidQuery, NotFound, StorageUnavailable
+from pacs.hl7.adt import apply_adt
 from pacs.hl7.messages import AckCode, ErrorCode, Inbound, Refusal, build_ack, failed, parse_message, rejected
 from pacs.hl7.orders import apply_orders, parse_orders
 from pacs.hl7.results import ReportSink, match_study, parse_oru
@@ -23,7 +27,8 @@ from pacs.hl7.results import ReportSink, match_study, parse_oru
 log = logging.getLogger(__name__)
 
 #: (message type, trigger event) -> handler name; the ORU's trigger is R01 only.
-SUPPORTED = {("ORU", "R01"): "result", ("ORM", "O01"): "order", ("OMI", "O23"): "order"}
+SUPPORTED = {("ORU", "R01"): "result", ("ORM", "O01"): "order", ("OMI", "O23"): "order",
+             ("ADT", "A08"): "patient", ("ADT", "A40"): "patient"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +45,15 @@ class MessageHandler:
     """Turns one message's bytes into its ACK's bytes; thread-safe (one short transaction per message)."""
 
     def __init__(self, engine: Engine, *, report_sink: ReportSink | None = None,
-                 scope: ScopeProvider = AccessScope.everything, application: str = "CLOUDFILM") -> None:
+                 scope: ScopeProvider = AccessScope.everything, application: str = "CLOUDFILM",
+                 archive: Archive | None = None) -> None:
         """``report_sink``: where matched ORU reports are stored; without one, ORU results are refused
         (AE) after matching, so a RIS keeps them queued until the archive stores reports."""
         self._engine = engine
         self._sink = report_sink
         self._scope = scope
         self._application = application
+        self._archive = archive  # ADT corrections rewrite stored objects: they need the whole archive
 
     def handle(self, raw: bytes) -> tuple[bytes, Handled]:
         inbound: Inbound | None = None
@@ -69,11 +76,15 @@ class MessageHandler:
                                "MSH^1^9")
             raise rejected(ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
                            f"message type {inbound.message_type[:3]!r} is not supported "
-                           "(ORU^R01, ORM^O01, OMI^O23 are)",
+                           "(ORU^R01, ORM^O01, OMI^O23, ADT^A08, ADT^A40 are)",
                            "MSH^1^9")
         try:
             if kind == "result":
                 return self._result(inbound)
+            if kind == "patient":
+                if self._archive is None:
+                    raise failed(ErrorCode.INTERNAL_ERROR, "this listener does not apply patient updates")
+                return apply_adt(self._archive, inbound)
             return apply_orders(self._engine, parse_orders(inbound))
         except (StorageUnavailable, SQLAlchemyError) as exc:
             log.exception("HL7 %s: the archive failed", inbound.control_id)

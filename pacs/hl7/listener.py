@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 class Hl7Listener:
     """MLLP on ``HL7_HOST:HL7_PORT``: ORU^R01 results to ``report_sink``, ORM^O01/OMI^O23 orders to the
-    worklist, each answered with its ACK."""
+    worklist, ADT^A08/A40 to patient corrections, each answered with its ACK."""
 
     name = "hl7"
 
@@ -27,7 +27,7 @@ class Hl7Listener:
             raise ValueError("the HL7 listener needs CLOUDFILM_HL7_PORT")
         self._settings = settings
         self._handler = MessageHandler(archive.engine, report_sink=report_sink, scope=scope,
-                                       application=settings.ae_title)
+                                       application=settings.ae_title, archive=archive)
         self._server = MllpServer(self._handle, self._oversized, host=settings.hl7_host, port=settings.hl7_port,
                                   max_bytes=settings.hl7_max_message_bytes, idle_timeout=settings.hl7_idle_timeout,
                                   max_connections=settings.hl7_max_connections)

@@ -39,7 +39,7 @@ class OrderAction(Enum):
 
 _ACTIONS = {"NW": OrderAction.SCHEDULE, "XO": OrderAction.SCHEDULE, "SC": OrderAction.SCHEDULE,
             "CA": OrderAction.CANCEL, "OC": OrderAction.CANCEL, "DC": OrderAction.CANCEL, "OD": OrderAction.CANCEL}
-_SEX = {"M": "M", "F": "F", "O": "O", "A": "O", "N": "O", "U": "", "": ""}
+HL7_SEX = {"M": "M", "F": "F", "O": "O", "A": "O", "N": "O", "U": "", "": ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +62,9 @@ def parse_orders(inbound: Inbound) -> list[OrderMessage]:
     patient = {
         "patient_id": segment_field(message, pid, 3),
         "issuer": segment_field(message, pid, 3, 4),
-        "patient_name": _person_name(message, pid, 5),
+        "patient_name": person_name(message, pid, 5),
         "birth_date": segment_field(message, pid, 7)[:8],
-        "sex": _SEX.get(segment_field(message, pid, 8).upper()[:1], ""),
+        "sex": HL7_SEX.get(segment_field(message, pid, 8).upper()[:1], ""),
     }
     found: list[OrderMessage] = []
     for i, obr in enumerate(obrs):
@@ -95,7 +95,7 @@ def parse_orders(inbound: Inbound) -> list[OrderMessage]:
             modality=ipc_or(5, segment_field(message, obr, 24)).upper(),
             start_date=start[:8], start_time=start[8:14],
             study_uid=ipc_or(3, segment_field(message, zdss[i], 1) if i < len(zdss) else ""),
-            referring_physician=_person_name(message, obr, 16, offset=1),
+            referring_physician=person_name(message, obr, 16, offset=1),
             placer_order=segment_field(message, orc, 2), filler_order=segment_field(message, orc, 3))
         found.append(OrderMessage(action, order))
     return found
@@ -120,7 +120,7 @@ def apply_orders(engine: Engine, received: list[OrderMessage]) -> str:
     return ", ".join(done)
 
 
-def _person_name(message: hl7.Message, segment: hl7.Segment, field: int, offset: int = 0) -> str:
+def person_name(message: hl7.Message, segment: hl7.Segment, field: int, offset: int = 0) -> str:
     """An XPN (or an XCN, whose ID comes first: ``offset=1``) as a DICOM PN: Family^Given^Middle^Prefix^Suffix."""
     family, given, middle, suffix, prefix = (segment_field(message, segment, field, offset + c) for c in range(1, 6))
     return "^".join((family, given, middle, prefix, suffix)).rstrip("^")

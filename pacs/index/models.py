@@ -172,3 +172,34 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     detail_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WithheldInstance(Base):
+    """An instance the access scope hides (:mod:`pacs.access`), by reason.
+
+    ``rejected``: named by an IHE IOCM rejection note (a KOS titled from CID 7011, :mod:`pacs.rejection`);
+    hidden from every caller, deleted after the grace period (``delete_after``). ``superseded``: a
+    document of a report version a later signed version replaced (:mod:`pacs.reports`); hidden from
+    patients and share visitors only. Keyed by SOP Instance UID, not by row: a rejection that
+    arrives before its instance, or an instance sent again after its deletion, stays hidden.
+    """
+
+    __tablename__ = "withheld_instances"
+    __table_args__ = (
+        UniqueConstraint("sop_uid", "reason", name="uq_withheld_sop_reason"),
+        Index("ix_withheld_study", "study_uid", "reason"),
+        Index("ix_withheld_series", "series_uid", "reason"),
+        Index("ix_withheld_delete_after", "delete_after"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(64))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(String(16))  # rejected | superseded
+    code_value: Mapped[str] = mapped_column(String(16), default="")  # CID 7011 code of the rejection note
+    code_meaning: Mapped[str] = mapped_column(String(64), default="")
+    note_uid: Mapped[str] = mapped_column(String(64), default="")  # the rejection KOS (or superseding report's SR)
+    withheld_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delete_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from pacs.access import AccessScope
 from pacs.errors import InvalidQuery
-from pacs.index.models import Instance, Patient, Series, Study
+from pacs.index.models import Instance, Patient, Series, Study, WithheldInstance
 from pacs.query.attributes import CATALOGUE, QIDO_DEFAULTS, UNIQUE_KEY, Attribute, Level, resolve_keyword, visible_at
 from pacs.query.matching import value_condition
 
@@ -270,10 +270,18 @@ def run_query(engine: Engine, request: QueryRequest) -> Iterator[Match]:
 
 def _visible_study_contents(conn: Any, scope: AccessScope, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """Study counts and modalities over the instances the caller may see, when the scope withholds
-    some (``AccessScope.withhold_results``): the stored ones would betray the withheld objects."""
-    if not scope.withhold_results or not rows:
+    some (``AccessScope.withhold_results``, or withheld instances in them): the stored ones would betray
+    the withheld objects."""
+    if not scope.recounts or not rows:
         return {}
     studies = {r[-1].id: r[-1].study_uid for r in rows}
+    if not scope.withhold_results:  # only the studies that withhold something from this scope
+        withholding = set(conn.execute(select(WithheldInstance.study_uid).where(
+            WithheldInstance.study_uid.in_(sorted(studies.values())),
+            WithheldInstance.reason.in_(sorted(scope.withheld_reasons)))).scalars())  # fmt: skip
+        studies = {sid: uid for sid, uid in studies.items() if uid in withholding}
+        if not studies:
+            return {}
     visible = (select(Instance.study_fk, Instance.series_fk, Series.modality)
                .join(Series, Series.id == Instance.series_fk)
                .where(Instance.study_fk.in_(sorted(studies)), scope.instance_filter()))  # fmt: skip

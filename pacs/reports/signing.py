@@ -18,7 +18,8 @@ from datetime import datetime
 
 import pydicom
 from pydicom.dataset import Dataset
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
 
 from pacs.access import AccessScope
 from pacs.accounts.audit import Action, AuditEvent, record
@@ -28,7 +29,9 @@ from pacs.archive import Archive
 from pacs.errors import Conflict, InvalidQuery, NotFound, StorageUnavailable
 from pacs.events import EVENT_REPORT_SIGNED, record_event
 from pacs.index.db import utcnow
+from pacs.index.models import Instance, Series
 from pacs.jobs import write_transaction
+from pacs.rejection import withhold_superseded
 from pacs.reports.documents import SignedContent, build_kos, build_sr, series_uid
 from pacs.reports.drafts import draft_view, insert_draft
 from pacs.reports.models import ReportRow
@@ -125,6 +128,9 @@ def _sign(archive: Archive, study_uid: str, report_id: int, *, signer_name: str,
                                     .values(status="superseded", updated_at=utcnow())).rowcount  # fmt: skip
             if replaced != 1:
                 raise Conflict("another version of this report was signed meanwhile; review it and sign again")
+            if current is not None:  # its documents: staff only from now on
+                withhold_superseded(conn, _documents(conn, study_uid, [current.sr_uid, current.pdf_uid,
+                                                                       current.kos_uid]), str(sr.SOPInstanceUID))
         record_event(conn, EVENT_REPORT_SIGNED, study_uid, series_uid=str(sr.SeriesInstanceUID), detail={
             "report_id": report_id, "version": version, "supersedes": superseded, "sr_uid": str(sr.SOPInstanceUID),
             "pdf_uid": str(pdf.SOPInstanceUID)})  # fmt: skip
@@ -179,3 +185,11 @@ def sign_external_report(archive: Archive, study_uid: str, author_name: str, sec
         raise
     _audit_signature(archive, None, view, superseded, source=source, username=author_name)
     return view
+
+
+def _documents(conn: Connection, study_uid: str, sop_uids: list[str]) -> list[tuple[str, str, str]]:
+    """(study, series, SOP) UIDs of the stored documents among ``sop_uids``."""
+    wanted = [u for u in sop_uids if u]
+    rows = conn.execute(select(Series.series_uid, Instance.sop_uid).join(Series, Series.id == Instance.series_fk)
+                        .where(Instance.sop_uid.in_(wanted))).all() if wanted else []  # fmt: skip
+    return [(study_uid, series, sop_uid) for series, sop_uid in rows]

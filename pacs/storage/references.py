@@ -6,8 +6,9 @@ neither deleted nor left out of a backup, whichever part of cloudfilm wrote it.
 
 Non-instance objects live under a reserved key prefix that no instance key can start with (instance
 keys start with a UID, which is digits and dots): ``_probe/`` (readiness probe, never indexed) and
-``_packages/<sha256>`` (uploaded algorithm packages, ``ai_plugins.packages``). Instances moved to a
-retention tier live under ``_tiers/<tier>/`` and are instances still.
+``_packages/<sha256>`` (uploaded algorithm packages, ``ai_plugins.packages``) and ``_versions/…`` (the
+objects corrected instances had before, ``pacs.corrections``). Instances moved to a retention tier
+live under ``_tiers/<tier>/`` and are instances still.
 
 The ``plugin_packages`` table belongs to ``ai_plugins.packages`` (migration ``0008``), a layer above
 pacs: pacs may not import it, so it is named here in SQL. A registry that ``ai_plugins`` filled at
@@ -41,7 +42,10 @@ INSTANCES = ObjectReference("instances", "SELECT object_key, size_bytes, sha256 
 PACKAGES = ObjectReference("plugin_packages",
                            f"SELECT '{PACKAGE_PREFIX}' || digest, size, digest FROM plugin_packages",
                            f"SELECT 1 FROM plugin_packages WHERE '{PACKAGE_PREFIX}' || digest = :key")  # fmt: skip
-REFERENCES: tuple[ObjectReference, ...] = (INSTANCES, PACKAGES)
+#: Earlier versions of corrected instances (``pacs.corrections``): ``_versions/…``.
+VERSIONS = ObjectReference("instance_versions", "SELECT object_key, size_bytes, sha256 FROM instance_versions",
+                           "SELECT 1 FROM instance_versions WHERE object_key = :key")  # fmt: skip
+REFERENCES: tuple[ObjectReference, ...] = (INSTANCES, PACKAGES, VERSIONS)
 
 
 #: Instances moved to a retention tier: ``_tiers/<tier>/<the instance's key>`` (``pacs.storage.tiers``).

@@ -31,7 +31,17 @@ from fastapi import Depends, Request
 
 from pacs.accounts.principal import Principal
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
-from viewer_api.auth.http_audit import CHANGEFEED, DELETE, NOTIFICATIONS, ROUTING, STOW, WEBHOOK, WORKLIST, Audit
+from viewer_api.auth.http_audit import (
+    CHANGEFEED,
+    DELETE,
+    NOTIFICATIONS,
+    REJECTION,
+    ROUTING,
+    STOW,
+    WEBHOOK,
+    WORKLIST,
+    Audit,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -129,6 +139,8 @@ ROUTING_ADMINS = ADMIN.audited(ROUTING)
 WORKLIST_ADMINS = ADMIN.audited(WORKLIST)
 #: The patient message log and re-sends: admins, audited.
 NOTIFY_ADMINS = ADMIN.audited(NOTIFICATIONS)
+#: The list of instances rejection notes withheld: admins, audited (corrections audit themselves).
+REJECTION_READERS = ADMIN.audited(REJECTION)
 PATIENT = allow("patient", "patient")
 ADMIN_OR_PATIENT = allow("admin-or-patient", "admin", "patient")
 #: Who may share a study (a patient only its own, as the handler checks).
@@ -157,6 +169,7 @@ WebhookAdmin = Annotated[Principal, Depends(WEBHOOK_ADMINS)]
 RoutingAdmin = Annotated[Principal, Depends(ROUTING_ADMINS)]
 WorklistAdmin = Annotated[Principal, Depends(WORKLIST_ADMINS)]
 NotifyAdmin = Annotated[Principal, Depends(NOTIFY_ADMINS)]
+RejectionReader = Annotated[Principal, Depends(REJECTION_READERS)]
 
 
 async def admit(rule: Rule, request: Request) -> Principal | None:

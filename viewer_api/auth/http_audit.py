@@ -118,3 +118,6 @@ def share_token_event(declared: Audit | None, facts: RequestFacts, study_uid: st
     action = declared.action if declared is not None and described is not None else SHARE_TOKEN.action
     study, detail = described or _share_token_use(facts)
     return HttpAuditEvent(action, outcome_of(facts.status), study or study_uid, detail[:500])
+#: The instances rejection notes withheld, listed through the admin API.
+REJECTION = Audit(Action.REJECTION,
+                  lambda f: (str(f.query_params.get("study", ""))[:64], f"{f.method} {f.path} {f.status}"))

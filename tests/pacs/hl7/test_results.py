@@ -120,8 +120,8 @@ def test_oru_over_mllp_is_acknowledged_as_stored(archive: Archive) -> None:
         assert malformed.code == "AR" and "names no study" in malformed.reason
         assert malformed.field("ERR", 3).startswith("101^")
 
-        adt = client.send(("\r".join([msh("ADT^A01", "MSG-4"), segment("PID", {3: "P1"})]) + "\r").encode())
-        assert adt.code == "AR" and "message type 'ADT' is not supported" in adt.reason
+        adt = client.send(("\r".join([msh("SIU^S12", "MSG-4"), segment("PID", {3: "P1"})]) + "\r").encode())
+        assert adt.code == "AR" and "message type 'SIU' is not supported" in adt.reason
         assert adt.field("ERR", 3).startswith("200^")
 
         garbage = client.send(b"this is not HL7")

@@ -22,7 +22,9 @@ from ai_plugins.sr import build_measurement_report
 from pacs.accounts.edge_workers import add_edge_worker
 from pacs.accounts.principal import Principal
 from pacs.index.db import utcnow
+from pacs.index.models import Instance, Series
 from pacs.reports import service as reports
+from pacs.reports.models import ReportRow
 from pacs.reports.types import DraftRequest, ReportSections
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.viewer_api.portal.conftest import KINDS, Site, frame_url, store
@@ -161,6 +163,23 @@ def _owned_amendment(s: Site) -> str:
     return f"/api/studies/{s.owned_uid}/reports"
 
 
+def _report_pdf(which: int) -> Callable[[Site], str]:
+    """WADO-RS of the PDF of the owned study's superseded (0) or current (1) report version."""
+    def path(s: Site) -> str:
+        report_id = _owned_reports(s)[which]
+        with s.archive.engine.connect() as conn:
+            pdf_uid = conn.execute(select(ReportRow.pdf_uid).where(ReportRow.id == report_id)).scalar_one()
+            series_uid = conn.execute(select(Series.series_uid).join(Instance, Instance.series_fk == Series.id)
+                                      .where(Instance.sop_uid == pdf_uid)).scalar_one()
+        return f"/dicomweb/studies/{s.owned_uid}/series/{series_uid}/instances/{pdf_uid}"
+    return path
+
+
+def _correction_body(s: Site, _kind: str) -> dict[str, object]:
+    return {"json": {"kind": "update-study", "study_uid": _fresh_study(s, next(_SEEDS)),
+                     "study_description": "Corrected by the matrix"}}
+
+
 def _draft_body(_s: Site, _kind: str) -> dict[str, object]:
     return {"json": {"sections": {"findings": "Saved by the matrix."}}}
 
@@ -232,6 +251,9 @@ CASES: list[Case] = [
          row(401, 200, 200, 200, 403, 200, 403)),
     Case("report-superseded-pdf", "GET", lambda s: f"/api/studies/{_owned(s)}/reports/{_owned_reports(s)[0]}/pdf",
          row(401, 200, 200, 404, 403, 404, 403)),
+    # Superseded report documents are withheld from patients and share links in DICOMweb too (issue 17)
+    Case("report-superseded-pdf-wado", "GET", _report_pdf(0), row(401, 200, 200, 404, 404, 404, 404)),
+    Case("report-current-pdf-wado", "GET", _report_pdf(1), row(401, 200, 200, 200, 404, 200, 200)),
     Case("report-create", "POST", lambda s: f"/api/studies/{_fresh_study(s, next(_SEEDS))}/reports",
          row(401, 201, 201, 403, 403, 403, 403), _draft_body),
     Case("report-create-owned", "POST", _owned_amendment,
@@ -281,6 +303,13 @@ CASES: list[Case] = [
          row(401, 404, 403, 403, 403, 403, 403)),
     Case("routing-resend-dead", "POST", lambda s: "/api/routing/destinations/nowhere/resend",
          row(401, 404, 403, 403, 403, 403, 403)),
+    Case("corrections", "GET", lambda s: "/api/corrections", row(401, 200, 403, 403, 403, 403, 403)),
+    Case("correction-create", "POST", lambda s: "/api/corrections", row(401, 201, 403, 403, 403, 403, 403),
+         _correction_body),
+    Case("correction-read", "GET", lambda s: "/api/corrections/999", row(401, 404, 403, 403, 403, 403, 403)),
+    Case("correction-revert", "POST", lambda s: "/api/corrections/999/revert",
+         row(401, 404, 403, 403, 403, 403, 403)),
+    Case("rejections", "GET", lambda s: "/api/rejections", row(401, 200, 403, 403, 403, 403, 403)),
     Case("worklist-list", "GET", lambda s: "/api/worklist", row(401, 200, 403, 403, 403, 403, 403)),
     Case("worklist-schedule", "POST", lambda s: "/api/worklist", row(401, 201, 403, 403, 403, 403, 403),
          lambda _s, k: {"json": {"accession_number": f"MX{KINDS.index(k)}", "patient_id": "P1", "modality": "CT"}}),
