@@ -77,12 +77,14 @@ def _who_stores(settings: Settings) -> str:
     return f"only the configured modalities may store: {', '.join(sorted(known))}"
 
 
-def startup_banner(archive: Archive, start: StartUp) -> str:
+def startup_banner(archive: Archive, start: StartUp, *, processes: int = 1) -> str:
     settings = archive.settings
     lines = [f"cloudfilm {__version__} is ready"
              + (" (a new archive was created by this start)" if start.created else ""),
              f"  open        {_url(settings)}   (reachable from {_reach(settings.http_host)})",
              f"  sign in     {_sign_in(settings, start)}"]
+    if processes > 1:
+        lines.append(f"  processes   {processes}, sharing the HTTP and DICOM ports (CLOUDFILM_PROCESSES)")
     if settings.database_url or settings.storage_url:
         lines.append(f"  index       {archive.engine.url.render_as_string(hide_password=True)}")
         lines.append(f"  objects     {archive.store.url}")

@@ -153,10 +153,25 @@ class DicomServer(ThreadedAssociationServer):
     handshake_timeout = 30.0
     network_timeout: float | None = 60.0
     intake: Intake  # set by the listener before it serves
+    #: A listening socket bound by ``serve``'s supervisor and shared with its other processes, used
+    #: instead of binding one (see :func:`serving_on`).
+    inherited_socket: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        if self.inherited_socket is None:
+            super().server_bind()
+        else:
+            cast(socket.socket, self.socket).close()
+            self.socket = self.inherited_socket
+            self.server_address = self.socket.getsockname()
+        # Accept without waiting: where processes share the socket, another may take the connection the
+        # poll announced, and a blocking accept would then hold this loop (and its shutdown) until the next.
+        cast(socket.socket, self.socket).setblocking(False)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         listener = cast(socket.socket, self.socket)
-        client, address = listener.accept()
+        client, address = listener.accept()  # BlockingIOError (an OSError) when another took it: ignored
+        client.setblocking(True)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
@@ -177,6 +192,11 @@ class DicomServer(ThreadedAssociationServer):
         """Stop accepting and close the listening socket (pynetdicom's also edits the AE's server list)."""
         TCPServer.shutdown(self)
         self.server_close()
+
+
+def serving_on(sock: socket.socket) -> type[DicomServer]:
+    """A :class:`DicomServer` class that serves on ``sock``, already bound and listening."""
+    return type("InheritedDicomServer", (DicomServer,), {"inherited_socket": sock})
 
 
 def _close_quietly(sock: socket.socket) -> None:
