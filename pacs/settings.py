@@ -161,6 +161,11 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 to 16 printable characters without backslash")
         return value
 
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _blank_processes(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # PROCESSES= (a blank .env entry)
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:

@@ -193,6 +193,11 @@ class DicomServer(ThreadedAssociationServer):
         TCPServer.shutdown(self)
         self.server_close()
 
+    def server_close(self) -> None:
+        """Close this process's handle on the listening socket. (pynetdicom's first shuts the socket down,
+        which stops it listening in every process that shares it: a sibling would stop accepting.)"""
+        cast(socket.socket, self.socket).close()
+
 
 def serving_on(sock: socket.socket) -> type[DicomServer]:
     """A :class:`DicomServer` class that serves on ``sock``, already bound and listening."""
