@@ -117,6 +117,7 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             housekeep(self._archive)  # what a killed predecessor's writes left, once for every process
+            self._archive.engine.dispose()  # the supervisor keeps no database connection open
             log.info("serving with %d processes on HTTP port %d%s", len(self._processes),
                      self._sockets.http.getsockname()[1],
                      f" and DICOM port {self._sockets.dicom.getsockname()[1]}" if self._sockets.dicom else "")
