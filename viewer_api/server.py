@@ -108,14 +108,17 @@ class _Server(uvicorn.Server):
     """uvicorn's server, calling back once it listens (the DICOM listener already does) and when its
     shutdown begins (so the DICOM listener stops accepting at the same time)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None],
-                 on_shutdown: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None], on_shutdown: Callable[[], None],
+                 stop_requested: threading.Event) -> None:
         super().__init__(config)
         self._on_started = on_started
         self._on_shutdown = on_shutdown
+        self._stop_requested = stop_requested
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        if self._stop_requested.is_set():  # SIGTERM came before uvicorn took over the signals
+            self.should_exit = True
         if self.started and not self.should_exit:
             self._on_started()
 
@@ -163,7 +166,7 @@ def serve(archive: Archive, start: StartUp, role: Role | None = None) -> None:
                                 timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
                                 log_config=None)  # its loggers go through the archive's handler and format
         server = _Server(config, lambda: threading.Thread(target=ready, name="ready", daemon=True).start(),
-                         stop_accepting)
+                         stop_accepting, stop_requested)
         server.run(sockets=[role.sockets.http] if role is not None else None)
     finally:
         for service in reversed(services):
