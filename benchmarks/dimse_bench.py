@@ -256,7 +256,8 @@ def main() -> None:
 def compare_processes(processes: int, runs: int, slices: int, associations: int) -> None:
     """C-STORE of a ``slices`` study over ``associations`` associations to ``serve`` with 1 and with
     ``processes`` processes (both on PostgreSQL + filesystem, both running throughout) and to the bare
-    receiver; every round sends a new study to each, in an order that turns each round."""
+    receivers (one process each, with and without fsync); every round sends a new study to each, in an
+    order that turns each round."""
     from benchmarks.serve_processes import serving
     from tests.factories import PATIENTS, make_ct_study, write_files
 
@@ -266,17 +267,20 @@ def compare_processes(processes: int, runs: int, slices: int, associations: int)
         with contextlib.ExitStack() as stack:
             one = stack.enter_context(serving(1, scratch / "one"))
             many = stack.enter_context(serving(processes, scratch / "many"))
-            (scratch / "bare").mkdir()
-            bare_port, _aet, bare_dir = stack.enter_context(receiver("bare", scratch / "bare"))
+            bare: dict[str, tuple[int, Path]] = {}
+            for name in ("bare", "bare-fsync"):
+                (scratch / name).mkdir()
+                port, _aet, directory = stack.enter_context(receiver(name, scratch / name))
+                bare[name] = (port, directory)
             targets: list[tuple[str, int, str]] = [
-                ("bare", bare_port, "BARE"), (one.label, one.dicom_port, "CLOUDFILM"),
-                (many.label, many.dicom_port, "CLOUDFILM")]
+                ("bare", bare["bare"][0], "BARE"), ("bare-fsync", bare["bare-fsync"][0], "BARE"),
+                (one.label, one.dicom_port, "CLOUDFILM"), (many.label, many.dicom_port, "CLOUDFILM")]
             for run in range(runs):
                 study = make_ct_study(PATIENTS[run % len(PATIENTS)], n_slices=slices, rows=512, cols=512,
                                       seed=3000 + run)
                 files = write_files(study, scratch / f"study-{run}")
                 megabytes = sum(p.stat().st_size for p in files) / 1e6
-                order = targets[run % 3:] + targets[:run % 3]
+                order = targets[run % len(targets):] + targets[:run % len(targets)]
                 for label, port, aet in order:
                     os.sync()
                     took = send(port, aet, files, associations)
@@ -286,8 +290,9 @@ def compare_processes(processes: int, runs: int, slices: int, associations: int)
             for served in (one, many):
                 if served.instances() != runs * slices:
                     raise RuntimeError(f"{served.label} stored {served.instances()} of {runs * slices} instances")
-            if len(list(bare_dir.glob("*.dcm"))) != runs * slices:
-                raise RuntimeError("the bare receiver lost instances")
+            for name, (_port, directory) in bare.items():
+                if len(list(directory.glob("*.dcm"))) != runs * slices:
+                    raise RuntimeError(f"the {name} receiver lost instances")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     medians = {label: statistics.median(values) for label, values in seconds.items()}
@@ -298,9 +303,10 @@ def compare_processes(processes: int, runs: int, slices: int, associations: int)
     print("|---|---:|---:|---:|")
     for label, secs in medians.items():
         print(f"| {label} | {secs:.2f} | {slices / secs:.0f} | {megabytes / secs:.0f} |")
-    one_s, many_s, bare_s = medians[one.label], medians[many.label], medians["bare"]
+    one_s, many_s, bare_s, fsync_s = (medians[k] for k in (one.label, many.label, "bare", "bare-fsync"))
     print(f"\n{processes} processes: {one_s / many_s:.2f}x one process's throughput (goal >= 1.6); "
-          f"1 process {one_s / bare_s:.2f}x, {processes} processes {many_s / bare_s:.2f}x the bare receiver's time")
+          f"1 process {one_s / bare_s:.2f}x, {processes} processes {many_s / bare_s:.2f}x the bare receiver's time "
+          f"({one_s / fsync_s:.2f}x and {many_s / fsync_s:.2f}x bare-fsync's)")
 
 
 def report(samples: list[Sample], instances: int, megabytes: float, runs: int) -> None:
