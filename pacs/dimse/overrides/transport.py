@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from socketserver import TCPServer
 from typing import Any, cast
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 MIN_PDU_LIMIT = 256 * 1024
 
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3)
+
+#: On a socket shared by several processes, how long a process waits before accepting, per
+#: connection it already holds, and at most.
+ACCEPT_DEFER_S = 0.005
+MAX_ACCEPT_DEFER_S = 0.05
 
 
 def send_without_delay(sock: socket.socket | None) -> None:
@@ -170,6 +176,10 @@ class DicomServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         listener = cast(socket.socket, self.socket)
+        if self.inherited_socket is not None and (held := self.intake.open_connections()):
+            # Every process sharing the socket is told of each connection and the first to accept it
+            # wins, which is mostly the same one: a busy process lets a less busy sibling go first.
+            time.sleep(min(ACCEPT_DEFER_S * held, MAX_ACCEPT_DEFER_S))
         client, address = listener.accept()  # BlockingIOError (an OSError) when another took it: ignored
         client.setblocking(True)
         if self.ssl_context is not None:
