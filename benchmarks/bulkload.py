@@ -11,7 +11,7 @@ import json
 import random
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, text, update
 
 from pacs.index.models import Instance, Patient, Series, Study
 from pacs.names import normalize_pn
@@ -97,6 +97,10 @@ def bulk_load(engine: Engine, *, studies: int, instances_per_study: int, series_
             instance_count=select(func.coalesce(func.sum(Study.instance_count), 0)).where(where).scalar_subquery(),
             size_bytes=select(func.coalesce(func.sum(Study.size_bytes), 0)).where(where).scalar_subquery(),
         ))
+        if conn.dialect.name == "postgresql":  # the rows came with their ids: move the sequences past them
+            for table in ("patients", "studies", "series", "instances"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"))
 
 
 def _flush(engine: Engine, studies: list[dict[str, object]], series: list[dict[str, object]],

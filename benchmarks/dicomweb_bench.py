@@ -12,6 +12,12 @@ once, each in its own process, and are measured round by round in turn (so load 
 weighs on every column alike); requests are sequential over loopback (httpx; the study retrieve
 is read by ``curl``, since a Python client would be the bottleneck, 7 times per round). Every figure
 is the median over ``--runs`` rounds; latencies are p50/p95 within a round.
+
+``--processes N`` instead compares ``cloudfilm serve`` with one process and with N (issue 16), both on
+PostgreSQL and running side by side: ``--readers`` curl clients at once (16) each make ``--requests``
+WADO-RS instance retrieves, then as many QIDO-RS study searches; requests/s, median of ``--runs``.
+
+    .venv/bin/python benchmarks/dicomweb_bench.py --processes 2 --runs 5 [--readers 16] [--requests 50]
 """
 
 from __future__ import annotations
@@ -304,8 +310,76 @@ def report(columns: dict[str, Figures]) -> str:
     return "\n".join(lines)
 
 
+def concurrent_readers(urls: list[str], accept: str, readers: int, per_reader: int, workdir: Path) -> float:
+    """Seconds for ``readers`` curl processes at once to GET ``per_reader`` of ``urls`` each, in turn,
+    over one kept-alive connection each (curl, so that the clients are not what is measured)."""
+    procs = []
+    started = time.perf_counter()
+    for r in range(readers):
+        config = workdir / f"reader-{r}.curl"
+        config.write_text("".join(f'url = "{urls[(r + i) % len(urls)]}"\noutput = "/dev/null"\n'
+                                  for i in range(per_reader)))
+        procs.append(subprocess.Popen(["curl", "-sf", "-H", f"Accept: {accept}", "-K", str(config)]))
+    codes = [proc.wait() for proc in procs]
+    elapsed = time.perf_counter() - started
+    if any(codes):
+        raise RuntimeError(f"a reader failed: curl exit codes {codes}")
+    return elapsed
+
+
+def compare_processes(processes: int, runs: int, readers: int, per_reader: int, studies: int) -> None:
+    """WADO-RS instance retrieves and QIDO-RS study searches by ``readers`` concurrent clients against
+    ``serve`` with 1 process and with ``processes``, both on PostgreSQL + filesystem and running side by
+    side, round by round in an order that turns each round."""
+    from benchmarks.serve_processes import serving
+
+    workdir = Path(tempfile.mkdtemp(prefix="cloudfilm-dicomweb-procs-"))
+    ct = make_ct_study(PATIENTS[0], n_slices=20, rows=512, cols=512, seed=7)
+    figures: dict[tuple[str, str], list[float]] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            servers = [stack.enter_context(serving(n, workdir / f"x{n}")) for n in (1, processes)]
+            for served in servers:
+                settings = Settings(data_dir=served.data_dir, database_url=served.database_url)
+                with Archive.open(settings, migrate=False, create=False) as archive:
+                    bulk_load(archive.engine, studies=studies, instances_per_study=4)
+                    for ds in ct:
+                        assert archive.ingest.store_bytes(to_bytes(ds)).ok
+            wado = [f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+                    for ds in ct]
+            qido = [f"studies?PatientName={prefix}*&limit=25&includefield=all" for prefix in NAME_PREFIXES]
+            total = readers * per_reader
+            for run in range(runs):
+                order = servers[run % 2:] + servers[:run % 2]
+                for served in order:
+                    base = f"{served.http_url}/dicomweb/"
+                    for kind, paths, accept in (("WADO-RS instance", wado, STUDY_ACCEPT),
+                                                ("QIDO-RS studies", qido, "application/dicom+json")):
+                        took = concurrent_readers([base + p for p in paths], accept, readers, per_reader, workdir)
+                        figures.setdefault((served.label, kind), []).append(total / took)
+                        print(f"round {run + 1}: {served.label:14s} {kind:17s} {total / took:7.1f} requests/s",
+                              file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    load = os.getloadavg()
+    print(f"\n{readers} concurrent readers x {per_reader} requests; {studies:,} studies in each index; median of "
+          f"{runs} rounds; {os.cpu_count()} CPU cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+    print("| server | request | requests/s |")
+    print("|---|---|---:|")
+    medians = {key: statistics.median(values) for key, values in figures.items()}
+    for (label, kind), value in medians.items():
+        print(f"| {label} | {kind} | {value:.1f} |")
+    print()
+    for kind in ("WADO-RS instance", "QIDO-RS studies"):
+        ratio = medians[(f"cloudfilm x{processes}", kind)] / medians[("cloudfilm x1", kind)]
+        print(f"{kind}: {processes} processes {ratio:.2f}x one process's requests/s (goal >= 1.6)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, metavar="N", help="instead: `cloudfilm serve` on PostgreSQL with "
+                        "1 process against N, under --readers concurrent clients")
+    parser.add_argument("--readers", type=int, default=16)
     parser.add_argument("--studies", type=int, default=5000)
     parser.add_argument("--per-study", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
@@ -313,6 +387,9 @@ def main() -> None:
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--no-s3", action="store_true")
     args = parser.parse_args()
+    if args.processes:
+        compare_processes(args.processes, args.runs, args.readers, args.requests, min(args.studies, 2000))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="cloudfilm-dicomweb-bench-"))
     step: Callable[[str], None] = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
     targets: list[Target] = []

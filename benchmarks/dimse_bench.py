@@ -12,8 +12,11 @@ measurement:
 
 Prints the median of ``--runs`` runs per receiver and mode (instances/s, MB/s) and the ratios the
 issue sets goals for. ``--scaling`` also measures cloudfilm with 1, 2, 4 and 8 associations.
+``--processes N`` instead compares ``cloudfilm serve`` with one process and with N (issue 16), both on
+PostgreSQL and running side by side, with the bare receiver beside them.
 
     .venv/bin/python benchmarks/dimse_bench.py [--runs 3] [--slices 200] [--parallel 4] [--scaling]
+    .venv/bin/python benchmarks/dimse_bench.py --processes 2 --runs 5 [--slices 200] [--parallel 4]
 """
 
 from __future__ import annotations
@@ -209,8 +212,14 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--receivers", default=",".join(RECEIVERS))
     parser.add_argument("--scaling", action="store_true", help="also cloudfilm with 1, 2, 4, 8 associations")
+    parser.add_argument("--processes", type=int, metavar="N",
+                        help="instead: `cloudfilm serve` on PostgreSQL with 1 process against N, and the bare "
+                        "receiver, over --parallel associations, round by round in turn")
     parser.add_argument("--serve", nargs=3, metavar=("RECEIVER", "DIR", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.processes:
+        compare_processes(args.processes, args.runs, args.slices, args.parallel)
+        return
     if args.serve:
         kind, directory, port = args.serve
         if kind == "cloudfilm":
@@ -242,6 +251,62 @@ def main() -> None:
         report(samples, len(files), megabytes, args.runs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def compare_processes(processes: int, runs: int, slices: int, associations: int) -> None:
+    """C-STORE of a ``slices`` study over ``associations`` associations to ``serve`` with 1 and with
+    ``processes`` processes (both on PostgreSQL + filesystem, both running throughout) and to the bare
+    receivers (one process each, with and without fsync); every round sends a new study to each, in an
+    order that turns each round."""
+    from benchmarks.serve_processes import serving
+    from tests.factories import PATIENTS, make_ct_study, write_files
+
+    scratch = Path(tempfile.mkdtemp(prefix="cloudfilm-dimse-procs-"))
+    seconds: dict[str, list[float]] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            one = stack.enter_context(serving(1, scratch / "one"))
+            many = stack.enter_context(serving(processes, scratch / "many"))
+            bare: dict[str, tuple[int, Path]] = {}
+            for name in ("bare", "bare-fsync"):
+                (scratch / name).mkdir()
+                port, _aet, directory = stack.enter_context(receiver(name, scratch / name))
+                bare[name] = (port, directory)
+            targets: list[tuple[str, int, str]] = [
+                ("bare", bare["bare"][0], "BARE"), ("bare-fsync", bare["bare-fsync"][0], "BARE"),
+                (one.label, one.dicom_port, "CLOUDFILM"), (many.label, many.dicom_port, "CLOUDFILM")]
+            for run in range(runs):
+                study = make_ct_study(PATIENTS[run % len(PATIENTS)], n_slices=slices, rows=512, cols=512,
+                                      seed=3000 + run)
+                files = write_files(study, scratch / f"study-{run}")
+                megabytes = sum(p.stat().st_size for p in files) / 1e6
+                order = targets[run % len(targets):] + targets[:run % len(targets)]
+                for label, port, aet in order:
+                    os.sync()
+                    took = send(port, aet, files, associations)
+                    seconds.setdefault(label, []).append(took)
+                    print(f"run {run + 1}: {label:14s} {took:6.2f} s", file=sys.stderr)
+                shutil.rmtree(scratch / f"study-{run}")
+            for served in (one, many):
+                if served.instances() != runs * slices:
+                    raise RuntimeError(f"{served.label} stored {served.instances()} of {runs * slices} instances")
+            for name, (_port, directory) in bare.items():
+                if len(list(directory.glob("*.dcm"))) != runs * slices:
+                    raise RuntimeError(f"the {name} receiver lost instances")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    medians = {label: statistics.median(values) for label, values in seconds.items()}
+    load = os.getloadavg()
+    print(f"\n{slices} CT instances 512x512, {megabytes:.0f} MB, over {associations} associations; median of "
+          f"{runs} rounds; {os.cpu_count()} CPU cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+    print("| receiver | seconds | instances/s | MB/s |")
+    print("|---|---:|---:|---:|")
+    for label, secs in medians.items():
+        print(f"| {label} | {secs:.2f} | {slices / secs:.0f} | {megabytes / secs:.0f} |")
+    one_s, many_s, bare_s, fsync_s = (medians[k] for k in (one.label, many.label, "bare", "bare-fsync"))
+    print(f"\n{processes} processes: {one_s / many_s:.2f}x one process's throughput (goal >= 1.6); "
+          f"1 process {one_s / bare_s:.2f}x, {processes} processes {many_s / bare_s:.2f}x the bare receiver's time "
+          f"({one_s / fsync_s:.2f}x and {many_s / fsync_s:.2f}x bare-fsync's)")
 
 
 def report(samples: list[Sample], instances: int, megabytes: float, runs: int) -> None:

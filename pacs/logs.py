@@ -17,6 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 _CONTEXT: ContextVar[dict[str, str]] = ContextVar("cloudfilm_log_context", default={})  # noqa: B039 - replaced, never mutated
+_PROCESS: dict[str, str] = {}  # this process's name among several writing one log stream
+
+
+def name_process(name: str) -> None:
+    """Tag every line this process logs with ``process=name`` (a supervised ``serve`` process)."""
+    _PROCESS["process"] = name
 
 
 @contextmanager
@@ -36,7 +42,7 @@ def current() -> dict[str, str]:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.context = _CONTEXT.get()
+        record.context = {**_PROCESS, **_CONTEXT.get()} if _PROCESS else _CONTEXT.get()
         return True
 
 

@@ -43,7 +43,8 @@ STORE_REQUEST_SECONDS = Histogram(
 STORE_REQUESTS = Counter(
     "cloudfilm_store_requests_total", "C-STORE requests by DIMSE status and STOW-RS requests by HTTP status",
     ["route", "status"])
-ASSOCIATIONS_ACTIVE = Gauge("cloudfilm_dimse_associations_active", "DICOM associations holding a slot now")
+ASSOCIATIONS_ACTIVE = Gauge("cloudfilm_dimse_associations_active", "DICOM associations holding a slot now",
+                            multiprocess_mode="livesum")  # summed over the live processes of a node
 ASSOCIATIONS = Counter("cloudfilm_dimse_associations_total", "DICOM associations requested, by result", ["result"])
 JOB_SECONDS = Histogram("cloudfilm_job_seconds", "Duration of one job attempt", ["kind", "plugin"],
                         buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600))

@@ -5,6 +5,7 @@ associations, job attempts, store and database calls) are in :mod:`pacs.metrics`
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs import metrics
+from pacs import __version__, metrics
 from pacs.archive import Archive
 from pacs.index.db import utcnow
 from pacs.jobs import Job, JobStatus, aware
@@ -23,12 +24,17 @@ _WAITING = (JobStatus.QUEUED, JobStatus.RETRYING)
 
 
 class ArchiveCollector(Collector):
-    """``cloudfilm_jobs``, ``cloudfilm_job_oldest_due_seconds`` and ``cloudfilm_disk_free_bytes`` of one archive."""
+    """``cloudfilm_node_info``, ``cloudfilm_jobs``, ``cloudfilm_job_oldest_due_seconds`` and
+    ``cloudfilm_disk_free_bytes`` of one archive."""
 
     def __init__(self, archive: Archive) -> None:
         self._archive = archive
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily("cloudfilm_node_info", "The node answering (its host name), its version and "
+                                 "its serving processes; always 1", labels=["node", "version", "processes"])
+        info.add_metric([socket.gethostname(), __version__, str(self._archive.settings.serve_processes)], 1)
+        yield info
         jobs = GaugeMetricFamily("cloudfilm_jobs", "Jobs by kind and status (failed: dead-lettered)",
                                  labels=["kind", "status"])
         oldest = GaugeMetricFamily("cloudfilm_job_oldest_due_seconds",

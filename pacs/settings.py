@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    # Worker processes of ``serve`` sharing its HTTP and DICOM ports; default: one per core on
+    # PostgreSQL, one on SQLite (whose single writer gains nothing from more). See :meth:`serve_processes`.
+    processes: int | None = Field(default=None, ge=1, le=256)
+    # Seconds ``serve`` gives in-flight requests and associations to finish after SIGTERM.
+    shutdown_grace: float = Field(default=20.0, ge=0, le=3600)
     public_url: str | None = None
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     ae_title: str = "CLOUDFILM"
@@ -193,6 +198,11 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 to 16 printable characters without backslash")
         return value
 
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _blank_processes(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # PROCESSES= (a blank .env entry)
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -268,6 +278,16 @@ class Settings(BaseSettings):
         elif ":" in host:
             host = f"[{host.strip('[]')}]"
         return f"http://{host}:{self.http_port}"
+
+    @property
+    def serve_processes(self) -> int:
+        """How many worker processes ``serve`` runs: ``PROCESSES`` if set, else one per core when the
+        index is PostgreSQL and one on SQLite."""
+        if self.processes is not None:
+            return self.processes
+        if self.resolved_database_url.startswith("postgresql"):
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return 1
 
     @property
     def spool_dir(self) -> Path:

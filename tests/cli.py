@@ -49,7 +49,9 @@ def serving(data_dir: Path, *, env: dict[str, str] | None = None, cwd: Path | No
     and its log (stdout and stderr). ``env`` and ``settings`` are ``CLOUDFILM_*`` variables. Stopped
     with SIGTERM, killed if it does not stop."""
     port = free_port()
-    env = cli_env(**{"CLOUDFILM_DATA_DIR": str(data_dir), "CLOUDFILM_DICOM_PORT": str(free_port()), **(env or {}),
+    # One serving process unless asked: these tests look at one process (tests/e2e/test_processes.py at several).
+    env = cli_env(**{"CLOUDFILM_DATA_DIR": str(data_dir), "CLOUDFILM_DICOM_PORT": str(free_port()),
+                     "CLOUDFILM_PROCESSES": "1", **(env or {}),
                      **settings, "CLOUDFILM_HTTP_PORT": str(port)})
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"serve-{port}.log"

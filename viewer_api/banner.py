@@ -95,7 +95,7 @@ def _ohif(settings: Settings) -> str:
             "CLOUDFILM_OHIF_DIR=\"$(scripts/fetch_ohif.sh)\"")
 
 
-def startup_banner(archive: Archive, start: StartUp) -> str:
+def startup_banner(archive: Archive, start: StartUp, *, processes: int = 1) -> str:
     settings = archive.settings
     lines = [f"cloudfilm {__version__} is ready"
              + (" (a new archive was created by this start)" if start.created else ""),
@@ -104,6 +104,8 @@ def startup_banner(archive: Archive, start: StartUp) -> str:
     if links := _links(settings):
         lines.append(f"  links       {links}")
     lines.append(f"  OHIF        {_ohif(settings)}")
+    if processes > 1:
+        lines.append(f"  processes   {processes}, sharing the HTTP and DICOM ports (CLOUDFILM_PROCESSES)")
     if settings.database_url or settings.storage_url:
         lines.append(f"  index       {archive.engine.url.render_as_string(hide_password=True)}")
         lines.append(f"  objects     {archive.store.url}")

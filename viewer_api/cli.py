@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from typing import Annotated
 
 import typer
 
@@ -20,8 +22,14 @@ log = logging.getLogger("cloudfilm")
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=1, max=256, help="Serving processes sharing the ports (or CLOUDFILM_PROCESSES; "
+        "default: one per core on PostgreSQL, one on SQLite).")] = None,
+) -> None:
     """Run the archive: HTTP API + viewer, DICOM listener and background workers."""
+    if processes is not None:
+        os.environ["CLOUDFILM_PROCESSES"] = str(processes)  # the serving processes read it too
     settings = settings_or_exit()
     if settings.auth_disabled and not is_loopback(settings.http_host):
         typer.echo(f"error: refusing to listen on {settings.http_host} with CLOUDFILM_AUTH_DISABLED: "
@@ -33,9 +41,15 @@ def serve() -> None:
     archive = open_archive_or_exit(settings, create=True)
     start = StartUp(created=created, admin=seed_admin(archive))
     from viewer_api.server import serve as run_server  # the whole web app: imported only to serve
+    from viewer_api.supervisor import Supervisor
 
     try:
-        run_server(archive, start)
+        if settings.serve_processes > 1:
+            code = Supervisor(archive, start, settings.serve_processes).run()
+            if code:
+                raise typer.Exit(code)
+        else:
+            run_server(archive, start)
     except OSError as exc:
         typer.echo(f"error: cannot listen: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None

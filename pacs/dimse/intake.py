@@ -64,6 +64,12 @@ class Intake:
             self._connections[sock] = _Connection(address, self._clock() + self.artim_s)
             return True
 
+    def open_connections(self) -> int:
+        """How many accepted connections are open now (associations included)."""
+        with self._lock:
+            self._forget_closed()
+            return len(self._connections)
+
     def expire(self) -> None:
         """Close every connection whose A-ASSOCIATE-RQ has not arrived within the ARTIM window."""
         now = self._clock()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -31,7 +32,7 @@ from pacs.dimse.intake import Intake
 from pacs.dimse.mpps import PerformedStepSCP
 from pacs.dimse.overrides.provider import discard_partial_dataset
 from pacs.dimse.overrides.requestor import ArchiveAE
-from pacs.dimse.overrides.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer
+from pacs.dimse.overrides.transport import MIN_PDU_LIMIT, DicomRequestHandler, DicomServer, serving_on
 from pacs.dimse.retrieve import GetSCP, MoveSCP
 from pacs.dimse.security import AccessPolicy, Peer
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP
@@ -55,10 +56,15 @@ class DicomListener:
 
     name = "dicom"
 
-    def __init__(self, archive: Archive, *, scope: ScopeProvider = AccessScope.everything) -> None:
+    def __init__(self, archive: Archive, *, scope: ScopeProvider = AccessScope.everything,
+                 sockets: tuple[socket.socket | None, socket.socket | None] = (None, None)) -> None:
         """``scope``: what C-FIND, C-MOVE and C-GET may see, built per request (every study by default;
-        ``cloudfilm serve`` hides the de-identified benchmark copies, see ai_plugins.benchmarks.visibility)."""
+        ``cloudfilm serve`` hides the de-identified benchmark copies, see ai_plugins.benchmarks.visibility).
+        ``sockets``: the plain and TLS listening sockets, already bound (by ``serve``'s supervisor, which
+        shares them between its processes); a port without one is bound here."""
         self._archive = archive
+        self._sockets = sockets
+        self._draining_since: float | None = None
         self._settings: Settings = archive.settings
         settings = self._settings
         self._policy = AccessPolicy(settings)
@@ -87,9 +93,9 @@ class DicomListener:
         settings = self._settings
         tls = server_context(settings) if settings.dicom_tls_port is not None else None
         try:
-            self._servers.append(self._serve(settings.dicom_port, None))
+            self._servers.append(self._serve(settings.dicom_port, None, self._sockets[0]))
             if settings.dicom_tls_port is not None:
-                self._servers.append(self._serve(settings.dicom_tls_port, tls))
+                self._servers.append(self._serve(settings.dicom_tls_port, tls, self._sockets[1]))
         except OSError:
             self.stop()
             raise
@@ -100,10 +106,24 @@ class DicomListener:
         """Ready once :meth:`start` returned: the ports are bound by then."""
         return bool(self._servers)
 
-    def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """Take no new connection; the associations in progress go on (the start of a clean stop)."""
+        if self._draining_since is None:
+            self._draining_since = time.monotonic()
         for server in self._servers:
             server.shutdown()
-        for assoc in list(self._ae.active_associations):
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting, give the associations in progress up to ``grace`` seconds (counted from
+        :meth:`stop_accepting`) to be released by their peers, then abort those left."""
+        self.stop_accepting()
+        deadline = (self._draining_since or time.monotonic()) + grace
+        while self._ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = list(self._ae.active_associations)
+        if left:
+            log.warning("aborting %d association(s) still open at shutdown", len(left))
+        for assoc in left:
             assoc.abort()
         self._servers.clear()
         self._commit.close()
@@ -141,7 +161,7 @@ class DicomListener:
         ae.spill_dir.mkdir(parents=True, exist_ok=True)
         return ae
 
-    def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> DicomServer:
+    def _serve(self, port: int, ssl_context: ssl.SSLContext | None, sock: socket.socket | None) -> DicomServer:
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_CONN_CLOSE, self._on_closed),
@@ -156,7 +176,8 @@ class DicomListener:
         ]
         server = self._ae.make_server((self._settings.dicom_host, port), ae_title=self._settings.ae_title,
                                       contexts=self._contexts, ssl_context=ssl_context, evt_handlers=handlers,
-                                      server_class=DicomServer, request_handler=DicomRequestHandler)
+                                      server_class=DicomServer if sock is None else serving_on(sock),
+                                      request_handler=DicomRequestHandler)
         assert isinstance(server, DicomServer)
         # Each association gets its contexts in _on_requested; an empty list here spares pynetdicom a
         # deep copy of every supported context per association (and fails closed).

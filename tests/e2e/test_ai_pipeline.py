@@ -74,6 +74,7 @@ def base_env(tmp_path: Path, plugins: dict[str, type[Any]], **extra: str) -> dic
         "CLOUDFILM_JOB_MAX_ATTEMPTS": "2",
         "CLOUDFILM_JOB_LEASE": "2",
         "CLOUDFILM_LOG_LEVEL": "INFO",
+        "CLOUDFILM_PROCESSES": "1",  # these tests kill and follow one process (test_processes.py runs several)
     })  # fmt: skip
     env.update(extra)
     return env

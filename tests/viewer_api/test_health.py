@@ -134,3 +134,24 @@ def test_readyz_fails_when_the_bucket_refuses_writes(tmp_path: Path, s3_server: 
         assert status == 503 and "AccessDenied" in reason
         assert store.get_bytes("kept/object") == b"readable"  # reads and listings still work: only a write tells
         store.ping()
+
+
+@pytest.mark.s3
+def test_readyz_fails_while_the_s3_server_is_stopped(tmp_path: Path) -> None:
+    """A load balancer takes a node out when its object store is down, not only when it refuses writes."""
+    from tests.s3server import run_s3_server
+
+    with run_s3_server(tmp_path) as server:
+        settings = Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0, auth_disabled=True,
+                            storage_url="s3://ready-down", s3_endpoint=server.endpoint,
+                            s3_access_key=server.access_key, s3_secret_key=server.secret_key)  # fmt: skip
+        archive = Archive.open(settings)
+        app = create_app(archive)
+        assert _ready(app) == (200, "ok")
+    try:  # the server is gone: its port refuses connections
+        status, reason = _ready(app)
+        assert status == 503 and reason != "ok", reason
+        body = TestClient(app).get("/readyz").json()
+        assert body["database"] == "ok" and body["status"] == "unavailable"
+    finally:
+        archive.close()

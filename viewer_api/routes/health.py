@@ -9,10 +9,12 @@ disk is full or whose bucket refuses writes.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ai_plugins.review.watch import WatchCollector
 from pacs.errors import StorageUnavailable
@@ -55,5 +57,10 @@ async def metrics(request: Request) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ArchiveCollector(archive))
     registry.register(WatchCollector(archive))
-    scraped = await asyncio.to_thread(lambda: generate_latest() + generate_latest(registry))
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # one of several serve processes: the node's sums
+        events = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(events)
+    else:
+        events = REGISTRY
+    scraped = await asyncio.to_thread(lambda: generate_latest(events) + generate_latest(registry))
     return Response(scraped, media_type=CONTENT_TYPE_LATEST)

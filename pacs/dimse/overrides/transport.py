@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from socketserver import TCPServer
 from typing import Any, cast
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 MIN_PDU_LIMIT = 256 * 1024
 
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3)
+
+#: On a socket shared by several processes, how long a process waits before accepting, per
+#: connection it already holds, and at most.
+ACCEPT_DEFER_S = 0.005
+MAX_ACCEPT_DEFER_S = 0.05
 
 
 def send_without_delay(sock: socket.socket | None) -> None:
@@ -153,10 +159,29 @@ class DicomServer(ThreadedAssociationServer):
     handshake_timeout = 30.0
     network_timeout: float | None = 60.0
     intake: Intake  # set by the listener before it serves
+    #: A listening socket bound by ``serve``'s supervisor and shared with its other processes, used
+    #: instead of binding one (see :func:`serving_on`).
+    inherited_socket: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        if self.inherited_socket is None:
+            super().server_bind()
+        else:
+            cast(socket.socket, self.socket).close()
+            self.socket = self.inherited_socket
+            self.server_address = self.socket.getsockname()
+        # Accept without waiting: where processes share the socket, another may take the connection the
+        # poll announced, and a blocking accept would then hold this loop (and its shutdown) until the next.
+        cast(socket.socket, self.socket).setblocking(False)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         listener = cast(socket.socket, self.socket)
-        client, address = listener.accept()
+        if self.inherited_socket is not None and (held := self.intake.open_connections()):
+            # Every process sharing the socket is told of each connection and the first to accept it
+            # wins, which is mostly the same one: a busy process lets a less busy sibling go first.
+            time.sleep(min(ACCEPT_DEFER_S * held, MAX_ACCEPT_DEFER_S))
+        client, address = listener.accept()  # BlockingIOError (an OSError) when another took it: ignored
+        client.setblocking(True)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
@@ -177,6 +202,16 @@ class DicomServer(ThreadedAssociationServer):
         """Stop accepting and close the listening socket (pynetdicom's also edits the AE's server list)."""
         TCPServer.shutdown(self)
         self.server_close()
+
+    def server_close(self) -> None:
+        """Close this process's handle on the listening socket. (pynetdicom's first shuts the socket down,
+        which stops it listening in every process that shares it: a sibling would stop accepting.)"""
+        cast(socket.socket, self.socket).close()
+
+
+def serving_on(sock: socket.socket) -> type[DicomServer]:
+    """A :class:`DicomServer` class that serves on ``sock``, already bound and listening."""
+    return type("InheritedDicomServer", (DicomServer,), {"inherited_socket": sock})
 
 
 def _close_quietly(sock: socket.socket) -> None:

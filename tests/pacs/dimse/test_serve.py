@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pacs.archive import Archive
 from pacs.dimse import DicomListener
@@ -61,3 +62,41 @@ def test_cloudfilm_serve_answers_echo(tmp_path: Path) -> None:
             proc.kill()
             raise
     assert f"DICOM listening on 127.0.0.1:{port} as FILMROOM" in output
+
+
+def test_listeners_sharing_one_bound_socket_both_serve_and_stop_at_once(tmp_path: Path) -> None:
+    """What each process of ``serve --processes N`` does with the DICOM socket its supervisor bound: both
+    listeners answer on it, and one stops promptly although the other took the connections it was told of."""
+    import socket
+
+    from viewer_api.supervisor import bind
+
+    shared = bind("127.0.0.1", 0)
+    port = shared.getsockname()[1]
+    with Archive.open(Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=port,
+                               ae_title="FILMROOM")) as archive:  # fmt: skip
+        listeners = [DicomListener(archive, sockets=(socket.socket(fileno=os.dup(shared.fileno())), None))
+                     for _ in range(2)]
+        for listener in listeners:
+            listener.start()
+            assert listener.port == port
+        try:
+            for _ in range(6):  # connections spread over both accept loops; every one is answered
+                assert run_tool("echoscu", "-aec", "FILMROOM", "127.0.0.1", port, timeout=20).returncode == 0
+            started = time.monotonic()
+            listeners[0].stop()
+            assert time.monotonic() - started < 5  # no accept left blocking on a connection the other took
+            assert run_tool("echoscu", "-aec", "FILMROOM", "127.0.0.1", port, timeout=20).returncode == 0
+        finally:
+            for listener in listeners:
+                listener.stop()
+            shared.close()
+
+
+def test_serve_processes_default_to_the_cores_on_postgresql_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert Settings(database_url=None).serve_processes == 1  # SQLite: one writer
+    assert Settings(database_url="postgresql+psycopg2://db/archive").serve_processes == cores
+    assert Settings(database_url=None, processes=3).serve_processes == 3
+    monkeypatch.setenv("CLOUDFILM_PROCESSES", "")  # a blank entry in .env / docker compose
+    assert Settings(database_url="postgresql+psycopg2://db/archive").serve_processes == cores
