@@ -47,6 +47,8 @@ APP_CONFIG = """window.config = {
   showLoadingIndicator: true,
   strictZSpacingForVolumeViewport: true,
   investigationalUseDialog: { option: 'never' },
+  // Opening an AI SEG or SR series draws it over its CT at once, without a "load?" prompt per series.
+  disableConfirmationPrompts: true,
   defaultDataSourceName: 'cloudfilm',
   dataSources: [
     {

@@ -207,8 +207,12 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
             "film": f"/api/studies/{study_uid}/film" if download else None,
             "archive": f"/api/studies/{study_uid}/archive.zip" if download else None,
             "shares": f"/api/studies/{study_uid}/shares" if can_share else None,
-            "ohif": f"/ohif/viewer?StudyInstanceUIDs={study_uid}" if ohif_installed(settings) else None,
+            # /ohif/ serves accounts only: a share visitor could not open it.
+            "ohif": f"/ohif/viewer?StudyInstanceUIDs={study_uid}"
+            if ohif_installed(settings) and principal.role is not None else None,
         },
+        # Patients and share visitors start with the simple toolbar; "All tools" shows the rest.
+        "tools": "simple" if card is not None else "full",
     }
     first_image = None
     shown = [sv for sv in view.series if sv.images]
@@ -222,7 +226,7 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
     if share_token is None:  # opening a share link is audited as share-open
         audit(request, Action.VIEW, study_uid=study_uid, patient_id=header.patient_id)
     return render(request, "viewer.html", headers=headers, view=view, header=header, model=model,
-                  first_image=first_image, card=card,
+                  first_image=first_image, card=card, simple_tools=card is not None,
                   share_token=share_token, can_download=download, can_share=can_share,
                   can_email=bool(settings.smtp_host),
                   can_claim=bool(share_token) and principal.role == "patient")

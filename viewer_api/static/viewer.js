@@ -1,5 +1,8 @@
 /* cloudfilm study viewer: slices by wheel, drag, swipe, slider and arrow keys; window/level presets
-   and drag; zoom, pan, fit, reset; cine; prefetching; series thumbnails; AI findings overlay.
+   and drag; zoom (buttons, ctrl+wheel, pinch), pan, fit (button, double-click, double-tap), reset;
+   cine; prefetching; series thumbnails; AI findings overlay. One wheel notch is one slice; a swipe
+   moves slices in proportion to its travel and a fling keeps running (gestures.js). Panels fold
+   behind bars on phones (panels.js); patients start with the simple toolbar (tools.js).
    Images are DICOMweb rendered frames (PS3.18 8.3.5) from this server. Plain JS, no build step.
 
    Findings: GET model.urls.findings (viewer_api/routes/findings.py, from the study's TID 1500 SRs)
@@ -202,19 +205,53 @@
     setWindow({ c: p.center, w: p.width });
   });
 
-  /* --- pointer, touch, wheel, keys ---------------------------------------------------------- */
+  /* --- pointer, touch, wheel, keys (gestures.js turns travel and notches into slices) -------- */
+  const G = window.cloudfilmGestures;
   const pointers = new Map();
-  let drag = null, pinch = null, wlTimer = 0;
+  const wheel = new G.WheelStepper(), taps = new G.DoubleTap();
+  let drag = null, pinch = null, wlTimer = 0, fling = null;
+
+  /* Finger travel per slice; a mouse drag keeps the whole series within about the image height. */
+  function stepPx(pointerType) {
+    if (pointerType !== "mouse") return G.TOUCH_STEP_PX;
+    return Math.max(4, Math.min(14, vp.clientHeight / Math.max(state.slices.length, 1)));
+  }
+
+  function stopFling() { if (fling) { cancelAnimationFrame(fling.raf); fling = null; } }
+
+  function startFling(velocity, step) {
+    stopFling();
+    const run = new G.Fling(velocity, step, performance.now());
+    fling = { raf: 0 };
+    const tick = function (now) {
+      if (!fling) return;
+      const n = run.frame(now);
+      const end = state.i + (n || 0);
+      if (n === null || end < 0 || end >= state.slices.length) { if (n) go(end); fling = null; vp.dataset.fling = ""; return; }
+      if (n) go(end);
+      fling.raf = requestAnimationFrame(tick);
+    };
+    vp.dataset.fling = "1";
+    fling.raf = requestAnimationFrame(tick);
+  }
+
+  /* The offset of a screen point from the viewport centre (where pan 0 puts the image centre). */
+  function fromCentre(p) {
+    const r = vp.getBoundingClientRect();
+    return { x: p.x - (r.left + r.width / 2), y: p.y - (r.top + r.height / 2) };
+  }
 
   vp.addEventListener("pointerdown", function (e) {
+    stopFling();
     vp.setPointerCapture(e.pointerId);
     pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
     if (pointers.size === 1) {
-      drag = { x: e.clientX, y: e.clientY, acc: 0, win: currentWindow(), index: state.i };
+      drag = { x: e.clientX, y: e.clientY, win: currentWindow(), index: state.i, type: e.pointerType,
+        swipe: new G.Swipe(e.clientX, e.clientY, e.timeStamp, stepPx(e.pointerType)) };
     } else if (pointers.size === 2) {
       drag = null;
       const p = Array.from(pointers.values());
-      pinch = { d: dist(p[0], p[1]), m: mid(p[0], p[1]), zoom: state.zoom, panX: state.panX, panY: state.panY };
+      pinch = { d: dist(p[0], p[1]), m: fromCentre(mid(p[0], p[1])), zoom: state.zoom, panX: state.panX, panY: state.panY };
     }
   });
 
@@ -222,19 +259,20 @@
     if (!pointers.has(e.pointerId)) return;
     pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
     if (pinch && pointers.size >= 2) {
+      /* The image point under the fingers' midpoint stays under it while they spread or close. */
       const p = Array.from(pointers.values());
-      const d = dist(p[0], p[1]), m = mid(p[0], p[1]);
-      state.zoom = clamp(pinch.zoom * d / Math.max(pinch.d, 1), 0.25, 16);
-      state.panX = pinch.panX + (m.x - pinch.m.x); state.panY = pinch.panY + (m.y - pinch.m.y);
+      const m = fromCentre(mid(p[0], p[1]));
+      state.zoom = clamp(pinch.zoom * dist(p[0], p[1]) / Math.max(pinch.d, 1), 0.25, 16);
+      const k = state.zoom / pinch.zoom;
+      state.panX = m.x - (pinch.m.x - pinch.panX) * k;
+      state.panY = m.y - (pinch.m.y - pinch.panY) * k;
       layout();
       return;
     }
     if (!drag) return;
     const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
     if (state.mode === "scroll") {
-      const along = Math.abs(dy) >= Math.abs(dx) ? dy : dx;
-      const step = Math.max(4, Math.min(14, vp.clientHeight / Math.max(state.slices.length, 1)));
-      go(drag.index + Math.trunc(along / step));
+      go(drag.index + drag.swipe.move(e.clientX, e.clientY, e.timeStamp));
     } else if (state.mode === "window" && drag.win) {
       const k = Math.max(drag.win.w / 400, 0.5);
       const win = { c: drag.win.c - dy * k, w: Math.max(1, drag.win.w + dx * k) };
@@ -244,8 +282,7 @@
       sel.options[1].hidden = false; sel.value = "custom";
       wlTimer = setTimeout(function () { show({ noPrefetch: true }); }, 30);
     } else if (state.mode === "pan") {
-      state.panX += e.movementX || 0; state.panY += e.movementY || 0;
-      if (!e.movementX && !e.movementY) { state.panX += dx - (drag.px || 0); state.panY += dy - (drag.py || 0); }
+      state.panX += dx - (drag.px || 0); state.panY += dy - (drag.py || 0);
       drag.px = dx; drag.py = dy;
       layout();
     }
@@ -253,27 +290,32 @@
 
   function release(e) {
     pointers.delete(e.pointerId);
-    if (pointers.size < 2) pinch = null;
+    if (pointers.size < 2 && pinch) { pinch = null; drag = null; }
     if (pointers.size === 0) {
       if (drag && state.mode === "window") { clearTimeout(wlTimer); show(); }
+      if (drag && e.type === "pointerup") {
+        const swipe = drag.swipe;
+        if (drag.type !== "mouse" && swipe.isTap(e.timeStamp)) {
+          if (taps.tap(e.clientX, e.clientY, e.timeStamp)) resetView();   // double-tap: fit
+        } else if (state.mode === "scroll" && drag.type !== "mouse") {
+          const v = swipe.velocity(e.timeStamp);
+          if (G.Fling.starts(v)) startFling(v, swipe.step);
+        }
+      }
       drag = null;
     }
   }
   vp.addEventListener("pointerup", release);
   vp.addEventListener("pointercancel", release);
 
-  let wheelAcc = 0;
   vp.addEventListener("wheel", function (e) {
     e.preventDefault();
+    stopFling();
     if (e.ctrlKey || e.metaKey) {
       state.zoom = clamp(state.zoom * (e.deltaY < 0 ? 1.1 : 1 / 1.1), 0.25, 16); layout(); return;
     }
-    wheelAcc += e.deltaMode === 1 ? e.deltaY * 30 : e.deltaY;
-    const steps = Math.trunc(wheelAcc / 40);
-    if (steps) { wheelAcc -= steps * 40; go(state.i + steps); }
-    else if (Math.abs(e.deltaY) >= 1 && Math.abs(e.deltaY) < 40 && e.deltaMode === 0 && Math.abs(wheelAcc) >= 20) {
-      go(state.i + Math.sign(wheelAcc)); wheelAcc = 0;
-    }
+    const n = wheel.steps(e.deltaY || e.deltaX, e.deltaMode, e.timeStamp);
+    if (n) go(state.i + n);
   }, { passive: false });
 
   vp.addEventListener("dblclick", resetView);
@@ -300,14 +342,7 @@
 
   /* --- toolbar ------------------------------------------------------------------------------ */
   document.querySelectorAll(".modes .mode").forEach(function (b) {
-    b.addEventListener("click", function () {
-      state.mode = b.dataset.mode;
-      document.querySelectorAll(".modes .mode").forEach(function (o) {
-        o.classList.toggle("active", o === b); o.setAttribute("aria-pressed", String(o === b));
-      });
-      vp.classList.remove("mode-scroll", "mode-window", "mode-pan");
-      vp.classList.add("mode-" + state.mode);
-    });
+    b.addEventListener("click", function () { setMode(b.dataset.mode); });
   });
   $("zoom-in").addEventListener("click", function () { zoomBy(1.25); });
   $("zoom-out").addEventListener("click", function () { zoomBy(0.8); });
@@ -477,8 +512,8 @@
     if (drawable) {
       li.tabIndex = 0;
       li.title = "Show on the image";
-      li.addEventListener("click", function () { jumpTo(f); });
-      li.addEventListener("keydown", function (e) { if (e.key === "Enter" && e.target === li) jumpTo(f); });
+      li.addEventListener("click", function () { jumpTo(f); showImage(); });
+      li.addEventListener("keydown", function (e) { if (e.key === "Enter" && e.target === li) { jumpTo(f); showImage(); } });
     }
     return li;
   }
@@ -494,8 +529,8 @@
         list.textContent = "";
         body.findings.forEach(function (f) { list.appendChild(findingRow(f)); });
         if ($("findings-heading")) $("findings-heading").hidden = false;
-        $("findings-toggle").hidden = false;
         $("findings").hidden = false;
+        findingsSummary(body.findings);
         drawFindings();
       })
       .catch(function () { /* no findings service */ });
@@ -582,7 +617,18 @@
     }).then(function () { loadFindings(); })
       .catch(function (err) { status.textContent = err.message; status.classList.add("error"); });
   }
-  $("findings-toggle").addEventListener("click", function () { $("findings").hidden = !$("findings").hidden; });
+  /* The panel bar says what is behind it while it is folded (report status first, where there is one). */
+  function findingsSummary(findings) {
+    const current = findings.filter(function (f) { return !f.superseded; }).length;
+    const count = current + (current === 1 ? " finding" : " findings");
+    const sum = $("panel-sum");
+    if (!sum) return;
+    sum.dataset.findings = String(current);
+    sum.textContent = $("report-status") ? $("report-status").textContent + " · " + count : count;
+  }
+
+  /* On a phone the open panel leaves the image little room: a chosen finding folds it to show the image. */
+  function showImage() { if (window.cloudfilmPanels) window.cloudfilmPanels.foldOnPhone($("findings")); }
 
   function jumpTo(f) {
     state.selected = state.findings.indexOf(f);
@@ -654,8 +700,21 @@
     });
   }
 
+  /* --- tools: the simple toolbar has no drag modes, so a drag scrolls (tools.js) --------------- */
+  function setMode(mode) {
+    state.mode = mode;
+    document.querySelectorAll(".modes .mode").forEach(function (o) {
+      o.classList.toggle("active", o.dataset.mode === mode); o.setAttribute("aria-pressed", String(o.dataset.mode === mode));
+    });
+    vp.classList.remove("mode-scroll", "mode-window", "mode-pan");
+    vp.classList.add("mode-" + mode);
+  }
+  document.addEventListener("cloudfilm:tools", function (e) { if (e.detail === "simple") setMode("scroll"); });
+
   /* --- start -------------------------------------------------------------------------------- */
-  window.addEventListener("resize", layout);
+  /* The image is fitted to the viewport whenever its box changes (panels folding, rotation, resize). */
+  if (window.ResizeObserver) new ResizeObserver(function () { layout(); }).observe(vp);
+  else window.addEventListener("resize", layout);
   img.addEventListener("load", function () {
     if (img.naturalWidth && (img.naturalWidth !== state.natW || img.naturalHeight !== state.natH)) {
       state.natW = img.naturalWidth; state.natH = img.naturalHeight; layout();
@@ -671,7 +730,7 @@
   const first = data.start || { series: 0, index: null };
   selectSeries(first.series || 0, first.index);
   if (img.complete && img.naturalWidth) { state.natW = img.naturalWidth; state.natH = img.naturalHeight; layout(); vp.dataset.loaded = img.getAttribute("src"); }
-  vp.classList.add("mode-scroll");
+  setMode("scroll");
   loadFindings();
   /** The image on screen: what a report cites as a key image (viewer_api/static/report.js). */
   function current() {

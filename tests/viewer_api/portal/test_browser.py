@@ -143,6 +143,8 @@ def test_share_link_with_pin_swipe_and_window_on_a_phone(live_site: Server, phon
     assert _difference(swiped, lung) > 0.5, "the window change did not change the image"
     assert "C -600" in page.locator("#window-label").inner_text()
 
+    assert page.locator("button[data-mode=window]").is_hidden()  # a visitor starts with the simple tools
+    page.click("#tools-toggle")
     page.click("button[data-mode=window]")
     before = page.locator("#viewport").get_attribute("data-window")
     _swipe(page, -120)

@@ -78,7 +78,10 @@ def test_physician_sees_the_findings_and_the_nodule_on_its_slice(live_site: Serv
     page.wait_for_url(f"**/viewer/studies/{lesion.study_uid}")
     _image_loaded(page)
     rows = _panel_rows(page)
-    assert page.locator("#findings").is_visible() and page.locator("#findings-toggle").is_visible()
+    assert page.locator("#findings").is_visible() and page.get_attribute("#panel-bar", "aria-expanded") == "true"
+    current = page.locator("#findings-list li:not(.superseded)").count()
+    assert 0 < current < len(rows)
+    assert page.locator("#panel-sum").inner_text() == f"{current} findings"  # an earlier report's are not counted
     assert len(rows) == 6
     assert rows[0].startswith("High density lesion") and "study level · probability 0.93" in rows[0]
     assert rows[1].splitlines() == ["Nodule", "Lesion 1 · probability 0.91 · Diameter 36.0 mm",
@@ -131,6 +134,9 @@ def test_share_visitor_on_a_phone_sees_the_film_card_and_no_ai_finding(live_site
     assert page.locator("#exam-date").inner_text() == f"Exam {date[:4]}-{date[4:6]}-{date[6:]}"
     assert page.locator("#expires").inner_text() == f"Link valid until {share.expires_at:%Y-%m-%d}"
     assert page.locator("#film-note").inner_text() == NOTE
+    assert page.get_attribute("#panel-bar", "aria-expanded") == "false"  # folded on a phone, status on the bar
+    assert page.locator("#panel-sum").inner_text() == REPORT_NOT_READY
+    page.tap("#panel-bar")
     assert page.locator("#report-status").is_visible()
     assert page.locator("#report-status").inner_text() == REPORT_NOT_READY
     assert page.locator("#findings-list li").count() == 0 and page.locator("#findings-heading").is_hidden()
@@ -186,13 +192,16 @@ def test_a_physician_accepts_one_finding_and_rejects_another_then_the_phone_show
     problems = _watch(page)
     page.goto(f"{live_site.url}/s/{share.token}")
     _image_loaded(page)
+    page.tap("#panel-bar")
     assert _panel_rows(page) == ["Nodule\nLesion 1 · Diameter 36.0 mm\nReviewed by a physician"]
+    assert page.locator("#panel-sum").inner_text() == REPORT_NOT_READY + " · 1 finding"
     assert page.locator("#findings-heading").is_visible()
     assert page.locator("#report-status").inner_text() == REPORT_NOT_READY
     assert page.locator(".review-buttons").count() == 0  # visitors do not review
     page.locator("#findings-list li").first.tap()
     page.wait_for_function(f"() => document.getElementById('viewport').dataset.index === '{lesion.slice_index}'")
     _image_loaded(page)
+    assert page.get_attribute("#panel-bar", "aria-expanded") == "false"  # folded again to show the image
     page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '1'")
     assert page.locator("#overlay text.finding-label").all_text_contents() == ["Nodule"]
     inside, overall = _lesion_brightness(page, "phone-share-reviewed-finding", 2.0)
@@ -254,6 +263,7 @@ def test_a_physician_edits_the_rejected_finding_and_the_phone_shows_the_edit(liv
     page = phone.new_page()
     page.goto(f"{live_site.url}/s/{share.token}")
     _image_loaded(page)
+    page.tap("#panel-bar")
     rows = _panel_rows(page)
     assert [r.splitlines()[0] for r in rows] == ["Nodule", "Scar"] and all("Reviewed by a physician" in r for r in rows)
     page.locator("#findings-list li").nth(1).tap()

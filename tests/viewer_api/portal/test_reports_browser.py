@@ -100,6 +100,8 @@ def test_a_physician_writes_signs_and_amends_and_the_patient_reads_it(live_site:
     phone = browser.new_context(**PHONE)  # type: ignore[arg-type]
     mobile = phone.new_page()
     problems = _sign_in(mobile, live_site, f"/viewer/studies/{study_uid}", "pat")
+    assert mobile.locator("#panel-sum").inner_text().startswith("Amended report (version 2")  # on the folded bar
+    mobile.tap("#panel-bar")
     status = mobile.locator("#report-status").inner_text()
     assert status.startswith("Amended report (version 2")
     text = mobile.locator("#report-text").inner_text()
@@ -116,6 +118,8 @@ def test_a_physician_writes_signs_and_amends_and_the_patient_reads_it(live_site:
 
     mobile.goto(f"{live_site.url}/viewer/studies/{unreported}")
     _image_loaded(mobile)
+    assert mobile.locator("#panel-sum").inner_text() == REPORT_NOT_READY
+    mobile.tap("#panel-bar")
     assert mobile.locator("#report-status").inner_text() == REPORT_NOT_READY
     assert mobile.locator("#report-pdf").count() == 0
     mobile.screenshot(path=str(ARTIFACTS / "report-not-ready-phone.png"))

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -14,7 +15,7 @@ from PIL import Image
 from pacs.access import AccessScope
 from pacs.retrieve import find_instances, open_instance
 from tests.factories import make_ct_study
-from tests.viewer_api.portal.conftest import OTHER, OWNER, Site, store
+from tests.viewer_api.portal.conftest import OTHER, OWNER, Site, build_site, store
 from viewer_api.viewer.model import study_view
 
 
@@ -96,6 +97,28 @@ def test_viewer_page_embeds_the_model_and_the_first_image(site: Site) -> None:
     assert f"/instances/{images[start]['sop']}/frames/1/rendered" in page
     assert model["urls"]["findings"] == f"/api/studies/{site.owned_uid}/findings"
     assert model["urls"]["ohif"] is None and "Open in OHIF" not in page
+
+
+def _model(page: str) -> dict[str, object]:
+    return json.loads(re.search(r'id="study-data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr,no-any-return]
+
+
+def test_simple_tools_for_patients_and_no_ohif_for_share_visitors(tmp_path: Path) -> None:
+    """Patients and share visitors start with the simple toolbar; a share visitor, who cannot sign in to
+    /ohif/, gets no OHIF link even where OHIF is installed."""
+    dist = tmp_path / "ohif"
+    dist.mkdir()
+    (dist / "index.html").write_text("<!doctype html><title>OHIF</title>")
+    for site in build_site(tmp_path, ohif_dir=dist):
+        expected = {"admin": ("full", True), "physician": ("full", True), "patient": ("simple", True),
+                    "share": ("simple", False)}  # fmt: skip
+        for kind, (tools, ohif) in expected.items():
+            page = site.client(kind).get(f"/viewer/studies/{site.owned_uid}").text
+            model = _model(page)
+            assert model["tools"] == tools, kind
+            assert ('class="viewer tools-simple"' in page) == (tools == "simple"), kind
+            assert (model["urls"]["ohif"] is not None) == ohif, kind  # type: ignore[index]
+            assert ('id="open-ohif"' in page) == ohif, kind
 
 
 def test_open_in_ohif_link_when_configured(tmp_path: object) -> None:
