@@ -40,9 +40,12 @@
     const sl = state.slices[index];
     let u = urls.dicomweb + "/studies/" + study.study_uid + "/series/" + series().uid + "/instances/" +
       sl.sop + "/frames/" + sl.frame + "/rendered";
-    if (win) u += "?window=" + Math.round(win.c) + "," + Math.max(1, Math.round(win.w)) + ",linear";
+    if (win && !clientPixels()) u += "?window=" + Math.round(win.c) + "," + Math.max(1, Math.round(win.w)) + ",linear";
     return u;
   }
+
+  /* Frames decoded in the browser (pixels.js) take the window: the rendered JPEG keeps the default one. */
+  function clientPixels() { return !!(window.cloudfilmPixels && window.cloudfilmPixels.active()); }
 
   /* --- loading and prefetching -------------------------------------------------------------- */
   const cache = new Map();   // url -> Image (loading or loaded)
@@ -151,6 +154,7 @@
     const w = currentWindow();
     $("window-label").textContent = w ? "C " + Math.round(w.c) + "  W " + Math.round(w.w) : "auto window";
     vp.dataset.window = w ? Math.round(w.c) + "," + Math.round(w.w) : "";
+    vp.dispatchEvent(new CustomEvent("cloudfilm:view"));  // pixels.js, tools.js, overlays.js redraw
   }
 
   function go(index) {
