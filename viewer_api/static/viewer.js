@@ -83,6 +83,7 @@
 
   function prefetch() {
     queue.length = 0;
+    if (clientPixels()) return;  // pixels.js prefetches frames; JPEGs would compete with them
     const n = state.slices.length;
     for (let d = 1; d <= PREFETCH; d++) {
       [state.i + d, state.i - d].forEach(function (k) { if (k >= 0 && k < n) load(frameUrl(k, state.window), false); });
