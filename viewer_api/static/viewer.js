@@ -43,9 +43,12 @@
     const sl = state.slices[index];
     let u = urls.dicomweb + "/studies/" + study.study_uid + "/series/" + series().uid + "/instances/" +
       sl.sop + "/frames/" + sl.frame + "/rendered";
-    if (win) u += "?window=" + Math.round(win.c) + "," + Math.max(1, Math.round(win.w)) + ",linear";
+    if (win && !clientPixels()) u += "?window=" + Math.round(win.c) + "," + Math.max(1, Math.round(win.w)) + ",linear";
     return u;
   }
+
+  /* Frames decoded in the browser (pixels.js) take the window: the rendered JPEG keeps the default one. */
+  function clientPixels() { return !!(window.cloudfilmPixels && window.cloudfilmPixels.active()); }
 
   /* --- loading and prefetching -------------------------------------------------------------- */
   const cache = new Map();   // url -> Image (loading or loaded)
@@ -83,6 +86,7 @@
 
   function prefetch() {
     queue.length = 0;
+    if (clientPixels()) return;  // pixels.js prefetches frames; JPEGs would compete with them
     const n = state.slices.length;
     for (let d = 1; d <= PREFETCH; d++) {
       [state.i + d, state.i - d].forEach(function (k) { if (k >= 0 && k < n) load(frameUrl(k, state.window), false); });
@@ -154,6 +158,7 @@
     const w = currentWindow();
     $("window-label").textContent = w ? "C " + Math.round(w.c) + "  W " + Math.round(w.w) : "auto window";
     vp.dataset.window = w ? Math.round(w.c) + "," + Math.round(w.w) : "";
+    vp.dispatchEvent(new CustomEvent("cloudfilm:view"));  // pixels.js, measure.js, overlays.js redraw
   }
 
   function go(index) {

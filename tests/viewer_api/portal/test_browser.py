@@ -136,8 +136,10 @@ def test_share_link_with_pin_swipe_and_window_on_a_phone(live_site: Server, phon
     assert page.locator("#slice-label").inner_text() != ""
 
     page.select_option("#preset", label="Lung (-600/1500)")
-    page.wait_for_function("() => (document.getElementById('viewport').dataset.loaded || '')"
-                           ".includes('window=-600,1500')")
+    # Decoded in the browser (pixels.js) the canvas takes the window; else the rendered JPEG carries it.
+    page.wait_for_function("() => { const d = document.getElementById('viewport').dataset;"
+                           " return (d.pixels === 'decoded' && (d.painted || '').includes('@-600,1500'))"
+                           " || (d.loaded || '').includes('window=-600,1500'); }")
     _image_loaded(page)
     lung = _viewport_png(page, "phone-share-lung-window")
     assert _difference(swiped, lung) > 0.5, "the window change did not change the image"
