@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, select
 
+from pacs.access import REJECTED
 from pacs.accounts.tx import aware, aware_or_none
-from pacs.index.models import Instance, Study
+from pacs.index.models import Instance, Study, WithheldInstance
+from pacs.rejection import KEY_OBJECT_SELECTION
 from pacs.reports.models import ReportRow
 from pacs.retention.holds import held
 from pacs.retention.models import DeletionMark
@@ -62,13 +64,25 @@ class _Study:
     size_bytes: int
 
 
+def _rejected() -> ColumnElement[bool]:
+    """The study (the outer query's row) holds rejected images and no image that is not: an IOCM
+    rejection note withdrew all of it (the notes themselves, Key Object Selection documents, aside)."""
+    rejected = select(WithheldInstance.sop_uid).where(WithheldInstance.reason == REJECTED,
+                                                      WithheldInstance.study_uid == Study.study_uid)
+    kept = select(Instance.id).where(Instance.study_fk == Study.id, Instance.sop_class_uid != KEY_OBJECT_SELECTION,
+                                     Instance.sop_uid.not_in(rejected))  # fmt: skip
+    return and_(exists(rejected), ~exists(kept))
+
+
 def _studies(conn: Connection) -> Iterator[_Study]:
     stmt = select(Study.id, Study.study_uid, Study.study_date, Study.created_at, Study.last_accessed_at,
-                  Study.modalities, Study.patient_id, Study.instance_count, Study.size_bytes).order_by(Study.id)
+                  Study.modalities, Study.patient_id, Study.instance_count, Study.size_bytes,
+                  _rejected().label("rejected")).order_by(Study.id)
     for row in conn.execute(stmt).yield_per(1000):
         facts = StudyFacts(row.study_uid, row.study_date or "", aware(row.created_at),
                            aware_or_none(row.last_accessed_at),
-                           frozenset(m.upper() for m in (row.modalities or "").split("\\") if m))  # fmt: skip
+                           frozenset(m.upper() for m in (row.modalities or "").split("\\") if m),
+                           rejected=bool(row.rejected))  # fmt: skip
         yield _Study(row.id, facts, row.patient_id or "", row.instance_count or 0, row.size_bytes or 0)
 
 

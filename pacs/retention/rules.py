@@ -22,8 +22,9 @@ grace_days = 30                  # delete only: marked first, deleted once this 
 Every condition a rule sets must hold; a rule sets at least one of ``age_days`` and ``idle_days``,
 so no rule ever applies to every study. Rules are read in order and the first that matches a
 study decides what happens to it. A condition is one :class:`Condition` in :data:`CONDITIONS`:
-a further one (e.g. ``rejected = true`` once studies carry an IOCM rejection state) is a rule
-field, a :class:`StudyFacts` field and one entry there.
+a further one is a rule field, a :class:`StudyFacts` field and one entry there. ``rejected = true``
+picks studies an IHE IOCM rejection note withdrew entirely (every image rejected, :mod:`pacs.rejection`);
+``rejected = false`` leaves them out.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class RetentionRule(BaseModel):
     idle_days: int | None = Field(default=None, ge=0)
     modalities: list[str] = Field(default_factory=list)
     grace_days: int = Field(default=30, ge=0)  # with action = "delete"
+    rejected: bool | None = None  # true: only studies whose every image was rejected; false: never those
 
     @model_validator(mode="after")
     def _check(self) -> RetentionRule:
@@ -120,6 +122,7 @@ class StudyFacts:
     received_at: datetime
     last_accessed_at: datetime | None
     modalities: frozenset[str]
+    rejected: bool = False  # every image of the study was rejected by an IOCM rejection note
 
     def age_start(self, age_from: AgeFrom) -> datetime:
         """When the study's age counts from: its StudyDate (midnight UTC), else when it arrived."""
@@ -155,6 +158,7 @@ CONDITIONS: tuple[Condition, ...] = (
               lambda r, f, now: f.idle_since <= now - timedelta(days=r.idle_days or 0)),
     Condition("modality", lambda r: bool(r.modalities),
               lambda r, f, now: not f.modalities.isdisjoint(r.modalities)),
+    Condition("rejected", lambda r: r.rejected is not None, lambda r, f, now: f.rejected == r.rejected),
 )  # fmt: skip
 
 

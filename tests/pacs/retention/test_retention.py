@@ -16,6 +16,7 @@ from pacs.events import EVENT_INSTANCE_DELETED
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, OutboxEvent, Study
 from pacs.jobs import aware
+from pacs.rejection import RejectionNote, withhold
 from pacs.reports import service as reports
 from pacs.reports.types import DraftRequest, ReportSections
 from pacs.retention import holds
@@ -162,3 +163,23 @@ def _last_access(archive: Archive, study_uid: str) -> datetime | None:
     with archive.engine.connect() as conn:
         value = conn.execute(select(Study.last_accessed_at).where(Study.study_uid == study_uid)).scalar_one()
     return None if value is None else aware(value)
+
+
+def test_rejected_studies_by_the_rejection_condition(open_archive: OpenArchive) -> None:
+    """``rejected = true`` picks a study an IOCM rejection note withdrew entirely, not one with only
+    some images rejected; ``rejected = false`` leaves the withdrawn one out."""
+    purge = RetentionRule(name="purge-rejected", action="delete", age_days=0, rejected=True, grace_days=0)
+    keep_rest = RetentionRule(name="old-not-rejected", action="delete", age_days=0, rejected=False)
+    archive = open_archive([purge])
+    whole = make_ct_study(PATIENTS[0], n_slices=2, rows=8, cols=8, seed=170, study_date="20150301")
+    part = make_ct_study(PATIENTS[1], n_slices=2, rows=8, cols=8, seed=171, study_date="20150301")
+    clean = make_ct_study(PATIENTS[2], n_slices=2, rows=8, cols=8, seed=172, study_date="20150301")
+    store(archive, whole + part + clean)
+    for rejected in (whole, part[:1]):
+        withhold(archive.engine, RejectionNote(
+            note_uid=f"2.25.{rejected[0].SOPInstanceUID.split('.')[-1]}", code_value="113001",
+            code_meaning="Rejected for Quality Reasons",
+            references=tuple((str(d.StudyInstanceUID), str(d.SeriesInstanceUID), str(d.SOPInstanceUID))
+                             for d in rejected)), grace_s=86400)  # fmt: skip
+    assert steps_by_study(archive, [purge]) == {whole[0].StudyInstanceUID: StepKind.MARK}
+    assert set(steps_by_study(archive, [keep_rest])) == {part[0].StudyInstanceUID, clean[0].StudyInstanceUID}
