@@ -53,6 +53,7 @@ MODALITIES = ["MR", "CR", "US", "DX"]
 RETRIEVES = 7  # study retrieves per round (their median is the round's figure)
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'
 STUDY_ACCEPT = 'multipart/related; type="application/dicom"'
+FS, S3, ORTHANC_COLUMN = "cloudfilm, filesystem", "cloudfilm, S3 (SeaweedFS)", "Orthanc 1.10 + DICOMweb 1.7, filesystem"
 
 
 
@@ -286,10 +287,36 @@ ROWS: list[tuple[str, str, str]] = [
     ("QIDO studies by modality p50", "ms", "≤ 20"),
     ("QIDO studies by modality p95", "ms", ""),
     ("metadata of a 1,000-instance study p50", "ms", "≤ 300"),
-    ("WADO-RS study retrieve MB/s", "MB/s", "≥ Orthanc"),
-    ("single frame p50", "ms", "≤ 10; S3 ≤ 2x FS"),
+    ("WADO-RS study retrieve MB/s", "MB/s", "FS ≥ 1.2x Orthanc; S3 ≥ Orthanc, ≥ 0.6x FS"),
+    ("single frame p50", "ms", "≤ 10; S3 ≤ 1.5x FS"),
     ("rendered JPEG p50", "ms", "≤ 30"),
 ]
+
+
+# (label, numerator column, numerator metric, denominator column, denominator metric, goal)
+RATIOS: list[tuple[str, str, str, str, str, str]] = [
+    ("study retrieve, cloudfilm FS / Orthanc", FS, "WADO-RS study retrieve MB/s", ORTHANC_COLUMN,
+     "WADO-RS study retrieve MB/s", "≥ 1.2"),
+    ("study retrieve, cloudfilm S3 / Orthanc", S3, "WADO-RS study retrieve MB/s", ORTHANC_COLUMN,
+     "WADO-RS study retrieve MB/s", "≥ 1.0"),
+    ("study retrieve, cloudfilm S3 / cloudfilm FS", S3, "WADO-RS study retrieve MB/s", FS,
+     "WADO-RS study retrieve MB/s", "≥ 0.6"),
+    ("single frame p50, S3 / FS", S3, "single frame p50", FS, "single frame p50", "≤ 1.5"),
+]
+
+
+def ratios(columns: dict[str, Figures]) -> str:
+    """Each ratio per round (both figures from the same round, under the same load), then the median."""
+    lines = ["| ratio (median of per-round ratios) | value | rounds | goal |", "|---|---|---|---|"]
+    for label, num_col, num, den_col, den, goal in RATIOS:
+        if num_col not in columns or den_col not in columns:
+            continue
+        pairs = list(zip(columns[num_col].values.get(num, []), columns[den_col].values.get(den, []), strict=False))
+        per_round = [a / b for a, b in pairs if b]
+        if per_round:
+            shown = ", ".join(f"{r:.2f}" for r in per_round)
+            lines.append(f"| {label} | **{statistics.median(per_round):.2f}** | {shown} | {goal} |")
+    return "\n".join(lines)
 
 
 def report(columns: dict[str, Figures]) -> str:
@@ -323,30 +350,34 @@ def main() -> None:
             step(f"cloudfilm (filesystem): bulk-loading {args.studies * args.per_study:,} instances, ingesting 1,100")
             fs_settings = Settings(data_dir=workdir / "fs")
             rows = ingest(fs_settings, data, (args.studies, args.per_study))
-            targets.append(Target("cloudfilm, filesystem", stack.enter_context(cloudfilm_server(fs_settings)), True))
+            targets.append(Target(FS, stack.enter_context(cloudfilm_server(fs_settings)), True))
             if not args.no_s3:
                 s3 = stack.enter_context(run_s3_server(workdir))
                 s3_settings = Settings(data_dir=workdir / "s3", storage_url="s3://bench", s3_endpoint=s3.endpoint,
                                        s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)  # type: ignore[arg-type]
                 step("cloudfilm (S3, SeaweedFS): ingesting 1,100")
                 ingest(s3_settings, data, None)
-                targets.append(Target("cloudfilm, S3 (SeaweedFS)", stack.enter_context(cloudfilm_server(s3_settings)),
-                                      False))  # fmt: skip
+                targets.append(Target(S3, stack.enter_context(cloudfilm_server(s3_settings)), False))
             if not args.no_orthanc and Path(ORTHANC).exists():
                 base = stack.enter_context(orthanc_server(workdir))
                 step(f"Orthanc: loading 1,100 + {len(rows):,} instances")
                 load_orthanc(base, data, rows)
-                targets.append(Target("Orthanc 1.10 + DICOMweb 1.7, filesystem", base, True))
+                targets.append(Target(ORTHANC_COLUMN, base, True))
             step(f"measuring {len(targets)} servers, {args.runs} rounds each, in turn")
+            load_before = os.getloadavg()
             measure(targets, data, runs=args.runs, requests=args.requests)
+            load_after = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     columns = {t.name: t.figures for t in targets}
     print()
     print(f"{args.studies:,} studies / {args.studies * args.per_study:,} instances in cloudfilm's index "
           f"({args.studies:,} studies / {2 * args.studies:,} small instances in Orthanc); medians of {args.runs} "
-          f"rounds of {args.requests} requests")
+          f"rounds of {args.requests} requests; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+          f"({os.cpu_count()} cores)")
     print(report(columns))
+    print()
+    print(ratios(columns))
 
 
 if __name__ == "__main__":

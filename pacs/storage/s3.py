@@ -128,7 +128,7 @@ class _ResponseReader(io.RawIOBase):
 class S3Store(ObjectStore):
     """Objects in one bucket, optionally under a key prefix; keys are checked by :func:`check_key`."""
 
-    read_concurrency = 16  # each GET waits on the network: a retrieve keeps several in flight
+    read_concurrency = 8  # each GET waits on the network: a retrieve keeps several in flight
 
     def __init__(
         self,
