@@ -80,11 +80,12 @@ def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
 
 
 def plan(engine: Engine, stmt: Any) -> list[str]:
+    """The plan; on PostgreSQL as executed (EXPLAIN ANALYZE: actual rows, the server's own time)."""
     compiled = stmt.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             return [r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()]
-        return [r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}").all()]
+        return [r[0] for r in conn.exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {compiled}").all()]
 
 
 def ingest_rate(url: str, n: int, seed: int) -> float:
@@ -140,6 +141,15 @@ def run(url: str, args: argparse.Namespace, stack: contextlib.ExitStack) -> None
         total = conn.execute(text("SELECT count(*) FROM instances")).scalar_one()
     print(f"loaded {total:,} instances in {studies:,} studies ({engine.dialect.name}) "
           f"in {time.perf_counter() - started:.0f} s", flush=True)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            sizes = conn.execute(text(
+                "SELECT relname, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c "
+                "WHERE relname IN ('patients', 'studies', 'series', 'instances') ORDER BY relname")).all()
+        for name, table_bytes, index_bytes in sizes:
+            print(f"  {name:<10} table {table_bytes / 2**20:>8,.0f} MiB, indexes {index_bytes / 2**20:>6,.0f} MiB")
+        whole = sum(t + i for _n, t, i in sizes)
+        print(f"  {whole / total:,.0f} bytes of index per instance (tables and indexes)")
     large_uid = f"1.2.826.0.1.3680043.10.1.{studies - 1}"
     rows: list[tuple[str, float, float, int, list[str]]] = []
     for label, request in QUERIES:
