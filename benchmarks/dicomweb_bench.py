@@ -57,6 +57,32 @@ FS, S3, ORTHANC_COLUMN = "cloudfilm, filesystem", "cloudfilm, S3 (SeaweedFS)", "
 
 
 
+#: Per DICOMweb root: the processes whose CPU time a study retrieve costs (the server; on S3 also SeaweedFS).
+SERVER_PIDS: dict[str, list[int]] = {}
+STORE_PIDS: dict[str, list[int]] = {}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all their threads) so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def weed_pid(endpoint: str) -> list[int]:
+    """The SeaweedFS process serving the S3 ``endpoint`` (host:port)."""
+    port = endpoint.rsplit(":", 1)[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if f"-s3.port={port}".encode() in fh.read().split(b"\0"):
+                    return [int(entry)]
+    return []
+
+
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,6 +113,7 @@ def cloudfilm_server(settings: Settings) -> Iterator[str]:
     proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+        SERVER_PIDS[f"http://127.0.0.1:{port}/dicomweb/"] = [proc.pid]
         yield f"http://127.0.0.1:{port}/dicomweb/"
     finally:
         proc.terminate()
@@ -108,6 +135,7 @@ def orthanc_server(workdir: Path) -> Iterator[str]:
     proc = subprocess.Popen([ORTHANC, str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/system", proc)
+        SERVER_PIDS[f"http://127.0.0.1:{port}/dicom-web/"] = [proc.pid]
         yield f"http://127.0.0.1:{port}/dicom-web/"
     finally:
         proc.terminate()
@@ -244,8 +272,15 @@ def round_of(figures: Figures, base: str, data: RealData, *, with_qido: bool, re
                 {"Accept": "application/dicom+json", "Accept-Encoding": "gzip"})
         study_url = f"{base}studies/{data.ct[0].StudyInstanceUID}"
         # One retrieve takes ~40 ms and varies by +-30 % from one to the next: the median of several.
+        # The CPU time the server spends on them does not depend on what else the machine runs.
+        server, store = SERVER_PIDS.get(base, []), STORE_PIDS.get(base, [])
+        cpu_before = cpu_seconds(server), cpu_seconds(store)
         rates = [retrieve_rate(study_url) for _ in range(RETRIEVES)]
         figures.add("WADO-RS study retrieve MB/s", statistics.median(rates))
+        if server:
+            figures.add("server CPU per study retrieve", (cpu_seconds(server) - cpu_before[0]) * 1000 / RETRIEVES)
+        if store:
+            figures.add("object store CPU per study retrieve", (cpu_seconds(store) - cpu_before[1]) * 1000 / RETRIEVES)
         latency(figures, "single frame", client, [f"{base}{data.instance_path(i)}/frames/1" for i in range(requests)],
                 {"Accept": FRAME_ACCEPT})
         latency(figures, "rendered JPEG", client, [f"{base}{data.instance_path(i)}/rendered" for i in range(requests)],
@@ -288,6 +323,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("QIDO studies by modality p95", "ms", ""),
     ("metadata of a 1,000-instance study p50", "ms", "≤ 300"),
     ("WADO-RS study retrieve MB/s", "MB/s", "FS ≥ 1.2x Orthanc; S3 ≥ Orthanc, ≥ 0.6x FS"),
+    ("server CPU per study retrieve", "ms", "(load-independent)"),
+    ("object store CPU per study retrieve", "ms", "(SeaweedFS)"),
     ("single frame p50", "ms", "≤ 10; S3 ≤ 1.5x FS"),
     ("rendered JPEG p50", "ms", "≤ 30"),
 ]
@@ -302,6 +339,8 @@ RATIOS: list[tuple[str, str, str, str, str, str]] = [
     ("study retrieve, cloudfilm S3 / cloudfilm FS", S3, "WADO-RS study retrieve MB/s", FS,
      "WADO-RS study retrieve MB/s", "≥ 0.6"),
     ("single frame p50, S3 / FS", S3, "single frame p50", FS, "single frame p50", "≤ 1.5"),
+    ("server CPU per study retrieve, cloudfilm FS / Orthanc", FS, "server CPU per study retrieve", ORTHANC_COLUMN,
+     "server CPU per study retrieve", "(lower is better)"),
 ]
 
 
@@ -358,6 +397,7 @@ def main() -> None:
                 step("cloudfilm (S3, SeaweedFS): ingesting 1,100")
                 ingest(s3_settings, data, None)
                 targets.append(Target(S3, stack.enter_context(cloudfilm_server(s3_settings)), False))
+                STORE_PIDS[targets[-1].base] = weed_pid(s3.endpoint)
             if not args.no_orthanc and Path(ORTHANC).exists():
                 base = stack.enter_context(orthanc_server(workdir))
                 step(f"Orthanc: loading 1,100 + {len(rows):,} instances")
