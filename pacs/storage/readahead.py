@@ -173,7 +173,7 @@ def _fill(store: ObjectStore, pool: BufferPool, batch: _Batch) -> memoryview | b
     return view[:at]
 
 
-def read_ahead(store: ObjectStore, pieces: Iterable[Piece], *, trailer: bytes = b"", pool: BufferPool = POOL,
+def read_ahead(store: ObjectStore, pieces: Iterable[Piece], *, trailer: bytes = b"", pool: BufferPool | None = None,
                executor: ThreadPoolExecutor = _WORKERS) -> Iterator[Future[memoryview | bytes]]:  # fmt: skip
     """The bytes of ``pieces`` (then ``trailer``) in order, as futures of consecutive buffers.
 
@@ -183,6 +183,7 @@ def read_ahead(store: ObjectStore, pieces: Iterable[Piece], *, trailer: bytes = 
     """
     window: deque[Future[memoryview | bytes]] = deque()
     ahead = max(1, min(store.read_concurrency, WINDOW_BATCHES))
+    pool = pool if pool is not None else POOL  # looked up per call (tests swap it)
     try:
         for batch in _plan(pieces, trailer):
             if len(window) >= ahead:
