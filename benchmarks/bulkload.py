@@ -1,17 +1,19 @@
 """Bulk-load synthetic index rows (no objects) for query benchmarks at scale.
 
-Writes patients, studies, series and instances straight into the index with executemany, far
-faster than ingesting files; the rows look like what ingest writes (names folded, counts exact,
-metadata JSON per instance), so query timings and plans are representative.
+Writes patients, studies, series and instances straight into the index (executemany on SQLite,
+COPY on PostgreSQL), far faster than ingesting files; the rows look like what ingest writes (names
+folded, counts exact, metadata JSON per instance), so query timings and plans are representative.
+On PostgreSQL the id sequences are moved past the loaded rows, so ingest can go on afterwards.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy import Engine, Table, func, insert, select, text, update
 
 from pacs.index.models import Instance, Patient, Series, Study
 from pacs.names import normalize_pn
@@ -23,7 +25,9 @@ MODALITIES = ["CT", "CT", "CT", "MR", "MR", "CR", "US", "DX"]
 
 
 def bulk_load(engine: Engine, *, studies: int, instances_per_study: int, series_per_study: int = 2,
-              seed: int = 0, batch: int = 5000) -> None:
+              seed: int = 0, batch: int = 5000, large_study: int = 0) -> None:
+    """``studies`` studies of ``instances_per_study`` instances; with ``large_study`` the last one
+    holds that many instances instead (UID ``1.2.826.0.1.3680043.10.1.{studies - 1}``)."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     n_patients = max(1, studies // 3)
@@ -39,8 +43,7 @@ def bulk_load(engine: Engine, *, studies: int, instances_per_study: int, series_
     inst_rows: list[dict[str, object]] = []
     series_id = 0
     inst_id = 0
-    with engine.begin() as conn:
-        conn.execute(insert(Patient), patients)
+    _insert(engine, Patient.__table__, patients)  # type: ignore[arg-type]
     for s in range(studies):
         pat = patients[s % n_patients]
         pat["study_count"] += 1
@@ -58,7 +61,10 @@ def bulk_load(engine: Engine, *, studies: int, instances_per_study: int, series_
             "instance_count": instances_per_study, "size_bytes": instances_per_study * 526_000,
             "created_at": now, "last_instance_at": now,
         })
-        per_series = max(1, instances_per_study // series_per_study)
+        in_study = large_study if large_study and s == studies - 1 else instances_per_study
+        per_series = max(1, in_study // series_per_study)
+        study_rows[-1].update(instance_count=per_series * series_per_study,
+                              size_bytes=per_series * series_per_study * 526_000)
         for k in range(series_per_study):
             series_id += 1
             series_uid = f"{study_uid}.{k + 1}"
@@ -105,13 +111,44 @@ def bulk_load(engine: Engine, *, studies: int, instances_per_study: int, series_
 
 def _flush(engine: Engine, studies: list[dict[str, object]], series: list[dict[str, object]],
            instances: list[dict[str, object]]) -> None:
-    with engine.begin() as conn:
-        if studies:
-            conn.execute(insert(Study), studies)
-        if series:
-            conn.execute(insert(Series), series)
-        if instances:
-            conn.execute(insert(Instance), instances)
+    for table, rows in ((Study.__table__, studies), (Series.__table__, series), (Instance.__table__, instances)):
+        _insert(engine, table, rows)  # type: ignore[arg-type]
     studies.clear()
     series.clear()
     instances.clear()
+
+
+def _insert(engine: Engine, table: Table, rows: list[dict[str, object]]) -> None:
+    if not rows:
+        return
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            conn.execute(insert(table), rows)
+        return
+    # COPY ... CSV: every column named, the model's Python-side defaults filled in as executemany would.
+    columns = [c for c in table.columns if c.name in rows[0] or (c.default is not None and c.default.is_scalar)]
+    defaults = {c.name: c.default.arg for c in columns if c.default is not None and c.default.is_scalar}  # type: ignore[attr-defined]
+    out = io.StringIO()
+    for row in rows:
+        out.write(",".join(_csv(row.get(c.name, defaults.get(c.name))) for c in columns))
+        out.write("\n")
+    out.seek(0)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            names = ", ".join(f'"{c.name}"' for c in columns)
+            cur.copy_expert(f"COPY {table.name} ({names}) FROM STDIN WITH (FORMAT csv)", out)
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def _csv(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    text_value = value.isoformat() if isinstance(value, datetime) else str(value)
+    return '"' + text_value.replace('"', '""') + '"'

@@ -59,7 +59,34 @@ MODALITIES = ["MR", "CR", "US", "DX"]
 RETRIEVES = 7  # study retrieves per round (their median is the round's figure)
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'
 STUDY_ACCEPT = 'multipart/related; type="application/dicom"'
+FS, S3, ORTHANC_COLUMN = "cloudfilm, filesystem", "cloudfilm, S3 (SeaweedFS)", "Orthanc 1.10 + DICOMweb 1.7, filesystem"
 
+
+
+#: Per DICOMweb root: the processes whose CPU time a study retrieve costs (the server; on S3 also SeaweedFS).
+SERVER_PIDS: dict[str, list[int]] = {}
+STORE_PIDS: dict[str, list[int]] = {}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all their threads) so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def weed_pid(endpoint: str) -> list[int]:
+    """The SeaweedFS process serving the S3 ``endpoint`` (host:port)."""
+    port = endpoint.rsplit(":", 1)[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if f"-s3.port={port}".encode() in fh.read().split(b"\0"):
+                    return [int(entry)]
+    return []
 
 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -92,6 +119,7 @@ def cloudfilm_server(settings: Settings) -> Iterator[str]:
     proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+        SERVER_PIDS[f"http://127.0.0.1:{port}/dicomweb/"] = [proc.pid]
         yield f"http://127.0.0.1:{port}/dicomweb/"
     finally:
         proc.terminate()
@@ -113,6 +141,7 @@ def orthanc_server(workdir: Path) -> Iterator[str]:
     proc = subprocess.Popen([ORTHANC, str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/system", proc)
+        SERVER_PIDS[f"http://127.0.0.1:{port}/dicom-web/"] = [proc.pid]
         yield f"http://127.0.0.1:{port}/dicom-web/"
     finally:
         proc.terminate()
@@ -249,8 +278,15 @@ def round_of(figures: Figures, base: str, data: RealData, *, with_qido: bool, re
                 {"Accept": "application/dicom+json", "Accept-Encoding": "gzip"})
         study_url = f"{base}studies/{data.ct[0].StudyInstanceUID}"
         # One retrieve takes ~40 ms and varies by +-30 % from one to the next: the median of several.
+        # The CPU time the server spends on them does not depend on what else the machine runs.
+        server, store = SERVER_PIDS.get(base, []), STORE_PIDS.get(base, [])
+        cpu_before = cpu_seconds(server), cpu_seconds(store)
         rates = [retrieve_rate(study_url) for _ in range(RETRIEVES)]
         figures.add("WADO-RS study retrieve MB/s", statistics.median(rates))
+        if server:
+            figures.add("server CPU per study retrieve", (cpu_seconds(server) - cpu_before[0]) * 1000 / RETRIEVES)
+        if store:
+            figures.add("object store CPU per study retrieve", (cpu_seconds(store) - cpu_before[1]) * 1000 / RETRIEVES)
         latency(figures, "single frame", client, [f"{base}{data.instance_path(i)}/frames/1" for i in range(requests)],
                 {"Accept": FRAME_ACCEPT})
         latency(figures, "rendered JPEG", client, [f"{base}{data.instance_path(i)}/rendered" for i in range(requests)],
@@ -292,10 +328,40 @@ ROWS: list[tuple[str, str, str]] = [
     ("QIDO studies by modality p50", "ms", "≤ 20"),
     ("QIDO studies by modality p95", "ms", ""),
     ("metadata of a 1,000-instance study p50", "ms", "≤ 300"),
-    ("WADO-RS study retrieve MB/s", "MB/s", "≥ Orthanc"),
-    ("single frame p50", "ms", "≤ 10; S3 ≤ 2x FS"),
+    ("WADO-RS study retrieve MB/s", "MB/s", "FS ≥ 1.2x Orthanc; S3 ≥ Orthanc, ≥ 0.6x FS"),
+    ("server CPU per study retrieve", "ms", "(load-independent)"),
+    ("object store CPU per study retrieve", "ms", "(SeaweedFS)"),
+    ("single frame p50", "ms", "≤ 10; S3 ≤ 1.5x FS"),
     ("rendered JPEG p50", "ms", "≤ 30"),
 ]
+
+
+# (label, numerator column, numerator metric, denominator column, denominator metric, goal)
+RATIOS: list[tuple[str, str, str, str, str, str]] = [
+    ("study retrieve, cloudfilm FS / Orthanc", FS, "WADO-RS study retrieve MB/s", ORTHANC_COLUMN,
+     "WADO-RS study retrieve MB/s", "≥ 1.2"),
+    ("study retrieve, cloudfilm S3 / Orthanc", S3, "WADO-RS study retrieve MB/s", ORTHANC_COLUMN,
+     "WADO-RS study retrieve MB/s", "≥ 1.0"),
+    ("study retrieve, cloudfilm S3 / cloudfilm FS", S3, "WADO-RS study retrieve MB/s", FS,
+     "WADO-RS study retrieve MB/s", "≥ 0.6"),
+    ("single frame p50, S3 / FS", S3, "single frame p50", FS, "single frame p50", "≤ 1.5"),
+    ("server CPU per study retrieve, cloudfilm FS / Orthanc", FS, "server CPU per study retrieve", ORTHANC_COLUMN,
+     "server CPU per study retrieve", "(lower is better)"),
+]
+
+
+def ratios(columns: dict[str, Figures]) -> str:
+    """Each ratio per round (both figures from the same round, under the same load), then the median."""
+    lines = ["| ratio (median of per-round ratios) | value | rounds | goal |", "|---|---|---|---|"]
+    for label, num_col, num, den_col, den, goal in RATIOS:
+        if num_col not in columns or den_col not in columns:
+            continue
+        pairs = list(zip(columns[num_col].values.get(num, []), columns[den_col].values.get(den, []), strict=False))
+        per_round = [a / b for a, b in pairs if b]
+        if per_round:
+            shown = ", ".join(f"{r:.2f}" for r in per_round)
+            lines.append(f"| {label} | **{statistics.median(per_round):.2f}** | {shown} | {goal} |")
+    return "\n".join(lines)
 
 
 def report(columns: dict[str, Figures]) -> str:
@@ -400,30 +466,35 @@ def main() -> None:
             step(f"cloudfilm (filesystem): bulk-loading {args.studies * args.per_study:,} instances, ingesting 1,100")
             fs_settings = Settings(data_dir=workdir / "fs")
             rows = ingest(fs_settings, data, (args.studies, args.per_study))
-            targets.append(Target("cloudfilm, filesystem", stack.enter_context(cloudfilm_server(fs_settings)), True))
+            targets.append(Target(FS, stack.enter_context(cloudfilm_server(fs_settings)), True))
             if not args.no_s3:
                 s3 = stack.enter_context(run_s3_server(workdir))
                 s3_settings = Settings(data_dir=workdir / "s3", storage_url="s3://bench", s3_endpoint=s3.endpoint,
                                        s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)  # type: ignore[arg-type]
                 step("cloudfilm (S3, SeaweedFS): ingesting 1,100")
                 ingest(s3_settings, data, None)
-                targets.append(Target("cloudfilm, S3 (SeaweedFS)", stack.enter_context(cloudfilm_server(s3_settings)),
-                                      False))  # fmt: skip
+                targets.append(Target(S3, stack.enter_context(cloudfilm_server(s3_settings)), False))
+                STORE_PIDS[targets[-1].base] = weed_pid(s3.endpoint)
             if not args.no_orthanc and Path(ORTHANC).exists():
                 base = stack.enter_context(orthanc_server(workdir))
                 step(f"Orthanc: loading 1,100 + {len(rows):,} instances")
                 load_orthanc(base, data, rows)
-                targets.append(Target("Orthanc 1.10 + DICOMweb 1.7, filesystem", base, True))
+                targets.append(Target(ORTHANC_COLUMN, base, True))
             step(f"measuring {len(targets)} servers, {args.runs} rounds each, in turn")
+            load_before = os.getloadavg()
             measure(targets, data, runs=args.runs, requests=args.requests)
+            load_after = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     columns = {t.name: t.figures for t in targets}
     print()
     print(f"{args.studies:,} studies / {args.studies * args.per_study:,} instances in cloudfilm's index "
           f"({args.studies:,} studies / {2 * args.studies:,} small instances in Orthanc); medians of {args.runs} "
-          f"rounds of {args.requests} requests")
+          f"rounds of {args.requests} requests; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+          f"({os.cpu_count()} cores)")
     print(report(columns))
+    print()
+    print(ratios(columns))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from pacs import metrics
 #: Where :meth:`ObjectStore.probe_write` writes: no instance key starts with ``_`` (keys start with a UID).
 PROBE_KEY = "_probe/readiness"
 # The calls observed in every backend, by the operation name the metrics give them.
-_OBSERVED = {"put_stream": "put", "open": "get", "get_range": "get_range", "head": "head", "delete": "delete"}
+_OBSERVED = {"put_stream": "put", "open": "get", "get_range": "get_range", "read_into": "get_range", "head": "head",
+             "delete": "delete"}
 
 class StagedObject(ABC):
     """Bytes made ready to be stored before their key is known (see :meth:`ObjectStore.stage_bytes`)."""
@@ -68,6 +69,9 @@ class ObjectStore(ABC):
     """A flat namespace of immutable byte objects."""
 
     url: str
+    read_concurrency: int = 4
+    """Reads worth running at once for one retrieve: a few for a disk, more where each read waits on
+    the network (see :mod:`pacs.storage.readahead`)."""
 
     def __init_subclass__(cls, observed: bool = True, **kwargs: Any) -> None:
         """Every backend's calls are observed (latency, failures): ``cloudfilm_object_store_*``; a
@@ -110,6 +114,13 @@ class ObjectStore(ABC):
     @abstractmethod
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes starting at ``offset`` (one ranged read)."""
+
+    def read_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        """Fill ``buffer`` with the object's bytes from ``offset`` (one ranged read); returns how many
+        were read, fewer than ``len(buffer)`` only where the object ends."""
+        data = self.get_range(key, offset, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:

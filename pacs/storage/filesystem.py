@@ -184,6 +184,26 @@ class FilesystemStore(ObjectStore):
         finally:
             os.close(fd)
 
+    def read_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} does not exist") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read from the object store: {exc.strerror}") from exc
+        try:
+            got = 0
+            while got < len(buffer):
+                n = os.preadv(fd, [buffer[got:]], offset + got)
+                if n == 0:
+                    break
+                got += n
+            return got
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read from the object store: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
     def head(self, key: str) -> ObjectInfo | None:
         try:
             return ObjectInfo(key, self._path(key).stat().st_size)

@@ -129,6 +129,8 @@ class _ResponseReader(io.RawIOBase):
 class S3Store(ObjectStore):
     """Objects in one bucket, optionally under a key prefix; keys are checked by :func:`check_key`."""
 
+    read_concurrency = 8  # each GET waits on the network: a retrieve keeps several in flight
+
     def __init__(
         self,
         endpoint: str,
@@ -328,6 +330,28 @@ class S3Store(ObjectStore):
         finally:
             response.release_conn()
         return data
+
+    def read_into(self, key: str, offset: int, buffer: memoryview) -> int:
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        if not buffer:
+            return 0
+        response = self._get(key, offset, len(buffer))
+        if response is None:
+            return 0  # like pread past the end
+        got = 0
+        try:
+            while got < len(buffer):
+                n = response.readinto(buffer[got:])
+                if not n:
+                    break
+                got += n
+        except _NETWORK_ERRORS as exc:
+            response.close()
+            self._fail("read an object", exc)
+        finally:
+            response.release_conn()
+        return got
 
     def head(self, key: str) -> ObjectInfo | None:
         name = self._name(key)

@@ -175,6 +175,22 @@ def test_get_range(object_store: ObjectStore) -> None:
     assert object_store.get_range(KEY, 5, 0) == b""
 
 
+def test_read_into(object_store: ObjectStore) -> None:
+    """One ranged read into a caller's buffer; short only where the object ends."""
+    data = _pattern(0, 100_000)
+    object_store.put_bytes(KEY, data)
+    buffer = bytearray(70_000)
+    view = memoryview(buffer)
+    assert object_store.read_into(KEY, 0, view[:40_000]) == 40_000 and buffer[:40_000] == data[:40_000]
+    assert object_store.read_into(KEY, 40_000, view[40_000:]) == 30_000
+    assert bytes(buffer) == data[:70_000]
+    assert object_store.read_into(KEY, 90_000, view) == 10_000 and buffer[:10_000] == data[90_000:]
+    assert object_store.read_into(KEY, 100_000, view) == 0  # starts at the end
+    assert object_store.read_into(KEY, 5, view[:0]) == 0
+    with pytest.raises(NotFound):
+        object_store.read_into("1.2/1.2.3/missing.dcm", 0, view)
+
+
 def test_concurrent_range_reads(object_store: ObjectStore) -> None:
     data = _pattern(0, 2 * MiB)
     object_store.put_bytes(KEY, data)

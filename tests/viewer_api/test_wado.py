@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pacs.archive import Archive
+from pacs.storage import readahead
 from tests.factories import make_ct_study, to_bytes
 from tests.viewer_api.conftest import Gallery, dicomweb_settings, make_app, parts_of, store_all
-from viewer_api.dicomweb import wado
 
 ELE = "1.2.840.10008.1.2.1"
 LOSSLESS = ("ct", "j2k", "jls", "rle", "jpeg_ll", "big_endian", "implicit", "deflated", "rgb", "palette", "multi",
@@ -124,8 +124,7 @@ def test_metadata_reads_no_object(tmp_path: Path) -> None:
 
 
 def test_large_objects_stream_in_chunks_with_an_exact_length(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wado, "_WHOLE_OBJECT_MAX", 1000)  # every object takes the chunked path
-    monkeypatch.setattr(wado, "_CHUNK", 4096)
+    monkeypatch.setattr(readahead, "BATCH_BYTES", 4096)  # every object is larger than a batch: read in ranges
     resp = gallery.client.get(f"/dicomweb/studies/{gallery.study}")
     assert int(resp.headers["content-length"]) == len(resp.content)
     got = {ds.SOPInstanceUID: raw for _h, ds, raw in datasets(resp.headers["content-type"], resp.content)}

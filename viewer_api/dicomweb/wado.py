@@ -1,8 +1,8 @@
 """WADO-RS retrieve of a study, series or instance (PS3.18 10.4.1.1.1) as Part 10 objects.
 
-The body is ``multipart/related; type="application/dicom"``, streamed from the object store:
-small objects are read a few at a time ahead of the writer (so S3 latency overlaps), large ones
-are copied in chunks. ``transfer-syntax=*`` or no parameter returns every instance as stored;
+The body is ``multipart/related; type="application/dicom"``, streamed from the object store in
+large buffers read ahead of the writer, several objects at once (so S3 latency overlaps), large
+objects in ranges. ``transfer-syntax=*`` or no parameter returns every instance as stored;
 Explicit/Implicit VR Little Endian is produced on request through :mod:`pacs.transcode`.
 """
 
@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
@@ -21,7 +19,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from pacs.access import AccessScope
 from pacs.archive import Archive
-from pacs.retrieve import StoredInstance, find_instances, open_instance
+from pacs.retrieve import StoredInstance, find_instances
+from pacs.storage.readahead import Piece, read_ahead
 from pacs.transcode import TARGETS, to_transfer_syntax
 from viewer_api.access import current_scope
 from viewer_api.auth.access import STUDY_READERS
@@ -45,13 +44,6 @@ from viewer_api.dicomweb.pixels import decodable
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["DICOMweb"], route_class=DeclaredRoute,
                    dependencies=[Depends(STUDY_READERS.audited(RETRIEVE))])
-
-_READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="wado-reader")
-_READ_AHEAD = 8  # objects fetched ahead of the one being written
-_WHOLE_OBJECT_MAX = 16 * 1024 * 1024  # larger objects are streamed in chunks, not read ahead
-_CHUNK = 1024 * 1024
-_NO_COPY_SIZE = 256 * 1024
-_WRITE_SIZE = 1024 * 1024  # coalesce small parts into writes of about this size (larger ones measured slower)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,32 +91,6 @@ def _fetch(archive: Archive, instance: StoredInstance, target: str | None) -> by
     return to_transfer_syntax(data, target) if target is not None and _needs_transcode(instance, target) else data
 
 
-def _read_ahead(archive: Archive, instances: Sequence[StoredInstance],
-                target: str | None) -> Iterator[tuple[StoredInstance, Future[bytes] | None]]:  # fmt: skip
-    """Each instance with the future of its bytes (None: too large, stream it)."""
-    window: deque[tuple[StoredInstance, Future[bytes] | None]] = deque()
-    pending = iter(instances)
-
-    def refill() -> None:
-        while len(window) < _READ_AHEAD:
-            inst = next(pending, None)
-            if inst is None:
-                return
-            whole = inst.size_bytes <= _WHOLE_OBJECT_MAX or _needs_transcode(inst, target)
-            window.append((inst, _READERS.submit(_fetch, archive, inst, target) if whole else None))
-
-    refill()
-    try:
-        while window:
-            item = window.popleft()
-            refill()
-            yield item
-    finally:
-        for _inst, fut in window:
-            if fut is not None:
-                fut.cancel()
-
-
 def _content_type(instance: StoredInstance, target: str | None) -> str:
     return f"{DICOM}; transfer-syntax={target or instance.transfer_syntax_uid}"
 
@@ -133,68 +99,52 @@ def retrieve_response(archive: Archive, instances: list[StoredInstance], how: Re
     """The instances as one multipart body (or one single part), streamed.
 
     Without transcoding every size is known from the index, so the body gets a Content-Length
-    (no chunked encoding); the writer runs on the event loop and only waits for the readers, and
-    parts are coalesced into large writes.
+    (no chunked encoding). Part heads, objects and tails are laid out in large reused buffers by
+    :func:`pacs.storage.readahead.read_ahead` (objects read concurrently, in order on the wire);
+    the event loop only awaits each buffer and sends it. A failure before the first buffer is a
+    status; a failure later cuts the body short (the client sees it end before Content-Length).
     """
     headers = {"X-Content-Type-Options": "nosniff", "Vary": "Accept"}
     if not how.multipart:
         data = _fetch(archive, instances[0], how.target)
         return Response(data, media_type=_content_type(instances[0], how.target), headers=headers)
     writer = MultipartWriter()
-    heads = [writer.part_head(_content_type(i, how.target), length=i.size_bytes) for i in instances]
-    if not any(_needs_transcode(i, how.target) for i in instances):
-        tail = len(writer.part_tail())
-        headers["Content-Length"] = str(sum(len(h) + i.size_bytes + tail for h, i in zip(heads, instances, strict=True))
-                                        + len(writer.close()))
-    parts = _read_ahead(archive, instances, how.target)
-    first = next(parts)
-    first_data = first[1].result() if first[1] is not None else None  # a missing object is a status, not a cut
+    close = writer.close()
+    pieces = [_piece(archive, writer, inst, how.target) for inst in instances]
+    if not any(p.produce is not None for p in pieces):
+        headers["Content-Length"] = str(sum(len(p.prefix) + p.size + len(p.suffix) for p in pieces) + len(close))
+    batches = read_ahead(archive.store, pieces, trailer=close)
+    first = next(batches)
+    try:
+        first.result()  # a missing object is a status, not a cut
+    except BaseException:
+        batches.close()
+        raise
 
-    async def body() -> AsyncIterator[bytes]:
-        out: list[bytes] = []  # pieces of the next write, joined once
-        size = 0
-        for index, (inst, fut) in enumerate(itertools.chain([first], parts)):
-            data = first_data if index == 0 else await _result(fut)
-            if data is None:
-                yield b"".join([*out, heads[index]])
-                out, size = [], 0
-                async for chunk in _stream_object(archive, inst):
-                    yield chunk
-                out.append(writer.part_tail())
-                continue
-            head = heads[index] if len(data) == inst.size_bytes else \
-                writer.part_head(_content_type(inst, how.target), length=len(data))  # transcoded: its own length
-            if len(data) >= _NO_COPY_SIZE:  # large enough to be a write of its own: not copied into a join
-                yield b"".join([*out, head])
-                yield data
-                out, size = [writer.part_tail()], 0
-                continue
-            out += (head, data, writer.part_tail())
-            size += len(data)
-            if size >= _WRITE_SIZE:
-                yield b"".join(out)
-                out, size = [], 0
-        out.append(writer.close())
-        yield b"".join(out)
+    async def body() -> AsyncIterator[memoryview | bytes]:
+        sent = 0
+        try:
+            for fut in itertools.chain([first], batches):
+                yield await asyncio.wrap_future(fut)
+                sent += 1
+        except Exception:
+            log.exception("WADO-RS retrieve of %d instances cut short after %d buffers", len(instances), sent)
+            raise
+        finally:
+            batches.close()
 
     return StreamingResponse(body(), media_type=writer.content_type(DICOM), headers=headers)
 
 
-async def _result(fut: Future[bytes] | None) -> bytes | None:
-    if fut is None:
-        return None
-    data: bytes = await asyncio.wrap_future(fut)
-    return data
+def _piece(archive: Archive, writer: MultipartWriter, inst: StoredInstance, target: str | None) -> Piece:
+    if not _needs_transcode(inst, target):
+        head = writer.part_head(_content_type(inst, target), length=inst.size_bytes)
+        return Piece(inst.object_key, inst.size_bytes, head, writer.part_tail())
 
+    def frame(length: int) -> tuple[bytes, bytes]:
+        return writer.part_head(_content_type(inst, target), length=length), writer.part_tail()
 
-async def _stream_object(archive: Archive, inst: StoredInstance) -> AsyncIterator[bytes]:
-    """A large object in chunks, each read in a worker thread."""
-    fh = await asyncio.to_thread(open_instance, archive.store, inst)
-    try:
-        while chunk := await asyncio.to_thread(fh.read, _CHUNK):
-            yield chunk
-    finally:
-        fh.close()
+    return Piece(inst.object_key, inst.size_bytes, produce=lambda: _fetch(archive, inst, target), frame=frame)
 
 
 async def _retrieve(request: Request, scope: AccessScope, study: str, series: str | None,
