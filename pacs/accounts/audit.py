@@ -58,6 +58,7 @@ class Action(StrEnum):
     NOTIFICATIONS = "notifications"  # the patient message log read, a message re-sent
     RETENTION = "retention"  # a retention rule moved or marked a study, a mark dropped (deletions are DELETE)
     LEGAL_HOLD = "legal-hold"  # a study's legal hold set or cleared
+    PACKAGE_DOWNLOAD = "package-download"  # an edge worker fetched an algorithm package's file (or was refused)
 
 
 class Outcome(StrEnum):
@@ -96,9 +97,10 @@ class AuditEvent:
         event = cls(action=action, **fields)  # type: ignore[arg-type]
         if principal is None:
             return event
+        who = principal.username if principal.is_user else principal.label if principal.edge else event.username
         return replace(
             event,
-            username=principal.username if principal.is_user else event.username,
+            username=who,
             role=principal.role or "",
             user_id=principal.user_id,
             share_id=(principal.share.share_id if principal.share
