@@ -39,14 +39,19 @@ def worker(
     token: Annotated[str | None, typer.Option(
         "--token", envvar="CLOUDFILM_EDGE_TOKEN", help="The edge worker's token (cloudfilm edge-workers add).",
     )] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", file_okay=False, help="With --archive: where the admitted packages it runs are installed, "
+        "once per SHA-256 (default: $XDG_CACHE_HOME/cloudfilm/edge).",
+    )] = None,
 ) -> None:
     """Run the AI worker: stable studies to plugin jobs (SR/SEG), benchmark evaluations (until Ctrl-C or SIGTERM).
 
     With --archive: an edge worker, leasing clinical plugin jobs from that archive over HTTP;
-    it reads each study over DICOMweb, runs the plugins installed here, and sends the findings back.
+    it reads each study over DICOMweb, runs the plugins installed here and the archive's admitted
+    packages (sandboxed, where bubblewrap is installed), and sends the findings back.
     """
     if archive_url is not None:
-        _edge_worker(archive_url, token, concurrency or 1)
+        _edge_worker(archive_url, token, concurrency or 1, cache_dir)
         return
     from ai_plugins.runner.worker import Worker
     from pacs.fsck import housekeep
@@ -69,7 +74,7 @@ def worker(
         archive.close()
 
 
-def _edge_worker(archive_url: str, token: str | None, concurrency: int) -> None:
+def _edge_worker(archive_url: str, token: str | None, concurrency: int, cache_dir: Path | None) -> None:
     import logging
     from urllib.parse import urlsplit
 
@@ -84,7 +89,7 @@ def _edge_worker(archive_url: str, token: str | None, concurrency: int) -> None:
     if not token:
         console.print("[red]error:[/red] an edge worker needs --token (or CLOUDFILM_EDGE_TOKEN)", highlight=False)
         raise typer.Exit(2)
-    _run_until_stopped(EdgeWorker(archive_url, token, concurrency=concurrency))
+    _run_until_stopped(EdgeWorker(archive_url, token, concurrency=concurrency, cache_dir=cache_dir))
 
 
 def _run_until_stopped(loop: JobLoop) -> None:

@@ -65,6 +65,15 @@ class ArchiveClient:
             raise ArchiveRefused(f"the archive answered {response.status_code}: {response.text.strip()[:300]}")
         return response
 
+    def download(self, path: str, sink: Callable[[bytes], object]) -> None:
+        """GET ``path`` and hand the body to ``sink`` chunk by chunk; :class:`ArchiveRefused` unless 200."""
+        with self.http.stream("GET", path) as response:
+            if response.status_code != 200:
+                response.read()
+                raise ArchiveRefused(f"the archive answered {response.status_code}: {response.text.strip()[:300]}")
+            for chunk in response.iter_bytes(1 << 20):
+                sink(chunk)
+
     def close(self) -> None:
         self.http.close()
 
@@ -72,13 +81,16 @@ class ArchiveClient:
 class RemoteJobQueue:
     """Lease, heartbeat and finish jobs through the archive; one per edge worker process.
 
-    ``offered`` lists the plugins installed here at each lease request. The grant of each held job
-    (its study's series and DICOMweb token) stays here for the handler until the attempt ends.
+    ``offered`` lists the plugins installed here at each lease request; with ``packages`` the worker
+    asks for jobs of admitted packages too. The grant of each held job (its study's series, DICOMweb
+    token and package) stays here for the handler until the attempt ends.
     """
 
-    def __init__(self, client: ArchiveClient, offered: Callable[[], Sequence[tuple[str, str]]]) -> None:
+    def __init__(self, client: ArchiveClient, offered: Callable[[], Sequence[tuple[str, str]]], *,
+                 packages: bool = False) -> None:  # fmt: skip
         self.client = client
         self.offered = offered
+        self.packages = packages
         self._lease_s = 60.0
         self._grants: dict[int, JobGrantOut] = {}
         self._lock = threading.Lock()
@@ -94,10 +106,10 @@ class RemoteJobQueue:
 
     def claim(self, owner: str, kinds: Sequence[str], limit: int = 1) -> list[ClaimedJob]:
         offered = [OfferedPlugin(name=n, version=v) for n, v in self.offered()]
-        if JOB_KIND not in kinds or not offered:
+        if JOB_KIND not in kinds or not (offered or self.packages):
             return []
         try:
-            response = self.client.post("/lease", LeaseIn(worker_id=owner, plugins=offered))
+            response = self.client.post("/lease", LeaseIn(worker_id=owner, plugins=offered, packages=self.packages))
         except (httpx.HTTPError, ArchiveRefused) as exc:
             if not self._unreachable:  # once per outage, not once per poll
                 log.warning("cannot lease jobs from %s: %s", self.client.base_url, exc)

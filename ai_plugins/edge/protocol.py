@@ -8,9 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_plugins.sandbox.limits import Limits
 from ai_plugins.sdk import SeriesInfo
 
 WORKER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+SHA256 = r"^[0-9a-f]{64}$"
 
 
 class OfferedPlugin(BaseModel):
@@ -30,6 +32,7 @@ class LeaseIn(BaseModel):
 
     worker_id: str = Field(pattern=WORKER_ID)
     plugins: list[OfferedPlugin] = Field(max_length=200)
+    packages: bool = Field(default=False, description="the worker runs admitted algorithm packages in the sandbox")
 
 
 class SeriesOut(BaseModel):
@@ -56,6 +59,16 @@ class SeriesOut(BaseModel):
                           sop_class_uids=frozenset(self.sop_class_uids), n_frames=self.n_frames)  # fmt: skip
 
 
+class PackageGrantOut(BaseModel):
+    """The admitted algorithm package a leased job runs: the SHA-256 of its file (fetched from
+    ``/api/edge/packages/{sha256}`` unless the worker has its environment already) and what one
+    case may use, as the archive caps it."""
+
+    sha256: str = Field(pattern=SHA256)
+    size: int
+    limits: Limits
+
+
 class JobGrantOut(BaseModel):
     """A leased job: what to run on which study, the token that reads it over DICOMweb, and the lease."""
 
@@ -70,6 +83,7 @@ class JobGrantOut(BaseModel):
     token: str
     token_expires_at: datetime
     series: list[SeriesOut]
+    package: PackageGrantOut | None = None  # set for a job of an admitted package
 
 
 class LeaseOut(BaseModel):

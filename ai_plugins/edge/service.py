@@ -5,7 +5,10 @@ The lease is the queue's own (:class:`pacs.jobs.JobQueue`), owned by ``edge:NAME
 worker that dies stops heartbeating, the lease expires (swept here on every lease request, and by
 the archive's own workers' housekeeping) and the job is retried by whichever worker asks next. An
 edge worker is leased only clinical runs (``kind = "plugin"``) of the installed plugins it offers
-and the archive has registered and enabled, and never a run on a benchmark test case or copy.
+and the archive has registered and enabled, or, when it runs packages, of admitted packages enabled
+for clinical studies; never a run on a benchmark test case or copy. The grant of a package's job
+names the package file's SHA-256, which the edge worker fetches from ``/api/edge/packages/{sha256}``
+(:meth:`EdgeJobs.downloadable`: admitted and enabled packages only) and checks before installing it.
 
 Results: the edge worker sends findings JSON, never DICOM. The archive validates it against the SDK
 schema, builds the SR/SEG with the job's UIDs (:func:`ai_plugins.runner.invoke.archive_results`, as
@@ -23,8 +26,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import BinaryIO
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, select
 
 from ai_plugins.benchmarks.visibility import benchmark_material
 from ai_plugins.edge.protocol import (
@@ -34,11 +38,14 @@ from ai_plugins.edge.protocol import (
     JobGrantOut,
     LeaseIn,
     OutcomeOut,
+    PackageGrantOut,
     ReleaseIn,
     SeriesOut,
 )
+from ai_plugins.packages.service import PackageService, PackageView
 from ai_plugins.runner.handler import JobFailed, Lease, job_queue
 from ai_plugins.runner.invoke import TOKEN_GRACE, archive_results
+from ai_plugins.runner.models import PluginRecord
 from ai_plugins.runner.plugin_jobs import PluginJobs
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
 from ai_plugins.runner.results import ResultUids
@@ -47,10 +54,13 @@ from ai_plugins.runner.tokens import issue_job_token
 from ai_plugins.sdk import Findings, InvalidFindings
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
-from pacs.errors import CloudfilmError, NotFound
+from pacs.errors import CloudfilmError, Conflict, NotFound
 from pacs.jobs import ClaimedJob, Job, JobStatus, LeaseLost
+from pacs.storage.references import package_key
 
 log = logging.getLogger(__name__)
+
+NO_PACKAGE = "no admitted package enabled for clinical studies has that SHA-256"
 
 
 class EdgeResultRefused(CloudfilmError):
@@ -78,17 +88,19 @@ class EdgeJobs:
     def __post_init__(self) -> None:
         self.queue = job_queue(self.archive)
         self.plugin_jobs = PluginJobs(self.archive, self.registry)
+        self.packages = PackageService(self.archive)
 
     def lease(self, edge: str, request: LeaseIn) -> JobGrantOut | None:
         """One due clinical job of a plugin ``edge`` offers, under a lease; ``None`` when there is none."""
         self.queue.reap_expired()  # an archive may run no worker of its own: dead edge workers' jobs return here
         offered = {(p.name, p.version) for p in request.plugins}
-        runnable = [p for p in self.registry.list_all() if (p.name, p.version) in offered and p.enabled
-                    and p.source is PluginSource.ENTRY_POINT]  # fmt: skip
+        runnable = {(p.name, p.version): p for p in self.registry.list_all() if p.enabled and (
+            (p.source is PluginSource.ENTRY_POINT and (p.name, p.version) in offered)
+            or (p.source is PluginSource.PACKAGE and request.packages and p.digest))}  # fmt: skip
         if not runnable:
             return None
         where = and_(
-            or_(*(and_(Job.target == p.name, Job.target_version == p.version) for p in runnable)),
+            or_(*(and_(Job.target == name, Job.target_version == version) for name, version in runnable)),
             Job.study_uid.not_in(benchmark_material()),
         )
         claimed = self.queue.claim(owner_of(edge, request.worker_id), [JOB_KIND], where=where)
@@ -101,6 +113,15 @@ class EdgeJobs:
         except NotFound:
             self.queue.fail(job, "the study is no longer in the archive", retry=False)
             return None
+        package: PackageGrantOut | None = None
+        if (chosen := runnable[(job.target, job.target_version)]).source is PluginSource.PACKAGE:
+            try:
+                admitted = self.packages.admitted(chosen.digest)
+            except (NotFound, Conflict) as exc:
+                self.queue.fail(job, f"{chosen.key} cannot run: {exc}", retry=False)
+                return None
+            package = PackageGrantOut(sha256=admitted.digest, size=admitted.size,
+                                      limits=self.packages.limits(admitted))  # fmt: skip
         plugin = f"{job.target}@{job.target_version}"
         lifetime = timedelta(seconds=job.timeout_s) + TOKEN_GRACE
         token, grant = issue_job_token(secret_key(self.archive.settings), study_uid=job.study_uid, job_id=job.id,
@@ -110,7 +131,29 @@ class EdgeJobs:
         return JobGrantOut(job_id=job.id, attempt=job.attempt, max_attempts=job.max_attempts, plugin=job.target,
                            plugin_version=job.target_version, study_uid=job.study_uid, timeout_s=job.timeout_s,
                            lease_s=self.queue.lease_s, token=token, token_expires_at=grant.expires,
-                           series=[SeriesOut.of(s) for s in contents.series])  # fmt: skip
+                           series=[SeriesOut.of(s) for s in contents.series], package=package)  # fmt: skip
+
+    def downloadable(self, digest: str) -> PackageView:
+        """The admitted package whose file hashes to ``digest``, if a plugin version of it is enabled
+        for clinical studies: what an edge worker may fetch. :class:`NotFound` for any other file,
+        the same sentence whether or not it exists."""
+        with self.archive.engine.connect() as conn:
+            enabled = conn.execute(select(PluginRecord.id).where(
+                PluginRecord.package_digest == digest, PluginRecord.source == PluginSource.PACKAGE.value,
+                PluginRecord.enabled)).first()  # fmt: skip
+        try:
+            if enabled is None:
+                raise NotFound(NO_PACKAGE)
+            return self.packages.admitted(digest)
+        except (NotFound, Conflict):
+            raise NotFound(NO_PACKAGE) from None
+
+    def package_file(self, package: PackageView) -> BinaryIO:
+        """The package's file as the object store keeps it (the edge worker checks its SHA-256)."""
+        try:
+            return self.archive.store.open(package_key(package.digest))
+        except NotFound:
+            raise Conflict(f"the file of {package.key} is missing from the object store; upload it again") from None
 
     def _held(self, edge: str, job_id: int, request: HeartbeatIn | CompleteIn | FailIn | ReleaseIn) -> ClaimedJob:
         job = self.queue.held(job_id, owner_of(edge, request.worker_id), request.attempt)

@@ -116,6 +116,11 @@ def read_manifest(data: bytes) -> PackageManifest:
             found = content
     if found is None:
         raise InvalidPackage(f"the package has no {MANIFEST} at its root")
+    return parse_manifest(found)
+
+
+def parse_manifest(found: bytes) -> PackageManifest:
+    """The manifest of ``cloudfilm-package.toml``'s bytes, or :class:`InvalidPackage` with where it is wrong."""
     try:
         return PackageManifest.model_validate(tomllib.loads(found.decode("utf-8")))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

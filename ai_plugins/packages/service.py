@@ -23,11 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +31,8 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ai_plugins.packages.manifest import InvalidPackage, PackageManifest, read_manifest, unpack
+from ai_plugins.packages.environment import install_environment
+from ai_plugins.packages.manifest import InvalidPackage, PackageManifest, read_manifest
 from ai_plugins.packages.models import PackageRow
 from ai_plugins.runner.models import PluginRecord
 from ai_plugins.sandbox import Limits, PackageEnv
@@ -226,39 +222,8 @@ class PackageService:
     # --- the environment, this node's cache ------------------------------------------------------
 
     def _install(self, data: bytes, digest: str) -> None:
-        """Unpack ``data`` into this node's environment of ``digest`` unless it has one. Concurrent
-        builders of one digest each unpack into their own staging folder; the first rename wins."""
-        target = env_dir(self.settings, digest)
-        if target.is_dir():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
-        try:
-            wheels = unpack(data, staging)
-            if wheels:
-                done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
-                                       "--no-compile", "--disable-pip-version-check", "--target", str(staging),
-                                       *map(str, wheels)], capture_output=True, text=True, timeout=600,
-                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, check=False)  # fmt: skip
-                if done.returncode:
-                    last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
-                    raise InvalidPackage(f"the package's dependency wheels cannot be installed: {last}")
-                shutil.rmtree(staging / "wheels")
-            try:
-                staging.rename(target)
-            except OSError:
-                if not target.is_dir():  # else another admission of the same digest got there first
-                    raise
-                shutil.rmtree(staging, ignore_errors=True)
-                return
-            for path in [target, *target.rglob("*")]:  # readable inside the sandbox, writable by no one
-                path.chmod(0o555 if path.is_dir() else 0o444)
-        except BaseException:
-            for path in [staging, *staging.rglob("*")]:
-                if path.is_dir():
-                    path.chmod(0o755)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        """Install ``data`` (verified against ``digest`` once more) into this node's environment of it."""
+        install_environment(data, digest, env_dir(self.settings, digest))
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -284,11 +249,20 @@ class PackageService:
         with self.engine.connect() as conn:
             return [_view(r) for r in conn.execute(stmt).all()]
 
-    def runnable(self, digest: str) -> tuple[PackageEnv, Limits]:
-        """The environment and limits of an admitted package; :class:`Conflict` for any other."""
+    def admitted(self, digest: str) -> PackageView:
+        """The admitted package of ``digest``; :class:`Conflict` for one that is not admitted."""
         package = self.by_digest(digest)
         if package.status != "admitted":
             raise Conflict(f"package {package.key} is not admitted on this archive")
+        return package
+
+    def limits(self, package: PackageView) -> Limits:
+        """What one case of ``package`` may use here: its manifest's resources, capped by the site's."""
+        return package.manifest.resources.limits().capped(site_limits(self.settings))
+
+    def runnable(self, digest: str) -> tuple[PackageEnv, Limits]:
+        """The environment and limits of an admitted package; :class:`Conflict` for any other."""
+        package = self.admitted(digest)
         env = env_dir(self.settings, digest)
         if not env.is_dir():  # admitted through another node, or restored from a backup
             try:
@@ -296,6 +270,4 @@ class PackageService:
             except InvalidPackage as exc:
                 raise Conflict(f"package {package.key} cannot be installed on this node: {exc}") from None
             log.info("package %s (sha256 %s) installed on this node from the object store", package.key, digest)
-        return PackageEnv(env, package.manifest.entry), package.manifest.resources.limits().capped(
-            site_limits(self.settings))
-
+        return PackageEnv(env, package.manifest.entry), self.limits(package)

@@ -4,9 +4,10 @@ token scoped to the one study they are given.
 
 Every handler that needs a plugin's answer calls :func:`invoke_plugin`: a clinical run on the study
 itself, a benchmark case on the study (never by a hosted plugin: a test case does not leave). An
-edge worker (:mod:`ai_plugins.edge`) runs its installed plugins with :func:`run_installed`, reading
-the study over DICOMweb; whoever ran the plugin, findings that come from outside a child of the
-archive's own workers are turned into SR/SEG by the archive itself (:func:`archive_results`).
+edge worker (:mod:`ai_plugins.edge`) runs its installed plugins with :func:`run_installed` and
+admitted packages with :func:`run_package`, reading the study over DICOMweb; whoever ran the
+plugin, findings that come from outside a child of the archive's own workers are turned into SR/SEG
+by the archive itself (:func:`archive_results`).
 Whatever the plugin does (raise, hang, crash, answer garbage) ends as :class:`JobFailed` with one
 sentence; the child is killed at the job's timeout or as soon as the lease says stop.
 """
@@ -28,10 +29,10 @@ from ai_plugins.runner.remote import RemoteError, call_remote, job_request
 from ai_plugins.runner.results import ResultObject, ResultUids, build_result_objects
 from ai_plugins.runner.source import ArchiveReader, ArchiveSource, StudyReader
 from ai_plugins.runner.tokens import issue_job_token
-from ai_plugins.sandbox import SandboxUnavailable, run_sandboxed
+from ai_plugins.sandbox import Limits, PackageEnv, SandboxUnavailable, run_sandboxed
 from ai_plugins.sandbox.case import NothingToRun, case_directory
 from ai_plugins.sandbox.run import STOPPED
-from ai_plugins.sdk import Findings, InvalidFindings, StudyInput
+from ai_plugins.sdk import Findings, InputFilter, InstanceSource, InvalidFindings, StudyInput
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.errors import Conflict, NotFound
@@ -110,35 +111,43 @@ def _sandboxed(archive: Archive, plugin: PluginView, lease: Lease, study_uid: st
                uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
     """An admitted package on the study's accepted series, in the sandbox; the archive validates its
     findings and writes the SR/SEG."""
-    job = lease.job
     try:
         env, limits = PackageService(archive).runnable(plugin.digest)
     except (NotFound, Conflict) as exc:
         raise JobFailed(f"{plugin.key} cannot run: {exc}", retry=False) from None
-    limits = limits.model_copy(update={"wall_s": min(limits.wall_s, job.timeout_s)})
     source = ArchiveSource(archive.engine, archive.store, study_uid)
-    lease.progress(0.05, "writing the case for the sandbox")
-    try:
-        with case_directory(source, plugin.input_filter) as case:
-            lease.progress(0.1, "running the package in the sandbox")
-            outcome = run_sandboxed(env, case, limits, should_stop=lease.stopping)
-    except NothingToRun as exc:
-        raise JobFailed(f"{plugin.key}: {exc}", retry=False) from None
-    except SandboxUnavailable as exc:
-        raise JobFailed(str(exc)) from None  # another worker's machine may run it
-    if not outcome.ok:
-        log.warning("job %d (%s) failed in the sandbox after %.1f s: %s\n%s", job.id, plugin.key, outcome.wall_s,
-                    outcome.error, outcome.log_tail[-4000:])  # fmt: skip
-        # what a package does with the same case it does again: only a stopped worker's attempt is retried
-        raise JobFailed(outcome.error, retry=outcome.error == STOPPED)
-    try:
-        findings = Findings.from_json(outcome.findings_json)
-    except InvalidFindings as exc:
-        raise JobFailed(f"the package's findings do not match the SDK schema: {exc}", retry=False) from None
+    findings = run_package(env, limits, plugin.input_filter, source, lease, key=plugin.key)
     if uids is None:
         return PluginAnswer(findings)
     lease.progress(0.7, "writing results")
     return archive_results(archive, plugin, study_uid, findings, uids)
+
+
+def run_package(env: PackageEnv, limits: Limits, input_filter: InputFilter, source: InstanceSource, lease: Lease, *,
+                key: str) -> Findings:  # fmt: skip
+    """An admitted package's environment on the series of ``source``'s study its input filter accepts,
+    in the sandbox, for the leased job (the archive's workers read the study from the archive, an
+    edge worker over DICOMweb); its findings, validated against the SDK schema."""
+    job = lease.job
+    limits = limits.model_copy(update={"wall_s": min(limits.wall_s, job.timeout_s)})
+    lease.progress(0.05, "writing the case for the sandbox")
+    try:
+        with case_directory(source, input_filter) as case:
+            lease.progress(0.1, "running the package in the sandbox")
+            outcome = run_sandboxed(env, case, limits, should_stop=lease.stopping)
+    except NothingToRun as exc:
+        raise JobFailed(f"{key}: {exc}", retry=False) from None
+    except SandboxUnavailable as exc:
+        raise JobFailed(str(exc)) from None  # another worker's machine may run it
+    if not outcome.ok:
+        log.warning("job %d (%s) failed in the sandbox after %.1f s: %s\n%s", job.id, key, outcome.wall_s,
+                    outcome.error, outcome.log_tail[-4000:])  # fmt: skip
+        # what a package does with the same case it does again: only a stopped worker's attempt is retried
+        raise JobFailed(outcome.error, retry=outcome.error == STOPPED)
+    try:
+        return Findings.from_json(outcome.findings_json)
+    except InvalidFindings as exc:
+        raise JobFailed(f"the package's findings do not match the SDK schema: {exc}", retry=False) from None
 
 
 def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, series_uids: Sequence[str],

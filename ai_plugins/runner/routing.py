@@ -104,9 +104,14 @@ def study_contents(conn: Connection, study_uid: str) -> StudyContents:
 
 def input_series(input_filter: InputFilter, contents: StudyContents) -> list[SeriesInfo]:
     """The series a plugin with ``input_filter`` would read (derived objects only when asked for)."""
+    return accepted_series(input_filter, contents.series)
+
+
+def accepted_series(input_filter: InputFilter, series: Sequence[SeriesInfo]) -> list[SeriesInfo]:
+    """Those of ``series`` a plugin with ``input_filter`` reads (derived objects only when asked for)."""
     return [
         s
-        for s in contents.series
+        for s in series
         if input_filter.accepts_series(s)
         and (s.modality.upper() not in DERIVED_MODALITIES or s.modality.upper() in input_filter.modalities)
     ]

@@ -1,5 +1,9 @@
 """The one case a sandboxed package sees: the instances of the series its input filter accepts,
-written as Part 10 files into a fresh directory that is mounted read-only at ``/case``."""
+written as Part 10 files into a fresh directory that is mounted read-only at ``/case``.
+
+The study comes from any :class:`~ai_plugins.sdk.InstanceSource`: the archive's index and store on
+its own workers, DICOMweb on an edge worker; the case is the same either way.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ai_plugins.runner.routing import input_series
-from ai_plugins.runner.source import ArchiveSource
-from ai_plugins.sdk import InputFilter
+from ai_plugins.runner.routing import accepted_series
+from ai_plugins.sdk import InputFilter, InstanceSource
 
 
 class NothingToRun(Exception):
@@ -19,9 +22,9 @@ class NothingToRun(Exception):
 
 
 @contextlib.contextmanager
-def case_directory(source: ArchiveSource, input_filter: InputFilter) -> Iterator[Path]:
+def case_directory(source: InstanceSource, input_filter: InputFilter) -> Iterator[Path]:
     """A temporary directory holding the accepted series of ``source``'s study (deleted afterwards)."""
-    chosen = input_series(input_filter, source.contents)
+    chosen = accepted_series(input_filter, source.list_series())
     if not chosen:
         raise NothingToRun("the package accepts no series of this study")
     root = Path(tempfile.mkdtemp(prefix="cloudfilm-case-"))

@@ -96,11 +96,24 @@ def _system_binds() -> list[str]:
     return args
 
 
+NO_BWRAP = "bubblewrap (bwrap) is not installed; algorithm packages cannot run here"
+
+
+def unavailable() -> str | None:
+    """Why this machine cannot run packages (no bwrap, no prlimit), or ``None`` when it can; a cgroup
+    that cannot be made shows only at the first run."""
+    if shutil.which("bwrap") is None:
+        return NO_BWRAP
+    if shutil.which("prlimit") is None:
+        return "prlimit (util-linux) is not installed; a package's resources cannot be limited here"
+    return None
+
+
 def bwrap_command(env: PackageEnv, case_dir: Path, limits: Limits) -> list[str]:
     """The bwrap command line of one run (without the resource limits, which wrap it)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        raise SandboxUnavailable("bubblewrap (bwrap) is not installed; algorithm packages cannot run here")
+        raise SandboxUnavailable(NO_BWRAP)
     deps = _deps_dirs()
     args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", *_system_binds(),

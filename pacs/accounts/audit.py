@@ -60,6 +60,7 @@ class Action(StrEnum):
     LEGAL_HOLD = "legal-hold"  # a study's legal hold set or cleared
     CORRECTION = "correction"  # patient or study attributes corrected (detail: before and after), or reverted
     REJECTION = "rejection"  # instances rejected by an IOCM rejection note, listed, or deleted after the grace
+    PACKAGE_DOWNLOAD = "package-download"  # an edge worker fetched an algorithm package's file (or was refused)
 
 
 class Outcome(StrEnum):
@@ -98,9 +99,10 @@ class AuditEvent:
         event = cls(action=action, **fields)  # type: ignore[arg-type]
         if principal is None:
             return event
+        who = principal.username if principal.is_user else principal.label if principal.edge else event.username
         return replace(
             event,
-            username=principal.username if principal.is_user else event.username,
+            username=who,
             role=principal.role or "",
             user_id=principal.user_id,
             share_id=(principal.share.share_id if principal.share

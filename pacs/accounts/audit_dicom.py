@@ -57,6 +57,8 @@ _EVENTS: dict[str, tuple[Code, str, Code | None]] = {
     Action.ROUTING: (_dcm("110106", "Export"), "E", _local("routing", "Routing read or re-send")),
     Action.RETENTION: (_dcm("110110", "Patient Record"), "U", _local("retention", "Retention rule applied")),
     Action.LEGAL_HOLD: (_dcm("110110", "Patient Record"), "U", _local("legal-hold", "Legal hold set or cleared")),
+    Action.PACKAGE_DOWNLOAD: (_dcm("110106", "Export"), "R",
+                              _local("package-download", "Algorithm package sent to an edge worker")),
 }
 _OUTCOMES: dict[str, str] = {Outcome.SUCCESS: "0", Outcome.FAILURE: "4", Outcome.DENIED: "4", Outcome.ERROR: "8"}
 

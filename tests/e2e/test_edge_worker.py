@@ -6,10 +6,16 @@ A study STOWed to the archive becomes stable and the edge worker runs the built-
 on it: its SR appears in the study. A study C-STOREd next is taken by a second edge worker, which is
 killed with SIGKILL in the middle of the job; a third finishes it after the lease expires, a result
 posted in the dead worker's name is refused, and the study holds exactly one SR of that job.
+
+An algorithm package a vendor uploads and an admin admits and enables runs on an edge worker in the
+sandbox: the edge worker fetches the package file by its SHA-256 into its own cache, installs it
+there (its dependency wheel offline), writes the case from the study read over DICOMweb, and the
+archive writes the one SR, which names the package's digest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ai_plugins.packages import builder
 from tests.ai_plugins.sample_plugins import MARKER_DIR_ENV, SLOW_SECONDS_ENV, SlowPlugin, write_entry_points
 from tests.cli import CLOUDFILM, run_cli, serving
 from tests.e2e.test_ai_pipeline import wait_for
@@ -166,3 +173,57 @@ def test_edge_workers_share_nothing_but_http(tmp_path: Path) -> None:
         refused = httpx.post(f"{url}/api/edge/jobs/lease", headers={"Authorization": f"Bearer {tokens['ward-a']}"},
                              json={"worker_id": "x", "plugins": []}, timeout=30)
         assert refused.status_code == 401
+
+
+def test_an_admitted_package_runs_sandboxed_on_an_edge_worker(tmp_path: Path) -> None:
+    archive_env = {
+        "PYTHONPATH": str(REPO), "CLOUDFILM_ADMIN_PASSWORD": PASSWORD, "CLOUDFILM_STABLE_AGE": "1",
+        "CLOUDFILM_JOB_POLL_INTERVAL": "0.2", "CLOUDFILM_JOB_LEASE": "10", "CLOUDFILM_WORKER_CONCURRENCY": "1",
+        "CLOUDFILM_EDGE_PLUGINS": '["acme-detector", "lesion-detector"]',  # the archive's worker runs neither
+    }  # fmt: skip
+    edge_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFILM_") and k != "XDG_CACHE_HOME"}
+    edge_env |= {"PYTHONPATH": str(REPO), "HOME": str(tmp_path / "edge-home")}
+    data = tmp_path / "archive" / "data"
+    with serving(data, env=archive_env, CLOUDFILM_DICOM_PORT=str(free_port())) as (url, _log):
+        cli_env = {"CLOUDFILM_DATA_DIR": str(data), "PYTHONPATH": str(REPO)}
+        added = run_cli("users", "add", "acme", "--role", "vendor", "--password-stdin", env=cli_env,
+                        input_text="acme vendor password\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        token = run_cli("edge-workers", "add", "ward-a", env=cli_env).stdout.strip()
+        vendor = httpx.post(f"{url}/api/auth/token", data={"username": "acme", "password": "acme vendor password"},
+                            timeout=30).json()["access_token"]  # fmt: skip
+        uploaded = httpx.post(f"{url}/api/plugins/packages", params={"filename": "acme-detector-1.0.zip"},
+                              content=builder.package(), timeout=60,
+                              headers={"Authorization": f"Bearer {vendor}"})  # fmt: skip
+        assert uploaded.status_code == 201, uploaded.text
+        digest = uploaded.json()["sha256"]
+        assert httpx.get(f"{url}/api/edge/packages/{digest}", headers={"Authorization": f"Bearer {token}"},
+                         timeout=30).status_code == 404  # not admitted: not handed out  # fmt: skip
+        admitted = httpx.post(f"{url}/api/plugins/packages/acme-detector/1.0/admit", headers=_admin(url), timeout=300)
+        assert admitted.status_code == 200, admitted.text
+        assert run_cli("plugins", "enable", "acme-detector", "1.0", env=cli_env).returncode == 0
+        assert run_cli("plugins", "disable", "lesion-detector", env=cli_env).returncode == 0
+
+        study = make_ct_study(PATIENTS[2], n_slices=6, rows=48, cols=48, lesion="random", seed=8103)
+        study_uid = str(study[0].StudyInstanceUID)
+        folder = tmp_path / "edge"
+        with edge_worker(url, token, folder, edge_env):
+            _stow(url, study)
+            [job] = wait_for("the package's job to succeed on the edge",
+                             lambda: [j for j in _jobs(url, study_uid) if j["status"] == "succeeded"], 300,
+                             folder / "edge.log")  # fmt: skip
+        assert job["plugin"] == "acme-detector" and job["attempts"] == 1
+        srs = _sr_instances(url, study_uid)
+        assert len(srs) == 1
+        assert [o["sop_instance_uid"] for o in job["result"]["objects"] if o["kind"] == "SR"] == srs  # type: ignore[index, union-attr]
+        metadata = httpx.get(f"{url}/dicomweb/studies/{study_uid}/metadata", headers=_admin(url), timeout=30)
+        assert metadata.status_code == 200, metadata.text
+        [sr] = [i for i in metadata.json() if i["00080018"]["Value"][0] == srs[0]]
+        assert f"sha256:{digest}" in json.dumps(sr)  # the SR names the package that made its findings
+
+        # the edge worker installed the package in its own cache (the XDG default), from the archive's file
+        env = tmp_path / "edge-home" / ".cache" / "cloudfilm" / "edge" / "packages" / "envs" / digest
+        assert (env / "acme_detector" / "__init__.py").is_file() and (env / "acme_util.py").is_file()
+        edge_log = (folder / "edge.log").read_text()
+        assert "packages: sandboxed" in edge_log and f"package sha256 {digest} fetched" in edge_log
+        assert not (folder / "cloudfilm-data").exists()  # nothing of the archive on the edge

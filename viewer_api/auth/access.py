@@ -35,6 +35,7 @@ from viewer_api.auth.http_audit import (
     CHANGEFEED,
     DELETE,
     NOTIFICATIONS,
+    PACKAGE_DOWNLOAD,
     REJECTION,
     ROUTING,
     STOW,
@@ -150,6 +151,8 @@ AI_READERS = allow("ai-readers", "admin", "physician", "vendor")
 VENDOR_OR_ADMIN = allow("vendor-or-admin", "admin", "vendor")
 #: Edge workers leasing and finishing clinical plugin jobs (``/api/edge/…``): their tokens only.
 EDGE_WORKERS = Rule("edge-workers", edge=True)
+#: Edge workers fetching the file of an admitted, enabled algorithm package: their tokens only, audited.
+EDGE_PACKAGES = EDGE_WORKERS.audited(PACKAGE_DOWNLOAD)
 
 # The admitted caller, typed, for handlers that need it.
 Visitor = Annotated[Principal | None, Depends(PUBLIC)]
@@ -164,6 +167,7 @@ Sharer = Annotated[Principal, Depends(SHARERS)]
 AiReader = Annotated[Principal, Depends(AI_READERS)]
 VendorOrAdmin = Annotated[Principal, Depends(VENDOR_OR_ADMIN)]
 EdgeWorker = Annotated[Principal, Depends(EDGE_WORKERS)]
+EdgePackageReader = Annotated[Principal, Depends(EDGE_PACKAGES)]
 FeedReader = Annotated[Principal, Depends(FEED_READERS)]
 WebhookAdmin = Annotated[Principal, Depends(WEBHOOK_ADMINS)]
 RoutingAdmin = Annotated[Principal, Depends(ROUTING_ADMINS)]

@@ -99,6 +99,8 @@ WEBHOOK = Audit(Action.WEBHOOK, lambda f: ("", f"{f.method} {f.path} {f.status}"
 ROUTING = Audit(Action.ROUTING, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Modality worklist entries scheduled, read or cancelled through the admin API.
 WORKLIST = Audit(Action.WORKLIST, lambda f: ("", f"{f.method} {f.path} {f.status}"))
+#: Algorithm package files fetched by edge workers: the SHA-256 asked for is in the path.
+PACKAGE_DOWNLOAD = Audit(Action.PACKAGE_DOWNLOAD, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 #: Reads of the patient message log (it holds addresses) and re-sends.
 NOTIFICATIONS = Audit(Action.NOTIFICATIONS, lambda f: ("", f"{f.method} {f.path} {f.status}"))
 

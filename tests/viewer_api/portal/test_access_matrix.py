@@ -191,7 +191,10 @@ EDGE_BODIES: dict[str, dict[str, object]] = {
     "release": {"worker_id": "matrix", "attempt": 1},
 }
 #: What an edge worker's token gets from its own routes: a lease answer, and 409 for a job it does not hold.
-EDGE_OWN = {"edge-lease": 200, "edge-heartbeat": 409, "edge-complete": 409, "edge-fail": 409, "edge-release": 409}
+#: No admitted package has that SHA-256: 404 (tests/viewer_api/test_edge_packages.py has the rest).
+EDGE_OWN = {"edge-lease": 200, "edge-heartbeat": 409, "edge-complete": 409, "edge-fail": 409, "edge-release": 409,
+            "edge-package": 404}
+NO_PACKAGE = "0" * 64
 
 CASES: list[Case] = [
     # DICOMweb and WADO-URI
@@ -319,6 +322,7 @@ CASES: list[Case] = [
     *[Case(f"edge-{action}", "POST", lambda s, a=action: f"/api/edge/jobs/{a if a == 'lease' else '1/' + a}",
            row(401, 403, 403, 403, 403, 403, 403), lambda _s, _k, b=body: {"json": b})
       for action, body in EDGE_BODIES.items()],
+    Case("edge-package", "GET", lambda s: f"/api/edge/packages/{NO_PACKAGE}", row(401, 403, 403, 403, 403, 403, 403)),
     # Retention (issue 17): the plan and legal holds, admins only
     Case("retention-plan", "GET", lambda s: "/api/retention/plan", row(401, 200, 403, 403, 403, 403, 403)),
     Case("retention-holds", "GET", lambda s: "/api/retention/holds", row(401, 200, 403, 403, 403, 403, 403)),

@@ -60,7 +60,7 @@ def _concrete(route: AppRoute, site: Site) -> str:
               "instance": str(ds.SOPInstanceUID), "frames": "1", "tag": "7FE00010", "rest": "x",
               "token": site.share.token or "", "share_id": str(site.share.id), "kind": "png", "key_id": "1",
               "name": "test-echo", "version": "1.0", "ref": "1", "evaluation_id": "1", "job_id": "1", "path": "x",
-              "webhook_id": "1", "delivery_id": "1", "forward_id": "1"}
+              "webhook_id": "1", "delivery_id": "1", "forward_id": "1", "sha256": "0" * 64}
 
     def fill(match: re.Match[str]) -> str:
         return values.get(match.group(1), "1")  # ids of anything else (reports, worklist, notifications …)
