@@ -166,7 +166,8 @@ def test_one_wheel_notch_is_one_slice(live_site: Server, desk: BrowserContext, t
     toolbar = page.locator(".toolbar").bounding_box()
     assert toolbar is not None and toolbar["height"] < 100, toolbar
     rows = page.evaluate("() => new Set(Array.from(document.querySelectorAll('.toolbar > *'))"
-                         ".filter((el) => el.offsetParent).map((el) => Math.round(el.getBoundingClientRect().top))).size")
+                         ".filter((el) => el.offsetParent)"
+                         ".map((el) => Math.round(el.getBoundingClientRect().top))).size")
     assert rows <= 2, rows
     assert not problems, problems
 
