@@ -5,8 +5,9 @@
    (PS3.3 10.7.1.3: patient plane); where only ImagerPixelSpacing exists they are at the detector
    plane and flagged so ("calibrated at detector"); with neither they are in pixels ("uncalibrated px").
    ROI statistics and the probe read modality values (e.g. HU) from the frame decoded by pixels.js.
-   Each measurement belongs to its slice and is shown only there. Tool modes join viewer.js's
-   "Drag does" group: viewer.js ignores drags in a mode it does not know (pinch still zooms). */
+   Each measurement belongs to its slice and is shown only there. Tool modes are drag modes in
+   a "Measure" group beside viewer.js's "Drag does": viewer.js ignores drags in a mode it does not know
+   (pinch still zooms). */
 (function () {
   "use strict";
   const viewer = window.cloudfilmViewer, pixels = window.cloudfilmPixels;
@@ -244,35 +245,45 @@
   function announce(m) { setTimeout(function () { status.textContent = (m.text || "").replace(/\n/g, "; "); }, 0); }
 
   /* --- buttons ------------------------------------------------------------------------------ */
-  const modes = document.querySelector(".modes");
-  if (modes) {
-    TOOLS.forEach(function (t) {
-      const b = document.createElement("button");
-      b.type = "button"; b.className = "mode tool"; b.dataset.mode = t[0]; b.textContent = t[1]; b.title = t[2];
-      b.setAttribute("aria-pressed", "false");
-      b.addEventListener("click", function () {
-        viewer.state.mode = t[0];
-        document.querySelectorAll(".modes .mode").forEach(function (o) {
-          o.classList.toggle("active", o === b); o.setAttribute("aria-pressed", String(o === b));
-        });
-        vp.classList.remove("mode-scroll", "mode-window", "mode-pan");
-        vp.classList.add("mode-tool");
+  /* The tools are a segmented group of their own next to "Drag does" (one group of seven buttons would not
+     fit a phone's row); choosing one ends the other group's mode and the reverse. Like the drag modes they
+     belong to the full toolbar ("tool-full": hidden in the simple one until "All tools"). */
+  const dragModes = document.querySelector(".modes");
+  const group = document.createElement("div");
+  group.className = "modes measure-tools tool-full";
+  group.setAttribute("role", "radiogroup");
+  group.setAttribute("aria-label", "Measure");
+  TOOLS.forEach(function (t) {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "mode tool"; b.dataset.mode = t[0]; b.textContent = t[1]; b.title = t[2];
+    b.setAttribute("aria-pressed", "false");
+    b.addEventListener("click", function () {
+      viewer.state.mode = t[0];
+      document.querySelectorAll(".modes .mode").forEach(function (o) {
+        o.classList.toggle("active", o === b); o.setAttribute("aria-pressed", String(o === b));
       });
-      modes.appendChild(b);
+      vp.classList.remove("mode-scroll", "mode-window", "mode-pan");
+      vp.classList.add("mode-tool");
     });
-    modes.addEventListener("click", function (e) {
+    group.appendChild(b);
+  });
+  if (dragModes) {
+    dragModes.addEventListener("click", function (e) {
       const b = e.target.closest && e.target.closest(".mode");
-      if (b && !b.classList.contains("tool")) { vp.classList.remove("mode-tool"); cancel(); }
+      if (b) { vp.classList.remove("mode-tool"); cancel(); }
     });
   }
   const clear = document.createElement("button");
-  clear.type = "button"; clear.id = "measure-clear"; clear.textContent = "Clear"; clear.title = "Remove the measurements on this slice";
+  clear.type = "button"; clear.id = "measure-clear"; clear.className = "tool-full"; clear.textContent = "Clear";
+  clear.title = "Remove the measurements on this slice";
   clear.addEventListener("click", function () {
     const at = current();
     for (let k = measurements.length - 1; k >= 0; k--) if (at && measurements[k].key === at.key) measurements.splice(k, 1);
     cancel();
   });
-  if (modes) modes.after(clear);
+  if (dragModes) { dragModes.after(group); group.after(clear); }
+  // The simple toolbar has no tools: viewer.js goes back to scrolling, a measurement being drawn is dropped.
+  document.addEventListener("cloudfilm:tools", function (e) { if (e.detail === "simple") { vp.classList.remove("mode-tool"); cancel(); } });
   document.addEventListener("keydown", function (e) { if (e.key === "Escape" && active) cancel(); });
 
   vp.addEventListener("cloudfilm:view", draw);

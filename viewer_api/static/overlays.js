@@ -72,6 +72,7 @@
   const toggle = document.createElement("button");
   toggle.type = "button";
   toggle.id = "info-toggle";
+  toggle.className = "tool-full";
   toggle.textContent = "Info";
   toggle.title = "Show or hide orientation and slice information";
   toggle.setAttribute("aria-pressed", "true");

@@ -22,6 +22,14 @@
   const ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
   const MAX_INFLIGHT = 6, CACHE_BYTES = 320 * 1024 * 1024;
 
+  /* The server's rendered JPEG is the first paint: no metadata or frame is asked for (here, nor by
+     measure.js and overlays.js, which read headers through meta()) before the page's first image is in. */
+  const firstImage = new Promise(function (resolve) {
+    if (img.complete && img.getAttribute("src")) { resolve(); return; }
+    img.addEventListener("load", function () { resolve(); }, { once: true });
+    img.addEventListener("error", function () { resolve(); }, { once: true });
+  });
+
   /* --- DICOM JSON metadata ------------------------------------------------------------------ */
   const metaBySeries = new Map();   // series uid -> Promise<Map<sop, Header>>
 
@@ -76,7 +84,10 @@
   function meta(seriesUid) {
     let p = metaBySeries.get(seriesUid);
     if (!p) {
-      p = fetch(base + seriesUid + "/metadata", { credentials: "same-origin", headers: { Accept: "application/dicom+json" } })
+      p = firstImage
+        .then(function () {
+          return fetch(base + seriesUid + "/metadata", { credentials: "same-origin", headers: { Accept: "application/dicom+json" } });
+        })
         .then(function (r) { if (!r.ok) throw new Error("metadata " + r.status); return r.json(); })
         .then(function (items) {
           const out = new Map();
@@ -302,8 +313,11 @@
   function update() {
     const at = current();
     if (!at || disabled.has(at.series)) { hide(); return; }
+    // Another slice or series than the canvas holds: the rendered JPEG shows until this one is decoded.
+    if (shownKey !== key(at.sop, at.frame)) hide();
     const mine = ++generation;
     meta(at.series).then(function (headers) {
+      if (mine !== generation) return null;   // the viewer has moved on
       const h = headers.get(at.sop);
       if (!decodable(h)) { disabled.add(at.series); hide(); return null; }
       const k = key(at.sop, at.frame), have = frames.get(k);
@@ -321,6 +335,7 @@
   }
 
   function show(k, entry) {
+    viewer.setImageSize(entry.header.cols, entry.header.rows);   // laid out even before the JPEG is in
     lastPaintMs = paint(entry);
     shownKey = k;
     canvas.hidden = false;
@@ -356,6 +371,7 @@
   const invertButton = document.createElement("button");
   invertButton.type = "button";
   invertButton.id = "invert";
+  invertButton.className = "tool-full";
   invertButton.textContent = "Invert";
   invertButton.title = "Invert grey levels";
   invertButton.setAttribute("aria-pressed", "false");

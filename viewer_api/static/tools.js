@@ -1,6 +1,7 @@
 /* cloudfilm viewer: simple or full toolbar. Patients and share visitors start with the tools they
    can use on a phone (window presets, fit, play, film, share); "All tools" adds drag modes
-   (scroll, window/level, pan), zoom buttons, reset, the DICOM ZIP and OHIF. The choice is kept in
+   (scroll, window/level, pan), the measuring tools (measure.js), zoom buttons, invert, reset, the
+   orientation overlay switch (overlays.js), the DICOM ZIP and OHIF. The choice is kept in
    this browser (localStorage) per starting mode. Elements with class "tool-full" are the extras.
    Fires "cloudfilm:tools" on document with detail "simple" | "full". Plain JS, no build step. */
 (function () {

@@ -711,7 +711,7 @@
     document.querySelectorAll(".modes .mode").forEach(function (o) {
       o.classList.toggle("active", o.dataset.mode === mode); o.setAttribute("aria-pressed", String(o.dataset.mode === mode));
     });
-    vp.classList.remove("mode-scroll", "mode-window", "mode-pan");
+    vp.classList.remove("mode-scroll", "mode-window", "mode-pan", "mode-tool");
     vp.classList.add("mode-" + mode);
   }
   document.addEventListener("cloudfilm:tools", function (e) { if (e.detail === "simple") setMode("scroll"); });
@@ -742,5 +742,10 @@
     const sl = state.slices[state.i];
     return { series_uid: series().uid, sop_uid: sl.sop, series_number: series().number, index: state.i + 1 };
   }
-  window.cloudfilmViewer = { state: state, go: go, setWindow: setWindow, selectSeries: selectSeries, current: current };
+  /** The image's size in pixels, from whichever arrives first: the rendered JPEG or the decoded frame (pixels.js). */
+  function setImageSize(w, h) {
+    if (w > 0 && h > 0 && (w !== state.natW || h !== state.natH)) { state.natW = w; state.natH = h; layout(); }
+  }
+  window.cloudfilmViewer = { state: state, go: go, setWindow: setWindow, selectSeries: selectSeries, current: current,
+                             setImageSize: setImageSize };
 })();

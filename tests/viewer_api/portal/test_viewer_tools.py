@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,35 @@ def test_window_drag_repaints_decoded_pixels_without_an_image_request(browser: B
     page.wait_for_function("() => document.getElementById('viewport').dataset.painted.endsWith('!')")
     assert ImageStat.Stat(ImageChops.difference(after, _viewport(page))).mean[0] > 10  # the letterbox stays black
     assert requests == [], requests
+    page.context.close()
+
+
+def test_the_rendered_jpeg_is_fetched_before_any_metadata_or_frame(browser: Browser, server: Server,
+                                                                    phantom: Phantom) -> None:
+    """The decoder waits for the first paint: no request of pixels.js, measure.js or overlays.js competes with it,
+    even when the rendered JPEG is slow (held here for half a second)."""
+    page = browser.new_context(**DESKTOP).new_page()  # type: ignore[arg-type]
+    page.goto(f"{server.url}/login?next=/viewer/studies/{phantom.study_uid}")
+    page.fill("input[name=username]", "doc")
+    page.fill("input[name=password]", PASSWORD)
+
+    def slow(route: Any) -> None:
+        time.sleep(0.5)
+        route.continue_()
+
+    page.route("**/rendered", slow)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/viewer/studies/{phantom.study_uid}")
+    _decoded(page)
+    entries = page.evaluate("() => performance.getEntriesByType('resource').map((e) =>"
+                            " ({ url: e.name, start: e.startTime, end: e.responseEnd }))")
+    first = page.evaluate("() => document.getElementById('frame').src")
+    jpeg = [e for e in entries if e["url"] == first]
+    assert jpeg, first
+    decoder = [e for e in entries
+               if e["url"].endswith("/metadata") or ("/frames/" in e["url"] and "/rendered" not in e["url"])]
+    assert decoder, "nothing decoded"
+    assert min(e["start"] for e in decoder) >= jpeg[0]["end"], (jpeg[0], decoder[:3])
     page.context.close()
 
 
