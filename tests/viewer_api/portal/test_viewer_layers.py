@@ -180,3 +180,20 @@ def test_freehand_roi_reads_the_disk(browser: Browser, server: Server, phantom: 
     assert spread["min"] == 0 and spread["max"] == DISK_HU and spread["sd"] > 20, spread
     assert not errors, errors
     page.context.close()
+
+
+def test_patient_corner_follows_the_info_switch(browser: Browser, server: Server, phantom: Phantom) -> None:
+    errors: list[str] = []
+    page = _open(browser, server, phantom, errors)
+    corner = page.locator("#patient-corner")
+    assert corner.is_visible()
+    text = corner.inner_text().splitlines()
+    assert text == ["Phantom Measuring", "ID CF-PHANTOM", "2024-01-15 · MEASURING PHANTOM",
+                    "Se 1 · Phantom axial"], text
+    page.click("#info-toggle")
+    assert not corner.is_visible()
+    page.click("#info-toggle")
+    _select(page, phantom.series["coronal"])
+    assert corner.inner_text().splitlines()[-1] == "Se 2 · Phantom coronal"
+    assert not errors, errors
+    page.context.close()
