@@ -104,23 +104,24 @@ def make_phantom_seg(phantom: Phantom) -> Dataset:
     )
 
 
-def make_reversed_series(phantom: Phantom) -> list[Dataset]:
-    """The axial series again as series 6, its instances numbered head to foot instead of foot to
-    head: the same positions at other slice indices (for position-synchronised scrolling)."""
+def make_partial_series(phantom: Phantom) -> list[Dataset]:
+    """The axial series again as series 6 without its highest slice: the same positions at other
+    slice indices, and one position it does not have (for position-synchronised scrolling)."""
     import copy
 
     from pydicom.uid import generate_uid
 
-    axial = [d for d in phantom.datasets if str(d.SeriesInstanceUID) == phantom.series["axial"]]
+    axial = sorted((d for d in phantom.datasets if str(d.SeriesInstanceUID) == phantom.series["axial"]),
+                   key=lambda d: float(d.ImagePositionPatient[2]))[:-1]
     series_uid = generate_uid()
     out = []
-    for ds in axial:
+    for k, ds in enumerate(axial, start=1):
         twin = copy.deepcopy(ds)
         twin.SeriesInstanceUID = series_uid
         twin.SOPInstanceUID = generate_uid()
         twin.file_meta.MediaStorageSOPInstanceUID = twin.SOPInstanceUID
         twin.SeriesNumber = 6
-        twin.SeriesDescription = "Phantom axial reversed"
-        twin.InstanceNumber = len(axial) + 1 - int(ds.InstanceNumber)
+        twin.SeriesDescription = "Phantom axial partial"
+        twin.InstanceNumber = k
         out.append(twin)
     return out

@@ -3,8 +3,8 @@
 A SEG over the axial series (segs.js) is drawn in its recommended colour on the slice it
 references and switched off from the legend; the freehand ROI (measure.js) reads the 100 HU disk;
 patient corners (corners.js) follow the Info switch; a 1×2 layout (layouts.js) shows two series
-and scrolls a second series of the same frame of reference to the same position, whatever its
-slice order. Screenshots go to ``test-artifacts/``.
+and scrolls a second series of the same frame of reference to the same position, at its own
+slice index. Screenshots go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
+from pydicom.dataset import Dataset
 
 from tests.viewer_api.portal.conftest import PASSWORD, Server, build_site, serve_site, store
 from tests.viewer_api.portal.phantoms import (
@@ -25,9 +26,9 @@ from tests.viewer_api.portal.phantoms import (
     DISK_HU,
     SEG_SQUARE,
     Phantom,
+    make_partial_series,
     make_phantom,
     make_phantom_seg,
-    make_reversed_series,
 )
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
@@ -41,14 +42,20 @@ def phantom() -> Phantom:
 
 
 @pytest.fixture(scope="module")
-def reversed_uid(phantom: Phantom) -> str:
-    return str(make_reversed_series(phantom)[0].SeriesInstanceUID)
+def partial_series(phantom: Phantom) -> list[Dataset]:
+    return make_partial_series(phantom)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, phantom: Phantom) -> Iterator[Server]:
+def partial_uid(partial_series: list[Dataset]) -> str:
+    return str(partial_series[0].SeriesInstanceUID)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, phantom: Phantom,
+           partial_series: list[Dataset]) -> Iterator[Server]:
     for built in build_site(Path(tmp_path_factory.mktemp("layers"))):
-        store(built.archive, [*phantom.datasets, *make_reversed_series(phantom), make_phantom_seg(phantom)])
+        store(built.archive, [*phantom.datasets, *partial_series, make_phantom_seg(phantom)])
         yield from serve_site(built)
 
 
@@ -195,5 +202,57 @@ def test_patient_corner_follows_the_info_switch(browser: Browser, server: Server
     page.click("#info-toggle")
     _select(page, phantom.series["coronal"])
     assert corner.inner_text().splitlines()[-1] == "Se 2 · Phantom coronal"
+    assert not errors, errors
+    page.context.close()
+
+
+def _panes(page: Page) -> list[dict[str, Any]]:
+    return list(page.evaluate("() => window.cloudfilmLayouts.panes()"))
+
+
+def test_side_by_side_series_scroll_together_by_position(browser: Browser, server: Server, phantom: Phantom,
+                                                         partial_uid: str) -> None:
+    errors: list[str] = []
+    page = _open(browser, server, phantom, errors)
+    page.click(".layouts button[data-layout='1x2']")
+    assert page.locator("#pane-1").is_visible() and page.locator("#viewport").is_visible()
+    main_box, pane_box = page.locator("#viewport").bounding_box(), page.locator("#pane-1").bounding_box()
+    assert main_box and pane_box and pane_box["x"] >= main_box["x"] + main_box["width"] - 1  # side by side
+    # The second viewport starts on the next series (coronal: not parallel, so it keeps its place).
+    assert _panes(page)[0]["series"] == phantom.series["coronal"]
+    page.select_option("#pane-1 .pane-series", f"{phantom.study_uid}/{partial_uid}")
+    # Main slices lie at z = 2.5, 0, -2.5 (top to bottom); the partial series has z = 0, -2.5 only.
+    page.evaluate("() => window.cloudfilmViewer.go(2)")
+    page.wait_for_function("() => window.cloudfilmLayouts.panes()[0].index === 1")
+    page.evaluate("() => window.cloudfilmViewer.go(1)")
+    page.wait_for_function("() => window.cloudfilmLayouts.panes()[0].index === 0")
+    page.wait_for_function("() => document.querySelector('#pane-1 .pane-img').complete"
+                           " && document.querySelector('#pane-1 .pane-img').naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-1x2-sync.png"))
+    # No slice of the partial series at z = 2.5: it stays where it is.
+    page.evaluate("() => window.cloudfilmViewer.go(0)")
+    page.wait_for_timeout(300)
+    assert _panes(page)[0]["index"] == 0
+    # Scrolling the second viewport moves the first: one wheel notch down is z = -2.5, main slice 3.
+    box = page.locator("#pane-1").bounding_box()
+    assert box
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 100)
+    page.wait_for_function("() => window.cloudfilmLayouts.panes()[0].index === 1")
+    page.wait_for_function("() => window.cloudfilmViewer.state.i === 2")
+    assert page.locator("#viewport").get_attribute("data-index") == "2"
+    page.mouse.wheel(0, -100)
+    page.wait_for_function("() => window.cloudfilmViewer.state.i === 1")
+    # Without sync the second viewport stays where it is.
+    page.click("#sync")
+    page.evaluate("() => window.cloudfilmViewer.go(2)")
+    page.wait_for_timeout(300)
+    assert _panes(page)[0]["index"] == 0
+    # 2×2: three viewports beside the main one; back to 1×1 hides them.
+    page.click(".layouts button[data-layout='2x2']")
+    assert page.locator(".panes > .viewport:visible").count() == 4
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-2x2.png"))
+    page.click(".layouts button[data-layout='1x1']")
+    assert page.locator(".panes > .viewport:visible").count() == 1
     assert not errors, errors
     page.context.close()
