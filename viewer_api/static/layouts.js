@@ -203,7 +203,7 @@
     if (priors.length) {
       priors.forEach(function (p) {
         const group = document.createElement("optgroup");
-        group.label = "Prior " + p.date + (p.description ? " · " + p.description : "");
+        group.label = (p.earlier ? "Prior " : "Other study ") + p.date + (p.description ? " · " + p.description : "");
         select.appendChild(group);
         p.sources.forEach(function (s) { option(group, s.key, s.title); });
       });
@@ -250,6 +250,7 @@
               });
             })).then(function (list) {
               return { uid: uid, date: date(v(s, "00080020")), description: v(s, "00081030") || "",
+                       earlier: String(v(s, "00080020") || "") < String(study.study_date || ""),
                        sources: list.filter(function (x) { return x.slices.length; }) };
             });
           });
@@ -305,6 +306,30 @@
     if (syncOn) follow(mainSource(), viewer.state.i, null);
   });
   group.appendChild(syncButton);
+
+  /* Compare: the newest prior study beside this one, its series most like the one shown. */
+  const compareButton = document.createElement("button");
+  compareButton.type = "button"; compareButton.id = "compare"; compareButton.textContent = "Prior";
+  compareButton.title = "Compare with a prior study of this patient";
+  compareButton.hidden = priorsState === "none";
+  compareButton.addEventListener("click", function () {
+    compareButton.disabled = true;
+    loadPriors().then(function (list) {
+      compareButton.disabled = false;
+      const prior = list.filter(function (p) { return p.earlier; })[0] || list[0];
+      if (!prior) { compareButton.disabled = true; compareButton.title = "No other study of this patient"; return; }
+      if (layout === "1x1") setLayout("1x2");
+      const main = mainSource(), shown = data.series[viewer.state.s] || {};
+      const score = function (src) {
+        return (main && src.title.split(" ")[0] === main.title.split(" ")[0] ? 2 : 0) +
+               (shown.description && src.title.indexOf(shown.description) >= 0 ? 1 : 0);
+      };
+      const best = prior.sources.slice().sort(function (a, b) { return score(b) - score(a); })[0];
+      choose(others[0], best.key);
+      others[0].el.dataset.study = prior.uid;
+    });
+  });
+  group.appendChild(compareButton);
   const anchor = document.getElementById("fit");
   if (anchor) anchor.before(group);
   else if (document.querySelector(".toolbar")) document.querySelector(".toolbar").appendChild(group);

@@ -20,10 +20,12 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 from pydicom.dataset import Dataset
 
+from tests.factories import make_ct_study
 from tests.viewer_api.portal.conftest import PASSWORD, Server, build_site, serve_site, store
 from tests.viewer_api.portal.phantoms import (
     CENTRE_PX,
     DISK_HU,
+    PATIENT,
     SEG_SQUARE,
     Phantom,
     make_partial_series,
@@ -52,10 +54,17 @@ def partial_uid(partial_series: list[Dataset]) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, phantom: Phantom,
-           partial_series: list[Dataset]) -> Iterator[Server]:
+def prior() -> list[Dataset]:
+    """An earlier CT of the phantom's patient (four slices, its own frame of reference)."""
+    return make_ct_study(PATIENT, n_slices=4, rows=64, cols=64, seed=1402, study_date="20230110",
+                         study_description="PRIOR CT")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, phantom: Phantom, partial_series: list[Dataset],
+           prior: list[Dataset]) -> Iterator[Server]:
     for built in build_site(Path(tmp_path_factory.mktemp("layers"))):
-        store(built.archive, [*phantom.datasets, *partial_series, make_phantom_seg(phantom)])
+        store(built.archive, [*phantom.datasets, *partial_series, make_phantom_seg(phantom), *prior])
         yield from serve_site(built)
 
 
@@ -254,5 +263,34 @@ def test_side_by_side_series_scroll_together_by_position(browser: Browser, serve
     page.screenshot(path=str(ARTIFACTS / "viewer-layers-2x2.png"))
     page.click(".layouts button[data-layout='1x1']")
     assert page.locator(".panes > .viewport:visible").count() == 1
+    assert not errors, errors
+    page.context.close()
+
+
+def test_prior_study_of_the_patient_beside_the_current_one(browser: Browser, server: Server, phantom: Phantom,
+                                                           prior: list[Dataset]) -> None:
+    errors: list[str] = []
+    page = _open(browser, server, phantom, errors)
+    page.click("#compare")
+    prior_study, prior_series = str(prior[0].StudyInstanceUID), str(prior[0].SeriesInstanceUID)
+    page.wait_for_function("uid => (window.cloudfilmLayouts.panes()[0] || {}).study === uid", arg=prior_study)
+    pane = _panes(page)[0]
+    assert pane["series"] == prior_series and not pane["hidden"]
+    page.wait_for_function("() => document.querySelector('#pane-1 .pane-img').complete"
+                           " && document.querySelector('#pane-1 .pane-img').naturalWidth > 0")
+    assert "/studies/" + prior_study + "/" in str(page.locator("#pane-1 .pane-img").get_attribute("src"))
+    assert "2023-01-10" in page.locator("#pane-1 .pane-label").inner_text()
+    groups = page.locator("#pane-1 .pane-series optgroup").evaluate_all("els => els.map(e => e.label)")
+    assert groups == ["This study", "Prior 2023-01-10 · PRIOR CT"], groups
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-prior.png"))
+    # Another frame of reference: the prior keeps its slice while the current study scrolls.
+    before = _panes(page)[0]["index"]
+    page.evaluate("() => window.cloudfilmViewer.go(0)")
+    page.wait_for_timeout(300)
+    assert _panes(page)[0]["index"] == before
+    page.locator("#pane-1").focus()
+    page.keyboard.press("ArrowDown")
+    assert _panes(page)[0]["index"] == before + 1
+    assert page.evaluate("() => window.cloudfilmViewer.state.i") == 0
     assert not errors, errors
     page.context.close()
