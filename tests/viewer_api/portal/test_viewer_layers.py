@@ -32,6 +32,7 @@ from tests.viewer_api.portal.phantoms import (
     make_phantom,
     make_phantom_seg,
 )
+from tests.viewer_api.test_findings import LesionStudy, add_lesion_study
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -66,6 +67,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, phantom: Phantom, partial_s
     for built in build_site(Path(tmp_path_factory.mktemp("layers"))):
         store(built.archive, [*phantom.datasets, *partial_series, make_phantom_seg(phantom), *prior])
         yield from serve_site(built)
+
+
+@pytest.fixture(scope="module")
+def lesion(server: Server) -> LesionStudy:
+    """A CT with AI findings (TID 1500 SRs) of another patient."""
+    return add_lesion_study(server.site)
 
 
 @pytest.fixture(scope="module")
@@ -292,5 +299,30 @@ def test_prior_study_of_the_patient_beside_the_current_one(browser: Browser, ser
     page.keyboard.press("ArrowDown")
     assert _panes(page)[0]["index"] == before + 1
     assert page.evaluate("() => window.cloudfilmViewer.state.i") == 0
+    assert not errors, errors
+    page.context.close()
+
+
+def test_ai_regions_switch_off_and_on_in_the_same_legend(browser: Browser, server: Server,
+                                                         lesion: LesionStudy) -> None:
+    page = browser.new_context(**DESKTOP).new_page()  # type: ignore[arg-type]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server.url}/login?next=/viewer/studies/{lesion.study_uid}")
+    page.fill("input[name=username]", "doc")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/viewer/studies/{lesion.study_uid}")
+    page.wait_for_function("() => document.querySelectorAll('#findings-list li').length > 0", timeout=10_000)
+    page.locator("#findings-list li").nth(1).click()
+    page.wait_for_function("() => document.getElementById('viewport').dataset.findingsShown === '2'")
+    regions = page.locator("#layer-regions")
+    assert regions.is_checked() and page.locator("#overlay").is_visible()
+    assert page.locator("#layers label").all_text_contents() == [" AI regions"]  # no SEG in this study
+    page.click("label:has(#layer-regions)")
+    assert not regions.is_checked() and not page.locator("#overlay").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "viewer-layers-regions-off.png"))
+    page.click("label:has(#layer-regions)")
+    assert page.locator("#overlay").is_visible()
     assert not errors, errors
     page.context.close()
