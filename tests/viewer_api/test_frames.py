@@ -11,7 +11,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 
 from pacs.archive import Archive
-from tests.factories import make_rgb, multiframe_pixels
+from tests.factories import PATIENTS, make_ct_study, make_rgb, multiframe_pixels
 from tests.viewer_api.conftest import Gallery, dicomweb_settings, make_app, parts_of, store_all
 from viewer_api.dicomweb.params import MAX_FRAMES_PER_REQUEST
 
@@ -158,3 +158,41 @@ def test_deflated_instance_advertises_and_serves_its_pixel_data(gallery: Gallery
     bulk = gallery.client.get(gallery.url("deflated", "/bulk/7FE00010"))
     [(_headers, data)] = parts_of(bulk.headers["content-type"], bulk.content)
     assert np.array_equal(pixels(gallery, "deflated", data), gallery.items["deflated"].pixel_array)
+
+
+def test_bit_packed_seg_frames_come_from_one_read_of_the_object(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A binary SEG of 30×30 frames (900 bits: frames do not start on byte boundaries) is read and
+    unpacked once per request; each frame goes out packed on its own, least significant bit first."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    ct = make_ct_study(PATIENTS[0], n_slices=3, rows=30, cols=30, seed=22)
+    mask = np.zeros((3, 30, 30), dtype=bool)
+    mask[0, 3:9, 4:20] = mask[1, 10:25, 10:12] = mask[2, 0, :] = True
+    seg = hd.seg.Segmentation(
+        source_images=ct, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[hd.seg.SegmentDescription(1, "Mask", codes.SCT.Tissue, codes.SCT.Tissue,
+                                                        hd.seg.SegmentAlgorithmTypeValues.MANUAL)],
+        series_instance_uid=hd.UID(), series_number=90, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="cloudfilm tests", manufacturer_model_name="t", software_versions="1", device_serial_number="1")
+    with Archive.open(dicomweb_settings(tmp_path)) as archive:
+        store_all(archive, [seg])
+        opened: list[str] = []
+        real_open = archive.store.open
+        monkeypatch.setattr(archive.store, "open", lambda key: opened.append(key) or real_open(key))
+        with TestClient(make_app(archive)) as client:
+            base = (f"/dicomweb/studies/{seg.StudyInstanceUID}/series/{seg.SeriesInstanceUID}"
+                    f"/instances/{seg.SOPInstanceUID}")
+            resp = client.get(f"{base}/frames/1,2,3", headers={"Accept": NATIVE_BYTES})
+            assert resp.status_code == 200, resp.text
+            parts = parts_of(resp.headers["content-type"], resp.content)
+            assert len(parts) == 3 and len(opened) == 1
+            for (_headers, data), frame in zip(parts, mask, strict=True):
+                assert len(data) == 113  # 900 bits
+                bits = np.unpackbits(np.frombuffer(data, "u1"), bitorder="little")[: frame.size]
+                assert np.array_equal(bits.reshape(frame.shape), frame)
+            bulk = client.get(f"{base}/bulk/7FE00010", headers={"Accept": NATIVE_BYTES})
+            assert bulk.status_code == 200 and len(opened) == 2
+            [(_headers, data)] = parts_of(bulk.headers["content-type"], bulk.content)
+            assert data == b"".join(d for _h, d in parts)

@@ -42,6 +42,7 @@ from viewer_api.dicomweb.pixels import (
     decodable,
     decode,
     frame_array,
+    frames_from_whole_object,
     load_image,
     locate,
     native_bytes,
@@ -100,7 +101,9 @@ def image_for(archive: Archive, scope: AccessScope, stored: StoredInstance, how:
 def frame_bytes(archive: Archive, image: Image, numbers: Sequence[int], how: FramePlan) -> list[bytes]:
     """The frames' bytes as ``how`` says (one ranged read per frame, concurrent)."""
     stored = image.stored
-    if not stored.frames or (how.decode and not stored.encapsulated):
+    if not stored.frames:
+        return [native_bytes(image.header, a) for a in frames_from_whole_object(archive, stored, numbers)]
+    if how.decode and not stored.encapsulated:
         return [native_bytes(image.header, frame_array(archive, image, n)) for n in numbers]
     raw = read_frames(archive.store, stored, numbers)
     if how.decode:

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +174,13 @@ def frame_array(archive: Archive, image: Image, number: int, *, as_rgb: bool = T
 
 
 def _from_whole_object(archive: Archive, stored: StoredInstance, number: int, *, as_rgb: bool) -> np.ndarray:
+    return frames_from_whole_object(archive, stored, [number], as_rgb=as_rgb)[0]
+
+
+def frames_from_whole_object(archive: Archive, stored: StoredInstance, numbers: Sequence[int], *,
+                             as_rgb: bool = True) -> list[np.ndarray]:
+    """Frames of an object whose frames cannot be read by range (bit-packed, deflated), read once."""
+    check_frames(stored, numbers)
     with open_instance(archive.store, stored) as fh:
         ds = pydicom.dcmread(fh)
     if "PixelData" not in ds:
@@ -180,7 +188,7 @@ def _from_whole_object(archive: Archive, stored: StoredInstance, number: int, *,
     try:
         from pydicom.pixels import pixel_array
 
-        return pixel_array(ds, index=number - 1, raw=not as_rgb)
+        return [pixel_array(ds, index=n - 1, raw=not as_rgb) for n in numbers]
     except (ValueError, RuntimeError, AttributeError, NotImplementedError) as exc:
         raise CannotDecode(f"the frame cannot be decoded: {str(exc)[:120]}") from exc
 

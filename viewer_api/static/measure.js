@@ -1,4 +1,4 @@
-/* cloudfilm measuring tools: length, angle, elliptical ROI and point probe, drawn on the image.
+/* cloudfilm measuring tools: length, angle, elliptical and freehand ROI and point probe, drawn on the image.
 
    Geometry in image pixel coordinates ((0, 0) = top-left corner of the top-left pixel), on an SVG
    layer that copies the findings overlay's size and transform. Lengths and areas use PixelSpacing
@@ -19,6 +19,8 @@
   const SVG = "http://www.w3.org/2000/svg";
   const TOOLS = [["length", "Length", "Measure a distance"], ["angle", "Angle", "Measure an angle: drag one arm, then click the other end"],
                  ["ellipse", "ROI", "Elliptical region: area, mean, SD, min and max"], ["probe", "Probe", "Value of a pixel"]];
+  TOOLS.splice(3, 0, ["freehand", "Freehand", "Freehand region: draw its outline; area, mean, SD, min and max"]);
+  const ROI_KINDS = ["ellipse", "freehand"];
 
   const layer = document.createElementNS(SVG, "svg");
   layer.id = "measurements";
@@ -104,6 +106,42 @@
     return { n: n, mean: mean, sd: Math.sqrt(Math.max(0, sq / n - mean * mean)), min: lo, max: hi };
   }
 
+  /** Area of a closed outline in pixels² (shoelace formula). */
+  function polygonArea(p) {
+    let a = 0;
+    for (let k = 0, j = p.length - 1; k < p.length; j = k++) a += (p[j][0] + p[k][0]) * (p[j][1] - p[k][1]);
+    return Math.abs(a) / 2;
+  }
+
+  /** Statistics of the pixels whose centres lie inside the closed outline (even-odd rule). */
+  function polygonStats(p, entry) {
+    const h = entry.header;
+    const xs = p.map(function (q) { return q[0]; }), ys = p.map(function (q) { return q[1]; });
+    const r0 = Math.max(0, Math.floor(Math.min.apply(null, ys))), r1 = Math.min(h.rows - 1, Math.ceil(Math.max.apply(null, ys)));
+    const c0 = Math.max(0, Math.floor(Math.min.apply(null, xs))), c1 = Math.min(h.cols - 1, Math.ceil(Math.max.apply(null, xs)));
+    let n = 0, sum = 0, sq = 0, lo = Infinity, hi = -Infinity;
+    for (let r = r0; r <= r1; r++) {
+      const y = r + 0.5, cuts = [];
+      for (let k = 0, j = p.length - 1; k < p.length; j = k++) {
+        const a = p[j], b = p[k];
+        if ((a[1] > y) !== (b[1] > y)) cuts.push(a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]));
+      }
+      cuts.sort(function (u, v) { return u - v; });
+      for (let k = 0; k + 1 < cuts.length; k += 2) {
+        // Pixel centres c + 0.5 inside [cuts[k], cuts[k + 1]).
+        const from = Math.max(c0, Math.ceil(cuts[k] - 0.5)), to = Math.min(c1, Math.ceil(cuts[k + 1] - 0.5) - 1);
+        for (let c = from; c <= to; c++) {
+          const v = pixels.modalityAt(entry, r * h.cols + c);
+          n++; sum += v; sq += v * v;
+          if (v < lo) lo = v; if (v > hi) hi = v;
+        }
+      }
+    }
+    if (!n) return null;
+    const mean = sum / n;
+    return { n: n, mean: mean, sd: Math.sqrt(Math.max(0, sq / n - mean * mean)), min: lo, max: hi };
+  }
+
   function fmt(v, digits) { return Number.isFinite(v) ? v.toFixed(digits) : "–"; }
 
   /** Fills m.result (numbers) and m.text (what the image shows) from its points and the slice header. */
@@ -117,10 +155,11 @@
       const v = angle(p[0], p[1], p[2], cal);
       m.result = { value: v, unit: "deg" };
       m.text = fmt(v, 1) + "°";
-    } else if (m.kind === "ellipse" && p.length === 2) {
-      const area = Math.PI * Math.abs(p[1][0] - p[0][0]) / 2 * cal.col * Math.abs(p[1][1] - p[0][1]) / 2 * cal.row;
+    } else if ((m.kind === "ellipse" && p.length === 2) || (m.kind === "freehand" && p.length >= 3)) {
+      const area = m.kind === "ellipse" ? Math.PI * Math.abs(p[1][0] - p[0][0]) / 2 * cal.col * Math.abs(p[1][1] - p[0][1]) / 2 * cal.row
+                                        : polygonArea(p) * cal.col * cal.row;
       const entry = pixels.shown(), unit = unitOf(h), u = unit ? " " + unit : "";
-      const s = entry ? ellipseStats(p[0], p[1], entry) : null;
+      const s = !entry ? null : m.kind === "ellipse" ? ellipseStats(p[0], p[1], entry) : polygonStats(p, entry);
       m.result = { area: area, areaUnit: cal.unit + "²", unit: unit, calibration: cal.flag || "patient" };
       m.text = "Area " + fmt(area, cal.unit === "mm" ? 1 : 0) + " " + cal.unit + "²" + flag;
       if (s) {
@@ -169,8 +208,10 @@
       } else if (m.kind === "ellipse" && p.length === 2) {
         g.appendChild(svg("ellipse", { cx: (p[0][0] + p[1][0]) / 2, cy: (p[0][1] + p[1][1]) / 2,
           rx: Math.abs(p[1][0] - p[0][0]) / 2, ry: Math.abs(p[1][1] - p[0][1]) / 2 }));
+      } else if (m.kind === "freehand") {
+        g.appendChild(svg(m === active ? "polyline" : "polygon", { points: p.map(function (q) { return q[0] + "," + q[1]; }).join(" ") }));
       }
-      p.forEach(function (q) { g.appendChild(svg("circle", { cx: q[0], cy: q[1], r: 3 * px, class: "handle" })); });
+      if (m.kind !== "freehand") p.forEach(function (q) { g.appendChild(svg("circle", { cx: q[0], cy: q[1], r: 3 * px, class: "handle" })); });
       if (m.text) {
         const anchor = p.reduce(function (a, q) { return [Math.max(a[0], q[0]), Math.min(a[1], q[1])]; }, [-Infinity, Infinity]);
         const t = svg("text", { x: anchor[0] + 6 * px, y: anchor[1], "font-size": 13 * px, "stroke-width": 3 * px, class: "measure-label" });
@@ -208,7 +249,7 @@
     if (active && active.kind === "angle" && active.points.length === 2 && active.key === at.key) {
       active.points.push(q);
     } else {
-      active = { kind: mode, key: at.key, points: mode === "probe" ? [q] : [q, q.slice()], result: null, text: "" };
+      active = { kind: mode, key: at.key, points: mode === "probe" || mode === "freehand" ? [q] : [q, q.slice()], result: null, text: "" };
     }
     refresh(active);
   });
@@ -217,6 +258,14 @@
     if (e.pointerId !== pointer || !active) return;
     const q = toImage(e);
     if (!q) return;
+    if (active.kind === "freehand") {
+      // One vertex per two screen pixels of travel keeps the outline smooth and short.
+      const last = active.points[active.points.length - 1];
+      if (Math.hypot(q[0] - last[0], q[1] - last[1]) < 2 * (viewer.state.px || 1)) return;
+      active.points.push(q);
+      draw();
+      return;
+    }
     active.points[active.points.length - 1] = q;
     refresh(active);
   });
@@ -225,7 +274,7 @@
     if (e.pointerId !== pointer || !active) return;
     pointer = null;
     const m = active, p = m.points;
-    const tiny = p.length >= 2 && Math.hypot(p[p.length - 1][0] - p[p.length - 2][0], p[p.length - 1][1] - p[p.length - 2][1]) < 1;
+    const tiny = m.kind === "freehand" ? p.length < 3 || polygonArea(p) < 1 : p.length >= 2 && Math.hypot(p[p.length - 1][0] - p[p.length - 2][0], p[p.length - 1][1] - p[p.length - 2][1]) < 1;
     if (m.kind === "angle" && p.length === 2 && !tiny) { refresh(m); return; }   // now the second arm
     active = null;
     if (tiny && m.kind !== "probe") { draw(); return; }
@@ -290,7 +339,7 @@
   vp.addEventListener("cloudfilm:painted", function () {
     // ROI and probe values wait for the decoded frame: fill them in once it is on screen.
     const at = current();
-    measurements.forEach(function (m) { if (at && m.key === at.key && (m.kind === "ellipse" || m.kind === "probe")) refresh(m); });
+    measurements.forEach(function (m) { if (at && m.key === at.key && (ROI_KINDS.indexOf(m.kind) >= 0 || m.kind === "probe")) refresh(m); });
   });
   follow();
 

@@ -78,6 +78,7 @@
       position: numbers(item, "00200032"),
       sliceLocation: value(item, "00201041") ? Number(first(item, "00201041", 0)) : null,
       sliceThickness: inGroups(item, "00180050", "00289110"),
+      frameOfReference: first(item, "00200052", ""),
     };
   }
 
@@ -394,6 +395,7 @@
       return e && !(e instanceof Promise) && shownKey === key(at.sop, at.frame) ? e : null;
     },
     modalityAt: modalityAt,
+    firstPart: firstPart,
     active: function () { const at = current(); return !!at && !disabled.has(at.series); },
     lastPaintMs: function () { return lastPaintMs; },
   };

@@ -69,3 +69,59 @@ def make_phantom() -> Phantom:
             del ds.PixelSpacing
         ds.PixelData = pixels
     return Phantom(datasets, series)
+
+
+SEG_RED_LAB = (53.24, 80.09, 67.20)  # CIELab of sRGB (255, 0, 0)
+SEG_SQUARE = (10, 30)  # rows and columns [10, 30) of the axial middle slice: segment 1
+
+
+def make_phantom_seg(phantom: Phantom) -> Dataset:
+    """A binary SEG (highdicom) over the axial series: segment 1 "Lesion" (recommended colour red) a
+    20×20 square on the middle slice only, segment 2 "Tissue" (no colour: a palette one) a square
+    at rows and columns [90, 110) on every slice."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    axial = sorted((d for d in phantom.datasets if str(d.SeriesInstanceUID) == phantom.series["axial"]),
+                   key=lambda d: int(d.InstanceNumber))
+    mask = np.zeros((len(axial), SIZE, SIZE, 2), dtype=bool)
+    lo, hi = SEG_SQUARE
+    mask[len(axial) // 2, lo:hi, lo:hi, 0] = True
+    mask[:, 90:110, 90:110, 1] = True
+    segments = [
+        hd.seg.SegmentDescription(1, "Lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm,
+                                  hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+                                  display_color=hd.color.CIELabColor(*SEG_RED_LAB)),
+        hd.seg.SegmentDescription(2, "Tissue", codes.SCT.Tissue, codes.SCT.Tissue,
+                                  hd.seg.SegmentAlgorithmTypeValues.MANUAL),
+    ]
+    return hd.seg.Segmentation(
+        source_images=axial, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=90,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="cloudfilm tests",
+        manufacturer_model_name="phantom", software_versions="1", device_serial_number="1",
+        series_description="Phantom SEG",
+    )
+
+
+def make_partial_series(phantom: Phantom) -> list[Dataset]:
+    """The axial series again as series 6 without its highest slice: the same positions at other
+    slice indices, and one position it does not have (for position-synchronised scrolling)."""
+    import copy
+
+    from pydicom.uid import generate_uid
+
+    axial = sorted((d for d in phantom.datasets if str(d.SeriesInstanceUID) == phantom.series["axial"]),
+                   key=lambda d: float(d.ImagePositionPatient[2]))[:-1]
+    series_uid = generate_uid()
+    out = []
+    for k, ds in enumerate(axial, start=1):
+        twin = copy.deepcopy(ds)
+        twin.SeriesInstanceUID = series_uid
+        twin.SOPInstanceUID = generate_uid()
+        twin.file_meta.MediaStorageSOPInstanceUID = twin.SOPInstanceUID
+        twin.SeriesNumber = 6
+        twin.SeriesDescription = "Phantom axial partial"
+        twin.InstanceNumber = k
+        out.append(twin)
+    return out
