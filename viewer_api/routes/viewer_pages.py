@@ -23,6 +23,7 @@ from viewer_api.auth.access import ACCOUNTS_AND_SHARES, AccountOrShare, Patient,
 from viewer_api.auth.dependencies import audit, authenticator_of
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
+from viewer_api.i18n import translator_for
 from viewer_api.pages import render
 from viewer_api.viewer.model import study_view
 from viewer_api.viewer.patient_view import patient_view
@@ -76,8 +77,9 @@ def start(principal: AccountOrShare, request: Request) -> Response:
         return RedirectResponse("/viewer/home", status_code=303)
     if principal.role is None and principal.share is not None:
         return RedirectResponse(f"/viewer/studies/{principal.share.study_uid}", status_code=303)
-    return render(request, "message.html", status=403, title="No viewer for this account",
-                  text="Vendor accounts use the API (see /docs); they see no studies directly.")
+    tr = translator_for(request)
+    return render(request, "message.html", status=403, title=tr.t("msg.no_viewer.title"),
+                  text=tr.t("msg.no_viewer.text"))
 
 
 _DATE = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
@@ -237,5 +239,6 @@ def study(principal: Viewer, request: Request, study_uid: str) -> Response:
     try:
         return viewer_page(request, principal, study_uid)
     except NotFound:
-        return render(request, "message.html", status=404, title="Study not found",
-                      text="There is no such study, or it is not yours to see.")
+        tr = translator_for(request)
+        return render(request, "message.html", status=404, title=tr.t("msg.study_not_found.title"),
+                      text=tr.t("msg.study_not_found.text"))
