@@ -356,8 +356,8 @@
   const invertButton = document.createElement("button");
   invertButton.type = "button";
   invertButton.id = "invert";
-  invertButton.textContent = "Invert";
-  invertButton.title = "Invert grey levels";
+  invertButton.textContent = window.cloudfilm.t("js.invert");
+  invertButton.title = window.cloudfilm.t("js.invert_title");
   invertButton.setAttribute("aria-pressed", "false");
   invertButton.addEventListener("click", function () {
     invert = !invert;
