@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class Translator:
     def plural(self, key: str, count: int, **fields: Any) -> str:
         return self.t(f"{key}.{'one' if count == 1 else 'other'}", count=count, **fields)
 
-    def date(self, value: date | datetime | str | None) -> str:
+    def date(self, value: dt.date | str | None) -> str:
         """A calendar date the way this language writes it: 2024-04-01 / 2024年4月1日.
 
         Takes a date, a datetime or a DICOM DA string (``YYYYMMDD``); anything else is returned as is.
@@ -87,12 +87,12 @@ class Translator:
             return f"{y}年{m}月{d}日"
         return f"{y:04d}-{m:02d}-{d:02d}"
 
-    def datetime(self, value: datetime | None) -> str:
+    def date_time(self, value: dt.datetime | None) -> str:
         if value is None:
             return ""
         return f"{self.date(value)} {value:%H:%M}"
 
-    def long_date(self, value: date | datetime) -> str:
+    def long_date(self, value: dt.date) -> str:
         """A date in words (``01 April 2024`` / ``2024年4月1日``), for sentences."""
         if self.lang == "zh-CN":
             return self.date(value)

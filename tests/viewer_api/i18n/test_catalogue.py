@@ -110,7 +110,7 @@ def test_dates_and_plurals_by_language() -> None:
     assert en.date("20240401") == "2024-04-01" and zh.date("20240401") == "2024年4月1日"
     assert en.date(datetime(2026, 12, 7, 5, 4)) == "2026-12-07" and zh.date("2024-11-30") == "2024年11月30日"
     assert en.date("2024") == "2024" and en.date(None) == ""
-    assert zh.datetime(datetime(2026, 12, 7, 5, 4)) == "2026年12月7日 05:04"
+    assert zh.date_time(datetime(2026, 12, 7, 5, 4)) == "2026年12月7日 05:04"
     assert en.long_date(datetime(2026, 12, 7)) == "07 December 2026"
     assert en.plural("common.images", 1) == "1 image" and en.plural("common.images", 3) == "3 images"
     assert zh.plural("common.images", 3) == "3 张图像"
