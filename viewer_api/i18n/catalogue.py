@@ -7,9 +7,9 @@ the page's language: ``base.html`` embeds the ``js.`` keys and ``common.js`` rea
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
-import datetime as dt
 from pathlib import Path
 from typing import Any
 

@@ -157,16 +157,9 @@ def home(principal: Patient, request: Request) -> Response:
     if rows:
         opened = audit_query(engine, AuditQuery(study_uids=[r.study_uid for r in rows], actions=ACCESS_ACTIONS,
                                                 exclude_user_id=principal.user_id, limit=50))
-    names = {r.study_uid: f"{_date(r.study_date)} {r.description}".strip() for r in rows}
-    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names, words=ACTION_WORDS)
-
-
-ACTION_WORDS = {"view": "viewed", "download": "downloaded", "share-open": "opened a share link",
-                "c-move": "retrieved (DICOM)", "c-get": "retrieved (DICOM)"}
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 else value
+    tr = translator_for(request)
+    names = {r.study_uid: f"{tr.date(r.study_date)} {r.description}".strip() for r in rows}
+    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names)
 
 
 def _opened_share(request: Request, principal: Principal, study_uid: str) -> ShareInfo | None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from pacs.accounts.audit import ACCESS_ACTIONS
 from pacs.accounts.shares import ShareStatus
 from pacs.reports.types import SECTION_TITLES
 from viewer_api.i18n import CATALOGUE, LANGUAGES, Translator
 from viewer_api.i18n.negotiate import from_accept_language, supported
-from viewer_api.routes.viewer_pages import ACTION_WORDS
 from viewer_api.viewer.model import PRESETS
 
 ROOT = Path(__file__).resolve().parents[3] / "viewer_api"
@@ -33,7 +33,7 @@ PYTHON_LITERAL = re.compile(r"\"((?:patient|link|msg|pin|login|claim)\.(?!html\"
 DYNAMIC = {
     "share.status.": [s.value for s in ShareStatus],
     "js.share.status.": [s.value for s in ShareStatus],
-    "audit.action.": list(ACTION_WORDS),
+    "audit.action.": [str(getattr(a, "value", a)) for a in ACCESS_ACTIONS],  # the home page's "who opened"
     "report.section.": list(SECTION_TITLES),
     "js.preset.": sorted({p["name"] for presets in PRESETS.values() for p in presets}),
     "js.decided.": ["accepted", "rejected", "edited"],

@@ -73,3 +73,12 @@ def test_wrong_password_in_chinese(site: Site) -> None:
     answer = client.post("/login", data={"username": "admin", "password": "nope", "csrf_token": csrf,
                                          "next": "/viewer/"}, headers=ZH)  # fmt: skip
     assert answer.status_code == 401 and "用户名或密码错误。" in answer.text
+
+
+def test_worklist_in_chinese(site: Site) -> None:
+    page = site.client("admin").get("/viewer/worklist?name=", headers=ZH)
+    assert page.status_code == 200 and '<html lang="zh-CN">' in page.text
+    for wanted in ("搜索", "患者姓名", "全部设备类型", "张图像", "年"):
+        assert wanted in page.wanted, wanted
+    for english in (">Search<", 'placeholder="Patient name"', "Any modality", " images<"):
+        assert english not in page.text, english
