@@ -35,6 +35,7 @@ DYNAMIC = {
     "js.share.status.": [s.value for s in ShareStatus],
     "audit.action.": [str(getattr(a, "value", a)) for a in ACCESS_ACTIONS],  # the home page's "who opened"
     "report.section.": list(SECTION_TITLES),
+    "js.report.section.": list(SECTION_TITLES),
     "js.preset.": sorted({p["name"] for presets in PRESETS.values() for p in presets}),
     "js.decided.": ["accepted", "rejected", "edited"],
     "js.tool.": [f"{t}{suffix}" for t in ("length", "angle", "ellipse", "probe") for suffix in ("", "_title")],
