@@ -598,9 +598,9 @@
 
   function describeChanges(changes) {
     const out = [];
-    if (changes.label) out.push("label " + changes.label[1]);
-    if (changes.diameter_mm) out.push("diameter " + changes.diameter_mm[1] + " mm");
-    if (changes.centre) out.push("moved");
+    if (changes.label) out.push(T("js.review.changed_label", { label: changes.label[1] }));
+    if (changes.diameter_mm) out.push(T("js.review.changed_diameter", { mm: changes.diameter_mm[1] }));
+    if (changes.centre) out.push(T("js.review.moved"));
     return out.join(", ");
   }
 
@@ -608,10 +608,11 @@
     const form = document.createElement("form");
     form.className = "review-edit"; form.hidden = true;
     const diameter = (f.measurements || []).filter(function (m) { return /diameter/i.test(m.name) && m.unit === "mm"; })[0];
-    form.innerHTML = '<label>Label <input name="label"></label>' +
-      '<label>Diameter (mm) <input name="diameter_mm" type="number" step="0.1" min="0.1" inputmode="decimal"></label>' +
-      '<div class="row"><button type="button" class="review-place">Set location</button><span class="small place"></span></div>' +
-      '<div class="row"><button type="submit" class="primary">Save edit</button></div>';
+    // Catalogue texts only (trusted, no markup); the finding's own values are set as properties below.
+    form.innerHTML = '<label>' + T("js.review.label") + ' <input name="label"></label>' +
+      '<label>' + T("js.review.diameter") + ' <input name="diameter_mm" type="number" step="0.1" min="0.1" inputmode="decimal"></label>' +
+      '<div class="row"><button type="button" class="review-place">' + T("js.review.place") + '</button><span class="small place"></span></div>' +
+      '<div class="row"><button type="submit" class="primary">' + T("js.review.save") + '</button></div>';
     form.label.value = f.label || "";
     if (diameter) form.diameter_mm.value = diameter.value; else form.diameter_mm.disabled = f.kind !== "finding";
     let centre = null;
