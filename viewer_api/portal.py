@@ -18,6 +18,7 @@ from viewer_api.auth.authenticator import Authenticator
 from viewer_api.auth.middleware import SecurityMiddleware
 from viewer_api.auth.routing import DeclaredMount, DeclaredRoute
 from viewer_api.errors import STATUS_OF, error_response
+from viewer_api.i18n import translator_for
 from viewer_api.pages import render, static_files, static_url
 from viewer_api.routes import audit, downloads, share_pages, shares, viewer_pages
 
@@ -45,7 +46,8 @@ async def refused(request: Request, exc: Exception) -> Response:
     if exc.page and request.method == "GET" and wants_html(request):
         if exc.status == 401:
             return auth_routes.login_page(request, 401)
-        return message_page(request, exc.status, "Not available", exc.message[0].upper() + exc.message[1:] + ".")
+        return message_page(request, exc.status, translator_for(request).t("msg.not_available"),
+                            exc.message[0].upper() + exc.message[1:] + ".")
     return error_response(exc.status, exc.message, exc.headers)
 
 

@@ -18,6 +18,7 @@ from viewer_api.auth.authenticator import CSRF_FIELD, SESSION_COOKIE, SHARE_COOK
 from viewer_api.auth.dependencies import audit, authenticator_of, client_address
 from viewer_api.auth.ratelimit import WINDOW, login_allowed
 from viewer_api.auth.routing import DeclaredRoute
+from viewer_api.i18n import translator_for
 from viewer_api.pages import render
 
 router = APIRouter(route_class=DeclaredRoute)
@@ -74,7 +75,8 @@ async def post_login(_visitor: Visitor, request: Request, username: str = Form("
     try:
         user = await _check_login(request, auth, username.strip(), password)
     except HTTPException as exc:
-        message = "Wrong username or password." if exc.status_code == 401 else str(exc.detail).capitalize() + "."
+        message = (translator_for(request).t("login.wrong") if exc.status_code == 401
+                   else str(exc.detail).capitalize() + ".")
         request.scope["query_string"] = b""
         return render(request, "login.html", status=exc.status_code, next=safe_next(next), message=message,
                       username=username, headers=dict(exc.headers or {}))

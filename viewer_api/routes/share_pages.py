@@ -25,6 +25,7 @@ from viewer_api.auth.dependencies import audit, authenticator_of, optional_princ
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.auth.tokens import Claims
 from viewer_api.context import archive_of
+from viewer_api.i18n import translator_for
 from viewer_api.pages import render
 from viewer_api.routes.viewer_pages import viewer_page
 from viewer_api.viewer.model import study_header
@@ -32,8 +33,10 @@ from viewer_api.viewer.model import study_header
 router = APIRouter(include_in_schema=False, route_class=DeclaredRoute)
 
 
-def _message(request: Request, status: int, title: str, text: str) -> Response:
-    return render(request, "message.html", status=status, title=title, text=text)
+def _message(request: Request, status: int, title: str, text: str, **fields: object) -> Response:
+    """The message page: ``title`` and ``text`` are catalogue keys, ``fields`` fill the text."""
+    tr = translator_for(request)
+    return render(request, "message.html", status=status, title=tr.t(title), text=tr.t(text, **fields))
 
 
 def _minutes_until(moment: datetime | None) -> int:
@@ -45,15 +48,13 @@ def _minutes_until(moment: datetime | None) -> int:
 def _unusable(request: Request, share: ShareInfo | None) -> Response | None:
     """The page for a link that cannot be opened, or ``None``."""
     if share is None:
-        return _message(request, 404, "Link not found",
-                        "This link is not valid. Check that it was copied completely, or ask for a new one.")
+        return _message(request, 404, "link.not_found.title", "link.not_found.text")
     status = share.status()
     if status is ShareStatus.REVOKED:
-        return _message(request, 410, "Link revoked",
-                        "This link has been revoked by the person who shared it. Ask them for a new one.")
+        return _message(request, 410, "link.revoked.title", "link.revoked.text")
     if status is ShareStatus.EXPIRED:
-        return _message(request, 410, "Link expired", f"This link expired on {share.expires_at:%d %B %Y}. "
-                        "Ask the person who shared it for a new one.")
+        return _message(request, 410, "link.expired.title", "link.expired.text",
+                        date=translator_for(request).long_date(share.expires_at))
     return None
 
 
@@ -92,7 +93,7 @@ def _open(request: Request, token: str, share: ShareInfo) -> Response:
     try:
         header = study_header(archive_of(request).engine, scope_for(principal), share.study_uid)
     except NotFound:
-        return _message(request, 404, "Study not available", "The shared study is no longer in the archive.")
+        return _message(request, 404, "link.study_gone.title", "link.study_gone.text")
     audit(request, Action.SHARE_OPEN, study_uid=share.study_uid, patient_id=header.patient_id)
     cookie, claims = _issue(request, share)
     page = viewer_page(request, principal, share.study_uid, share_token=token, share=share)
@@ -109,7 +110,7 @@ def open_share(visitor: Visitor, request: Request, token: str) -> Response:
     share = find_share(auth.engine, token)
     refusal = _unusable(request, share)
     if refusal is not None or share is None:
-        return refusal or _message(request, 404, "Link not found", "This link is not valid.")
+        return refusal or _message(request, 404, "link.not_found.title", "link.invalid.text")
     if share.has_pin and not _holds(visitor, share):
         if share.locked():
             return _locked(request, share.locked_until)
@@ -119,8 +120,7 @@ def open_share(visitor: Visitor, request: Request, token: str) -> Response:
 
 def _locked(request: Request, until: datetime | None) -> Response:
     minutes = _minutes_until(until)
-    return _message(request, 429, "Link locked",
-                    f"Too many wrong attempts. This link is locked; try again in {minutes} minutes.")
+    return _message(request, 429, "link.locked.title", "link.locked.text", minutes=minutes)
 
 
 @router.post("/s/{token}")
@@ -131,7 +131,7 @@ async def enter_pin(_visitor: Visitor, request: Request, token: str, pin: str = 
     share = await run_in_threadpool(find_share, auth.engine, token)
     refusal = _unusable(request, share)
     if refusal is not None or share is None:
-        return refusal or _message(request, 404, "Link not found", "This link is not valid.")
+        return refusal or _message(request, 404, "link.not_found.title", "link.invalid.text")
     result: CheckResult = await run_in_threadpool(check_pin, auth.engine, share.id, pin.strip())
     if result.result is Check.OK:
         cookie, claims = _issue(request, share)
@@ -139,8 +139,7 @@ async def enter_pin(_visitor: Visitor, request: Request, token: str, pin: str = 
     await run_in_threadpool(audit_failure, request, share, result)
     if result.result is Check.LOCKED:
         return _locked(request, result.locked_until)
-    plural = "s" if result.tries_left != 1 else ""
-    return _pin_page(request, token, 401, f"Wrong PIN. {result.tries_left} attempt{plural} left.")
+    return _pin_page(request, token, 401, translator_for(request).plural("pin.wrong", result.tries_left))
 
 
 def audit_failure(request: Request, share: ShareInfo, result: CheckResult) -> None:
@@ -160,7 +159,7 @@ async def claim(principal: Visitor, request: Request, token: str, birth_date: st
     share = await run_in_threadpool(find_share, auth.engine, token)
     refusal = _unusable(request, share)
     if refusal is not None or share is None:
-        return refusal or _message(request, 404, "Link not found", "This link is not valid.")
+        return refusal or _message(request, 404, "link.not_found.title", "link.invalid.text")
     result = await run_in_threadpool(claim_study, auth.engine, share.id, principal.username, birth_date)
     if result.result is Check.OK:
         await run_in_threadpool(audit, request, Action.SHARE_CLAIM, study_uid=share.study_uid)
@@ -169,5 +168,5 @@ async def claim(principal: Visitor, request: Request, token: str, birth_date: st
                             detail=f"share {share.id}: {result.result.value}")
     if result.result is Check.LOCKED:
         return _locked(request, result.locked_until)
-    return _message(request, 401, "Birth date does not match",
-                    f"The birth date does not match the study. {result.tries_left} attempts left.")
+    key = "claim.mismatch.text.one" if result.tries_left == 1 else "claim.mismatch.text.other"
+    return _message(request, 401, "claim.mismatch.title", key, count=result.tries_left)

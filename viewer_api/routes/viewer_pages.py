@@ -23,6 +23,7 @@ from viewer_api.auth.access import ACCOUNTS_AND_SHARES, AccountOrShare, Patient,
 from viewer_api.auth.dependencies import audit, authenticator_of
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
+from viewer_api.i18n import translator_for
 from viewer_api.pages import render
 from viewer_api.viewer.model import study_view
 from viewer_api.viewer.patient_view import patient_view
@@ -76,8 +77,9 @@ def start(principal: AccountOrShare, request: Request) -> Response:
         return RedirectResponse("/viewer/home", status_code=303)
     if principal.role is None and principal.share is not None:
         return RedirectResponse(f"/viewer/studies/{principal.share.study_uid}", status_code=303)
-    return render(request, "message.html", status=403, title="No viewer for this account",
-                  text="Vendor accounts use the API (see /docs); they see no studies directly.")
+    tr = translator_for(request)
+    return render(request, "message.html", status=403, title=tr.t("msg.no_viewer.title"),
+                  text=tr.t("msg.no_viewer.text"))
 
 
 _DATE = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
@@ -155,16 +157,9 @@ def home(principal: Patient, request: Request) -> Response:
     if rows:
         opened = audit_query(engine, AuditQuery(study_uids=[r.study_uid for r in rows], actions=ACCESS_ACTIONS,
                                                 exclude_user_id=principal.user_id, limit=50))
-    names = {r.study_uid: f"{_date(r.study_date)} {r.description}".strip() for r in rows}
-    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names, words=ACTION_WORDS)
-
-
-ACTION_WORDS = {"view": "viewed", "download": "downloaded", "share-open": "opened a share link",
-                "c-move": "retrieved (DICOM)", "c-get": "retrieved (DICOM)"}
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 else value
+    tr = translator_for(request)
+    names = {r.study_uid: f"{tr.date(r.study_date)} {r.description}".strip() for r in rows}
+    return render(request, "home.html", rows=rows, shares=shares, opened=opened, names=names)
 
 
 def _opened_share(request: Request, principal: Principal, study_uid: str) -> ShareInfo | None:
@@ -237,5 +232,6 @@ def study(principal: Viewer, request: Request, study_uid: str) -> Response:
     try:
         return viewer_page(request, principal, study_uid)
     except NotFound:
-        return render(request, "message.html", status=404, title="Study not found",
-                      text="There is no such study, or it is not yours to see.")
+        tr = translator_for(request)
+        return render(request, "message.html", status=404, title=tr.t("msg.study_not_found.title"),
+                      text=tr.t("msg.study_not_found.text"))

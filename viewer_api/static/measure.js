@@ -304,7 +304,8 @@
   group.setAttribute("aria-label", "Measure");
   TOOLS.forEach(function (t) {
     const b = document.createElement("button");
-    b.type = "button"; b.className = "mode tool"; b.dataset.mode = t[0]; b.textContent = t[1]; b.title = t[2];
+    b.type = "button"; b.className = "mode tool"; b.dataset.mode = t[0]; b.textContent = window.cloudfilm.t("js.tool." + t[0], null, t[1]);
+    b.title = window.cloudfilm.t("js.tool." + t[0] + "_title", null, t[2]);
     b.setAttribute("aria-pressed", "false");
     b.addEventListener("click", function () {
       viewer.state.mode = t[0];
@@ -323,8 +324,8 @@
     });
   }
   const clear = document.createElement("button");
-  clear.type = "button"; clear.id = "measure-clear"; clear.className = "tool-full"; clear.textContent = "Clear";
-  clear.title = "Remove the measurements on this slice";
+  clear.type = "button"; clear.id = "measure-clear"; clear.className = "tool-full";
+  clear.textContent = window.cloudfilm.t("js.clear"); clear.title = window.cloudfilm.t("js.clear_title");
   clear.addEventListener("click", function () {
     const at = current();
     for (let k = measurements.length - 1; k >= 0; k--) if (at && measurements[k].key === at.key) measurements.splice(k, 1);

@@ -73,8 +73,8 @@
   toggle.type = "button";
   toggle.id = "info-toggle";
   toggle.className = "tool-full";
-  toggle.textContent = "Info";
-  toggle.title = "Show or hide orientation and slice information";
+  toggle.textContent = window.cloudfilm.t("js.info");
+  toggle.title = window.cloudfilm.t("js.info_title");
   toggle.setAttribute("aria-pressed", "true");
   toggle.addEventListener("click", function () {
     const off = vp.classList.toggle("info-off");

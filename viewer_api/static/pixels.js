@@ -373,8 +373,8 @@
   invertButton.type = "button";
   invertButton.id = "invert";
   invertButton.className = "tool-full";
-  invertButton.textContent = "Invert";
-  invertButton.title = "Invert grey levels";
+  invertButton.textContent = window.cloudfilm.t("js.invert");
+  invertButton.title = window.cloudfilm.t("js.invert_title");
   invertButton.setAttribute("aria-pressed", "false");
   invertButton.addEventListener("click", function () {
     invert = !invert;

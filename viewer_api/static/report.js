@@ -13,9 +13,11 @@
   const url = data.urls.reports;
   if (!url) return;
   const $ = function (id) { return document.getElementById(id); };
+  const T = window.cloudfilm.t;
   const form = $("report-form");
-  const SECTIONS = [["clinical_information", "Clinical information"], ["technique", "Technique"],
-    ["findings", "Findings"], ["impression", "Impression"]];
+  const SECTIONS = ["clinical_information", "technique", "findings", "impression"].map(function (k) {
+    return [k, T("js.report.section." + k)];
+  });
   let state = { versions: [], template: null, citable: [], draft: null, keyImages: [] };
 
   function message(text, bad) {
@@ -40,12 +42,12 @@
     box.dataset.id = String(v.id);
     box.open = v.status === "signed";
     const summary = document.createElement("summary");
-    summary.textContent = (v.status === "draft" ? "Draft" : "Version " + v.version) +
-      (v.signer_name ? " · signed by " + v.signer_name + " " + when(v.signed_at) : "");
+    summary.textContent = (v.status === "draft" ? T("js.report.draft") : T("js.report.version", { version: v.version })) +
+      (v.signer_name ? " · " + T("js.report.signed_by", { name: v.signer_name, when: when(v.signed_at) }) : "");
     const badge = document.createElement("span");
     badge.className = "badge";
-    badge.textContent = v.status === "superseded" ? "superseded by a later version" : v.status === "signed" ?
-      (v.amended ? "current · amended" : "current") : "not signed";
+    badge.textContent = v.status === "superseded" ? T("js.report.superseded") : v.status === "signed" ?
+      (v.amended ? T("js.report.current_amended") : T("js.report.current")) : T("js.report.not_signed");
     summary.appendChild(badge);
     box.appendChild(summary);
     SECTIONS.forEach(function (s) {
@@ -56,7 +58,7 @@
       box.append(h, p);
     });
     v.ai_findings.forEach(function (f) {
-      const p = document.createElement("p"); p.className = "small"; p.textContent = "Cited: " + f.label + " (" + f.decision + ")";
+      const p = document.createElement("p"); p.className = "small"; p.textContent = T("js.report.cited", { label: f.label, decision: f.decision });
       box.appendChild(p);
     });
     if (v.status !== "draft") {
@@ -74,9 +76,9 @@
     ul.textContent = "";
     state.keyImages.forEach(function (k, n) {
       const li = document.createElement("li");
-      li.textContent = "Key image " + (n + 1) + ": " + (k.label || k.sop_uid) + " ";
+      li.textContent = T("js.report.key_image", { n: n + 1, label: k.label || k.sop_uid }) + " ";
       const b = document.createElement("button");
-      b.type = "button"; b.className = "linkish"; b.textContent = "Remove";
+      b.type = "button"; b.className = "linkish"; b.textContent = T("js.report.remove");
       b.addEventListener("click", function () { state.keyImages.splice(n, 1); renderKeyImages(); });
       li.appendChild(b);
       ul.appendChild(li);
@@ -105,12 +107,12 @@
     const draft = state.versions.find(function (v) { return v.status === "draft"; }) || null;
     const current = state.versions.find(function (v) { return v.status === "signed"; }) || null;
     state.draft = draft;
-    $("report-title").textContent = (state.template ? state.template.title : "Report");
+    $("report-title").textContent = (state.template ? state.template.title : T("js.report.title"));
     $("report-new").hidden = !!draft || !!current;
     $("report-amend").hidden = !!draft || !current;
     form.hidden = !draft;
     if (!draft) return;
-    $("report-draft-of").textContent = draft.supersedes_id ? "Amendment: signing replaces the current version." : "Draft, not signed.";
+    $("report-draft-of").textContent = draft.supersedes_id ? T("js.report.amendment_note") : T("js.report.draft_note");
     SECTIONS.forEach(function (s) { form.elements[s[0]].value = draft.sections[s[0]] || ""; });
     state.keyImages = draft.key_images.map(function (k) { return { series_uid: k.series_uid, sop_uid: k.sop_uid }; });
     renderKeyImages();
@@ -138,31 +140,31 @@
 
   $("report-new").addEventListener("click", function () {
     const t = state.template || { modality: "", sections: {} };
-    call("POST", url, { modality: t.modality, sections: t.sections }).then(load).then(function () { message("Draft started."); })
+    call("POST", url, { modality: t.modality, sections: t.sections }).then(load).then(function () { message(T("js.report.started")); })
       .catch(function (e) { message(e.message, true); });
   });
   $("report-amend").addEventListener("click", function () {
     const current = state.versions.find(function (v) { return v.status === "signed"; });
-    call("POST", url + "/" + current.id + "/amend").then(load).then(function () { message("Amendment started from version " + current.version + "."); })
+    call("POST", url + "/" + current.id + "/amend").then(load).then(function () { message(T("js.report.amend_started", { version: current.version })); })
       .catch(function (e) { message(e.message, true); });
   });
   $("report-save").addEventListener("click", function () {
-    save().then(function (v) { message("Draft saved at " + when(v.updated_at) + "."); }).catch(function (e) { message(e.message, true); });
+    save().then(function (v) { message(T("js.report.saved", { when: when(v.updated_at) })); }).catch(function (e) { message(e.message, true); });
   });
   $("report-sign").addEventListener("click", function () {
-    if (!window.confirm("Sign this report? It is stored in the study and cannot be changed afterwards, only amended.")) return;
+    if (!window.confirm(T("js.report.sign_confirm"))) return;
     save().then(function (v) { return call("POST", url + "/" + v.id + "/sign"); })
-      .then(function (v) { return load().then(function () { message("Signed as version " + v.version + "."); }); })
+      .then(function (v) { return load().then(function () { message(T("js.report.signed", { version: v.version })); }); })
       .catch(function (e) { message(e.message, true); });
   });
   $("report-key-image").addEventListener("click", function () {
     const viewer = window.cloudfilmViewer;
-    if (!viewer) { message("No image to cite.", true); return; }
+    if (!viewer) { message(T("js.report.no_image"), true); return; }
     const image = viewer.current();
     if (state.keyImages.some(function (k) { return k.sop_uid === image.sop_uid; })) return;
     state.keyImages.push({ series_uid: image.series_uid, sop_uid: image.sop_uid,
       label: "series " + (image.series_number != null ? image.series_number : "") + ", image " + image.index });
     renderKeyImages();
   });
-  load().catch(function () { message("The report could not be loaded.", true); });
+  load().catch(function () { message(T("js.report.load_failed"), true); });
 })();

@@ -13,7 +13,10 @@
    "circle" [centre, a point on the circle]; "ellipse" [major axis end, end, minor axis end, end];
    "box" [corner, opposite corner]. No points: listed, not drawn. An empty list or a 404 hides the panel.
    Staff (model.urls.reviews set) accept, reject or edit each current finding; "review" holds the
-   current decision. Patients and share visitors get only reviewed findings ("reviewed": true). */
+   current decision. Patients and share visitors get only reviewed findings ("reviewed": true).
+   Texts come from the page's catalogue (cloudfilm.t, common.js). Keyboard: arrows/PageUp/PageDown/
+   Home/End change slice, +/- zoom, 0 fits, Shift+arrows adjust the window (W/L mode) or pan (Pan mode),
+   space plays; a polite live region (#slice-live) announces the slice once scrolling pauses. */
 (function () {
   "use strict";
   const data = JSON.parse(document.getElementById("study-data").textContent);
@@ -21,6 +24,7 @@
   const urls = data.urls;
   const seriesList = data.series;
   const $ = function (id) { return document.getElementById(id); };
+  const T = window.cloudfilm.t, TN = window.cloudfilm.tn;
   const vp = $("viewport"), img = $("frame"), overlay = $("overlay"), slider = $("slider");
   const PREFETCH = 16, MAX_INFLIGHT = 6, CACHE_MAX = 600;
 
@@ -156,9 +160,20 @@
     $("slice-label").textContent = (s.modality || "") + (s.number != null ? " " + s.number : "") + " · " +
       (state.i + 1) + "/" + state.slices.length;
     const w = currentWindow();
-    $("window-label").textContent = w ? "C " + Math.round(w.c) + "  W " + Math.round(w.w) : "auto window";
+    $("window-label").textContent = w ? "C " + Math.round(w.c) + "  W " + Math.round(w.w) : T("js.auto_window");
+    announceSlice();
     vp.dataset.window = w ? Math.round(w.c) + "," + Math.round(w.w) : "";
     vp.dispatchEvent(new CustomEvent("cloudfilm:view"));  // pixels.js, measure.js, overlays.js redraw
+  }
+
+  /* Screen readers hear the slice once it settles (not every step of a drag or a fling). */
+  let announceTimer = 0;
+  function announceSlice() {
+    clearTimeout(announceTimer);
+    announceTimer = setTimeout(function () {
+      const live = $("slice-live");
+      if (live) live.textContent = T("js.slice_of", { index: state.i + 1, total: state.slices.length });
+    }, 400);
   }
 
   function go(index) {
@@ -195,10 +210,10 @@
     const sel = $("preset");
     sel.textContent = "";
     const add = function (value, text) { const o = document.createElement("option"); o.value = value; o.textContent = text; sel.appendChild(o); };
-    add("", "Default window");
-    add("custom", "Custom window");
+    add("", T("js.default_window"));
+    add("custom", T("js.custom_window"));
     sel.options[1].hidden = true;
-    (series().presets || []).forEach(function (p, k) { add(String(k), p.name + " (" + p.center + "/" + p.width + ")"); });
+    (series().presets || []).forEach(function (p, k) { add(String(k), T("js.preset." + p.name, null, p.name) + " (" + p.center + "/" + p.width + ")"); });
     sel.hidden = !(series().presets || []).length && !series().window;
   }
 
@@ -328,16 +343,30 @@
   document.addEventListener("keydown", function (e) {
     if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName) && e.target !== slider) return;
     const keys = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 };
+    if (e.target && e.target.closest && e.target.closest("dialog")) return;
+    if (e.shiftKey && e.key in ARROWS && (state.mode === "window" || state.mode === "pan")) {
+      e.preventDefault(); nudge(ARROWS[e.key]); return;
+    }
     if (e.key in keys && e.target !== slider) { e.preventDefault(); go(state.i + keys[e.key]); }
     else if (e.key === "Home") go(0);
     else if (e.key === "End") go(state.slices.length - 1);
     else if (e.key === "+" || e.key === "=") zoomBy(1.25);
     else if (e.key === "-") zoomBy(0.8);
     else if (e.key === "0") resetView();
-    else if (e.key === " " && e.target === document.body) { e.preventDefault(); toggleCine(); }
+    else if (e.key === " " && (e.target === document.body || e.target === vp)) { e.preventDefault(); toggleCine(); }
   });
 
   slider.addEventListener("input", function () { go(Number(slider.value) - 1); });
+
+  /* Shift+arrows: the keyboard's drag in W/L mode (left/right width, up/down level) and Pan mode. */
+  const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  function nudge(d) {
+    if (state.mode === "pan") { state.panX += d[0] * 20; state.panY += d[1] * 20; layout(); return; }
+    const w = currentWindow() || { c: 40, w: 400 };
+    const step = Math.max(1, Math.round(w.w / 20));
+    $("preset").value = "custom";
+    setWindow({ c: w.c - d[1] * step, w: w.w + d[0] * step });
+  }
 
   function dist(a, b) { return Math.hypot(a.x - b.x, a.y - b.y); }
   function mid(a, b) { return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 }; }
@@ -356,7 +385,7 @@
 
   function toggleCine() { if (state.cine) stopCine(); else startCine(); }
   function startCine() {
-    $("cine").setAttribute("aria-pressed", "true"); $("cine").textContent = "❚❚";
+    $("cine").setAttribute("aria-pressed", "true"); $("cine").setAttribute("aria-label", T("js.pause")); $("cine").firstElementChild.textContent = "❚❚";
     state.cine = setInterval(function () {
       const next = (state.i + 1) % state.slices.length;
       const im = cache.get(frameUrl(next, state.window));
@@ -366,7 +395,7 @@
   function stopCine() {
     if (!state.cine) return;
     clearInterval(state.cine); state.cine = null;
-    $("cine").setAttribute("aria-pressed", "false"); $("cine").textContent = "▶";
+    $("cine").setAttribute("aria-pressed", "false"); $("cine").setAttribute("aria-label", T("js.play")); $("cine").firstElementChild.textContent = "▶";
   }
   $("cine").addEventListener("click", toggleCine);
 
@@ -386,7 +415,7 @@
   seriesList.forEach(function (s, k) {
     const b = document.createElement("button");
     b.type = "button";
-    b.title = (s.description || "Series " + (s.number != null ? s.number : k + 1));
+    b.title = (s.description || T("js.series_n", { number: s.number != null ? s.number : k + 1 }));
     const t = document.createElement("img");
     t.loading = k < 6 ? "eager" : "lazy";
     t.alt = "";
@@ -505,7 +534,7 @@
     const drawable = !!(f.points && f.points.length && f.sop_uid);
     li.className = (f.superseded ? "superseded " : "") + (f.reviewed ? "reviewed " : "") + (drawable ? "drawable" : "static");
     const b = document.createElement("b");
-    b.textContent = f.label || "Finding";
+    b.textContent = f.label || T("js.finding");
     const p = document.createElement("div");
     p.className = "small";
     p.textContent = f.text || "";
@@ -516,7 +545,7 @@
     if (urls.reviews && !f.superseded) li.appendChild(reviewControls(f));
     if (drawable) {
       li.tabIndex = 0;
-      li.title = "Show on the image";
+      li.title = T("js.show_on_image");
       li.addEventListener("click", function () { jumpTo(f); showImage(); });
       li.addEventListener("keydown", function (e) { if (e.key === "Enter" && e.target === li) { jumpTo(f); showImage(); } });
     }
@@ -542,7 +571,6 @@
   }
 
   /* --- physicians review AI findings (POST urls.reviews; viewer_api/routes/findings.py) ------ */
-  const DECIDED = { accepted: "Accepted", rejected: "Rejected", edited: "Edited" };
   function reviewControls(f) {
     const box = document.createElement("div");
     box.className = "review";
@@ -550,12 +578,12 @@
     box.addEventListener("keydown", function (e) { e.stopPropagation(); });
     const status = document.createElement("div");
     status.className = "small review-status" + (f.review ? " " + f.review.decision : "");
-    status.textContent = f.review ? DECIDED[f.review.decision] + " by " + f.review.reviewer +
-      (f.review.decision === "edited" ? ": " + describeChanges(f.review.changes) : "") : "Not reviewed";
+    status.textContent = f.review ? T("js.decided." + f.review.decision, { reviewer: f.review.reviewer }) +
+      (f.review.decision === "edited" ? ": " + describeChanges(f.review.changes) : "") : T("js.not_reviewed");
     const buttons = document.createElement("div");
     buttons.className = "review-buttons";
     const form = editForm(f, status);
-    [["accepted", "Accept"], ["rejected", "Reject"], ["edit", "Edit"]].forEach(function (d) {
+    [["accepted", T("js.accept")], ["rejected", T("js.reject")], ["edit", T("js.edit")]].forEach(function (d) {
       const btn = document.createElement("button");
       btn.type = "button"; btn.className = "review-" + d[0]; btn.textContent = d[1];
       btn.addEventListener("click", function () {
@@ -570,9 +598,9 @@
 
   function describeChanges(changes) {
     const out = [];
-    if (changes.label) out.push("label " + changes.label[1]);
-    if (changes.diameter_mm) out.push("diameter " + changes.diameter_mm[1] + " mm");
-    if (changes.centre) out.push("moved");
+    if (changes.label) out.push(T("js.review.changed_label", { label: changes.label[1] }));
+    if (changes.diameter_mm) out.push(T("js.review.changed_diameter", { mm: changes.diameter_mm[1] }));
+    if (changes.centre) out.push(T("js.review.moved"));
     return out.join(", ");
   }
 
@@ -580,10 +608,11 @@
     const form = document.createElement("form");
     form.className = "review-edit"; form.hidden = true;
     const diameter = (f.measurements || []).filter(function (m) { return /diameter/i.test(m.name) && m.unit === "mm"; })[0];
-    form.innerHTML = '<label>Label <input name="label"></label>' +
-      '<label>Diameter (mm) <input name="diameter_mm" type="number" step="0.1" min="0.1" inputmode="decimal"></label>' +
-      '<div class="row"><button type="button" class="review-place">Set location</button><span class="small place"></span></div>' +
-      '<div class="row"><button type="submit" class="primary">Save edit</button></div>';
+    // Catalogue texts only (trusted, no markup); the finding's own values are set as properties below.
+    form.innerHTML = '<label>' + T("js.review.label") + ' <input name="label"></label>' +
+      '<label>' + T("js.review.diameter") + ' <input name="diameter_mm" type="number" step="0.1" min="0.1" inputmode="decimal"></label>' +
+      '<div class="row"><button type="button" class="review-place">' + T("js.review.place") + '</button><span class="small place"></span></div>' +
+      '<div class="row"><button type="submit" class="primary">' + T("js.review.save") + '</button></div>';
     form.label.value = f.label || "";
     if (diameter) form.diameter_mm.value = diameter.value; else form.diameter_mm.disabled = f.kind !== "finding";
     let centre = null;
@@ -591,12 +620,12 @@
     if (!f.points || !f.points.length) place.disabled = true;
     place.addEventListener("click", function () {
       jumpTo(f);
-      form.querySelector(".place").textContent = "Tap the image";
+      form.querySelector(".place").textContent = T("js.tap_image");
       vp.addEventListener("click", function (e) {
         const r = img.getBoundingClientRect();
         if (!r.width || !state.natW) return;
         centre = [(e.clientX - r.left) / r.width * state.natW, (e.clientY - r.top) / r.height * state.natH];
-        form.querySelector(".place").textContent = "at " + centre.map(function (v) { return v.toFixed(1); }).join(", ");
+        form.querySelector(".place").textContent = T("js.at", { position: centre.map(function (v) { return v.toFixed(1); }).join(", ") });
       }, { once: true });
     });
     form.addEventListener("submit", function (e) {
@@ -613,7 +642,7 @@
   function decide(f, body, status) {
     body.report_uid = f.report_uid;
     body.finding_key = f.finding_key;
-    status.textContent = "Saving…";
+    status.textContent = T("js.saving");
     window.cloudfilm.fetch(urls.reviews, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     }).then(function (r) {
@@ -625,7 +654,7 @@
   /* The panel bar says what is behind it while it is folded (report status first, where there is one). */
   function findingsSummary(findings) {
     const current = findings.filter(function (f) { return !f.superseded; }).length;
-    const count = current + (current === 1 ? " finding" : " findings");
+    const count = TN("js.findings", current);
     const sum = $("panel-sum");
     if (!sum) return;
     sum.dataset.findings = String(current);
@@ -652,12 +681,13 @@
       ul.textContent = "";
       items.forEach(function (s) {
         const li = document.createElement("li");
-        li.textContent = "#" + s.id + " " + s.status + " until " + s.expires_at.slice(0, 10) + " · " + s.views + " views" +
-          (s.has_pin ? " · PIN" : "") + (s.allow_download ? " · download" : "") +
-          (s.for_clinician ? " · DICOMweb" + (s.recipient ? " for " + s.recipient : "") : "") + " ";
+        li.textContent = T("js.share.row", { id: s.id, status: T("js.share.status." + s.status, null, s.status),
+                                             date: window.cloudfilm.date(s.expires_at) }) + " · " + TN("js.views", s.views) +
+          (s.has_pin ? " · PIN" : "") + (s.allow_download ? " · " + T("js.share.row_download") : "") +
+          (s.for_clinician ? " · DICOMweb" + (s.recipient ? " " + T("js.share.row_for", { recipient: s.recipient }) : "") : "") + " ";
         if (s.status === "active") {
           const b = document.createElement("button");
-          b.type = "button"; b.className = "linkish revoke"; b.dataset.url = urls.shares + "/" + s.id; b.textContent = "Revoke";
+          b.type = "button"; b.className = "linkish revoke"; b.dataset.url = urls.shares + "/" + s.id; b.textContent = T("js.revoke");
           li.appendChild(b);
         }
         ul.appendChild(li);
@@ -665,8 +695,14 @@
     });
   }
   if (dialog && urls.shares) {
-    $("share").addEventListener("click", function () { $("share-result").hidden = true; renderShares(); dialog.showModal(); });
+    /* A modal <dialog> keeps Tab inside it and closes on Esc; focus goes back to the Share button. */
+    let opener = null;
+    $("share").addEventListener("click", function () {
+      opener = document.activeElement;
+      $("share-result").hidden = true; renderShares(); dialog.showModal();
+    });
     $("share-close").addEventListener("click", function () { dialog.close(); });
+    dialog.addEventListener("close", function () { (opener && opener.isConnected ? opener : $("share")).focus(); });
     $("share-form").addEventListener("submit", function (e) {
       e.preventDefault();
       const form = e.target;
@@ -694,7 +730,7 @@
         // A link this machine alone can open (no CLOUDFILM_PUBLIC_URL on loopback): say so before it is sent.
         $("share-warning").textContent = (share.warnings || []).join(" ");
         $("share-warning").hidden = !(share.warnings && share.warnings.length);
-        $("share-sent").textContent = body.email ? "The link is on its way to " + body.email + "." : "";
+        $("share-sent").textContent = body.email ? T("js.share.sent", { email: body.email }) : "";
         $("share-sent").hidden = !body.email;
         renderShares();
       }).catch(function (err) { $("share-error").textContent = err.message; $("share-error").hidden = false; });
@@ -702,6 +738,7 @@
     $("share-copy").addEventListener("click", function () {
       const u = $("share-url");
       if (navigator.clipboard) navigator.clipboard.writeText(u.value); else { u.select(); document.execCommand("copy"); }
+      $("share-sent").textContent = T("js.share.copied"); $("share-sent").hidden = false;
     });
   }
 
@@ -728,7 +765,7 @@
     vp.dataset.loaded = img.getAttribute("src");
   });
   if (!seriesList.length) {
-    $("slice-label").textContent = "No images in this study";
+    $("slice-label").textContent = T("js.no_images");
     slider.hidden = true;
     return;
   }

@@ -16,11 +16,12 @@ from datetime import datetime
 from pacs.accounts.shares import ShareInfo
 from pacs.reports.service import ReportView
 from pacs.settings import Settings
+from viewer_api.i18n import english
 from viewer_api.viewer.model import StudyHeader
 
-NOTE = ("These images are for your doctors. Show them to the doctor treating you; "
-        "only a physician's report says what they mean.")  # fmt: skip
-REPORT_NOT_READY = "Your report is not ready yet."
+NOTE_KEY = "patient.note"
+NOTE = english(NOTE_KEY)
+REPORT_NOT_READY = english("patient.report_not_ready")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +32,29 @@ class PatientView:
     exam_date: str  # YYYY-MM-DD, or "" when the study has none
     shared_by: str  # "" when not opened through a share link (or its creator is gone)
     expires_at: datetime | None  # the share link's expiry
-    note: str = NOTE
+    note_key: str = NOTE_KEY  # the catalogue key of the note (viewer_api/i18n/messages.json)
     report: ReportView | None = None  # the latest signed version
     report_pdf: str = ""  # its PDF's URL
 
     @property
-    def report_status(self) -> str:
+    def report_status_key(self) -> str:
+        """The catalogue key of the report's status line (fields in :attr:`report_status_fields`)."""
         if self.report is None:
-            return REPORT_NOT_READY
-        if self.report.amended:
-            return f"Amended report (version {self.report.version}); it replaces the earlier version."
-        return "Signed report"
+            return "patient.report_not_ready"
+        return "patient.report_amended" if self.report.amended else "patient.report_signed"
+
+    @property
+    def report_status_fields(self) -> dict[str, object]:
+        return {"version": self.report.version} if self.report is not None and self.report.amended else {}
+
+    @property
+    def note(self) -> str:
+        return english(self.note_key)
+
+    @property
+    def report_status(self) -> str:
+        """The status line in English (the page shows it in the reader's language)."""
+        return english(self.report_status_key, **self.report_status_fields)
 
 
 def _date(value: str) -> str:
