@@ -8,12 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from ai_plugins.builtin.lesion_detector import LesionDetector
 from ai_plugins.builtin.lesion_detector import train as train_module
-from ai_plugins.builtin.lesion_detector.pipeline import Calibration, Candidate, candidate_features, detect
+from ai_plugins.builtin.lesion_detector.pipeline import (
+    Calibration,
+    Candidate,
+    DetectorParams,
+    _blur,
+    candidate_features,
+    detect,
+)
 from ai_plugins.sdk import ENTRY_POINT_GROUP, Findings, Point3D, StudyInput, codes
-from tests.factories import FOV_MM, Lesion, make_ct_case
+from tests.factories import FOV_MM, Lesion, make_ct_case, make_ct_volume, random_ct_lesion
 
 LESION = Lesion((45.0, -25.0, -12.0), 0.06 * FOV_MM)
 
@@ -164,3 +173,66 @@ def test_a_series_that_is_not_a_volume_is_skipped(detector: LesionDetector) -> N
     assert findings.evaluated_series == good.series_uids
     assert len(findings.findings) == 1
     assert detector.run(StudyInput.from_datasets(broken.datasets)).summary == "no CT series could be read as a volume"
+
+
+def _conv_blur(x: torch.Tensor, sigma_mm: float, spacing: tuple[float, float, float]) -> torch.Tensor:
+    """Reference: the separable blur as replicate-padded 1-D convolutions (the pipeline's former code)."""
+    out = x
+    for axis, step in enumerate(spacing):
+        sigma = sigma_mm / step
+        if sigma < 0.2:
+            continue
+        radius = max(1, int(np.ceil(3.0 * sigma)))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = k / k.sum()
+        size = out.shape[2 + axis]
+        if radius >= size:
+            k = k[radius - (size - 1) : radius + size]
+            k, radius = k / k.sum(), size - 1
+        shape, pad = [1, 1, 1, 1, 1], [0] * 6
+        shape[2 + axis] = len(k)
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), k.reshape(shape))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((20, 64, 64), (5.0, 5.47, 5.47)), ((48, 37, 41), (5.0, 2.73, 2.73)), ((3, 9, 200), (1.0, 1.0, 0.5))],
+)
+def test_blur_equals_replicate_padded_convolution(shape: tuple[int, int, int], spacing: tuple[float, ...]) -> None:
+    """The matrix-product blur is the convolution it replaced, kernels longer than the axis included."""
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 300, shape).astype(np.float32))[None, None]
+    sp = (spacing[0], spacing[1], spacing[2])
+    for radius_mm in DetectorParams().radii_mm:
+        sigma = radius_mm / np.sqrt(3.0)
+        got, want = _blur(x, sigma, sp), _conv_blur(x, sigma, sp)
+        assert got.shape == want.shape
+        assert float((got - want).abs().max()) < 1e-3, radius_mm
+
+
+@pytest.mark.parametrize("lesion", [None, "random", Lesion((30.0, -20.0, 4.0), 6.0, hu=90.0)])
+def test_training_volume_equals_what_the_plugin_reads(lesion: Lesion | str | None) -> None:
+    """train.py renders volumes without DICOM: voxels, spacing and patient geometry must be the plugin's."""
+    kwargs = {"rows": 48, "cols": 48, "n_slices": 13, "seed": 42}
+    case = make_ct_case(lesion=lesion, **kwargs)  # type: ignore[arg-type]
+    read = StudyInput.from_datasets(case.datasets).series[0].volume
+    rendered = make_ct_volume(lesion=lesion, **kwargs)  # type: ignore[arg-type]
+    assert np.array_equal(rendered.hu, read.array)
+    assert rendered.spacing == pytest.approx(read.spacing)
+    where = np.array([[0.0, 0.0, 0.0], [6.5, 11.2, 30.7], [12.0, 47.0, 3.0]])
+    assert np.allclose(rendered.index_to_patient(where), read.index_to_patient(where))
+    assert rendered.lesion == case.lesion
+    if lesion == "random":
+        assert random_ct_lesion(**kwargs) == case.lesion
+
+
+def test_training_samples_do_not_depend_on_the_number_of_jobs() -> None:
+    params = DetectorParams()
+    one = train_module.make_samples(4, 700, params, jobs=1)
+    two = train_module.make_samples(4, 700, params, jobs=2)
+    for a, b in zip(one, two, strict=True):
+        assert np.array_equal(a.features, b.features) and np.array_equal(a.labels, b.labels)
+    assert [s.positive_study for s in one] == [True, False, True, False]
+    assert one[0].labels.max() == 1.0  # the training lesion is found and labelled
