@@ -592,6 +592,58 @@ def make_ct_study(
     ).datasets  # fmt: skip
 
 
+@dataclass(frozen=True)
+class CtVolume:
+    """The HU volume :func:`make_ct_case` would store, as a DICOM reader presents it, and its truth."""
+
+    hu: np.ndarray
+    """(slices, rows, columns) float32 HU, slices in ascending patient z (the order along the normal)."""
+    spacing: tuple[float, float, float]
+    """Voxel size (z, y, x) in mm."""
+    origin: tuple[float, float, float]
+    """Patient (x, y, z) mm of the centre of voxel (0, 0, 0)."""
+    lesion: Lesion | None
+
+    def index_to_patient(self, index: Sequence[float] | np.ndarray) -> np.ndarray:
+        """(slice, row, column) voxel indices (fractional allowed) to patient (x, y, z) mm."""
+        k, i, j = (np.asarray(index, dtype=np.float64)[..., a] for a in range(3))
+        x0, y0, z0 = self.origin
+        return np.stack([x0 + j * self.spacing[2], y0 + i * self.spacing[1], z0 + k * self.spacing[0]], axis=-1)
+
+
+def random_ct_lesion(*, n_slices: int = 20, rows: int = 64, cols: int = 64, seed: int = 0,
+                     slice_thickness: float | None = None) -> Lesion:  # fmt: skip
+    """The lesion ``make_ct_case(lesion="random", ...)`` places with these arguments."""
+    return _random_lesion(_geometry(rows, cols, n_slices, slice_thickness), np.random.default_rng(seed))
+
+
+def make_ct_volume(
+    *,
+    n_slices: int = 20,
+    rows: int = 64,
+    cols: int = 64,
+    lesion: Lesion | Literal["random"] | None = None,
+    seed: int = 0,
+    slice_thickness: float | None = None,
+) -> CtVolume:
+    """The volume of ``make_ct_case(...)`` (CT, unsigned storage) without building DICOM datasets.
+
+    Same geometry, same random draws and the same stored values less the rescale intercept, so it
+    equals ``StudyInput.from_datasets(case.datasets).series[0].volume.array`` voxel for voxel (for
+    the detector's training loop, where the DICOM round trip costs more than the detection).
+    """
+    rng = np.random.default_rng(seed)
+    geo = _geometry(rows, cols, n_slices, slice_thickness)
+    if lesion == "random":
+        lesion = _random_lesion(geo, rng)
+    slices = list(_render_slices(geo, lesion, rng, "CT", False))
+    order = np.argsort(geo.z, kind="stable")  # readers stack slices along the normal (+z)
+    hu = np.stack([slices[k] for k in order]).astype(np.float32) - np.float32(1024.0)
+    z = [geo.z[k] for k in order]
+    dz = float(np.median(np.diff(z))) if len(z) > 1 else geo.thickness
+    return CtVolume(hu=hu, spacing=(dz, geo.spacing, geo.spacing), origin=(geo.x0, geo.y0, z[0]), lesion=lesion)
+
+
 def make_study_set(
     n_studies: int = 12,
     n_slices: int = 20,

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import pprint
 from dataclasses import asdict, dataclass, field
@@ -150,27 +151,42 @@ def _gaussian_kernel(sigma_vox: float) -> torch.Tensor:
     return k / k.sum()
 
 
+@functools.lru_cache(maxsize=256)
+def _blur_matrix(size: int, sigma_vox: float) -> torch.Tensor:
+    """(size, size) matrix ``M`` with ``M @ v`` = the Gaussian blur of ``v`` with edges replicated.
+
+    Kernel taps that fall outside ``v`` read its edge value; when the kernel is longer than ``v``
+    it is clamped to ``2·size - 1`` taps and renormalised.
+    """
+    k = _gaussian_kernel(sigma_vox).to(torch.float64)
+    r = (len(k) - 1) // 2
+    if r >= size:
+        k = k[r - (size - 1) : r + size]
+        k = k / k.sum()
+        r = size - 1
+    offsets = torch.arange(-r, r + 1)
+    src = (torch.arange(size)[:, None] + offsets[None, :]).clamp_(0, size - 1)
+    m = torch.zeros(size, size, dtype=torch.float64)
+    m.scatter_add_(1, src, k.expand(size, -1).contiguous())
+    return m.to(torch.float32)
+
+
 def _blur(x: torch.Tensor, sigma_mm: float, spacing: tuple[float, float, float]) -> torch.Tensor:
-    """Separable Gaussian blur of a (1, 1, Z, Y, X) tensor; edges replicate."""
+    """Separable Gaussian blur of a (1, 1, Z, Y, X) tensor; edges replicate.
+
+    Each axis is one matrix product with :func:`_blur_matrix` (the block-averaged grid is at most a
+    few hundred voxels along an axis, and a BLAS product is an order of magnitude faster on a CPU
+    than ``conv3d`` with a one-dimensional kernel).
+    """
     out = x
     for axis, step in enumerate(spacing):
         sigma = sigma_mm / step
         if sigma < 0.2:
             continue
-        k = _gaussian_kernel(sigma)
-        r = (len(k) - 1) // 2
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = len(k)
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
-        size = out.shape[2 + axis]
-        if r >= size:  # replicate padding needs the kernel to fit; clamp the tail instead
-            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = size - 1
-            k = k[r - (size - 1) : r + size]
-            k = k / k.sum()
-            shape[2 + axis] = len(k)
-        out = F.conv3d(F.pad(out, pad, mode="replicate"), k.reshape(shape))
-    return out
+        dim = 2 + axis
+        m = _blur_matrix(int(out.shape[dim]), float(sigma))
+        out = torch.movedim(torch.movedim(out, dim, -1) @ m.T, -1, dim)
+    return out.contiguous()
 
 
 def _baseline(hu: torch.Tensor, params: DetectorParams) -> float:
