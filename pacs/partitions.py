@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pacs.access import DEFAULT_PARTITION
 from pacs.errors import SettingsError
@@ -125,8 +126,10 @@ def sync_partitions(engine: Engine, ae_title: str, partitions: dict[str, Partiti
         wanted = {DEFAULT_SLUG: PartitionConfig(ae_titles=[ae_title], name="")} | partitions
         for slug, config in wanted.items():
             titles = json.dumps(config.ae_titles)
-            if slug not in rows:
-                conn.execute(insert(PartitionRow).values(slug=slug, name=config.name, ae_titles=titles, created_at=now))
+            if slug not in rows:  # another process starting at once may insert it too
+                ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                conn.execute(ins(PartitionRow).values(slug=slug, name=config.name, ae_titles=titles, created_at=now)
+                             .on_conflict_do_nothing(index_elements=["slug"]))
             elif rows[slug].ae_titles != titles or rows[slug].name != config.name:
                 conn.execute(update(PartitionRow).where(PartitionRow.slug == slug)
                              .values(ae_titles=titles, name=config.name))
