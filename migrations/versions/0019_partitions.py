@@ -60,6 +60,8 @@ def upgrade() -> None:
     op.bulk_insert(partitions, [{"id": 1, "slug": "default", "name": "", "ae_titles": "[]",
                                  "created_at": datetime.now(UTC)}])
     sqlite = op.get_bind().dialect.name == "sqlite"
+    if not sqlite:  # the explicit id 1 did not advance the id sequence
+        op.execute("SELECT setval(pg_get_serial_sequence('partitions', 'id'), 1)")
     for table, old, columns, new in _UNIQUES:
         old_name = old or (f"uq_{table}_{columns[0]}" if sqlite else f"{table}_{columns[0]}_key")
         kwargs = {"recreate": "always", "naming_convention": _NAMING} if sqlite else {}
@@ -83,6 +85,8 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("partition_fk")
     sqlite = op.get_bind().dialect.name == "sqlite"
+    if not sqlite:  # the explicit id 1 did not advance the id sequence
+        op.execute("SELECT setval(pg_get_serial_sequence('partitions', 'id'), 1)")
     for table, old, columns, new in reversed(_UNIQUES):
         with op.batch_alter_table(table, **({"recreate": "always"} if sqlite else {})) as batch:
             if old is None:

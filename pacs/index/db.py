@@ -179,17 +179,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                             "made before the upgrade; schema downgrades are not supported")
     cfg = _alembic_config(engine)
     try:
-        with engine.connect() as conn, _foreign_keys_off(conn):
-            with conn.begin():
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, revision)
-                if revision == "head":
-                    conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES (:n, :r) ON CONFLICT "
-                                      "(name) DO UPDATE SET revision = excluded.revision"),
-                                 {"n": _COMPAT_ROW, "r": oldest_compatible_revision()})
-                if is_sqlite(engine) and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
-                    raise StorageUnavailable("the migration left rows whose parent row is missing; nothing was "
-                                             "changed")
+        with engine.connect() as conn, _foreign_keys_off(conn), conn.begin():
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            if revision == "head":
+                conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES (:n, :r) ON CONFLICT "
+                                  "(name) DO UPDATE SET revision = excluded.revision"),
+                             {"n": _COMPAT_ROW, "r": oldest_compatible_revision()})
+            if is_sqlite(engine) and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise StorageUnavailable("the migration left rows whose parent row is missing; nothing was "
+                                         "changed")
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"cannot migrate the index database: {str(exc).splitlines()[0]}") from exc
 
