@@ -30,12 +30,14 @@ def optional_principal(request: Request) -> Principal | None:
 
 
 def request_partition(request: Request) -> Partition | None:
-    """The partition named in the URL (``/dicomweb/p/{partition}/…``), or None where the URL names none
-    (the caller's home partition then); 404 for a name this archive does not know."""
+    """The partition the URL names: ``/dicomweb/p/{partition}/…``, the default one for the rest of
+    ``/dicomweb/``; None for other routes (the caller's home partition then). 404 for a name this
+    archive does not know."""
+    partitions = request.app.state.archive.partitions
     slug = request.path_params.get("partition")
     if slug is None:
-        return None
-    found: Partition | None = request.app.state.archive.partitions.by_slug(slug)
+        return partitions.default if request.url.path.startswith("/dicomweb/") else None  # type: ignore[no-any-return]
+    found: Partition | None = partitions.by_slug(slug)
     if found is None:
         raise HTTPException(404, "no such partition")
     return found
