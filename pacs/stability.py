@@ -178,7 +178,8 @@ class StabilityDetector:
 
     def _transition(self, study_id: int, cutoff: datetime, now: datetime) -> StableStudy | None:
         with write_transaction(self.engine) as conn:
-            stmt = select(Study.id, Study.study_uid, Study.last_instance_at).where(Study.id == study_id)
+            stmt = select(Study.id, Study.study_uid, Study.last_instance_at, Study.partition_fk).where(
+                Study.id == study_id)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()  # no ingest commits into the study while its jobs are routed
             row = conn.execute(stmt).first()
@@ -207,7 +208,8 @@ class StabilityDetector:
             if not won:
                 return None  # another process made this transition
             stable = StableStudy(row.study_uid, study_id, generation, aware(last_at), now)
-            record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation})
+            record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation},
+                         partition=row.partition_fk)
             self.on_stable(conn, stable)
         log.info("study %s is stable (generation %d)", stable.study_uid, generation)
         return stable

@@ -223,3 +223,21 @@ def _stow_twice(settings: Settings) -> None:
             body = doc.get("/dicomweb" + path, headers=accept).content
             assert DEFAULT_TWIN.encode() in body and NORTH_TWIN.encode() not in body
             assert NORTH_TWIN.encode() not in doc.get("/dicomweb/p/north" + path, headers=accept).content
+
+
+def test_the_change_feed_holds_only_the_callers_partition(site: Site) -> None:
+    def feed(caller: str) -> list[dict[str, object]]:
+        response = site.clients[caller].get("/api/changefeed", params={"limit": "1000", "includeMetadata": "true"})
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    twin = str(site.twin[0].StudyInstanceUID)
+    north = feed("northadmin")
+    default = feed("admin")  # an admin of the default partition reads the default partition's feed
+    assert {e["StudyInstanceUid"] for e in north} == {twin, str(site.solo["north"][0].StudyInstanceUID)}
+    assert {e["StudyInstanceUid"] for e in default} == {twin, str(site.solo["default"][0].StudyInstanceUID)}
+    # the twin's events: each feed's own instances, current, with its own metadata
+    assert all(e["State"] == "current" for e in north + default)
+    assert NORTH_TWIN in str(north) and DEFAULT_TWIN not in str(north)
+    assert DEFAULT_TWIN in str(default) and NORTH_TWIN not in str(default)
+    assert site.clients["northdoc"].get("/api/changefeed").status_code == 403  # feeds are for admins
