@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import NotFound
 from pacs.events import EVENT_STUDY_STABLE, record_event
 from pacs.index.db import utcnow
@@ -210,7 +211,8 @@ class StabilityDetector:
             stable = StableStudy(row.study_uid, study_id, generation, aware(last_at), now)
             record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation},
                          partition=row.partition_fk)
-            self.on_stable(conn, stable)
+            if row.partition_fk == DEFAULT_PARTITION:  # jobs (AI, routing) carry no partition yet: default only
+                self.on_stable(conn, stable)
         log.info("study %s is stable (generation %d)", stable.study_uid, generation)
         return stable
 

@@ -17,6 +17,7 @@ from functools import partial
 
 from sqlalchemy import Connection, Engine, func, select
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.tx import aware, aware_or_none
 from pacs.index.models import Instance, Study
 from pacs.reports.models import ReportRow
@@ -65,6 +66,8 @@ class _Study:
 def _studies(conn: Connection) -> Iterator[_Study]:
     stmt = select(Study.id, Study.study_uid, Study.study_date, Study.created_at, Study.last_accessed_at,
                   Study.modalities, Study.patient_id, Study.instance_count, Study.size_bytes).order_by(Study.id)
+    # Retention rules are the default partition's: another hospital's studies are never planned away.
+    stmt = stmt.where(Study.partition_fk == DEFAULT_PARTITION)
     for row in conn.execute(stmt).yield_per(1000):
         facts = StudyFacts(row.study_uid, row.study_date or "", aware(row.created_at),
                            aware_or_none(row.last_accessed_at),
