@@ -14,9 +14,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
+from sqlalchemy import select
 
 from pacs.accounts.users import create_user
 from pacs.archive import Archive
+from pacs.index.models import Instance
 from pacs.partitions import PartitionConfig
 from pacs.settings import Settings
 from tests.conftest import ARCHIVE_BACKENDS, archive_settings
@@ -191,6 +193,7 @@ def _stow_twice(settings: Settings) -> None:
     with Archive.open(settings) as archive:
         north = archive.partitions.by_slug("north")
         assert north is not None
+        create_user(archive.engine, "admin", PASSWORD, "admin")
         create_user(archive.engine, "doc", PASSWORD, "physician")
         create_user(archive.engine, "northdoc", PASSWORD, "physician", partition=north.id)
         app = create_app(archive)
@@ -223,6 +226,15 @@ def _stow_twice(settings: Settings) -> None:
             body = doc.get("/dicomweb" + path, headers=accept).content
             assert DEFAULT_TWIN.encode() in body and NORTH_TWIN.encode() not in body
             assert NORTH_TWIN.encode() not in doc.get("/dicomweb/p/north" + path, headers=accept).content
+            # deleting north's copy leaves the default partition's
+            with TestClient(app) as admin:
+                admin.headers["Authorization"] = f"Bearer {bearer(admin, 'admin')}"
+                assert admin.delete(f"/dicomweb/p/north/studies/{uid}").status_code in (200, 204)
+                assert admin.get(f"/dicomweb/p/north/studies/{uid}/metadata").status_code == 404
+                assert DEFAULT_TWIN.encode() in admin.get(f"/dicomweb/studies/{uid}/metadata").content
+            kept = _keys(archive, 1)
+            assert len(kept) == 2 and all(archive.store.head(key) is not None for key in kept)
+            assert _keys(archive, north.id) == [] and list(archive.store.list("p/north/")) == []
 
 
 def test_the_change_feed_holds_only_the_callers_partition(site: Site) -> None:
@@ -241,3 +253,8 @@ def test_the_change_feed_holds_only_the_callers_partition(site: Site) -> None:
     assert NORTH_TWIN in str(north) and DEFAULT_TWIN not in str(north)
     assert DEFAULT_TWIN in str(default) and NORTH_TWIN not in str(default)
     assert site.clients["northdoc"].get("/api/changefeed").status_code == 403  # feeds are for admins
+
+
+def _keys(archive: Archive, partition: int) -> list[str]:
+    with archive.engine.connect() as conn:
+        return list(conn.execute(select(Instance.object_key).where(Instance.partition_fk == partition)).scalars())
