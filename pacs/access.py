@@ -11,6 +11,9 @@ those a physician released, from a plugin job all but its own vendor's. A withhe
 listed (QIDO at IMAGE level; a series holding nothing else is not listed either) and not
 retrievable, exactly like an instance outside the scope.
 
+A scope lies in one partition (a hospital, :mod:`pacs.partitions`): its study filter admits only that
+partition's studies, whatever else it allows, so no query or retrieve crosses partitions.
+
 Withheld instances (:class:`~pacs.index.models.WithheldInstance`) are hidden the same way, by
 reason: ``rejected`` ones (IHE IOCM rejection notes, :mod:`pacs.rejection`) from every caller,
 ``superseded`` report documents from patients and share visitors. A series or study whose every
@@ -20,13 +23,16 @@ instance is withheld is not listed either, and study counts are those of what re
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, exists, false, or_, true, tuple_
 from sqlalchemy.orm import aliased
 
 from pacs.index.models import Instance, Series, Study, WithheldInstance
+
+#: The default partition (pacs.partitions), here too so that the access layer needs nothing above the index.
+DEFAULT_PARTITION = 1
 
 #: SOP classes of result objects: the SR family (PS3.4 B.5, ``…1.1.88.*``, by prefix) and these:
 #: Segmentation, Surface Segmentation, Parametric Map. AI output and measurements arrive as these,
@@ -57,18 +63,24 @@ class AccessScope:
     released_sop_uids: frozenset[str] = field(default_factory=frozenset)
     # Withheld instances of these reasons are hidden (rejected ones from everybody).
     withheld_reasons: frozenset[str] = frozenset({REJECTED})
+    # The one partition (pacs.partitions) every study seen lies in: nothing crosses partitions.
+    partition: int = DEFAULT_PARTITION
 
     @classmethod
-    def everything(cls) -> AccessScope:
-        return cls(all_studies=True)
+    def everything(cls, partition: int = DEFAULT_PARTITION) -> AccessScope:
+        return cls(all_studies=True, partition=partition)
 
     @classmethod
-    def nothing(cls) -> AccessScope:
-        return cls()
+    def nothing(cls, partition: int = DEFAULT_PARTITION) -> AccessScope:
+        return cls(partition=partition)
 
     @classmethod
-    def studies(cls, *uids: str) -> AccessScope:
-        return cls(study_uids=frozenset(uids))
+    def studies(cls, *uids: str, partition: int = DEFAULT_PARTITION) -> AccessScope:
+        return cls(study_uids=frozenset(uids), partition=partition)
+
+    def in_partition(self, partition: int) -> AccessScope:
+        """This scope, over ``partition``'s studies instead."""
+        return replace(self, partition=partition)
 
     def study_filter(self) -> Any:
         """A SQL condition on :class:`~pacs.index.models.Study` rows."""
@@ -82,14 +94,16 @@ class AccessScope:
             if self.patient_keys:
                 parts.append(tuple_(Study.patient_id, Study.issuer).in_(sorted(self.patient_keys)))
             allowed = or_(*parts) if parts else false()
-        conds = [allowed]
+        conds = [Study.partition_fk == self.partition, allowed]
         if self.hidden_study_uids:
             conds.append(Study.study_uid.not_in(sorted(self.hidden_study_uids)))
         if self.withheld_reasons:  # a study withholding something must keep a visible instance
             inner = aliased(Instance)  # the caller's query may select Instance itself
-            conds.append(or_(~exists().where(WithheldInstance.study_uid == Study.study_uid, self._withheld_reason()),
+            conds.append(or_(~exists().where(WithheldInstance.study_uid == Study.study_uid,
+                                             WithheldInstance.partition_fk == Study.partition_fk,
+                                             self._withheld_reason()),
                              exists().where(inner.study_fk == Study.id, self.instance_filter(inner))))
-        return and_(*conds) if len(conds) > 1 else allowed
+        return and_(*conds)
 
     def _withheld_reason(self) -> Any:
         return WithheldInstance.reason.in_(sorted(self.withheld_reasons))
@@ -98,7 +112,8 @@ class AccessScope:
         """A SQL condition on :class:`~pacs.index.models.Instance` rows: not withheld from this scope."""
         if not self.withheld_reasons:
             return true()
-        return ~exists().where(WithheldInstance.sop_uid == instance.sop_uid, self._withheld_reason())
+        return ~exists().where(WithheldInstance.sop_uid == instance.sop_uid,
+                               WithheldInstance.partition_fk == instance.partition_fk, self._withheld_reason())
 
     def instance_filter(self, instance: Any = Instance) -> Any:
         """A SQL condition on :class:`~pacs.index.models.Instance` rows (or ``instance``, an alias) of
@@ -118,7 +133,8 @@ class AccessScope:
             return exists().where(inner.series_fk == Series.id, self.instance_filter(inner))
         if not self.withheld_reasons:
             return true()
-        return or_(~exists().where(WithheldInstance.series_uid == Series.series_uid, self._withheld_reason()),
+        return or_(~exists().where(WithheldInstance.series_uid == Series.series_uid,
+                                   WithheldInstance.partition_fk == Series.partition_fk, self._withheld_reason()),
                    exists().where(inner.series_fk == Series.id, self.instance_filter(inner)))
 
     @property

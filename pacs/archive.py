@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from pacs.errors import NoArchive, StorageUnavailable
 from pacs.index import db
 from pacs.ingest import IngestService
+from pacs.partitions import PartitionDirectory, sync_partitions
 from pacs.settings import Settings
 from pacs.storage import ObjectStore, open_store
 
@@ -25,6 +27,7 @@ class Archive:
     engine: Engine
     store: ObjectStore
     ingest: IngestService
+    partitions: PartitionDirectory = field(default_factory=lambda: PartitionDirectory.single(""))
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -48,11 +51,16 @@ class Archive:
                                             "holds no cloudfilm index"))
         if migrate:
             db.upgrade(engine)
+        try:
+            partitions = sync_partitions(engine, settings.ae_title, settings.partitions)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StorageUnavailable(f"cannot read the partitions: {str(exc).splitlines()[0]}") from exc
         store = open_store(settings)
         ingest = IngestService(engine, store, overwrite=settings.overwrite,
                                accept_short_pixel_data=settings.ingest_accept_short_pixel_data,
                                rejection_grace=settings.rejection_grace)
-        return cls(settings, engine, store, ingest)
+        return cls(settings, engine, store, ingest, partitions)
 
     def close(self) -> None:
         if self._closed:

@@ -141,7 +141,7 @@ def _delete_rows(conn: Connection, scope: AccessScope, study_uid: str, series_ui
     now = utcnow()
     conn.execute(insert(OutboxEvent), [
         {"event": EVENT_INSTANCE_DELETED, "study_uid": study_uid, "series_uid": r.series_uid, "sop_uid": r.sop_uid,
-         "created_at": now}
+         "created_at": now, "partition_fk": scope.partition}
         for r in rows
     ])  # fmt: skip
     return [r.object_key for r in rows], (len(rows), len(emptied), studies_removed)

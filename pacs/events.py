@@ -124,12 +124,14 @@ def parse_actions(values: Collection[str]) -> frozenset[Action]:
 
 
 def record_event(conn: Connection, event: str, study_uid: str, series_uid: str = "", sop_uid: str = "",
-                 detail: dict[str, Any] | None = None) -> None:  # fmt: skip
-    """Append an event in the caller's transaction (it commits exactly when the change does)."""
+                 detail: dict[str, Any] | None = None, partition: int = 1) -> None:  # fmt: skip
+    """Append an event of ``partition``'s study in the caller's transaction (it commits exactly when the
+    change does)."""
     if event not in _ACTIONS:
         raise ValueError(f"unknown outbox event {event!r}")
     conn.execute(insert(OutboxEvent).values(
         event=event, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, created_at=utcnow(),
+        partition_fk=partition,
         detail_json=None if detail is None else json.dumps(detail, sort_keys=True),
     ))  # fmt: skip
 
@@ -166,7 +168,8 @@ def sequence_pending(engine: Engine) -> int:
 
 
 def _scope_condition(scope: AccessScope) -> Any:
-    """The events of the studies ``scope`` sees (those of deleted studies too, for scopes of all studies)."""
+    """The events of the studies ``scope`` sees, in its partition (those of deleted studies too, for scopes
+    of all studies)."""
     cond: Any
     if scope.all_studies:
         cond = true()
@@ -176,21 +179,23 @@ def _scope_condition(scope: AccessScope) -> Any:
             parts.append(OutboxEvent.study_uid.in_(sorted(scope.study_uids)))
         if scope.patient_keys:
             parts.append(OutboxEvent.study_uid.in_(
-                select(Study.study_uid).where(tuple_(Study.patient_id, Study.issuer).in_(sorted(scope.patient_keys)))
+                select(Study.study_uid).where(Study.partition_fk == scope.partition,
+                                              tuple_(Study.patient_id, Study.issuer).in_(sorted(scope.patient_keys)))
             ))  # fmt: skip
         cond = or_(*parts) if parts else false()
     if scope.hidden_study_uids:
         cond = and_(cond, OutboxEvent.study_uid.not_in(sorted(scope.hidden_study_uids)))
-    return cond
+    return and_(OutboxEvent.partition_fk == scope.partition, cond)
 
 
 def read_feed(engine: Engine, *, since: int = 0, limit: int = 100, scope: AccessScope | None = None,
               actions: Collection[Action] = (), include_metadata: bool = False) -> list[ChangeFeedEntry]:  # fmt: skip
     """Events with a sequence above ``since``, in sequence order, at most ``limit`` (1..1000)."""
+    scope = scope or AccessScope.everything()
     sequence_pending(engine)
     stmt = (
         select(OutboxEvent)
-        .where(OutboxEvent.seq > max(0, since), _scope_condition(scope or AccessScope.everything()))
+        .where(OutboxEvent.seq > max(0, since), _scope_condition(scope))
         .order_by(OutboxEvent.seq)
         .limit(max(1, min(limit, MAX_LIMIT)))
     )
@@ -198,24 +203,25 @@ def read_feed(engine: Engine, *, since: int = 0, limit: int = 100, scope: Access
         stmt = stmt.where(OutboxEvent.event.in_(sorted(_EVENTS[a] for a in actions)))
     with engine.connect() as conn:
         rows = list(conn.execute(stmt))
-        return _entries(conn, rows, include_metadata)
+        return _entries(conn, rows, include_metadata, scope.partition)
 
 
 def latest(engine: Engine, scope: AccessScope | None = None) -> ChangeFeedEntry | None:
     """The newest event (what a new reader starts after), ``None`` while the feed is empty."""
+    scope = scope or AccessScope.everything()
     sequence_pending(engine)
     stmt = (
         select(OutboxEvent)
-        .where(OutboxEvent.seq.is_not(None), _scope_condition(scope or AccessScope.everything()))
+        .where(OutboxEvent.seq.is_not(None), _scope_condition(scope))
         .order_by(OutboxEvent.seq.desc())
         .limit(1)
     )
     with engine.connect() as conn:
         rows = list(conn.execute(stmt))
-        return _entries(conn, rows, False)[0] if rows else None
+        return _entries(conn, rows, False, scope.partition)[0] if rows else None
 
 
-def _entries(conn: Connection, rows: Sequence[Any], include_metadata: bool) -> list[ChangeFeedEntry]:
+def _entries(conn: Connection, rows: Sequence[Any], include_metadata: bool, partition: int) -> list[ChangeFeedEntry]:
     sops = sorted({r.sop_uid for r in rows if r.sop_uid})
     newest: dict[str, tuple[int, str]] = {}  # SOP Instance UID -> (seq, event) of its newest instance event
     present: dict[str, str] = {}  # SOP Instance UID -> metadata JSON of the instance stored now
@@ -224,19 +230,22 @@ def _entries(conn: Connection, rows: Sequence[Any], include_metadata: bool) -> l
         last = (
             select(OutboxEvent.sop_uid, func.max(OutboxEvent.seq).label("seq"))
             .where(OutboxEvent.sop_uid.in_(chunk), OutboxEvent.event.in_(_INSTANCE_EVENTS),
-                   OutboxEvent.seq.is_not(None))
+                   OutboxEvent.seq.is_not(None), OutboxEvent.partition_fk == partition)
             .group_by(OutboxEvent.sop_uid)
             .subquery()
         )  # fmt: skip
         for row in conn.execute(
             select(OutboxEvent.sop_uid, OutboxEvent.seq, OutboxEvent.event)
             .join(last, and_(last.c.sop_uid == OutboxEvent.sop_uid, last.c.seq == OutboxEvent.seq))
+            .where(OutboxEvent.partition_fk == partition)
         ):
             newest[row.sop_uid] = (int(row.seq or 0), row.event)
         columns = [Instance.sop_uid, Instance.metadata_json if include_metadata else literal("")]
-        present.update({row[0]: row[1] for row in conn.execute(select(*columns).where(Instance.sop_uid.in_(chunk)))})
+        present.update({row[0]: row[1] for row in conn.execute(select(*columns).where(
+            Instance.sop_uid.in_(chunk), Instance.partition_fk == partition))})
     studies = sorted({r.study_uid for r in rows if not r.sop_uid})
-    existing_studies = set(conn.execute(select(Study.study_uid).where(Study.study_uid.in_(studies))).scalars()) \
+    existing_studies = set(conn.execute(select(Study.study_uid).where(
+        Study.study_uid.in_(studies), Study.partition_fk == partition)).scalars()) \
         if studies else set()  # fmt: skip
 
     out: list[ChangeFeedEntry] = []

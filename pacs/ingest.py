@@ -43,6 +43,7 @@ from pacs.index.writer import (
     prepare_statements,
     record_dataset_digest,
 )
+from pacs.partitions import DEFAULT_PARTITION, Partition, default_partition
 from pacs.rejection import KEY_OBJECT_SELECTION, RejectionNote, rejection_note, withhold
 from pacs.storage import ObjectStore, StagedObject, instance_key
 
@@ -295,6 +296,7 @@ class _Prepared:
     stored: Future[None]
     commit: Future[CommitOutcome]
     rejection: RejectionNote | None = None  # an IOCM rejection note: applied once the note is stored
+    partition: int = DEFAULT_PARTITION
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +308,9 @@ class _Checked:
     sha256: str
     dataset_sha256: str
     replace: bool  # it replaces the stored instance of the same SOPInstanceUID (overwrite policy)
+
+
+DEFAULT = default_partition()
 
 
 def _result_for(ident: Identity, size: int, outcome: Outcome, reason: str = "") -> IngestResult:
@@ -327,8 +332,8 @@ class IngestService:
 
     # Entry points ----------------------------------------------------------------------------
 
-    def store_bytes(self, data: bytes, label: str = "<bytes>") -> IngestResult:
-        return self.store_source(Part10Source.from_bytes(data, label))
+    def store_bytes(self, data: bytes, label: str = "<bytes>", partition: Partition = DEFAULT) -> IngestResult:
+        return self.store_source(Part10Source.from_bytes(data, label), partition)
 
     def store_file(self, path: Path) -> IngestResult:
         try:
@@ -337,10 +342,10 @@ class IngestService:
             return IngestResult(Outcome.NOT_DICOM, f"cannot read {path}: {exc.strerror}")
         return self.store_source(source)
 
-    def store_source(self, source: Part10Source) -> IngestResult:
-        """Store one instance; returns once it is durable and indexed (or rejected)."""
+    def store_source(self, source: Part10Source, partition: Partition = DEFAULT) -> IngestResult:
+        """Store one instance into ``partition``; returns once it is durable and indexed (or rejected)."""
         started = time.perf_counter()
-        step = self._prepare(source)
+        step = self._prepare(source, partition)
         result = step if isinstance(step, IngestResult) else self._finish(step)
         return self._observed(source.label, result, started)
 
@@ -408,7 +413,7 @@ class IngestService:
 
     # The path itself ---------------------------------------------------------------------------
 
-    def _prepare(self, source: Part10Source) -> _Prepared | IngestResult:
+    def _prepare(self, source: Part10Source, partition: Partition = DEFAULT) -> _Prepared | IngestResult:
         """Parse, validate and hash; store the object and queue the index commit.
 
         Small objects (nearly all) are read once into memory: parsing from a buffer avoids a syscall
@@ -427,7 +432,7 @@ class IngestService:
             with contextlib.suppress(CloudfilmError):  # written again below, once the instance is known
                 staged = self.store.stage_bytes(data)
         try:
-            checked = self._check(source, data, digest)
+            checked = self._check(source, data, digest, partition.id)
         except BaseException:
             if staged is not None:
                 staged.discard()
@@ -441,7 +446,7 @@ class IngestService:
         def result(outcome: Outcome, reason: str) -> IngestResult:
             return _result_for(ident, source.size, outcome, reason)
 
-        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, checked.sha256)
+        key = partition.key_prefix + instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, checked.sha256)
         try:
             stored = self._store_object(source, data, staged, key)
         except CloudfilmError as exc:
@@ -456,8 +461,9 @@ class IngestService:
             log.warning("cannot index %s: %s", source.label, exc, exc_info=True)
             return result(Outcome.INVALID, f"an attribute cannot be decoded: {exc}")
         record.replace = checked.replace
+        record.partition = partition.id
         note = rejection_note(checked.parsed.dataset) if ident.sop_class_uid == KEY_OBJECT_SELECTION else None
-        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored), note)
+        return _Prepared(ident, key, source.size, stored, self._committer.submit(record, stored), note, partition.id)
 
     def _store_object(self, source: Part10Source, data: bytes | None, staged: StagedObject | None,
                       key: str) -> Future[None]:
@@ -497,7 +503,7 @@ class IngestService:
         return parsed, ident, digests
 
     def _check(self, source: Part10Source, data: bytes | None,
-               digest: Future[tuple[str, str]] | None) -> _Checked | IngestResult:
+               digest: Future[tuple[str, str]] | None, partition: int = DEFAULT_PARTITION) -> _Checked | IngestResult:
         """Parse, validate and hash, and apply the duplicate policy: what to store, or why not."""
         step = self._parse(source, data, digest)
         if isinstance(step, IngestResult):
@@ -510,7 +516,7 @@ class IngestService:
         if parsed.pixel_problem and not self.accept_short_pixel_data:
             return result(Outcome.INVALID, parsed.pixel_problem)
         try:
-            existing = find_existing(self.engine, ident.sop_uid)
+            existing = find_existing(self.engine, ident.sop_uid, partition)
         except SQLAlchemyError:
             log.exception("index lookup failed")
             return result(Outcome.UNAVAILABLE, "the index database is unavailable")
@@ -566,7 +572,7 @@ class IngestService:
         if prepared.rejection is not None and outcome.status in (
                 CommitStatus.INSERTED, CommitStatus.REPLACED, CommitStatus.EXISTS_SAME):
             try:  # before the sender hears the note is stored: what it rejects is hidden by then
-                withhold(self.engine, prepared.rejection, self.rejection_grace)
+                withhold(self.engine, prepared.rejection, self.rejection_grace, prepared.partition)
             except SQLAlchemyError:
                 log.exception("the rejection note %s could not be applied", ident.sop_uid)
                 return result(Outcome.UNAVAILABLE, "the rejection could not be applied; send the note again")

@@ -84,18 +84,21 @@ def rejection_note(ds: Dataset) -> RejectionNote | None:
     return RejectionNote(str(ds.SOPInstanceUID), code, REJECTION_CODES[code], tuple(refs))
 
 
-def withhold(engine: Engine, note: RejectionNote, grace_s: float, *, now: datetime | None = None) -> int:
-    """Withhold the instances ``note`` references (idempotent); how many were newly withheld."""
+def withhold(engine: Engine, note: RejectionNote, grace_s: float, partition: int = 1, *,
+             now: datetime | None = None) -> int:
+    """Withhold the instances ``note`` references in ``partition`` (idempotent); how many were newly withheld."""
     if not note.references:
         return 0
     now = now or utcnow()
     rows = [{"sop_uid": sop, "study_uid": study, "series_uid": series, "reason": REJECTED,
              "code_value": note.code_value, "code_meaning": note.code_meaning[:64], "note_uid": note.note_uid,
-             "withheld_at": now, "delete_after": now + timedelta(seconds=grace_s), "deleted_at": None}
+             "withheld_at": now, "delete_after": now + timedelta(seconds=grace_s), "deleted_at": None,
+             "partition_fk": partition}
             for study, series, sop in sorted(set(note.references))]  # fmt: skip
     with write_transaction(engine) as conn:
         ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        result = conn.execute(ins(WithheldInstance).on_conflict_do_nothing(index_elements=["sop_uid", "reason"])
+        result = conn.execute(ins(WithheldInstance).on_conflict_do_nothing(
+                              index_elements=["partition_fk", "sop_uid", "reason"])
                               .returning(WithheldInstance.id), rows)  # fmt: skip
         added = len(result.all())
     log.info("rejection note %s (%s): %d instance(s) withheld", note.note_uid, note.code_meaning, added)
@@ -109,7 +112,7 @@ def withhold_superseded(conn: Connection, documents: Sequence[tuple[str, str, st
         return
     ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
-    conn.execute(ins(WithheldInstance).on_conflict_do_nothing(index_elements=["sop_uid", "reason"]), [
+    conn.execute(ins(WithheldInstance).on_conflict_do_nothing(index_elements=["partition_fk", "sop_uid", "reason"]), [
         {"sop_uid": sop, "study_uid": study, "series_uid": series, "reason": "superseded", "code_value": "",
          "code_meaning": "superseded report", "note_uid": note_uid, "withheld_at": now, "delete_after": None,
          "deleted_at": None} for study, series, sop in documents])  # fmt: skip

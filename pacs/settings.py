@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pacs.errors import SettingsError
+from pacs.partitions import PartitionConfig, check_partitions
 from pacs.retention.rules import RetentionRule, Tier, check_retention
 from pacs.routing.rules import Destination, Rule, check_routing
 
@@ -172,6 +173,9 @@ class Settings(BaseSettings):
     retention_tiers: dict[str, Tier] = Field(default_factory=dict)
     retention_rules: list[RetentionRule] = Field(default_factory=list)
 
+    # Partitions (issue 17): the [partitions.<slug>] tables, see pacs.partitions and README "Partitions"
+    partitions: dict[str, PartitionConfig] = Field(default_factory=dict)
+
     # HL7 v2 over MLLP (issues 13, 17): ORU results and ORM/OMI orders; off unless a port is set
     hl7_port: int | None = Field(default=None, ge=0, le=65535)
     hl7_host: str = "0.0.0.0"  # every interface, like DICOM: the RIS is on the network
@@ -226,6 +230,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
         check_routing(self.routing_destinations, self.routing_rules)
+        return self
+
+    @model_validator(mode="after")
+    def _check_partitions(self) -> Settings:
+        check_partitions(self.partitions, self.ae_title)
         return self
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import NotFound
 from pacs.events import EVENT_STUDY_STABLE, record_event
 from pacs.index.db import utcnow
@@ -178,7 +179,8 @@ class StabilityDetector:
 
     def _transition(self, study_id: int, cutoff: datetime, now: datetime) -> StableStudy | None:
         with write_transaction(self.engine) as conn:
-            stmt = select(Study.id, Study.study_uid, Study.last_instance_at).where(Study.id == study_id)
+            stmt = select(Study.id, Study.study_uid, Study.last_instance_at, Study.partition_fk).where(
+                Study.id == study_id)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()  # no ingest commits into the study while its jobs are routed
             row = conn.execute(stmt).first()
@@ -207,8 +209,10 @@ class StabilityDetector:
             if not won:
                 return None  # another process made this transition
             stable = StableStudy(row.study_uid, study_id, generation, aware(last_at), now)
-            record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation})
-            self.on_stable(conn, stable)
+            record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation},
+                         partition=row.partition_fk)
+            if row.partition_fk == DEFAULT_PARTITION:  # jobs (AI, routing) carry no partition yet: default only
+                self.on_stable(conn, stable)
         log.info("study %s is stable (generation %d)", stable.study_uid, generation)
         return stable
 

@@ -68,12 +68,18 @@ def add(
     email: Annotated[str, typer.Option("--email", help="A patient's address for report notices.")] = "",
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     generate: Annotated[bool, typer.Option("--generate", help="Generate a password and print it once.")] = False,
+    partition: Annotated[str, typer.Option("--partition", help="The hospital (a [partitions.<name>] table) the "
+                                           "account belongs to.")] = "default",
 ) -> None:
     """Create an account."""
     password, generated = _password(password_stdin, generate)
     with _archive() as archive:
-        user = create_user(archive.engine, username, password, role, name, email or None)
-        _audit(archive, user.username, f"added {user.role} account")
+        found = archive.partitions.by_slug(partition)
+        if found is None:
+            raise CloudfilmError(f"there is no partition {partition!r}: configure [partitions.{partition}] first")
+        user = create_user(archive.engine, username, password, role, name, email or None, found.id)
+        _audit(archive, user.username, f"added {user.role} account"
+               + ("" if found.slug == "default" else f" in partition {found.slug}"))
     out.print(f"added {user.role} {user.username}", highlight=False)
     if generated:
         out.print(f"password: {password}", highlight=False)

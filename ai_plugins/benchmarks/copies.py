@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ai_plugins.benchmarks.models import BenchmarkCopyRow
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.deid import Deidentifier, deidentify_part10
@@ -61,7 +61,8 @@ def existing_copies(engine: Engine, benchmark_id: int, purpose: str) -> dict[str
 
 def _pin(archive: Archive, study_uid: str) -> None:
     with write_transaction(archive.engine) as conn:
-        study_id = conn.execute(select(Study.id).where(Study.study_uid == study_uid)).scalar_one()
+        study_id = conn.execute(select(Study.id).where(  # benchmarks live in the default partition
+            Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION)).scalar_one()
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         now = utcnow()
         conn.execute(dialect.insert(StudyStability).values(study_fk=study_id, generation=1, last_instance_at=PINNED,

@@ -30,6 +30,7 @@ from ai_plugins.benchmarks.visibility import HOSTED_REFUSAL, withheld_from_vendo
 from ai_plugins.runner.models import PluginResult
 from ai_plugins.runner.registry import PluginRegistry, PluginSource, PluginView
 from ai_plugins.sdk import InputFilter, SeriesInfo, StudySummary
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import Conflict, NotFound
 from pacs.index.models import Instance, Series, Study
 from pacs.jobs import JobQueue, JobSpec, JobView, active_job, dedupe_key, enqueue, write_transaction
@@ -55,7 +56,8 @@ class StudyContents:
 
 def study_contents(conn: Connection, study_uid: str) -> StudyContents:
     """Series of the study from the index, without those that plugins produced."""
-    study_id = conn.execute(select(Study.id).where(Study.study_uid == study_uid)).scalar_one_or_none()
+    study_id = conn.execute(select(Study.id).where(  # jobs run on the default partition's studies
+        Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION)).scalar_one_or_none()
     if study_id is None:
         raise NotFound("no such study")
     produced = set(

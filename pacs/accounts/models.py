@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base, BigId
@@ -24,6 +24,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    # The partition the account belongs to (pacs.partitions); admins of the default one act in every partition.
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))  # one of ROLES
     full_name: Mapped[str] = mapped_column(String(128), default="")
@@ -91,6 +93,7 @@ class Share(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The token is HMAC(secret key, salt): re-derivable for the owner's QR code, never stored.
     token_salt: Mapped[str] = mapped_column(String(32))
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))  # the study's
     study_uid: Mapped[str] = mapped_column(String(64))
     created_by_fk: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from pacs.access import REJECTED, SUPERSEDED, AccessScope
+from pacs.access import DEFAULT_PARTITION, REJECTED, SUPERSEDED, AccessScope
 
 Role = Literal["admin", "physician", "patient", "vendor"]
 Via = Literal["session", "bearer", "api_key", "share", "share_token", "local"]
@@ -31,6 +31,7 @@ class ShareGrant:
     share_id: int
     study_uid: str
     allow_download: bool
+    partition: int = DEFAULT_PARTITION
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class DicomwebGrant:
 
     share_id: int
     study_uid: str
+    partition: int = DEFAULT_PARTITION
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,27 @@ class Principal:
     # job may see, who see no others: the documents of AI findings a physician accepted (issue 13),
     # and for a job its own vendor's results.
     released_sop_uids: frozenset[str] = field(default_factory=frozenset)
+    # The account's partition (pacs.partitions); an admin of the default partition acts in every one.
+    partition: int = DEFAULT_PARTITION
 
     @classmethod
     def local_admin(cls) -> Principal:
         """The caller when authentication is turned off (loopback only) and for CLI commands."""
         return cls(username="local", role="admin", via="local")
+
+    @property
+    def in_every_partition(self) -> bool:
+        """An admin of the default partition (and the local admin): sees into every partition."""
+        return self.role == "admin" and self.partition == DEFAULT_PARTITION
+
+    @property
+    def home_partition(self) -> int:
+        """The partition a request without one in its URL works in: the account's, else the share's."""
+        if self.role is None and self.share is not None:
+            return self.share.partition
+        if self.role is None and self.dicomweb is not None:
+            return self.dicomweb.partition
+        return self.partition
 
     @property
     def is_user(self) -> bool:
@@ -109,22 +127,34 @@ class Principal:
                                                  or self.dicomweb is not None or self.job is not None)  # fmt: skip
 
 
-def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset()) -> AccessScope:
-    """The studies ``principal`` may see. ``hidden_study_uids`` (and the principal's own) are withheld
-    from all but admins; the principal's ``granted_study_uids`` are added to what its role sees."""
-    shared = frozenset({principal.share.study_uid}) if principal.share else frozenset()
-    if principal.job is not None:
-        shared |= {principal.job.study_uid}
-    if principal.dicomweb is not None:
+def scope_for(principal: Principal, *, hidden_study_uids: frozenset[str] = frozenset(),
+              partition: int | None = None) -> AccessScope:
+    """The studies ``principal`` may see in ``partition`` (by default its home partition). ``hidden_study_uids``
+    (and the principal's own) are withheld from all but admins; the principal's ``granted_study_uids`` are
+    added to what its role sees.
+
+    An account sees by its role only in its own partition (an admin of the default partition in every
+    one); a share, a share's DICOMweb token and a plugin job only their study in its partition (jobs and
+    benchmark copies live in the default partition)."""
+    partition = principal.home_partition if partition is None else partition
+    shared: frozenset[str] = frozenset()
+    if principal.share is not None and principal.share.partition == partition:
+        shared |= {principal.share.study_uid}
+    if partition == DEFAULT_PARTITION:
+        if principal.job is not None:
+            shared |= {principal.job.study_uid}
+        shared |= principal.granted_study_uids
+    if principal.dicomweb is not None and principal.dicomweb.partition == partition:
         shared |= {principal.dicomweb.study_uid}
-    shared |= principal.granted_study_uids
+    role = principal.role if principal.partition == partition or principal.in_every_partition else None
     hidden = frozenset() if principal.role == "admin" else hidden_study_uids | principal.hidden_study_uids
-    if principal.role in STAFF_ROLES:
-        scope = AccessScope(all_studies=True, hidden_study_uids=hidden)
-    elif principal.role == "patient":
-        scope = AccessScope(study_uids=shared, patient_keys=principal.patient_keys, hidden_study_uids=hidden)
+    if role in STAFF_ROLES:
+        scope = AccessScope(all_studies=True, hidden_study_uids=hidden, partition=partition)
+    elif role == "patient":
+        scope = AccessScope(study_uids=shared, patient_keys=principal.patient_keys, hidden_study_uids=hidden,
+                            partition=partition)
     else:
-        scope = AccessScope(study_uids=shared, hidden_study_uids=hidden)
+        scope = AccessScope(study_uids=shared, hidden_study_uids=hidden, partition=partition)
     if not principal.sees_released_results_only:
         return scope
     # Patients and share visitors see neither unreleased results nor superseded report documents.

@@ -67,6 +67,7 @@ class ShareInfo:
     clinician: bool = False  # made for a clinician: carries a DICOMweb bearer token
     recipient: str = ""  # whom it was made for, in the sharer's words
     dicomweb_token: str | None = None  # clinician shares, when a key was given to derive it
+    partition: int = 1  # the study's partition (pacs.partitions): the share opens it there only
 
     def status(self, now: datetime | None = None) -> ShareStatus:
         if self.revoked_at is not None:
@@ -79,10 +80,10 @@ class ShareInfo:
         return self.locked_until is not None and (now or utcnow()) < self.locked_until
 
     def grant(self) -> ShareGrant:
-        return ShareGrant(self.id, self.study_uid, self.allow_download)
+        return ShareGrant(self.id, self.study_uid, self.allow_download, self.partition)
 
     def dicomweb_grant(self) -> DicomwebGrant:
-        return DicomwebGrant(self.id, self.study_uid)
+        return DicomwebGrant(self.id, self.study_uid, self.partition)
 
 
 def dicomweb_token(key: bytes, salt: str) -> str:
@@ -100,6 +101,7 @@ def _info(share: Share, key: bytes | None, created_by: tuple[str, str]) -> Share
         last_viewed_at=aware_or_none(share.last_viewed_at), revoked_at=aware_or_none(share.revoked_at),
         locked_until=aware_or_none(share.locked_until), clinician=clinician, recipient=share.recipient or "",
         dicomweb_token=dicomweb_token(key, share.token_salt) if key and clinician else None,
+        partition=share.partition_fk,
     )
 
 
@@ -112,7 +114,7 @@ def _creator(session: Session, share: Share) -> tuple[str, str]:
 def create_share(
     engine: Engine, key: bytes, study_uid: str, *, created_by: int | None, expires_in_days: int,
     max_days: int, pin: str | None = None, allow_download: bool = False, clinician: bool = False,
-    recipient: str = "", notify: Sequence[tuple[str, str]] = (), greet_patient: bool = False,
+    recipient: str = "", notify: Sequence[tuple[str, str]] = (), greet_patient: bool = False, partition: int = 1,
 ) -> ShareInfo:
     """A new link to ``study_uid`` (which must exist), valid for ``expires_in_days`` (1..max_days);
     with ``clinician``, also a DICOMweb bearer token for the clinician ``recipient`` names.
@@ -129,7 +131,8 @@ def create_share(
         raise InvalidAccountData(f"the recipient is at most {RECIPIENT_MAX} printable characters")
     now = utcnow()
     with writing(engine) as session:
-        study = session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
+        study = session.scalars(select(Study).where(Study.partition_fk == partition,
+                                                    Study.study_uid == study_uid)).first()
         if study is None:
             raise NotFound("the study does not exist")
         salt = secrets.token_hex(16)
@@ -139,6 +142,7 @@ def create_share(
             pin_hash=hash_secret(pin) if pin else None, failed_tries=0, locked_until=None,
             allow_download=allow_download, views=0, last_viewed_at=None, revoked_at=None,
             dicomweb_token_hash=digest(dicomweb_token(key, salt)) if clinician else None, recipient=recipient,
+            partition_fk=partition,
         )
         session.add(share)
         session.flush()
@@ -150,25 +154,26 @@ def create_share(
         return info
 
 
-def list_shares(engine: Engine, key: bytes | None, study_uid: str) -> list[ShareInfo]:
+def list_shares(engine: Engine, key: bytes | None, study_uid: str, partition: int = 1) -> list[ShareInfo]:
     with reading(engine) as session:
-        rows = session.scalars(select(Share).where(Share.study_uid == study_uid).order_by(Share.id))
+        rows = session.scalars(select(Share).where(Share.partition_fk == partition, Share.study_uid == study_uid)
+                               .order_by(Share.id))
         return [_info(s, key, _creator(session, s)) for s in rows]
 
 
-def get_share(engine: Engine, key: bytes | None, study_uid: str, share_id: int) -> ShareInfo:
+def get_share(engine: Engine, key: bytes | None, study_uid: str, share_id: int, partition: int = 1) -> ShareInfo:
     with reading(engine) as session:
         share = session.get(Share, share_id)
-        if share is None or share.study_uid != study_uid:
+        if share is None or share.study_uid != study_uid or share.partition_fk != partition:
             raise NotFound("there is no such share link")
         return _info(share, key, _creator(session, share))
 
 
-def revoke_share(engine: Engine, study_uid: str, share_id: int) -> ShareInfo:
+def revoke_share(engine: Engine, study_uid: str, share_id: int, partition: int = 1) -> ShareInfo:
     """Revoke a link of ``study_uid`` (idempotent); visitors holding it lose access at once."""
     with writing(engine) as session:
         share = session.get(Share, share_id)
-        if share is None or share.study_uid != study_uid:
+        if share is None or share.study_uid != study_uid or share.partition_fk != partition:
             raise NotFound("there is no such share link")
         if share.revoked_at is None:
             share.revoked_at = utcnow()
@@ -199,7 +204,7 @@ def active_grant(engine: Engine, share_id: int) -> ShareGrant | None:
         share = session.get(Share, share_id)
         if share is None or share.revoked_at is not None or utcnow() >= aware(share.expires_at):
             return None
-        return ShareGrant(share.id, share.study_uid, share.allow_download)
+        return ShareGrant(share.id, share.study_uid, share.allow_download, share.partition_fk)
 
 
 def record_view(engine: Engine, share_id: int) -> None:

@@ -36,10 +36,11 @@ class UserInfo:
     last_login_at: datetime | None
     patient_keys: frozenset[tuple[str, str]]
     email: str | None = None
+    partition: int = 1  # pacs.partitions: the hospital the account belongs to
 
     def principal(self, via: str = "session") -> Principal:
         return Principal(user_id=self.id, username=self.username, role=self.role,
-                         patient_keys=self.patient_keys, via=via)  # type: ignore[arg-type]
+                         patient_keys=self.patient_keys, via=via, partition=self.partition)  # type: ignore[arg-type]
 
 
 def check_role(role: str) -> Role:
@@ -63,7 +64,7 @@ def user_info(session: Session, user: User) -> UserInfo:
         )
     )
     return UserInfo(user.id, user.username, check_role(user.role), user.full_name, user.disabled,
-                    aware(user.created_at), aware_or_none(user.last_login_at), keys, user.email)
+                    aware(user.created_at), aware_or_none(user.last_login_at), keys, user.email, user.partition_fk)
 
 
 def user_row(session: Session, username: str) -> User:
@@ -74,8 +75,9 @@ def user_row(session: Session, username: str) -> User:
 
 
 def create_user(engine: Engine, username: str, password: str, role: str, full_name: str = "",
-                email: str | None = None) -> UserInfo:  # fmt: skip
-    """A new enabled account; :class:`Conflict` when the name is taken."""
+                email: str | None = None, partition: int = 1) -> UserInfo:  # fmt: skip
+    """A new enabled account of ``partition``; :class:`Conflict` when the name is taken (names are
+    unique across partitions, so that signing in needs no partition)."""
     if not _USERNAME.match(username):
         raise InvalidAccountData("a username is 1 to 64 letters, digits, '.', '_', '@' or '-'")
     check_password(password)
@@ -85,7 +87,8 @@ def create_user(engine: Engine, username: str, password: str, role: str, full_na
         if session.scalars(select(User.id).where(User.username == username)).first() is not None:
             raise Conflict(f"the user {username!r} already exists")
         user = User(username=username, password_hash=hash_secret(password), role=checked,
-                    full_name=full_name[:128], email=address, disabled=False, created_at=utcnow())
+                    full_name=full_name[:128], email=address, disabled=False, created_at=utcnow(),
+                    partition_fk=partition)
         session.add(user)
         session.flush()
         return user_info(session, user)

@@ -10,7 +10,7 @@ Queries are accepted hierarchically and also without the unique keys of the leve
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -104,10 +104,13 @@ def parse_identifier(identifier: Dataset, model: Model) -> ParsedIdentifier:
 class FindSCP:
     """Handles ``EVT_C_FIND``: yields one pending response per match, honouring C-CANCEL."""
 
-    def __init__(self, engine: Engine, ae_title: str, scope: ScopeProvider = AccessScope.everything) -> None:
+    def __init__(self, engine: Engine, ae_title: str, scope: ScopeProvider = AccessScope.everything,
+                 partition_titles: Mapping[int, str] | None = None) -> None:
+        """``partition_titles``: the AE title answered as Retrieve AE Title in each partition but the default."""
         self._engine = engine
         self._scope = scope
         self._ae_title = ae_title
+        self._titles = dict(partition_titles or {})
 
     def handle(self, event: Any, peer: Peer) -> Iterator[tuple[int, Dataset | None]]:
         if not peer.may("find"):
@@ -125,7 +128,7 @@ class FindSCP:
             log.info("C-FIND from %s: undecodable identifier: %s", peer, exc)
             yield status.UNABLE_TO_PROCESS, status.status_dataset(status.UNABLE_TO_PROCESS, "undecodable identifier")
             return
-        request = QueryRequest(parsed.level, parsed.filters, scope=self._scope())
+        request = QueryRequest(parsed.level, parsed.filters, scope=self._scope().in_partition(peer.partition))
         count = 0
         try:
             for match in run_query(self._engine, request):
@@ -133,7 +136,7 @@ class FindSCP:
                     log.info("C-FIND from %s cancelled after %d matches", peer, count)
                     yield status.CANCEL, None
                     return
-                yield status.PENDING, self._response(match.to_dataset(), parsed.level)
+                yield status.PENDING, self._response(match.to_dataset(), parsed.level, peer.partition)
                 count += 1
         except InvalidQuery as exc:
             log.info("C-FIND from %s: %s", peer, exc)
@@ -147,7 +150,7 @@ class FindSCP:
         log.info("C-FIND %s level from %s: %d matches", parsed.level.value, peer, count)
         yield status.SUCCESS, None
 
-    def _response(self, ds: Dataset, level: Level) -> Dataset:
+    def _response(self, ds: Dataset, level: Level, partition: int) -> Dataset:
         ds.QueryRetrieveLevel = level.value
-        ds.RetrieveAETitle = self._ae_title
+        ds.RetrieveAETitle = self._titles.get(partition, self._ae_title)
         return ds

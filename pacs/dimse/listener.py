@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -38,6 +39,7 @@ from pacs.dimse.security import AccessPolicy, Peer
 from pacs.dimse.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, StoreSCP
 from pacs.dimse.tls import client_context, server_context
 from pacs.dimse.worklist import WorklistSCP
+from pacs.partitions import DEFAULT_PARTITION
 from pacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,10 @@ class DicomListener:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._servers: list[DicomServer] = []
-        self._store = StoreSCP(archive.ingest)
-        self._find = FindSCP(archive.engine, settings.ae_title, scope)
+        self._partitions = archive.partitions
+        self._store = StoreSCP(archive.ingest, self._partitions)
+        self._find = FindSCP(archive.engine, settings.ae_title, scope,
+                             {p.id: p.ae_titles[0] for p in self._partitions.all() if p.id != DEFAULT_PARTITION})
         self._worklist = WorklistSCP(archive.engine)
         self._mpps = PerformedStepSCP(archive.engine)
         self._move = MoveSCP(archive.engine, archive.store, self._policy, self._client_tls, scope)
@@ -156,7 +160,8 @@ class DicomListener:
         ae.dimse_timeout = settings.dicom_dimse_timeout
         ae.network_timeout = settings.dicom_network_timeout
         ae.connection_timeout = settings.dicom_acse_timeout
-        ae.require_called_aet = settings.dicom_check_called_aet
+        # With partitions, the Called AE Title picks one of several: checked in _on_requested instead.
+        ae.require_called_aet = settings.dicom_check_called_aet and not settings.partitions
         ae.spill_dir = settings.spool_dir
         ae.spill_dir.mkdir(parents=True, exist_ok=True)
         return ae
@@ -203,6 +208,8 @@ class DicomListener:
         if peer is None:
             peer = self._policy.identify(str(assoc.requestor.ae_title), str(assoc.requestor.address),
                                          int(assoc.requestor.port))
+            partition = self._partitions.for_called_ae(_called_ae_title(assoc))
+            peer = replace(peer, partition=partition.id if partition is not None else DEFAULT_PARTITION)
             with self._lock:
                 self._peers[assoc] = peer
         return peer
@@ -213,6 +220,14 @@ class DicomListener:
         rq = assoc.requestor.primitive
         peer = self._policy.identify(str(rq.calling_ae_title), str(assoc.requestor.address),
                                      int(assoc.requestor.port))
+        partition = self._partitions.for_called_ae(_called_ae_title(assoc))
+        if partition is None and self._settings.dicom_check_called_aet and self._settings.partitions:
+            log.warning("association from %s rejected: called AE title %r is none of this archive's", peer,
+                        _called_ae_title(assoc))
+            metrics.ASSOCIATIONS.labels("rejected").inc()
+            _reject(assoc, 0x01, 0x01, 0x07)  # rejected-permanent, service-user, called AE title not recognised
+            return
+        peer = replace(peer, partition=partition.id if partition is not None else DEFAULT_PARTITION)
         with self._lock:
             self._peers[assoc] = peer
         if not peer.allowed:
@@ -272,6 +287,13 @@ class DicomListener:
 
         bound.__name__ = getattr(handler, "__qualname__", "handler")
         return bound
+
+
+def _called_ae_title(assoc: Any) -> str:
+    """The Called AE Title of ``assoc``'s A-ASSOCIATE-RQ: which partition the caller addresses."""
+    primitive = assoc.requestor.primitive
+    title = primitive.called_ae_title if primitive is not None else assoc.acceptor.ae_title
+    return str(title or "").strip()
 
 
 def _reject(assoc: Any, result: int, source: int, reason: int) -> None:

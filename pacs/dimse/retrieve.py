@@ -168,7 +168,7 @@ class MoveSCP:
             yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
             return
         model = Model.of(str(event.context.abstract_syntax))
-        instances = resolve(self._engine, event.identifier, model, self._scope())
+        instances = resolve(self._engine, event.identifier, model, self._scope().in_partition(peer.partition))
         accepted: dict[str, set[str]] = {}
 
         def on_accepted(sub_event: Any) -> None:
@@ -202,7 +202,7 @@ class GetSCP:
         if not peer.may("get"):
             raise PermissionError(f"{peer.calling_aet} may not get")  # contexts are pruned: unreachable
         model = Model.of(str(event.context.abstract_syntax))
-        instances = resolve(self._engine, event.identifier, model, self._scope())
+        instances = resolve(self._engine, event.identifier, model, self._scope().in_partition(peer.partition))
         if len(instances) > MAX_SUBOPERATIONS:
             raise RetrieveError(f"{len(instances)} instances match; at most {MAX_SUBOPERATIONS} per C-GET")
         accepted = _accepted_by_class(cx for cx in event.assoc.accepted_contexts if cx.as_scu)

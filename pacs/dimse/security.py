@@ -34,6 +34,7 @@ class Peer:
     port: int
     modality: RemoteAE | None  # the configured entry it was recognised as, if any
     allowed: frozenset[DimseService]
+    partition: int = 1  # the partition the association called (by its Called AE Title), pacs.partitions
 
     def may(self, service: DimseService) -> bool:
         return service in self.allowed

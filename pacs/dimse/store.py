@@ -26,6 +26,7 @@ from pacs.dimse import status
 from pacs.dimse.overrides.provider import SpillingBuffer
 from pacs.dimse.security import Peer
 from pacs.ingest import IngestResult, IngestService, Outcome, Part10Source
+from pacs.partitions import PartitionDirectory
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class StoreSCP:
     the association closes (one event per study, not per instance).
     """
 
-    def __init__(self, ingest: IngestService) -> None:
+    def __init__(self, ingest: IngestService, partitions: PartitionDirectory | None = None) -> None:
         self._ingest = ingest
+        self._partitions = partitions or PartitionDirectory.single("")
         self._tally: dict[int, dict[str, list[int]]] = {}  # id(assoc) -> study UID -> [stored, refused]
         self._lock = threading.Lock()
 
@@ -109,7 +111,8 @@ class StoreSCP:
             result = IngestResult(Outcome.UNAVAILABLE, "the received data could not be spooled")
             return status.store_response(result)
         try:
-            result = self._ingest.store_source(source)
+            partition = self._partitions.by_id(peer.partition) or self._partitions.default
+            result = self._ingest.store_source(source, partition)
         finally:
             if isinstance(received, SpillingBuffer):
                 received.discard()

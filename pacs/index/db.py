@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -177,15 +179,34 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                             "made before the upgrade; schema downgrades are not supported")
     cfg = _alembic_config(engine)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _foreign_keys_off(conn), conn.begin():
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
             if revision == "head":
-                conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES (:n, :r) ON CONFLICT (name) "
-                                  "DO UPDATE SET revision = excluded.revision"),
+                conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES (:n, :r) ON CONFLICT "
+                                  "(name) DO UPDATE SET revision = excluded.revision"),
                              {"n": _COMPAT_ROW, "r": oldest_compatible_revision()})
+            if is_sqlite(engine) and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise StorageUnavailable("the migration left rows whose parent row is missing; nothing was "
+                                         "changed")
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"cannot migrate the index database: {str(exc).splitlines()[0]}") from exc
+
+
+@contextlib.contextmanager
+def _foreign_keys_off(conn: Any) -> Iterator[None]:
+    """On SQLite, foreign keys off while migrating: a table rebuild drops the old table, and with them on
+    that drop would delete the child rows of every cascading foreign key (SQLite's "making other kinds of
+    table schema changes" procedure). The pragma only works outside a transaction, hence the raw connection."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -32,14 +32,32 @@ class Base(DeclarativeBase):
     pass
 
 
+#: Every index row belongs to one partition (:mod:`pacs.partitions`); 1 is the default one.
+def _partition_fk() -> Mapped[int]:
+    return mapped_column(Integer, default=1, server_default=text("1"))
+
+
+class PartitionRow(Base):
+    """A partition (tenant): a hospital with its own AE titles, base path, users and data."""
+
+    __tablename__ = "partitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    ae_titles: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Patient(Base):
     __tablename__ = "patients"
     __table_args__ = (
-        UniqueConstraint("patient_id", "issuer", name="uq_patients_id_issuer"),
+        UniqueConstraint("partition_fk", "patient_id", "issuer", name="uq_patients_id_issuer"),
         Index("ix_patients_name_norm", "patient_name_norm"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partition_fk: Mapped[int] = _partition_fk()
     patient_id: Mapped[str] = mapped_column(String(64))
     issuer: Mapped[str] = mapped_column(String(64), default="")
     patient_name: Mapped[str] = mapped_column(String(324), default="")
@@ -63,10 +81,12 @@ class Study(Base):
         Index("ix_studies_accession", "accession_number"),
         Index("ix_studies_last_instance_at", "last_instance_at"),
         Index("ix_studies_patient_fk", "patient_fk"),
+        UniqueConstraint("partition_fk", "study_uid", name="uq_studies_partition_uid"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    partition_fk: Mapped[int] = _partition_fk()
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
     patient_fk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
     # Patient attributes as they appear in this study (copied for join-free study queries).
     patient_id: Mapped[str] = mapped_column(String(64), default="")
@@ -99,10 +119,12 @@ class Series(Base):
     __table_args__ = (
         Index("ix_series_study_fk", "study_fk", "series_number"),
         Index("ix_series_modality", "modality", "study_fk"),
+        UniqueConstraint("partition_fk", "series_uid", name="uq_series_partition_uid"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    partition_fk: Mapped[int] = _partition_fk()
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
     study_fk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     modality: Mapped[str] = mapped_column(String(16), default="")
     series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -123,10 +145,12 @@ class Instance(Base):
         Index("ix_instances_series_fk", "series_fk", "instance_number"),
         Index("ix_instances_study_fk", "study_fk"),
         Index("ix_instances_sop_class", "sop_class_uid"),
+        UniqueConstraint("partition_fk", "sop_uid", name="uq_instances_partition_uid"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    partition_fk: Mapped[int] = _partition_fk()
+    sop_uid: Mapped[str] = mapped_column(String(64), index=True)
     series_fk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     study_fk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     sop_class_uid: Mapped[str] = mapped_column(String(64))
@@ -166,6 +190,7 @@ class OutboxEvent(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event: Mapped[str] = mapped_column(String(32))
+    partition_fk: Mapped[int] = _partition_fk()
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64), default="")
     sop_uid: Mapped[str] = mapped_column(String(64), default="")
@@ -186,13 +211,14 @@ class WithheldInstance(Base):
 
     __tablename__ = "withheld_instances"
     __table_args__ = (
-        UniqueConstraint("sop_uid", "reason", name="uq_withheld_sop_reason"),
+        UniqueConstraint("partition_fk", "sop_uid", "reason", name="uq_withheld_sop_reason"),
         Index("ix_withheld_study", "study_uid", "reason"),
         Index("ix_withheld_series", "series_uid", "reason"),
         Index("ix_withheld_delete_after", "delete_after"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partition_fk: Mapped[int] = _partition_fk()
     sop_uid: Mapped[str] = mapped_column(String(64))
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64), default="")

@@ -80,6 +80,7 @@ class InstanceRecord:
     frames_json: str
     encapsulated: bool
     replace: bool = field(default=False)  # overwrite an existing instance (CLOUDFILM_OVERWRITE)
+    partition: int = field(default=1)  # pacs.partitions: the partition it is stored into
 
 
 @dataclass(frozen=True, slots=True)

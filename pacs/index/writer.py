@@ -52,15 +52,15 @@ class ExistingInstance:
 _FIND_EXISTING = (
     select(Instance.sha256, Instance.dataset_sha256, Instance.object_key, Study.study_uid)
     .join(Study, Study.id == Instance.study_fk)
-    .where(Instance.sop_uid == bindparam("uid"))
+    .where(Instance.partition_fk == bindparam("partition"), Instance.sop_uid == bindparam("uid"))
 )
 
 
-def find_existing(engine: Engine, sop_uid: str) -> ExistingInstance | None:
-    """The stored instance with this SOPInstanceUID, if any (a read, no lock; asked once per
-    received instance)."""
+def find_existing(engine: Engine, sop_uid: str, partition: int = 1) -> ExistingInstance | None:
+    """The stored instance with this SOPInstanceUID in ``partition``, if any (a read, no lock; asked
+    once per received instance)."""
     with engine.connect() as conn:
-        row = _statements(engine).existing.one_or_none(conn, {"uid": sop_uid})
+        row = _statements(engine).existing.one_or_none(conn, {"uid": sop_uid, "partition": partition})
     return ExistingInstance(row[0], row[1], row[2], row[3]) if row else None
 
 
@@ -83,7 +83,7 @@ _STUDY_KEYS = [f.name for f in fields(StudyValues)]
 _SERIES_KEYS = [f.name for f in fields(SeriesValues)]
 _INSTANCE_KEYS = ["sop_uid", "sop_class_uid", "instance_number", "rows", "columns", "number_of_frames",
                   "transfer_syntax_uid", "object_key", "size_bytes", "sha256", "dataset_sha256", "metadata_json",
-                  "frames_json", "encapsulated", "series_fk", "study_fk", "created_at"]
+                  "frames_json", "encapsulated", "series_fk", "study_fk", "created_at", "partition_fk"]
 _ZERO_COUNTS = {"study_count": 0, "series_count": 0, "instance_count": 0, "size_bytes": 0}
 
 
@@ -97,36 +97,39 @@ class _Statements:
         ins = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         patient = ins(Patient)
         self.patient_upsert = RawStatement(patient.on_conflict_do_update(
-            index_elements=["patient_id", "issuer"],
+            index_elements=["partition_fk", "patient_id", "issuer"],
             set_={c: patient.excluded[c] for c in ("patient_name", "patient_name_norm", "birth_date", "sex",
                                                    "updated_at")},
-        ).returning(Patient.id), dialect, [*_PATIENT_KEYS, *_ZERO_COUNTS, "created_at", "updated_at"])
+        ).returning(Patient.id), dialect, [*_PATIENT_KEYS, *_ZERO_COUNTS, "created_at", "updated_at",
+                                            "partition_fk"])
         study = ins(Study)
         # created_at is only set on insert: equal to this commit's time means this commit created it.
         self.study_upsert = RawStatement(study.on_conflict_do_update(
-            index_elements=["study_uid"], set_={"last_instance_at": study.excluded.last_instance_at}
+            index_elements=["partition_fk", "study_uid"], set_={"last_instance_at": study.excluded.last_instance_at}
         ).returning(Study.id, Study.patient_fk, Study.created_at), dialect,
             [*_STUDY_KEYS, *_PATIENT_KEYS, "patient_fk", "modalities", "series_count", "instance_count",
-             "size_bytes", "created_at", "last_instance_at"])
+             "size_bytes", "created_at", "last_instance_at", "partition_fk"])
         self.series_insert = RawStatement(
-            ins(Series).on_conflict_do_nothing(index_elements=["series_uid"]).returning(Series.id), dialect,
-            [*_SERIES_KEYS, "study_fk", "instance_count", "size_bytes", "created_at"])
+            ins(Series).on_conflict_do_nothing(index_elements=["partition_fk", "series_uid"]).returning(Series.id),
+            dialect, [*_SERIES_KEYS, "study_fk", "instance_count", "size_bytes", "created_at", "partition_fk"])
         self.series_lookup = RawStatement(
-            select(Series.id, Series.study_fk).where(Series.series_uid == bindparam("uid")), dialect)
+            select(Series.id, Series.study_fk).where(Series.partition_fk == bindparam("partition"),
+                                                     Series.series_uid == bindparam("uid")), dialect)
         self.series_owner = RawStatement(
             select(Study.study_uid, Series.id).join(Study, Study.id == Series.study_fk)
-            .where(Series.series_uid == bindparam("uid")), dialect)
+            .where(Series.partition_fk == bindparam("partition"), Series.series_uid == bindparam("uid")), dialect)
         self.instance_insert = RawStatement(
-            ins(Instance).on_conflict_do_nothing(index_elements=["sop_uid"]).returning(Instance.id), dialect,
+            ins(Instance).on_conflict_do_nothing(index_elements=["partition_fk", "sop_uid"]).returning(Instance.id),
+            dialect,
             _INSTANCE_KEYS)
         self.instance_lookup = RawStatement(select(
             Instance.id, Instance.sha256, Instance.dataset_sha256, Instance.object_key, Instance.size_bytes,
             Instance.series_fk,
-        ).where(Instance.sop_uid == bindparam("uid")), dialect)
+        ).where(Instance.partition_fk == bindparam("partition"), Instance.sop_uid == bindparam("uid")), dialect)
         self.instance_replace = RawStatement(
             update(Instance).where(Instance.id == bindparam("target_id")), dialect, _INSTANCE_KEYS)
         self.outbox_insert = RawStatement(
-            insert(OutboxEvent), dialect, ["event", "study_uid", "series_uid", "sop_uid", "created_at"])
+            insert(OutboxEvent), dialect, ["event", "study_uid", "series_uid", "sop_uid", "created_at", "partition_fk"])
         self.series_add = RawStatement(
             update(Series).where(Series.id == bindparam("target_id"))
             .values(instance_count=Series.instance_count + bindparam("d_count"),
@@ -168,7 +171,7 @@ def commit_batch(engine: Engine, records: Sequence[InstanceRecord],
         conn.info["write"] = True
         try:
             with conn.begin():
-                outcomes = _write(conn, _statements(engine), records, now)
+                outcomes = _write_partitions(conn, _statements(engine), records, now)
                 if before_commit is not None:
                     before_commit()
         finally:
@@ -176,12 +179,28 @@ def commit_batch(engine: Engine, records: Sequence[InstanceRecord],
     return outcomes
 
 
-def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord], now: Any) -> list[CommitOutcome]:
+def _write_partitions(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
+                      now: Any) -> list[CommitOutcome]:
+    """:func:`_write` per partition (a group commit may hold instances of several), outcomes in order."""
+    partitions = sorted({r.partition for r in records})
+    if len(partitions) == 1:
+        return _write(conn, st, records, now, partitions[0])
+    by_position: dict[int, CommitOutcome] = {}
+    for partition in partitions:
+        positions = [i for i, r in enumerate(records) if r.partition == partition]
+        for i, outcome in zip(positions, _write(conn, st, [records[i] for i in positions], now, partition),
+                              strict=True):
+            by_position[i] = outcome
+    return [by_position[i] for i in range(len(records))]
+
+
+def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord], now: Any,
+           partition: int) -> list[CommitOutcome]:
     # Series already filed (their study UID and row id): a SeriesInstanceUID filed under another
     # study is refused before anything is written; one filed under this study needs no insert.
     known: dict[str, tuple[str, int]] = {}
     for uid in sorted({r.series.series_uid for r in records}):
-        row = st.series_owner.one_or_none(conn, {"uid": uid})
+        row = st.series_owner.one_or_none(conn, {"uid": uid, "partition": partition})
         if row is not None:
             known[uid] = (row[0], row[1])
     foreign_series = {r.series.series_uid for r in records
@@ -192,7 +211,8 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
     for rec in sorted(valid, key=lambda r: (r.patient.patient_id, r.patient.issuer)):
         key = (rec.patient.patient_id, rec.patient.issuer)
         if key not in patient_ids:
-            params = _values(rec.patient) | _ZERO_COUNTS | {"created_at": now, "updated_at": now}
+            params = _values(rec.patient) | _ZERO_COUNTS | {"created_at": now, "updated_at": now,
+                                                            "partition_fk": partition}
             patient_ids[key] = st.patient_upsert.scalar(conn, params)
 
     study_ids: dict[str, int] = {}
@@ -205,6 +225,7 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
         params = _values(rec.study) | _values(rec.patient) | {
             "patient_fk": patient_ids[(rec.patient.patient_id, rec.patient.issuer)], "modalities": "",
             "series_count": 0, "instance_count": 0, "size_bytes": 0, "created_at": now, "last_instance_at": now,
+            "partition_fk": partition,
         }
         sid, owner_patient, created = st.study_upsert.one_or_none(conn, params)
         study_ids[uid] = sid
@@ -222,13 +243,13 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
             series_ids[uid] = known[uid][1]
             continue
         params = _values(rec.series) | {"study_fk": study_ids[rec.study.study_uid], "instance_count": 0,
-                                        "size_bytes": 0, "created_at": now}
+                                        "size_bytes": 0, "created_at": now, "partition_fk": partition}
         inserted = st.series_insert.scalar(conn, params)
         if inserted is not None:
             series_ids[uid] = inserted
             new_series.add(uid)
             continue
-        sid, owner = st.series_lookup.one_or_none(conn, {"uid": uid})
+        sid, owner = st.series_lookup.one_or_none(conn, {"uid": uid, "partition": partition})
         if owner != study_ids[rec.study.study_uid]:  # filed elsewhere by a concurrent writer meanwhile
             foreign_series.add(uid)
         else:
@@ -245,6 +266,7 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
             "series_fk": series_ids[rec.series.series_uid],
             "study_fk": study_ids[rec.study.study_uid],
             "created_at": now,
+            "partition_fk": partition,
         }
         delta = added.setdefault(rec.series.series_uid, [0, 0])
         event = EVENT_INSTANCE_STORED
@@ -254,7 +276,7 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
             delta[1] += rec.size_bytes
         else:
             row_id, sha256, dataset_sha256, object_key, size_bytes, series_fk = st.instance_lookup.one_or_none(
-                conn, {"uid": rec.sop_uid})
+                conn, {"uid": rec.sop_uid, "partition": partition})
             if sha256 == rec.sha256 or dataset_sha256 == rec.dataset_sha256:
                 outcomes.append(CommitOutcome(CommitStatus.EXISTS_SAME, kept_key=object_key))
                 continue
@@ -266,7 +288,7 @@ def _write(conn: Connection, st: _Statements, records: Sequence[InstanceRecord],
             delta[1] += rec.size_bytes - size_bytes
             event = EVENT_INSTANCE_REPLACED
         events.append({"event": event, "study_uid": rec.study.study_uid, "series_uid": rec.series.series_uid,
-                       "sop_uid": rec.sop_uid, "created_at": now})
+                       "sop_uid": rec.sop_uid, "created_at": now, "partition_fk": partition})
     if events:
         st.outbox_insert.execute_many(conn, events)
     _apply_counts(conn, st, records, added, series_ids, new_series, study_ids, new_studies, study_patient)

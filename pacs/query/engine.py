@@ -223,6 +223,7 @@ def compile_query(request: QueryRequest, dialect: str) -> tuple[Select[Any], dic
         sub = [Study.patient_fk == Patient.id, request.scope.study_filter(), *study_conds]
         if series_conds:
             sub.append(exists().where(Series.study_fk == Study.id, *series_conds))
+        stmt = stmt.where(Patient.partition_fk == request.scope.partition)
         if study_conds or series_conds or not request.scope.all_studies or request.scope.hidden_study_uids:
             stmt = stmt.where(exists().where(*sub))
         stmt = stmt.order_by(Patient.patient_name_norm, Patient.id)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, or_, update
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.index.models import Study
 
 RESOLUTION = timedelta(hours=1)
@@ -49,6 +50,6 @@ STAMPS = AccessStamps()
 
 def stamp(conn: Connection, study_uid: str, now: datetime) -> None:
     """In the caller's transaction: record that ``study_uid`` was opened ``now`` unless done within the hour."""
-    conn.execute(update(Study).where(Study.study_uid == study_uid,
+    conn.execute(update(Study).where(Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION,
                                      or_(Study.last_accessed_at.is_(None), Study.last_accessed_at < now - RESOLUTION))
                  .values(last_accessed_at=now))  # fmt: skip

@@ -17,7 +17,7 @@ from functools import partial
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, select
 
-from pacs.access import REJECTED
+from pacs.access import DEFAULT_PARTITION, REJECTED
 from pacs.accounts.tx import aware, aware_or_none
 from pacs.index.models import Instance, Study, WithheldInstance
 from pacs.rejection import KEY_OBJECT_SELECTION
@@ -68,7 +68,8 @@ def _rejected() -> ColumnElement[bool]:
     """The study (the outer query's row) holds rejected images and no image that is not: an IOCM
     rejection note withdrew all of it (the notes themselves, Key Object Selection documents, aside)."""
     rejected = select(WithheldInstance.sop_uid).where(WithheldInstance.reason == REJECTED,
-                                                      WithheldInstance.study_uid == Study.study_uid)
+                                                      WithheldInstance.study_uid == Study.study_uid,
+                                                      WithheldInstance.partition_fk == Study.partition_fk)
     kept = select(Instance.id).where(Instance.study_fk == Study.id, Instance.sop_class_uid != KEY_OBJECT_SELECTION,
                                      Instance.sop_uid.not_in(rejected))  # fmt: skip
     return and_(exists(rejected), ~exists(kept))
@@ -78,6 +79,8 @@ def _studies(conn: Connection) -> Iterator[_Study]:
     stmt = select(Study.id, Study.study_uid, Study.study_date, Study.created_at, Study.last_accessed_at,
                   Study.modalities, Study.patient_id, Study.instance_count, Study.size_bytes,
                   _rejected().label("rejected")).order_by(Study.id)
+    # Retention rules are the default partition's: another hospital's studies are never planned away.
+    stmt = stmt.where(Study.partition_fk == DEFAULT_PARTITION)
     for row in conn.execute(stmt).yield_per(1000):
         facts = StudyFacts(row.study_uid, row.study_date or "", aware(row.created_at),
                            aware_or_none(row.last_accessed_at),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.delete import remove_unreferenced
 from pacs.errors import NotFound
 from pacs.index.models import Instance, Study
@@ -43,7 +44,8 @@ def move_study(engine: Engine, store: ObjectStore, study_uid: str, tier: str, *,
         raise NotFound(f"retention tier {tier!r} is not configured")
     prefix = tier_key(tier, "")
     with engine.connect() as conn:
-        study_id = conn.execute(select(Study.id).where(Study.study_uid == study_uid)).scalar_one_or_none()
+        study_id = conn.execute(select(Study.id).where(
+            Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION)).scalar_one_or_none()
         if study_id is None:
             raise NotFound("no such study")
         rows = conn.execute(select(Instance.id, Instance.object_key, Instance.size_bytes)

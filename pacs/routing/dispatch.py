@@ -31,6 +31,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import Conflict, NotFound
 from pacs.events import EVENT_INSTANCE_REPLACED, EVENT_INSTANCE_STORED, Action, State, latest, read_feed
 from pacs.index.db import utcnow
@@ -105,6 +106,7 @@ def _instances(conn: Connection, *, sop_uid: str | None = None, study_uid: str |
     stmt = (select(Instance.sop_uid, Series.series_uid, Study.study_uid, Instance.metadata_json, Instance.object_key)
             .join(Series, Series.id == Instance.series_fk).join(Study, Study.id == Instance.study_fk))  # fmt: skip
     stmt = stmt.where(Instance.sop_uid == sop_uid) if sop_uid else stmt.where(Study.study_uid == study_uid)
+    stmt = stmt.where(Study.partition_fk == DEFAULT_PARTITION)  # the rules follow the default partition's feed
     return [_Indexed(*row) for row in conn.execute(stmt.order_by(Series.series_number, Instance.instance_number,
                                                                  Instance.id))]  # fmt: skip
 
@@ -115,7 +117,8 @@ def _forwarded_as_stored(conn: Connection, rule: str, study_uid: str) -> set[str
     stored = (
         select(OutboxEvent.sop_uid, func.max(OutboxEvent.seq).label("seq"))
         .where(OutboxEvent.study_uid == study_uid, OutboxEvent.sop_uid != "", OutboxEvent.seq.is_not(None),
-               OutboxEvent.event.in_([EVENT_INSTANCE_STORED, EVENT_INSTANCE_REPLACED]))
+               OutboxEvent.event.in_([EVENT_INSTANCE_STORED, EVENT_INSTANCE_REPLACED]),
+               OutboxEvent.partition_fk == DEFAULT_PARTITION)
         .group_by(OutboxEvent.sop_uid)
         .subquery()
     )  # fmt: skip

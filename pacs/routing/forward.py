@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, and_, select, update
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.deid import Deidentifier, deidentify_part10
 from pacs.errors import CloudfilmError
 from pacs.index.db import utcnow
@@ -67,7 +68,9 @@ def _pending(engine: Engine, destination: str, study_uid: str) -> list[_Pending]
         rows = conn.execute(
             select(RoutingForward.id, RoutingForward.rule, RoutingForward.sop_uid, RoutingForward.attempts,
                    Instance.sop_class_uid, Instance.transfer_syntax_uid, Instance.object_key)
-            .outerjoin(Instance, Instance.sop_uid == RoutingForward.sop_uid)
+            # Routing rules are the default partition's (its feed triggers them): never another's instance
+            .outerjoin(Instance, and_(Instance.sop_uid == RoutingForward.sop_uid,
+                                      Instance.partition_fk == DEFAULT_PARTITION))
             .where(RoutingForward.destination == destination, RoutingForward.study_uid == study_uid,
                    RoutingForward.status == ForwardStatus.PENDING.value)
             .order_by(RoutingForward.id).limit(_BATCH)

@@ -14,6 +14,7 @@ from fastapi import HTTPException, Request
 from pacs.access import AccessScope
 from pacs.accounts.audit import Action, AuditEvent, Outcome, record
 from pacs.accounts.principal import Principal, scope_for
+from pacs.partitions import Partition
 from viewer_api.auth.authenticator import Authenticator
 
 
@@ -28,12 +29,27 @@ def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
+def request_partition(request: Request) -> Partition | None:
+    """The partition the URL names: ``/dicomweb/p/{partition}/…``, the default one for the rest of
+    ``/dicomweb/``; None for other routes (the caller's home partition then). 404 for a name this
+    archive does not know."""
+    partitions = request.app.state.archive.partitions
+    slug = request.path_params.get("partition")
+    if slug is None:
+        return partitions.default if request.url.path.startswith("/dicomweb/") else None  # type: ignore[no-any-return]
+    found: Partition | None = partitions.by_slug(slug)
+    if found is None:
+        raise HTTPException(404, "no such partition")
+    return found
+
+
 def current_scope(request: Request) -> AccessScope:
     """The studies the caller may see: the only source of access for every study route."""
     principal = optional_principal(request)
     if principal is None:  # only on a route whose rule admits anonymous callers: a programming error
         raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
-    return scope_for(principal)
+    partition = request_partition(request)
+    return scope_for(principal, partition=None if partition is None else partition.id)
 
 
 def client_address(request: Request) -> str:

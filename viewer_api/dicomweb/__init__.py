@@ -30,8 +30,12 @@ _CHANGES = ("POST", "PUT", "PATCH")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9.,/_-]*$")
 
 
-def dicomweb_router() -> APIRouter:
-    router = APIRouter(prefix=PREFIX, route_class=DeclaredRoute)
+#: A partition's DICOMweb root (pacs.partitions): the same routes, over that partition's studies only.
+PARTITION_PREFIX = PREFIX + "/p/{partition}"
+
+
+def dicomweb_router(prefix: str = PREFIX) -> APIRouter:
+    router = APIRouter(prefix=prefix, route_class=DeclaredRoute)
     modules = (stow, qido, metadata, frames, bulk, rendered, wado, delete)
     for module in modules:
         router.include_router(module.router)
@@ -99,6 +103,8 @@ async def _unknown_in_study(study: str, rest: str) -> None:
 
 def install(app: FastAPI) -> None:
     """Add DICOMweb, WADO-URI and the OHIF viewer to ``app``."""
+    # First, as /dicomweb/{rest:path} would take its paths; out of the schema, which lists each operation once.
+    app.include_router(dicomweb_router(PARTITION_PREFIX), include_in_schema=False)
     app.include_router(dicomweb_router())
     app.include_router(wado_uri.router)
     app.include_router(head_twins(wado_uri.router))

@@ -47,7 +47,13 @@ def frame_numbers(text: str, limit: int = MAX_FRAMES_PER_REQUEST) -> list[int]:
 
 
 def dicomweb_base(request: Request) -> str:
-    """The absolute URL of the DICOMweb root, ending with ``/`` (``CLOUDFILM_PUBLIC_URL`` wins)."""
+    """The absolute URL of the DICOMweb root, ending with ``/`` (``CLOUDFILM_PUBLIC_URL`` wins); a
+    partition's (``…/dicomweb/p/{partition}/``) for a request under one."""
+    slug = request.path_params.get("partition")
+    return _dicomweb_root(request) + (f"p/{slug}/" if slug else "")
+
+
+def _dicomweb_root(request: Request) -> str:
     public = archive_of(request).settings.public_url
     if public:
         return f"{public.rstrip('/')}/dicomweb/"

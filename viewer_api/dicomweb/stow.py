@@ -195,7 +195,8 @@ def _store_part(archive: Archive, part: Part, study: str | None, scope: AccessSc
             record_vendor_upload(archive.engine, job.job_id, StoredResult(
                 kind_of(sop_class), str(header.get("SOPInstanceUID", "") or ""),
                 str(header.get("SeriesInstanceUID", "") or ""), sop_class))  # fmt: skip
-        result = archive.ingest.store_source(part.source())
+        partition = archive.partitions.by_id(scope.partition) or archive.partitions.default
+        result = archive.ingest.store_source(part.source(), partition)
         return _outcome(result)
     finally:
         part.discard()

@@ -70,7 +70,8 @@ def read_audit(
     if principal.role == "patient":
         own = [str(m.get("StudyInstanceUID")) for m in run_query(engine, QueryRequest(
             level=Level.STUDY, scope=AccessScope(patient_keys=principal.patient_keys,
-                                                 hidden_study_uids=principal.hidden_study_uids), limit=10_000))]
+                                                 hidden_study_uids=principal.hidden_study_uids,
+                                                 partition=principal.partition), limit=10_000))]
         q = AuditQuery(study_uid=study, action=action, since=q.since, until=q.until, limit=limit, offset=offset,
                        study_uids=own, actions=ACCESS_ACTIONS, exclude_user_id=principal.user_id)
     events = audit_query(engine, q)

@@ -139,7 +139,7 @@ def create(principal: Sharer, request: Request, study_uid: str, body: ShareReque
         expires_in_days=body.expires_in_days or min(settings.share_default_days, settings.share_max_days),
         max_days=settings.share_max_days, pin=body.pin or None, allow_download=body.allow_download,
         clinician=body.for_clinician, recipient=body.recipient,
-        notify=notify, greet_patient=principal.role != "patient",
+        notify=notify, greet_patient=principal.role != "patient", partition=principal.home_partition,
     )
     sent_to = "".join(f", sent by {channel} to {address}" for channel, address in notify)
     audit(request, Action.SHARE_CREATE, study_uid=study_uid, patient_id=header.patient_id,
@@ -171,14 +171,14 @@ def index(principal: Sharer, request: Request, study_uid: str) -> list[ShareOut]
     """The study's share links, newest last, with their status and view counts."""
     shareable_study(request, principal, study_uid)
     auth = authenticator_of(request)
-    return [_out(request, s) for s in list_shares(auth.engine, auth.key, study_uid)]
+    return [_out(request, s) for s in list_shares(auth.engine, auth.key, study_uid, principal.home_partition)]
 
 
 @router.delete("/api/studies/{study_uid}/shares/{share_id}", status_code=204)
 def revoke(principal: Sharer, request: Request, study_uid: str, share_id: int) -> Response:
     """Revoke a link: whoever holds it loses access at once."""
     header = shareable_study(request, principal, study_uid)
-    revoke_share(authenticator_of(request).engine, study_uid, share_id)
+    revoke_share(authenticator_of(request).engine, study_uid, share_id, principal.home_partition)
     audit(request, Action.SHARE_REVOKE, study_uid=study_uid, patient_id=header.patient_id, detail=f"share {share_id}")
     return Response(status_code=204)
 
@@ -197,7 +197,7 @@ def qr(principal: Sharer, request: Request, study_uid: str, share_id: int, kind:
         raise HTTPException(404, "QR codes are qr.png or qr.svg")
     shareable_study(request, principal, study_uid)
     auth = authenticator_of(request)
-    share = get_share(auth.engine, auth.key, study_uid, share_id)
+    share = get_share(auth.engine, auth.key, study_uid, share_id, principal.home_partition)
     media = "image/png" if kind == "png" else "image/svg+xml"
     headers = {"Cache-Control": "private, no-store"}
     if warnings := link_warnings(request):

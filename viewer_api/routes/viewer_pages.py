@@ -147,12 +147,13 @@ def worklist(principal: Staff, request: Request) -> Response:
 def home(principal: Patient, request: Request) -> Response:
     """The patient's own studies, their share links, and who opened them."""
     engine = archive_of(request).engine
-    own = AccessScope(patient_keys=principal.patient_keys, hidden_study_uids=principal.hidden_study_uids)
+    own = AccessScope(patient_keys=principal.patient_keys, hidden_study_uids=principal.hidden_study_uids,
+                      partition=principal.partition)
     matches = list(run_query(engine, QueryRequest(level=Level.STUDY, return_keys=_STUDY_KEYS, scope=own,
                                                   limit=500)))
     rows = sorted((_row(m) for m in matches), key=lambda r: r.study_date, reverse=True)
     auth = authenticator_of(request)
-    shares = {r.study_uid: [s for s in list_shares(engine, auth.key, r.study_uid)] for r in rows}
+    shares = {r.study_uid: list_shares(engine, auth.key, r.study_uid, principal.partition) for r in rows}
     opened: list[AuditEvent] = []
     if rows:
         opened = audit_query(engine, AuditQuery(study_uids=[r.study_uid for r in rows], actions=ACCESS_ACTIONS,
@@ -167,7 +168,8 @@ def _opened_share(request: Request, principal: Principal, study_uid: str) -> Sha
     if principal.share is None or principal.share.study_uid != study_uid:
         return None
     try:
-        return get_share(archive_of(request).engine, None, study_uid, principal.share.share_id)
+        return get_share(archive_of(request).engine, None, study_uid, principal.share.share_id,
+                         principal.share.partition)
     except NotFound:
         return None
 
