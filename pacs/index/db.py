@@ -182,10 +182,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         with engine.connect() as conn, _foreign_keys_off(conn), conn.begin():
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-            if revision == "head":
+            compatible = oldest_compatible_revision()
+            recorded = conn.execute(text("SELECT revision FROM schema_compat WHERE name = :n"),
+                                    {"n": _COMPAT_ROW}).scalar_one_or_none() if revision == "head" else compatible
+            if recorded != compatible:  # written once per upgrade: a start with nothing to do writes nothing
                 conn.execute(text("INSERT INTO schema_compat (name, revision) VALUES (:n, :r) ON CONFLICT "
                                   "(name) DO UPDATE SET revision = excluded.revision"),
-                             {"n": _COMPAT_ROW, "r": oldest_compatible_revision()})
+                             {"n": _COMPAT_ROW, "r": compatible})
             if is_sqlite(engine) and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                 raise StorageUnavailable("the migration left rows whose parent row is missing; nothing was "
                                          "changed")

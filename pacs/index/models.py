@@ -34,7 +34,7 @@ class Base(DeclarativeBase):
 
 #: Every index row belongs to one partition (:mod:`pacs.partitions`); 1 is the default one.
 def _partition_fk() -> Mapped[int]:
-    return mapped_column(Integer, default=1, server_default=text("1"))
+    return mapped_column(Integer, server_default=text("1"))  # server-side: raw inserts (pacs.index.rawsql) omit it
 
 
 class PartitionRow(Base):

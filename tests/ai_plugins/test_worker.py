@@ -16,6 +16,7 @@ from ai_plugins.benchmarks import runner as benchmark_runner
 from ai_plugins.benchmarks.evaluation import CASE_KIND, KINDS
 from ai_plugins.benchmarks.service import BenchmarkService
 from ai_plugins.runner.handler import Done, Lease, job_queue
+from ai_plugins.runner.rejection_jobs import JOB_KIND as REJECT_PURGE_KIND
 from ai_plugins.runner.routing import JOB_KIND
 from ai_plugins.runner.service import PluginService
 from ai_plugins.runner.worker import Worker
@@ -64,7 +65,8 @@ def test_one_worker_of_concurrency_one_runs_a_plugin_job_and_a_benchmark_case(ar
     clinical, _ = plugins.rerun(cases[0].study_uid, "test-echo", version=None, requested_by="dr",
                                 scope=AccessScope.everything())  # fmt: skip
     worker = Worker(archive, concurrency=1, extra_plugins=PLUGINS, use_entry_points=False)
-    assert set(worker.handlers) == {JOB_KIND, *KINDS, WEBHOOK_KIND, FORWARD_KIND, NOTIFY_KIND, RETENTION_KIND}
+    assert set(worker.handlers) == {JOB_KIND, *KINDS, WEBHOOK_KIND, FORWARD_KIND, NOTIFY_KIND, RETENTION_KIND,
+                                    REJECT_PURGE_KIND}
     worker.start()
     try:
         wait_until("the evaluation", lambda: benchmarks.evaluation(evaluation.id).finished)

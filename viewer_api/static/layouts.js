@@ -298,7 +298,7 @@
   });
   const syncButton = document.createElement("button");
   syncButton.type = "button"; syncButton.id = "sync"; syncButton.textContent = "Sync";
-  syncButton.title = "Scroll series of the same frame of reference together";
+  syncButton.title = window.cloudfilm.t("js.layout.sync_title");
   syncButton.setAttribute("aria-pressed", "true");
   syncButton.addEventListener("click", function () {
     syncOn = !syncOn;

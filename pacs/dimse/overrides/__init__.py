@@ -43,6 +43,10 @@ class Upstream:
 
 
 UPSTREAM: tuple[Upstream, ...] = (
+    Upstream("pynetdicom.transport.AssociationServer.server_bind",
+             "cf69278a05a5c777b7e9e9af0769e3102618027b2ec8035a30af8cc370ebdae6",
+             "transport's server_bind takes the supervisor's inherited listening socket instead of binding one "
+             "(and makes it non-blocking): re-check what the upstream bind sets up besides the socket"),
     Upstream("pynetdicom.dul.DULServiceProvider.__init__",
              "c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0",
              "reactor.make_event_driven replaces the to_provider_queue, event_queue and to_user_queue it creates "

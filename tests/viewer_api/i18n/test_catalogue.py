@@ -38,7 +38,8 @@ DYNAMIC = {
     "js.report.section.": list(SECTION_TITLES),
     "js.preset.": sorted({p["name"] for presets in PRESETS.values() for p in presets}),
     "js.decided.": ["accepted", "rejected", "edited"],
-    "js.tool.": [f"{t}{suffix}" for t in ("length", "angle", "ellipse", "probe") for suffix in ("", "_title")],
+    "js.tool.": [f"{t}{suffix}" for t in ("length", "angle", "ellipse", "freehand", "probe")
+                 for suffix in ("", "_title")],
 }
 PLURAL_BASES = {"common.images", "home.share_links", "home.views", "pin.wrong", "js.findings", "js.views",
                 "claim.mismatch.text"}
