@@ -4,14 +4,11 @@ word). What the messages say is built when they are sent and kept nowhere (:mod:
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict
 
 from pacs.notify import outbox
-from pacs.notify.outbox import DeliveryStatus
+from pacs.notify.outbox import DeliveryStatus, DeliveryView
 from viewer_api.auth.access import NotifyAdmin
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
@@ -19,26 +16,7 @@ from viewer_api.context import archive_of
 router = APIRouter(tags=["notifications"], route_class=DeclaredRoute)
 
 
-class NotificationOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    notification: str
-    kind: str
-    channel: str
-    recipient: str
-    study_uid: str
-    status: DeliveryStatus
-    attempts: int
-    last_error: str
-    message_id: str
-    created_by: str
-    created_at: datetime
-    last_attempt_at: datetime | None
-    sent_at: datetime | None
-
-
-@router.get("/api/notifications", response_model=list[NotificationOut], summary="Patient message log")
+@router.get("/api/notifications", response_model=list[DeliveryView], summary="Patient message log")
 async def list_notifications(
     _admin: NotifyAdmin,
     request: Request,
@@ -46,11 +24,11 @@ async def list_notifications(
     study: str | None = Query(None, description="StudyInstanceUID"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-) -> list[NotificationOut]:
+) -> list[DeliveryView]:
     """Newest first: each message's channel, recipient, status, attempts and last error."""
     views = await run_in_threadpool(lambda: outbox.deliveries(archive_of(request).engine, status=status,
                                                               study_uid=study, limit=limit, offset=offset))
-    return [NotificationOut.model_validate(v) for v in views]
+    return list(views)
 
 
 @router.post("/api/notifications/{delivery_id}/resend", status_code=202,
