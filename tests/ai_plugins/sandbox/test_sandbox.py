@@ -157,7 +157,6 @@ def test_a_sleeper_is_stopped_at_its_wall_time(tmp_path: Path, case_dir: Path) -
 
 
 def test_writing_10_gib_is_stopped(tmp_path: Path, case_dir: Path, archive_files: dict[str, Path]) -> None:
-    free_before = os.statvfs(tmp_path).f_bavail
     body = "block = b'x' * (1 << 20)\nwith open('/scratch/big', 'wb') as fh:\n    for _ in range(10 * 1024):\n" \
            "        fh.write(block)\n"  # fmt: skip
     outcome = run_sandboxed(package(tmp_path, body), case_dir, LIMITS)
@@ -166,7 +165,11 @@ def test_writing_10_gib_is_stopped(tmp_path: Path, case_dir: Path, archive_files
     flood = "import sys\nwhile True:\n    sys.stdout.write('y' * 65536)\n"  # the plugin's output goes to the log
     outcome = run_sandboxed(package(tmp_path / "flood", flood), case_dir, LIMITS.model_copy(update={"wall_s": 2.0}))
     assert not outcome.ok and len(outcome.log_tail) <= 64 * 1024
-    assert abs(os.statvfs(tmp_path).f_bavail - free_before) * os.statvfs(tmp_path).f_frsize < 64 << 20
+    # Nothing of either reached the host's disk: /scratch is a tmpfs and the log is a bounded tail.
+    # (Measured as what the run left on disk, not as the disk's free space: the other test worker
+    # writes to the same disk meanwhile.)
+    left = sum(p.stat().st_size for root in (tmp_path, case_dir) for p in root.rglob("*") if p.is_file())
+    assert left < 64 << 20, left
     _unharmed(archive_files)
 
 
