@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch for the built-in AI plugin; the project itself requires a range (torch>=2.3).
 TORCH ?= torch==2.13.0
-# The suite runs on two workers, a test module per worker (its fixtures are module-scoped worlds).
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# The suite runs on two workers, a test module per worker (its fixtures are module-scoped worlds),
+# handed out longest first (tests/schedule.py; xdist keeps that order with --no-loadscope-reorder).
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install install-dev run test lint unit bench clean
 

@@ -136,3 +136,14 @@ def local_archive(tmp_path: Path) -> Iterator[Archive]:
     """An archive on the embedded default only (SQLite + filesystem), for tests of one backend."""
     with Archive.open(Settings(data_dir=tmp_path / "data", http_port=0, dicom_port=0)) as opened:
         yield opened
+
+
+# ---------------------------------------------------------------------------------------------
+# Order: whole modules, longest first (tests/schedule.py), so the two xdist workers finish together.
+# ---------------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.schedule import load_durations, longest_first
+
+    longest_first(items, load_durations())
