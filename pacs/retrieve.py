@@ -7,13 +7,14 @@ concurrently when several are asked for.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 
 from pacs.access import AccessScope
 from pacs.dicomfile import FrameRange, frame_bytes_from_range
@@ -69,19 +70,24 @@ def _stored(row: Any) -> StoredInstance:
     )
 
 
-def _located(scope: AccessScope, study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> Any:
+@functools.lru_cache(maxsize=256)
+def _located(scope: AccessScope, by_study: bool = False, by_series: bool = False, by_sop: bool = False) -> Any:
+    """The statement selecting a scope's visible instances, narrowed by the UIDs given as bound
+    parameters (``study_uid``, ``series_uid``, ``sop_uid``). Built once per scope and shape: a
+    retrieve's scope is one of few (an account's role and partition, a share's study), and building
+    the statement was a fifth of a WADO-RS request's CPU time."""
     stmt = (
         select(*_COLUMNS)
         .join(Series, Series.id == Instance.series_fk)
         .join(Study, Study.id == Instance.study_fk)
         .where(scope.study_filter(), scope.instance_filter())
     )
-    if study_uid is not None:
-        stmt = stmt.where(Study.study_uid == study_uid)
-    if series_uid is not None:
-        stmt = stmt.where(Series.series_uid == series_uid)
-    if sop_uid is not None:
-        stmt = stmt.where(Instance.sop_uid == sop_uid)
+    if by_study:
+        stmt = stmt.where(Study.study_uid == bindparam("study_uid"))
+    if by_series:
+        stmt = stmt.where(Series.series_uid == bindparam("series_uid"))
+    if by_sop:
+        stmt = stmt.where(Instance.sop_uid == bindparam("sop_uid"))
     return stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
 
 
@@ -97,7 +103,9 @@ def find_instances(
     if study_uid is None and series_uid is None and sop_uid is None:
         raise InvalidQuery("a study, series or instance UID is required")
     with engine.connect() as conn:
-        rows = conn.execute(_located(scope, study_uid, series_uid, sop_uid)).all()
+        uids = {"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid}
+        stmt = _located(scope, study_uid is not None, series_uid is not None, sop_uid is not None)
+        rows = conn.execute(stmt, {k: v for k, v in uids.items() if v is not None}).all()
     if not rows:
         what = "instance" if sop_uid else "series" if series_uid else "study"
         raise NotFound(f"no such {what}")
@@ -110,7 +118,7 @@ def find_instances_by_sop(engine: Engine, scope: AccessScope, sop_uids: Sequence
     with engine.connect() as conn:
         for start in range(0, len(sop_uids), 500):
             chunk = list(sop_uids[start : start + 500])
-            stmt = _located(scope, None, None, None).where(Instance.sop_uid.in_(chunk))
+            stmt = _located(scope).where(Instance.sop_uid.in_(chunk))
             out.extend(_stored(r) for r in conn.execute(stmt))
     return out
 

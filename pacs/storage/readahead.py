@@ -11,6 +11,7 @@ every object.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import threading
@@ -184,8 +185,22 @@ def read_ahead(store: ObjectStore, pieces: Iterable[Piece], *, trailer: bytes = 
     window: deque[Future[memoryview | bytes]] = deque()
     ahead = max(1, min(store.read_concurrency, WINDOW_BATCHES))
     pool = pool if pool is not None else POOL  # looked up per call (tests swap it)
+    plan = iter(_plan(pieces, trailer))
+    first, second = next(plan, None), None
+    if first is not None:
+        second = next(plan, None)
+    if first is not None and second is None:
+        # One batch (a single instance or frame): read it here, in the caller's thread, sparing a
+        # hand-over to a worker and back, which cost as much CPU as the read itself.
+        done: Future[memoryview | bytes] = Future()
+        try:
+            done.set_result(_fill(store, pool, first))
+        except BaseException as exc:  # the consumer's result() raises it, as a worker's would
+            done.set_exception(exc)
+        yield done
+        return
     try:
-        for batch in _plan(pieces, trailer):
+        for batch in itertools.chain([b for b in (first, second) if b is not None], plan):
             if len(window) >= ahead:
                 yield window.popleft()
             window.append(executor.submit(_fill, store, pool, batch))
