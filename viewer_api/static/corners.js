@@ -30,7 +30,7 @@
 
   function update() {
     const s = data.series[viewer.state.s];
-    lines[3].textContent = s ? [s.number != null ? "Se " + s.number : "", s.description || ""].filter(Boolean).join(" · ") : "";
+    lines[3].textContent = s ? [s.number != null ? window.cloudfilm.t("js.series_short", { number: s.number }) : "", s.description || ""].filter(Boolean).join(" · ") : "";
   }
   vp.addEventListener("cloudfilm:view", update);
   update();

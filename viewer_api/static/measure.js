@@ -301,7 +301,7 @@
   const group = document.createElement("div");
   group.className = "modes measure-tools tool-full";
   group.setAttribute("role", "radiogroup");
-  group.setAttribute("aria-label", "Measure");
+  group.setAttribute("aria-label", window.cloudfilm.t("js.measure"));
   TOOLS.forEach(function (t) {
     const b = document.createElement("button");
     b.type = "button"; b.className = "mode tool"; b.dataset.mode = t[0]; b.textContent = window.cloudfilm.t("js.tool." + t[0], null, t[1]);
