@@ -27,6 +27,7 @@ from tests.ai_plugins.benchmarks.test_gate_watch import _evaluation, _plugin, _r
 from tests.viewer_api.portal import test_browser
 from tests.viewer_api.portal.conftest import PASSWORD, Server
 from tests.viewer_api.portal.test_browser import ARTIFACTS, PHONE, _image_loaded, _new_share, _watch
+from tests.viewer_api.portal.test_viewer_tools import _drag, _last, _tool
 from viewer_api.i18n import CATALOGUE
 
 browser = test_browser.browser  # the module-scoped Chromium of the other browser tests
@@ -155,6 +156,13 @@ def test_patient_pages_in_chinese(live_site: Server, zh_phone: BrowserContext, z
     assert _no_english(page, NOT_IN_CHINESE) == []
     assert page.evaluate(NAMELESS) == []
     page.screenshot(path=str(ARTIFACTS / "zh-desk-patient-viewer.png"))
+    # A measurement's text on the image is Chinese too (the numbers and units as they are).
+    _tool(page, "ellipse")
+    _drag(page, [(8, 8), (24, 24)])
+    roi = _last(page, "ellipse")["text"]
+    assert roi.startswith("面积 ") and "mm²" in roi, roi
+    assert ZH_TEXTS["js.measure.stats_wait"] in roi or ("均值 " in roi and "标准差 " in roi and "最大 " in roi), roi
+    assert not re.search(r"Area|Mean|statistics", roi), roi
     assert not problems, problems
 
     phone_page, phone_problems = _sign_in(zh_phone, live_site, f"/viewer/studies/{live_site.site.owned_uid}", "pat")
