@@ -156,6 +156,11 @@ def test_patient_pages_in_chinese(live_site: Server, zh_phone: BrowserContext, z
     assert _no_english(page, NOT_IN_CHINESE) == []
     assert page.evaluate(NAMELESS) == []
     page.screenshot(path=str(ARTIFACTS / "zh-desk-patient-viewer.png"))
+    # The texts on the image: the patient corner's date and series, slice position and thickness.
+    assert "年" in page.locator("#patient-corner .pc-date").inner_text()
+    assert page.locator("#patient-corner .pc-series").inner_text().startswith("序列 ")
+    page.wait_for_function("() => document.getElementById('position-label').textContent.includes('层厚 ')")
+    assert not re.search(r"\bLoc\b|\bTh\b", page.locator("#position-label").inner_text())
     # A measurement's text on the image is Chinese too (the numbers and units as they are).
     _tool(page, "ellipse")
     _drag(page, [(8, 8), (24, 24)])
