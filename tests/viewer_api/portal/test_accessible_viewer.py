@@ -323,9 +323,11 @@ def _seed_ai_pages(server: Server) -> tuple[int, int]:
     return bench_id, evaluation
 
 
-def test_ai_admin_pages_in_chinese(live_site: Server, zh_desk: BrowserContext, en_desk: BrowserContext) -> None:
+def test_ai_admin_pages_in_chinese(live_site: Server, zh_desk: BrowserContext, en_desk: BrowserContext,
+                                   zh_phone: BrowserContext) -> None:  # fmt: skip
     """The staff's AI pages in Chinese: none of their English texts left, every control named, Tab reaches
-    the links with a visible focus ring, and the 1366×800 layout holds (no sideways scrolling)."""
+    the links with a visible focus ring, and the layout holds (no sideways scrolling at 1366×800, nor at
+    375 px, where the wide tables scroll inside their own labelled region)."""
     bench_id, evaluation = _seed_ai_pages(live_site)
     pages = {"plugins": "/viewer/plugins", "benchmarks": "/viewer/benchmarks",
              "leaderboard": f"/viewer/benchmarks/{bench_id}",
@@ -357,6 +359,15 @@ def test_ai_admin_pages_in_chinese(live_site: Server, zh_desk: BrowserContext, e
             assert "每次扫描 0.5 个假阳性时的灵敏度" in metrics and ZH_TEXTS["eval.froc_mean"] in metrics
             assert page.locator("h1").inner_text() == "acme-detector@2.0 在 lesions 上的评估"
     assert not problems, problems
+
+    phone, phone_problems = _sign_in(zh_phone, live_site, "/viewer/plugins", "admin")
+    for name in ("plugins", "leaderboard"):
+        phone.goto(f"{live_site.url}{pages[name]}")
+        overflow = phone.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{name} scrolls sideways by {overflow} px on a phone"
+        assert phone.evaluate(NAMELESS) == [], name
+        phone.screenshot(path=str(ARTIFACTS / f"zh-phone-admin-{name}.png"))
+    assert not phone_problems, phone_problems
 
     # The same check finds the English texts on the English pages (so it can fail).
     english, _ = _sign_in(en_desk, live_site, "/viewer/plugins", "admin")
