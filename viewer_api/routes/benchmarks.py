@@ -10,6 +10,7 @@ maps the result.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from viewer_api.auth.dependencies import audit
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.errors import STATUS_OF
+from viewer_api.i18n import Translator, translator_for
 from viewer_api.pages import render
 
 router = APIRouter(tags=["benchmarks"], route_class=DeclaredRoute)
@@ -367,21 +369,42 @@ def benchmark_page(_p: AiReader, request: Request, ref: str, version: int | None
     if bench.current is not None:
         _, shown, rows = service.leaderboard(bench.id, version)
     evaluations = service.evaluations(bench.id, shown.number if shown else None)[:50] if shown else []
-    return render(request, "benchmark.html", bench=bench, version=shown, rows=rows,
-                  versions=service.versions(bench.id), evaluations=evaluations)  # fmt: skip
+    versions = service.versions(bench.id)
+    tr = translator_for(request)
+    return render(request, "benchmark.html", bench=bench, version=shown, rows=rows, versions=versions,
+                  changes={v.number: _change_words(tr, v.change) for v in versions},
+                  evaluations=evaluations)  # fmt: skip
+
+
+_CHANGES = (re.compile(r"added (?P<count>\d+) studies"), re.compile(r"labels for (?P<count>\d+) studies"),
+            re.compile(r"split \(seed (?P<seed>-?\d+), test fraction (?P<fraction>[\d.e+-]+)\)"))
+
+
+def _change_words(tr: Translator, change: str) -> str:
+    """A dataset version's change (written in English by ai_plugins.benchmarks.datasets) in ``tr``'s language;
+    any other text as it is."""
+    added, labels, split = (pattern.fullmatch(change) for pattern in _CHANGES)
+    if added:
+        return tr.t("bench.change.added", **added.groupdict())
+    if labels:
+        return tr.t("bench.change.labels", **labels.groupdict())
+    if split:
+        return tr.t("bench.change.split", **split.groupdict())
+    return change
 
 
 def _detail_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(section, metric, {value, ci_low, ci_high}) of every aggregate metric, for the report page."""
+    """(section, metric, {value, ci_low, ci_high}) of every aggregate metric, for the report page (FROC rows:
+    the false-positive rate or ``mean``, worded by the page's catalogue)."""
     out: list[tuple[str, str, dict[str, Any]]] = []
     for section in ("classification", "study_level", "segmentation"):
         for name, est in (metrics.get(section, {}).get("metrics", {}) or {}).items():
             out.append((section.replace("_", "-"), name, est))
     froc = metrics.get("froc", {})
     for rate, est in (froc.get("sensitivity_at_fp_per_scan", {}) or {}).items():
-        out.append(("froc", f"sensitivity at {rate} FP/scan", est))
+        out.append(("froc", str(rate), est))  # the page words it: "sensitivity at {rate} FP/scan"
     if froc.get("mean_sensitivity"):
-        out.append(("froc", "mean sensitivity", froc["mean_sensitivity"]))
+        out.append(("froc", "mean", froc["mean_sensitivity"]))
     return out
 
 

@@ -150,4 +150,5 @@ def plugins_page(_staff: Staff, request: Request, service: PluginService = Depen
                                                            service.registry)}  # fmt: skip
     settings = service.archive.settings
     return render(request, "plugins.html", plugins=plugins, watched=watched, gate=settings.plugins_gate_benchmark,
-                  gate_metric=settings.plugins_gate_metric, gate_min=settings.plugins_gate_min)  # fmt: skip
+                  gate_metric=settings.plugins_gate_metric, gate_min=settings.plugins_gate_min,
+                  min_reviews=settings.plugins_watch_min_reviews)  # fmt: skip

@@ -11,7 +11,8 @@
   const study = data.study || {};
   const nameEl = document.getElementById("patient-name");
 
-  function date(v) { return v && v.length === 8 ? v.slice(0, 4) + "-" + v.slice(4, 6) + "-" + v.slice(6) : (v || ""); }
+  /* A DICOM DA (YYYYMMDD) the way the page's language writes dates (common.js: 2024-01-15 / 2024年1月15日). */
+  function date(v) { return v && v.length === 8 ? window.cloudfilm.date(v.slice(0, 4) + "-" + v.slice(4, 6) + "-" + v.slice(6)) : (v || ""); }
 
   const corner = document.createElement("div");
   corner.className = "corner tr patient-corner";
@@ -30,7 +31,7 @@
 
   function update() {
     const s = data.series[viewer.state.s];
-    lines[3].textContent = s ? [s.number != null ? "Se " + s.number : "", s.description || ""].filter(Boolean).join(" · ") : "";
+    lines[3].textContent = s ? [s.number != null ? window.cloudfilm.t("js.series_short", { number: s.number }) : "", s.description || ""].filter(Boolean).join(" · ") : "";
   }
   vp.addEventListener("cloudfilm:view", update);
   update();

@@ -19,6 +19,7 @@
   const data = JSON.parse(dataEl.textContent);
   const dicomweb = data.urls.dicomweb, study = data.study;
   const G = window.cloudfilmGestures;
+  const T = window.cloudfilm.t;  // the page's UI texts (common.js)
   const LAYOUTS = [["1x1", "1×1", 1], ["1x2", "1×2", 2], ["2x2", "2×2", 4]];
   const JSON_ACCEPT = { Accept: "application/dicom+json" };
 
@@ -72,7 +73,7 @@
   const ownSources = data.series.filter(function (s) { return s.modality !== "SEG"; }).map(function (s) {
     return { key: study.study_uid + "/" + s.uid, study: study.study_uid, series: s.uid, slices: slicesOf(s.images),
              title: (s.modality || "") + " " + (s.number != null ? s.number : "") + (s.description ? " · " + s.description : ""),
-             label: "Se " + (s.number != null ? s.number : "?") };
+             label: T("js.series_short", { number: s.number != null ? s.number : "?" }) };
   });
   const sources = new Map(ownSources.map(function (s) { return [s.key, s]; }));
 
@@ -145,7 +146,7 @@
     el.className = "viewport pane";
     el.id = "pane-" + n;
     el.tabIndex = 0;
-    el.setAttribute("aria-label", "Viewport " + (n + 1) + "; scroll to change slice");
+    el.setAttribute("aria-label", T("js.layout.viewport", { n: n + 1 }));
     const img = document.createElement("img");
     img.className = "pane-img";
     img.alt = "";
@@ -154,7 +155,7 @@
     label.className = "corner bl pane-label";
     const select = document.createElement("select");
     select.className = "pane-series";
-    select.setAttribute("aria-label", "Series in viewport " + (n + 1));
+    select.setAttribute("aria-label", T("js.layout.series_in", { n: n + 1 }));
     el.append(img, label, select);
     const pane = { el: el, img: img, label: label, select: select, source: null, i: 0 };
     fillSelect(pane);
@@ -197,18 +198,19 @@
     const select = pane.select, keep = select.value;
     select.textContent = "";
     const here = document.createElement("optgroup");
-    here.label = "This study";
+    here.label = T("js.layout.this_study");
     select.appendChild(here);
     ownSources.forEach(function (s) { option(here, s.key, s.title); });
     if (priors.length) {
       priors.forEach(function (p) {
         const group = document.createElement("optgroup");
-        group.label = (p.earlier ? "Prior " : "Other study ") + p.date + (p.description ? " · " + p.description : "");
+        group.label = (p.earlier ? T("js.layout.prior_study", { date: p.date }) : T("js.layout.other_study", { date: p.date })) +
+          (p.description ? " · " + p.description : "");
         select.appendChild(group);
         p.sources.forEach(function (s) { option(group, s.key, s.title); });
       });
     } else if (priorsState !== "none") {
-      option(select, "priors", priorsState === "loading" ? "Looking for prior studies…" : "Prior studies of this patient…");
+      option(select, "priors", priorsState === "loading" ? T("js.layout.looking") : T("js.layout.priors"));
     }
     if (keep && Array.from(select.options).some(function (o) { return o.value === keep; })) select.value = keep;
     else if (pane.source) select.value = pane.source.key;
@@ -244,7 +246,7 @@
                 const source = { key: uid + "/" + seUid, study: uid, series: seUid, date: d,
                   slices: slicesOf(inst.map(function (i) { return { sop: v(i, "00080018"), frames: Number(v(i, "00280008")) || 1 }; })),
                   title: (v(se, "00080060") || "") + " " + (number != null ? number : "") + (v(se, "0008103E") ? " · " + v(se, "0008103E") : ""),
-                  label: "Se " + (number != null ? number : "?") };
+                  label: T("js.series_short", { number: number != null ? number : "?" }) };
                 sources.set(source.key, source);
                 return source;
               });
@@ -288,17 +290,17 @@
   const group = document.createElement("div");
   group.className = "layouts tool-full";
   group.setAttribute("role", "group");
-  group.setAttribute("aria-label", "Layout");
+  group.setAttribute("aria-label", T("js.layout.group"));
   LAYOUTS.forEach(function (l) {
     const b = document.createElement("button");
-    b.type = "button"; b.dataset.layout = l[0]; b.textContent = l[1]; b.title = "Layout " + l[1];
+    b.type = "button"; b.dataset.layout = l[0]; b.textContent = l[1]; b.title = T("js.layout.title", { layout: l[1] });
     b.setAttribute("aria-pressed", String(l[0] === layout));
     b.addEventListener("click", function () { setLayout(l[0]); });
     group.appendChild(b);
   });
   const syncButton = document.createElement("button");
-  syncButton.type = "button"; syncButton.id = "sync"; syncButton.textContent = "Sync";
-  syncButton.title = window.cloudfilm.t("js.layout.sync_title");
+  syncButton.type = "button"; syncButton.id = "sync"; syncButton.textContent = T("js.layout.sync");
+  syncButton.title = T("js.layout.sync_title");
   syncButton.setAttribute("aria-pressed", "true");
   syncButton.addEventListener("click", function () {
     syncOn = !syncOn;
@@ -309,15 +311,15 @@
 
   /* Compare: the newest prior study beside this one, its series most like the one shown. */
   const compareButton = document.createElement("button");
-  compareButton.type = "button"; compareButton.id = "compare"; compareButton.textContent = "Prior";
-  compareButton.title = "Compare with a prior study of this patient";
+  compareButton.type = "button"; compareButton.id = "compare"; compareButton.textContent = T("js.layout.prior");
+  compareButton.title = T("js.layout.prior_title");
   compareButton.hidden = priorsState === "none";
   compareButton.addEventListener("click", function () {
     compareButton.disabled = true;
     loadPriors().then(function (list) {
       compareButton.disabled = false;
       const prior = list.filter(function (p) { return p.earlier; })[0] || list[0];
-      if (!prior) { compareButton.disabled = true; compareButton.title = "No other study of this patient"; return; }
+      if (!prior) { compareButton.disabled = true; compareButton.title = T("js.layout.no_prior"); return; }
       if (layout === "1x1") setLayout("1x2");
       const main = mainSource(), shown = data.series[viewer.state.s] || {};
       const score = function (src) {

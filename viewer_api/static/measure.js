@@ -143,10 +143,15 @@
   }
 
   function fmt(v, digits) { return Number.isFinite(v) ? v.toFixed(digits) : "–"; }
+  const T = window.cloudfilm.t;  // the page's UI texts (common.js)
+  /** The calibration flag (an identifier in m.result) in the page's language. */
+  function flagText(flag) {
+    return flag === "calibrated at detector" ? T("js.measure.detector") : flag === "uncalibrated px" ? T("js.measure.uncalibrated") : flag;
+  }
 
   /** Fills m.result (numbers) and m.text (what the image shows) from its points and the slice header. */
   function evaluate(m, h) {
-    const cal = calibration(h), p = m.points, flag = cal.flag ? " (" + cal.flag + ")" : "";
+    const cal = calibration(h), p = m.points, flag = cal.flag ? " (" + flagText(cal.flag) + ")" : "";
     if (m.kind === "length" && p.length === 2) {
       const v = length(p[0], p[1], cal);
       m.result = { value: v, unit: cal.unit, calibration: cal.flag || "patient" };
@@ -161,12 +166,13 @@
       const entry = pixels.shown(), unit = unitOf(h), u = unit ? " " + unit : "";
       const s = !entry ? null : m.kind === "ellipse" ? ellipseStats(p[0], p[1], entry) : polygonStats(p, entry);
       m.result = { area: area, areaUnit: cal.unit + "²", unit: unit, calibration: cal.flag || "patient" };
-      m.text = "Area " + fmt(area, cal.unit === "mm" ? 1 : 0) + " " + cal.unit + "²" + flag;
+      m.text = T("js.measure.area", { value: fmt(area, cal.unit === "mm" ? 1 : 0) + " " + cal.unit + "²" }) + flag;
       if (s) {
         Object.assign(m.result, { mean: s.mean, sd: s.sd, min: s.min, max: s.max, pixels: s.n });
-        m.text += "\nMean " + fmt(s.mean, 1) + u + "  SD " + fmt(s.sd, 1) + "\nMin " + fmt(s.min, 0) + "  Max " + fmt(s.max, 0) + u;
+        m.text += "\n" + T("js.measure.stats", { mean: fmt(s.mean, 1) + u, sd: fmt(s.sd, 1) }) +
+          "\n" + T("js.measure.range", { min: fmt(s.min, 0), max: fmt(s.max, 0) + u });
       } else {
-        m.text += "\n(statistics need the decoded frame)";
+        m.text += "\n" + T("js.measure.stats_wait");
       }
     } else if (m.kind === "probe" && p.length === 1) {
       const entry = pixels.shown(), unit = unitOf(h);
@@ -177,7 +183,7 @@
         m.text = fmt(v, Math.abs(v - Math.round(v)) < 1e-6 ? 0 : 2) + (unit ? " " + unit : "") + "  (" + c + ", " + r + ")";
       } else {
         m.result = { value: null, column: c, row: r };
-        m.text = entry ? "outside the image" : "(value needs the decoded frame)";
+        m.text = entry ? T("js.measure.outside") : T("js.measure.value_wait");
       }
     }
   }
@@ -301,7 +307,7 @@
   const group = document.createElement("div");
   group.className = "modes measure-tools tool-full";
   group.setAttribute("role", "radiogroup");
-  group.setAttribute("aria-label", "Measure");
+  group.setAttribute("aria-label", window.cloudfilm.t("js.measure"));
   TOOLS.forEach(function (t) {
     const b = document.createElement("button");
     b.type = "button"; b.className = "mode tool"; b.dataset.mode = t[0]; b.textContent = window.cloudfilm.t("js.tool." + t[0], null, t[1]);

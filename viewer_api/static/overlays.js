@@ -63,8 +63,8 @@
       Object.keys(edges).forEach(function (side) { edges[side].textContent = m ? m[side] : ""; });
       const parts = [];
       const loc = h && location(h);
-      if (loc != null) parts.push("Loc " + loc.toFixed(1) + " mm");
-      if (h && h.sliceThickness && h.sliceThickness[0] > 0) parts.push("Th " + h.sliceThickness[0].toFixed(1) + " mm");
+      if (loc != null) parts.push(window.cloudfilm.t("js.slice_location", { value: loc.toFixed(1) }));
+      if (h && h.sliceThickness && h.sliceThickness[0] > 0) parts.push(window.cloudfilm.t("js.slice_thickness", { value: h.sliceThickness[0].toFixed(1) }));
       corner.textContent = parts.join("  ");
     }, function () { /* no metadata: no markers */ });
   }

@@ -56,7 +56,7 @@
     const spacing = (shared && path(shared, ["00289110", "00280030"])) || null;
     const segments = (values(item, "00620002") || []).map(function (s) {
       const lab = values(s, "0062000D");
-      return { number: Number(one(s, "00620004")), label: one(s, "00620005") || "Segment",
+      return { number: Number(one(s, "00620004")), label: one(s, "00620005") || window.cloudfilm.t("js.segment"),
                color: lab && lab.length === 3 ? labToRgb(lab.map(Number)) : PALETTE[palette.next++ % PALETTE.length],
                visible: true, series: seriesUid };
     });
@@ -195,7 +195,7 @@
   legend.id = "layers";
   legend.hidden = true;
   const caption = document.createElement("legend");
-  caption.textContent = "Overlays";
+  caption.textContent = window.cloudfilm.t("js.overlays");
   legend.appendChild(caption);
   const toolbar = document.querySelector(".toolbar");
   if (toolbar) toolbar.after(legend);
@@ -219,7 +219,7 @@
   function offerRegions() {
     if (regionsSwitch || !(viewer.state.findings || []).length) return;
     regionsSwitch = true;
-    addSwitch("layer-regions", "AI regions", "#ffd34d", true, function (on) { vp.classList.toggle("regions-off", !on); });
+    addSwitch("layer-regions", window.cloudfilm.t("js.ai_regions"), "#ffd34d", true, function (on) { vp.classList.toggle("regions-off", !on); });
   }
   new MutationObserver(offerRegions).observe(findingsLayer, { childList: true });
 

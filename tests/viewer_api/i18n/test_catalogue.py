@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ai_plugins.benchmarks.labels import Task
+from ai_plugins.runner.registry import PluginSource
 from pacs.accounts.audit import ACCESS_ACTIONS
 from pacs.accounts.shares import ShareStatus
 from pacs.reports.types import SECTION_TITLES
@@ -40,6 +42,12 @@ DYNAMIC = {
     "js.decided.": ["accepted", "rejected", "edited"],
     "js.tool.": [f"{t}{suffix}" for t in ("length", "angle", "ellipse", "freehand", "probe")
                  for suffix in ("", "_title")],
+    # The AI admin pages (plugins.html, benchmarks.html, benchmark.html, evaluation.html).
+    "plugins.source.": [s.value for s in PluginSource],
+    "plugins.level.": ["finding", "study"],  # BenchmarkFigures.ppv_level
+    "bench.task.": [t.value for t in Task],
+    "eval.status.": ["running", "done", "failed"],  # EvaluationRow.status
+    "eval.part.": ["classification", "study-level", "segmentation", "froc"],  # routes/benchmarks.py _detail_rows
 }
 PLURAL_BASES = {"common.images", "home.share_links", "home.views", "pin.wrong", "js.findings", "js.views",
                 "claim.mismatch.text"}

@@ -6,21 +6,28 @@ left; one asking for nothing in particular gets English. Keyboard only: Tab reac
 Space work it, arrow keys change the slice (announced in a polite live region), and the share
 dialog opens from the keyboard, keeps Tab inside, closes on Esc and gives focus back to its button.
 Every button, link, field and list box on the pages has an accessible name (a small axe-like check).
-Screenshots go to ``test-artifacts/``.
+The staff's AI pages (plugins, benchmarks, leaderboard, evaluation report) get the same checks in Chinese,
+laid out at 1366×800 without sideways scrolling. Screenshots go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
+from sqlalchemy import select, update
 
+from ai_plugins.benchmarks.models import BenchmarkRow, BenchmarkVersionRow, EvaluationRow
+from ai_plugins.runner.models import PluginRecord
+from tests.ai_plugins.benchmarks.test_gate_watch import _evaluation, _plugin, _reviews
 from tests.viewer_api.portal import test_browser
 from tests.viewer_api.portal.conftest import PASSWORD, Server
 from tests.viewer_api.portal.test_browser import ARTIFACTS, PHONE, _image_loaded, _new_share, _watch
+from tests.viewer_api.portal.test_viewer_tools import _drag, _last, _tool
 from viewer_api.i18n import CATALOGUE
 
 browser = test_browser.browser  # the module-scoped Chromium of the other browser tests
@@ -37,7 +44,13 @@ VIEWER_TEXTS = [
     ("#info-toggle", "js.info"), ("#invert", "js.invert"), ("button[data-mode=scroll]", "viewer.scroll"),
     ("button[data-mode=pan]", "viewer.pan"), ("button[data-mode=length]", "js.tool.length"),
     ("#measure-clear", "js.clear"), ("a.navlink[href='/viewer/home']", "nav.my_studies"),
-    ("form[action='/logout'] button", "nav.sign_out"),
+    ("form[action='/logout'] button", "nav.sign_out"), ("#sync", "js.layout.sync"), ("#compare", "js.layout.prior"),
+    ("#layers legend", "js.overlays"), ("button[data-mode=angle]", "js.tool.angle"),
+]
+# Script-made controls named by aria-label / title, and the catalogue key of that name.
+VIEWER_NAMES = [
+    (".layouts", "aria-label", "js.layout.group"), (".measure-tools", "aria-label", "js.measure"),
+    ("#sync", "title", "js.layout.sync_title"), ("button[data-layout='1x2']", "title", "js.layout.title"),
 ]
 # Keys whose English text must not appear anywhere on the Chinese pages (names and units aside).
 NOT_IN_CHINESE = [
@@ -46,7 +59,11 @@ NOT_IN_CHINESE = [
     "js.default_window", "js.info", "js.invert", "js.clear", "js.tool.length", "js.tool.angle", "js.tool.probe",
     "nav.my_studies", "nav.sign_out", "viewer.exam", "viewer.valid_until", "viewer.shared_by", "js.auto_window",
     "home.opened", "home.share_links.other", "wl.search", "login.title", "pin.heading", "pin.text", "pin.open",
+    "js.layout.sync", "js.layout.prior", "js.layout.group", "js.layout.prior_title", "js.layout.sync_title",
+    "js.measure", "js.tool.freehand", "js.tool.angle_title",
 ]
+# The AI admin pages: every text of their catalogue sections (and the navigation).
+ADMIN_KEYS = sorted(k for k in EN_TEXTS if k.startswith(("admin.", "plugins.", "bench.", "eval.", "nav.")))
 NAMELESS = (Path(__file__).with_name("accessible_names.js")).read_text(encoding="utf-8")
 
 
@@ -109,6 +126,12 @@ def _no_english(page: Page, keys: list[str]) -> list[str]:
     return left
 
 
+def _check_names(page: Page, texts: dict[str, str]) -> None:
+    for selector, attribute, key in VIEWER_NAMES:
+        expected = texts[key].format(layout="1×2")
+        assert page.get_attribute(selector, attribute) == expected, selector
+
+
 def _show_all_tools(page: Page) -> None:
     if page.get_attribute("#tools-toggle", "aria-pressed") == "false":
         page.click("#tools-toggle")
@@ -128,10 +151,23 @@ def test_patient_pages_in_chinese(live_site: Server, zh_phone: BrowserContext, z
     _show_all_tools(page)
     for selector, key in VIEWER_TEXTS:
         assert page.locator(selector).first.text_content().strip() == ZH_TEXTS[key], selector  # type: ignore[union-attr]
+    _check_names(page, ZH_TEXTS)
     assert page.get_attribute("#cine", "aria-label") == ZH_TEXTS["viewer.play"]
     assert _no_english(page, NOT_IN_CHINESE) == []
     assert page.evaluate(NAMELESS) == []
     page.screenshot(path=str(ARTIFACTS / "zh-desk-patient-viewer.png"))
+    # The texts on the image: the patient corner's date and series, slice position and thickness.
+    assert "年" in page.locator("#patient-corner .pc-date").inner_text()
+    assert page.locator("#patient-corner .pc-series").inner_text().startswith("序列 ")
+    page.wait_for_function("() => document.getElementById('position-label').textContent.includes('层厚 ')")
+    assert not re.search(r"\bLoc\b|\bTh\b", page.locator("#position-label").inner_text())
+    # A measurement's text on the image is Chinese too (the numbers and units as they are).
+    _tool(page, "ellipse")
+    _drag(page, [(8, 8), (24, 24)])
+    roi = _last(page, "ellipse")["text"]
+    assert roi.startswith("面积 ") and "mm²" in roi, roi
+    assert ZH_TEXTS["js.measure.stats_wait"] in roi or ("均值 " in roi and "标准差 " in roi and "最大 " in roi), roi
+    assert not re.search(r"Area|Mean|statistics", roi), roi
     assert not problems, problems
 
     phone_page, phone_problems = _sign_in(zh_phone, live_site, f"/viewer/studies/{live_site.site.owned_uid}", "pat")
@@ -174,6 +210,7 @@ def test_english_by_default(live_site: Server, en_desk: BrowserContext) -> None:
     assert page.evaluate("document.documentElement.lang") == "en"
     for selector, key in VIEWER_TEXTS:
         assert page.locator(selector).first.text_content().strip() == EN_TEXTS[key], selector  # type: ignore[union-attr]
+    _check_names(page, EN_TEXTS)
     assert not problems, problems
 
 
@@ -256,3 +293,89 @@ def test_every_control_has_an_accessible_name(live_site: Server, en_desk: Browse
                   " document.querySelector('.toolbar').appendChild(b); }")
     assert len(page.evaluate(NAMELESS)) == 1
     assert not problems, problems
+
+
+def _seed_ai_pages(server: Server) -> tuple[int, int]:
+    """An enabled plugin in alert, one with too few reviews to judge, one not in use; a benchmark with a
+    finished evaluation (the rows the scorer and the review service leave). (benchmark id, evaluation id)."""
+    archive = server.site.archive
+    _plugin(archive, "acme-detector", "2.0", digest="a" * 64)
+    _plugin(archive, "beta-detector", "1.0")
+    _plugin(archive, "gamma-detector", "0.9")
+    evaluation = _evaluation(archive, "acme-detector", "2.0", auc=0.95, tp=45, called=50, digest="a" * 64)
+    _evaluation(archive, "beta-detector", "1.0", auc=0.91, tp=40, called=50)
+    _evaluation(archive, "gamma-detector", "0.9", auc=0.5, tp=1, called=2, status="running")
+    with archive.engine.begin() as conn:
+        conn.execute(update(PluginRecord).where(PluginRecord.name.in_(["acme-detector", "beta-detector"]))
+                     .values(enabled=True))  # fmt: skip
+        row = conn.execute(select(EvaluationRow.metrics_json).where(EvaluationRow.id == evaluation)).scalar_one()
+        none = {"ci_low": None, "ci_high": None}
+        froc = {"sensitivity_at_fp_per_scan": {"0.5": {"value": 0.7, **none}, "1": {"value": 0.8, **none}},
+                "mean_sensitivity": {"value": 0.75, "ci_low": 0.7, "ci_high": 0.8}}
+        metrics = {**json.loads(row), "froc": froc}
+        conn.execute(update(EvaluationRow).where(EvaluationRow.id == evaluation)
+                     .values(metrics_json=json.dumps(metrics)))  # fmt: skip
+        bench_id = conn.execute(select(BenchmarkRow.id).where(BenchmarkRow.name == "lesions")).scalar_one()
+        conn.execute(update(BenchmarkVersionRow).where(BenchmarkVersionRow.benchmark_fk == bench_id).values(
+            change="split (seed 5, test fraction 0.5)", n_cases=80, n_labelled=80, n_dev=40, n_test=40))  # fmt: skip
+    _reviews(archive, "acme-detector", "2.0", {"accepted": 2, "edited": 1, "rejected": 20})  # 13 % < 79 %
+    _reviews(archive, "beta-detector", "1.0", {"accepted": 3}, days_ago=2)  # its own review UIDs
+    return bench_id, evaluation
+
+
+def test_ai_admin_pages_in_chinese(live_site: Server, zh_desk: BrowserContext, en_desk: BrowserContext,
+                                   zh_phone: BrowserContext) -> None:  # fmt: skip
+    """The staff's AI pages in Chinese: none of their English texts left, every control named, Tab reaches
+    the links with a visible focus ring, and the layout holds (no sideways scrolling at 1366×800, nor at
+    375 px, where the wide tables scroll inside their own labelled region)."""
+    bench_id, evaluation = _seed_ai_pages(live_site)
+    pages = {"plugins": "/viewer/plugins", "benchmarks": "/viewer/benchmarks",
+             "leaderboard": f"/viewer/benchmarks/{bench_id}",
+             "evaluation": f"/viewer/benchmarks/evaluations/{evaluation}", "worklist": "/viewer/worklist?name="}
+    page, problems = _sign_in(zh_desk, live_site, "/viewer/worklist?name=", "admin")
+    for name, path in pages.items():
+        page.goto(f"{live_site.url}{path}")
+        assert page.evaluate("document.documentElement.lang") == "zh-CN", name
+        assert _no_english(page, ADMIN_KEYS) == [], name
+        assert page.evaluate(NAMELESS) == [], name
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{name} scrolls sideways by {overflow} px"
+        page.screenshot(path=str(ARTIFACTS / f"zh-desk-admin-{name}.png"), full_page=True)
+        if name == "plugins":
+            alert = page.locator("tr[data-plugin='acme-detector@2.0']")
+            assert alert.get_attribute("data-alert") == "1"
+            assert ZH_TEXTS["plugins.below"] in alert.inner_text() and "医生接受了 13.0%" in alert.inner_text()
+            assert "触发警报至少需要 20 项" in page.locator("tr[data-plugin='beta-detector@1.0']").inner_text()
+            assert page.locator("tr[data-plugin='gamma-detector@0.9']").inner_text().strip().endswith(
+                ZH_TEXTS["plugins.not_in_use"])  # fmt: skip
+            page.locator("body").focus()
+            _tab_to(page, "a[href^='/viewer/benchmarks/evaluations/']")  # the keyboard reaches the table's links
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        if name == "leaderboard":
+            assert "划分数据集（随机种子 5，测试集比例 0.5）" in page.locator("main").inner_text()
+        if name == "evaluation":
+            assert page.locator("#status").inner_text() == ZH_TEXTS["eval.status.done"]
+            metrics = page.locator("#metrics").inner_text()
+            assert "每次扫描 0.5 个假阳性时的灵敏度" in metrics and ZH_TEXTS["eval.froc_mean"] in metrics
+            assert page.locator("h1").inner_text() == "acme-detector@2.0 在 lesions 上的评估"
+    assert not problems, problems
+
+    phone, phone_problems = _sign_in(zh_phone, live_site, "/viewer/plugins", "admin")
+    for name in ("plugins", "leaderboard"):
+        phone.goto(f"{live_site.url}{pages[name]}")
+        overflow = phone.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{name} scrolls sideways by {overflow} px on a phone"
+        assert phone.evaluate(NAMELESS) == [], name
+        phone.screenshot(path=str(ARTIFACTS / f"zh-phone-admin-{name}.png"))
+    assert not phone_problems, phone_problems
+
+    # The same check finds the English texts on the English pages (so it can fail).
+    english, _ = _sign_in(en_desk, live_site, "/viewer/plugins", "admin")
+    found = _no_english(english, ADMIN_KEYS)
+    assert {"admin.col.plugin", "plugins.not_in_use", "plugins.below", "nav.plugins"} <= set(found), found
+    english.goto(f"{live_site.url}/viewer/benchmarks/evaluations/{evaluation}")
+    assert english.locator("h1").inner_text() == "acme-detector@2.0 on lesions"
+    assert english.locator("#status").inner_text() == "done"
+    assert "sensitivity at 0.5 FP/scan" in english.locator("#metrics").inner_text()
+    english.goto(f"{live_site.url}/viewer/benchmarks/{bench_id}")
+    assert "split (seed 5, test fraction 0.5)" in english.locator("main").inner_text()

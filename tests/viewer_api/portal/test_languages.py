@@ -82,3 +82,13 @@ def test_worklist_in_chinese(site: Site) -> None:
         assert wanted in page.text, wanted
     for english in (">Search<", 'placeholder="Patient name"', "Any modality", " images<"):
         assert english not in page.text, english
+
+
+def test_worklist_search_error_in_chinese(site: Site) -> None:
+    """A search the archive refuses says so in the page's language; the archive's own reason follows,
+    marked as English (``lang="en"``) for screen readers."""
+    page = site.client("admin").get("/viewer/worklist?date_from=2024-13-45", headers=ZH)
+    assert page.status_code == 200 and 'role="alert"' in page.text, page.text[-2000:]
+    assert "无法使用这些检索条件。" in page.text and "These search terms cannot be used." not in page.text
+    english = site.client("admin").get("/viewer/worklist?date_from=2024-13-45", headers={"Accept-Language": "en"})
+    assert "These search terms cannot be used." in english.text
