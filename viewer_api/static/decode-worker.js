@@ -134,13 +134,19 @@ async function decode(msg) {
   return family === "lossless" ? losslessDecode(mod, bytes, msg.h) : wasmDecode(mod, family, bytes, msg.h);
 }
 
+/* One frame at a time, in the order asked, each answered before the next starts: the frame on screen
+   (asked first) is not held back by prefetched ones that arrived while its decoder was loading. */
+let chain = Promise.resolve();
 self.onmessage = function (event) {
-  const msg = event.data, t0 = performance.now();
-  decode(msg).then(function (r) {
-    const buffer = r.pixels.buffer;
-    self.postMessage({ id: msg.id, buffer: buffer, bits: r.bits, photometric: r.photometric, planar: r.planar,
-                       ms: performance.now() - t0 }, [buffer]);
-  }).catch(function (err) {
-    self.postMessage({ id: msg.id, error: String(err && err.message || err) });
+  const msg = event.data;
+  chain = chain.then(function () {
+    const t0 = performance.now();
+    return decode(msg).then(function (r) {
+      const buffer = r.pixels.buffer;
+      self.postMessage({ id: msg.id, buffer: buffer, bits: r.bits, photometric: r.photometric, planar: r.planar,
+                         ms: performance.now() - t0 }, [buffer]);
+    }).catch(function (err) {
+      self.postMessage({ id: msg.id, error: String(err && err.message || err) });
+    });
   });
 };

@@ -390,9 +390,12 @@
       const k = key(at.sop, at.frame), have = frames.get(k);
       if (have && !(have instanceof Promise)) { show(k, have); prefetch(at.series, headers); return null; }
       if (shownKey !== k) hide();
-      const p = request(at.series, at.sop, at.frame, h, true);
-      prefetch(at.series, headers);
-      return p.then(function (entry) { if (mine === generation) show(k, entry); });
+      // The neighbours are asked for once this frame is drawn: they do not compete with it.
+      return request(at.series, at.sop, at.frame, h, true).then(function (entry) {
+        if (mine !== generation) return;
+        show(k, entry);
+        prefetch(at.series, headers);
+      });
     }).catch(function (err) {
       // Frames not decodable here (no decoder for their syntax, a decoder error): the rendered JPEG stays.
       disabled.add(at.series);

@@ -36,7 +36,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from tests.factories import JPEG_LOSSLESS_P14, PATIENTS, encode, make_ct_study, make_gray8
+from tests.factories import JPEG_LOSSLESS_P14, PATIENTS, encode, make_ct_study, make_gray8, make_rgb
 from tests.viewer_api.portal.conftest import PASSWORD, Server, build_site, serve_site, store
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -98,14 +98,14 @@ def _htj2k_lossy(ds: Dataset) -> Dataset:
     return out
 
 
-def make_case(case: Case, seed: int) -> list[Dataset]:
-    """Two slices of a small signed CT (an 8-bit greyscale image for JPEG baseline) in ``case``'s syntax."""
+def make_case(case: Case, seed: int, *, n_slices: int = 2, rows: int = 96, cols: int = 128) -> list[Dataset]:
+    """Slices of a signed CT (one 8-bit greyscale image for JPEG baseline) in ``case``'s syntax."""
     patient = PATIENTS[seed % len(PATIENTS)]
     if case.transfer_syntax == JPEGBaseline8Bit:
-        ds = make_gray8(96, 128, seed=seed, patient=patient, transfer_syntax=JPEGBaseline8Bit)
+        ds = make_gray8(rows, cols, seed=seed, patient=patient, transfer_syntax=JPEGBaseline8Bit)
         ds.WindowCenter, ds.WindowWidth = "128", "256"  # the viewer's window drag starts from the series' window
         return [ds]
-    native = make_ct_study(patient, n_slices=2, rows=96, cols=128, seed=seed, signed=True)
+    native = make_ct_study(patient, n_slices=n_slices, rows=rows, cols=cols, seed=seed, signed=True)
     out = []
     for ds in native:
         if case.transfer_syntax == JPEGLSNearLossless:
@@ -306,3 +306,44 @@ def test_codec_files_are_served_with_their_types(server: Server) -> None:
         assert "'wasm-unsafe-eval'" in worker.headers["content-security-policy"]
         page_csp = client.get("/login").headers["content-security-policy"]
         assert "wasm-unsafe-eval" not in page_csp
+
+
+
+COLOUR = [("jpeg-baseline-ybr422", JPEGBaseline8Bit, "libjpegturbowasm_decode.wasm"),
+          ("jpeg-ls-rgb", JPEGLSLossless, "charlswasm_decode.wasm"),
+          ("j2k-rgb", JPEG2000Lossless, "openjpegwasm_decode.wasm"), ("rle-rgb", RLELossless, None)]
+
+READ_RGB = """() => {
+  const e = window.cloudfilmPixels.shown();
+  return e ? { photometric: e.header.photometric, planar: e.header.planar, ts: e.header.ts || null,
+               pixels: Array.from(e.pixels) } : null;
+}"""
+
+
+@pytest.mark.parametrize(("name", "syntax", "codec"), COLOUR, ids=[c[0] for c in COLOUR])
+def test_colour_frames_are_decoded_to_rgb(context: BrowserContext, server: Server, name: str, syntax: str,
+                                          codec: str | None) -> None:
+    """RGB Secondary Captures: JPEG baseline stored as YBR_FULL_422 comes out RGB (near pydicom's, lossy),
+    JPEG-LS, JPEG 2000 and RLE (planar segments) exactly."""
+    ds = make_rgb(64, 80, seed=800 + [c[0] for c in COLOUR].index(name), patient=PATIENTS[0], transfer_syntax=syntax)
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    store(server.site.archive, [ds])
+    page = context.new_page()
+    loaded: list[str] = []
+    page.on("request", lambda r: loaded.append(r.url) if "/codecs/" in r.url else None)
+    page.goto(f"{server.url}/viewer/studies/{ds.StudyInstanceUID}")
+    _decoded(page)
+    got = page.evaluate(READ_RGB)
+    assert got is not None and got["ts"] == syntax and got["photometric"] == "RGB"
+    pixels = np.asarray(got["pixels"], dtype=np.int64)
+    rgb = pixels.reshape(3, ds.Rows, ds.Columns).transpose(1, 2, 0) if got["planar"] else \
+        pixels.reshape(ds.Rows, ds.Columns, 3)
+    expected = ds.pixel_array.astype(np.int64)  # pydicom: RGB (YBR_FULL_422 converted)
+    if syntax == JPEGBaseline8Bit:
+        diff = np.abs(rgb - expected)
+        assert diff.mean() < 2 and diff.max() <= 16, (diff.mean(), diff.max())
+    else:
+        assert np.array_equal(rgb, expected)
+    assert (codec is None and loaded == []) or any(u.endswith("/codecs/" + str(codec)) for u in loaded)
+    page.screenshot(path=str(ARTIFACTS / f"viewer-codecs-{name}.png"))
+    page.close()
