@@ -6,7 +6,7 @@ Emscripten glue ``*.js``, its ``*.wasm``, ``lossless.js``, their licences and ``
 here, so the browser fetches nothing from outside the archive. Without the directory the viewer
 decodes uncompressed and RLE frames only and shows the server's rendered JPEG for the rest.
 
-The files are public: published decoder builds, no study data.
+The files are open like /static/ (credentials are not even read): published decoder builds, no study data.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from fastapi.responses import FileResponse, Response
 
 from pacs.errors import NotFound
 from pacs.settings import Settings
-from viewer_api.auth.access import PUBLIC
+from viewer_api.auth.access import OPEN
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
 PREFIX = "/codecs"
-router = APIRouter(include_in_schema=False, route_class=DeclaredRoute, dependencies=[Depends(PUBLIC)])
+router = APIRouter(include_in_schema=False, route_class=DeclaredRoute, dependencies=[Depends(OPEN)])
 _MEDIA = {".js": "text/javascript", ".wasm": "application/wasm", ".txt": "text/plain; charset=utf-8"}
 
 
