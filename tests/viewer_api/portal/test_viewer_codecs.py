@@ -347,3 +347,27 @@ def test_colour_frames_are_decoded_to_rgb(context: BrowserContext, server: Serve
     assert (codec is None and loaded == []) or any(u.endswith("/codecs/" + str(codec)) for u in loaded)
     page.screenshot(path=str(ARTIFACTS / f"viewer-codecs-{name}.png"))
     page.close()
+
+
+def test_twelve_bit_jpeg_keeps_the_rendered_jpeg(context: BrowserContext, server: Server) -> None:
+    """12-bit JPEG (extended, .4.51) has no decoder here: the viewer says so and shows the server's rendering."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    ds = encode(make_ct_study(PATIENTS[3], n_slices=1, rows=64, cols=64, seed=950)[0], "1.2.840.10008.1.2.1")
+    twelve = np.clip(ds.pixel_array.astype(np.int64), 0, 4095).astype(np.uint16)
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    ds.PixelData = encapsulate([imagecodecs.jpeg8_encode(twelve, level=90, bitspersample=12)], has_bot=True)
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.51")
+    assert ds.pixel_array.max() > 0  # pydicom (so the archive's renderer) decodes it
+    store(server.site.archive, [ds])
+    page = context.new_page()
+    page.goto(f"{server.url}/viewer/studies/{ds.StudyInstanceUID}")
+    page.wait_for_function("() => document.getElementById('viewport').dataset.pixelsError", timeout=20_000)
+    assert "1.2.840.10008.1.2.4.51" in (page.locator("#viewport").get_attribute("data-pixels-error") or "")
+    assert page.locator("#viewport").get_attribute("data-pixels") == "rendered"
+    page.wait_for_function("() => { const i = document.getElementById('frame');"
+                           " return i.complete && i.naturalWidth > 0; }")
+    page.screenshot(path=str(ARTIFACTS / "viewer-codecs-jpeg12-rendered.png"))
+    page.close()
