@@ -157,7 +157,12 @@ def test_banner_says_where_ohif_is(tmp_path: Path) -> None:
     dist = tmp_path / "ohif-dist"
     dist.mkdir()
     (dist / "index.html").write_text("<html></html>")
-    with serving(tmp_path / "data", CLOUDFILM_OHIF_DIR=str(dist)) as (url, log):
+    codecs = tmp_path / "codecs-dist"  # the viewer's decoders (scripts/fetch_codecs.sh writes VERSIONS last)
+    codecs.mkdir()
+    (codecs / "VERSIONS").write_text("pinned\n")
+    with serving(tmp_path / "data", CLOUDFILM_OHIF_DIR=str(dist), CLOUDFILM_CODECS_DIR=str(codecs)) as (url, log):
         assert f"OHIF        {url}/ohif/" in _banner(log)
+        assert f"decoders    {url}/codecs/" in _banner(log)
     with serving(tmp_path / "data") as (_url, log):
         assert "OHIF        not installed: `make run` adds it when npm is here" in _banner(log)
+        assert "decoders    not installed: compressed frames show as rendered JPEG" in _banner(log)
