@@ -34,11 +34,14 @@ install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
 ## Install and run the archive on the embedded default (SQLite + filesystem under ./cloudfilm-data),
-## with the pinned OHIF viewer at /ohif/ (fetched from npm the first time; skipped without npm).
+## with the pinned OHIF viewer at /ohif/ and the built-in viewer's decoders at /codecs/ (fetched from
+## npm the first time; skipped without npm).
 run: install
 	@ohif="$${CLOUDFILM_OHIF_DIR:-$$(sh scripts/fetch_ohif.sh 2>/dev/null)}" || true; \
 	 [ -n "$$ohif" ] || echo "make run: the OHIF viewer is not added (it needs npm: apt-get install npm); the built-in viewer works without it"; \
-	 CLOUDFILM_OHIF_DIR="$$ohif" exec $(BIN)/cloudfilm serve
+	 codecs="$${CLOUDFILM_CODECS_DIR:-$$(sh scripts/fetch_codecs.sh 2>/dev/null)}" || true; \
+	 [ -n "$$codecs" ] || echo "make run: the viewer's image decoders are not added (they need npm); compressed studies show as rendered JPEG"; \
+	 CLOUDFILM_OHIF_DIR="$$ohif" CLOUDFILM_CODECS_DIR="$$codecs" exec $(BIN)/cloudfilm serve
 
 ## Install and run every check: lint, types, import contracts and the whole test suite.
 test: install-dev lint unit

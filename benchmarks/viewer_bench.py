@@ -44,8 +44,8 @@ from viewer_api.app import create_app  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 PHONE = {"viewport": {"width": 375, "height": 667}, "has_touch": True, "is_mobile": True, "device_scale_factor": 2}
 STATIC = Path(__file__).resolve().parents[1] / "viewer_api" / "static"
-BUNDLE = ["common.js", "gestures.js", "panels.js", "tools.js", "viewer.js", "pixels.js", "measure.js", "overlays.js",
-          "segs.js", "corners.js", "layouts.js", "report.js", "app.css", "layers.css"]
+BUNDLE = ["common.js", "gestures.js", "panels.js", "tools.js", "viewer.js", "pixels.js", "decode-worker.js",
+          "measure.js", "overlays.js", "segs.js", "corners.js", "layouts.js", "report.js", "app.css", "layers.css"]
 
 # Recorded in the page from its first script on: when the rendered JPEG and the first decoded frame arrived.
 PROBE = """

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     dicomweb_delete: bool = True  # DELETE of studies/series/instances (405 when off)
     cors_origins: str = ""  # comma-separated origins allowed cross-origin ("*" for any); empty: none
     ohif_dir: Path | None = None  # a built OHIF viewer (``dist/``) to serve at /ohif/
+    codecs_dir: Path | None = None  # the viewer's in-browser image decoders (scripts/fetch_codecs.sh), at /codecs/
 
     # DIMSE (issue 3)
     dicom_enabled: bool = True  # run the DICOM listener in ``cloudfilm serve``
@@ -222,7 +223,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with file:// or s3://")
         return value
 
-    @field_validator("ohif_dir", mode="before")
+    @field_validator("ohif_dir", "codecs_dir", mode="before")
     @classmethod
     def _no_ohif_when_empty(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value  # CLOUDFILM_OHIF_DIR="": none

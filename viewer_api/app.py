@@ -15,6 +15,7 @@ from viewer_api.request_id import RequestIdMiddleware
 from viewer_api.routes import (
     benchmarks,
     changefeed,
+    codecs,
     corrections,
     docs,
     edge,
@@ -65,6 +66,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(corrections.router)  # corrections and IOCM rejections (issue 17)
     app.include_router(findings_router)  # the viewer's AI findings panel, from the study's SRs (issues 5, 6)
     app.include_router(reports.router)  # physicians' reports: drafts, signing, amendments (issue 13)
+    app.include_router(codecs.router)  # the viewer's in-browser decoders (issue 14)
     benchmarks.install(app)  # benchmarks, leaderboards, reports (issue 7)
     portal.install(app, archive)  # accounts, shares, viewer, audit (issue 5); before CORS
     app.router.default = DeclaredFallback(ACCOUNTS)  # an unknown path: 404, to signed-in accounts only

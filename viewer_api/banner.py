@@ -95,6 +95,15 @@ def _ohif(settings: Settings) -> str:
             "CLOUDFILM_OHIF_DIR=\"$(scripts/fetch_ohif.sh)\"")
 
 
+def _codecs(settings: Settings) -> str:
+    if settings.codecs_dir is not None and (settings.codecs_dir / "VERSIONS").is_file():
+        return f"{_url(settings)}codecs/  (compressed frames are decoded in the browser)"
+    if settings.codecs_dir is not None:
+        return f"not served: {settings.codecs_dir} holds no decoders (VERSIONS); run scripts/fetch_codecs.sh"
+    return ("not installed: compressed frames show as rendered JPEG; `make run` adds them when npm is here, "
+            "or set CLOUDFILM_CODECS_DIR=\"$(scripts/fetch_codecs.sh)\"")
+
+
 def startup_banner(archive: Archive, start: StartUp, *, processes: int = 1) -> str:
     settings = archive.settings
     lines = [f"cloudfilm {__version__} is ready"
@@ -104,6 +113,7 @@ def startup_banner(archive: Archive, start: StartUp, *, processes: int = 1) -> s
     if links := _links(settings):
         lines.append(f"  links       {links}")
     lines.append(f"  OHIF        {_ohif(settings)}")
+    lines.append(f"  decoders    {_codecs(settings)}")
     if processes > 1:
         lines.append(f"  processes   {processes}, sharing the HTTP and DICOM ports (CLOUDFILM_PROCESSES)")
     if settings.database_url or settings.storage_url:

@@ -133,25 +133,36 @@ def test_make_run_adds_the_pinned_ohif(tmp_path: Path, npm: str) -> None:
     (tmp_path / ".venv" / "bin" / "python").touch()
     (tmp_path / ".venv" / ".installed").touch()
     fake = tmp_path / ".venv" / "bin" / "cloudfilm"
-    fake.write_text('#!/bin/sh\necho "serve with OHIF=[$CLOUDFILM_OHIF_DIR] args=$*"\n')
+    fake.write_text('#!/bin/sh\necho "serve with OHIF=[$CLOUDFILM_OHIF_DIR] CODECS=[$CLOUDFILM_CODECS_DIR] args=$*"\n')
     fake.chmod(0o755)
     (tmp_path / "scripts").mkdir()
     fetched = "/cache/cloudfilm/ohif-pinned/dist"
     (tmp_path / "scripts" / "fetch_ohif.sh").write_text(
         f'echo "{fetched}"\n' if npm == "fetches" else 'echo "fetch_ohif: npm is not installed" >&2\nexit 1\n')
-    env = cli_env() | ({"CLOUDFILM_OHIF_DIR": "/opt/my-ohif"} if npm == "user-set" else {})
+    codecs = "/cache/cloudfilm/codecs-1/dist"  # the viewer's decoders (scripts/fetch_codecs.sh), the same way
+    (tmp_path / "scripts" / "fetch_codecs.sh").write_text(
+        f'echo "{codecs}"\n' if npm == "fetches" else 'echo "fetch_codecs: npm is not installed" >&2\nexit 1\n')
+    env = cli_env() | ({"CLOUDFILM_OHIF_DIR": "/opt/my-ohif", "CLOUDFILM_CODECS_DIR": "/opt/my-codecs"}
+                       if npm == "user-set" else {})
     run = subprocess.run(["make", "run"], cwd=tmp_path, capture_output=True, text=True, check=False, env=env)
     assert run.returncode == 0, run.stderr
     expected = {"fetches": fetched, "missing": "", "user-set": "/opt/my-ohif"}[npm]
-    assert f"serve with OHIF=[{expected}] args=serve" in run.stdout, run.stdout
+    expected_codecs = {"fetches": codecs, "missing": "", "user-set": "/opt/my-codecs"}[npm]
+    assert f"serve with OHIF=[{expected}] CODECS=[{expected_codecs}] args=serve" in run.stdout, run.stdout
     assert ("the OHIF viewer is not added (it needs npm" in run.stdout) == (npm == "missing")
+    assert ("the viewer's image decoders are not added (they need npm)" in run.stdout) == (npm == "missing")
 
 
 def test_banner_says_where_ohif_is(tmp_path: Path) -> None:
     dist = tmp_path / "ohif-dist"
     dist.mkdir()
     (dist / "index.html").write_text("<html></html>")
-    with serving(tmp_path / "data", CLOUDFILM_OHIF_DIR=str(dist)) as (url, log):
+    codecs = tmp_path / "codecs-dist"  # the viewer's decoders (scripts/fetch_codecs.sh writes VERSIONS last)
+    codecs.mkdir()
+    (codecs / "VERSIONS").write_text("pinned\n")
+    with serving(tmp_path / "data", CLOUDFILM_OHIF_DIR=str(dist), CLOUDFILM_CODECS_DIR=str(codecs)) as (url, log):
         assert f"OHIF        {url}/ohif/" in _banner(log)
+        assert f"decoders    {url}/codecs/" in _banner(log)
     with serving(tmp_path / "data") as (_url, log):
         assert "OHIF        not installed: `make run` adds it when npm is here" in _banner(log)
+        assert "decoders    not installed: compressed frames show as rendered JPEG" in _banner(log)

@@ -42,8 +42,17 @@ CSP_OHIF = (
     "font-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'self'"
 )
 
+# The viewer's decode worker compiles the WebAssembly decoders it loads from /codecs/ (same origin).
+CSP_DECODE_WORKER = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+DECODE_WORKER = "/static/decode-worker.js"
+
 
 def content_security_policy(path: str) -> str:
+    if path == DECODE_WORKER or path.startswith("/codecs/"):
+        return CSP_DECODE_WORKER
     if path.startswith("/ohif"):
         return CSP_OHIF
     if path.startswith(("/docs", "/redoc")):

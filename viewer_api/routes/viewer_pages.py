@@ -24,7 +24,8 @@ from viewer_api.auth.dependencies import audit, authenticator_of
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.i18n import translator_for
-from viewer_api.pages import render
+from viewer_api.pages import render, static_url
+from viewer_api.routes.codecs import codecs_installed
 from viewer_api.viewer.model import study_view
 from viewer_api.viewer.patient_view import patient_view
 
@@ -198,6 +199,9 @@ def viewer_page(request: Request, principal: Principal, study_uid: str, share_to
     model = view.as_json() | {
         "urls": {
             "dicomweb": "/dicomweb",
+            # Frames are decoded in a Web Worker; compressed ones with the decoders under /codecs/ when fetched.
+            "decoder": static_url("decode-worker.js"),
+            "codecs": "/codecs/" if codecs_installed(settings) else None,
             "findings": f"/api/studies/{study_uid}/findings" if show_findings else None,
             "reviews": f"/api/studies/{study_uid}/findings/reviews" if principal.is_staff else None,
             "reports": f"/api/studies/{study_uid}/reports" if principal.is_staff else None,

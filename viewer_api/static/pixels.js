@@ -2,9 +2,13 @@
    are instant and lossless. The server's rendered JPEG (viewer.js) stays the first paint and the
    fallback; a canvas with the same CSS transform is drawn over it once the frame's pixels are here.
 
-   Pixels: WADO-RS frames (PS3.18 10.4.1.1.3) asked for as native Explicit VR Little Endian
-   (multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1); the
-   archive decompresses stored JPEG / JPEG-LS / JPEG 2000 / RLE frames to that on its side.
+   Pixels: WADO-RS frames (PS3.18 10.4.1.1.3) asked for in the syntax they are stored in
+   (multipart/related; type="application/octet-stream"; transfer-syntax=*), so the archive copies
+   them out without transcoding. Native frames are used as they come; compressed ones (JPEG baseline
+   and lossless, JPEG-LS, JPEG 2000, HTJ2K, RLE) are decoded in a Web Worker (decode-worker.js) with
+   the WebAssembly decoders the archive serves at /codecs/ (scripts/fetch_codecs.sh). A series whose
+   frames cannot be decoded here (no decoders installed, 12-bit JPEG, JPEG 2000 part 2, a decoder
+   error) keeps the server's rendered JPEG.
    Header: WADO-RS series metadata (DICOM JSON, PS3.18 F.2), also read by measure.js and overlays.js.
    Grey pipeline (PS3.3 C.11): stored value (BitsStored, PixelRepresentation) -> Modality LUT
    (RescaleSlope/Intercept) -> VOI linear window (C.11.2.1.2.1) -> MONOCHROME1 / invert -> 8 bit,
@@ -19,7 +23,8 @@
   if (!viewer || !vp || !img || !dataEl) return;
   const data = JSON.parse(dataEl.textContent);
   const base = data.urls.dicomweb + "/studies/" + data.study.study_uid + "/series/";
-  const ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
+  const ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+  const NATIVE = "1.2.840.10008.1.2.1";
   const MAX_INFLIGHT = 6, CACHE_BYTES = 320 * 1024 * 1024;
 
   /* The server's rendered JPEG is the first paint: no metadata or frame is asked for (here, nor by
@@ -131,6 +136,61 @@
     return -1;
   }
 
+  /** The first part of a multipart/related answer and its transfer syntax (the part's Content-Type
+      parameter, else the answer's; native Explicit VR Little Endian when neither names one). */
+  function firstPartWithSyntax(buffer, contentType) {
+    const bytes = firstPart(buffer, contentType);
+    let ts = null;
+    const whole = new Uint8Array(buffer);
+    if (bytes.byteOffset > 0) {
+      const head = String.fromCharCode.apply(null, whole.subarray(Math.max(0, bytes.byteOffset - 1024), bytes.byteOffset));
+      const parts = head.split("\r\n\r\n");
+      const m = /transfer-syntax="?([0-9.]+)/i.exec(parts.length > 1 ? parts[parts.length - 2] : head);
+      if (m) ts = m[1];
+    }
+    if (!ts) { const m = /transfer-syntax="?([0-9.]+)/i.exec(contentType || ""); if (m) ts = m[1]; }
+    return { bytes: bytes, ts: ts || NATIVE };
+  }
+
+  /* --- the decode worker -------------------------------------------------------------------- */
+  const WORKERS = Math.max(1, Math.min(2, (navigator.hardwareConcurrency || 2) - 1));
+  const workers = [], waiting = new Map();
+  let nextId = 1, turn = 0, workerBroken = false;
+
+  function worker() {
+    if (workerBroken || !data.urls.decoder) return null;
+    if (workers.length < WORKERS) {
+      try {
+        const w = new Worker(data.urls.decoder);
+        w.onmessage = function (event) {
+          const msg = event.data, job = waiting.get(msg.id);
+          if (!job) return;
+          waiting.delete(msg.id);
+          if (msg.error) job.reject(new Error(msg.error)); else job.resolve(msg);
+        };
+        w.onerror = function () { workerBroken = true; waiting.forEach(function (j) { j.reject(new Error("decode worker failed")); }); waiting.clear(); };
+        workers.push(w);
+      } catch (err) { workerBroken = true; return null; }
+    }
+    return workers[(turn++) % workers.length];
+  }
+
+  /** A compressed frame decoded off the main thread: {pixels, header} with the decoded layout. */
+  function decodeCompressed(bytes, ts, h) {
+    const w = worker();
+    if (!w) return Promise.reject(new Error("no decode worker"));
+    const id = nextId++, copy = bytes.slice();
+    return new Promise(function (resolve, reject) {
+      waiting.set(id, { resolve: resolve, reject: reject });
+      w.postMessage({ id: id, ts: ts, bytes: copy.buffer, codecs: data.urls.codecs,
+                      h: { rows: h.rows, cols: h.cols, samples: h.samples, bitsAllocated: h.bitsAllocated, photometric: h.photometric } },
+                    [copy.buffer]);
+    }).then(function (msg) {
+      const out = Object.assign({}, h, { photometric: msg.photometric, planar: msg.planar, bitsAllocated: msg.bits, ts: ts, decodeMs: msg.ms });
+      return { header: out, pixels: typed(new Uint8Array(msg.buffer), out) };
+    });
+  }
+
   /** Typed view of a native little-endian frame (copied when the part is not aligned for it). */
   function typed(bytes, h) {
     const n = h.rows * h.cols * h.samples;
@@ -143,6 +203,7 @@
     return h.signed ? new Int32Array(buf, off, n) : new Uint32Array(buf, off, n);
   }
 
+  const disabled = new Set();  // series whose frames are not decoded here: the rendered JPEG shows
   const frames = new Map();   // "sop/frame" -> {header, pixels, bytes} | Promise
   let cachedBytes = 0, inflight = 0;
   const queue = [];
@@ -161,15 +222,20 @@
     const p = new Promise(function (a, b) { resolve = a; reject = b; });
     frames.set(k, p);
     const job = function () {
+      if (disabled.has(seriesUid)) { frames.delete(k); reject(new Error("not decodable here")); pump(); return; }
       inflight++;
       fetch(frameUrl(seriesUid, sop, frame), { credentials: "same-origin", headers: { Accept: ACCEPT } })
         .then(function (r) {
           if (!r.ok) throw new Error("frame " + r.status);
           const ct = r.headers.get("Content-Type");
-          return r.arrayBuffer().then(function (b) { return firstPart(b, ct); });
+          return r.arrayBuffer().then(function (b) { return firstPartWithSyntax(b, ct); });
         })
-        .then(function (bytes) {
-          const entry = { header: h, pixels: typed(bytes, h), bytes: bytes.length, range: null };
+        .then(function (part) {
+          if (part.ts === NATIVE) return { header: h, pixels: typed(part.bytes, h) };
+          return decodeCompressed(part.bytes, part.ts, h);
+        })
+        .then(function (decoded) {
+          const entry = { header: decoded.header, pixels: decoded.pixels, bytes: decoded.pixels.byteLength, range: null };
           frames.set(k, entry);
           cachedBytes += entry.bytes;
           evict();
@@ -297,7 +363,7 @@
 
   /* --- following the viewer ----------------------------------------------------------------- */
   const PREFETCH = 24;
-  let shownKey = "", disabled = new Set(), lastPaintMs = 0, generation = 0;
+  let shownKey = "", lastPaintMs = 0, generation = 0;
 
   function current() {
     const st = viewer.state;
@@ -324,12 +390,16 @@
       const k = key(at.sop, at.frame), have = frames.get(k);
       if (have && !(have instanceof Promise)) { show(k, have); prefetch(at.series, headers); return null; }
       if (shownKey !== k) hide();
-      const p = request(at.series, at.sop, at.frame, h, true);
-      prefetch(at.series, headers);
-      return p.then(function (entry) { if (mine === generation) show(k, entry); });
-    }).catch(function () {
-      // Frames the archive cannot give natively: the rendered JPEG (with the window) stays.
+      // The neighbours are asked for once this frame is drawn: they do not compete with it.
+      return request(at.series, at.sop, at.frame, h, true).then(function (entry) {
+        if (mine !== generation) return;
+        show(k, entry);
+        prefetch(at.series, headers);
+      });
+    }).catch(function (err) {
+      // Frames not decodable here (no decoder for their syntax, a decoder error): the rendered JPEG stays.
       disabled.add(at.series);
+      vp.dataset.pixelsError = String(err && err.message || err);
       hide();
       viewer.setWindow(viewer.state.window);
     });
