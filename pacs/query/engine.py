@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine, Select, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect as sa_inspect
 
 from pacs.access import AccessScope
 from pacs.errors import InvalidQuery
@@ -251,16 +252,53 @@ def compile_query(request: QueryRequest, dialect: str) -> tuple[Select[Any], dic
     return stmt, filters, requested
 
 
+#: The mapped classes a level's statement selects (:func:`_base`), in its column order.
+_ENTITIES: dict[Level, tuple[type[Any], ...]] = {
+    Level.PATIENT: (Patient,),
+    Level.STUDY: (Study,),
+    Level.SERIES: (Series, Study),
+    Level.IMAGE: (Instance, Series, Study),
+}
+
+
+def _attribute_keys(model: type[Any]) -> tuple[str, ...]:
+    """The mapped attribute names of ``model``'s table columns, in table order."""
+    keys = _KEYS.get(model)
+    if keys is None:
+        mapper = sa_inspect(model)
+        keys = _KEYS[model] = tuple(mapper.get_property_by_column(c).key for c in model.__table__.columns)
+    return keys
+
+
+_KEYS: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _entity_rows(result: Any, models: tuple[type[Any], ...]) -> list[tuple[SimpleNamespace, ...]]:
+    """The rows of an entity SELECT run on a Core connection, each as one read-only record per
+    entity with the mapped attribute names (``row[-1].study_uid``). A search only reads column values:
+    the ORM's identity map and instance state cost a fifth of a QIDO-RS request's CPU for nothing."""
+    spans = []
+    start = 0
+    for model in models:
+        keys = _attribute_keys(model)
+        spans.append((keys, start, start + len(keys)))
+        start += len(keys)
+    return [
+        tuple(SimpleNamespace(**dict(zip(keys, row[a:b], strict=True))) for keys, a, b in spans)
+        for row in result
+    ]
+
+
 def run_query(engine: Engine, request: QueryRequest) -> Iterator[Match]:
     """Every match of ``request``, in a stable order, as :class:`Match` objects."""
     stmt, _filters, requested = compile_query(request, engine.dialect.name)
     level = request.level
     if request.include_all:
         requested = tuple(dict.fromkeys((*requested, *visible_at(level).keys())))
-    with Session(engine) as session:
-        rows = session.execute(stmt).all()
-        patient_counts = _visible_patient_counts(session, request, rows) if level is Level.PATIENT else {}
-        recount = _visible_study_contents(session, request.scope, rows) if level is not Level.PATIENT else {}
+    with engine.connect() as conn:
+        rows = _entity_rows(conn.execute(stmt), _ENTITIES[level])
+        patient_counts = _visible_patient_counts(conn, request, rows) if level is Level.PATIENT else {}
+        recount = _visible_study_contents(conn, request.scope, rows) if level is not Level.PATIENT else {}
     for row in rows:
         match = _match(level, row, requested, patient_counts)
         match.include_all = request.include_all
