@@ -125,11 +125,10 @@ def _measurements(
         for m in finding.measurements
     ]
     if finding.probability is not None:
-        probability = _probability(finding.probability)
-        if coordinates is not None:
-            probability = hd.sr.Measurement(name=probability.name, value=float(finding.probability),
-                                            unit=probability.unit, referenced_coordinates=where)  # fmt: skip
-        out.append(probability)
+        out.append(hd.sr.Measurement(
+            name=to_dicom_code(codes.PROBABILITY), value=float(finding.probability),
+            unit=to_dicom_code(codes.UCUM_NO_UNITS), referenced_coordinates=where,
+        ))  # fmt: skip
     return out
 
 
