@@ -2,9 +2,10 @@
 
 :func:`read_report` takes a stored Comprehensive 3D / Comprehensive / Enhanced SR apart: who made
 it (TID 4019 Algorithm Identification, else the device's model and software version), when (Content
-Date/Time), and each measurement group: its finding (code, tracking identifier), probability,
-other measurements and qualitative evaluations, and its region: a SCOORD on a referenced image
-(PS3.3 C.18.6) or a SCOORD3D in a frame of reference (PS3.3 C.18.9).
+Date/Time), and each finding: its code, tracking identifier, probability, other measurements and
+qualitative evaluations, and its region: a SCOORD on a referenced image (PS3.3 C.18.6) or a
+SCOORD3D in a frame of reference (PS3.3 C.18.9). A finding is one measurement group, or a region
+group and the region-less groups that share its Tracking Unique Identifier (TID 4108).
 
 :func:`overlay_findings` turns reports into :class:`OverlayFinding` rows in image pixel
 coordinates (column, row; (0, 0) is the top-left corner of the top-left pixel, PS3.3 C.18.6.1.2):
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from pydicom.dataset import Dataset
 
 from ai_plugins.sdk import Code, codes
+from ai_plugins.sr.tid1500 import tracked_together
 
 __all__ = [
     "SR_STORAGE_CLASSES",
@@ -216,11 +218,11 @@ def _region(roi: hd.sr.ImageRegion | hd.sr.ImageRegion3D | None) -> Region2D | R
     return Region2D(graphic_type, tuple((float(x), float(y)) for x, y in xy), where[0], where[1])
 
 
-def _measurements(group: Group) -> tuple[float | None, list[OverlayMeasurement], list[str]]:
+def _measurements(groups: Sequence[Group]) -> tuple[float | None, list[OverlayMeasurement], list[str]]:
     probability: float | None = None
     out: list[OverlayMeasurement] = []
     sources: list[str] = []
-    for m in group.get_measurements():
+    for m in (m for group in groups for m in group.get_measurements()):
         if m.value is None:
             continue
         if _is(m.name, (codes.PROBABILITY.value, codes.PROBABILITY.scheme)):
@@ -232,12 +234,15 @@ def _measurements(group: Group) -> tuple[float | None, list[OverlayMeasurement],
     return probability, out, sources
 
 
-def _evaluations(group: Group) -> list[str]:
-    return [f"{e.name.meaning}: {getattr(e.value, 'meaning', e.value)}" for e in group.get_qualitative_evaluations()]
+def _evaluations(groups: Sequence[Group]) -> list[str]:
+    return [f"{e.name.meaning}: {getattr(e.value, 'meaning', e.value)}"
+            for group in groups for e in group.get_qualitative_evaluations()]  # fmt: skip
 
 
-def _item(group: Group, region: Region2D | Region3D | None) -> ReportItem:
-    probability, measurements, sources = _measurements(group)
+def _item(group: Group, region: Region2D | Region3D | None, joined: Sequence[Group] = ()) -> ReportItem:
+    """One finding: ``group`` with the region-less groups ``joined`` to it by their tracking UID."""
+    groups = [group, *joined]
+    probability, measurements, sources = _measurements(groups)
     label = group.tracking_identifier or None
     # The writer (tid1500) tracks study-level classifications as "Classification <n>".
     classification = (region is None and label is not None and label.startswith("Classification ")
@@ -246,10 +251,10 @@ def _item(group: Group, region: Region2D | Region3D | None) -> ReportItem:
         kind="classification" if classification else "finding",
         code=_code(group.finding_type) if group.finding_type is not None else None,
         tracking_id=label,
-        algorithm=_algorithm_of(group),
+        algorithm=next((a for a in map(_algorithm_of, groups) if a), None),
         probability=probability,
         measurements=tuple(measurements),
-        evaluations=tuple(_evaluations(group)),
+        evaluations=tuple(_evaluations(groups)),
         region=region,
         source_sops=tuple(dict.fromkeys(sources)),
     )
@@ -276,9 +281,13 @@ def read_report(ds: Dataset) -> Report | None:
         content = document.content
         if not isinstance(content, hd.sr.MeasurementReport):
             return None
-        items = [_item(g, None) for g in content.get_image_measurement_groups()]
-        items += [_item(g, _region(g.roi)) for g in content.get_planar_roi_measurement_groups()]
-        items += [_item(g, None) for g in content.get_volumetric_roi_measurement_groups()]
+        # a finding's region and its measurements may be two groups of one tracking UID (tid1500)
+        planar, rest = tracked_together(content.get_planar_roi_measurement_groups(),
+                                        content.get_image_measurement_groups())  # fmt: skip
+        volumetric, rest = tracked_together(content.get_volumetric_roi_measurement_groups(), rest)
+        items = [_item(g, None) for g in rest]
+        items += [_item(g, _region(g.roi), joined) for g, joined in planar]
+        items += [_item(g, None, joined) for g, joined in volumetric]
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         log.warning("SR %s: not readable as a TID 1500 report: %s", ds.get("SOPInstanceUID", "?"), exc)
         return None

@@ -1,23 +1,29 @@
 """Findings ⇄ Comprehensive 3D SR following TID 1500 Measurement Report (PS3.16 TID 1500).
 
 Writing: every study-level classification becomes a TID 1501 measurement group (finding =
-the classification's code, a "Probability" measurement); every finding becomes a TID 1410 planar
-ROI group whose region is a SCOORD on a referenced image (point, box as a closed polygon, polygon)
-or a SCOORD3D point in the frame of reference, with its measurements (UCUM units), finding site
-and probability. The algorithm (TID 4019) names the plugin and version; the device observer
-(TID 1004) names the vendor. The evaluated images are the evidence; the key images (those the
-regions lie on, the slice nearest each 3D point) form the image library (TID 1600).
+the classification's code, a "Probability" measurement). A finding with a region becomes a TID 1410
+planar ROI group holding the region, a SCOORD on a referenced image (point, box as a closed
+polygon, polygon) or a SCOORD3D point in the frame of reference, its finding site and evaluations,
+followed by a TID 1501 group with the same Tracking Unique Identifier holding its measurements
+(UCUM units) and probability, each inferred from the same coordinates (TID 300/320); a finding
+without a region is one TID 1501 group. The algorithm (TID 4019) names the plugin and version;
+the device observer (TID 1004) names the vendor. The evaluated images are the evidence; the key
+images (those the regions lie on, the slice nearest each 3D point) form the image library
+(TID 1600).
 Classification groups are tracked as "Classification <n>", which is how the reader tells them
 from region-less findings.
 
 Reading (:func:`read_measurement_report`) turns such an SR back into :class:`Findings`, so the
-viewer and tests see exactly what a plugin said.
+viewer and tests see exactly what a plugin said; the groups of one Tracking Unique Identifier are
+one finding (:func:`tracked_together`), and SRs written with measurements inside the TID 1410
+group read as before.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import TypeVar
 
 import highdicom as hd
 import numpy as np
@@ -48,7 +54,13 @@ __all__ = [
     "procedure_reported",
     "read_measurement_report",
     "to_dicom_code",
+    "tracked_together",
 ]
+
+Group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
+R = TypeVar("R", hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations,
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations)  # fmt: skip
+G = TypeVar("G", bound=hd.sr.MeasurementsAndQualitativeEvaluations)
 
 MANUFACTURER = "cloudfilm"
 SR_SERIES_NUMBER = 9100
@@ -92,20 +104,31 @@ def _probability(value: float) -> hd.sr.Measurement:
     )
 
 
-def _measurements(finding: Finding, source: Dataset | None) -> list[hd.sr.Measurement]:
+def _measurements(
+    finding: Finding,
+    source: Dataset | None,
+    coordinates: hd.sr.CoordinatesForMeasurement | hd.sr.CoordinatesForMeasurement3D | None = None,
+) -> list[hd.sr.Measurement]:
+    """TID 300 measurements of ``finding``: each cites ``source`` (the image it was measured on) and is
+    inferred from ``coordinates`` (the finding's region), where given."""
     images = (
         [hd.sr.SourceImageForMeasurement(str(source.SOPClassUID), str(source.SOPInstanceUID))]
         if source is not None
         else None
     )
+    where = [coordinates] if coordinates is not None else None
     out = [
         hd.sr.Measurement(
-            name=to_dicom_code(m.name), value=float(m.value), unit=to_dicom_code(m.unit), referenced_images=images
+            name=to_dicom_code(m.name), value=float(m.value), unit=to_dicom_code(m.unit), referenced_images=images,
+            referenced_coordinates=where,
         )
         for m in finding.measurements
     ]
     if finding.probability is not None:
-        out.append(_probability(finding.probability))
+        out.append(hd.sr.Measurement(
+            name=to_dicom_code(codes.PROBABILITY), value=float(finding.probability),
+            unit=to_dicom_code(codes.UCUM_NO_UNITS), referenced_coordinates=where,
+        ))  # fmt: skip
     return out
 
 
@@ -150,20 +173,13 @@ def _source_image(uid: str, frame: int | None, by_uid: dict[str, Dataset]) -> hd
     )
 
 
-def _region(finding: Finding, by_uid: dict[str, Dataset]) -> hd.sr.ImageRegion | hd.sr.ImageRegion3D:
+def _geometry(finding: Finding) -> tuple[str, np.ndarray]:
+    """The region's graphic type and data as written (boxes and polygons as closed polylines)."""
     region = finding.region
     if isinstance(region, Point3D):
-        return hd.sr.ImageRegion3D(
-            graphic_type=hd.sr.GraphicTypeValues3D.POINT,
-            graphic_data=np.array([[region.x, region.y, region.z]]),
-            frame_of_reference_uid=region.frame_of_reference_uid,
-        )
+        return "POINT", np.array([[region.x, region.y, region.z]])
     if isinstance(region, Point2D):
-        return hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POINT,
-            graphic_data=np.array([[region.x, region.y]]),
-            source_image=_source_image(region.sop_instance_uid, region.frame_number, by_uid),
-        )
+        return "POINT", np.array([[region.x, region.y]])
     if isinstance(region, BoundingBox):
         corners = [
             (region.x_min, region.y_min),
@@ -172,21 +188,42 @@ def _region(finding: Finding, by_uid: dict[str, Dataset]) -> hd.sr.ImageRegion |
             (region.x_min, region.y_max),
             (region.x_min, region.y_min),
         ]
-        return hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=np.array(corners),
-            source_image=_source_image(region.sop_instance_uid, region.frame_number, by_uid),
-        )
+        return "POLYLINE", np.array(corners)
     if isinstance(region, Polygon):
         points = list(region.points)
         if points[0] != points[-1]:
             points.append(points[0])
-        return hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=np.array(points),
-            source_image=_source_image(region.sop_instance_uid, region.frame_number, by_uid),
-        )
+        return "POLYLINE", np.array(points)
     raise ValueError("finding has no region")
+
+
+def _region(finding: Finding, by_uid: dict[str, Dataset]) -> hd.sr.ImageRegion | hd.sr.ImageRegion3D:
+    """The TID 1410 region: a SCOORD on the image it lies on, or a SCOORD3D in the frame of reference."""
+    graphic_type, data = _geometry(finding)
+    region = finding.region
+    if isinstance(region, Point3D):
+        return hd.sr.ImageRegion3D(graphic_type=hd.sr.GraphicTypeValues3D[graphic_type], graphic_data=data,
+                                   frame_of_reference_uid=region.frame_of_reference_uid)  # fmt: skip
+    assert isinstance(region, Point2D | BoundingBox | Polygon)
+    source = _source_image(region.sop_instance_uid, region.frame_number, by_uid)
+    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues[graphic_type], graphic_data=data,
+                             source_image=source)  # fmt: skip
+
+
+def _coordinates(
+    finding: Finding, by_uid: dict[str, Dataset]
+) -> hd.sr.CoordinatesForMeasurement | hd.sr.CoordinatesForMeasurement3D:
+    """The same region as the TID 320 coordinates a TID 300 measurement is inferred from."""
+    graphic_type, data = _geometry(finding)
+    region = finding.region
+    if isinstance(region, Point3D):
+        return hd.sr.CoordinatesForMeasurement3D(graphic_type=hd.sr.GraphicTypeValues3D[graphic_type],
+                                                 graphic_data=data,
+                                                 frame_of_reference_uid=region.frame_of_reference_uid)  # fmt: skip
+    assert isinstance(region, Point2D | BoundingBox | Polygon)
+    source = _source_image(region.sop_instance_uid, region.frame_number, by_uid)
+    return hd.sr.CoordinatesForMeasurement(graphic_type=hd.sr.GraphicTypeValues[graphic_type], graphic_data=data,
+                                           source_image=source)  # fmt: skip
 
 
 def _tracking(label: str) -> hd.sr.TrackingIdentifier:
@@ -204,35 +241,46 @@ def _classification_group(
     )
 
 
-def _finding_group(
+def _finding_groups(
     n: int,
     f: Finding,
     algorithm: hd.sr.AlgorithmIdentification,
     by_uid: dict[str, Dataset],
     key_image: Dataset | None,
-) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations:
+) -> list[Group]:
+    """A finding's measurement groups, one tracked entity (TID 4108: one Tracking Unique Identifier).
+
+    A finding with a region is a TID 1410 group holding the region (no measurements) followed, when
+    it has a probability or measurements, by a TID 1501 group holding them, each inferred from the
+    same region (TID 300 INFERRED FROM SCOORD/SCOORD3D). Viewers that rebuild their own annotations
+    from an SR (OHIF's Cornerstone adapters) read a region group's first NUM as the measurement of
+    the region and want the coordinates under it; the readers here merge the groups of one tracking
+    UID back into one finding.
+    """
     sites = [hd.sr.FindingSite(anatomic_location=to_dicom_code(f.finding_site))] if f.finding_site else None
     label = f.label or f"Finding {n}"
+    uid = hd.UID()
     evaluations = _qualitative(f)
     if f.region is None:
-        return hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(label),
-            finding_type=to_dicom_code(f.code),
-            algorithm_id=algorithm,
-            finding_sites=sites,
-            measurements=_measurements(f, None) or None,
-            qualitative_evaluations=evaluations,
-        )
+        return [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=label),
+            finding_type=to_dicom_code(f.code), algorithm_id=algorithm, finding_sites=sites,
+            measurements=_measurements(f, None) or None, qualitative_evaluations=evaluations,
+        )]  # fmt: skip
+    groups: list[Group] = [hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=label),
+        referenced_region=_region(f, by_uid), finding_type=to_dicom_code(f.code), algorithm_id=algorithm,
+        finding_sites=sites, qualitative_evaluations=evaluations,
+    )]  # fmt: skip
     source = key_image if isinstance(f.region, Point3D) else None
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(label),
-        referenced_region=_region(f, by_uid),
-        finding_type=to_dicom_code(f.code),
-        algorithm_id=algorithm,
-        finding_sites=sites,
-        measurements=_measurements(f, source) or None,
-        qualitative_evaluations=evaluations,
-    )
+    measurements = _measurements(f, source, _coordinates(f, by_uid))
+    if measurements:
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=label),
+            finding_type=to_dicom_code(f.code), algorithm_id=algorithm, finding_sites=sites,
+            measurements=measurements,
+        ))  # fmt: skip
+    return groups
 
 
 def _qualitative(f: Finding) -> list[hd.sr.QualitativeEvaluation] | None:
@@ -243,13 +291,11 @@ def _qualitative(f: Finding) -> list[hd.sr.QualitativeEvaluation] | None:
                                         to_dicom_code(codes.BELOW_OPERATING_POINT))]  # fmt: skip
 
 
-def _below_operating_point(
-    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
-) -> bool:
+def _below_operating_point(group: Group) -> bool:
     for item in group.get_qualitative_evaluations(name=to_dicom_code(codes.OPERATING_POINT)):
         value = item.value
-        if (value.value, value.scheme_designator) == (codes.BELOW_OPERATING_POINT.value,
-                                                      codes.BELOW_OPERATING_POINT.scheme):  # fmt: skip
+        if isinstance(value, hd.sr.CodedConcept) and (value.value, value.scheme_designator) == (
+                codes.BELOW_OPERATING_POINT.value, codes.BELOW_OPERATING_POINT.scheme):  # fmt: skip
             return True
     return False
 
@@ -280,14 +326,12 @@ def build_measurement_report(
         raise ValueError("the evidence must come from one study")
     by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
     algorithm = _algorithm(plugin)
-    groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations] = [
+    groups: list[Group] = [
         _classification_group(n, c, algorithm) for n, c in enumerate(findings.classifications, start=1)
     ]
     key_images = [_key_image(f, evidence, by_uid) for f in findings.findings]
-    groups += [
-        _finding_group(n, f, algorithm, by_uid, key)
-        for n, (f, key) in enumerate(zip(findings.findings, key_images, strict=True), start=1)
-    ]
+    for n, (f, key) in enumerate(zip(findings.findings, key_images, strict=True), start=1):
+        groups += _finding_groups(n, f, algorithm, by_uid, key)
     library = list({str(ds.SOPInstanceUID): ds for ds in key_images if ds is not None}.values())
 
     device = hd.sr.DeviceObserverIdentifyingAttributes(
@@ -331,12 +375,10 @@ def build_measurement_report(
 # reading back
 
 
-def _probability_and_measurements(
-    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
-) -> tuple[float | None, list[Measurement]]:
+def _probability_and_measurements(groups: Sequence[Group]) -> tuple[float | None, list[Measurement]]:
     probability: float | None = None
     measurements: list[Measurement] = []
-    for m in group.get_measurements():
+    for m in (m for group in groups for m in group.get_measurements()):
         name = _from_dicom_code(m.name)
         if (name.value, name.scheme) == (codes.PROBABILITY.value, codes.PROBABILITY.scheme):
             probability = float(m.value)
@@ -378,10 +420,29 @@ def _read_region(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) ->
     return None
 
 
+def tracked_together(regions: Sequence[R], others: Sequence[G]) -> tuple[list[tuple[R, list[G]]], list[G]]:
+    """Each region group with the region-less groups of the same tracked entity, and the others left.
+
+    Groups sharing a Tracking Unique Identifier (TID 4108) describe one finding: the writer puts a
+    finding's region in a TID 1410 group and its measurements in a TID 1501 group beside it.
+    """
+    uids = {str(g.tracking_uid) for g in regions if g.tracking_uid is not None}
+    joined: dict[str, list[G]] = {}
+    left: list[G] = []
+    for group in others:
+        uid = str(group.tracking_uid) if group.tracking_uid is not None else None
+        if uid is not None and uid in uids:
+            joined.setdefault(uid, []).append(group)
+        else:
+            left.append(group)
+    return [(g, joined.get(str(g.tracking_uid), []) if g.tracking_uid is not None else []) for g in regions], left
+
+
 def read_measurement_report(sr: Dataset) -> Findings:
     """The findings an SR written by :func:`build_measurement_report` carries.
 
-    Boxes come back as polygons; measurement groups this writer does not produce are skipped.
+    Boxes come back as polygons; measurement groups this writer does not produce are skipped; the
+    groups of one tracked finding (region and measurements) come back as one finding.
     """
     document = sr if isinstance(sr, hd.sr.Comprehensive3DSR) else hd.sr.Comprehensive3DSR.from_dataset(sr)
     report = document.content
@@ -389,8 +450,10 @@ def read_measurement_report(sr: Dataset) -> Findings:
         raise ValueError("the SR does not hold a TID 1500 Measurement Report")
     classifications: list[Classification] = []
     findings: list[Finding] = []
-    for group in report.get_image_measurement_groups():
-        probability, measurements = _probability_and_measurements(group)
+    with_region, without = tracked_together(report.get_planar_roi_measurement_groups(),
+                                            report.get_image_measurement_groups())  # fmt: skip
+    for group in without:
+        probability, measurements = _probability_and_measurements([group])
         if group.finding_type is None:
             continue
         code = _from_dicom_code(group.finding_type)
@@ -399,21 +462,22 @@ def read_measurement_report(sr: Dataset) -> Findings:
             classifications.append(Classification(code=code, probability=probability))
         else:
             findings.append(Finding(code=code, probability=probability, label=label, measurements=measurements,
-                                    finding_site=_site(group),
+                                    finding_site=_site([group]),
                                     below_operating_point=_below_operating_point(group)))  # fmt: skip
-    for roi_group in report.get_planar_roi_measurement_groups():
+    for roi_group, joined in with_region:
         if roi_group.finding_type is None:
             continue
-        probability, measurements = _probability_and_measurements(roi_group)
+        parts: list[Group] = [roi_group, *joined]
+        probability, measurements = _probability_and_measurements(parts)
         findings.append(
             Finding(
                 code=_from_dicom_code(roi_group.finding_type),
                 probability=probability,
                 label=roi_group.tracking_identifier or None,
-                finding_site=_site(roi_group),
+                finding_site=_site(parts),
                 region=_read_region(roi_group),
                 measurements=measurements,
-                below_operating_point=_below_operating_point(roi_group),
+                below_operating_point=any(_below_operating_point(p) for p in parts),
             )
         )
     evidence = document.get("CurrentRequestedProcedureEvidenceSequence", [])
@@ -421,8 +485,6 @@ def read_measurement_report(sr: Dataset) -> Findings:
     return Findings(evaluated_series=series, classifications=classifications, findings=findings)
 
 
-def _site(
-    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations,
-) -> Code | None:
-    sites = group.finding_sites
+def _site(groups: Sequence[Group]) -> Code | None:
+    sites = [site for group in groups for site in group.finding_sites]
     return _from_dicom_code(sites[0].value) if sites else None

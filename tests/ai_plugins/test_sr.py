@@ -154,15 +154,26 @@ def test_sr_point_diameter_and_probabilities_come_back(run: Run) -> None:
     assert region.frame_of_reference_uid == run.case.datasets[0].FrameOfReferenceUID
     point = np.asarray(region.value, dtype=float).reshape(3)
     assert np.linalg.norm(point - np.asarray(LESION.center_mm)) < LESION.radius_mm / 4
-    (diameter,) = group.get_measurements(name=hd.sr.CodedConcept("81827009", "SCT", "Diameter"))
+    assert group.get_measurements() == []  # the region group holds the region; its measurements follow
+    classification, measured = report.get_image_measurement_groups()
+    # the finding's measurements: a TID 1501 group tracking the same lesion (same UID and identifier)
+    assert (measured.tracking_uid, measured.tracking_identifier) == (group.tracking_uid, "Lesion 1")
+    assert measured.finding_type == group.finding_type
+    (diameter,) = measured.get_measurements(name=hd.sr.CodedConcept("81827009", "SCT", "Diameter"))
     assert diameter.unit == hd.sr.CodedConcept("mm", "UCUM", "millimeter")
     assert diameter.value == pytest.approx(2 * LESION.radius_mm, rel=0.15)
-    # the measurement cites the slice through the reported centre as its source
+    # the measurement cites the slice through the reported centre as its source ...
     (source,) = diameter.referenced_images
     nearest = min(run.case.datasets, key=lambda ds: abs(float(ds.ImagePositionPatient[2]) - point[2]))
     assert source.referenced_sop_instance_uid == nearest.SOPInstanceUID
     assert abs(float(nearest.ImagePositionPatient[2]) - LESION.center_mm[2]) <= float(nearest.SliceThickness)
-    (classification,) = report.get_image_measurement_groups()
+    # ... and is inferred from the lesion's point (TID 300 INFERRED FROM SCOORD3D)
+    (where,) = diameter.referenced_coordinates
+    assert isinstance(where, hd.sr.CoordinatesForMeasurement3D)
+    assert where.graphic_type == hd.sr.GraphicTypeValues3D.POINT
+    assert np.asarray(where.value, dtype=float).reshape(3) == pytest.approx(point)
+    (p_lesion,) = measured.get_measurements(name=hd.sr.CodedConcept("122157", "DCM", "Probability"))
+    assert p_lesion.value == pytest.approx(run.findings.findings[0].probability)
     assert classification.finding_type == hd.sr.CodedConcept("129744006", "SCT", "High density lesion")
     (probability,) = classification.get_measurements(name=hd.sr.CodedConcept("122157", "DCM", "Probability"))
     assert probability.value == pytest.approx(run.findings.classifications[0].probability)
@@ -263,7 +274,32 @@ def test_vendor_findings_with_2d_regions(vendor_case: CtCase, tmp_path: Path) ->
         vendor_case.datasets[7].SOPInstanceUID,
         vendor_case.datasets[7].SOPInstanceUID,
     ]
+    # each finding with a probability or measurements has them in a TID 1501 group of its tracking UID,
+    # every one inferred from the region's SCOORD on the region's image; L1 has none, so no such group
+    roi_groups = report.get_planar_roi_measurement_groups()
+    assert all(g.get_measurements() == [] for g in roi_groups)
+    measured = {str(g.tracking_uid): g for g in report.get_image_measurement_groups()}
+    for roi_group, finding in zip(roi_groups, findings.findings[:3], strict=True):
+        assert roi_group.tracking_identifier == finding.label
+        group = measured.pop(str(roi_group.tracking_uid), None)
+        if finding.label == "L1":
+            assert group is None
+            continue
+        assert group is not None and group.tracking_identifier == finding.label
+        names = [m.name.meaning for m in group.get_measurements()]
+        assert names == [m.name.meaning for m in finding.measurements] + ["Probability"]
+        for m in group.get_measurements():
+            (where,) = m.referenced_coordinates
+            assert isinstance(where, hd.sr.CoordinatesForMeasurement)
+            assert where.graphic_type == roi_group.roi.graphic_type
+            assert np.array_equal(np.asarray(where.value), np.asarray(roi_group.roi.value))
+            image = where.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            assert image == roi_group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    # left: the two classifications and the region-less finding
+    assert sorted(g.tracking_identifier for g in measured.values()) == ["Classification 1", "Classification 2",
+                                                                         "Whole lung"]  # fmt: skip
     back = read_measurement_report(parsed)
+    assert len(back.findings) == len(findings.findings)  # one finding per tracking UID, none counted twice
     box = findings.findings[1].region
     assert isinstance(box, BoundingBox)
     as_polygon = Polygon(

@@ -2,7 +2,8 @@
 
 The endpoint test (``tests/viewer_api/test_findings.py``) covers a whole study through the archive;
 these cover what it does not: enhanced multi-frame geometry, pixels that are not square, points
-outside the images, 2D circles and ellipses, and objects that are no Measurement Report.
+outside the images, 2D circles and ellipses, objects that are no Measurement Report, and a finding
+written as two groups of one tracking UID (region, then measurements) read as one finding.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import math
 
 import highdicom as hd
+import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from ai_plugins.sdk import Finding, Findings, Measurement, PluginInfo, Point3D, codes
-from ai_plugins.sr import build_measurement_report
+from ai_plugins.sdk import Finding, Findings, Measurement, PluginInfo, Point2D, Point3D, codes
+from ai_plugins.sr import build_measurement_report, read_measurement_report
 from ai_plugins.sr.overlay import (
     ImagePlane,
     OverlayMeasurement,
@@ -144,3 +146,59 @@ def test_what_is_no_measurement_report_is_skipped() -> None:
     assert report is not None and [i.region for i in report.items] == [None]
     del sr.ContentSequence  # an empty document: not a TID 1500 report any more
     assert read_report(sr) is None
+
+
+def _region_group_with_measurements(ds: Dataset) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A TID 1410 group with its measurements inside, as this archive wrote findings before and others do."""
+    image = hd.sr.SourceImageForRegion(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="N1"),
+        referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POINT, np.array([[5.0, 6.0]]), image),
+        finding_type=hd.sr.CodedConcept(codes.NODULE.value, codes.NODULE.scheme, codes.NODULE.meaning),
+        measurements=[
+            hd.sr.Measurement(name=hd.sr.CodedConcept("81827009", "SCT", "Diameter"), value=4.0,
+                              unit=hd.sr.CodedConcept("mm", "UCUM", "millimeter")),
+            hd.sr.Measurement(name=hd.sr.CodedConcept("122157", "DCM", "Probability"), value=0.7,
+                              unit=hd.sr.CodedConcept("1", "UCUM", "no units")),
+        ],
+    )  # fmt: skip
+
+
+def test_a_findings_region_and_measurement_groups_read_as_one_finding() -> None:
+    case = make_ct_case(n_slices=4, rows=16, cols=16, seed=3)
+    ds = case.datasets[1]
+    finding = Finding(code=codes.NODULE, probability=0.7, label="N1", below_operating_point=True,
+                      region=Point2D(sop_instance_uid=str(ds.SOPInstanceUID), x=5.0, y=6.0),
+                      measurements=[Measurement(name=codes.DIAMETER, value=4.0, unit=codes.UCUM_MM)])  # fmt: skip
+    sr = build_measurement_report(Findings(findings=[finding]), case.datasets, PLUGIN)
+    content = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    assert len(content.get_planar_roi_measurement_groups()) == len(content.get_image_measurement_groups()) == 1
+    report = read_report(sr)
+    assert report is not None
+    [item] = report.items
+    assert (item.kind, item.tracking_id, item.probability, item.algorithm) == ("finding", "N1", 0.7,
+                                                                              "acme-chest@2.1.0")  # fmt: skip
+    assert item.region == Region2D("POINT", ((5.0, 6.0),), str(ds.SOPInstanceUID), None)
+    assert item.measurements == (OverlayMeasurement(name="Diameter", value=4.0, unit="mm"),)
+    assert item.evaluations == ("Relation to operating point: Below operating point",)
+    [row] = overlay_findings([report], [], {str(ds.SOPInstanceUID): str(ds.SeriesInstanceUID)})
+    assert (row.finding_key, row.shape, row.text) == (
+        "N1", "point", "N1 · probability 0.70 · Diameter 4 mm · Relation to operating point: Below operating point")
+
+    # a region group that holds its own measurements (no second group) reads the same way
+    old = hd.sr.Comprehensive3DSR(
+        evidence=case.datasets, content=hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(),
+            procedure_reported=hd.sr.CodedConcept("25045-6", "LN", "CT unspecified body region"),
+            imaging_measurements=[_region_group_with_measurements(ds)])[0],
+        series_instance_uid=hd.UID(), series_number=9100, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="elsewhere",
+    )  # fmt: skip
+    old_report = read_report(old)
+    assert old_report is not None
+    [old_item] = old_report.items
+    assert (old_item.tracking_id, old_item.probability, old_item.measurements, old_item.region) == (
+        "N1", 0.7, item.measurements, item.region)  # fmt: skip
+    back = read_measurement_report(old)
+    assert back.findings == [finding.model_copy(update={"below_operating_point": False})]
