@@ -18,6 +18,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 
 from pacs.access import AccessScope
+from pacs.corrections import service as corrections
+from pacs.corrections.types import Actor, PatientChanges, PatientKey
 from pacs.dimse.commitment import COMMITMENT_INSTANCE_UID
 from pacs.dimse.contexts import STORAGE_COMMITMENT_PUSH, STUDY_ROOT_FIND, STUDY_ROOT_MOVE
 from pacs.partitions import PartitionConfig
@@ -273,3 +275,23 @@ def test_storage_commitment_checks_the_called_partitions_instances_and_reports_a
     ((caller, report),) = reports.received
     assert caller == NORTH_AET and report.RetrieveAETitle == NORTH_AET
     assert [i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence] == [first]
+
+
+def test_a_correction_in_one_partition_is_seen_by_c_find_there_only(partitioned: Node, tmp_path: Path) -> None:
+    """A patient correction made in north rewrites north's twin: C-FIND through NORTH answers the new name
+    at once, C-FIND through the default AE title still the default twin's own."""
+    node = partitioned
+    default, _north, default_files, north_files = _twins(tmp_path)
+    for called, files in ((AET, default_files), (NORTH_AET, north_files)):
+        out = run_tool("storescu", "-aet", QR_AET, "-aec", called, "127.0.0.1", node.port, *files)
+        assert out.returncode == 0, out.stderr
+    study_uid = str(default[0].StudyInstanceUID)
+    north_id = node.archive.partitions.by_slug("north").id  # type: ignore[union-attr]
+    done = corrections.update_patient(node.archive, Actor("test", "admin"),
+                                      PatientKey(PATIENTS[0].patient_id, ""),
+                                      PatientChanges(patient_name="Corrected^North"), partition=north_id)
+    assert done.instance_count == len(default)
+    assert _find_names(node, NORTH_AET, study_uid) == [("Corrected^North", NORTH_AET)]
+    assert _find_names(node, AET, study_uid) == [(str(PATIENTS[0].name), AET)]
+    assert [c.id for c in corrections.list_corrections(node.archive.engine, partition=north_id)] == [done.id]
+    assert corrections.list_corrections(node.archive.engine) == []
