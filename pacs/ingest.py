@@ -392,11 +392,11 @@ class IngestService:
             log.info("rejected %s: %s", label, result.reason)
         return result
 
-    def stage_rewrite(self, data: bytes, label: str) -> StagedRewrite:
-        """Parse, validate and hash a rewritten version of a stored instance, store its object under its
-        own key and build its index record, without committing it: the caller (:mod:`pacs.corrections`)
-        commits the records of one whole change in one transaction, or deletes the objects.
-        Raises InvalidDataset (NotDicom included) or StorageUnavailable."""
+    def stage_rewrite(self, data: bytes, label: str, partition: Partition = DEFAULT) -> StagedRewrite:
+        """Parse, validate and hash a rewritten version of a stored instance of ``partition``, store its
+        object under its own key and build its index record, without committing it: the caller
+        (:mod:`pacs.corrections`) commits the records of one whole change in one transaction, or deletes
+        the objects. Raises InvalidDataset (NotDicom included) or StorageUnavailable."""
         source = Part10Source.from_bytes(data, label)
         step = self._parse(source, data, None)
         if isinstance(step, IngestResult):
@@ -406,8 +406,9 @@ class IngestService:
         if parsed.pixel_problem and not self.accept_short_pixel_data:
             raise InvalidDataset(parsed.pixel_problem)
         sha, dataset_sha = digests
-        key = instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
+        key = partition.key_prefix + instance_key(ident.study_uid, ident.series_uid, ident.sop_uid, sha)
         record = build_record(parsed, ident, object_key=key, size=len(data), sha256=sha, dataset_sha256=dataset_sha)
+        record.partition = partition.id
         self.store.put_bytes(key, data)
         return StagedRewrite(record, key)
 

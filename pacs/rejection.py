@@ -105,22 +105,26 @@ def withhold(engine: Engine, note: RejectionNote, grace_s: float, partition: int
     return added
 
 
-def withhold_superseded(conn: Connection, documents: Sequence[tuple[str, str, str]], note_uid: str) -> None:
-    """Withhold superseded report documents, (study, series, SOP) UIDs, from patients and share visitors,
-    in the caller's transaction (:mod:`pacs.reports.signing`)."""
+def withhold_superseded(conn: Connection, documents: Sequence[tuple[str, str, str]], note_uid: str,
+                        partition: int) -> None:
+    """Withhold ``partition``'s superseded report documents, (study, series, SOP) UIDs, from patients and
+    share visitors, in the caller's transaction (:mod:`pacs.reports.signing`)."""
     if not documents:
         return
     ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
     conn.execute(ins(WithheldInstance).on_conflict_do_nothing(index_elements=["partition_fk", "sop_uid", "reason"]), [
-        {"sop_uid": sop, "study_uid": study, "series_uid": series, "reason": "superseded", "code_value": "",
+        {"partition_fk": partition, "sop_uid": sop, "study_uid": study, "series_uid": series,
+         "reason": "superseded", "code_value": "",
          "code_meaning": "superseded report", "note_uid": note_uid, "withheld_at": now, "delete_after": None,
          "deleted_at": None} for study, series, sop in documents])  # fmt: skip
 
 
 def list_rejected(engine: Engine, *, study_uid: str | None = None, include_deleted: bool = False,
-                  limit: int = 100, offset: int = 0) -> list[RejectedInstance]:  # fmt: skip
-    stmt = (select(WithheldInstance).where(WithheldInstance.reason == REJECTED)
+                  limit: int = 100, offset: int = 0, partition: int = 1) -> list[RejectedInstance]:  # fmt: skip
+    """``partition``'s rejected instances, newest first."""
+    stmt = (select(WithheldInstance).where(WithheldInstance.partition_fk == partition,
+                                           WithheldInstance.reason == REJECTED)
             .order_by(WithheldInstance.id.desc()).limit(limit).offset(offset))  # fmt: skip
     if study_uid is not None:
         stmt = stmt.where(WithheldInstance.study_uid == study_uid)
@@ -149,12 +153,14 @@ def purge_expired(engine: Engine, store: ObjectStore, *, now: datetime | None = 
     does); how many instances were deleted. Each rejection row is marked deleted, never removed."""
     now = now or utcnow()
     with engine.connect() as conn:
-        rows = conn.execute(select(WithheldInstance.id, WithheldInstance.study_uid, WithheldInstance.sop_uid)
+        rows = conn.execute(select(WithheldInstance.id, WithheldInstance.study_uid, WithheldInstance.sop_uid,
+                                   WithheldInstance.partition_fk)
                             .where(*_expired(now)).order_by(WithheldInstance.id).limit(batch)).all()  # fmt: skip
     deleted = 0
-    for row_id, study_uid, sop_uid in rows:
+    for row_id, study_uid, sop_uid, partition in rows:
+        scope = PURGE_SCOPE.in_partition(partition)  # the rejected copy, never another partition's twin
         with contextlib.suppress(NotFound):  # never arrived, or deleted already
-            deleted += delete_instances(engine, store, PURGE_SCOPE, study_uid=study_uid, sop_uid=sop_uid).instances
+            deleted += delete_instances(engine, store, scope, study_uid=study_uid, sop_uid=sop_uid).instances
         with write_transaction(engine) as conn:
             conn.execute(update(WithheldInstance).where(WithheldInstance.id == row_id).values(deleted_at=utcnow()))
     if rows:

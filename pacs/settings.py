@@ -183,6 +183,8 @@ class Settings(BaseSettings):
     hl7_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)  # one framed message
     hl7_idle_timeout: float = Field(default=60.0, gt=0, le=3600)  # a connection silent this long is closed
     hl7_max_connections: int = Field(default=64, ge=1, le=10_000)  # open at once (the longest idle one yields)
+    # [hl7.partitions]: Sending Facility (MSH-4.1) -> partition slug; a message from any other goes to "default"
+    hl7_partitions: dict[str, str] = Field(default_factory=dict)
 
     # The deployment gate and watch (issue 15): [plugins.gate] and [plugins.watch], README "Deployment gate"
     plugins_gate_benchmark: str | None = Field(default=None, max_length=64)  # enabling needs an evaluation on it
@@ -236,6 +238,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_partitions(self) -> Settings:
         check_partitions(self.partitions, self.ae_title)
+        for facility, slug in self.hl7_partitions.items():
+            if slug != "default" and slug not in self.partitions:
+                raise ValueError(f"[hl7.partitions] sends facility {facility!r} to {slug!r}, which is no partition")
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from sqlalchemy import Engine, select
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.index.models import Instance
 from pacs.ingest import IngestService, Outcome
 from pacs.wado_client import DicomwebClient, DicomwebError, RemoteInstance, ShareLocation, SpooledInstance
@@ -43,14 +44,15 @@ class ImportReport:
         return not self.rejected
 
 
-def present_sop_uids(engine: Engine, sop_uids: Iterable[str]) -> set[str]:
-    """Which of ``sop_uids`` this archive's index already holds."""
+def present_sop_uids(engine: Engine, sop_uids: Iterable[str], partition: int = DEFAULT_PARTITION) -> set[str]:
+    """Which of ``sop_uids`` this archive's index already holds in ``partition`` (the one imported into)."""
     wanted = sorted(set(sop_uids))
     found: set[str] = set()
     with engine.connect() as conn:
         for i in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[i:i + _LOOKUP_CHUNK]
-            found.update(conn.execute(select(Instance.sop_uid).where(Instance.sop_uid.in_(chunk))).scalars())
+            found.update(conn.execute(select(Instance.sop_uid).where(Instance.partition_fk == partition,
+                                                                 Instance.sop_uid.in_(chunk))).scalars())
     return found
 
 

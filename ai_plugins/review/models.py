@@ -12,18 +12,19 @@ from datetime import datetime
 from sqlalchemy import DateTime, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pacs.index.models import Base, BigId
+from pacs.index.models import Base, BigId, partition_column
 
 
 class AiReview(Base):
     __tablename__ = "ai_reviews"
     __table_args__ = (
         Index("ix_ai_reviews_finding", "report_uid", "finding_key"),
-        Index("ix_ai_reviews_study", "study_uid"),
+        Index("ix_ai_reviews_study", "partition_fk", "study_uid"),
         Index("ix_ai_reviews_plugin", "plugin_name", "plugin_version"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partition_fk: Mapped[int] = partition_column()
     study_uid: Mapped[str] = mapped_column(String(64))
     report_uid: Mapped[str] = mapped_column(String(64))  # the AI's SR
     finding_key: Mapped[str] = mapped_column(String(128))

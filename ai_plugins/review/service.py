@@ -153,7 +153,7 @@ def review_finding(archive: Archive, principal: Principal, study_uid: str, reque
                    reviewer_name: str, institution_name: str | None) -> ReviewView:  # fmt: skip
     """Record ``principal``'s decision on one AI finding of ``study_uid`` (NotFound: no such finding)."""
     scope = scope_for(principal)
-    if request.report_uid in review_documents(archive.engine, study_uid):
+    if request.report_uid in review_documents(archive.engine, study_uid, scope.partition):
         raise Conflict("that report is a physician's review, not an AI finding")
     panel = study_findings(archive, scope, study_uid).findings
     row = next((r for r in panel if r.report_uid == request.report_uid and r.finding_key == request.finding_key), None)
@@ -165,14 +165,18 @@ def review_finding(archive: Archive, principal: Principal, study_uid: str, reque
     document = build_review_document(reviewed, ai_report, reviewer=reviewer_name, institution_name=institution_name)
     buffer = io.BytesIO()
     document.save_as(buffer, enforce_file_format=True)
-    result = archive.ingest.store_bytes(buffer.getvalue(), label=f"AI review by {principal.username}")
+    into = archive.partitions.by_id(scope.partition)
+    if into is None:
+        raise NotFound("there is no such AI finding in this study")
+    result = archive.ingest.store_bytes(buffer.getvalue(), label=f"AI review by {principal.username}", partition=into)
     if not result.ok:
         raise StorageUnavailable(f"the review could not be stored: {result.reason}")
     name, _, version = row.plugin.partition("@")
     label = changes["label"][1] if "label" in changes else row.label
     with write_transaction(archive.engine) as conn:
         inserted = conn.execute(insert(AiReview).values(
-            study_uid=study_uid, report_uid=request.report_uid, finding_key=request.finding_key,
+            partition_fk=scope.partition, study_uid=study_uid, report_uid=request.report_uid,
+            finding_key=request.finding_key,
             plugin_name=name[:64], plugin_version=version[:64], decision=request.decision, label=str(label)[:64],
             changes_json=json.dumps(changes), reviewer=principal.username[:64],
             review_sr_uid=str(document.SOPInstanceUID), created_at=utcnow(),
@@ -194,7 +198,8 @@ def release_reviewed(engine: Engine, principal: Principal, patient_ai: str) -> P
     scope = scope_for(principal)
     with engine.connect() as conn:
         visible = list(conn.execute(select(Study.study_uid).where(scope.study_filter())).scalars())
-    released = {r.review_sr_uid for r in current_reviews(engine, visible) if r.decision in RELEASED_DECISIONS}
+    released = {r.review_sr_uid for r in current_reviews(engine, visible, scope.partition)
+                if r.decision in RELEASED_DECISIONS}
     return dataclasses.replace(principal, released_sop_uids=principal.released_sop_uids | released)
 
 
@@ -229,8 +234,10 @@ class StudyAiStatus:
     reported: bool = False  # a physician's (or a RIS's) report is signed
 
 
-def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshold: float) -> dict[str, StudyAiStatus]:
-    """Per study: AI results stored, flagged (a finding, or a classification at least ``flag_threshold``
+def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshold: float,
+                        partition: int) -> dict[str, StudyAiStatus]:
+    """Per study of ``partition``: AI results stored, flagged (a finding, or a classification at least
+    ``flag_threshold``
     probable, in a plugin's results), reviewed (a physician decided on at least one finding) and
     reported (a signed report)."""
     uids = sorted(set(study_uids))
@@ -239,8 +246,8 @@ def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshol
     with engine.connect() as conn:
         results = conn.execute(select(PluginResult.study_uid, PluginResult.summary_json)
                                .where(PluginResult.study_uid.in_(uids), PluginResult.kind == "SR")).all()  # fmt: skip
-        reviewed = set(conn.execute(select(AiReview.study_uid).where(AiReview.study_uid.in_(uids)).distinct())
-                       .scalars())  # fmt: skip
+        reviewed = set(conn.execute(select(AiReview.study_uid).where(
+            AiReview.partition_fk == partition, AiReview.study_uid.in_(uids)).distinct()).scalars())  # fmt: skip
     done: set[str] = set()
     flagged: set[str] = set()
     for study_uid, text in results:
@@ -249,15 +256,15 @@ def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshol
         probabilities = [float(c.get("probability") or 0) for c in summary.get("classifications", [])]
         if int(summary.get("findings") or 0) > 0 or any(p >= flag_threshold for p in probabilities):
             flagged.add(study_uid)
-    reported = signed_studies(engine, uids)
+    reported = signed_studies(engine, uids, partition)
     return {u: StudyAiStatus(u in done, u in flagged, u in reviewed, u in reported) for u in uids}
 
 
-def citable_findings(engine: Engine, study_uid: str) -> list[CitedFinding]:
-    """The AI findings a report of the study may cite: those whose current decision accepts them."""
+def citable_findings(engine: Engine, study_uid: str, partition: int) -> list[CitedFinding]:
+    """The AI findings a report of ``partition``'s study may cite: those whose current decision accepts them."""
     return [CitedFinding(document_uid=r.review_sr_uid, label=r.label, decision=r.decision, reviewer=r.reviewer,
                          plugin=f"{r.plugin_name}@{r.plugin_version}" if r.plugin_version else r.plugin_name)
-            for r in current_reviews(engine, [study_uid]) if r.decision in RELEASED_DECISIONS]  # fmt: skip
+            for r in current_reviews(engine, [study_uid], partition) if r.decision in RELEASED_DECISIONS]  # fmt: skip
 
 
 __all__ = [

@@ -13,14 +13,16 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pacs.index.models import Base, BigId
+from pacs.index.models import Base, BigId, partition_column
 
 
 class CorrectionRow(Base):
     __tablename__ = "corrections"
-    __table_args__ = (Index("ix_corrections_created", "created_at"),)
+    __table_args__ = (Index("ix_corrections_created", "created_at"),
+                      Index("ix_corrections_partition", "partition_fk", "created_at"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partition_fk: Mapped[int] = partition_column()
     kind: Mapped[str] = mapped_column(String(24))  # a corrections.types.Kind
     source: Mapped[str] = mapped_column(String(16))  # api | cli | hl7
     actor: Mapped[str] = mapped_column(String(64))  # the account (or the HL7 sending application)
@@ -36,12 +38,13 @@ class CorrectionRow(Base):
 class InstanceVersionRow(Base):
     __tablename__ = "instance_versions"
     __table_args__ = (
-        UniqueConstraint("sop_uid", "version", name="uq_instance_versions_sop_version"),
+        UniqueConstraint("partition_fk", "sop_uid", "version", name="uq_instance_versions_sop_version"),
         Index("ix_instance_versions_correction", "correction_id"),
         Index("ix_instance_versions_key", "object_key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partition_fk: Mapped[int] = partition_column()
     sop_uid: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)  # 1: as first received
     study_uid: Mapped[str] = mapped_column(String(64))

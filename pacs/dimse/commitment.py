@@ -6,6 +6,11 @@ such object instance), 0x0119 (class/instance conflict), 0x0110 (processing fail
 missing or its bytes changed) or 0x0213 (resource limitation: the object store is unavailable, ask
 again later). The report goes on the requesting association while it is open, else on a new
 association to the requesting AE as configured in ``[dicom.modalities]`` (PS3.4 J.3.3).
+
+The request is answered within the partition its association called (:mod:`pacs.partitions`): only
+that partition's instances are checked (another hospital's twin with the same SOP Instance UID is
+never committed for it), and the report names, and a new association calls from, that partition's
+AE title.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import hashlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +31,7 @@ from pynetdicom.presentation import build_context, build_role
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.dimse import status
 from pacs.dimse.contexts import STORAGE_COMMITMENT_PUSH
 from pacs.dimse.security import AccessPolicy, Peer
@@ -82,11 +87,11 @@ def _ref(sop_class: str, sop_uid: str) -> Dataset:
 
 
 def verify(engine: Engine, store: ObjectStore, transaction_uid: str,
-           references: Sequence[tuple[str, str]]) -> CommitmentResult:
-    """Check each referenced instance against the index and its stored object's SHA-256."""
+           references: Sequence[tuple[str, str]], partition: int = DEFAULT_PARTITION) -> CommitmentResult:
+    """Check each referenced instance of ``partition`` against the index and its stored object's SHA-256."""
     result = CommitmentResult(transaction_uid)
     try:
-        stored = {i.sop_uid: i for i in find_instances_by_sop(engine, AccessScope.everything(),
+        stored = {i.sop_uid: i for i in find_instances_by_sop(engine, AccessScope.everything(partition),
                                                               [u for _c, u in references])}
     except SQLAlchemyError:
         log.exception("storage commitment %s: the index failed", transaction_uid)
@@ -148,8 +153,11 @@ class CommitmentSCP:
     """Handles ``EVT_N_ACTION`` and sends the N-EVENT-REPORT from a worker thread."""
 
     def __init__(self, engine: Engine, store: ObjectStore, policy: AccessPolicy, ae: AE, ae_title: str,
-                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]]) -> None:
+                 tls_args: Callable[[str], tuple[ssl.SSLContext, str]],
+                 partition_titles: Mapping[int, str] | None = None) -> None:
+        """``partition_titles``: the AE title each partition but the default answers and calls from."""
         self._engine = engine
+        self._titles = dict(partition_titles or {})
         self._store = store
         self._policy = policy
         self._ae = ae
@@ -181,13 +189,14 @@ class CommitmentSCP:
     def _run(self, assoc: Any, peer: Peer, transaction_uid: str, refs: list[tuple[str, str]],
              requested_at: float) -> None:
         try:
-            result = verify(self._engine, self._store, transaction_uid, refs)
-            report = result.to_dataset(self._ae_title)
+            result = verify(self._engine, self._store, transaction_uid, refs, peer.partition)
+            title = self._titles.get(peer.partition, self._ae_title)
+            report = result.to_dataset(title)
             log.info("storage commitment %s: %d committed, %d failed", transaction_uid,
                      len(result.committed), len(result.failed))
             time.sleep(max(0.0, requested_at + RELEASE_GRACE_S - time.monotonic()))
             if not self._send_on(assoc, report, result.event_type):
-                self._send_new(peer, report, result.event_type)
+                self._send_new(peer, report, result.event_type, title)
         except Exception:  # a worker must never die silently
             log.exception("storage commitment %s failed", transaction_uid)
 
@@ -202,7 +211,17 @@ class CommitmentSCP:
             return False
         return "Status" in rsp
 
-    def _send_new(self, peer: Peer, report: Dataset, event_type: int) -> None:
+    def _calling_ae(self, title: str) -> AE:
+        """The archive's AE, or one calling as a partition's AE title (same timeouts and identity)."""
+        if title == self._ae_title:
+            return self._ae
+        ae = AE(ae_title=title)
+        for name in ("implementation_class_uid", "implementation_version_name", "maximum_pdu_size", "acse_timeout",
+                     "dimse_timeout", "network_timeout", "connection_timeout"):
+            setattr(ae, name, getattr(self._ae, name))
+        return ae
+
+    def _send_new(self, peer: Peer, report: Dataset, event_type: int, title: str) -> None:
         remote = peer.modality or self._policy.destination(peer.calling_aet)
         if remote is None:
             log.error("storage commitment report for %s cannot be delivered: %s is not in [dicom.modalities]",
@@ -211,8 +230,8 @@ class CommitmentSCP:
         cx = build_context(STORAGE_COMMITMENT_PUSH)
         role = build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
         tls = self._tls_args(remote.host) if remote.tls else None
-        assoc = self._ae.associate(remote.host, remote.port, contexts=[cx], ae_title=remote.aet, ext_neg=[role],
-                                   tls_args=tls)
+        assoc = self._calling_ae(title).associate(remote.host, remote.port, contexts=[cx], ae_title=remote.aet,
+                                                  ext_neg=[role], tls_args=tls)
         if not assoc.is_established:
             log.error("storage commitment report for %s: cannot associate with %s (%s:%d)",
                       report.TransactionUID, remote.aet, remote.host, remote.port)

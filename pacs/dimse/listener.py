@@ -81,14 +81,14 @@ class DicomListener:
         self._servers: list[DicomServer] = []
         self._partitions = archive.partitions
         self._store = StoreSCP(archive.ingest, self._partitions)
-        self._find = FindSCP(archive.engine, settings.ae_title, scope,
-                             {p.id: p.ae_titles[0] for p in self._partitions.all() if p.id != DEFAULT_PARTITION})
+        titles = {p.id: p.ae_titles[0] for p in self._partitions.all() if p.id != DEFAULT_PARTITION}
+        self._find = FindSCP(archive.engine, settings.ae_title, scope, titles)
         self._worklist = WorklistSCP(archive.engine)
         self._mpps = PerformedStepSCP(archive.engine)
         self._move = MoveSCP(archive.engine, archive.store, self._policy, self._client_tls, scope)
         self._get = GetSCP(archive.engine, archive.store, scope)
         self._commit = CommitmentSCP(archive.engine, archive.store, self._policy, self._ae, settings.ae_title,
-                                     self._client_tls)
+                                     self._client_tls, titles)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

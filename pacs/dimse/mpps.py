@@ -61,7 +61,7 @@ class PerformedStepSCP:
             calling_aet=peer.calling_aet, start_date=_text(attributes, "PerformedProcedureStepStartDate"),
             start_time=_text(attributes, "PerformedProcedureStepStartTime"))
         try:
-            step = start_step(self._engine, start)
+            step = start_step(self._engine, start, partition=peer.partition)
         except DuplicateStep as exc:
             log.info("MPPS N-CREATE from %s: %s", peer, exc)
             return DUPLICATE_SOP_INSTANCE, None
@@ -95,7 +95,7 @@ class PerformedStepSCP:
                             end_date=changed("PerformedProcedureStepEndDate"),
                             end_time=changed("PerformedProcedureStepEndTime"))
         try:
-            step = change_step(self._engine, sop_uid, change)
+            step = change_step(self._engine, sop_uid, change, partition=peer.partition)
         except NotFound as exc:
             log.info("MPPS N-SET from %s: %s", peer, exc)
             return status.NO_SUCH_OBJECT_INSTANCE, None

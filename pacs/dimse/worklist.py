@@ -117,7 +117,7 @@ def _needs_utf8(ds: Dataset) -> bool:
 
 
 class WorklistSCP:
-    """Handles ``EVT_C_FIND`` on the Modality Worklist information model."""
+    """Handles ``EVT_C_FIND`` on the Modality Worklist information model: the called partition's orders only."""
 
     def __init__(self, engine: Any, *, limit: int = 1000) -> None:
         self._engine = engine
@@ -137,7 +137,7 @@ class WorklistSCP:
             return
         count = 0
         try:
-            for entry in find_entries(self._engine, query, limit=self._limit):
+            for entry in find_entries(self._engine, query, limit=self._limit, partition=peer.partition):
                 if event.is_cancelled:
                     log.info("worklist C-FIND from %s cancelled after %d matches", peer, count)
                     yield status.CANCEL, None

@@ -12,6 +12,7 @@ made by ``hl7:<sending application>``, audited with the values before and after,
 
 from __future__ import annotations
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.archive import Archive
 from pacs.corrections import service
 from pacs.corrections.types import Actor, PatientChanges, PatientKey, Unchanged
@@ -20,8 +21,9 @@ from pacs.hl7.messages import ErrorCode, Inbound, rejected, segment_field
 from pacs.hl7.orders import HL7_SEX, person_name
 
 
-def apply_adt(archive: Archive, inbound: Inbound) -> str:
-    """Apply one A08 or A40; a sentence for the log and the ACK. :class:`Refusal` (AR) when malformed."""
+def apply_adt(archive: Archive, inbound: Inbound, partition: int = DEFAULT_PARTITION) -> str:
+    """Apply one A08 or A40 to ``partition``'s patients (the sender's); a sentence for the log and the ACK.
+    :class:`Refusal` (AR) when malformed."""
     message = inbound.message
     pids = inbound.segments("PID")
     if not pids:
@@ -33,7 +35,7 @@ def apply_adt(archive: Archive, inbound: Inbound) -> str:
     actor = Actor(f"hl7:{inbound.field('MSH.F3')}"[:64], "")
     try:
         if inbound.trigger == "A40":
-            return _merge(archive, inbound, patient, actor)
+            return _merge(archive, inbound, patient, actor, partition)
         changes = PatientChanges(
             patient_name=person_name(message, pid, 5) or None,
             birth_date=segment_field(message, pid, 7)[:8] or None,
@@ -41,7 +43,7 @@ def apply_adt(archive: Archive, inbound: Inbound) -> str:
         )
         if not changes.values():
             return f"patient {patient}: the A08 carries no values to update"
-        done = service.update_patient(archive, actor, patient, changes, source="hl7")
+        done = service.update_patient(archive, actor, patient, changes, source="hl7", partition=partition)
     except NotFound:
         return f"patient {patient} has no studies here; nothing to update"
     except Unchanged:
@@ -49,7 +51,7 @@ def apply_adt(archive: Archive, inbound: Inbound) -> str:
     return f"correction {done.id}: patient {patient} updated in {done.instance_count} instance(s)"
 
 
-def _merge(archive: Archive, inbound: Inbound, survivor: PatientKey, actor: Actor) -> str:
+def _merge(archive: Archive, inbound: Inbound, survivor: PatientKey, actor: Actor, partition: int) -> str:
     message = inbound.message
     mrgs = inbound.segments("MRG")
     if not mrgs:
@@ -59,9 +61,9 @@ def _merge(archive: Archive, inbound: Inbound, survivor: PatientKey, actor: Acto
         raise rejected(ErrorCode.REQUIRED_FIELD_MISSING, "MRG-1 (the prior patient ID) is empty", "MRG^1^1")
     if prior == survivor:
         raise rejected(ErrorCode.DATA_TYPE, "MRG-1 names the patient PID-3 names", "MRG^1^1")
-    if not service.patient_exists(archive.engine, survivor):  # the prior patient simply takes the new ID
+    if not service.patient_exists(archive.engine, survivor, partition=partition):  # the prior one takes the new ID
         done = service.update_patient(archive, actor, prior, PatientChanges(
-            patient_id=survivor.patient_id, issuer=survivor.issuer), source="hl7")  # fmt: skip
+            patient_id=survivor.patient_id, issuer=survivor.issuer), source="hl7", partition=partition)  # fmt: skip
     else:
-        done = service.merge_patients(archive, actor, prior, survivor, source="hl7")
+        done = service.merge_patients(archive, actor, prior, survivor, source="hl7", partition=partition)
     return f"correction {done.id}: patient {prior} merged into {survivor} ({done.instance_count} instance(s))"

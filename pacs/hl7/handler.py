@@ -6,6 +6,10 @@ ADT^A08 and ADT^A40 → patient corrections (:mod:`pacs.hl7.adt`). Any other typ
 HL7 table 0357 code 200).
 The archive's own failures (the index unreachable) are AE, which a sender retries; nothing is
 acknowledged AA before it is stored.
+
+Each message works in one partition (:mod:`pacs.partitions`): the one ``[hl7.partitions]`` maps its
+Sending Facility (MSH-4.1) to, else the default partition. Results are matched, orders scheduled and
+patients corrected there only, so an accession number both hospitals use goes to the sender's study.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacs.access import AccessScope, ScopeProvider
+from pacs.access import DEFAULT_PARTITION, AccessScope, ScopeProvider
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError, InvalidDataset, InvalidQuery, NotFound, StorageUnavailable
 from pacs.hl7.adt import apply_adt
@@ -67,6 +71,14 @@ class MessageHandler:
         ack = build_ack(inbound, handled.ack, handled.refusal, application=self._application, raw=raw)
         return ack, handled
 
+    def _partition(self, inbound: Inbound) -> int:
+        """The partition the sending facility is mapped to (the default one when unmapped)."""
+        if self._archive is None:
+            return DEFAULT_PARTITION
+        slug = self._archive.settings.hl7_partitions.get(inbound.field("MSH.F4.R1.C1"))
+        partition = self._archive.partitions.by_slug(slug) if slug else None
+        return partition.id if partition is not None else DEFAULT_PARTITION
+
     def _dispatch(self, inbound: Inbound) -> str:
         kind = SUPPORTED.get((inbound.message_type, inbound.trigger))
         if kind is None:
@@ -78,22 +90,24 @@ class MessageHandler:
                            f"message type {inbound.message_type[:3]!r} is not supported "
                            "(ORU^R01, ORM^O01, OMI^O23, ADT^A08, ADT^A40 are)",
                            "MSH^1^9")
+        partition = self._partition(inbound)
         try:
             if kind == "result":
-                return self._result(inbound)
+                return self._result(inbound, partition)
             if kind == "patient":
                 if self._archive is None:
                     raise failed(ErrorCode.INTERNAL_ERROR, "this listener does not apply patient updates")
-                return apply_adt(self._archive, inbound)
-            return apply_orders(self._engine, parse_orders(inbound))
+                return apply_adt(self._archive, inbound, partition)
+            return apply_orders(self._engine, parse_orders(inbound), partition)
         except (StorageUnavailable, SQLAlchemyError) as exc:
             log.exception("HL7 %s: the archive failed", inbound.control_id)
             raise failed(ErrorCode.INTERNAL_ERROR, "the archive cannot store it now; send it again later") from exc
 
-    def _result(self, inbound: Inbound) -> str:
+    def _result(self, inbound: Inbound, partition: int) -> str:
         report = parse_oru(inbound)
+        scope = self._scope().in_partition(partition)
         try:
-            study = match_study(self._engine, report, self._scope)
+            study = match_study(self._engine, report, lambda: scope)
         except InvalidQuery as exc:
             raise rejected(ErrorCode.DATA_TYPE, str(exc), "OBR^1^3") from exc
         if self._sink is None:

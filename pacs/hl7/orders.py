@@ -26,6 +26,7 @@ from enum import Enum
 import hl7
 from sqlalchemy import Engine
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import NotFound
 from pacs.hl7.messages import ErrorCode, Inbound, failed, rejected, segment_field
 from pacs.worklist import orders
@@ -101,17 +102,17 @@ def parse_orders(inbound: Inbound) -> list[OrderMessage]:
     return found
 
 
-def apply_orders(engine: Engine, received: list[OrderMessage]) -> str:
-    """Schedule or cancel each order; a sentence for the log. Refusals: AR for a value the worklist
-    cannot carry, AE for a cancel of an order it does not hold."""
+def apply_orders(engine: Engine, received: list[OrderMessage], partition: int = DEFAULT_PARTITION) -> str:
+    """Schedule or cancel each order in ``partition`` (the sender's); a sentence for the log. Refusals: AR
+    for a value the worklist cannot carry, AE for a cancel of an order it does not hold."""
     done: list[str] = []
     for item in received:
         try:
             if item.action is OrderAction.SCHEDULE:
-                entry, created = orders.schedule(engine, item.order, source="hl7")
+                entry, created = orders.schedule(engine, item.order, source="hl7", partition=partition)
                 done.append(f"{'scheduled' if created else 'updated'} {entry.accession_number}")
             else:
-                entry = orders.cancel(engine, item.order.accession_number)
+                entry = orders.cancel(engine, item.order.accession_number, partition=partition)
                 done.append(f"cancelled {entry.accession_number}")
         except InvalidOrder as exc:
             raise rejected(ErrorCode.DATA_TYPE, str(exc)) from exc

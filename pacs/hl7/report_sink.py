@@ -35,7 +35,7 @@ def report_sink(archive: Archive) -> ReportSink:
         if len(text) > MAX_SECTION:
             raise InvalidQuery(f"the report text is {len(text)} characters; at most {MAX_SECTION} are stored")
         view = sign_external_report(archive, study.study_uid, author, ReportSections(findings=text),
-                                    report.observed_at or datetime.now(UTC), source="hl7")
+                                    report.observed_at or datetime.now(UTC), source="hl7", partition=study.partition)
         return view.sr_uid
 
     return store

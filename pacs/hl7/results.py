@@ -8,7 +8,8 @@ is every OBX of type ``TX``, ``FT``, ``ST`` or ``CE`` other than that UID, line 
 The author who verified it is OBR-32 (principal result interpreter) or else the first OBX-16
 (responsible observer); the observation date-time is OBR-7, else OBX-14. Matching goes through the
 query engine and its access scope, so a study hidden from DICOM peers (benchmark copies) is hidden
-from the RIS too.
+from the RIS too, and only the sender's partition is searched (:mod:`pacs.hl7.handler` picks it from
+the Sending Facility): a study with the same accession number in another hospital is never matched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol
 import hl7
 from sqlalchemy import Engine
 
-from pacs.access import AccessScope, ScopeProvider
+from pacs.access import DEFAULT_PARTITION, AccessScope, ScopeProvider
 from pacs.hl7.messages import ErrorCode, Inbound, failed, rejected, segment_field
 from pacs.query import Level, QueryRequest, run_query
 from pacs.uids import is_valid_uid
@@ -68,6 +69,7 @@ class MatchedStudy:
     accession_number: str
     patient_id: str
     patient_name: str
+    partition: int = DEFAULT_PARTITION  # the partition it lies in (pacs.partitions)
 
 
 class ReportSink(Protocol):
@@ -200,4 +202,5 @@ def match_study(engine: Engine, report: ExternalReport, scope: ScopeProvider = A
         raise failed(ErrorCode.UNKNOWN_KEY, f"the study with {named} belongs to another patient ID than PID-3",
                      "PID^1^3")
     return MatchedStudy(study_uid=str(match.get("StudyInstanceUID")), accession_number=str(
-        match.get("AccessionNumber") or ""), patient_id=patient_id, patient_name=str(match.get("PatientName") or ""))
+        match.get("AccessionNumber") or ""), patient_id=patient_id, patient_name=str(match.get("PatientName") or ""),
+        partition=request.scope.partition)

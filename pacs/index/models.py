@@ -33,8 +33,9 @@ class Base(DeclarativeBase):
 
 
 #: Every index row belongs to one partition (:mod:`pacs.partitions`); 1 is the default one.
-def _partition_fk() -> Mapped[int]:
+def partition_column() -> Mapped[int]:
     return mapped_column(Integer, server_default=text("1"))  # server-side: raw inserts (pacs.index.rawsql) omit it
+
 
 
 class PartitionRow(Base):
@@ -57,7 +58,7 @@ class Patient(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    partition_fk: Mapped[int] = _partition_fk()
+    partition_fk: Mapped[int] = partition_column()
     patient_id: Mapped[str] = mapped_column(String(64))
     issuer: Mapped[str] = mapped_column(String(64), default="")
     patient_name: Mapped[str] = mapped_column(String(324), default="")
@@ -85,7 +86,7 @@ class Study(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    partition_fk: Mapped[int] = _partition_fk()
+    partition_fk: Mapped[int] = partition_column()
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     patient_fk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
     # Patient attributes as they appear in this study (copied for join-free study queries).
@@ -123,7 +124,7 @@ class Series(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    partition_fk: Mapped[int] = _partition_fk()
+    partition_fk: Mapped[int] = partition_column()
     series_uid: Mapped[str] = mapped_column(String(64), index=True)
     study_fk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     modality: Mapped[str] = mapped_column(String(16), default="")
@@ -149,7 +150,7 @@ class Instance(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    partition_fk: Mapped[int] = _partition_fk()
+    partition_fk: Mapped[int] = partition_column()
     sop_uid: Mapped[str] = mapped_column(String(64), index=True)
     series_fk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     study_fk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
@@ -190,7 +191,7 @@ class OutboxEvent(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event: Mapped[str] = mapped_column(String(32))
-    partition_fk: Mapped[int] = _partition_fk()
+    partition_fk: Mapped[int] = partition_column()
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64), default="")
     sop_uid: Mapped[str] = mapped_column(String(64), default="")
@@ -218,7 +219,7 @@ class WithheldInstance(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    partition_fk: Mapped[int] = _partition_fk()
+    partition_fk: Mapped[int] = partition_column()
     sop_uid: Mapped[str] = mapped_column(String(64))
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64), default="")

@@ -6,6 +6,8 @@ versions. The rows are locked in ingest's order (patients, then studies, each by
 still name the objects the rewrite was made from: a concurrent change makes the whole swap a
 :class:`~pacs.errors.Conflict` and the transaction rolls back. Patients are matched by (PatientID,
 Issuer) as at ingest: a new key creates its patient, a patient left without studies is removed.
+Everything happens in the one partition the correction works in (:mod:`pacs.partitions`): another
+partition's instances, studies and patients with the same UIDs or keys are never read or changed.
 """
 
 from __future__ import annotations
@@ -46,25 +48,25 @@ class SwapResult:
     removed_patients: tuple[PatientMove, ...]
 
 
-def swap_rows(conn: Connection, rewritten: Sequence[Rewritten], now: datetime) -> SwapResult:
+def swap_rows(conn: Connection, rewritten: Sequence[Rewritten], now: datetime, partition: int) -> SwapResult:
     """Point each instance's row at its new object and carry the new patient and study values onto the
     study and patient rows; counts recomputed, an ``instance.replaced`` event per instance."""
     by_sop = {r.record.sop_uid: r for r in rewritten}
     sops = sorted(by_sop)
-    current = _rows(conn, sops)
+    current = _rows(conn, sops, partition)
     if len(current) != len(sops):
         raise Conflict("an instance of this correction was deleted meanwhile; nothing was changed")
     new_keys = sorted({(r.record.patient.patient_id, r.record.patient.issuer) for r in rewritten})
     known_new: dict[tuple[str, str], int] = {
         (pid, issuer): row_id for pid, issuer, row_id in conn.execute(
             select(Patient.patient_id, Patient.issuer, Patient.id)
-            .where(tuple_(Patient.patient_id, Patient.issuer).in_(new_keys)))}  # fmt: skip
+            .where(Patient.partition_fk == partition, tuple_(Patient.patient_id, Patient.issuer).in_(new_keys)))}
     old_patients = {row.patient_fk for row in current}
     study_ids = sorted({row.study_fk for row in current})
     conn.execute(select(Patient.id).where(Patient.id.in_(sorted(old_patients | set(known_new.values()))))
                  .order_by(Patient.id).with_for_update()).all()  # fmt: skip
     conn.execute(select(Study.id).where(Study.id.in_(study_ids)).order_by(Study.id).with_for_update()).all()
-    current = _rows(conn, sops)  # under the locks
+    current = _rows(conn, sops, partition)  # under the locks
     for row in current:
         if row.object_key != by_sop[row.sop_uid].previous_key:
             raise Conflict(f"instance {row.sop_uid} changed meanwhile; nothing was changed")
@@ -81,7 +83,8 @@ def swap_rows(conn: Connection, rewritten: Sequence[Rewritten], now: datetime) -
             patient_ids[key] = known_new[key]
         else:
             patient_ids[key] = conn.execute(insert(Patient).values(
-                patient_id=key[0], issuer=key[1], study_count=0, series_count=0, instance_count=0, size_bytes=0,
+                partition_fk=partition, patient_id=key[0], issuer=key[1], study_count=0, series_count=0,
+                instance_count=0, size_bytes=0,
                 created_at=now, **values).returning(Patient.id)).scalar_one()  # fmt: skip
 
     study_of = {row.sop_uid: row.study_fk for row in current}
@@ -99,7 +102,7 @@ def swap_rows(conn: Connection, rewritten: Sequence[Rewritten], now: datetime) -
                 study_id=st.study_id, study_description=st.study_description,
                 referring_physician=st.referring_physician, referring_physician_norm=st.referring_physician_norm,
                 institution_name=st.institution_name, specific_charset=st.specific_charset))  # fmt: skip
-        conn.execute(update(Instance).where(Instance.sop_uid == sop).values(
+        conn.execute(update(Instance).where(Instance.partition_fk == partition, Instance.sop_uid == sop).values(
             object_key=rec.object_key, size_bytes=rec.size_bytes, sha256=rec.sha256,
             dataset_sha256=rec.dataset_sha256, metadata_json=rec.metadata_json, frames_json=rec.frames_json,
             transfer_syntax_uid=rec.transfer_syntax_uid, encapsulated=rec.encapsulated,
@@ -115,18 +118,18 @@ def swap_rows(conn: Connection, rewritten: Sequence[Rewritten], now: datetime) -
     recount_patients(conn, set(patient_ids.values()))
     conn.execute(insert(OutboxEvent), [
         {"event": EVENT_INSTANCE_REPLACED, "study_uid": row.study_uid, "series_uid": row.series_uid,
-         "sop_uid": row.sop_uid, "created_at": now} for row in current])  # fmt: skip
+         "sop_uid": row.sop_uid, "created_at": now, "partition_fk": partition} for row in current])  # fmt: skip
     return SwapResult(tuple(removed))
 
 
-def _rows(conn: Connection, sops: Sequence[str]) -> list[Row[Any]]:
+def _rows(conn: Connection, sops: Sequence[str], partition: int) -> list[Row[Any]]:
     out: list[Row[Any]] = []
     for start in range(0, len(sops), 500):
         out.extend(conn.execute(
             select(Instance.sop_uid, Instance.object_key, Instance.series_fk, Instance.study_fk, Study.patient_fk,
                    Study.study_uid, Study.patient_id, Study.issuer, Series.series_uid)
             .join(Study, Study.id == Instance.study_fk).join(Series, Series.id == Instance.series_fk)
-            .where(Instance.sop_uid.in_(list(sops[start:start + 500])))))  # fmt: skip
+            .where(Instance.partition_fk == partition, Instance.sop_uid.in_(list(sops[start:start + 500])))))
     return out
 
 

@@ -13,16 +13,17 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pacs.index.models import Base, BigId
+from pacs.index.models import Base, BigId, partition_column
 
 
 class ReportRow(Base):
     __tablename__ = "reports"
     __table_args__ = (
-        Index("ix_reports_study", "study_uid", "status"),
+        Index("ix_reports_study", "partition_fk", "study_uid", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partition_fk: Mapped[int] = partition_column()
     study_uid: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))  # draft | signed | superseded
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set when signed: 1, 2, …

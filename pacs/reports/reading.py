@@ -2,7 +2,9 @@
 patients and share visitors only the latest signed version (never a draft, never a superseded one).
 
 The study must be visible in the caller's scope; outside it a report does not exist (NotFound), as
-everywhere else.
+everywhere else. Reports belong to their study's partition (:mod:`pacs.partitions`): every lookup
+names it (the scope's), so the report of a twin study with the same UID in another partition is never
+read, listed or amended.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ def views(conn: Connection, rows: Sequence[ReportRow]) -> list[ReportView]:
     return [view_of(r, template_for(r.modality).title, successors.get(r.id)) for r in rows]
 
 
-def rows_of(conn: Connection, study_uid: str) -> list[ReportRow]:
-    """Every version and draft of the study's report, newest first (drafts before signed versions)."""
-    found = conn.execute(select(ReportRow).where(ReportRow.study_uid == study_uid)
+def rows_of(conn: Connection, partition: int, study_uid: str) -> list[ReportRow]:
+    """Every version and draft of ``partition``'s study's report, newest first (drafts before signed versions)."""
+    found = conn.execute(select(ReportRow).where(ReportRow.partition_fk == partition, ReportRow.study_uid == study_uid)
                          .order_by(ReportRow.version.is_(None).desc(), ReportRow.version.desc(), ReportRow.id.desc()))
     return [ReportRow(**r._mapping) for r in found]
 
@@ -57,7 +59,7 @@ def list_versions(engine: Engine, scope: AccessScope, study_uid: str, *, latest_
     """The study's report versions the caller may read, newest first."""
     with engine.connect() as conn:
         require_study(conn, scope, study_uid)
-        rows = rows_of(conn, study_uid)
+        rows = rows_of(conn, scope.partition, study_uid)
         if latest_signed_only:
             rows = [r for r in rows if r.status == "signed"][:1]
         return views(conn, rows)
@@ -84,19 +86,21 @@ def study_template(engine: Engine, scope: AccessScope, study_uid: str) -> Report
     return template_for(study_modality(study.modalities.split("\\")))
 
 
-def signed_studies(engine: Engine, study_uids: Sequence[str]) -> set[str]:
-    """Those of ``study_uids`` that have a signed report (the worklist's "reported")."""
+def signed_studies(engine: Engine, study_uids: Sequence[str], partition: int) -> set[str]:
+    """Those of ``partition``'s ``study_uids`` that have a signed report (the worklist's "reported")."""
     uids = sorted(set(study_uids))
     if not uids:
         return set()
     with engine.connect() as conn:
         return set(conn.execute(select(ReportRow.study_uid).where(
-            ReportRow.study_uid.in_(uids), ReportRow.status == "signed").distinct()).scalars())  # fmt: skip
+            ReportRow.partition_fk == partition, ReportRow.study_uid.in_(uids), ReportRow.status == "signed")
+            .distinct()).scalars())  # fmt: skip
 
 
-def latest_version_number(conn: Connection, study_uid: str) -> int:
+def latest_version_number(conn: Connection, partition: int, study_uid: str) -> int:
     return int(conn.execute(select(func.coalesce(func.max(ReportRow.version), 0))
-                            .where(ReportRow.study_uid == study_uid)).scalar_one() or 0)  # fmt: skip
+                            .where(ReportRow.partition_fk == partition, ReportRow.study_uid == study_uid))
+               .scalar_one() or 0)  # fmt: skip
 
 
 def report_pdf(archive: Archive, scope: AccessScope, study_uid: str, report_id: int, *,

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import StorageUnavailable
 from pacs.query.matching import value_condition
 from pacs.worklist.models import WorklistItem
@@ -54,12 +55,13 @@ _KEYS = {
 }
 
 
-def find_entries(engine: Engine, query: WorklistQuery, *, limit: int = 1000) -> Iterator[WorklistEntry]:
-    """The worklist entries matching ``query`` by scheduled start; without a status key only the
+def find_entries(engine: Engine, query: WorklistQuery, *, limit: int = 1000,
+                 partition: int = DEFAULT_PARTITION) -> Iterator[WorklistEntry]:
+    """``partition``'s worklist entries matching ``query`` by scheduled start; without a status key only the
     steps still to be performed (scheduled or started). Raises :class:`~pacs.errors.InvalidQuery`
     for a malformed value and :class:`StorageUnavailable` when the index fails."""
     dialect = engine.dialect.name
-    stmt = select(WorklistItem)
+    stmt = select(WorklistItem).where(WorklistItem.partition_fk == partition)
     for name, (column, vr, keyword) in _KEYS.items():
         condition = value_condition(column, None, vr, getattr(query, name), keyword, dialect)
         if condition is not None:

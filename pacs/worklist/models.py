@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String
+from sqlalchemy import DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pacs.index.models import Base, BigId
+from pacs.index.models import Base, BigId, partition_column
 
 
 class WorklistItem(Base):
@@ -25,10 +25,12 @@ class WorklistItem(Base):
         Index("ix_worklist_items_start", "start_date", "start_time"),
         Index("ix_worklist_items_patient_id", "patient_id"),
         Index("ix_worklist_items_patient_name_norm", "patient_name_norm"),
+        UniqueConstraint("partition_fk", "accession_number", name="uq_worklist_items_partition_accession"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    accession_number: Mapped[str] = mapped_column(String(16), unique=True)
+    partition_fk: Mapped[int] = partition_column()
+    accession_number: Mapped[str] = mapped_column(String(16))
     patient_id: Mapped[str] = mapped_column(String(64), default="")
     issuer: Mapped[str] = mapped_column(String(64), default="")
     patient_name: Mapped[str] = mapped_column(String(324), default="")
@@ -59,6 +61,7 @@ class PerformedStep(Base):
     __table_args__ = (Index("ix_performed_steps_item", "item_fk"),)
 
     sop_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partition_fk: Mapped[int] = partition_column()
     item_fk: Mapped[int | None] = mapped_column(ForeignKey("worklist_items.id", ondelete="SET NULL"), nullable=True)
     status: Mapped[str] = mapped_column(String(16))  # IN PROGRESS, COMPLETED, DISCONTINUED
     accession_number: Mapped[str] = mapped_column(String(16), default="")

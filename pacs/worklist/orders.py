@@ -1,7 +1,8 @@
 """Worklist orders: create or update, cancel, read and list (the one service behind the HL7 order
 feed, the admin API and the Modality Worklist C-FIND).
 
-An order is keyed by its Accession Number: a second order with the same one updates the entry
+An order belongs to one partition (hospital, :mod:`pacs.partitions`) and is keyed there by its
+Accession Number (two hospitals may use the same one): a second order with the same one updates the entry
 (HL7 ``XO``/``SC``, or the same ``NW`` sent again), and a cancel marks it ``CANCELED`` (it leaves
 the worklist but stays, so a late MPPS still finds it). Values are checked against the VRs they
 become in the worklist's DICOM answers (PS3.5 6.2), so a modality never receives a data set it
@@ -15,12 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.tx import aware, reading, writing
 from pacs.errors import InvalidDataset, NotFound, StorageUnavailable
 from pacs.index.db import utcnow
@@ -163,20 +166,26 @@ def _real_date(value: str) -> bool:
     return True
 
 
-def schedule(engine: Engine, order: Order, *, source: str) -> tuple[WorklistEntry, bool]:
-    """Create the order's worklist entry, or update the one with its accession number (a cancelled
-    one is scheduled again); ``(entry, created)``."""
+def _keyed(partition: int, accession_number: str) -> Any:
+    return and_(WorklistItem.partition_fk == partition, WorklistItem.accession_number == accession_number.strip())
+
+
+def schedule(engine: Engine, order: Order, *, source: str,
+             partition: int = DEFAULT_PARTITION) -> tuple[WorklistEntry, bool]:
+    """Create the order's worklist entry in ``partition``, or update the one with its accession number
+    there (a cancelled one is scheduled again); ``(entry, created)``."""
     order = check_order(order)
     for attempt in (1, 2):
         try:
             with writing(engine) as session:
                 row = session.execute(select(WorklistItem).where(
-                    WorklistItem.accession_number == order.accession_number).with_for_update()).scalar_one_or_none()
+                    _keyed(partition, order.accession_number)).with_for_update()).scalar_one_or_none()
                 created = row is None
                 previous_study_uid = row.study_uid if row is not None else ""
                 now = utcnow()
                 if row is None:
-                    row = WorklistItem(accession_number=order.accession_number, created_at=now, source=source)
+                    row = WorklistItem(partition_fk=partition, accession_number=order.accession_number, created_at=now,
+                                       source=source)
                     session.add(row)
                 for f in fields(order):
                     setattr(row, f.name, getattr(order, f.name))
@@ -196,11 +205,11 @@ def schedule(engine: Engine, order: Order, *, source: str) -> tuple[WorklistEntr
     raise AssertionError("unreachable")
 
 
-def cancel(engine: Engine, accession_number: str) -> WorklistEntry:
-    """Take the order off the worklist (``CANCELED``); :class:`NotFound` when there is none."""
+def cancel(engine: Engine, accession_number: str, *, partition: int = DEFAULT_PARTITION) -> WorklistEntry:
+    """Take ``partition``'s order off the worklist (``CANCELED``); :class:`NotFound` when there is none."""
     with writing(engine) as session:
         row = session.execute(select(WorklistItem).where(
-            WorklistItem.accession_number == accession_number.strip()).with_for_update()).scalar_one_or_none()
+            _keyed(partition, accession_number)).with_for_update()).scalar_one_or_none()
         if row is None:
             raise NotFound(f"no worklist entry has accession number {accession_number.strip()[:16]!r}")
         if row.status != StepStatus.COMPLETED:
@@ -210,19 +219,19 @@ def cancel(engine: Engine, accession_number: str) -> WorklistEntry:
         return entry_view(row, _performed(session, [row.id]).get(row.id, ()))
 
 
-def get(engine: Engine, accession_number: str) -> WorklistEntry:
+def get(engine: Engine, accession_number: str, *, partition: int = DEFAULT_PARTITION) -> WorklistEntry:
     with reading(engine) as session:
-        row = session.execute(select(WorklistItem).where(
-            WorklistItem.accession_number == accession_number.strip())).scalar_one_or_none()
+        row = session.execute(select(WorklistItem).where(_keyed(partition, accession_number))).scalar_one_or_none()
         if row is None:
             raise NotFound(f"no worklist entry has accession number {accession_number.strip()[:16]!r}")
         return entry_view(row, _performed(session, [row.id]).get(row.id, ()))
 
 
 def list_entries(engine: Engine, *, statuses: Sequence[str] = (), station_aet: str | None = None,
-                 start_date: str | None = None, limit: int = 100, offset: int = 0) -> list[WorklistEntry]:
-    """Entries by scheduled start (then accession), filtered by status, station and start date."""
-    stmt = select(WorklistItem)
+                 start_date: str | None = None, limit: int = 100, offset: int = 0,
+                 partition: int = DEFAULT_PARTITION) -> list[WorklistEntry]:
+    """``partition``'s entries by scheduled start (then accession), filtered by status, station and start date."""
+    stmt = select(WorklistItem).where(WorklistItem.partition_fk == partition)
     if statuses:
         stmt = stmt.where(WorklistItem.status.in_(list(statuses)))
     if station_aet:

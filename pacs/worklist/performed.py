@@ -3,7 +3,8 @@
 A modality creates a step ``IN PROGRESS`` when it starts (N-CREATE) and sets it ``COMPLETED`` or
 ``DISCONTINUED`` when it ends (N-SET); once it has ended it cannot change (PS3.4 F.7.2.2.2). The
 step is linked to the worklist entry whose Accession Number it names in its Scheduled Step
-Attributes, and that entry's status follows it (``STARTED``, ``COMPLETED``, ``DISCONTINUED``). A
+Attributes in the partition the modality called (:mod:`pacs.partitions`), and that entry's status
+follows it (``STARTED``, ``COMPLETED``, ``DISCONTINUED``). A
 step of an unscheduled procedure (no matching order) is recorded all the same.
 """
 
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.tx import aware, writing
 from pacs.errors import Conflict, InvalidDataset, NotFound, StorageUnavailable
 from pacs.index.db import utcnow
@@ -76,8 +78,9 @@ def _status(value: str) -> PerformedStatus:
                              "COMPLETED or DISCONTINUED") from None
 
 
-def start_step(engine: Engine, start: StepStart) -> PerformedStepView:
-    """Record a step a modality started; linked to the order with its accession number, if any."""
+def start_step(engine: Engine, start: StepStart, *, partition: int = DEFAULT_PARTITION) -> PerformedStepView:
+    """Record a step a modality started in ``partition``; linked to the order with its accession number
+    there, if any."""
     if _status(start.status) is not PerformedStatus.IN_PROGRESS:
         raise InvalidDataset("a performed procedure step is created IN PROGRESS (PS3.4 F.7.2.1.2)")
     now = utcnow()
@@ -85,9 +88,9 @@ def start_step(engine: Engine, start: StepStart) -> PerformedStepView:
         with writing(engine) as session:
             if session.get(PerformedStep, start.sop_uid) is not None:
                 raise DuplicateStep(f"performed procedure step {start.sop_uid} exists already")
-            item = _order(session, start.accession_number)
+            item = _order(session, partition, start.accession_number)
             step = PerformedStep(
-                sop_uid=start.sop_uid, item_fk=item.id if item is not None else None,
+                sop_uid=start.sop_uid, partition_fk=partition, item_fk=item.id if item is not None else None,
                 status=PerformedStatus.IN_PROGRESS.value, accession_number=start.accession_number[:16],
                 study_uid=start.study_uid[:64], step_id=start.step_id[:16], station_aet=start.station_aet[:16],
                 modality=start.modality[:16], calling_aet=start.calling_aet[:16], start_date=start.start_date[:8],
@@ -104,12 +107,14 @@ def start_step(engine: Engine, start: StepStart) -> PerformedStepView:
         raise
 
 
-def change_step(engine: Engine, sop_uid: str, change: StepChange) -> PerformedStepView:
-    """Apply an N-SET: :class:`NotFound` for an unknown step, :class:`StepEnded` once it has ended."""
+def change_step(engine: Engine, sop_uid: str, change: StepChange, *,
+                partition: int = DEFAULT_PARTITION) -> PerformedStepView:
+    """Apply an N-SET: :class:`NotFound` for a step unknown in ``partition`` (another partition's step is
+    not this caller's to change), :class:`StepEnded` once it has ended."""
     now = utcnow()
     with writing(engine) as session:
         step = session.get(PerformedStep, sop_uid, with_for_update=True)
-        if step is None:
+        if step is None or step.partition_fk != partition:
             raise NotFound(f"no performed procedure step {sop_uid}")
         if step.status != PerformedStatus.IN_PROGRESS:
             raise StepEnded(f"performed procedure step {sop_uid} is {step.status} and can no longer change")
@@ -128,11 +133,12 @@ def change_step(engine: Engine, sop_uid: str, change: StepChange) -> PerformedSt
         return _view(step)
 
 
-def _order(session: Session, accession_number: str) -> WorklistItem | None:
+def _order(session: Session, partition: int, accession_number: str) -> WorklistItem | None:
     accession = accession_number.strip()
     if not accession:
         return None
-    return session.execute(select(WorklistItem).where(WorklistItem.accession_number == accession)
+    return session.execute(select(WorklistItem).where(WorklistItem.partition_fk == partition,
+                                                      WorklistItem.accession_number == accession)
                            .with_for_update()).scalar_one_or_none()
 
 

@@ -184,3 +184,8 @@ def test_cli_correct_study_then_revert(local_archive: Archive) -> None:
     assert _studies(local_archive, AccessionNumber="CLI-1") == []
     missing = run_cli("correct", "patient", "NOBODY", "--name", "X^Y", env=env)
     assert missing.returncode == 1 and "no such patient" in missing.stderr
+    # --partition names the partition worked in: the default one is the default, an unknown one refused
+    listed = run_cli("correct", "--partition", "default", "list", env=env)
+    assert listed.returncode == 0 and "correction 2 revert" in listed.stdout, listed.stderr
+    unknown = run_cli("correct", "--partition", "south", "list", env=env)
+    assert unknown.returncode == 1 and "there is no partition 'south'" in unknown.stderr

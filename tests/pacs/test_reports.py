@@ -19,7 +19,7 @@ from pynetdicom import build_context
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import select
 
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.accounts.audit import AuditQuery
 from pacs.accounts.audit import query as audit_query
 from pacs.accounts.principal import Principal
@@ -204,7 +204,7 @@ def test_an_amendment_supersedes_the_signed_version(archive: Archive, tmp_path: 
     assert "amended" in _pdf_text(_read(archive, study_uid, second.pdf_uid))
     [amend] = audit_query(archive.engine, AuditQuery(study_uid=study_uid, action="report-amend"))
     assert f"superseding report {first.id}" in amend.detail
-    assert service.signed_studies(archive.engine, [study_uid, "1.2.3"]) == {study_uid}
+    assert service.signed_studies(archive.engine, [study_uid, "1.2.3"], DEFAULT_PARTITION) == {study_uid}
 
 
 def test_a_ris_report_is_stored_signed_by_its_author(archive: Archive) -> None:

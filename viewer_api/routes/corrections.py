@@ -92,53 +92,57 @@ class RejectedOut(BaseModel):
     deleted_at: datetime | None
 
 
-def _correct(request: Request, actor: Actor, body: CorrectionIn) -> CorrectionView:
+def _correct(request: Request, actor: Actor, body: CorrectionIn, partition: int) -> CorrectionView:
     archive = archive_of(request)
     if body.kind == "update-patient":
         if body.patient is None:
             raise InvalidQuery("update-patient needs the patient")
         changes = PatientChanges(body.patient_name, body.patient_id, body.issuer, body.birth_date, body.sex)
-        return service.update_patient(archive, actor, PatientKey(**body.patient.model_dump()), changes)
+        return service.update_patient(archive, actor, PatientKey(**body.patient.model_dump()), changes,
+                                      partition=partition)
     if body.kind == "update-study":
         if not body.study_uid:
             raise InvalidQuery("update-study needs the study_uid")
         return service.update_study(archive, actor, body.study_uid,
-                                    StudyChanges(body.accession_number, body.study_description))
+                                    StudyChanges(body.accession_number, body.study_description), partition=partition)
     if body.target is None:
         raise InvalidQuery(f"{body.kind} needs the target patient")
     target = PatientKey(**body.target.model_dump())
     if body.kind == "merge-patients":
         if body.patient is None:
             raise InvalidQuery("merge-patients needs the patient merged away")
-        return service.merge_patients(archive, actor, PatientKey(**body.patient.model_dump()), target)
+        return service.merge_patients(archive, actor, PatientKey(**body.patient.model_dump()), target,
+                                      partition=partition)
     if not body.study_uid:
         raise InvalidQuery("move-study needs the study_uid")
-    return service.move_study(archive, actor, body.study_uid, target)
+    return service.move_study(archive, actor, body.study_uid, target, partition=partition)
 
 
 @router.post("/api/corrections", response_model=CorrectionOut, status_code=201, summary="Make a correction")
 async def correct(admin: Admin, body: CorrectionIn, request: Request) -> CorrectionOut:
     """Rewrites the stored objects with the new values (originals kept as versions); 409 when nothing changes."""
-    done = await run_in_threadpool(_correct, request, Actor.of(admin), body)
+    done = await run_in_threadpool(_correct, request, Actor.of(admin), body, admin.home_partition)
     return CorrectionOut.model_validate(asdict(done))
 
 
 @router.get("/api/corrections", response_model=list[CorrectionOut], summary="Corrections, newest first")
 async def list_corrections(
-    _admin: Admin, request: Request,
+    admin: Admin, request: Request,
     study: str | None = Query(None, description="only those that touched this Study Instance UID"),
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
 ) -> list[CorrectionOut]:
-    found = await run_in_threadpool(service.list_corrections, archive_of(request).engine, study_uid=study,
-                                    limit=limit, offset=offset)  # fmt: skip
+    found = await run_in_threadpool(lambda: service.list_corrections(
+        archive_of(request).engine, study_uid=study, limit=limit, offset=offset, partition=admin.home_partition))
     return [CorrectionOut.model_validate(asdict(c)) for c in found]
 
 
 @router.get("/api/corrections/{correction_id}", response_model=CorrectionOut, summary="One correction")
-async def read_correction(_admin: Admin, correction_id: int, request: Request) -> CorrectionOut:
+async def read_correction(admin: Admin, correction_id: int, request: Request) -> CorrectionOut:
     engine = archive_of(request).engine
-    done = await run_in_threadpool(service.get_correction, engine, correction_id)
-    versions = await run_in_threadpool(lambda: service.versions_of(engine, correction_id=correction_id))
+    partition = admin.home_partition
+    done = await run_in_threadpool(lambda: service.get_correction(engine, correction_id, partition=partition))
+    versions = await run_in_threadpool(lambda: service.versions_of(engine, correction_id=correction_id,
+                                                                   partition=partition))
     return CorrectionOut.model_validate(asdict(done) | {"versions": [asdict(v) for v in versions]})
 
 
@@ -146,17 +150,19 @@ async def read_correction(_admin: Admin, correction_id: int, request: Request) -
              summary="Revert a correction")
 async def revert_correction(admin: Admin, correction_id: int, request: Request) -> CorrectionOut:
     """Puts back the objects the correction replaced, as a new correction."""
-    done = await run_in_threadpool(service.revert, archive_of(request), Actor.of(admin), correction_id)
+    done = await run_in_threadpool(lambda: service.revert(archive_of(request), Actor.of(admin), correction_id,
+                                                          partition=admin.home_partition))
     return CorrectionOut.model_validate(asdict(done))
 
 
 @router.get("/api/rejections", response_model=list[RejectedOut], summary="Instances withheld by rejection notes")
 async def list_rejections(
-    _admin: RejectionReader, request: Request,
+    reader: RejectionReader, request: Request,
     study: str | None = Query(None, description="Study Instance UID"),
     include_deleted: bool = Query(False, description="also those deleted after the grace period"),
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
 ) -> list[RejectedOut]:
-    found = await run_in_threadpool(rejection.list_rejected, archive_of(request).engine, study_uid=study,
-                                    include_deleted=include_deleted, limit=limit, offset=offset)  # fmt: skip
+    found = await run_in_threadpool(lambda: rejection.list_rejected(
+        archive_of(request).engine, study_uid=study, include_deleted=include_deleted, limit=limit, offset=offset,
+        partition=reader.home_partition))
     return [RejectedOut.model_validate(asdict(r)) for r in found]

@@ -69,7 +69,7 @@ def list_reports(principal: Viewer, request: Request, response: Response, study_
     if not principal.is_staff:
         return ReportList(versions=versions)
     template = service.study_template(archive.engine, scope, study_uid)
-    return ReportList(versions=versions, citable_findings=citable_findings(archive.engine, study_uid),
+    return ReportList(versions=versions, citable_findings=citable_findings(archive.engine, study_uid, scope.partition),
                       template=TemplateView(modality=template.modality, title=template.title,
                                             sections=template.start))  # fmt: skip
 
@@ -95,7 +95,8 @@ def report_pdf(principal: Viewer, request: Request, study_uid: str, report_id: i
 def _create(request: Request, principal: Principal, study_uid: str, body: DraftRequest) -> ReportView:
     archive = archive_of(request)
     return _refused(request, Action.REPORT_DRAFT, study_uid, "draft not created", lambda: service.create_draft(
-        archive, principal, study_uid, body, citable=citable_findings(archive.engine, study_uid),
+        archive, principal, study_uid, body, citable=citable_findings(archive.engine, study_uid,
+                                                                       principal.home_partition),
         source=client_address(request)))  # fmt: skip
 
 
@@ -107,7 +108,7 @@ async def create_draft(principal: Staff, request: Request, study_uid: str, body:
 
 def _update(request: Request, principal: Principal, study_uid: str, report_id: int, body: DraftRequest) -> ReportView:
     archive = archive_of(request)
-    citable = citable_findings(archive.engine, study_uid)
+    citable = citable_findings(archive.engine, study_uid, principal.home_partition)
     return _refused(request, Action.REPORT_DRAFT, study_uid, f"draft {report_id} not saved",
                     lambda: service.update_draft(archive, principal, study_uid, report_id, body, citable=citable,
                                                  source=client_address(request)))  # fmt: skip

@@ -1,7 +1,7 @@
 """The modality worklist over HTTP (admins): ``POST /api/worklist`` schedules (or updates) an order,
 ``GET /api/worklist`` lists entries, ``GET/DELETE /api/worklist/{accession}`` reads or cancels one.
 The same service takes ORM/OMI orders over HL7 (:mod:`pacs.hl7.orders`); modalities read it by
-Modality Worklist C-FIND."""
+Modality Worklist C-FIND. Each route works in the caller's partition (its orders only)."""
 
 from __future__ import annotations
 
@@ -66,17 +66,17 @@ class WorklistEntryOut(OrderIn):
 
 
 @router.post("/api/worklist", response_model=WorklistEntryOut, summary="Schedule or update a worklist entry")
-async def schedule(_admin: WorklistAdmin, body: OrderIn, request: Request, response: Response) -> WorklistEntryOut:
+async def schedule(admin: WorklistAdmin, body: OrderIn, request: Request, response: Response) -> WorklistEntryOut:
     """201 when the accession number is new, 200 when its entry was updated (a cancelled one is scheduled again)."""
     entry, created = await run_in_threadpool(orders.schedule, archive_of(request).engine, Order(**body.model_dump()),
-                                             source="api")
+                                             source="api", partition=admin.home_partition)
     response.status_code = 201 if created else 200
     return WorklistEntryOut.model_validate(asdict(entry))
 
 
 @router.get("/api/worklist", response_model=list[WorklistEntryOut], summary="Worklist entries")
 async def list_worklist(
-    _admin: WorklistAdmin,
+    admin: WorklistAdmin,
     request: Request,
     status: list[StepStatus] = Query(default_factory=list, description="repeat; empty: every status"),
     station: str | None = Query(None, description="Scheduled Station AE Title"),
@@ -86,18 +86,20 @@ async def list_worklist(
 ) -> list[WorklistEntryOut]:
     entries = await run_in_threadpool(lambda: orders.list_entries(
         archive_of(request).engine, statuses=[s.value for s in status], station_aet=station, start_date=date,
-        limit=limit, offset=offset))
+        limit=limit, offset=offset, partition=admin.home_partition))
     return [WorklistEntryOut.model_validate(asdict(e)) for e in entries]
 
 
 @router.get("/api/worklist/{accession}", response_model=WorklistEntryOut, summary="One worklist entry")
-async def read_entry(_admin: WorklistAdmin, accession: str, request: Request) -> WorklistEntryOut:
-    entry = await run_in_threadpool(orders.get, archive_of(request).engine, accession)
+async def read_entry(admin: WorklistAdmin, accession: str, request: Request) -> WorklistEntryOut:
+    entry = await run_in_threadpool(lambda: orders.get(archive_of(request).engine, accession,
+                                                       partition=admin.home_partition))
     return WorklistEntryOut.model_validate(asdict(entry))
 
 
 @router.delete("/api/worklist/{accession}", response_model=WorklistEntryOut, summary="Cancel a worklist entry")
-async def cancel_entry(_admin: WorklistAdmin, accession: str, request: Request) -> WorklistEntryOut:
+async def cancel_entry(admin: WorklistAdmin, accession: str, request: Request) -> WorklistEntryOut:
     """The entry leaves the worklist (status CANCELED) and stays readable, so a late MPPS still finds it."""
-    entry = await run_in_threadpool(orders.cancel, archive_of(request).engine, accession)
+    entry = await run_in_threadpool(lambda: orders.cancel(archive_of(request).engine, accession,
+                                                          partition=admin.home_partition))
     return WorklistEntryOut.model_validate(asdict(entry))

@@ -288,7 +288,7 @@ def test_flagged_means_a_finding_or_a_classification_at_the_threshold(tmp_path: 
                     job_id=n, study_uid=uid, plugin_name="p", plugin_version="1", kind="SR", series_uid=f"{uid}.9",
                     sop_uid=f"{uid}.9.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
                     summary_json=json.dumps(summary), created_at=now))  # fmt: skip
-        status = study_review_status(site.archive.engine, [*summaries, "1.2.3.4"], 0.5)
+        status = study_review_status(site.archive.engine, [*summaries, "1.2.3.4"], 0.5, 1)
         assert {uid: (s.ai_done, s.flagged, s.reviewed, s.reported) for uid, s in status.items()} == {
             "1.2.3.1": (True, False, False, False), "1.2.3.2": (True, True, False, False),
             "1.2.3.3": (True, True, False, False), "1.2.3.4": (False, False, False, False)}  # fmt: skip

@@ -1,0 +1,80 @@
+"""partition lookups (issue 17): partition_fk on reports, corrections, instance versions, worklist
+orders, performed procedure steps and AI reviews; accession numbers and instance versions unique per
+partition
+
+Revision ID: 0021
+Revises: 0019
+Create Date: 2026-12-11 05:00:00.000000
+
+Every existing row lands in partition 1 (``default``) through the columns' server default. A
+worklist order's Accession Number becomes unique per partition (two hospitals may use the same
+one), and so does an instance version's (SOP Instance UID, version). That contracts the schema: the
+worklist code of earlier revisions finds an order by its accession number alone and relies on the
+unique constraint to turn two simultaneous first orders into one, so older nodes must not run on an
+index upgraded past this revision (``contract``). On SQLite the two tables are rebuilt, as in 0019.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0021"
+down_revision = "0019"
+branch_labels = None
+depends_on = None
+
+#: Older worklist code needs the per-accession unique constraint this revision replaces.
+contract = True
+
+_NAMING = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
+#: (table, old unique constraint (None: the unnamed one on the column), its columns, new name)
+_UNIQUES = (
+    ("worklist_items", None, ("accession_number",), "uq_worklist_items_partition_accession"),
+    ("instance_versions", "uq_instance_versions_sop_version", ("sop_uid", "version"),
+     "uq_instance_versions_sop_version"),
+)
+_PLAIN = ("reports", "corrections", "performed_steps", "ai_reviews")
+#: (index, table, columns before, columns after): lookups by study now name the partition first
+_INDEXES = (
+    ("ix_reports_study", "reports", ("study_uid", "status"), ("partition_fk", "study_uid", "status")),
+    ("ix_ai_reviews_study", "ai_reviews", ("study_uid",), ("partition_fk", "study_uid")),
+)
+
+
+def _partition_column() -> sa.Column[int]:
+    return sa.Column("partition_fk", sa.Integer(), nullable=False, server_default=sa.text("1"))
+
+
+def upgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for table, old, columns, new in _UNIQUES:
+        old_name = old or (f"uq_{table}_{columns[0]}" if sqlite else f"{table}_{columns[0]}_key")
+        kwargs = {"recreate": "always", "naming_convention": _NAMING} if sqlite else {}
+        with op.batch_alter_table(table, **kwargs) as batch:
+            batch.add_column(_partition_column())
+            batch.drop_constraint(old_name, type_="unique")
+            batch.create_unique_constraint(new, ["partition_fk", *columns])
+    for table in _PLAIN:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(_partition_column())
+    for name, table, _before, after in _INDEXES:
+        op.drop_index(name, table_name=table)
+        op.create_index(name, table, list(after))
+    op.create_index("ix_corrections_partition", "corrections", ["partition_fk", "created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_corrections_partition", table_name="corrections")
+    for name, table, before, _after in _INDEXES:
+        op.drop_index(name, table_name=table)
+        op.create_index(name, table, list(before))
+    for table in _PLAIN:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("partition_fk")
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for table, old, columns, new in reversed(_UNIQUES):
+        with op.batch_alter_table(table, **({"recreate": "always"} if sqlite else {})) as batch:
+            batch.drop_constraint(new, type_="unique")
+            batch.create_unique_constraint(old or f"{table}_{columns[0]}_key", list(columns))
+            batch.drop_column("partition_fk")
