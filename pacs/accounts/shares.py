@@ -271,7 +271,8 @@ def claim_study(engine: Engine, share_id: int, username: str, birth_date: str) -
         share = session.get(Share, share_id)
         if share is None:
             raise NotFound("there is no such share link")
-        study = session.scalars(select(Study).where(Study.study_uid == share.study_uid)).first()
+        study = session.scalars(select(Study).where(Study.partition_fk == share.partition_fk,
+                                                    Study.study_uid == share.study_uid)).first()
         if study is None:
             raise NotFound("the study does not exist")
         ok = bool(study.birth_date) and study.birth_date == given

@@ -15,8 +15,9 @@ only routes that admit ``share`` (and, through the scope, only its one study); a
 DICOMweb token, which reaches only the read routes of DICOMweb that admit ``clinician`` (QIDO-RS and
 WADO-RS; its scope holds its one study, so any other answers 404); and a plugin job
 token, which reaches only routes that admit ``job`` and whose ``{study}`` path parameter is its own
-study (its study's DICOMweb resources, and STOW-RS into that study); and an edge worker's token,
-which reaches only routes that admit ``edge`` (leasing and finishing jobs, ``/api/edge/…``).
+study (its study's DICOMweb resources, and STOW-RS into that study) in the default partition, where
+jobs run; and an edge worker's token, which reaches only routes that admit ``edge`` (leasing and
+finishing jobs, ``/api/edge/…``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import anyio.to_thread
 from fastapi import Depends, Request
 
 from pacs.accounts.principal import Principal
+from pacs.partitions import DEFAULT_SLUG
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
 from viewer_api.auth.http_audit import (
     CHANGEFEED,
@@ -94,7 +96,9 @@ class Rule:
         if principal.dicomweb is not None:
             return self.clinician
         if principal.job is not None and principal.share is None:
-            return self.job and path_params.get("study") == principal.job.study_uid
+            # Jobs run on the default partition's studies: a job token reaches its study under that base path only.
+            return (self.job and path_params.get("study") == principal.job.study_uid
+                    and path_params.get("partition", DEFAULT_SLUG) == DEFAULT_SLUG)
         return self.share and principal.share is not None
 
     async def __call__(self, request: Request) -> Principal | None:
