@@ -83,6 +83,7 @@ class Rule:
     clinician: bool = False
     credentials: Credentials = Credentials.REQUIRED
     audit: Audit | None = None
+    every_partition: bool = False  # accounts only of the default partition, who act in every one
 
     def audited(self, audit: Audit) -> Rule:
         """This rule, with the requests recorded in the audit trail as ``audit`` says."""
@@ -90,7 +91,7 @@ class Rule:
 
     def admits(self, principal: Principal, path_params: dict[str, str]) -> bool:
         if principal.role is not None:
-            return principal.role in self.roles
+            return principal.role in self.roles and (principal.in_every_partition or not self.every_partition)
         if principal.edge is not None:
             return self.edge
         if principal.dicomweb is not None:
@@ -133,6 +134,8 @@ STAFF = allow("staff", "admin", "physician")
 #: STOW-RS: staff, and the plugin job token of the study in the URL.
 STOW_WRITERS = allow("staff-or-job", "admin", "physician", job=True).audited(STOW)
 ADMIN = allow("admin", "admin")
+#: The installation's own figures (``/metrics`` counts every partition's work): the default partition's admins.
+INSTALLATION_ADMIN = Rule("installation-admin", frozenset({"admin"}), every_partition=True)
 ADMIN_DELETE = ADMIN.audited(DELETE)
 #: The change feed: admins (an integration engine signs in with an admin's API key), every read audited.
 FEED_READERS = ADMIN.audited(CHANGEFEED)
