@@ -36,6 +36,7 @@ from pacs.accounts.users import create_user
 from pacs.archive import Archive
 from pacs.partitions import PartitionConfig
 from pacs.settings import Settings
+from tests.conftest import archive_settings
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.viewer_api.conftest import STOW_TYPE, stow_body
 from tests.viewer_api.portal.conftest import PASSWORD, bearer, csrf_of
@@ -80,10 +81,10 @@ ABSENT = Target("1.2.826.0.1.3680043.8.498.1701", "1.2.826.0.1.3680043.8.498.170
                 "1.2.826.0.1.3680043.8.498.1703", 999_999, {"accession": "NOPE"})
 
 
-def _settings(tmp: Path) -> Settings:
-    return Settings(data_dir=tmp / "data", http_port=0, dicom_port=0,
-                    secret_key=SecretStr("test-secret-key-0123456789"),
-                    partitions={B: PartitionConfig(ae_titles=["NORTH"])})
+def _settings(tmp: Path, base: Settings | None = None) -> Settings:
+    values = base.model_dump() if base is not None else {"data_dir": tmp / "data", "http_port": 0, "dicom_port": 0}
+    return Settings(**(values | {"secret_key": SecretStr("test-secret-key-0123456789"),
+                                 "partitions": {B: PartitionConfig(ae_titles=["NORTH"])}}))
 
 
 def _named(datasets: list[Dataset], name: str) -> list[Dataset]:
@@ -119,8 +120,8 @@ class Site:
         return client
 
 
-def _build(tmp: Path) -> Iterator[Site]:
-    with Archive.open(_settings(tmp)) as archive:
+def _build(settings: Settings) -> Iterator[Site]:
+    with Archive.open(settings) as archive:
         north = archive.partitions.by_slug(B)
         assert north is not None
         pid = {A: archive.partitions.default.id, B: north.id}
@@ -215,7 +216,15 @@ def _seed(site: Site) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    yield from _build(Path(tmp_path_factory.mktemp("partition-matrix")))
+    yield from _build(_settings(Path(tmp_path_factory.mktemp("partition-matrix"))))
+
+
+@pytest.fixture(scope="module")
+def pg_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The same site on PostgreSQL + S3."""
+    tmp = Path(tmp_path_factory.mktemp("partition-matrix-pg"))
+    for base in archive_settings("postgres-s3", tmp, request):
+        yield from _build(_settings(tmp, base))
 
 
 # --- the rows: what to send to each route --------------------------------------------------------------
@@ -401,6 +410,7 @@ def test_every_route_has_a_row(site: Site) -> None:
     assert len(keys) > 300 and any(PARTITION_PREFIX in p for _m, p in keys)
     assert [f"{m} {p}" for m, p in keys if _row_key(m, p) not in ROWS] == []
     assert sorted(set(ROWS) - {_row_key(m, p) for m, p in keys}) == []  # no row for a route that is gone
+    assert [k for k in PG_SUBSET if k not in keys] == []
 
 
 # --- the matrix --------------------------------------------------------------------------------------------
@@ -467,6 +477,32 @@ def _aimed(path: str, row: Row) -> bool:
 
 @pytest.mark.parametrize(("method", "path"), [_param(m, p) for m, p in ROUTES])
 def test_no_route_crosses_partitions(site: Site, method: str, path: str) -> None:
+    failures = _cross(site, method, path)
+    assert not failures, "\n".join(failures)
+
+
+#: A representative subset on PostgreSQL + S3: searches, retrieves and frames through both base paths,
+#: WADO-URI, shares and their claim, downloads, pages, the change feed, STOW and DELETE where one may not.
+_INSTANCE = f"{PARTITION_PREFIX}/studies/{{study}}/series/{{series}}/instances/{{instance}}"
+PG_SUBSET = [("GET", f"{PARTITION_PREFIX}/studies"), ("GET", f"{PREFIX}/studies/{{study}}/metadata"),
+             ("GET", _INSTANCE), ("GET", _INSTANCE + "/frames/{frames}"),
+             ("GET", "/wado"), ("GET", "/api/studies/{study_uid}/shares"),
+             ("DELETE", "/api/studies/{study_uid}/shares/{share_id}"), ("POST", "/s/{token}/claim"),
+             ("GET", "/api/studies/{study_uid}/archive.zip"), ("GET", "/viewer/studies/{study_uid}"),
+             ("GET", "/api/changefeed"), ("POST", f"{PARTITION_PREFIX}/studies/{{study}}"),
+             ("DELETE", f"{PREFIX}/studies/{{study}}")]
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.parametrize(("method", "path"), PG_SUBSET)
+def test_no_route_crosses_partitions_on_postgres(pg_site: Site, method: str, path: str) -> None:
+    failures = _cross(pg_site, method, path)
+    assert not failures, "\n".join(failures)
+
+
+def _cross(site: Site, method: str, path: str) -> list[str]:
+    """What ``method path`` answers any caller that it should not (see the module's docstring)."""
     row = ROWS[_row_key(method, path)]
     failures: list[str] = []
     for caller in CALLERS:
@@ -502,7 +538,7 @@ def test_no_route_crosses_partitions(site: Site, method: str, path: str) -> None
                 failures.append(f"{caller} {method} {_fill(path, site.twin[partition])}: the answer holds {leaked}")
         if leaked := _leaks(absent, forbidden, ABSENT):
             failures.append(f"{caller} {method} {_fill(path, ABSENT)}: the answer holds {leaked}")
-    assert not failures, "\n".join(failures)
+    return failures
 
 
 TWIN_COUNTS = {A: 3, B: 2}
