@@ -15,8 +15,9 @@ only routes that admit ``share`` (and, through the scope, only its one study); a
 DICOMweb token, which reaches only the read routes of DICOMweb that admit ``clinician`` (QIDO-RS and
 WADO-RS; its scope holds its one study, so any other answers 404); and a plugin job
 token, which reaches only routes that admit ``job`` and whose ``{study}`` path parameter is its own
-study (its study's DICOMweb resources, and STOW-RS into that study); and an edge worker's token,
-which reaches only routes that admit ``edge`` (leasing and finishing jobs, ``/api/edge/…``).
+study (its study's DICOMweb resources, and STOW-RS into that study) in the default partition, where
+jobs run; and an edge worker's token, which reaches only routes that admit ``edge`` (leasing and
+finishing jobs, ``/api/edge/…``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import anyio.to_thread
 from fastapi import Depends, Request
 
 from pacs.accounts.principal import Principal
+from pacs.partitions import DEFAULT_SLUG
 from viewer_api.auth.authenticator import CSRF_HEADER, SESSION_COOKIE, SHARE_COOKIE, Authenticator, Resolution
 from viewer_api.auth.http_audit import (
     CHANGEFEED,
@@ -81,6 +83,7 @@ class Rule:
     clinician: bool = False
     credentials: Credentials = Credentials.REQUIRED
     audit: Audit | None = None
+    every_partition: bool = False  # accounts only of the default partition, who act in every one
 
     def audited(self, audit: Audit) -> Rule:
         """This rule, with the requests recorded in the audit trail as ``audit`` says."""
@@ -88,13 +91,15 @@ class Rule:
 
     def admits(self, principal: Principal, path_params: dict[str, str]) -> bool:
         if principal.role is not None:
-            return principal.role in self.roles
+            return principal.role in self.roles and (principal.in_every_partition or not self.every_partition)
         if principal.edge is not None:
             return self.edge
         if principal.dicomweb is not None:
             return self.clinician
         if principal.job is not None and principal.share is None:
-            return self.job and path_params.get("study") == principal.job.study_uid
+            # Jobs run on the default partition's studies: a job token reaches its study under that base path only.
+            return (self.job and path_params.get("study") == principal.job.study_uid
+                    and path_params.get("partition", DEFAULT_SLUG) == DEFAULT_SLUG)
         return self.share and principal.share is not None
 
     async def __call__(self, request: Request) -> Principal | None:
@@ -129,6 +134,8 @@ STAFF = allow("staff", "admin", "physician")
 #: STOW-RS: staff, and the plugin job token of the study in the URL.
 STOW_WRITERS = allow("staff-or-job", "admin", "physician", job=True).audited(STOW)
 ADMIN = allow("admin", "admin")
+#: The installation's own figures (``/metrics`` counts every partition's work): the default partition's admins.
+INSTALLATION_ADMIN = Rule("installation-admin", frozenset({"admin"}), every_partition=True)
 ADMIN_DELETE = ADMIN.audited(DELETE)
 #: The change feed: admins (an integration engine signs in with an admin's API key), every read audited.
 FEED_READERS = ADMIN.audited(CHANGEFEED)

@@ -20,7 +20,7 @@ from ai_plugins.review.watch import WatchCollector
 from pacs.errors import StorageUnavailable
 from pacs.index import db
 from pacs.observability import ArchiveCollector
-from viewer_api.auth.access import ADMIN, OPEN
+from viewer_api.auth.access import INSTALLATION_ADMIN, OPEN
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 
@@ -51,7 +51,8 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False, dependencies=[Depends(ADMIN)])
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False,
+            dependencies=[Depends(INSTALLATION_ADMIN)])
 async def metrics(request: Request) -> Response:
     archive = archive_of(request)
     registry = CollectorRegistry(auto_describe=False)

@@ -158,7 +158,8 @@ async def claim(principal: Visitor, request: Request, token: str, birth_date: st
     auth = authenticator_of(request)
     share = await run_in_threadpool(find_share, auth.engine, token)
     refusal = _unusable(request, share)
-    if refusal is not None or share is None:
+    # Patient IDs are a hospital's own: a link of another partition's study is no link to this account.
+    if refusal is not None or share is None or share.partition != principal.partition:
         return refusal or _message(request, 404, "link.not_found.title", "link.invalid.text")
     result = await run_in_threadpool(claim_study, auth.engine, share.id, principal.username, birth_date)
     if result.result is Check.OK:
