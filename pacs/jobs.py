@@ -40,6 +40,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -74,10 +75,13 @@ class Job(Base):
         Index("ix_jobs_lease", "status", "lease_expires_at"),
         Index("ix_jobs_study", "study_uid", "created_at"),
         Index("ix_jobs_target", "target", "target_version", "created_at"),
+        Index("ix_jobs_partition", "partition_fk", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The partition (pacs.partitions) whose study the job works on (migration 0020).
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     kind: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(64), default="")
     target_version: Mapped[str] = mapped_column(String(64), default="")
