@@ -17,6 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from ai_plugins.benchmarks.errors import InvalidBenchmarkData
@@ -33,6 +34,7 @@ from pacs.accounts.audit import AuditQuery
 from pacs.accounts.audit import query as audit_query
 from pacs.accounts.keys import secret_key
 from pacs.accounts.principal import Principal
+from pacs.accounts.users import create_user
 from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.events import read_feed
@@ -56,7 +58,9 @@ from tests.factories import PATIENTS, make_ct_study, make_study_set, to_bytes
 from tests.jobsupport import DB_BACKENDS, FakeClock, db_settings
 from tests.net import free_port
 from tests.pacs.dimse.support import storescp
+from tests.viewer_api.portal.conftest import PASSWORD, bearer
 from tests.webhook_receiver import receiving
+from viewer_api.app import create_app
 
 BACKENDS = [DB_BACKENDS[0], pytest.param(DB_BACKENDS[1], marks=pytest.mark.postgres)]
 AGE = 30.0
@@ -360,3 +364,59 @@ def test_a_benchmark_of_one_partition_never_sees_the_others_cases(backend: str, 
         jobs = [j for j in job_queue(archive).list_jobs(partition=north.id, limit=1000) if j.kind == CASE_KIND]
         assert len(jobs) == done.n_cases and {j.status for j in jobs} == {JobStatus.SUCCEEDED}
         assert [j for j in job_queue(archive).list_jobs(partition=south.id, limit=1000) if j.kind == CASE_KIND] == []
+
+
+# --- the admin API answers in the caller's partition -------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_admin_api_works_in_the_callers_partition(backend: str, tmp_path: Path) -> None:
+    with two_hospitals(backend, tmp_path, secret_key="test-secret-key-0123456789") as archive:
+        north, south = _part(archive, "north"), _part(archive, "south")
+        create_user(archive.engine, "admin", PASSWORD, "admin")
+        create_user(archive.engine, "northadmin", PASSWORD, "admin", partition=north.id)
+        create_user(archive.engine, "northdoc", PASSWORD, "physician", partition=north.id)
+        create_user(archive.engine, "southadmin", PASSWORD, "admin", partition=south.id)
+        app = create_app(archive)
+        app.state.plugin_service = PluginService(archive, extra_plugins=(EchoPlugin,), use_entry_points=False)
+        clients = {}
+        for name in ("admin", "northadmin", "northdoc", "southadmin"):
+            client = TestClient(app)
+            client.headers["Authorization"] = f"Bearer {bearer(client, name)}"
+            clients[name] = client
+
+        def enabled(name: str) -> list[bool]:
+            answer = clients[name].get("/api/plugins")
+            assert answer.status_code == 200, answer.text
+            return [p["enabled"] for p in answer.json() if p["name"] == "test-echo"]
+
+        assert enabled("northadmin") == enabled("southadmin") == [False] and enabled("admin") == [True]
+        switched = clients["northadmin"].patch("/api/plugins/test-echo/1.0", json={"enabled": True})
+        assert switched.status_code == 200 and switched.json()["enabled"] is True
+        assert enabled("northdoc") == [True] and enabled("southadmin") == [False] and enabled("admin") == [True]
+
+        made = clients["northadmin"].post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+        assert made.status_code == 201, made.text
+        hook = made.json()["id"]
+        assert [h["id"] for h in clients["northadmin"].get("/api/webhooks").json()] == [hook]
+        for other in ("southadmin", "admin"):  # the default partition's admin works in its own here
+            assert clients[other].get("/api/webhooks").json() == []
+            assert clients[other].get(f"/api/webhooks/{hook}").status_code == 404
+            assert clients[other].delete(f"/api/webhooks/{hook}").status_code == 404
+        assert clients["northadmin"].get(f"/api/webhooks/{hook}/deliveries").status_code == 200
+
+        held = clients["southadmin"].put(f"/api/studies/{STUDY_UID}/hold", json={"reason": "case 9"})
+        assert held.status_code == 200, held.text
+        assert [h["study_uid"] for h in clients["southadmin"].get("/api/retention/holds").json()] == [STUDY_UID]
+        assert clients["northadmin"].get("/api/retention/holds").json() == []
+        assert clients["northadmin"].delete(f"/api/studies/{STUDY_UID}/hold").status_code == 404
+
+        # The audit trail: each partition's admin reads its own events; the default partition's admin all.
+        def users(name: str) -> set[str]:
+            answer = clients[name].get("/api/audit", params={"limit": 10_000})
+            assert answer.status_code == 200, answer.text
+            return {e["username"] for e in answer.json() if e["username"]}
+
+        assert users("northadmin") <= {"northadmin", "northdoc"} and "northadmin" in users("northadmin")
+        assert users("southadmin") == {"southadmin"}
+        assert {"northadmin", "southadmin", "admin"} <= users("admin")
