@@ -36,9 +36,9 @@ _INDEXES = {  # name: (table, columns)
 
 
 def upgrade() -> None:
+    # A plain ADD COLUMN (never a table rebuild on SQLite): audit_events keeps its append-only triggers.
     for table in _TABLES:
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column("partition_fk", sa.Integer(), nullable=False, server_default=sa.text("1")))
+        op.add_column(table, sa.Column("partition_fk", sa.Integer(), nullable=False, server_default=sa.text("1")))
     for name, (table, columns) in _INDEXES.items():
         op.create_index(name, table, columns)
     op.create_table(
@@ -58,6 +58,5 @@ def downgrade() -> None:
     op.drop_table("plugin_enablements")
     for name, (table, _columns) in _INDEXES.items():
         op.drop_index(name, table_name=table)
-    for table in _TABLES:
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("partition_fk")
+    for table in _TABLES:  # SQLite 3.35+ drops a column in place too (the triggers stay)
+        op.execute(f"ALTER TABLE {table} DROP COLUMN partition_fk")
