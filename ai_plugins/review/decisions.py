@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, func, select
 
 from ai_plugins.review.models import AiReview
-from pacs.access import DEFAULT_PARTITION
 
 
 class ReviewView(BaseModel):
@@ -39,22 +38,20 @@ def view_of(row: AiReview) -> ReviewView:
                       review_sr_uid=row.review_sr_uid, created_at=row.created_at)  # fmt: skip
 
 
-def current_reviews(engine: Engine, study_uids: Iterable[str], partition: int = DEFAULT_PARTITION) -> list[ReviewView]:
-    """The current (newest) decision on each reviewed finding of these studies of ``partition``."""
+def current_reviews(engine: Engine, study_uids: Iterable[str]) -> list[ReviewView]:
+    """The current (newest) decision on each reviewed finding of these studies."""
     uids = sorted(set(study_uids))
     if not uids:
         return []
-    newest = (select(func.max(AiReview.id)).where(AiReview.study_uid.in_(uids), AiReview.partition_fk == partition)
+    newest = (select(func.max(AiReview.id)).where(AiReview.study_uid.in_(uids))
               .group_by(AiReview.report_uid, AiReview.finding_key))  # fmt: skip
     with engine.connect() as conn:
         rows = conn.execute(select(AiReview).where(AiReview.id.in_(newest)).order_by(AiReview.id)).all()
     return [view_of(AiReview(**r._mapping)) for r in rows]
 
 
-def review_documents(engine: Engine, study_uid: str, partition: int = DEFAULT_PARTITION) -> frozenset[str]:
-    """Every review SR of ``partition``'s study (current or not): the AI findings list does not list them as
-    reports."""
+def review_documents(engine: Engine, study_uid: str) -> frozenset[str]:
+    """Every review SR of the study (current or not): the AI findings list does not list them as reports."""
     with engine.connect() as conn:
-        return frozenset(conn.execute(select(AiReview.review_sr_uid).where(AiReview.study_uid == study_uid,
-                                                                           AiReview.partition_fk == partition))
+        return frozenset(conn.execute(select(AiReview.review_sr_uid).where(AiReview.study_uid == study_uid))
                          .scalars())  # fmt: skip

@@ -107,7 +107,7 @@ def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> Stud
     reports, series_of = _reports(archive, scope, study_uid)
     patient_facing = scope.withhold_results
     if not patient_facing:
-        documents = review_documents(archive.engine, study_uid, scope.partition)
+        documents = review_documents(archive.engine, study_uid)
         reports = [r for r in reports if r.sop_uid not in documents]
     wanted = geometry_series(reports, series_of)
     known = set(series_of.values())
@@ -117,8 +117,7 @@ def study_findings(archive: Archive, scope: AccessScope, study_uid: str) -> Stud
         rows = [r for report in reports for r in overlay_findings([report], planes, series_of)]
         return StudyFindings(findings=[PanelFinding(**r.model_dump() | {
             "reviewed": True, "plugin": REVIEWED_BY, "text": _without_decision(r.text)}) for r in rows])  # fmt: skip
-    decided = {(v.report_uid, v.finding_key): v for v in current_reviews(archive.engine, [study_uid],
-                                                                         scope.partition)}  # fmt: skip
+    decided = {(v.report_uid, v.finding_key): v for v in current_reviews(archive.engine, [study_uid])}
     out: list[PanelFinding] = []
     for r in overlay_findings(reports, planes, series_of):
         v = decided.get((r.report_uid, r.finding_key))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, text
+from sqlalchemy import DateTime, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base, BigId
@@ -25,7 +25,6 @@ class AiReview(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64))
-    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     report_uid: Mapped[str] = mapped_column(String(64))  # the AI's SR
     finding_key: Mapped[str] = mapped_column(String(128))
     plugin_name: Mapped[str] = mapped_column(String(64))

@@ -30,7 +30,7 @@ from ai_plugins.review.models import AiReview
 from ai_plugins.runner.models import PluginResult
 from ai_plugins.sr.overlay import OverlayFinding
 from ai_plugins.sr.review import ReviewedFinding, build_review_document, label_code
-from pacs.access import DEFAULT_PARTITION, AccessScope
+from pacs.access import AccessScope
 from pacs.accounts.principal import Principal, scope_for
 from pacs.archive import Archive
 from pacs.errors import Conflict, InvalidQuery, NotFound, StorageUnavailable
@@ -152,11 +152,8 @@ def _read(archive: Archive, scope: AccessScope, study_uid: str, sop_uid: str, *,
 def review_finding(archive: Archive, principal: Principal, study_uid: str, request: ReviewRequest, *,
                    reviewer_name: str, institution_name: str | None) -> ReviewView:  # fmt: skip
     """Record ``principal``'s decision on one AI finding of ``study_uid`` (NotFound: no such finding)."""
-    scope = scope_for(principal)  # the caller's partition: the review SR is stored there and recorded there
-    partition = archive.partitions.by_id(scope.partition)
-    if partition is None:
-        raise NotFound("no such study")
-    if request.report_uid in review_documents(archive.engine, study_uid, scope.partition):
+    scope = scope_for(principal)
+    if request.report_uid in review_documents(archive.engine, study_uid):
         raise Conflict("that report is a physician's review, not an AI finding")
     panel = study_findings(archive, scope, study_uid).findings
     row = next((r for r in panel if r.report_uid == request.report_uid and r.finding_key == request.finding_key), None)
@@ -168,16 +165,14 @@ def review_finding(archive: Archive, principal: Principal, study_uid: str, reque
     document = build_review_document(reviewed, ai_report, reviewer=reviewer_name, institution_name=institution_name)
     buffer = io.BytesIO()
     document.save_as(buffer, enforce_file_format=True)
-    result = archive.ingest.store_bytes(buffer.getvalue(), label=f"AI review by {principal.username}",
-                                        partition=partition)  # fmt: skip
+    result = archive.ingest.store_bytes(buffer.getvalue(), label=f"AI review by {principal.username}")
     if not result.ok:
         raise StorageUnavailable(f"the review could not be stored: {result.reason}")
     name, _, version = row.plugin.partition("@")
     label = changes["label"][1] if "label" in changes else row.label
     with write_transaction(archive.engine) as conn:
         inserted = conn.execute(insert(AiReview).values(
-            study_uid=study_uid, partition_fk=partition.id, report_uid=request.report_uid,
-            finding_key=request.finding_key,
+            study_uid=study_uid, report_uid=request.report_uid, finding_key=request.finding_key,
             plugin_name=name[:64], plugin_version=version[:64], decision=request.decision, label=str(label)[:64],
             changes_json=json.dumps(changes), reviewer=principal.username[:64],
             review_sr_uid=str(document.SOPInstanceUID), created_at=utcnow(),
@@ -199,8 +194,7 @@ def release_reviewed(engine: Engine, principal: Principal, patient_ai: str) -> P
     scope = scope_for(principal)
     with engine.connect() as conn:
         visible = list(conn.execute(select(Study.study_uid).where(scope.study_filter())).scalars())
-    released = {r.review_sr_uid for r in current_reviews(engine, visible, scope.partition)
-                if r.decision in RELEASED_DECISIONS}  # fmt: skip
+    released = {r.review_sr_uid for r in current_reviews(engine, visible) if r.decision in RELEASED_DECISIONS}
     return dataclasses.replace(principal, released_sop_uids=principal.released_sop_uids | released)
 
 
@@ -215,11 +209,8 @@ class ReviewCounts(BaseModel):
     reviewed: int
 
 
-def plugin_review_counts(engine: Engine, name: str, version: str, partition: int | None = None) -> ReviewCounts:
-    """The decisions on ``name@version``'s findings (in ``partition`` only, when given)."""
-    mine = AiReview.partition_fk == partition if partition is not None else AiReview.id.is_not(None)
-    newest = (select(func.max(AiReview.id)).where(AiReview.plugin_name == name, AiReview.plugin_version == version,
-                                                  mine)
+def plugin_review_counts(engine: Engine, name: str, version: str) -> ReviewCounts:
+    newest = (select(func.max(AiReview.id)).where(AiReview.plugin_name == name, AiReview.plugin_version == version)
               .group_by(AiReview.report_uid, AiReview.finding_key))  # fmt: skip
     with engine.connect() as conn:
         counts = dict(conn.execute(select(AiReview.decision, func.count()).where(AiReview.id.in_(newest))
@@ -238,8 +229,7 @@ class StudyAiStatus:
     reported: bool = False  # a physician's (or a RIS's) report is signed
 
 
-def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshold: float,
-                        partition: int = DEFAULT_PARTITION) -> dict[str, StudyAiStatus]:  # fmt: skip
+def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshold: float) -> dict[str, StudyAiStatus]:
     """Per study: AI results stored, flagged (a finding, or a classification at least ``flag_threshold``
     probable, in a plugin's results), reviewed (a physician decided on at least one finding) and
     reported (a signed report)."""
@@ -248,10 +238,8 @@ def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshol
         return {}
     with engine.connect() as conn:
         results = conn.execute(select(PluginResult.study_uid, PluginResult.summary_json)
-                               .where(PluginResult.study_uid.in_(uids), PluginResult.kind == "SR",
-                                      PluginResult.partition_fk == partition)).all()  # fmt: skip
-        reviewed = set(conn.execute(select(AiReview.study_uid).where(AiReview.study_uid.in_(uids),
-                                                                     AiReview.partition_fk == partition).distinct())
+                               .where(PluginResult.study_uid.in_(uids), PluginResult.kind == "SR")).all()  # fmt: skip
+        reviewed = set(conn.execute(select(AiReview.study_uid).where(AiReview.study_uid.in_(uids)).distinct())
                        .scalars())  # fmt: skip
     done: set[str] = set()
     flagged: set[str] = set()
@@ -265,11 +253,11 @@ def study_review_status(engine: Engine, study_uids: Sequence[str], flag_threshol
     return {u: StudyAiStatus(u in done, u in flagged, u in reviewed, u in reported) for u in uids}
 
 
-def citable_findings(engine: Engine, study_uid: str, partition: int = DEFAULT_PARTITION) -> list[CitedFinding]:
-    """The AI findings a report of ``partition``'s study may cite: those whose current decision accepts them."""
+def citable_findings(engine: Engine, study_uid: str) -> list[CitedFinding]:
+    """The AI findings a report of the study may cite: those whose current decision accepts them."""
     return [CitedFinding(document_uid=r.review_sr_uid, label=r.label, decision=r.decision, reviewer=r.reviewer,
                          plugin=f"{r.plugin_name}@{r.plugin_version}" if r.plugin_version else r.plugin_name)
-            for r in current_reviews(engine, [study_uid], partition) if r.decision in RELEASED_DECISIONS]  # fmt: skip
+            for r in current_reviews(engine, [study_uid]) if r.decision in RELEASED_DECISIONS]  # fmt: skip
 
 
 __all__ = [

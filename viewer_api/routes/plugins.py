@@ -125,7 +125,7 @@ def plugin_reviews(principal: Staff, name: str, version: str, service: PluginSer
     """Counts of the current decisions on the version's findings (staff: they hold the patients' data it
     is computed from; a vendor asks the hospital). 404 for a version that is not registered."""
     service.registry.get(name, version)
-    return plugin_review_counts(service.archive.engine, name, version, principal.home_partition)
+    return plugin_review_counts(service.archive.engine, name, version)
 
 
 @router.get("/api/plugins/watch", response_model=list[PluginWatch],

@@ -137,8 +137,7 @@ def worklist(principal: Staff, request: Request) -> Response:
         error = str(exc)
     modalities = ["", "CT", "MR", "CR", "DX", "US", "MG", "PT", "NM", "XA", "SC"]
     ai_status = study_review_status(archive_of(request).engine, [r.study_uid for r in rows],
-                                    archive_of(request).settings.ai_flag_threshold,
-                                    scope_for(principal).partition)  # fmt: skip
+                                    archive_of(request).settings.ai_flag_threshold)  # fmt: skip
     return render(request, "worklist.html", rows=rows, params=params, page=page, more=more, error=error,
                   modalities=modalities, searched=bool(params), ai_status=ai_status,
                   ohif=ohif_installed(archive_of(request).settings))
