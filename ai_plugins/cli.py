@@ -111,12 +111,28 @@ def _service() -> PluginService:
     return PluginService(open_archive_or_exit(settings))
 
 
+PartitionOpt = Annotated[str, typer.Option("--partition", help="The hospital (a [partitions.<name>] table) whose "
+                                                                "plugin state this is.")]
+
+
+def _partition_id(service: PluginService, slug: str) -> int:
+    found = service.archive.partitions.by_slug(slug)
+    if found is None:
+        raise CloudfilmError(f"there is no partition {slug!r}: configure [partitions.{slug}] first")
+    return found.id
+
+
 @plugins_app.command("list")
-def plugins_list() -> None:
-    """Every plugin version and whether it runs."""
+def plugins_list(partition: PartitionOpt = "default") -> None:
+    """Every plugin version and whether it runs (in one partition)."""
     service = _service()
     try:
-        for p in service.plugins():
+        try:
+            partition_id = _partition_id(service, partition)
+        except CloudfilmError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        for p in service.plugins(partition=partition_id):
             state = "enabled" if p.enabled else "disabled"
             if not p.installed:
                 state += ", not installed"
@@ -126,36 +142,38 @@ def plugins_list() -> None:
         service.archive.close()
 
 
-def _set(name: str, version: str | None, enabled: bool) -> None:
+def _set(name: str, version: str | None, enabled: bool, partition: str) -> None:
     service = _service()
     try:
+        partition_id = _partition_id(service, partition)
         versions = [version] if version else [p.version for p in service.plugins() if p.name == name]
         if not versions:
             console.print(f"[red]error:[/red] no plugin named {name!r}", highlight=False)
             raise typer.Exit(1)
-        changed = [service.set_enabled(name, v, enabled) for v in versions]
+        changed = [service.set_enabled(name, v, enabled, partition=partition_id, by="cli") for v in versions]
     except CloudfilmError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         service.archive.close()
     for plugin in changed:
-        out.print(f"{plugin.key} {'enabled' if plugin.enabled else 'disabled'}", highlight=False)
+        out.print(f"{plugin.key} {'enabled' if plugin.enabled else 'disabled'}"
+                  + ("" if partition == "default" else f" in partition {partition}"), highlight=False)
 
 
 VersionArg = Annotated[str | None, typer.Argument(help="One version (default: every version of the plugin).")]
 
 
 @plugins_app.command("enable")
-def plugins_enable(name: str, version: VersionArg = None) -> None:
-    """Let a plugin version run on stable studies."""
-    _set(name, version, True)
+def plugins_enable(name: str, version: VersionArg = None, partition: PartitionOpt = "default") -> None:
+    """Let a plugin version run on stable studies (of one partition)."""
+    _set(name, version, True, partition)
 
 
 @plugins_app.command("disable")
-def plugins_disable(name: str, version: VersionArg = None) -> None:
-    """Stop a plugin version (its waiting jobs are cancelled)."""
-    _set(name, version, False)
+def plugins_disable(name: str, version: VersionArg = None, partition: PartitionOpt = "default") -> None:
+    """Stop a plugin version in one partition (its waiting jobs there are cancelled)."""
+    _set(name, version, False, partition)
 
 
 # --- algorithm packages (issue 15) ------------------------------------------------------------

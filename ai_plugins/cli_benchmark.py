@@ -32,13 +32,20 @@ CLI_USER = "local"
 Bench = Annotated[str, typer.Argument(help="Benchmark id or name.")]
 
 
+PartitionOpt = Annotated[str, typer.Option("--partition", help="The hospital (a [partitions.<name>] table) whose "
+                                                                "benchmarks and studies these are.")]
+
+
 @contextmanager
-def _service() -> Iterator[BenchmarkService]:
+def _service(partition: str = "default") -> Iterator[BenchmarkService]:
     from ai_plugins.benchmarks.service import BenchmarkService
 
     archive = open_archive_or_exit(settings_or_exit())
     try:
-        yield BenchmarkService(archive)
+        found = archive.partitions.by_slug(partition)
+        if found is None:
+            raise CloudfilmError(f"there is no partition {partition!r}: configure [partitions.{partition}] first")
+        yield BenchmarkService(archive, partition=found.id)
     except CloudfilmError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -52,9 +59,9 @@ def _progress() -> Progress:
 
 
 @benchmark_app.command("list")
-def list_() -> None:
+def list_(partition: PartitionOpt = "default") -> None:
     """Every benchmark and its newest dataset version."""
-    with _service() as service:
+    with _service(partition) as service:
         for b in service.benchmarks():
             v = b.current
             where = f"v{v.number} {v.n_cases} studies ({v.n_dev} dev, {v.n_test} test)" if v else "no studies"
@@ -70,6 +77,7 @@ def create(
     positive: Annotated[str, typer.Option(help="Classification: the positive class.")] = "",
     code: Annotated[str, typer.Option(help="The plugin classification scored, VALUE:SCHEME (default: first).")] = "",
     metric: Annotated[list[str] | None, typer.Option(help="Reported metrics, main first (repeat).")] = None,
+    partition: PartitionOpt = "default",
 ) -> None:
     """Create a benchmark (no studies yet)."""
     from ai_plugins.benchmarks.labels import LabelSchema
@@ -84,7 +92,7 @@ def create(
     if code:
         value, _, scheme = code.partition(":")
         values["code"] = Code(value=value, scheme=scheme or "SCT", meaning=value)
-    with _service() as service:
+    with _service(partition) as service:
         try:
             schema = LabelSchema.model_validate(values)
         except ValueError as exc:
@@ -103,6 +111,7 @@ def add_studies(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="A file of StudyInstanceUIDs, one a line.")] = None,
     query: Annotated[list[str] | None, typer.Option(help="Study-level QIDO key=value (repeat), e.g. "
                                                          "ModalitiesInStudy=CT.")] = None,
+    partition: PartitionOpt = "default",
 ) -> None:
     """Add studies by UID or by query; a new dataset version."""
     study_uids = list(uids or [])
@@ -115,7 +124,7 @@ def add_studies(
             console.print(f"[red]error:[/red] --query takes key=value, not {item!r}", highlight=False)
             raise typer.Exit(2)
         filters[key.strip()] = value.strip()
-    with _service() as service:
+    with _service(partition) as service:
         result = service.add_studies(benchmark, study_uids=study_uids, query=filters or None, created_by=CLI_USER)
     out.print(f"added {result.added} studies ({result.already} already in it): version {result.version.number}, "
               f"{result.version.n_cases} studies, digest {result.version.digest[:16]}", highlight=False)  # fmt: skip
@@ -126,10 +135,11 @@ def labels(
     benchmark: Bench,
     file: Annotated[Path, typer.Argument(help="Labels as CSV or JSON.", exists=True, dir_okay=False)],
     format: Annotated[str | None, typer.Option(help="csv or json (default: from the file name).")] = None,
+    partition: PartitionOpt = "default",
 ) -> None:
     """Import ground-truth labels (all or nothing); a new dataset version."""
     fmt = format or ("csv" if file.suffix.lower() == ".csv" else "json")
-    with _service() as service:
+    with _service(partition) as service:
         version = service.import_labels(benchmark, file.read_text(encoding="utf-8"), fmt=fmt, created_by=CLI_USER)
     out.print(f"version {version.number}: {version.n_labelled} of {version.n_cases} studies labelled, "
               f"digest {version.digest[:16]}", highlight=False)  # fmt: skip
@@ -140,9 +150,10 @@ def split(
     benchmark: Bench,
     seed: Annotated[int, typer.Option(help="Seed of the stratified split.", min=0)],
     test_fraction: Annotated[float, typer.Option(help="Share of studies in the hidden test split.")] = 0.5,
+    partition: PartitionOpt = "default",
 ) -> None:
     """Split into dev and hidden test (stratified by label), publish the dev split de-identified."""
-    with _service() as service, _progress() as progress:
+    with _service(partition) as service, _progress() as progress:
         bar = progress.add_task("de-identifying the dev split", total=None)
         result = service.split(benchmark, seed=seed, test_fraction=test_fraction, created_by=CLI_USER,
                                progress=lambda n, total: progress.update(bar, completed=n, total=total))  # fmt: skip
@@ -184,10 +195,11 @@ def evaluate(
     force: Annotated[bool, typer.Option(help="Past the daily limit of evaluations.")] = False,
     wait: Annotated[bool, typer.Option(help="Run the jobs here and wait for the metrics.")] = True,
     concurrency: Annotated[int, typer.Option(help="Cases run at once while waiting.", min=1, max=64)] = 1,
+    partition: PartitionOpt = "default",
 ) -> None:
     """Evaluate plugin@version on the hidden test split (through the job queue)."""
     name, _, version = plugin.partition("@")
-    with _service() as service:
+    with _service(partition) as service:
         view = service.evaluate(benchmark, name, plugin_version=version or None, version_number=dataset_version,
                                 threshold=threshold, requested_by=CLI_USER, requester_role="admin", force=force)
         out.print(f"evaluation {view.id}: {view.plugin} on {view.benchmark_name} v{view.version_number} "
@@ -209,9 +221,10 @@ def leaderboard(
     benchmark: Bench,
     version: Annotated[int | None, typer.Option(help="Dataset version (default: the newest).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    partition: PartitionOpt = "default",
 ) -> None:
     """Plugins ranked by the main metric on one dataset version."""
-    with _service() as service:
+    with _service(partition) as service:
         bench, found, rows = service.leaderboard(benchmark, version)
     if as_json:
         out.print_json(json.dumps({

@@ -35,7 +35,8 @@ def plan_cmd(as_json: Annotated[bool, typer.Option("--json", help="One JSON obje
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
     try:
-        steps = plan(archive.engine, settings.retention_rules, utcnow())
+        steps = plan(archive.engine, settings.retention_rules, utcnow(),
+                     {p.slug: p.id for p in archive.partitions.all()})  # fmt: skip
     except CloudfilmError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -46,7 +47,8 @@ def plan_cmd(as_json: Annotated[bool, typer.Option("--json", help="One JSON obje
             out.print(json.dumps({"kind": step.kind.value, "study_uid": step.study_uid, "rule": step.rule,
                                   "detail": step.detail, "study_date": step.study_date,
                                   "instances": step.instances, "size_bytes": step.size_bytes, "tier": step.tier,
-                                  "delete_after": step.delete_after.isoformat() if step.delete_after else None}),
+                                  "delete_after": step.delete_after.isoformat() if step.delete_after else None,
+                                  "partition": step.partition}),
                       highlight=False, soft_wrap=True)  # fmt: skip
         else:
             out.print(_line(step), highlight=False, soft_wrap=True, markup=False)
@@ -61,7 +63,8 @@ def run_cmd() -> None:
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
     try:
-        report = run(archive.engine, archive.store, settings, utcnow(), source="cli")
+        report = run(archive.engine, archive.store, settings, utcnow(), source="cli",
+                     partitions={p.slug: p.id for p in archive.partitions.all()})  # fmt: skip
     finally:
         archive.close()
     out.print(", ".join(f"{n} {kind}" for kind, n in sorted(report.counts.items())) or "nothing done",
@@ -77,16 +80,22 @@ def hold_cmd(
     study_uid: Annotated[str, typer.Argument(help="StudyInstanceUID")],
     reason: Annotated[str, typer.Option("--reason", help="Why (a case number), kept with the hold.")] = "",
     clear: Annotated[bool, typer.Option("--clear", help="Lift the hold instead.")] = False,
+    partition: Annotated[str, typer.Option("--partition", help="The hospital (a [partitions.<name>] table) whose "
+                                                               "study it is.")] = "default",
 ) -> None:
     """Put a study under a legal hold (no retention rule moves or deletes it), or lift it with --clear."""
     settings = settings_or_exit()
     archive = open_archive_or_exit(settings)
     try:
+        found = archive.partitions.by_slug(partition)
+        if found is None:
+            raise CloudfilmError(f"there is no partition {partition!r}: configure [partitions.{partition}] first")
         if clear:
-            holds.clear_hold(archive.engine, Principal.local_admin(), study_uid, source="cli")
+            holds.clear_hold(archive.engine, Principal.local_admin(), study_uid, source="cli", partition=found.id)
             out.print(f"hold on {study_uid} cleared", highlight=False)
         else:
-            hold = holds.set_hold(archive.engine, Principal.local_admin(), study_uid, reason, source="cli")
+            hold = holds.set_hold(archive.engine, Principal.local_admin(), study_uid, reason, source="cli",
+                                  partition=found.id)  # fmt: skip
             out.print(f"{hold.study_uid} held since {hold.created_at:%Y-%m-%d %H:%M} UTC", highlight=False)
     except CloudfilmError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

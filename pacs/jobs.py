@@ -40,6 +40,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -74,10 +75,13 @@ class Job(Base):
         Index("ix_jobs_lease", "status", "lease_expires_at"),
         Index("ix_jobs_study", "study_uid", "created_at"),
         Index("ix_jobs_target", "target", "target_version", "created_at"),
+        Index("ix_jobs_partition", "partition_fk", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The partition (pacs.partitions) whose study the job works on (migration 0020).
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     kind: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(64), default="")
     target_version: Mapped[str] = mapped_column(String(64), default="")
@@ -122,6 +126,7 @@ class JobSpec:
     max_attempts: int = 3
     timeout_s: float = 600.0
     run_after: datetime | None = None
+    partition: int = 1  # the partition whose study (or configuration) the job works on
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,7 @@ class JobView:
     finished_at: datetime | None
     lease_owner: str
     lease_expires_at: datetime | None
+    partition: int = 1
 
     @property
     def wait_s(self) -> float | None:
@@ -182,6 +188,7 @@ class ClaimedJob:
     timeout_s: float
     owner: str
     requested_by: str
+    partition: int = 1
 
 
 class LeaseLost(Conflict):
@@ -226,6 +233,7 @@ def enqueue(conn: Connection, spec: JobSpec, *, now: datetime | None = None) -> 
     now = now or utcnow()
     values = {
         "dedupe_key": spec.dedupe_key,
+        "partition_fk": spec.partition,
         "kind": spec.kind,
         "target": spec.target,
         "target_version": spec.target_version,
@@ -284,6 +292,7 @@ def _view(job: Any) -> JobView:
         created_at=aware(job.created_at), updated_at=aware(job.updated_at), run_after=aware(job.run_after),
         started_at=_aware_or_none(job.started_at), finished_at=_aware_or_none(job.finished_at),
         lease_owner=job.lease_owner, lease_expires_at=_aware_or_none(job.lease_expires_at),
+        partition=job.partition_fk,
     )  # fmt: skip
 
 
@@ -333,9 +342,12 @@ class JobQueue:
         kind: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        partition: int | None = None,
     ) -> list[JobView]:
-        """Jobs, newest first, filtered by status, study, target or kind."""
+        """Jobs, newest first, filtered by status, study, target, kind or partition."""
         stmt = select(Job)
+        if partition is not None:
+            stmt = stmt.where(Job.partition_fk == partition)
         if statuses:
             stmt = stmt.where(Job.status.in_([s.value for s in statuses]))
         if study_uid is not None:
@@ -401,14 +413,14 @@ class JobQueue:
                 )
                 .returning(Job.id, Job.kind, Job.target, Job.target_version, Job.study_uid, Job.generation,
                            Job.dedupe_key, Job.payload_json, Job.attempts, Job.max_attempts, Job.timeout_s,
-                           Job.requested_by)  # fmt: skip
+                           Job.requested_by, Job.partition_fk)  # fmt: skip
             ).all()
         claimed = [
             ClaimedJob(
                 id=r.id, kind=r.kind, target=r.target, target_version=r.target_version, study_uid=r.study_uid,
                 generation=r.generation, dedupe_key=r.dedupe_key, payload=json.loads(r.payload_json or "{}"),
                 attempt=r.attempts, max_attempts=r.max_attempts, timeout_s=float(r.timeout_s), owner=owner,
-                requested_by=r.requested_by,
+                requested_by=r.requested_by, partition=r.partition_fk,
             )
             for r in rows
         ]  # fmt: skip
@@ -441,7 +453,7 @@ class JobQueue:
             id=row.id, kind=row.kind, target=row.target, target_version=row.target_version, study_uid=row.study_uid,
             generation=row.generation, dedupe_key=row.dedupe_key, payload=json.loads(row.payload_json or "{}"),
             attempt=row.attempts, max_attempts=row.max_attempts, timeout_s=float(row.timeout_s), owner=owner,
-            requested_by=row.requested_by,
+            requested_by=row.requested_by, partition=row.partition_fk,
         )  # fmt: skip
 
     def heartbeat(self, job: ClaimedJob, *, progress: float | None = None, message: str | None = None) -> bool:
@@ -587,10 +599,14 @@ class JobQueue:
             log.warning("%d job lease(s) expired; requeued or dead-lettered", n)
         return n
 
-    def cancel_pending(self, *, kind: str, target: str, target_version: str | None, reason: str) -> int:
-        """Cancel queued and retrying jobs of one target (a disabled plugin never runs)."""
+    def cancel_pending(self, *, kind: str, target: str, target_version: str | None, reason: str,
+                       partition: int | None = None) -> int:  # fmt: skip
+        """Cancel queued and retrying jobs of one target (a disabled plugin never runs), in ``partition``
+        only when given."""
         now = self._clock()
         cond = [Job.kind == kind, Job.target == target, Job.status.in_([s.value for s in CLAIMABLE])]
+        if partition is not None:
+            cond.append(Job.partition_fk == partition)
         if target_version is not None:
             cond.append(Job.target_version == target_version)
         with write_transaction(self.engine) as conn:
@@ -602,14 +618,18 @@ class JobQueue:
                 ).rowcount
             )
 
-    def active_job(self, *, kind: str, target: str, target_version: str, study_uid: str) -> JobView | None:
-        """The queued, running or retrying job for this target and study, if any."""
+    def active_job(self, *, kind: str, target: str, target_version: str, study_uid: str,
+                   partition: int = 1) -> JobView | None:  # fmt: skip
+        """The queued, running or retrying job for this target and ``partition``'s study, if any."""
         with self.engine.connect() as conn:
-            return active_job(conn, kind=kind, target=target, target_version=target_version, study_uid=study_uid)
+            return active_job(conn, kind=kind, target=target, target_version=target_version, study_uid=study_uid,
+                              partition=partition)  # fmt: skip
 
 
-def active_job(conn: Connection, *, kind: str, target: str, target_version: str, study_uid: str) -> JobView | None:
-    """The queued, running or retrying job for this target and study, read in the caller's transaction."""
+def active_job(conn: Connection, *, kind: str, target: str, target_version: str, study_uid: str,
+               partition: int = 1) -> JobView | None:  # fmt: skip
+    """The queued, running or retrying job for this target and ``partition``'s study, read in the caller's
+    transaction."""
     stmt = (
         select(Job)
         .where(
@@ -617,6 +637,7 @@ def active_job(conn: Connection, *, kind: str, target: str, target_version: str,
             Job.target == target,
             Job.target_version == target_version,
             Job.study_uid == study_uid,
+            Job.partition_fk == partition,
             Job.status.in_([s.value for s in ACTIVE]),
         )
         .order_by(Job.id.desc())

@@ -232,7 +232,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
-        check_routing(self.routing_destinations, self.routing_rules)
+        check_routing(self.routing_destinations, self.routing_rules, frozenset({"default", *self.partitions}))
         return self
 
     @model_validator(mode="after")
@@ -245,7 +245,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_retention(self) -> Settings:
-        check_retention(self.retention_tiers, self.retention_rules, self.retention_run_at)
+        check_retention(self.retention_tiers, self.retention_rules, self.retention_run_at,
+                        frozenset({"default", *self.partitions}))
         return self
 
     @model_validator(mode="after")

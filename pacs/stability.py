@@ -73,6 +73,7 @@ class StableStudy:
     generation: int
     last_instance_at: datetime
     stable_at: datetime
+    partition: int = DEFAULT_PARTITION  # the partition (pacs.partitions) the study lies in
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +209,10 @@ class StabilityDetector:
                 generation = previous + 1
             if not won:
                 return None  # another process made this transition
-            stable = StableStudy(row.study_uid, study_id, generation, aware(last_at), now)
+            stable = StableStudy(row.study_uid, study_id, generation, aware(last_at), now, row.partition_fk)
             record_event(conn, EVENT_STUDY_STABLE, row.study_uid, detail={"Generation": generation},
                          partition=row.partition_fk)
-            if row.partition_fk == DEFAULT_PARTITION:  # jobs (AI, routing) carry no partition yet: default only
-                self.on_stable(conn, stable)
+            self.on_stable(conn, stable)  # its jobs carry the study's partition
         log.info("study %s is stable (generation %d)", stable.study_uid, generation)
         return stable
 

@@ -25,7 +25,7 @@ from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.deid import Deidentifier, deidentify_part10
-from pacs.errors import CloudfilmError, StorageUnavailable
+from pacs.errors import CloudfilmError, NotFound, StorageUnavailable
 from pacs.index.db import utcnow
 from pacs.index.models import Study
 from pacs.jobs import write_transaction
@@ -59,10 +59,10 @@ def existing_copies(engine: Engine, benchmark_id: int, purpose: str) -> dict[str
         return {s: c for s, c in rows}
 
 
-def _pin(archive: Archive, study_uid: str) -> None:
+def _pin(archive: Archive, study_uid: str, partition: int) -> None:
     with write_transaction(archive.engine) as conn:
-        study_id = conn.execute(select(Study.id).where(  # benchmarks live in the default partition
-            Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION)).scalar_one()
+        study_id = conn.execute(select(Study.id).where(  # the copy lies in its benchmark's partition
+            Study.study_uid == study_uid, Study.partition_fk == partition)).scalar_one()
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         now = utcnow()
         conn.execute(dialect.insert(StudyStability).values(study_fk=study_id, generation=1, last_instance_at=PINNED,
@@ -71,8 +71,13 @@ def _pin(archive: Archive, study_uid: str) -> None:
                                             set_={"last_instance_at": PINNED}))  # fmt: skip
 
 
-def ensure_copy(archive: Archive, benchmark_id: int, purpose: str, source_uid: str) -> CopyInfo:
-    """The de-identified copy of ``source_uid`` (made now if missing; making it again is harmless)."""
+def ensure_copy(archive: Archive, benchmark_id: int, purpose: str, source_uid: str,
+                partition: int = DEFAULT_PARTITION) -> CopyInfo:  # fmt: skip
+    """The de-identified copy of ``partition``'s study ``source_uid``, stored into the same partition (made
+    now if missing; making it again is harmless)."""
+    target = archive.partitions.by_id(partition)
+    if target is None:
+        raise NotFound(f"partition {partition} is not configured")
     deid = deidentifier(archive, benchmark_id, purpose)
     copy_uid = deid.uid(source_uid)
     with write_transaction(archive.engine) as conn:
@@ -85,17 +90,18 @@ def ensure_copy(archive: Archive, benchmark_id: int, purpose: str, source_uid: s
                 .on_conflict_do_nothing(index_elements=["copy_study_uid"]))  # fmt: skip
         elif row.n_instances > 0:
             return CopyInfo(source_uid, copy_uid, row.n_instances)
-    instances = find_instances(archive.engine, AccessScope.studies(source_uid), study_uid=source_uid)
+    instances = find_instances(archive.engine, AccessScope.studies(source_uid, partition=partition),
+                               study_uid=source_uid)  # fmt: skip
 
     def store(instance: StoredInstance) -> None:
         with open_instance(archive.store, instance) as fh:
             data, _ = deidentify_part10(fh.read(), deid)
-        result = archive.ingest.store_bytes(data, label=f"de-identified copy of {instance.sop_uid}")
+        result = archive.ingest.store_bytes(data, label=f"de-identified copy of {instance.sop_uid}", partition=target)
         if not result.ok:
             raise StorageUnavailable(f"the de-identified copy of study {source_uid} was not stored: {result.reason}")
 
     store(instances[0])
-    _pin(archive, copy_uid)  # the study row exists now; from here on the router never picks it up
+    _pin(archive, copy_uid, partition)  # the study row exists now; from here on the router never picks it up
     with ThreadPoolExecutor(_WRITERS, thread_name_prefix="deid") as pool:
         list(pool.map(store, instances[1:]))
     stored = len(instances)
@@ -106,13 +112,14 @@ def ensure_copy(archive: Archive, benchmark_id: int, purpose: str, source_uid: s
 
 
 def publish(archive: Archive, benchmark_id: int, source_uids: Sequence[str],
-            progress: Callable[[int, int], None] | None = None) -> tuple[list[CopyInfo], list[str]]:  # fmt: skip
+            progress: Callable[[int, int], None] | None = None,
+            partition: int = DEFAULT_PARTITION) -> tuple[list[CopyInfo], list[str]]:  # fmt: skip
     """Dev copies of ``source_uids``; the studies that could not be de-identified, each with its reason."""
     done: list[CopyInfo] = []
     failed: list[str] = []
     for n, uid in enumerate(source_uids, start=1):
         try:
-            done.append(ensure_copy(archive, benchmark_id, "dev", uid))
+            done.append(ensure_copy(archive, benchmark_id, "dev", uid, partition))
         except CloudfilmError as exc:
             log.warning("dev copy of study %s failed: %s", uid, exc)
             failed.append(f"study {uid}: {exc}")

@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ai_plugins.benchmarks.errors import InvalidBenchmarkData
 from ai_plugins.benchmarks.labels import TASK_METRICS, LabelSchema, Task, parse_labels, stratum_of
 from ai_plugins.benchmarks.models import BenchmarkCaseRow, BenchmarkCopyRow, BenchmarkRow, BenchmarkVersionRow
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.errors import Conflict, InvalidQuery, NotFound
 from pacs.index.db import utcnow
 from pacs.index.models import Instance, Series, Study
@@ -66,6 +66,7 @@ class BenchmarkInfo:
     created_by: str
     created_at: datetime
     current: VersionInfo | None
+    partition: int = DEFAULT_PARTITION  # the hospital whose studies are its cases
 
     @property
     def main_metric(self) -> str:
@@ -121,17 +122,21 @@ def _benchmark(conn: Connection, row: Any) -> BenchmarkInfo:
     return BenchmarkInfo(row.id, row.name, Task(row.task), row.description,
                          LabelSchema.model_validate_json(row.label_schema_json or "{}"),
                          tuple(json.loads(row.metrics_json or "[]")) or TASK_METRICS[Task(row.task)], row.created_by,
-                         aware(row.created_at), _current(conn, row.id))  # fmt: skip
+                         aware(row.created_at), _current(conn, row.id), row.partition_fk)  # fmt: skip
 
 
-def list_benchmarks(engine: Engine) -> list[BenchmarkInfo]:
+def list_benchmarks(engine: Engine, partition: int = DEFAULT_PARTITION) -> list[BenchmarkInfo]:
+    """The benchmarks of ``partition``."""
     with engine.connect() as conn:
-        return [_benchmark(conn, r) for r in conn.execute(select(BenchmarkRow).order_by(BenchmarkRow.id))]
+        return [_benchmark(conn, r) for r in conn.execute(select(BenchmarkRow).where(
+            BenchmarkRow.partition_fk == partition).order_by(BenchmarkRow.id))]  # fmt: skip
 
 
-def get_benchmark(engine: Engine, ref: int | str) -> BenchmarkInfo:
-    """A benchmark by id or by name."""
+def get_benchmark(engine: Engine, ref: int | str, partition: int | None = None) -> BenchmarkInfo:
+    """A benchmark by id or by name (of ``partition``, when given: another's does not exist for it)."""
     cond = BenchmarkRow.id == int(ref) if str(ref).isdigit() else BenchmarkRow.name == str(ref)
+    if partition is not None:
+        cond = and_(cond, BenchmarkRow.partition_fk == partition)
     with engine.connect() as conn:
         row = conn.execute(select(BenchmarkRow).where(cond)).first()
         if row is None:
@@ -186,8 +191,9 @@ def list_cases(engine: Engine, version_id: int, *, split: str | None = None) -> 
 
 def create_benchmark(engine: Engine, *, name: str, task: str, description: str = "",
                      schema: LabelSchema | None = None, metrics: Sequence[str] = (),
-                     created_by: str) -> BenchmarkInfo:  # fmt: skip
-    """A new benchmark without studies (its first version comes with the first studies)."""
+                     created_by: str, partition: int = DEFAULT_PARTITION) -> BenchmarkInfo:  # fmt: skip
+    """A new benchmark of ``partition`` without studies (its first version comes with the first studies).
+    Names stay unique across partitions (until a contracting migration)."""
     if not NAME.match(name) or name.strip() != name or name.isdigit() or name.lower() == "evaluations":
         raise InvalidBenchmarkData("a benchmark name is 1 to 64 letters, digits, spaces, '.', '_' or '-', "
                                    "not only digits and not 'evaluations'")  # fmt: skip
@@ -207,8 +213,8 @@ def create_benchmark(engine: Engine, *, name: str, task: str, description: str =
         conn.execute(insert(BenchmarkRow).values(
             name=name, task=kind.value, description=description[:4000],
             label_schema_json=(schema or LabelSchema()).model_dump_json(), metrics_json=json.dumps(list(chosen)),
-            created_by=created_by[:64], created_at=now, updated_at=now))  # fmt: skip
-    return get_benchmark(engine, name)
+            created_by=created_by[:64], created_at=now, updated_at=now, partition_fk=partition))  # fmt: skip
+    return get_benchmark(engine, name, partition)
 
 
 def _digest(task: Task, drafts: Iterable[_Draft]) -> str:
@@ -263,15 +269,15 @@ def age_band(birth_date: str, on: str) -> str:
     return "80+"
 
 
-def _attributes(conn: Connection, uids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
-    """(sex, age band, manufacturer) of each existing study among ``uids``."""
+def _attributes(conn: Connection, uids: Sequence[str], partition: int) -> dict[str, tuple[str, str, str]]:
+    """(sex, age band, manufacturer) of each existing study of ``partition`` among ``uids``."""
     out: dict[str, tuple[str, str, str]] = {}
     first = select(func.min(Instance.id)).where(Instance.study_fk == Study.id).correlate(Study).scalar_subquery()
     for start in range(0, len(uids), 500):
         chunk = list(uids[start:start + 500])
         rows = conn.execute(select(Study.study_uid, Study.sex, Study.birth_date, Study.study_date,
                                    Instance.metadata_json).outerjoin(Instance, Instance.id == first)
-                            .where(Study.study_uid.in_(chunk)))  # fmt: skip
+                            .where(Study.study_uid.in_(chunk), Study.partition_fk == partition))  # fmt: skip
         for uid, sex, birth, date, meta in rows:
             maker = ""
             if meta:
@@ -283,12 +289,14 @@ def _attributes(conn: Connection, uids: Sequence[str]) -> dict[str, tuple[str, s
 
 def add_studies(engine: Engine, benchmark_id: int, *, study_uids: Sequence[str] = (),
                 query: Mapping[str, str] | None = None, created_by: str) -> AddResult:  # fmt: skip
-    """Add studies by UID list and/or by a QIDO-style query; unknown UIDs refuse the whole request."""
+    """Add studies of the benchmark's partition by UID list and/or by a QIDO-style query; unknown UIDs
+    (another partition's included) refuse the whole request."""
     bench = get_benchmark(engine, benchmark_id)
     wanted = list(dict.fromkeys(u.strip() for u in study_uids if u.strip()))
     if query:
         try:
-            found = run_query(engine, QueryRequest(Level.STUDY, dict(query), scope=AccessScope.everything(),
+            found = run_query(engine, QueryRequest(Level.STUDY, dict(query),
+                                                   scope=AccessScope.everything(bench.partition),
                                                    limit=MAX_CASES))  # fmt: skip
             wanted.extend(str(m.get("StudyInstanceUID")) for m in found)
         except InvalidQuery as exc:
@@ -300,7 +308,7 @@ def add_studies(engine: Engine, benchmark_id: int, *, study_uids: Sequence[str] 
         copies = set(conn.execute(select(BenchmarkCopyRow.copy_study_uid)
                                   .where(BenchmarkCopyRow.copy_study_uid.in_(wanted[:MAX_CASES]))).scalars())
         wanted = [u for u in wanted if u not in copies]  # de-identified copies are never cases
-        attributes = _attributes(conn, wanted)
+        attributes = _attributes(conn, wanted, bench.partition)
         unknown = [u for u in wanted if u not in attributes]
         if unknown:
             raise InvalidBenchmarkData("the studies were not added; these are not in the archive",
@@ -325,7 +333,8 @@ def import_labels(engine: Engine, benchmark_id: int, content: str, *, fmt: str, 
         drafts = _drafts(conn, bench.current.id)
     by_uid = {d.study_uid: d for d in drafts}
     labels = parse_labels(bench.task, bench.schema, content, fmt=fmt, known=set(by_uid),
-                          spacing_of=lambda study, series: series_spacing(engine, study, series))  # fmt: skip
+                          spacing_of=lambda study, series: series_spacing(engine, study, series,
+                                                                          bench.partition))  # fmt: skip
     changed = []
     for draft in drafts:
         label = labels.get(draft.study_uid)
@@ -380,11 +389,14 @@ def assign_split(engine: Engine, benchmark_id: int, *, seed: int, test_fraction:
                               created_by, seed=seed, fraction=test_fraction)  # fmt: skip
 
 
-def series_spacing(engine: Engine, study_uid: str, series_uid: str) -> tuple[float, float, float] | None:
-    """(slice, row, column) spacing in mm of a single-frame series, from the index's stored headers."""
+def series_spacing(engine: Engine, study_uid: str, series_uid: str,
+                   partition: int = DEFAULT_PARTITION) -> tuple[float, float, float] | None:  # fmt: skip
+    """(slice, row, column) spacing in mm of a single-frame series of ``partition``, from the index's stored
+    headers."""
     stmt = (select(Instance.metadata_json).join(Series, Series.id == Instance.series_fk)
             .join(Study, Study.id == Instance.study_fk)
-            .where(Study.study_uid == study_uid, Series.series_uid == series_uid))  # fmt: skip
+            .where(Study.study_uid == study_uid, Series.series_uid == series_uid,
+                   Study.partition_fk == partition))  # fmt: skip
     with engine.connect() as conn:
         metas = [json.loads(m) for m in conn.execute(stmt).scalars()]
     try:

@@ -183,7 +183,8 @@ def request_evaluation(engine: Engine, registry: PluginRegistry, *, benchmark_id
                 kind=CASE_KIND, dedupe_key=dedupe_key(CASE_KIND, evaluation_id, case.id), target=plugin.name,
                 target_version=plugin.version, payload={"evaluation": evaluation_id, "case": case.id,
                                                         "prediction": prediction_id},
-                requested_by=requested_by[:64], max_attempts=max_attempts, timeout_s=plugin.timeout_s), now=now)
+                requested_by=requested_by[:64], max_attempts=max_attempts, timeout_s=plugin.timeout_s,
+                partition=bench.partition), now=now)  # the plugin reads the case in the benchmark's partition
             conn.execute(update(PredictionRow).where(PredictionRow.id == prediction_id).values(job_id=job_id))
     return get_evaluation(engine, evaluation_id)
 

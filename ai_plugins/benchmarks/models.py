@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base, BigId
@@ -19,9 +19,11 @@ from pacs.index.models import Base, BigId
 
 class BenchmarkRow(Base):
     __tablename__ = "benchmarks"
+    __table_args__ = (Index("ix_benchmarks_partition", "partition_fk", "name"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     task: Mapped[str] = mapped_column(String(16))  # classification | detection | segmentation
     description: Mapped[str] = mapped_column(Text, default="")
     label_schema_json: Mapped[str] = mapped_column(Text, default="{}")

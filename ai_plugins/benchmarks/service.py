@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ai_plugins.benchmarks.labels import LabelSchema, Task
 from ai_plugins.benchmarks.models import PredictionRow
 from ai_plugins.runner.registry import PluginRegistry, PluginSource
 from ai_plugins.sdk import Plugin
+from pacs.access import DEFAULT_PARTITION
 from pacs.archive import Archive
 
 
@@ -46,11 +48,13 @@ class CaseOutput:
 
 
 class BenchmarkService:
-    """Benchmarks, dataset versions, evaluations and leaderboards of one archive."""
+    """Benchmarks, dataset versions, evaluations and leaderboards of one partition of an archive (the
+    default one unless told): another partition's benchmarks and evaluations do not exist for it."""
 
     def __init__(self, archive: Archive, *, extra_plugins: Sequence[type[Plugin]] = (),
-                 use_entry_points: bool = True) -> None:  # fmt: skip
+                 use_entry_points: bool = True, partition: int = DEFAULT_PARTITION) -> None:  # fmt: skip
         self.archive = archive
+        self.partition = partition
         self.engine = archive.engine
         self.extra_plugins = tuple(extra_plugins)
         self.use_entry_points = use_entry_points
@@ -65,13 +69,21 @@ class BenchmarkService:
             self.registry.sync()
             self._synced = True
 
+    def in_partition(self, partition: int) -> BenchmarkService:
+        """This service (its registry shared) over ``partition``'s benchmarks."""
+        if partition == self.partition:
+            return self
+        other = copy.copy(self)
+        other.partition = partition
+        return other
+
     # --- datasets --------------------------------------------------------------------------------
 
     def benchmarks(self) -> list[BenchmarkInfo]:
-        return datasets.list_benchmarks(self.engine)
+        return datasets.list_benchmarks(self.engine, self.partition)
 
     def benchmark(self, ref: int | str) -> BenchmarkInfo:
-        return datasets.get_benchmark(self.engine, ref)
+        return datasets.get_benchmark(self.engine, ref, self.partition)
 
     def versions(self, ref: int | str) -> list[VersionInfo]:
         return datasets.list_versions(self.engine, self.benchmark(ref).id)
@@ -79,7 +91,7 @@ class BenchmarkService:
     def create(self, *, name: str, task: str, description: str = "", schema: LabelSchema | None = None,
                metrics: Sequence[str] = (), created_by: str) -> BenchmarkInfo:  # fmt: skip
         return datasets.create_benchmark(self.engine, name=name, task=task, description=description, schema=schema,
-                                         metrics=metrics, created_by=created_by)  # fmt: skip
+                                         metrics=metrics, created_by=created_by, partition=self.partition)  # fmt: skip
 
     def add_studies(self, ref: int | str, *, study_uids: Sequence[str] = (), query: Mapping[str, str] | None = None,
                     created_by: str) -> AddResult:  # fmt: skip
@@ -96,7 +108,7 @@ class BenchmarkService:
         version = datasets.assign_split(self.engine, bench.id, seed=seed, test_fraction=test_fraction,
                                         created_by=created_by)  # fmt: skip
         dev = [c.study_uid for c in datasets.list_cases(self.engine, version.id, split="dev")]
-        done, failed = copies.publish(self.archive, bench.id, dev, progress)
+        done, failed = copies.publish(self.archive, bench.id, dev, progress, bench.partition)
         return SplitResult(version, len(done), failed)
 
     def cases(self, ref: int | str, version_number: int | None = None) -> tuple[VersionInfo, list[CaseInfo]]:
@@ -134,7 +146,9 @@ class BenchmarkService:
             max_attempts=settings.job_max_attempts, force=force)  # fmt: skip
 
     def evaluation(self, evaluation_id: int) -> EvaluationView:
-        return evaluation.get_evaluation(self.engine, evaluation_id)
+        view = evaluation.get_evaluation(self.engine, evaluation_id)
+        self.benchmark(view.benchmark_id)  # NotFound for another partition's
+        return view
 
     def evaluations(self, ref: int | str, version_number: int | None = None) -> list[EvaluationView]:
         bench = self.benchmark(ref)

@@ -52,6 +52,7 @@ from ai_plugins.runner.results import ResultUids
 from ai_plugins.runner.routing import JOB_KIND, study_contents
 from ai_plugins.runner.tokens import issue_job_token
 from ai_plugins.sdk import Findings, InvalidFindings
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.errors import CloudfilmError, Conflict, NotFound
@@ -102,6 +103,7 @@ class EdgeJobs:
         where = and_(
             or_(*(and_(Job.target == name, Job.target_version == version) for name, version in runnable)),
             Job.study_uid.not_in(benchmark_material()),
+            Job.partition_fk == DEFAULT_PARTITION,  # edge workers read the default partition's DICOMweb only
         )
         claimed = self.queue.claim(owner_of(edge, request.worker_id), [JOB_KIND], where=where)
         if not claimed:

@@ -39,7 +39,9 @@ class ForwardJobs:
 
     def housekeep(self) -> bool:
         settings = self.archive.settings
-        return dispatch(self.archive.engine, self.archive.store, settings.routing_rules, settings.routing_destinations)
+        partitions = {p.slug: p.id for p in self.archive.partitions.all()}
+        return dispatch(self.archive.engine, self.archive.store, settings.routing_rules, settings.routing_destinations,
+                        partitions)  # fmt: skip
 
     def execute(self, job: ClaimedJob, lease: Lease) -> Done:
         settings = self.archive.settings

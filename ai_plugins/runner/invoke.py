@@ -33,6 +33,7 @@ from ai_plugins.sandbox import Limits, PackageEnv, SandboxUnavailable, run_sandb
 from ai_plugins.sandbox.case import NothingToRun, case_directory
 from ai_plugins.sandbox.run import STOPPED
 from ai_plugins.sdk import Findings, InputFilter, InstanceSource, InvalidFindings, StudyInput
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.errors import Conflict, NotFound
@@ -80,8 +81,8 @@ def invoke_plugin(archive: Archive, registry: PluginRegistry, plugin: PluginView
     installed = registry.installed(plugin.name, plugin.version)
     if installed is None:
         raise JobFailed(f"{plugin.key} is not installed on worker {job.owner}")
-    return run_installed(installed.ref, ArchiveReader(archive.settings), lease, study_uid=study_uid, uids=uids,
-                         key=plugin.key)  # fmt: skip
+    return run_installed(installed.ref, ArchiveReader(archive.settings, job.partition), lease, study_uid=study_uid,
+                         uids=uids, key=plugin.key)  # fmt: skip
 
 
 def run_installed(ref: str, reader: StudyReader, lease: Lease, *, study_uid: str, uids: ResultUids | None,
@@ -100,10 +101,10 @@ def run_installed(ref: str, reader: StudyReader, lease: Lease, *, study_uid: str
 
 
 def archive_results(archive: Archive, plugin: PluginView, study_uid: str, findings: Findings,
-                    uids: ResultUids) -> PluginAnswer:  # fmt: skip
+                    uids: ResultUids, partition: int = DEFAULT_PARTITION) -> PluginAnswer:  # fmt: skip
     """``findings`` with the SR/SEG the archive writes of them (a package's, a hosted plugin's or an edge
-    worker's findings: the archive alone writes their DICOM objects)."""
-    study = StudyInput(study_uid, ArchiveSource(archive.engine, archive.store, study_uid))
+    worker's findings: the archive alone writes their DICOM objects) on ``partition``'s study."""
+    study = StudyInput(study_uid, ArchiveSource(archive.engine, archive.store, study_uid, partition))
     return PluginAnswer(findings, tuple(build_result_objects(findings, study, plugin.info(), uids)))
 
 
@@ -115,12 +116,12 @@ def _sandboxed(archive: Archive, plugin: PluginView, lease: Lease, study_uid: st
         env, limits = PackageService(archive).runnable(plugin.digest)
     except (NotFound, Conflict) as exc:
         raise JobFailed(f"{plugin.key} cannot run: {exc}", retry=False) from None
-    source = ArchiveSource(archive.engine, archive.store, study_uid)
+    source = ArchiveSource(archive.engine, archive.store, study_uid, lease.job.partition)
     findings = run_package(env, limits, plugin.input_filter, source, lease, key=plugin.key)
     if uids is None:
         return PluginAnswer(findings)
     lease.progress(0.7, "writing results")
-    return archive_results(archive, plugin, study_uid, findings, uids)
+    return archive_results(archive, plugin, study_uid, findings, uids, lease.job.partition)
 
 
 def run_package(env: PackageEnv, limits: Limits, input_filter: InputFilter, source: InstanceSource, lease: Lease, *,
@@ -153,6 +154,9 @@ def run_package(env: PackageEnv, limits: Limits, input_filter: InputFilter, sour
 def _remote(archive: Archive, plugin: PluginView, lease: Lease, study_uid: str, series_uids: Sequence[str],
             uids: ResultUids | None) -> PluginAnswer:  # fmt: skip
     job = lease.job
+    if job.partition != DEFAULT_PARTITION:  # its token and DICOMweb base are the default partition's
+        raise JobFailed(f"{plugin.key} is hosted by its vendor, which serves the default partition only",
+                        retry=False)  # fmt: skip
     with archive.engine.connect() as conn:  # the last gate before anything is sent: every path passes here
         withheld = withheld_from_vendors(conn, study_uid)
     if withheld:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base, BigId
@@ -47,10 +47,12 @@ class PluginResult(Base):
     __table_args__ = (
         Index("ix_plugin_results_study", "study_uid", "plugin_name", "created_at"),
         Index("ix_plugin_results_job", "job_id"),
+        Index("ix_plugin_results_partition", "partition_fk", "study_uid"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     job_id: Mapped[int] = mapped_column(BigId)
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     study_uid: Mapped[str] = mapped_column(String(64))
     plugin_name: Mapped[str] = mapped_column(String(64))
     plugin_version: Mapped[str] = mapped_column(String(64))
@@ -61,3 +63,18 @@ class PluginResult(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64))
     summary_json: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PluginEnablement(Base):
+    """A plugin version enabled (or not) in a partition other than the default one (migration 0020).
+
+    The default partition's switch is ``plugins.enabled``; any other partition runs a version only
+    where a row here enables it, so a new hospital starts with no plugin running on its studies."""
+
+    __tablename__ = "plugin_enablements"
+
+    partition_fk: Mapped[int] = mapped_column(ForeignKey("partitions.id", ondelete="CASCADE"), primary_key=True)
+    plugin_fk: Mapped[int] = mapped_column(ForeignKey("plugins.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_by: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

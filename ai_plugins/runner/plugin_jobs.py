@@ -31,7 +31,7 @@ from ai_plugins.runner.registry import PluginRegistry, PluginView
 from ai_plugins.runner.results import ResultUids, kind_of
 from ai_plugins.runner.routing import JOB_KIND, Router
 from ai_plugins.sdk import Findings
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.archive import Archive
 from pacs.errors import NotFound
 from pacs.events import EVENT_AI_RESULT, record_event
@@ -65,7 +65,7 @@ class PluginJobs:
 
     def execute(self, job: ClaimedJob, lease: Lease) -> Done:
         try:
-            plugin = self.registry.get(job.target, job.target_version)
+            plugin = self.registry.get(job.target, job.target_version, partition=job.partition)
         except NotFound:
             raise JobFailed(f"plugin {job.target}@{job.target_version} is no longer registered", retry=False) from None
         if not plugin.enabled:
@@ -90,7 +90,8 @@ class PluginJobs:
                          + (", ".join(f"{s.kind} {s.sop_uid}" for s in stored) or "nothing"))  # fmt: skip
 
     def _vendor_stored(self, job: ClaimedJob, sop_uids: tuple[str, ...]) -> list[StoredResult]:
-        found = find_instances_by_sop(self.archive.engine, AccessScope.studies(job.study_uid), list(sop_uids))
+        found = find_instances_by_sop(self.archive.engine, AccessScope.studies(job.study_uid, partition=job.partition),
+                                      list(sop_uids))  # fmt: skip
         missing = sorted(set(sop_uids) - {i.sop_uid for i in found})
         if missing:
             raise JobFailed(f"the vendor reported {len(missing)} stored instance(s) that are not in the study")
@@ -101,8 +102,11 @@ class PluginJobs:
         stored = [StoredResult(obj.kind, obj.sop_uid, obj.series_uid, obj.sop_class_uid) for obj in answer.objects]
         with write_transaction(self.archive.engine) as conn:
             record_results(conn, job, plugin, stored, summarise(answer.findings))
-        for obj in answer.objects:
-            result = self.archive.ingest.store_bytes(obj.data, label=f"{plugin.key} {obj.kind}")
+        partition = self.archive.partitions.by_id(job.partition)
+        if partition is None:
+            raise JobFailed(f"partition {job.partition} is no longer configured", retry=False)
+        for obj in answer.objects:  # into the study's own partition
+            result = self.archive.ingest.store_bytes(obj.data, label=f"{plugin.key} {obj.kind}", partition=partition)
             if not result.ok:
                 raise JobFailed(f"the archive refused the {obj.kind}: {result.reason}")
         return stored
@@ -111,11 +115,12 @@ class PluginJobs:
 def edge_only(plugins: Collection[str]) -> ColumnElement[bool] | None:
     """The claim filter of the archive's own workers: clinical runs of ``plugins`` (``EDGE_PLUGINS``)
     are left to edge workers, whatever is installed here; but not those on benchmark material, which no
-    edge worker is given (:func:`~ai_plugins.benchmarks.visibility.benchmark_material`)."""
+    edge worker is given (:func:`~ai_plugins.benchmarks.visibility.benchmark_material`), nor those of a
+    partition other than the default one (an edge worker reads the default partition's DICOMweb)."""
     if not plugins:
         return None
     return not_(and_(Job.kind == JOB_KIND, Job.target.in_(sorted(plugins)),
-                     Job.study_uid.not_in(benchmark_material())))  # fmt: skip
+                     Job.study_uid.not_in(benchmark_material()), Job.partition_fk == DEFAULT_PARTITION))  # fmt: skip
 
 
 def summarise(findings: Findings | None) -> dict[str, Any]:
@@ -139,7 +144,8 @@ def summarise(findings: Findings | None) -> dict[str, Any]:
 def record_results(conn: Connection, job: ClaimedJob, plugin: PluginView, stored: list[StoredResult],
                    summary: dict[str, Any]) -> None:  # fmt: skip
     """Record objects as ``job``'s output; an object already recorded keeps its first record."""
-    _insert_results(conn, job.id, job.study_uid, plugin.name, plugin.version, job.generation, stored, summary)
+    _insert_results(conn, job.id, job.study_uid, plugin.name, plugin.version, job.generation, stored, summary,
+                    job.partition)  # fmt: skip
 
 
 def _completed(conn: Connection, job: ClaimedJob, plugin: PluginView, stored: list[StoredResult],
@@ -150,7 +156,8 @@ def _completed(conn: Connection, job: ClaimedJob, plugin: PluginView, stored: li
     record_event(conn, EVENT_AI_RESULT, job.study_uid, head.series_uid if head else "", head.sop_uid if head else "",
                  detail={"Plugin": plugin.name, "PluginVersion": plugin.version, "JobId": job.id,
                          "Objects": [{"Kind": s.kind, "SeriesInstanceUid": s.series_uid, "SopInstanceUid": s.sop_uid}
-                                     for s in stored], **({"Summary": summary} if summary else {})})  # fmt: skip
+                                     for s in stored], **({"Summary": summary} if summary else {})},
+                 partition=job.partition)  # fmt: skip
 
 
 def record_vendor_upload(engine: Engine, job_id: int, obj: StoredResult) -> None:
@@ -162,22 +169,25 @@ def record_vendor_upload(engine: Engine, job_id: int, obj: StoredResult) -> None
     """
     with write_transaction(engine) as conn:
         job = conn.execute(
-            select(Job.kind, Job.study_uid, Job.target, Job.target_version, Job.generation).where(Job.id == job_id)
+            select(Job.kind, Job.study_uid, Job.target, Job.target_version, Job.generation, Job.partition_fk)
+            .where(Job.id == job_id)
         ).first()
         if job is None or job.kind != JOB_KIND:
             return
-        _insert_results(conn, job_id, job.study_uid, job.target, job.target_version, job.generation, [obj], {})
+        _insert_results(conn, job_id, job.study_uid, job.target, job.target_version, job.generation, [obj], {},
+                        job.partition_fk)  # fmt: skip
 
 
 def _insert_results(conn: Connection, job_id: int, study_uid: str, name: str, version: str, generation: int,
-                    stored: list[StoredResult], summary: dict[str, Any]) -> None:  # fmt: skip
+                    stored: list[StoredResult], summary: dict[str, Any], partition: int) -> None:  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     now = utcnow()
     for s in stored:
         conn.execute(
             dialect.insert(PluginResult)
-            .values(job_id=job_id, study_uid=study_uid, plugin_name=name, plugin_version=version,
-                    generation=generation, kind=s.kind, series_uid=s.series_uid, sop_uid=s.sop_uid,
-                    sop_class_uid=s.sop_class_uid, summary_json=json.dumps(summary, sort_keys=True), created_at=now)
+            .values(job_id=job_id, partition_fk=partition, study_uid=study_uid, plugin_name=name,
+                    plugin_version=version, generation=generation, kind=s.kind, series_uid=s.series_uid,
+                    sop_uid=s.sop_uid, sop_class_uid=s.sop_class_uid, summary_json=json.dumps(summary, sort_keys=True),
+                    created_at=now)
             .on_conflict_do_nothing(index_elements=["sop_uid"])
         )  # fmt: skip

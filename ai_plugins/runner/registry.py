@@ -15,7 +15,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ai_plugins.runner.models import PluginRecord
+from ai_plugins.runner.models import PluginEnablement, PluginRecord
 from ai_plugins.sdk import ENTRY_POINT_GROUP, InputFilter, Plugin, PluginInfo
 from ai_plugins.sdk.plugin import NAME_PATTERN
+from pacs.access import DEFAULT_PARTITION
 from pacs.errors import Conflict, NotFound
 from pacs.index.db import utcnow
 from pacs.jobs import aware, write_transaction
@@ -279,43 +281,65 @@ class PluginRegistry:
 
     # --- state -----------------------------------------------------------------------------------
 
-    def set_enabled(self, name: str, version: str, enabled: bool) -> PluginView:
-        """Turn one plugin version on or off (jobs already queued for it are cancelled by the caller)."""
+    def set_enabled(self, name: str, version: str, enabled: bool, *, partition: int = DEFAULT_PARTITION,
+                    by: str = "") -> PluginView:  # fmt: skip
+        """Turn one plugin version on or off in ``partition`` (jobs already queued for it are cancelled by
+        the caller). The default partition's switch is the registration's own; any other partition's is
+        a row of ``plugin_enablements``."""
+        now = utcnow()
         with write_transaction(self.engine) as conn:
-            n = conn.execute(
-                update(PluginRecord)
-                .where(PluginRecord.name == name, PluginRecord.version == version)
-                .values(enabled=enabled, updated_at=utcnow())
-            ).rowcount
-        if not n:
-            raise NotFound(f"no plugin {name}@{version}")
-        return self.get(name, version)
+            plugin_id = conn.execute(select(PluginRecord.id).where(
+                PluginRecord.name == name, PluginRecord.version == version)).scalar_one_or_none()
+            if plugin_id is None:
+                raise NotFound(f"no plugin {name}@{version}")
+            if partition == DEFAULT_PARTITION:
+                conn.execute(update(PluginRecord).where(PluginRecord.id == plugin_id)
+                             .values(enabled=enabled, updated_at=now))
+            else:
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                values = {"enabled": enabled, "updated_by": by[:64], "updated_at": now}
+                conn.execute(dialect.insert(PluginEnablement)
+                             .values(partition_fk=partition, plugin_fk=plugin_id, **values)
+                             .on_conflict_do_update(index_elements=["partition_fk", "plugin_fk"], set_=values))
+        return self.get(name, version, partition=partition)
 
-    def get(self, name: str, version: str) -> PluginView:
+    def get(self, name: str, version: str, *, partition: int = DEFAULT_PARTITION) -> PluginView:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(PluginRecord).where(PluginRecord.name == name, PluginRecord.version == version)
             ).first()
-        if row is None:
-            raise NotFound(f"no plugin {name}@{version}")
-        return _view(row, self._installed_map())
+            if row is None:
+                raise NotFound(f"no plugin {name}@{version}")
+            return self._in_partition(conn, [_view(row, self._installed_map())], [row.id], partition)[0]
 
-    def latest(self, name: str, *, enabled_only: bool = True) -> PluginView:
-        """The newest registered version of ``name`` (the enabled ones only, by default)."""
-        versions = [p for p in self.list_all() if p.name == name and (p.enabled or not enabled_only)]
+    def latest(self, name: str, *, enabled_only: bool = True, partition: int = DEFAULT_PARTITION) -> PluginView:
+        """The newest registered version of ``name`` (the ones enabled in ``partition`` only, by default)."""
+        versions = [p for p in self.list_all(partition=partition)
+                    if p.name == name and (p.enabled or not enabled_only)]  # fmt: skip
         if not versions:
             raise NotFound(f"no {'enabled ' if enabled_only else ''}plugin named {name!r}")
         return max(versions, key=lambda p: (_version_key(p.version), p.created_at))
 
-    def list_all(self) -> list[PluginView]:
+    def list_all(self, *, partition: int = DEFAULT_PARTITION) -> list[PluginView]:
         with self.engine.connect() as conn:
-            return self.list_in(conn)
+            return self.list_in(conn, partition=partition)
 
-    def list_in(self, conn: Connection) -> list[PluginView]:
-        """Every registration, read on the caller's connection (the router runs in a transaction)."""
+    def list_in(self, conn: Connection, *, partition: int = DEFAULT_PARTITION) -> list[PluginView]:
+        """Every registration, read on the caller's connection (the router runs in a transaction), with
+        ``enabled`` as it stands in ``partition``."""
         installed = self._discovered  # no discovery (imports) inside the caller's transaction
-        rows = conn.execute(select(PluginRecord).order_by(PluginRecord.name, PluginRecord.created_at))
-        return [_view(r, installed) for r in rows]
+        rows = list(conn.execute(select(PluginRecord).order_by(PluginRecord.name, PluginRecord.created_at)))
+        return self._in_partition(conn, [_view(r, installed) for r in rows], [r.id for r in rows], partition)
+
+    @staticmethod
+    def _in_partition(conn: Connection, views: list[PluginView], ids: list[int], partition: int) -> list[PluginView]:
+        """``views`` (of the registrations ``ids``) with ``enabled`` as in ``partition``: off in a partition
+        other than the default one unless a row there turns it on."""
+        if partition == DEFAULT_PARTITION:
+            return views
+        on = set(conn.execute(select(PluginEnablement.plugin_fk).where(
+            PluginEnablement.partition_fk == partition, PluginEnablement.enabled.is_(True))).scalars())
+        return [replace(v, enabled=i in on) for v, i in zip(views, ids, strict=True)]
 
     def _installed_map(self) -> dict[tuple[str, str], InstalledPlugin]:
         """The plugins installed here, discovered once (discovery imports the plugin packages)."""
@@ -335,8 +359,6 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def _insert_ignore(conn: Connection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(PluginRecord).on_conflict_do_nothing(index_elements=["name", "version"])
 

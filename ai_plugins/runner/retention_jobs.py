@@ -32,7 +32,8 @@ class RetentionJobs:
     def execute(self, job: ClaimedJob, lease: Lease) -> Done:
         archive = self.archive
         report = run(archive.engine, archive.store, archive.settings, utcnow(), source="worker",
-                     stopping=lease.stopping, progress=lease.progress)  # fmt: skip
+                     stopping=lease.stopping, progress=lease.progress,
+                     partitions={p.slug: p.id for p in archive.partitions.all()})  # fmt: skip
         if report.stopped:
             raise JobFailed("the worker stopped before the retention run was done")
         if report.errors:

@@ -54,14 +54,16 @@ class StudyContents:
         return StudySummary(study_uid=self.study_uid, series=self.series)
 
 
-def study_contents(conn: Connection, study_uid: str) -> StudyContents:
-    """Series of the study from the index, without those that plugins produced."""
-    study_id = conn.execute(select(Study.id).where(  # jobs run on the default partition's studies
-        Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION)).scalar_one_or_none()
+def study_contents(conn: Connection, study_uid: str, partition: int = DEFAULT_PARTITION) -> StudyContents:
+    """Series of ``partition``'s study from the index, without those that plugins produced."""
+    study_id = conn.execute(select(Study.id).where(
+        Study.study_uid == study_uid, Study.partition_fk == partition)).scalar_one_or_none()
     if study_id is None:
         raise NotFound("no such study")
     produced = set(
-        conn.execute(select(PluginResult.series_uid).where(PluginResult.study_uid == study_uid).distinct()).scalars()
+        conn.execute(select(PluginResult.series_uid).where(PluginResult.study_uid == study_uid,
+                                                           PluginResult.partition_fk == partition)
+                     .distinct()).scalars()  # fmt: skip
     )
     rows = conn.execute(
         select(
@@ -137,7 +139,7 @@ class Router:
         self.max_attempts = max_attempts
 
     def _spec(self, plugin: PluginView, study_uid: str, generation: int, chosen: Sequence[SeriesInfo],
-              fp: str, *, key: str, requested_by: str) -> JobSpec:  # fmt: skip
+              fp: str, *, key: str, requested_by: str, partition: int) -> JobSpec:  # fmt: skip
         return JobSpec(
             kind=JOB_KIND,
             dedupe_key=key,
@@ -149,29 +151,32 @@ class Router:
             requested_by=requested_by,
             max_attempts=self.max_attempts,
             timeout_s=plugin.timeout_s,
+            partition=partition,
         )
 
     def on_stable(self, conn: Connection, stable: StableStudy) -> None:
-        """Enqueue, in the transition's transaction, a job per enabled plugin that wants this study."""
+        """Enqueue, in the transition's transaction, a job per plugin enabled in the study's partition
+        that wants this study."""
         # Enabled is what counts, not what this process has installed: every detector routes alike.
-        plugins = [p for p in self.registry.list_in(conn) if p.enabled]
+        plugins = [p for p in self.registry.list_in(conn, partition=stable.partition) if p.enabled]
         if not plugins:
             return
         if any(p.source is PluginSource.REMOTE for p in plugins) and withheld_from_vendors(conn, stable.study_uid):
             plugins = [p for p in plugins if p.source is not PluginSource.REMOTE]  # a test case stays here
-        contents = study_contents(conn, stable.study_uid)
+        contents = study_contents(conn, stable.study_uid, stable.partition)
         for plugin in plugins:
             chosen = input_series(plugin.input_filter, contents)
             if not chosen:
                 continue
             fp = fingerprint(chosen, contents)
             spec = self._spec(plugin, stable.study_uid, stable.generation, chosen, fp,
-                              key=input_key(plugin, stable.study_uid, fp), requested_by="stable-study")  # fmt: skip
+                              key=input_key(plugin, stable.study_uid, fp, stable.partition),
+                              requested_by="stable-study", partition=stable.partition)  # fmt: skip
             if enqueue(conn, spec) is not None:
                 log.info("queued %s for study %s (generation %d)", plugin.key, stable.study_uid, stable.generation)
 
     def rerun(self, engine: Engine, queue: JobQueue, study_uid: str, name: str, *, version: str | None = None,
-              requested_by: str) -> tuple[JobView, bool]:  # fmt: skip
+              requested_by: str, partition: int = DEFAULT_PARTITION) -> tuple[JobView, bool]:  # fmt: skip
         """Queue a run the caller asked for, even on input already processed; ``(job, created)``.
 
         A job of this plugin version for the study that is still waiting or running is returned
@@ -180,16 +185,16 @@ class Router:
         study, or two re-runs, never interleave.
         """
         if version:
-            plugin = self.registry.get(name, version)
+            plugin = self.registry.get(name, version, partition=partition)
         else:
             try:
-                plugin = self.registry.latest(name)
+                plugin = self.registry.latest(name, partition=partition)
             except NotFound:  # none enabled: say so about the newest one (or 404 if none at all)
-                plugin = self.registry.latest(name, enabled_only=False)
+                plugin = self.registry.latest(name, enabled_only=False, partition=partition)
         if not plugin.enabled:
             raise Conflict(f"{plugin.key} is disabled")
         with write_transaction(engine) as conn:
-            lock = select(Study.id).where(Study.study_uid == study_uid)
+            lock = select(Study.id).where(Study.study_uid == study_uid, Study.partition_fk == partition)
             if conn.dialect.name == "postgresql":
                 lock = lock.with_for_update()
             if conn.execute(lock).first() is None:
@@ -197,37 +202,41 @@ class Router:
             if plugin.source is PluginSource.REMOTE and withheld_from_vendors(conn, study_uid):
                 raise Conflict(f"{plugin.key} is hosted by its vendor: {HOSTED_REFUSAL}")
             active = active_job(conn, kind=JOB_KIND, target=plugin.name, target_version=plugin.version,
-                                study_uid=study_uid)  # fmt: skip
+                                study_uid=study_uid, partition=partition)  # fmt: skip
             if active is not None:
                 return active, False
-            contents = study_contents(conn, study_uid)
+            contents = study_contents(conn, study_uid, partition)
             chosen = input_series(plugin.input_filter, contents)
             if not chosen:
                 raise Conflict(f"{plugin.key} accepts no series of this study")
-            generation = _generation(conn, study_uid)
+            generation = _generation(conn, study_uid, partition)
             fp = fingerprint(chosen, contents)
             by = requested_by[:64] or "user"
             job_id = enqueue(conn, self._spec(plugin, study_uid, generation, chosen, fp,
-                                              key=input_key(plugin, study_uid, fp), requested_by=by))  # fmt: skip
+                                              key=input_key(plugin, study_uid, fp, partition), requested_by=by,
+                                              partition=partition))  # fmt: skip
             if job_id is None:  # this input has had its run: this one is extra, under a key of its own
                 key = dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp, "rerun", uuid.uuid4().hex)
                 job_id = enqueue(conn, self._spec(plugin, study_uid, generation, chosen, fp, key=key,
-                                                  requested_by=by))  # fmt: skip
+                                                  requested_by=by, partition=partition))  # fmt: skip
         assert job_id is not None  # a fresh random key never collides
         log.info("re-run of %s on study %s requested by %s", plugin.key, study_uid, requested_by)
         return queue.get(job_id), True
 
 
-def input_key(plugin: PluginView, study_uid: str, fp: str) -> str:
-    """The key of a plugin version's first run on one input: at most one job ever holds it."""
-    return dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp)
+def input_key(plugin: PluginView, study_uid: str, fp: str, partition: int = DEFAULT_PARTITION) -> str:
+    """The key of a plugin version's first run on one input: at most one job ever holds it. The same
+    UIDs in another partition are another input (the default partition's keys are those of before)."""
+    if partition == DEFAULT_PARTITION:
+        return dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp)
+    return dedupe_key(JOB_KIND, plugin.name, plugin.version, study_uid, fp, "partition", partition)
 
 
-def _generation(conn: Connection, study_uid: str) -> int:
+def _generation(conn: Connection, study_uid: str, partition: int = DEFAULT_PARTITION) -> int:
     value = conn.execute(
         select(func.coalesce(func.max(StudyStability.generation), 0))
         .join(Study, Study.id == StudyStability.study_fk)
-        .where(Study.study_uid == study_uid)
+        .where(Study.study_uid == study_uid, Study.partition_fk == partition)
     ).scalar_one()
     return int(value)
 

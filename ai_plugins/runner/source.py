@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from ai_plugins.runner.routing import StudyContents, study_contents
 from ai_plugins.sdk import InstanceSource, SeriesInfo
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.retrieve import find_instances, open_instance
 from pacs.settings import Settings
 from pacs.storage import ObjectStore
@@ -35,6 +35,7 @@ class ArchiveReader:
     """The study read from the archive's index and object store, named by ``settings``."""
 
     settings: Settings
+    partition: int = DEFAULT_PARTITION  # the partition whose study is read
 
     @contextmanager
     def open(self, study_uid: str) -> Iterator[InstanceSource]:
@@ -44,7 +45,7 @@ class ArchiveReader:
         engine = db.make_engine(self.settings.resolved_database_url, pool_size=2)
         store = open_store(self.settings)
         try:
-            yield ArchiveSource(engine, store, study_uid)
+            yield ArchiveSource(engine, store, study_uid, self.partition)
         finally:
             store.close()
             engine.dispose()
@@ -55,18 +56,19 @@ _READERS = 8
 class ArchiveSource:
     """Series of one study from the index (without plugin output), instances read from the object store."""
 
-    def __init__(self, engine: Engine, store: ObjectStore, study_uid: str) -> None:
+    def __init__(self, engine: Engine, store: ObjectStore, study_uid: str, partition: int = DEFAULT_PARTITION) -> None:
         self.engine = engine
         self.store = store
         self.study_uid = study_uid
-        self.scope = AccessScope.studies(study_uid)
+        self.partition = partition
+        self.scope = AccessScope.studies(study_uid, partition=partition)
         self._contents: StudyContents | None = None
 
     @property
     def contents(self) -> StudyContents:
         if self._contents is None:
             with self.engine.connect() as conn:
-                self._contents = study_contents(conn, self.study_uid)
+                self._contents = study_contents(conn, self.study_uid, self.partition)
         return self._contents
 
     def list_series(self) -> Sequence[SeriesInfo]:

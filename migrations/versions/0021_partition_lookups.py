@@ -3,7 +3,7 @@ orders, performed procedure steps and AI reviews; accession numbers and instance
 partition
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-11 05:00:00.000000
 
 Every existing row lands in partition 1 (``default``) through the columns' server default. A
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.models import AuditRow
 from pacs.accounts.principal import Principal
 from pacs.accounts.tx import aware, reading
@@ -92,6 +93,7 @@ class AuditEvent:
     detail: str = ""
     at: datetime | None = None
     id: int | None = None  # set on events read back from the trail
+    partition: int = DEFAULT_PARTITION  # where it happened: that partition's admins read it
 
     @classmethod
     def by(cls, principal: Principal | None, action: Action | str, **fields: object) -> AuditEvent:
@@ -102,6 +104,7 @@ class AuditEvent:
         who = principal.username if principal.is_user else principal.label if principal.edge else event.username
         return replace(
             event,
+            partition=event.partition if "partition" in fields else principal.home_partition,
             username=who,
             role=principal.role or "",
             user_id=principal.user_id,
@@ -125,10 +128,11 @@ def record(engine: Engine, event: AuditEvent) -> bool:
         "patient_id": event.patient_id[:64],
         "source": event.source[:128],
         "detail": event.detail[:2000],
+        "partition_fk": event.partition,
     }
     # An access also stamps the study's last access (retention's ``idle_days``), about hourly.
     opened = (event.study_uid if event.action in ACCESS_ACTIONS and event.outcome == Outcome.SUCCESS
-              and event.study_uid and STAMPS.due(event.study_uid, at) else "")  # fmt: skip
+              and event.study_uid and STAMPS.due(event.study_uid, at, event.partition) else "")  # fmt: skip
     try:
         with engine.connect() as conn:
             conn.info["write"] = True
@@ -136,12 +140,12 @@ def record(engine: Engine, event: AuditEvent) -> bool:
                 with conn.begin():
                     conn.execute(insert(AuditRow).values(**values))
                     if opened:
-                        stamp(conn, opened, at)
+                        stamp(conn, opened, at, event.partition)
             finally:
                 conn.info.pop("write", None)
     except SQLAlchemyError:
         if opened:
-            STAMPS.forget(opened)
+            STAMPS.forget(opened, event.partition)
         log.exception("could not write the audit event %s (%s)", values["action"], values["outcome"])
         return False
     return True
@@ -162,9 +166,12 @@ class AuditQuery:
     offset: int = 0
     newest_first: bool = True
     exclude_user_id: int | None = None
+    partition: int | None = None  # only this partition's events (None: every partition's)
 
 
 def _where(stmt: Select[Any], q: AuditQuery) -> Select[Any]:
+    if q.partition is not None:
+        stmt = stmt.where(AuditRow.partition_fk == q.partition)
     if q.study_uid:
         stmt = stmt.where(AuditRow.study_uid == q.study_uid)
     if q.username:
@@ -196,7 +203,7 @@ def _event(row: AuditRow) -> AuditEvent:
     return AuditEvent(
         action=row.action, outcome=row.outcome, username=row.username, role=row.role, user_id=row.user_id,
         share_id=row.share_id, study_uid=row.study_uid, patient_id=row.patient_id, source=row.source,
-        detail=row.detail, at=aware(row.at), id=row.id,
+        detail=row.detail, at=aware(row.at), id=row.id, partition=row.partition_fk,
     )
 
 

@@ -116,6 +116,7 @@ class AuditRow(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_partition", "partition_fk", "at"),
         Index("ix_audit_events_study", "study_uid", "at"),
         Index("ix_audit_events_username", "username", "at"),
         Index("ix_audit_events_action_source", "action", "source", "at"),
@@ -123,6 +124,8 @@ class AuditRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The partition the event happened in (migration 0020): its admins read it.
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     action: Mapped[str] = mapped_column(String(32))
     outcome: Mapped[str] = mapped_column(String(16))  # success | failure | denied
     user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)  # no FK: the trail outlives users

@@ -28,28 +28,30 @@ class AccessStamps:
         self._lock = threading.Lock()
         self._stamped: dict[str, datetime] = {}
 
-    def due(self, study_uid: str, now: datetime) -> bool:
+    def due(self, study_uid: str, now: datetime, partition: int = DEFAULT_PARTITION) -> bool:
         """Whether ``study_uid`` needs a stamp now (and claim it: a concurrent caller gets ``False``)."""
+        key = study_uid if partition == DEFAULT_PARTITION else f"{partition}:{study_uid}"
         with self._lock:
-            last = self._stamped.get(study_uid)
+            last = self._stamped.get(key)
             if last is not None and now - last < RESOLUTION:
                 return False
             if len(self._stamped) >= _MAX_REMEMBERED:
                 cutoff = now - RESOLUTION
                 self._stamped = {k: v for k, v in self._stamped.items() if v > cutoff}
-            self._stamped[study_uid] = now
+            self._stamped[key] = now
             return True
 
-    def forget(self, study_uid: str) -> None:
+    def forget(self, study_uid: str, partition: int = DEFAULT_PARTITION) -> None:
         with self._lock:
-            self._stamped.pop(study_uid, None)
+            self._stamped.pop(study_uid if partition == DEFAULT_PARTITION else f"{partition}:{study_uid}", None)
 
 
 STAMPS = AccessStamps()
 
 
-def stamp(conn: Connection, study_uid: str, now: datetime) -> None:
-    """In the caller's transaction: record that ``study_uid`` was opened ``now`` unless done within the hour."""
-    conn.execute(update(Study).where(Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION,
+def stamp(conn: Connection, study_uid: str, now: datetime, partition: int = DEFAULT_PARTITION) -> None:
+    """In the caller's transaction: record that ``partition``'s ``study_uid`` was opened ``now`` unless done
+    within the hour."""
+    conn.execute(update(Study).where(Study.study_uid == study_uid, Study.partition_fk == partition,
                                      or_(Study.last_accessed_at.is_(None), Study.last_accessed_at < now - RESOLUTION))
                  .values(last_accessed_at=now))  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base
@@ -22,6 +22,7 @@ class LegalHold(Base):
     study_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(256), default="")
     held_by: Mapped[str] = mapped_column(String(64), default="")
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -33,5 +34,6 @@ class DeletionMark(Base):
 
     study_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
     rule: Mapped[str] = mapped_column(String(64))
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delete_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))

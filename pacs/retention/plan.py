@@ -9,7 +9,7 @@ is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -53,6 +53,7 @@ class Step:
     size_bytes: int = 0
     tier: str | None = None
     delete_after: datetime | None = None
+    partition: int = DEFAULT_PARTITION  # the partition the study (and the rule) belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,12 @@ def _rejected() -> ColumnElement[bool]:
     return and_(exists(rejected), ~exists(kept))
 
 
-def _studies(conn: Connection) -> Iterator[_Study]:
+def _studies(conn: Connection, partition: int) -> Iterator[_Study]:
     stmt = select(Study.id, Study.study_uid, Study.study_date, Study.created_at, Study.last_accessed_at,
                   Study.modalities, Study.patient_id, Study.instance_count, Study.size_bytes,
                   _rejected().label("rejected")).order_by(Study.id)
-    # Retention rules are the default partition's: another hospital's studies are never planned away.
-    stmt = stmt.where(Study.partition_fk == DEFAULT_PARTITION)
+    # A partition's rules plan its own studies: another hospital's are never planned away.
+    stmt = stmt.where(Study.partition_fk == partition)
     for row in conn.execute(stmt).yield_per(1000):
         facts = StudyFacts(row.study_uid, row.study_date or "", aware(row.created_at),
                            aware_or_none(row.last_accessed_at),
@@ -99,10 +100,11 @@ def drafted(conn: Connection, study_uids: Collection[str]) -> set[str]:
     return found
 
 
-def protection(conn: Connection, study_uids: Collection[str]) -> dict[str, str]:
-    """Why each protected study of ``study_uids`` is: ``"legal hold"`` or ``"unsigned report draft"``."""
+def protection(conn: Connection, study_uids: Collection[str], partition: int = DEFAULT_PARTITION) -> dict[str, str]:
+    """Why each protected study of ``study_uids`` (``partition``'s) is: ``"legal hold"`` or ``"unsigned
+    report draft"`` (a draft on the same Study Instance UID in any partition protects it)."""
     reasons = dict.fromkeys(drafted(conn, study_uids), "unsigned report draft")
-    reasons.update(dict.fromkeys(held(conn, study_uids), "legal hold"))
+    reasons.update(dict.fromkeys(held(conn, study_uids, partition), "legal hold"))
     return reasons
 
 
@@ -119,12 +121,26 @@ def _left_to_move(conn: Connection, study_ids: Collection[int], tier: str) -> di
     return out
 
 
-def plan(engine: Engine, rules: list[RetentionRule], now: datetime) -> list[Step]:
-    """Every step a run at ``now`` takes, in study order; marks first consulted, nothing written."""
+def plan(engine: Engine, rules: list[RetentionRule], now: datetime,
+         partitions: Mapping[str, int] | None = None) -> list[Step]:  # fmt: skip
+    """Every step a run at ``now`` takes, partition by partition (each one's rules on its own studies and
+    marks), in study order; marks first consulted, nothing written. ``partitions`` gives each slug's id
+    (rules of a partition no longer configured wait)."""
+    ids = {"default": DEFAULT_PARTITION} if partitions is None else partitions
+    steps: list[Step] = []
+    for slug, partition in sorted(ids.items(), key=lambda item: item[1]):
+        mine = [r for r in rules if r.partition == slug]
+        steps += _plan_partition(engine, mine, now, partition)
+    return steps
+
+
+def _plan_partition(engine: Engine, rules: list[RetentionRule], now: datetime, partition: int) -> list[Step]:
     with engine.connect() as conn:
-        marks = {m.study_uid: m for m in conn.execute(select(*DeletionMark.__table__.c))}
-        matched = [(s, rule) for s in _studies(conn) if (rule := first_match(rules, s.facts, now)) is not None]
-        protected = protection(conn, [s.facts.study_uid for s, _ in matched])
+        marks = {m.study_uid: m for m in conn.execute(select(*DeletionMark.__table__.c)
+                                                      .where(DeletionMark.partition_fk == partition))}
+        matched = [(s, rule) for s in _studies(conn, partition)
+                   if (rule := first_match(rules, s.facts, now)) is not None]  # fmt: skip
+        protected = protection(conn, [s.facts.study_uid for s, _ in matched], partition)
         moves: dict[str, dict[int, tuple[int, int]]] = {}
         for tier in {r.tier for _, r in matched if r.action == "tier" and r.tier}:
             moves[tier] = _left_to_move(conn, [s.id for s, r in matched if r.tier == tier], tier)
@@ -132,7 +148,7 @@ def plan(engine: Engine, rules: list[RetentionRule], now: datetime) -> list[Step
     for study, rule in matched:
         uid = study.facts.study_uid
         make = partial(Step, study_uid=uid, rule=rule.name, patient_id=study.patient_id,
-                       study_date=study.facts.study_date)  # fmt: skip
+                       study_date=study.facts.study_date, partition=partition)  # fmt: skip
         n, size = study.instances, study.size_bytes
         mark = marks.pop(uid, None)
         if uid in protected:
@@ -157,5 +173,6 @@ def plan(engine: Engine, rules: list[RetentionRule], now: datetime) -> list[Step
                       else f"deleted after {after:%Y-%m-%d %H:%M} UTC")  # fmt: skip
             steps.append(make(kind, detail=detail, delete_after=after, instances=n, size_bytes=size))
     for uid, mark in marks.items():  # marked, but no rule matches the study now (or it is gone)
-        steps.append(Step(StepKind.UNMARK, uid, "", f"rule {mark.rule!r} no longer matches the study"))
+        steps.append(Step(StepKind.UNMARK, uid, "", f"rule {mark.rule!r} no longer matches the study",
+                          partition=partition))  # fmt: skip
     return steps

@@ -78,6 +78,7 @@ class RetentionRule(BaseModel):
     modalities: list[str] = Field(default_factory=list)
     grace_days: int = Field(default=30, ge=0)  # with action = "delete"
     rejected: bool | None = None  # true: only studies whose every image was rejected; false: never those
+    partition: str = "default"  # the partition (its slug) whose studies the rule applies to
 
     @model_validator(mode="after")
     def _check(self) -> RetentionRule:
@@ -91,8 +92,10 @@ class RetentionRule(BaseModel):
         return self
 
 
-def check_retention(tiers: dict[str, Tier], rules: list[RetentionRule], run_at: str) -> None:
-    """``ValueError`` for a rule naming an unknown tier, two rules of one name, a bad tier name or time."""
+def check_retention(tiers: dict[str, Tier], rules: list[RetentionRule], run_at: str,
+                    partitions: frozenset[str] = frozenset({"default"})) -> None:  # fmt: skip
+    """``ValueError`` for a rule naming an unknown tier or partition, two rules of one name, a bad tier name
+    or time."""
     if not _RUN_AT.match(run_at):
         raise ValueError(f"retention run_at {run_at!r} must be HH:MM (UTC)")
     for name in tiers:
@@ -105,6 +108,8 @@ def check_retention(tiers: dict[str, Tier], rules: list[RetentionRule], run_at: 
         names.add(rule.name)
         if rule.tier is not None and rule.tier not in tiers:
             raise ValueError(f"retention rule {rule.name!r} names unknown tier {rule.tier!r}")
+        if rule.partition not in partitions:
+            raise ValueError(f"retention rule {rule.name!r} names unknown partition {rule.partition!r}")
 
 
 def run_at_time(run_at: str) -> tuple[int, int]:

@@ -10,7 +10,7 @@ counted; the run goes on with the next study, and the next run tries it again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,15 +50,16 @@ class RunReport:
 
 
 def _audit(engine: Engine, action: Action, step: Step, detail: str, *, source: str) -> None:
-    record(engine, AuditEvent(action=action, username=ACTOR, study_uid=step.study_uid,
+    record(engine, AuditEvent(action=action, username=ACTOR, study_uid=step.study_uid, partition=step.partition,
                               patient_id=step.patient_id, source=source, detail=detail))  # fmt: skip
 
 
 def run(engine: Engine, store: ObjectStore, settings: Settings, now: datetime, *, source: str = "worker",
-        stopping: Callable[[], bool] = lambda: False,
-        progress: Callable[[float, str], None] | None = None) -> RunReport:  # fmt: skip
-    """Take every step of the plan at ``now``; ``source`` is recorded in the audit trail (``cli``, ``worker``)."""
-    steps = [s for s in plan(engine, settings.retention_rules, now) if s.kind is not StepKind.PROTECTED]
+        stopping: Callable[[], bool] = lambda: False, progress: Callable[[float, str], None] | None = None,
+        partitions: Mapping[str, int] | None = None) -> RunReport:  # fmt: skip
+    """Take every step of the plan at ``now`` (every partition's rules on its own studies, ``partitions``
+    giving each slug's id); ``source`` is recorded in the audit trail (``cli``, ``worker``)."""
+    steps = [s for s in plan(engine, settings.retention_rules, now, partitions) if s.kind is not StepKind.PROTECTED]
     report = RunReport()
     for i, step in enumerate(steps):
         if stopping():
@@ -81,7 +82,7 @@ def _take(engine: Engine, store: ObjectStore, step: Step, now: datetime, *, sour
           stopping: Callable[[], bool], report: RunReport) -> bool:  # fmt: skip
     """Take one step; whether it changed anything."""
     if step.kind is StepKind.MOVE and step.tier is not None:
-        moved = move_study(engine, store, step.study_uid, step.tier, stopping=stopping)
+        moved = move_study(engine, store, step.study_uid, step.tier, stopping=stopping, partition=step.partition)
         report.moved_objects += moved.objects
         report.moved_bytes += moved.size_bytes
         report.stopped = report.stopped or moved.stopped
@@ -94,6 +95,7 @@ def _take(engine: Engine, store: ObjectStore, step: Step, now: datetime, *, sour
             insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
             added = conn.execute(insert(DeletionMark).values(
                 study_uid=step.study_uid, rule=step.rule, marked_at=now, delete_after=step.delete_after,
+                partition_fk=step.partition,  # marks are keyed by UID alone: a twin marked elsewhere waits
             ).on_conflict_do_nothing(index_elements=["study_uid"])).rowcount  # fmt: skip
         if added:
             _audit(engine, Action.RETENTION, step, f"rule {step.rule!r}: marked for deletion, {step.detail}",
@@ -101,7 +103,8 @@ def _take(engine: Engine, store: ObjectStore, step: Step, now: datetime, *, sour
         return bool(added)
     if step.kind is StepKind.UNMARK:
         with write_transaction(engine) as conn:
-            gone = conn.execute(delete(DeletionMark).where(DeletionMark.study_uid == step.study_uid)).rowcount
+            gone = conn.execute(delete(DeletionMark).where(DeletionMark.study_uid == step.study_uid,
+                                                           DeletionMark.partition_fk == step.partition)).rowcount
         if gone:
             _audit(engine, Action.RETENTION, step, f"deletion mark dropped: {step.detail}", source=source)
         return bool(gone)
@@ -112,21 +115,24 @@ def _take(engine: Engine, store: ObjectStore, step: Step, now: datetime, *, sour
 
 def _delete(engine: Engine, store: ObjectStore, step: Step, now: datetime, *, source: str) -> bool:
     def refuse(conn: Connection) -> str | None:
-        mark = conn.execute(select(DeletionMark.delete_after).where(DeletionMark.study_uid == step.study_uid)).first()
+        mark = conn.execute(select(DeletionMark.delete_after).where(
+            DeletionMark.study_uid == step.study_uid, DeletionMark.partition_fk == step.partition)).first()
         if mark is None:
             return "its deletion mark was dropped meanwhile"
-        why = protection(conn, [step.study_uid]).get(step.study_uid)
+        why = protection(conn, [step.study_uid], step.partition).get(step.study_uid)
         return f"it is protected by a {why}" if why else None
 
     try:
-        result = delete_instances(engine, store, AccessScope.everything(), study_uid=step.study_uid, refuse=refuse)
+        result = delete_instances(engine, store, AccessScope.everything(step.partition), study_uid=step.study_uid,
+                                  refuse=refuse)  # fmt: skip
     except Conflict as exc:  # held or drafted since the plan: the next run drops the mark
         log.info("retention: study %s not deleted: %s", step.study_uid, exc)
         return False
     except NotFound:
         result = None  # deleted by somebody else meanwhile: only the mark is left to drop
     with write_transaction(engine) as conn:
-        conn.execute(delete(DeletionMark).where(DeletionMark.study_uid == step.study_uid))
+        conn.execute(delete(DeletionMark).where(DeletionMark.study_uid == step.study_uid,
+                                                DeletionMark.partition_fk == step.partition))
     if result is None:
         return False
     _audit(engine, Action.DELETE, step, f"retention rule {step.rule!r} ({step.detail}): {result.instances} "

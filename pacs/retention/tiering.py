@@ -38,14 +38,15 @@ class Moved:
 
 
 def move_study(engine: Engine, store: ObjectStore, study_uid: str, tier: str, *,
-               stopping: Callable[[], bool] = lambda: False) -> Moved:  # fmt: skip
-    """Move every object of ``study_uid`` not in ``tier`` yet into it; NotFound for an unknown study."""
+               stopping: Callable[[], bool] = lambda: False, partition: int = DEFAULT_PARTITION) -> Moved:  # fmt: skip
+    """Move every object of ``partition``'s study ``study_uid`` not in ``tier`` yet into it; NotFound for an
+    unknown study."""
     if not isinstance(store, TieredStore) or tier not in store.tiers:
         raise NotFound(f"retention tier {tier!r} is not configured")
     prefix = tier_key(tier, "")
     with engine.connect() as conn:
         study_id = conn.execute(select(Study.id).where(
-            Study.study_uid == study_uid, Study.partition_fk == DEFAULT_PARTITION)).scalar_one_or_none()
+            Study.study_uid == study_uid, Study.partition_fk == partition)).scalar_one_or_none()
         if study_id is None:
             raise NotFound("no such study")
         rows = conn.execute(select(Instance.id, Instance.object_key, Instance.size_bytes)

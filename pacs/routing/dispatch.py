@@ -21,7 +21,7 @@ import logging
 import struct
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -31,7 +31,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from pacs.access import DEFAULT_PARTITION
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.errors import Conflict, NotFound
 from pacs.events import EVENT_INSTANCE_REPLACED, EVENT_INSTANCE_STORED, Action, State, latest, read_feed
 from pacs.index.db import utcnow
@@ -67,12 +67,19 @@ def job_timeout(dest: Destination) -> float:
     return max(3600.0, dest.timeout * 10)
 
 
-def dispatch(engine: Engine, store: ObjectStore, rules: Sequence[Rule], destinations: dict[str, Destination]) -> bool:
-    """One round: new feed events into forwards, lanes without a job into jobs; whether a job was queued."""
+def dispatch(engine: Engine, store: ObjectStore, rules: Sequence[Rule], destinations: dict[str, Destination],
+             partitions: Mapping[str, int] | None = None) -> bool:  # fmt: skip
+    """One round: new feed events into forwards, lanes without a job into jobs; whether a job was queued.
+
+    ``partitions`` gives each partition slug's id: a rule follows its own partition's feed (a rule of a
+    partition not configured any more waits)."""
     if not rules and not destinations:
         return False
+    ids = {"default": DEFAULT_PARTITION} if partitions is None else partitions
     for rule in rules:
-        _collect(engine, store, rule)
+        partition = ids.get(rule.partition)
+        if partition is not None:
+            _collect(engine, store, rule, partition)
     return _start_lanes(engine, destinations)
 
 
@@ -80,15 +87,15 @@ def _insert(conn: Connection, table: Any) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def _cursor(engine: Engine, rule: Rule) -> int:
+def _cursor(engine: Engine, rule: Rule, partition: int) -> int:
     with engine.connect() as conn:
         seq = conn.execute(select(RoutingCursor.last_seq).where(RoutingCursor.rule == rule.name)).scalar_one_or_none()
     if seq is not None:
         return int(seq)
-    newest = latest(engine)
+    newest = latest(engine, AccessScope.everything(partition))
     with write_transaction(engine) as conn:
         conn.execute(_insert(conn, RoutingCursor).values(
-            rule=rule.name, last_seq=newest.sequence if newest else 0, created_at=utcnow()
+            rule=rule.name, last_seq=newest.sequence if newest else 0, created_at=utcnow(), partition_fk=partition,
         ).on_conflict_do_nothing(index_elements=["rule"]))  # fmt: skip
         return int(conn.execute(select(RoutingCursor.last_seq).where(RoutingCursor.rule == rule.name)).scalar_one())
 
@@ -102,29 +109,31 @@ class _Indexed:
     object_key: str
 
 
-def _instances(conn: Connection, *, sop_uid: str | None = None, study_uid: str | None = None) -> list[_Indexed]:
+def _instances(conn: Connection, partition: int, *, sop_uid: str | None = None,
+               study_uid: str | None = None) -> list[_Indexed]:  # fmt: skip
     stmt = (select(Instance.sop_uid, Series.series_uid, Study.study_uid, Instance.metadata_json, Instance.object_key)
             .join(Series, Series.id == Instance.series_fk).join(Study, Study.id == Instance.study_fk))  # fmt: skip
     stmt = stmt.where(Instance.sop_uid == sop_uid) if sop_uid else stmt.where(Study.study_uid == study_uid)
-    stmt = stmt.where(Study.partition_fk == DEFAULT_PARTITION)  # the rules follow the default partition's feed
+    stmt = stmt.where(Study.partition_fk == partition)  # the rule's partition: never a twin UID in another
     return [_Indexed(*row) for row in conn.execute(stmt.order_by(Series.series_number, Instance.instance_number,
                                                                  Instance.id))]  # fmt: skip
 
 
-def _forwarded_as_stored(conn: Connection, rule: str, study_uid: str) -> set[str]:
+def _forwarded_as_stored(conn: Connection, rule: str, study_uid: str, partition: int) -> set[str]:
     """Instances of the study this rule has forwarded since they were last stored or replaced: a study
     that becomes stable again (more instances arrived) sends only what is new or changed."""
     stored = (
         select(OutboxEvent.sop_uid, func.max(OutboxEvent.seq).label("seq"))
         .where(OutboxEvent.study_uid == study_uid, OutboxEvent.sop_uid != "", OutboxEvent.seq.is_not(None),
                OutboxEvent.event.in_([EVENT_INSTANCE_STORED, EVENT_INSTANCE_REPLACED]),
-               OutboxEvent.partition_fk == DEFAULT_PARTITION)
+               OutboxEvent.partition_fk == partition)
         .group_by(OutboxEvent.sop_uid)
         .subquery()
     )  # fmt: skip
     forwarded = (
         select(RoutingForward.sop_uid, func.max(RoutingForward.seq).label("seq"))
-        .where(RoutingForward.rule == rule, RoutingForward.study_uid == study_uid)
+        .where(RoutingForward.rule == rule, RoutingForward.study_uid == study_uid,
+               RoutingForward.partition_fk == partition)
         .group_by(RoutingForward.sop_uid)
         .subquery()
     )
@@ -168,10 +177,11 @@ def source_ae_title(head: bytes) -> str:
             return value.decode("ascii", "replace").strip(" \x00")
 
 
-def _collect(engine: Engine, store: ObjectStore, rule: Rule) -> None:
-    last_seq = _cursor(engine, rule)
+def _collect(engine: Engine, store: ObjectStore, rule: Rule, partition: int) -> None:
+    last_seq = _cursor(engine, rule, partition)
+    scope = AccessScope.everything(partition)
     while True:
-        entries = read_feed(engine, since=last_seq, limit=_BATCH, actions=_TRIGGERS[rule.on])
+        entries = read_feed(engine, since=last_seq, limit=_BATCH, actions=_TRIGGERS[rule.on], scope=scope)
         if not entries:
             return
         now = utcnow()
@@ -181,10 +191,10 @@ def _collect(engine: Engine, store: ObjectStore, rule: Rule) -> None:
                 if entry.state is not State.CURRENT:
                     continue  # deleted since, or replaced (its update event forwards the replacement)
                 if entry.sop_uid:
-                    found = _instances(conn, sop_uid=entry.sop_uid)
+                    found = _instances(conn, partition, sop_uid=entry.sop_uid)
                 else:
-                    found = _instances(conn, study_uid=entry.study_uid)
-                    sent = _forwarded_as_stored(conn, rule.name, entry.study_uid)
+                    found = _instances(conn, partition, study_uid=entry.study_uid)
+                    sent = _forwarded_as_stored(conn, rule.name, entry.study_uid, partition)
                     found = [i for i in found if i.sop_uid not in sent]
                 for inst in found:
                     ae = calling_ae(store, inst.object_key) if rule.needs_calling_ae else ""
@@ -193,7 +203,7 @@ def _collect(engine: Engine, store: ObjectStore, rule: Rule) -> None:
                     rows += [{"rule": rule.name, "destination": dest, "seq": entry.sequence,
                               "study_uid": inst.study_uid, "series_uid": inst.series_uid, "sop_uid": inst.sop_uid,
                               "status": ForwardStatus.PENDING.value, "attempts": 0, "last_error": "",
-                              "created_at": now} for dest in rule.to]  # fmt: skip
+                              "created_at": now, "partition_fk": partition} for dest in rule.to]  # fmt: skip
         upto = entries[-1].sequence
         with write_transaction(engine) as conn:
             moved = conn.execute(update(RoutingCursor).where(RoutingCursor.rule == rule.name,
@@ -276,13 +286,15 @@ def mark_dead(conn: Connection, forward_id: int, error: str, status_code: int | 
 
 
 def resend(engine: Engine, destinations: dict[str, Destination], *, forward_id: int | None = None,
-           destination: str | None = None) -> int:  # fmt: skip
+           destination: str | None = None, partition: int | None = None) -> int:  # fmt: skip
     """An admin's re-send: one sent or dead forward (``forward_id``), or every dead forward of
-    ``destination``, becomes pending again with fresh attempts; how many did."""
+    ``destination`` (of ``partition``'s forwards only, when given), becomes pending again with fresh
+    attempts; how many did."""
+    mine: Any = RoutingForward.id.is_not(None) if partition is None else RoutingForward.partition_fk == partition
     with write_transaction(engine) as conn:
         if forward_id is not None:
             row = conn.execute(select(RoutingForward.status, RoutingForward.destination)
-                               .where(RoutingForward.id == forward_id)).first()  # fmt: skip
+                               .where(RoutingForward.id == forward_id, mine)).first()  # fmt: skip
             if row is None:
                 raise NotFound("no such forward")
             if row.status == ForwardStatus.PENDING.value:
@@ -293,7 +305,8 @@ def resend(engine: Engine, destinations: dict[str, Destination], *, forward_id: 
         else:
             if destination not in destinations:
                 raise NotFound(f"no destination {destination!r}")
-            cond = (RoutingForward.destination == destination) & (RoutingForward.status == ForwardStatus.DEAD.value)
+            cond = (RoutingForward.destination == destination) & (RoutingForward.status == ForwardStatus.DEAD.value) \
+                & mine
         lanes = conn.execute(select(RoutingForward.destination, RoutingForward.study_uid, func.min(RoutingForward.id))
                              .where(cond).group_by(RoutingForward.destination, RoutingForward.study_uid)).all()
         count = int(conn.execute(update(RoutingForward).where(cond).values(

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine, and_, select, update
 
-from pacs.access import DEFAULT_PARTITION
 from pacs.deid import Deidentifier, deidentify_part10
 from pacs.errors import CloudfilmError
 from pacs.index.db import utcnow
@@ -68,9 +67,9 @@ def _pending(engine: Engine, destination: str, study_uid: str) -> list[_Pending]
         rows = conn.execute(
             select(RoutingForward.id, RoutingForward.rule, RoutingForward.sop_uid, RoutingForward.attempts,
                    Instance.sop_class_uid, Instance.transfer_syntax_uid, Instance.object_key)
-            # Routing rules are the default partition's (its feed triggers them): never another's instance
+            # The forward's own partition's instance (its rule's): never a twin UID in another partition
             .outerjoin(Instance, and_(Instance.sop_uid == RoutingForward.sop_uid,
-                                      Instance.partition_fk == DEFAULT_PARTITION))
+                                      Instance.partition_fk == RoutingForward.partition_fk))
             .where(RoutingForward.destination == destination, RoutingForward.study_uid == study_uid,
                    RoutingForward.status == ForwardStatus.PENDING.value)
             .order_by(RoutingForward.id).limit(_BATCH)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base, BigId
@@ -23,6 +23,7 @@ class RoutingCursor(Base):
 
     rule: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -40,6 +41,7 @@ class RoutingForward(Base):
     rule: Mapped[str] = mapped_column(String(64))
     destination: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)  # the change feed event that made it
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64))
     sop_uid: Mapped[str] = mapped_column(String(64))

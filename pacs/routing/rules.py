@@ -12,6 +12,7 @@ name = "ct-to-pacs2"
 on = "arrival"               # or "stable": every instance of the study once it is stable
 to = ["pacs2"]
 match = { Modality = "CT", calling_ae = "CT_SCANNER_1" }
+partition = "default"        # the partition (pacs.partitions) whose change feed the rule follows
 ```
 
 A rule matches an instance when every ``match`` entry does: ``calling_ae`` is the AE title that
@@ -84,6 +85,8 @@ class Rule(BaseModel):
     to: list[str] = Field(min_length=1)
     match: dict[str, str | list[str]] = Field(default_factory=dict)
     deidentify: bool = False  # PS3.15 Basic Profile (pacs.deid), pseudonyms stable per rule
+    # The partition (its slug) whose change feed the rule follows and whose instances it sends.
+    partition: str = "default"
 
     @field_validator("match")
     @classmethod
@@ -98,13 +101,17 @@ class Rule(BaseModel):
         return CALLING_AE in self.match
 
 
-def check_routing(destinations: dict[str, Destination], rules: list[Rule]) -> None:
-    """``ValueError`` for a rule that names an unknown destination or shares its name with another."""
+def check_routing(destinations: dict[str, Destination], rules: list[Rule],
+                  partitions: frozenset[str] = frozenset({"default"})) -> None:  # fmt: skip
+    """``ValueError`` for a rule that names an unknown destination or partition, or shares its name with
+    another."""
     names: set[str] = set()
     for rule in rules:
         if rule.name in names:
             raise ValueError(f"two routing rules are named {rule.name!r}")
         names.add(rule.name)
+        if rule.partition not in partitions:
+            raise ValueError(f"routing rule {rule.name!r} names unknown partition {rule.partition!r}")
         for dest in rule.to:
             if dest not in destinations:
                 raise ValueError(f"routing rule {rule.name!r} names unknown destination {dest!r}")

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, true
 
 from pacs.jobs import aware
 from pacs.routing.dispatch import ForwardStatus, active_jobs
@@ -52,23 +53,27 @@ class ForwardView:
     sent_at: datetime | None
 
 
-def destination_states(engine: Engine, destinations: dict[str, Destination]) -> list[DestinationState]:
-    """Every configured destination, and any other that still has forwards (``configured`` false)."""
+def destination_states(engine: Engine, destinations: dict[str, Destination],
+                       partition: int | None = None) -> list[DestinationState]:  # fmt: skip
+    """Every configured destination, and any other that still has forwards (``configured`` false); with
+    ``partition``, its queue and last error are those of that partition's forwards only (the active job
+    count is the destination's, whoever's forwards they send)."""
+    mine: Any = true() if partition is None else RoutingForward.partition_fk == partition
     with engine.connect() as conn:
         counts: dict[tuple[str, str], int] = {
             (row[0], row[1]): int(row[2]) for row in conn.execute(
-                select(RoutingForward.destination, RoutingForward.status, func.count())
+                select(RoutingForward.destination, RoutingForward.status, func.count()).where(mine)
                 .group_by(RoutingForward.destination, RoutingForward.status))
         }  # fmt: skip
         out: list[DestinationState] = []
         for name in sorted(set(destinations) | {name for name, _ in counts}):
             failed = conn.execute(
                 select(RoutingForward.last_error, RoutingForward.last_attempt_at, RoutingForward.status_code)
-                .where(RoutingForward.destination == name, RoutingForward.last_error != "")
+                .where(RoutingForward.destination == name, RoutingForward.last_error != "", mine)
                 .order_by(RoutingForward.last_attempt_at.desc(), RoutingForward.id.desc())
                 .limit(1)).first()  # fmt: skip
             sent_at = conn.execute(select(func.max(RoutingForward.sent_at))
-                                   .where(RoutingForward.destination == name)).scalar_one_or_none()  # fmt: skip
+                                   .where(RoutingForward.destination == name, mine)).scalar_one_or_none()  # fmt: skip
             dest = destinations.get(name)
             out.append(DestinationState(
                 name=name, kind=dest.kind if dest else "", peer=dest.label() if dest else "",
@@ -91,9 +96,12 @@ def rule_cursors(engine: Engine) -> dict[str, int]:
 
 
 def list_forwards(engine: Engine, *, destination: str | None = None, statuses: Collection[ForwardStatus] = (),
-                  study_uid: str | None = None, limit: int = 100, offset: int = 0) -> list[ForwardView]:  # fmt: skip
-    """Forwards newest first, filtered by destination, status and study."""
+                  study_uid: str | None = None, limit: int = 100, offset: int = 0,
+                  partition: int | None = None) -> list[ForwardView]:  # fmt: skip
+    """Forwards newest first, filtered by destination, status, study and partition."""
     stmt = select(RoutingForward).order_by(RoutingForward.id.desc()).limit(max(1, min(limit, 1000))).offset(offset)
+    if partition is not None:
+        stmt = stmt.where(RoutingForward.partition_fk == partition)
     if destination is not None:
         stmt = stmt.where(RoutingForward.destination == destination)
     if statuses:

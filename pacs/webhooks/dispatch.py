@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.errors import Conflict, NotFound
 from pacs.events import Action, read_feed
 from pacs.index.db import utcnow
@@ -44,21 +45,25 @@ def lane_job(webhook_id: int, study_uid: str, head_id: int, *, max_attempts: int
 def dispatch(engine: Engine, *, max_attempts: int) -> bool:
     """One round: new events into deliveries, lanes without a job into jobs; whether a job was queued."""
     with engine.connect() as conn:
-        hooks = conn.execute(select(Webhook.id, Webhook.last_seq, Webhook.actions)).all()
+        hooks = conn.execute(select(Webhook.id, Webhook.last_seq, Webhook.actions, Webhook.partition_fk)).all()
     if not hooks:
         return False
-    for hook in hooks:
-        _collect(engine, int(hook.id), int(hook.last_seq), frozenset(Action(a) for a in hook.actions.split(",") if a))
+    for hook in hooks:  # each follows its own partition's feed
+        _collect(engine, int(hook.id), int(hook.last_seq), frozenset(Action(a) for a in hook.actions.split(",") if a),
+                 int(hook.partition_fk))  # fmt: skip
     return _start_lanes(engine, max_attempts)
 
 
-def _collect(engine: Engine, webhook_id: int, last_seq: int, actions: frozenset[Action]) -> None:
+def _collect(engine: Engine, webhook_id: int, last_seq: int, actions: frozenset[Action],
+             partition: int = DEFAULT_PARTITION) -> None:  # fmt: skip
+    scope = AccessScope.everything(partition)
     while True:
-        entries = read_feed(engine, since=last_seq, limit=_BATCH)
+        entries = read_feed(engine, since=last_seq, limit=_BATCH, scope=scope)
         if not entries:
             return
         now = utcnow()
-        rows = [{"webhook_fk": webhook_id, "seq": e.sequence, "action": e.action.value, "study_uid": e.study_uid,
+        rows = [{"webhook_fk": webhook_id, "partition_fk": partition, "seq": e.sequence, "action": e.action.value,
+                 "study_uid": e.study_uid,
                  "body": json.dumps(e.to_json(), separators=(",", ":")), "status": DeliveryStatus.PENDING.value,
                  "attempts": 0, "last_error": "", "created_at": now}
                 for e in entries if not actions or e.action in actions]  # fmt: skip
@@ -122,13 +127,16 @@ def mark_dead(conn: Connection, delivery_id: int, error: str) -> None:
     )
 
 
-def redeliver(engine: Engine, webhook_id: int, delivery_id: int, *, max_attempts: int) -> None:
-    """Send a delivered or dead-lettered event again (an admin's re-send): it becomes pending, and
-    goes before the study's later pending events (it is older), with a fresh set of attempts."""
+def redeliver(engine: Engine, webhook_id: int, delivery_id: int, *, max_attempts: int,
+              partition: int = DEFAULT_PARTITION) -> None:  # fmt: skip
+    """Send a delivered or dead-lettered event of ``partition``'s webhook again (an admin's re-send): it
+    becomes pending, and goes before the study's later pending events (it is older), with a fresh set
+    of attempts."""
     with write_transaction(engine) as conn:
         row = conn.execute(
             select(WebhookDelivery.study_uid, WebhookDelivery.status)
-            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.webhook_fk == webhook_id)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.webhook_fk == webhook_id,
+                   WebhookDelivery.partition_fk == partition)
         ).first()  # fmt: skip
         if row is None:
             raise NotFound("no such delivery")

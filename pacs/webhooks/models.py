@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pacs.index.models import Base, BigId
@@ -18,6 +18,7 @@ from pacs.index.models import Base, BigId
 
 class Webhook(Base):
     __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_partition", "partition_fk"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
@@ -25,6 +26,8 @@ class Webhook(Base):
     actions: Mapped[str] = mapped_column(String(256), default="")  # comma-separated feed actions; "" = all
     secret_nonce: Mapped[str] = mapped_column(String(64))
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The partition whose change feed it follows (migration 0020).
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_by: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -41,6 +44,7 @@ class WebhookDelivery(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     webhook_fk: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(BigInteger)
+    partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     action: Mapped[str] = mapped_column(String(32))
     study_uid: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)

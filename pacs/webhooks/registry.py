@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, delete, func, insert, select
 
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.errors import InvalidQuery, NotFound
 from pacs.events import Action, latest, parse_actions
 from pacs.index.db import utcnow
@@ -68,9 +69,10 @@ def _check_url(url: str) -> str:
 
 
 def register(engine: Engine, archive_key: bytes, url: str, *, actions: list[str] | None = None,
-             description: str = "", created_by: str = "") -> tuple[WebhookView, str]:  # fmt: skip
-    """A new webhook and its secret (shown this once). It receives the events after the newest one
-    now in the feed, not the archive's history."""
+             description: str = "", created_by: str = "",
+             partition: int = DEFAULT_PARTITION) -> tuple[WebhookView, str]:  # fmt: skip
+    """A new webhook of ``partition`` and its secret (shown this once). It receives the events of that
+    partition's feed after the newest one now in it, not the archive's history."""
     url = _check_url(url)
     try:
         chosen = parse_actions(actions or [])
@@ -78,15 +80,15 @@ def register(engine: Engine, archive_key: bytes, url: str, *, actions: list[str]
         raise InvalidQuery(str(exc)) from None
     if len(description) > 256:
         raise InvalidQuery("the description is longer than 256 characters")
-    newest = latest(engine)
+    newest = latest(engine, AccessScope.everything(partition))
     nonce = secrets.token_hex(16)
     with write_transaction(engine) as conn:
         hook_id = conn.execute(insert(Webhook).values(
             url=url, description=description, actions=",".join(sorted(a.value for a in chosen)),
             secret_nonce=nonce, last_seq=newest.sequence if newest else 0, created_by=created_by[:64],
-            created_at=utcnow(),
+            created_at=utcnow(), partition_fk=partition,
         ).returning(Webhook.id)).scalar_one()  # fmt: skip
-    return get(engine, int(hook_id)), webhook_secret(archive_key, nonce)
+    return get(engine, int(hook_id), partition), webhook_secret(archive_key, nonce)
 
 
 def _counts(engine: Engine, ids: list[int]) -> dict[tuple[int, str], int]:
@@ -111,16 +113,18 @@ def _view(row: Any, counts: dict[tuple[int, str], int]) -> WebhookView:
     )  # fmt: skip
 
 
-def list_webhooks(engine: Engine) -> list[WebhookView]:
+def list_webhooks(engine: Engine, partition: int = DEFAULT_PARTITION) -> list[WebhookView]:
+    """The webhooks of ``partition``."""
     with engine.connect() as conn:
-        rows = list(conn.execute(select(Webhook).order_by(Webhook.id)))
+        rows = list(conn.execute(select(Webhook).where(Webhook.partition_fk == partition).order_by(Webhook.id)))
     counts = _counts(engine, [r.id for r in rows])
     return [_view(r, counts) for r in rows]
 
 
-def get(engine: Engine, webhook_id: int) -> WebhookView:
+def get(engine: Engine, webhook_id: int, partition: int = DEFAULT_PARTITION) -> WebhookView:
+    """One webhook of ``partition`` (another partition's does not exist for the caller)."""
     with engine.connect() as conn:
-        row = conn.execute(select(Webhook).where(Webhook.id == webhook_id)).first()
+        row = conn.execute(select(Webhook).where(Webhook.id == webhook_id, Webhook.partition_fk == partition)).first()
     if row is None:
         raise NotFound("no such webhook")
     return _view(row, _counts(engine, [row.id]))
@@ -135,18 +139,20 @@ def secret_of(engine: Engine, archive_key: bytes, webhook_id: int) -> tuple[str,
     return row.url, webhook_secret(archive_key, row.secret_nonce)
 
 
-def remove(engine: Engine, webhook_id: int) -> None:
-    """Delete the webhook and its delivery log; its waiting jobs find it gone and end."""
+def remove(engine: Engine, webhook_id: int, partition: int = DEFAULT_PARTITION) -> None:
+    """Delete ``partition``'s webhook and its delivery log; its waiting jobs find it gone and end."""
     with write_transaction(engine) as conn:
-        conn.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_fk == webhook_id))
-        if not conn.execute(delete(Webhook).where(Webhook.id == webhook_id)).rowcount:
+        gone = conn.execute(delete(Webhook).where(Webhook.id == webhook_id, Webhook.partition_fk == partition))
+        if not gone.rowcount:
             raise NotFound("no such webhook")
+        conn.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_fk == webhook_id))
 
 
 def deliveries(engine: Engine, webhook_id: int, *, statuses: list[DeliveryStatus] | None = None,
-               study_uid: str | None = None, limit: int = 100, offset: int = 0) -> list[DeliveryView]:  # fmt: skip
-    """The webhook's delivery log, newest first."""
-    get(engine, webhook_id)
+               study_uid: str | None = None, limit: int = 100, offset: int = 0,
+               partition: int = DEFAULT_PARTITION) -> list[DeliveryView]:  # fmt: skip
+    """The delivery log of ``partition``'s webhook, newest first."""
+    get(engine, webhook_id, partition)
     stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_fk == webhook_id)
     if statuses:
         stmt = stmt.where(WebhookDelivery.status.in_([s.value for s in statuses]))

@@ -32,8 +32,9 @@ from pacs.accounts.keys import secret_key
 from pacs.archive import Archive
 from pacs.errors import Conflict, NotFound
 from pacs.index.db import utcnow
-from pacs.ingest import IngestResult
+from pacs.ingest import DEFAULT, IngestResult
 from pacs.jobs import Job, JobStatus, JobView
+from pacs.partitions import Partition
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retrieve import find_instances, open_instance
 from pacs.stability import StabilityDetector
@@ -392,8 +393,8 @@ def _failing_after_the_sr(archive: Archive, monkeypatch: pytest.MonkeyPatch,
     store = archive.ingest.store_bytes
     pending = [then]
 
-    def store_bytes(data: bytes, label: str = "<bytes>") -> IngestResult:
-        result = store(data, label)
+    def store_bytes(data: bytes, label: str = "<bytes>", partition: Partition = DEFAULT) -> IngestResult:
+        result = store(data, label, partition)
         if pending and label.endswith(" SR"):
             pending.pop()()
         return result

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from fastapi import HTTPException, Request
 
-from pacs.access import AccessScope
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.accounts.audit import Action, AuditEvent, Outcome, record
 from pacs.accounts.principal import Principal, scope_for
+from pacs.accounts.users import get_user
+from pacs.errors import NotFound
 from pacs.partitions import Partition
 from viewer_api.auth.authenticator import Authenticator
 
@@ -68,6 +70,10 @@ def audit(request: Request, action: Action | str, *, outcome: Outcome | str = Ou
     event = AuditEvent.by(principal, action, outcome=outcome, study_uid=study_uid, patient_id=patient_id,
                           detail=detail, source=client_address(request))
     if username and not event.username:
+        try:  # a sign-in (failed or not) is the named account's partition's event
+            partition = get_user(request.app.state.archive.engine, username).partition
+        except NotFound:
+            partition = DEFAULT_PARTITION
         event = AuditEvent.by(None, action, outcome=outcome, study_uid=study_uid, patient_id=patient_id,
-                              detail=detail, source=client_address(request), username=username)
+                              detail=detail, source=client_address(request), username=username, partition=partition)
     record(request.app.state.archive.engine, event)

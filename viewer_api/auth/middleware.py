@@ -135,6 +135,12 @@ class SecurityMiddleware:
         client = scope.get("client")
         entry = AuditEvent.by(state.get("principal"), event.action, outcome=event.outcome, study_uid=event.study_uid,
                               detail=event.detail, source=client[0] if client else "")  # fmt: skip
+        slug = scope.get("path_params", {}).get("partition")
+        app = scope.get("app")
+        if slug and app is not None:  # /dicomweb/p/{partition}/…: the event happened there
+            found = app.state.archive.partitions.by_slug(slug)
+            if found is not None:
+                entry = replace(entry, partition=found.id)
         grant = share_token_of(state)
         if entry.share_id is None and grant is not None:  # an expired or revoked token: no principal
             entry = replace(entry, share_id=grant.share_id)

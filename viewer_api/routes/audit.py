@@ -64,8 +64,10 @@ def read_audit(
     format: str = Query("json", pattern="^(json|dicom)$", description="json, or dicom: PS3.15 A.5 XML"),
 ) -> Response:
     """Audit events, newest first. Admins see all; a patient sees who opened the patient's studies."""
+    # An admin of the default partition reads every partition's events; any other admin its own.
     q = AuditQuery(study_uid=study, username=user, action=action, since=_when(since, "since"),
-                   until=_when(until, "until"), limit=limit, offset=offset)
+                   until=_when(until, "until"), limit=limit, offset=offset,
+                   partition=None if principal.in_every_partition else principal.partition)
     engine = archive_of(request).engine
     if principal.role == "patient":
         own = [str(m.get("StudyInstanceUID")) for m in run_query(engine, QueryRequest(
@@ -73,7 +75,8 @@ def read_audit(
                                                  hidden_study_uids=principal.hidden_study_uids,
                                                  partition=principal.partition), limit=10_000))]
         q = AuditQuery(study_uid=study, action=action, since=q.since, until=q.until, limit=limit, offset=offset,
-                       study_uids=own, actions=ACCESS_ACTIONS, exclude_user_id=principal.user_id)
+                       study_uids=own, actions=ACCESS_ACTIONS, exclude_user_id=principal.user_id,
+                       partition=principal.partition)
     events = audit_query(engine, q)
     if format == "dicom":
         xml = export_xml(events, archive_of(request).settings.ae_title)

@@ -24,9 +24,10 @@ from ai_plugins.benchmarks.evaluation import EvaluationView
 from ai_plugins.benchmarks.labels import LabelSchema
 from ai_plugins.benchmarks.report import LeaderboardRow, curve_png
 from ai_plugins.benchmarks.service import BenchmarkService
+from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.principal import Principal
 from viewer_api.auth.access import Admin, AiReader, VendorOrAdmin
-from viewer_api.auth.dependencies import audit
+from viewer_api.auth.dependencies import audit, optional_principal
 from viewer_api.auth.routing import DeclaredRoute
 from viewer_api.context import archive_of
 from viewer_api.errors import STATUS_OF
@@ -38,12 +39,14 @@ MAX_LABEL_BYTES = 64 * 1024 * 1024
 
 
 def benchmark_service(request: Request) -> BenchmarkService:
-    """The app's benchmark service (tests may put one with extra plugins in ``app.state.benchmark_service``)."""
+    """The app's benchmark service (tests may put one with extra plugins in ``app.state.benchmark_service``),
+    over the caller's partition."""
     service: BenchmarkService | None = getattr(request.app.state, "benchmark_service", None)
     if service is None:
         service = BenchmarkService(archive_of(request))
         request.app.state.benchmark_service = service
-    return service
+    principal = optional_principal(request)
+    return service.in_partition(principal.home_partition if principal is not None else DEFAULT_PARTITION)
 
 
 # --- models --------------------------------------------------------------------------------------

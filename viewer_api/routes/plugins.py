@@ -69,7 +69,7 @@ def list_plugins(
 ) -> list[PluginOut]:
     """Every plugin version, enabled or not; a vendor sees the plugins it registered."""
     mine = principal.username if principal.role == "vendor" else None
-    return [plugin_out(p) for p in service.plugins(registered_by=mine)]
+    return [plugin_out(p) for p in service.plugins(registered_by=mine, partition=principal.home_partition)]
 
 
 @router.post("/api/plugins", response_model=PluginOut, status_code=201, summary="Register a hosted plugin")
@@ -88,14 +88,16 @@ def register_plugin(
 
 @router.patch("/api/plugins/{name}/{version}", response_model=PluginOut, summary="Enable or disable a version")
 def set_plugin_state(
-    _admin: Admin,
+    admin: Admin,
     name: str,
     version: str,
     state: PluginState,
     service: PluginService = Depends(plugin_service),
 ) -> PluginOut:
-    """Turn one plugin version on or off; a disabled version never runs (its waiting jobs are cancelled)."""
-    return plugin_out(service.set_enabled(name, version, state.enabled))
+    """Turn one plugin version on or off in the caller's partition; a disabled version never runs there (its
+    waiting jobs are cancelled)."""
+    return plugin_out(service.set_enabled(name, version, state.enabled, partition=admin.home_partition,
+                                          by=admin.label))  # fmt: skip
 
 
 @router.post("/api/studies/{study_uid}/plugins/{name}/run", response_model=JobOut, status_code=202,
@@ -143,9 +145,10 @@ def plugin_watch(_staff: Staff, name: str, version: str, service: PluginService 
 
 
 @router.get("/viewer/plugins", include_in_schema=False)
-def plugins_page(_staff: Staff, request: Request, service: PluginService = Depends(plugin_service)) -> Response:
-    """The plugins with their state, and for those in clinical use the watch beside the benchmark figures."""
-    plugins = service.plugins()
+def plugins_page(staff: Staff, request: Request, service: PluginService = Depends(plugin_service)) -> Response:
+    """The plugins with their state (in the caller's partition), and for those in clinical use the watch beside
+    the benchmark figures."""
+    plugins = service.plugins(partition=staff.home_partition)
     watched = {(w.plugin, w.version): w for w in watch_all(service.archive.engine, service.archive.settings,
                                                            service.registry)}  # fmt: skip
     settings = service.archive.settings

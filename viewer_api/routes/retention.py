@@ -54,16 +54,21 @@ def _source(request: Request) -> str:
 
 
 @router.get("/api/retention/plan", response_model=list[StepOut], summary="What a retention run would do now")
-async def read_plan(_admin: Admin, request: Request) -> list[StepOut]:
-    """Every step in study order, including the studies a legal hold or a report draft protects."""
+async def read_plan(admin: Admin, request: Request) -> list[StepOut]:
+    """Every step in study order, including the studies a legal hold or a report draft protects: those of
+    the caller's partition (its rules on its studies)."""
     archive = archive_of(request)
-    steps = await run_in_threadpool(plan, archive.engine, archive.settings.retention_rules, utcnow())
+    home = archive.partitions.by_id(admin.home_partition)
+    if home is None:
+        return []
+    steps = await run_in_threadpool(plan, archive.engine, archive.settings.retention_rules, utcnow(),
+                                    {home.slug: home.id})  # fmt: skip
     return [StepOut.model_validate(s) for s in steps]
 
 
 @router.get("/api/retention/holds", response_model=list[HoldOut], summary="Studies under a legal hold")
-async def list_holds(_admin: Admin, request: Request) -> list[HoldOut]:
-    found = await run_in_threadpool(holds.list_holds, archive_of(request).engine)
+async def list_holds(admin: Admin, request: Request) -> list[HoldOut]:
+    found = await run_in_threadpool(holds.list_holds, archive_of(request).engine, admin.home_partition)
     return [HoldOut.model_validate(h) for h in found]
 
 
@@ -71,12 +76,14 @@ async def list_holds(_admin: Admin, request: Request) -> list[HoldOut]:
 async def set_hold(admin: Admin, study: str, body: HoldIn, request: Request) -> HoldOut:
     """No retention rule moves or deletes the study until the hold is cleared (the study need not be here yet)."""
     hold = await run_in_threadpool(lambda: holds.set_hold(archive_of(request).engine, admin, study, body.reason,
-                                                          source=_source(request)))  # fmt: skip
+                                                          source=_source(request),
+                                                          partition=admin.home_partition))  # fmt: skip
     return HoldOut.model_validate(hold)
 
 
 @router.delete("/api/studies/{study}/hold", status_code=204, summary="Lift a study's legal hold")
 async def clear_hold(admin: Admin, study: str, request: Request) -> Response:
     await run_in_threadpool(lambda: holds.clear_hold(archive_of(request).engine, admin, study,
-                                                     source=_source(request)))  # fmt: skip
+                                                     source=_source(request),
+                                                     partition=admin.home_partition))  # fmt: skip
     return Response(status_code=204)

@@ -47,6 +47,7 @@ class RuleOut(BaseModel):
     to: list[str]
     match: dict[str, str | list[str]]
     deidentify: bool
+    partition: str = "default"  # the partition whose feed the rule follows
     last_seq: int | None = Field(None, description="the newest change feed Sequence the rule has read; null until "
                                                    "a worker has seen the rule")
 
@@ -80,20 +81,24 @@ class Resent(BaseModel):
 
 
 @router.get("/api/routing", response_model=RoutingOut, summary="Routing destinations and rules")
-async def read_routing(_admin: RoutingAdmin, request: Request) -> RoutingOut:
-    """Each destination's queue (pending, sent, dead, jobs active) and its last error; the rules."""
+async def read_routing(admin: RoutingAdmin, request: Request) -> RoutingOut:
+    """Each destination's queue (pending, sent, dead, jobs active) and its last error; the rules. All of
+    them the caller's partition's: its rules, and its forwards in each queue."""
     archive = archive_of(request)
     settings = archive.settings
-    states = await run_in_threadpool(status.destination_states, archive.engine, settings.routing_destinations)
+    home = archive.partitions.by_id(admin.home_partition)
+    states = await run_in_threadpool(status.destination_states, archive.engine, settings.routing_destinations,
+                                     admin.home_partition)  # fmt: skip
     cursors = await run_in_threadpool(status.rule_cursors, archive.engine)
     return RoutingOut(destinations=[DestinationOut.model_validate(s) for s in states],
                       rules=[RuleOut.model_validate(r.model_dump() | {"last_seq": cursors.get(r.name)})
-                             for r in settings.routing_rules])  # fmt: skip
+                             for r in settings.routing_rules
+                             if home is not None and r.partition == home.slug])  # fmt: skip
 
 
 @router.get("/api/routing/forwards", response_model=list[ForwardOut], summary="Forwarding log")
 async def list_forwards(
-    _admin: RoutingAdmin,
+    admin: RoutingAdmin,
     request: Request,
     destination: str | None = Query(None),
     status_: list[ForwardStatus] = Query(default_factory=list, alias="status", description="pending, sent, dead"),
@@ -104,24 +109,26 @@ async def list_forwards(
     """Newest first: each instance's status, attempts, the peer's last status and the last error."""
     views = await run_in_threadpool(lambda: status.list_forwards(
         archive_of(request).engine, destination=destination, statuses=status_, study_uid=study, limit=limit,
-        offset=offset))  # fmt: skip
+        offset=offset, partition=admin.home_partition))  # fmt: skip
     return [ForwardOut.model_validate(v) for v in views]
 
 
 @router.post("/api/routing/forwards/{forward_id}/resend", response_model=Resent, status_code=202,
              summary="Send a sent or dead-lettered instance again")  # fmt: skip
-async def resend_forward(_admin: RoutingAdmin, forward_id: int, request: Request) -> Resent:
+async def resend_forward(admin: RoutingAdmin, forward_id: int, request: Request) -> Resent:
     """The forward becomes pending again with fresh attempts (409 while it is still pending)."""
     archive = archive_of(request)
     count = await run_in_threadpool(lambda: dispatch.resend(
-        archive.engine, archive.settings.routing_destinations, forward_id=forward_id))  # fmt: skip
+        archive.engine, archive.settings.routing_destinations, forward_id=forward_id,
+        partition=admin.home_partition))  # fmt: skip
     return Resent(resent=count)
 
 
 @router.post("/api/routing/destinations/{name}/resend", response_model=Resent, status_code=202,
              summary="Send every dead letter of a destination again")  # fmt: skip
-async def resend_dead(_admin: RoutingAdmin, name: str, request: Request) -> Resent:
+async def resend_dead(admin: RoutingAdmin, name: str, request: Request) -> Resent:
     archive = archive_of(request)
     count = await run_in_threadpool(lambda: dispatch.resend(
-        archive.engine, archive.settings.routing_destinations, destination=name))  # fmt: skip
+        archive.engine, archive.settings.routing_destinations, destination=name,
+        partition=admin.home_partition))  # fmt: skip
     return Resent(resent=count)

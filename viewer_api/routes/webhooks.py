@@ -65,35 +65,38 @@ class DeliveryOut(BaseModel):
 
 @router.post("/api/webhooks", response_model=WebhookCreated, status_code=201, summary="Register a webhook")
 async def create_webhook(principal: WebhookAdmin, body: WebhookIn, request: Request) -> WebhookCreated:
-    """Events after the newest one now in the feed go to ``url``; the secret is shown only here."""
+    """Events of the caller's partition after the newest one now in its feed go to ``url``; the secret is
+    shown only here."""
     archive = archive_of(request)
     view, secret = await run_in_threadpool(
         registry.register, archive.engine, secret_key(archive.settings), body.url, actions=body.actions,
-        description=body.description, created_by=principal.label)  # fmt: skip
+        description=body.description, created_by=principal.label, partition=principal.home_partition)  # fmt: skip
     return WebhookCreated(**WebhookOut.model_validate(view).model_dump(), secret=secret)
 
 
 @router.get("/api/webhooks", response_model=list[WebhookOut], summary="Webhooks")
-async def list_webhooks(_admin: WebhookAdmin, request: Request) -> list[WebhookOut]:
-    views = await run_in_threadpool(registry.list_webhooks, archive_of(request).engine)
+async def list_webhooks(admin: WebhookAdmin, request: Request) -> list[WebhookOut]:
+    """The caller's partition's webhooks."""
+    views = await run_in_threadpool(registry.list_webhooks, archive_of(request).engine, admin.home_partition)
     return [WebhookOut.model_validate(v) for v in views]
 
 
 @router.get("/api/webhooks/{webhook_id}", response_model=WebhookOut, summary="One webhook")
-async def read_webhook(_admin: WebhookAdmin, webhook_id: int, request: Request) -> WebhookOut:
-    return WebhookOut.model_validate(await run_in_threadpool(registry.get, archive_of(request).engine, webhook_id))
+async def read_webhook(admin: WebhookAdmin, webhook_id: int, request: Request) -> WebhookOut:
+    return WebhookOut.model_validate(await run_in_threadpool(registry.get, archive_of(request).engine, webhook_id,
+                                                             admin.home_partition))  # fmt: skip
 
 
 @router.delete("/api/webhooks/{webhook_id}", status_code=204, summary="Delete a webhook")
-async def delete_webhook(_admin: WebhookAdmin, webhook_id: int, request: Request) -> Response:
+async def delete_webhook(admin: WebhookAdmin, webhook_id: int, request: Request) -> Response:
     """Stops deliveries to it and removes its delivery log."""
-    await run_in_threadpool(registry.remove, archive_of(request).engine, webhook_id)
+    await run_in_threadpool(registry.remove, archive_of(request).engine, webhook_id, admin.home_partition)
     return Response(status_code=204)
 
 
 @router.get("/api/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut], summary="Delivery log")
 async def list_deliveries(
-    _admin: WebhookAdmin,
+    admin: WebhookAdmin,
     webhook_id: int,
     request: Request,
     status: list[DeliveryStatus] = Query(default_factory=list, description="pending, delivered, dead (repeat)"),
@@ -103,15 +106,17 @@ async def list_deliveries(
 ) -> list[DeliveryOut]:
     """Newest first: each event's status, attempts, the receiver's last status code and the last error."""
     views = await run_in_threadpool(lambda: registry.deliveries(
-        archive_of(request).engine, webhook_id, statuses=status, study_uid=study, limit=limit, offset=offset))
+        archive_of(request).engine, webhook_id, statuses=status, study_uid=study, limit=limit, offset=offset,
+        partition=admin.home_partition))
     return [DeliveryOut.model_validate(v) for v in views]
 
 
 @router.post("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202,
              summary="Send a delivered or dead-lettered event again")  # fmt: skip
-async def redeliver(_admin: WebhookAdmin, webhook_id: int, delivery_id: int, request: Request) -> Response:
+async def redeliver(admin: WebhookAdmin, webhook_id: int, delivery_id: int, request: Request) -> Response:
     """The event becomes pending again, ahead of the study's later pending events, with fresh attempts."""
     archive = archive_of(request)
     await run_in_threadpool(lambda: dispatch.redeliver(archive.engine, webhook_id, delivery_id,
-                                                       max_attempts=archive.settings.webhook_max_attempts))
+                                                       max_attempts=archive.settings.webhook_max_attempts,
+                                                       partition=admin.home_partition))
     return Response(status_code=202)

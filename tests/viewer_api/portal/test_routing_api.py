@@ -43,7 +43,8 @@ def test_routing_state_log_and_resends(routed_site: Site) -> None:
         ("pacs2", "dicom", True, 2, 0, 0)  # fmt: skip
     assert dest["active_jobs"] == 1 and dest["peer"].startswith("PACS2@127.0.0.1:")
     assert state["rules"] == [{"name": "mr", "on": "arrival", "to": ["pacs2"], "match": {"Modality": "MR"},
-                               "deidentify": False, "last_seq": state["rules"][0]["last_seq"]}]  # fmt: skip
+                               "deidentify": False, "partition": "default",
+                               "last_seq": state["rules"][0]["last_seq"]}]  # fmt: skip
     assert state["rules"][0]["last_seq"] >= 3
 
     forwards = admin.get("/api/routing/forwards", params={"destination": "pacs2"}).json()
