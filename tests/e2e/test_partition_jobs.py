@@ -411,12 +411,17 @@ def test_the_admin_api_works_in_the_callers_partition(backend: str, tmp_path: Pa
         assert clients["northadmin"].get("/api/retention/holds").json() == []
         assert clients["northadmin"].delete(f"/api/studies/{STUDY_UID}/hold").status_code == 404
 
-        # The audit trail: each partition's admin reads its own events; the default partition's admin all.
-        def users(name: str) -> set[str]:
-            answer = clients[name].get("/api/audit", params={"limit": 10_000})
+        # The audit trail: each partition's admin reads its own events; the default partition's admin its
+        # own too, and another partition's when naming it (?partition=slug), which no other admin may.
+        def users(name: str, **params: str) -> set[str]:
+            answer = clients[name].get("/api/audit", params={"limit": 10_000, **params})
             assert answer.status_code == 200, answer.text
             return {e["username"] for e in answer.json() if e["username"]}
 
         assert users("northadmin") <= {"northadmin", "northdoc"} and "northadmin" in users("northadmin")
         assert users("southadmin") == {"southadmin"}
-        assert {"northadmin", "southadmin", "admin"} <= users("admin")
+        assert "admin" in users("admin") and not users("admin") & {"northadmin", "southadmin"}
+        assert users("admin", partition="north") == users("northadmin")
+        assert users("admin", partition="south") == {"southadmin"}
+        assert clients["northadmin"].get("/api/audit", params={"partition": "south"}).status_code == 404
+        assert clients["admin"].get("/api/audit", params={"partition": "nowhere"}).status_code == 404
