@@ -150,7 +150,7 @@ def create_share(
         first = first_name(study.patient_name) if greet_patient else ""
         for channel, address in notify:
             share_delivery(session.connection(), share_id=share.id, study_uid=study_uid, channel=channel,
-                           recipient=address, first=first, created_by=info.created_by)  # fmt: skip
+                           recipient=address, first=first, created_by=info.created_by, partition=partition)  # fmt: skip
         return info
 
 

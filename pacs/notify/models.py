@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pacs.index.models import Base, BigId
+from pacs.index.models import Base, BigId, partition_column
 
 
 class NotificationCursor(Base):
@@ -41,6 +41,7 @@ class NotificationDelivery(Base):
     first_name: Mapped[str] = mapped_column(String(64), default="")  # the greeting; "" for none
     study_uid: Mapped[str] = mapped_column(String(64))
     share_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    partition_fk: Mapped[int] = partition_column()  # the study's partition: its admins read the log
     message_key: Mapped[str] = mapped_column(String(32))  # the Message-ID's left part, the same on every attempt
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -26,11 +26,12 @@ from sqlalchemy import Engine, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pacs.access import DEFAULT_PARTITION, AccessScope
 from pacs.accounts.models import PatientLink, User
 from pacs.errors import Conflict, NotFound
 from pacs.events import Action, latest, read_feed
 from pacs.index.db import utcnow
-from pacs.index.models import Study
+from pacs.index.models import PartitionRow, Study
 from pacs.jobs import JobSpec, active_job, aware, dedupe_key, enqueue, enqueue_lane_head, write_transaction
 from pacs.notify.messages import NoticeKind, first_name, first_word
 from pacs.notify.models import NotificationCursor, NotificationDelivery
@@ -75,49 +76,65 @@ def _insert(conn: Connection) -> postgresql.Insert | sqlite.Insert:
 
 
 def _row(notification: str, kind: NoticeKind, channel: str, recipient: str, first: str, study_uid: str,
-         share_id: int | None, created_by: str) -> dict[str, object]:  # fmt: skip
+         share_id: int | None, created_by: str, partition: int) -> dict[str, object]:  # fmt: skip
     return {"notification": notification, "kind": kind.value, "channel": channel, "recipient": recipient,
-            "first_name": first[:64], "study_uid": study_uid, "share_id": share_id,
+            "first_name": first[:64], "study_uid": study_uid, "share_id": share_id, "partition_fk": partition,
             "message_key": uuid.uuid4().hex, "status": DeliveryStatus.PENDING.value, "attempts": 0,
             "last_error": "", "created_by": created_by[:64], "created_at": utcnow()}  # fmt: skip
 
 
 def share_delivery(conn: Connection, *, share_id: int, study_uid: str, channel: str, recipient: str,
-                   first: str, created_by: str) -> None:  # fmt: skip
-    """Owe ``recipient`` the message carrying share link ``share_id``, in the caller's transaction."""
+                   first: str, created_by: str, partition: int = DEFAULT_PARTITION) -> None:  # fmt: skip
+    """Owe ``recipient`` the message carrying share link ``share_id`` (of ``partition``'s study), in the
+    caller's transaction."""
     conn.execute(_insert(conn).on_conflict_do_nothing(index_elements=["notification", "recipient"]),
                  [_row(f"share:{share_id}", NoticeKind.SHARE, channel, recipient, first, study_uid, share_id,
-                       created_by)])  # fmt: skip
+                       created_by, partition)])  # fmt: skip
 
 
 def collect_reports(engine: Engine, *, channels: frozenset[str]) -> int:
-    """New ``report.signed`` events into deliveries to the study's patient accounts; how many."""
+    """New ``report.signed`` events of every partition into deliveries to the study's patient
+    accounts (of that partition); how many."""
+    with engine.connect() as conn:
+        partitions = list(conn.execute(select(PartitionRow.id).order_by(PartitionRow.id)).scalars())
+    return sum(_collect_partition_reports(engine, p, channels) for p in partitions or [DEFAULT_PARTITION])
+
+
+def _report_cursor(partition: int) -> str:
+    # The default partition keeps the cursor name it had before partitions.
+    return REPORT_CURSOR if partition == DEFAULT_PARTITION else f"{REPORT_CURSOR}:{partition}"
+
+
+def _collect_partition_reports(engine: Engine, partition: int, channels: frozenset[str]) -> int:
+    """One partition's feed (each has its own cursor, as each reads only its own events)."""
+    name, scope = _report_cursor(partition), replace(AccessScope.everything(), partition=partition)
     written = 0
     while True:
         with engine.connect() as conn:
             cursor = conn.execute(select(NotificationCursor.last_seq)
-                                  .where(NotificationCursor.name == REPORT_CURSOR)).scalar_one_or_none()  # fmt: skip
+                                  .where(NotificationCursor.name == name)).scalar_one_or_none()  # fmt: skip
         since = int(cursor or 0)
-        newest = latest(engine)
+        newest = latest(engine, scope)
         if newest is None or newest.sequence <= since:
             return written
         # With no channel a report notice could go by, the cursor only moves: configuring one later
         # does not mail patients about reports signed before.
-        entries = read_feed(engine, since=since, limit=_BATCH, actions=[Action.REPORT_SIGNED]) if channels else []
+        entries = (read_feed(engine, since=since, limit=_BATCH, scope=scope, actions=[Action.REPORT_SIGNED])
+                   if channels else [])  # fmt: skip
         # Events past ``newest`` wait for the next round (the cursor moves to ``upto`` only).
         upto = min(entries[-1].sequence, newest.sequence) if len(entries) == _BATCH else newest.sequence
         events = [e for e in entries if e.sequence <= upto]
         rows: list[dict[str, object]] = []
         with engine.connect() as conn:
             for event in events:
-                rows += _report_rows(conn, event.sequence, event.study_uid, channels)
+                rows += _report_rows(conn, event.sequence, event.study_uid, channels, partition)
         with write_transaction(engine) as conn:
             if cursor is None:
-                moved = conn.execute(_cursor_insert(conn).values(name=REPORT_CURSOR, last_seq=upto)
+                moved = conn.execute(_cursor_insert(conn).values(name=name, last_seq=upto)
                                      .on_conflict_do_nothing(index_elements=["name"])).rowcount  # fmt: skip
             else:
                 moved = conn.execute(update(NotificationCursor).where(
-                    NotificationCursor.name == REPORT_CURSOR, NotificationCursor.last_seq == since,
+                    NotificationCursor.name == name, NotificationCursor.last_seq == since,
                 ).values(last_seq=upto)).rowcount  # fmt: skip
             if not moved:
                 return written  # another worker collected these
@@ -132,23 +149,26 @@ def _cursor_insert(conn: Connection) -> postgresql.Insert | sqlite.Insert:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(NotificationCursor)
 
 
-def _report_rows(conn: Connection, seq: int, study_uid: str, channels: frozenset[str]) -> list[dict[str, object]]:
-    """The deliveries a signed report of ``study_uid`` owes: each enabled patient account that owns
-    the study's patient and has an address (e-mail only: accounts hold no phone number)."""
+def _report_rows(conn: Connection, seq: int, study_uid: str, channels: frozenset[str],
+                 partition: int) -> list[dict[str, object]]:  # fmt: skip
+    """The deliveries a signed report of ``partition``'s ``study_uid`` owes: each enabled patient
+    account of that partition that owns the study's patient and has an address (e-mail only: accounts
+    hold no phone number)."""
     if "email" not in channels:
         return []
     study = conn.execute(select(Study.patient_id, Study.issuer, Study.patient_name)
-                         .where(Study.study_uid == study_uid)).first()  # fmt: skip
+                         .where(Study.study_uid == study_uid, Study.partition_fk == partition)).first()  # fmt: skip
     if study is None:
         return []  # deleted since
     accounts = conn.execute(
         select(User.email, User.full_name)
         .join(PatientLink, PatientLink.user_fk == User.id)
         .where(and_(PatientLink.patient_id == study.patient_id, PatientLink.issuer == study.issuer,
-                    User.role == "patient", User.disabled.is_(False), User.email.is_not(None)))
+                    User.role == "patient", User.disabled.is_(False), User.email.is_not(None),
+                    User.partition_fk == partition))
     ).all()  # fmt: skip
     return [_row(f"report:{seq}", NoticeKind.REPORT, "email", str(a.email),
-                 first_word(a.full_name) or first_name(study.patient_name), study_uid, None, "")
+                 first_word(a.full_name) or first_name(study.patient_name), study_uid, None, "", partition)
             for a in accounts if a.email]  # fmt: skip
 
 
@@ -202,12 +222,14 @@ def set_in_doubt(conn: Connection, delivery_id: int, error: str) -> None:
     log.warning("notification delivery %d is in doubt (not sent again): %s", delivery_id, error)
 
 
-def resend(engine: Engine, delivery_id: int, *, max_attempts: int, timeout_s: float) -> None:
+def resend(engine: Engine, delivery_id: int, *, max_attempts: int, timeout_s: float,
+           partition: int = DEFAULT_PARTITION) -> None:  # fmt: skip
     """An operator's re-send of a delivery that is dead or in doubt: pending again, with a job of its
     own and fresh attempts, the same ``Message-ID`` (a receiver sees a duplicate for what it is)."""
     with write_transaction(engine) as conn:
         row = conn.execute(select(NotificationDelivery.status, NotificationDelivery.study_uid)
-                           .where(NotificationDelivery.id == delivery_id)).first()  # fmt: skip
+                           .where(NotificationDelivery.id == delivery_id,
+                                  NotificationDelivery.partition_fk == partition)).first()  # fmt: skip
         if row is None:
             raise NotFound("no such notification delivery")
         if row.status not in (DeliveryStatus.DEAD.value, DeliveryStatus.UNKNOWN.value):
@@ -218,10 +240,10 @@ def resend(engine: Engine, delivery_id: int, *, max_attempts: int, timeout_s: fl
         enqueue(conn, replace(spec, dedupe_key=dedupe_key(JOB_KIND, "resend", uuid.uuid4().hex)))
 
 
-def deliveries(engine: Engine, *, status: DeliveryStatus | None = None, study_uid: str | None = None,
-               limit: int = 100, offset: int = 0) -> list[DeliveryView]:  # fmt: skip
-    """The delivery log, newest first."""
-    stmt = select(NotificationDelivery)
+def deliveries(engine: Engine, *, status: DeliveryStatus | None = None, study_uid: str | None = None, limit: int = 100,
+               offset: int = 0, partition: int = DEFAULT_PARTITION) -> list[DeliveryView]:  # fmt: skip
+    """``partition``'s delivery log, newest first."""
+    stmt = select(NotificationDelivery).where(NotificationDelivery.partition_fk == partition)
     if status is not None:
         stmt = stmt.where(NotificationDelivery.status == status.value)
     if study_uid:

@@ -30,6 +30,7 @@ from pacs.notify.messages import first_name, first_word
 from pacs.notify.models import NotificationDelivery
 from pacs.notify.outbox import DeliveryStatus, collect_reports, deliveries, start_jobs
 from pacs.notify.senders import Notifier, notifiers
+from pacs.partitions import PartitionConfig
 from pacs.settings import Settings
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.jobsupport import DB_BACKENDS, db_settings
@@ -295,3 +296,30 @@ def test_addresses_and_first_names() -> None:
     assert first_name("Yamada^Taro=山田^太郎=やまだ^たろう") == "Taro"
     assert first_name("Doe") == "" and first_name("") == ""
     assert first_word("Jürgen Müller") == "Jürgen" and first_word(" ") == ""
+
+
+def test_report_notices_and_the_log_stay_in_their_partition(tmp_path: Path, smtp: Mailbox) -> None:
+    """A report signed on a twin study (same UIDs) in one partition mails that partition's patient
+    accounts only; each partition's delivery log holds its own messages."""
+    with db_settings(DB_BACKENDS[0], tmp_path, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False,
+                     smtp_from="Radiology <films@hospital.example>", smtp_timeout=5.0,
+                     public_url="https://films.hospital.example/") as base, \
+            Archive.open(base.model_copy(update={"partitions": {"north": PartitionConfig(ae_titles=["NORTH"])}})) \
+            as archive:  # fmt: skip
+        engine, north = archive.engine, archive.partitions.by_slug("north")
+        assert north is not None
+        ds = make_ct_study(PATIENT, n_slices=1, rows=8, cols=8, seed=7, study_uid="1.2.826.0.13.77")[0]
+        assert archive.ingest.store_bytes(to_bytes(ds)).ok
+        assert archive.ingest.store_bytes(to_bytes(ds), partition=north).ok
+        for name, partition in (("south-pat", 1), ("north-pat", north.id)):
+            create_user(engine, name, PASSWORD, "patient", "", f"{name}@patients.example", partition=partition)
+            link_patient(engine, name, PATIENT.patient_id, PATIENT.issuer or "")
+        with write_transaction(engine) as conn:
+            record_event(conn, EVENT_REPORT_SIGNED, str(ds.StudyInstanceUID), detail={"report": "1.2.3", "version": 1},
+                         partition=north.id)  # fmt: skip
+        assert collect_reports(engine, channels=frozenset({"email"})) == 1
+        assert collect_reports(engine, channels=frozenset({"email"})) == 0
+        assert [d.recipient for d in deliveries(engine, partition=north.id)] == ["north-pat@patients.example"]
+        assert deliveries(engine) == []  # the default partition's log
+        assert _send_all(archive) == [DeliveryStatus.SENT]
+        assert [m.rcpt_tos[0] for m in smtp.mails()] == ["north-pat@patients.example"]

@@ -18,25 +18,28 @@ router = APIRouter(tags=["notifications"], route_class=DeclaredRoute)
 
 @router.get("/api/notifications", response_model=list[DeliveryView], summary="Patient message log")
 async def list_notifications(
-    _admin: NotifyAdmin,
+    admin: NotifyAdmin,
     request: Request,
     status: DeliveryStatus | None = Query(None, description="pending, sending, sent, unknown, dead"),
     study: str | None = Query(None, description="StudyInstanceUID"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> list[DeliveryView]:
-    """Newest first: each message's channel, recipient, status, attempts and last error."""
+    """The caller's partition's messages, newest first: each one's channel, recipient, status, attempts
+    and last error."""
     views = await run_in_threadpool(lambda: outbox.deliveries(archive_of(request).engine, status=status,
-                                                              study_uid=study, limit=limit, offset=offset))
+                                                              study_uid=study, limit=limit, offset=offset,
+                                                              partition=admin.partition))  # fmt: skip
     return list(views)
 
 
 @router.post("/api/notifications/{delivery_id}/resend", status_code=202,
              summary="Send a dead or in-doubt message again")  # fmt: skip
-async def resend(_admin: NotifyAdmin, delivery_id: int, request: Request) -> Response:
+async def resend(admin: NotifyAdmin, delivery_id: int, request: Request) -> Response:
     """An in-doubt message may then arrive twice; it carries the same Message-ID both times."""
     settings = archive_of(request).settings
     await run_in_threadpool(lambda: outbox.resend(archive_of(request).engine, delivery_id,
                                                   max_attempts=settings.notify_max_attempts,
-                                                  timeout_s=settings.smtp_timeout * 8 + 60))
+                                                  timeout_s=settings.smtp_timeout * 8 + 60,
+                                                  partition=admin.partition))
     return Response(status_code=202)
