@@ -350,7 +350,7 @@ ROWS: dict[str, Row] = {
     "POST /api/routing/forwards/{forward_id}/resend": READ, "POST /api/routing/destinations/{name}/resend": READ,
     "GET /api/retention/plan": READ, "GET /api/retention/holds": Row(xfail=JOBS),
     "PUT /api/studies/{study}/hold": Row(body=_json(lambda t: {"reason": "matrix"})),
-    "DELETE /api/studies/{study}/hold": Row(xfail=JOBS),
+    "DELETE /api/studies/{study}/hold": READ,
     "POST /api/worklist": Row(body=_json(lambda t: {"accession_number": "MATRIX", "patient_id": "P",
                                                     "modality": "CT"})),
     "GET /api/worklist": Row(xfail=LOOKUPS), "GET /api/worklist/{accession}": Row(xfail=LOOKUPS),
