@@ -133,12 +133,15 @@ def list_benchmarks(engine: Engine, partition: int = DEFAULT_PARTITION) -> list[
 
 
 def get_benchmark(engine: Engine, ref: int | str, partition: int | None = None) -> BenchmarkInfo:
-    """A benchmark by id or by name (of ``partition``, when given: another's does not exist for it)."""
+    """A benchmark by id or by name (of ``partition``, when given: another's does not exist for it). A
+    name without a partition (the site's deployment gate) is the default partition's first, as names
+    are unique per partition only."""
     cond = BenchmarkRow.id == int(ref) if str(ref).isdigit() else BenchmarkRow.name == str(ref)
     if partition is not None:
         cond = and_(cond, BenchmarkRow.partition_fk == partition)
     with engine.connect() as conn:
-        row = conn.execute(select(BenchmarkRow).where(cond)).first()
+        row = conn.execute(select(BenchmarkRow).where(cond).order_by(BenchmarkRow.partition_fk != DEFAULT_PARTITION,
+                                                                     BenchmarkRow.id)).first()  # fmt: skip
         if row is None:
             raise NotFound(f"no benchmark {ref}")
         return _benchmark(conn, row)
@@ -193,7 +196,7 @@ def create_benchmark(engine: Engine, *, name: str, task: str, description: str =
                      schema: LabelSchema | None = None, metrics: Sequence[str] = (),
                      created_by: str, partition: int = DEFAULT_PARTITION) -> BenchmarkInfo:  # fmt: skip
     """A new benchmark of ``partition`` without studies (its first version comes with the first studies).
-    Names stay unique across partitions (until a contracting migration)."""
+    Names are unique per partition: another partition may have a benchmark of the same name."""
     if not NAME.match(name) or name.strip() != name or name.isdigit() or name.lower() == "evaluations":
         raise InvalidBenchmarkData("a benchmark name is 1 to 64 letters, digits, spaces, '.', '_' or '-', "
                                    "not only digits and not 'evaluations'")  # fmt: skip
@@ -208,7 +211,8 @@ def create_benchmark(engine: Engine, *, name: str, task: str, description: str =
                                    f"not {', '.join(unknown)}")  # fmt: skip
     now = utcnow()
     with write_transaction(engine) as conn:
-        if conn.execute(select(BenchmarkRow.id).where(BenchmarkRow.name == name)).first() is not None:
+        if conn.execute(select(BenchmarkRow.id).where(BenchmarkRow.name == name,
+                                                      BenchmarkRow.partition_fk == partition)).first() is not None:
             raise Conflict(f"a benchmark named {name!r} exists")
         conn.execute(insert(BenchmarkRow).values(
             name=name, task=kind.value, description=description[:4000],

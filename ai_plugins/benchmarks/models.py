@@ -19,10 +19,13 @@ from pacs.index.models import Base, BigId
 
 class BenchmarkRow(Base):
     __tablename__ = "benchmarks"
-    __table_args__ = (Index("ix_benchmarks_partition", "partition_fk", "name"),)
+    __table_args__ = (
+        Index("ix_benchmarks_partition", "partition_fk", "name"),
+        UniqueConstraint("partition_fk", "name", name="uq_benchmarks_partition_name"),  # 0021
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
     partition_fk: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     task: Mapped[str] = mapped_column(String(16))  # classification | detection | segmentation
     description: Mapped[str] = mapped_column(Text, default="")

@@ -18,7 +18,7 @@ from pacs.access import DEFAULT_PARTITION
 from pacs.accounts.audit import Action, AuditEvent, record
 from pacs.accounts.principal import Principal
 from pacs.accounts.tx import aware
-from pacs.errors import Conflict, NotFound
+from pacs.errors import NotFound
 from pacs.index.db import utcnow
 from pacs.jobs import write_transaction
 from pacs.retention.models import LegalHold
@@ -40,8 +40,8 @@ def _hold(row: Any) -> Hold:
 def set_hold(engine: Engine, principal: Principal, study_uid: str, reason: str = "", *, source: str = "",
              partition: int = DEFAULT_PARTITION) -> Hold:  # fmt: skip
     """Put ``partition``'s study ``study_uid`` under a legal hold (again: the first hold's time is kept, its
-    reason replaced). Holds are keyed by the Study Instance UID alone (until a contracting migration):
-    a UID already held in another partition is a Conflict."""
+    reason replaced). Holds are keyed by (partition, Study Instance UID): another partition's hold on
+    a study with the same UID is its own."""
     study_uid = require_uid(study_uid, "StudyInstanceUID")
     reason = reason.strip()[:256]
     now = utcnow()
@@ -49,11 +49,10 @@ def set_hold(engine: Engine, principal: Principal, study_uid: str, reason: str =
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         stmt = insert(LegalHold).values(study_uid=study_uid, reason=reason, held_by=principal.username[:64],
                                          created_at=now, partition_fk=partition)  # fmt: skip
-        conn.execute(stmt.on_conflict_do_update(index_elements=["study_uid"], set_={"reason": reason},
-                                                where=LegalHold.partition_fk == partition))  # fmt: skip
-        row = conn.execute(select(*LegalHold.__table__.c).where(LegalHold.study_uid == study_uid)).one()
-        if row.partition_fk != partition:
-            raise Conflict("a study with this Study Instance UID is under a legal hold in another partition")
+        conn.execute(stmt.on_conflict_do_update(index_elements=["partition_fk", "study_uid"],
+                                                set_={"reason": reason}))  # fmt: skip
+        row = conn.execute(select(*LegalHold.__table__.c).where(LegalHold.study_uid == study_uid,
+                                                                LegalHold.partition_fk == partition)).one()  # fmt: skip
     record(engine, AuditEvent.by(principal, Action.LEGAL_HOLD, study_uid=study_uid, source=source,
                                  detail=f"hold set{': ' + reason if reason else ''}", partition=partition))  # fmt: skip
     return _hold(row)

@@ -95,8 +95,8 @@ def _take(engine: Engine, store: ObjectStore, step: Step, now: datetime, *, sour
             insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
             added = conn.execute(insert(DeletionMark).values(
                 study_uid=step.study_uid, rule=step.rule, marked_at=now, delete_after=step.delete_after,
-                partition_fk=step.partition,  # marks are keyed by UID alone: a twin marked elsewhere waits
-            ).on_conflict_do_nothing(index_elements=["study_uid"])).rowcount  # fmt: skip
+                partition_fk=step.partition,
+            ).on_conflict_do_nothing(index_elements=["partition_fk", "study_uid"])).rowcount  # fmt: skip
         if added:
             _audit(engine, Action.RETENTION, step, f"rule {step.rule!r}: marked for deletion, {step.detail}",
                    source=source)  # fmt: skip

@@ -36,13 +36,14 @@ from pacs.accounts.keys import secret_key
 from pacs.accounts.principal import Principal
 from pacs.accounts.users import create_user
 from pacs.archive import Archive
-from pacs.errors import NotFound
+from pacs.errors import Conflict, NotFound
 from pacs.events import read_feed
 from pacs.index.db import utcnow
 from pacs.jobs import JobStatus
 from pacs.partitions import Partition, PartitionConfig
 from pacs.query import Level, QueryRequest, run_query
 from pacs.retention import holds
+from pacs.retention.models import DeletionMark
 from pacs.retention.plan import StepKind, plan
 from pacs.retention.rules import RetentionRule
 from pacs.retention.run import run
@@ -307,6 +308,43 @@ def test_retention_of_one_partition_never_touches_the_other(backend: str, tmp_pa
         assert len(audit_query(archive.engine, AuditQuery())) == len(north_trail) + len(south_trail)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_same_study_uid_is_held_and_marked_in_each_partition_on_its_own(backend: str, tmp_path: Path) -> None:
+    rules = [RetentionRule(name=f"{slug}-purge", action="delete", age_days=0, age_from="received", grace_days=1,
+                           partition=slug) for slug in ("north", "south")]  # fmt: skip
+    admin = Principal.local_admin()
+    with two_hospitals(backend, tmp_path, retention_rules=rules) as archive:
+        north, south = _part(archive, "north"), _part(archive, "south")
+        ids = {p.slug: p.id for p in archive.partitions.all()}
+        _twins(archive)
+        # Both hospitals hold their copy of the same UID; each hold (and its reason) is its own.
+        holds.set_hold(archive.engine, admin, STUDY_UID, "north case", partition=north.id)
+        holds.set_hold(archive.engine, admin, STUDY_UID, "south case", partition=south.id)
+        holds.set_hold(archive.engine, admin, STUDY_UID, "north case, amended", partition=north.id)
+        assert [h.reason for h in holds.list_holds(archive.engine, north.id)] == ["north case, amended"]
+        assert [h.reason for h in holds.list_holds(archive.engine, south.id)] == ["south case"]
+        holds.clear_hold(archive.engine, admin, STUDY_UID, partition=north.id)
+        with pytest.raises(NotFound):
+            holds.clear_hold(archive.engine, admin, STUDY_UID, partition=north.id)
+        assert [h.reason for h in holds.list_holds(archive.engine, south.id)] == ["south case"]
+        # North's copy is marked; south's stays protected by south's hold.
+        now = utcnow() + timedelta(seconds=1)
+        first = run(archive.engine, archive.store, archive.settings, now, partitions=ids)
+        assert first.counts == {"mark": 1} and not first.errors
+        # Once south lifts its hold its twin is marked too, while north's mark of the same UID waits.
+        holds.clear_hold(archive.engine, admin, STUDY_UID, partition=south.id)
+        second = run(archive.engine, archive.store, archive.settings, now + timedelta(seconds=1), partitions=ids)
+        assert second.counts.get("mark") == 1 and "delete" not in second.counts and not second.errors
+        with archive.engine.connect() as conn:
+            marked = conn.execute(select(DeletionMark.partition_fk).where(DeletionMark.study_uid == STUDY_UID))
+            assert sorted(marked.scalars()) == sorted([north.id, south.id])
+        third = run(archive.engine, archive.store, archive.settings, now + timedelta(days=2), partitions=ids)
+        assert third.counts == {"delete": 2} and not third.errors
+        for partition in (north.id, south.id):
+            with pytest.raises(NotFound):
+                find_instances(archive.engine, AccessScope.everything(partition), study_uid=STUDY_UID)
+
+
 # --- benchmarks --------------------------------------------------------------------------------
 
 
@@ -364,6 +402,25 @@ def test_a_benchmark_of_one_partition_never_sees_the_others_cases(backend: str, 
         jobs = [j for j in job_queue(archive).list_jobs(partition=north.id, limit=1000) if j.kind == CASE_KIND]
         assert len(jobs) == done.n_cases and {j.status for j in jobs} == {JobStatus.SUCCEEDED}
         assert [j for j in job_queue(archive).list_jobs(partition=south.id, limit=1000) if j.kind == CASE_KIND] == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_partitions_each_create_a_benchmark_of_the_same_name(backend: str, tmp_path: Path) -> None:
+    with two_hospitals(backend, tmp_path, secret_key="benchmark-test-secret-0123456789") as archive:
+        north, south = _part(archive, "north"), _part(archive, "south")
+        service = BenchmarkService(archive, extra_plugins=(RandomPlugin,), use_entry_points=False)
+        at_north, at_south = service.in_partition(north.id), service.in_partition(south.id)
+        mine = at_north.create(name="lesions", task="detection", created_by="north-admin")
+        theirs = at_south.create(name="lesions", task="classification", created_by="south-admin")
+        assert mine.id != theirs.id and (mine.partition, theirs.partition) == (north.id, south.id)
+        assert at_north.benchmark("lesions").id == mine.id and at_north.benchmark("lesions").task == mine.task
+        assert at_south.benchmark("lesions").id == theirs.id and at_south.benchmark("lesions").task == theirs.task
+        assert [b.id for b in at_north.benchmarks()] == [mine.id]
+        assert [b.id for b in at_south.benchmarks()] == [theirs.id]
+        with pytest.raises(NotFound):
+            service.benchmark("lesions")  # the default partition has none of that name
+        with pytest.raises(Conflict):  # within one partition the name is still unique
+            at_south.create(name="lesions", task="detection", created_by="south-admin")
 
 
 # --- the admin API answers in the caller's partition -------------------------------------------

@@ -348,7 +348,7 @@ ROWS: dict[str, Row] = {
     "POST /api/routing/forwards/{forward_id}/resend": READ, "POST /api/routing/destinations/{name}/resend": READ,
     "GET /api/retention/plan": READ, "GET /api/retention/holds": READ,
     "PUT /api/studies/{study}/hold": Row(body=_json(lambda t: {"reason": "matrix"})),
-    "DELETE /api/studies/{study}/hold": Row(xfail=JOBS),
+    "DELETE /api/studies/{study}/hold": READ,
     "POST /api/worklist": Row(body=_json(lambda t: {"accession_number": "MATRIX", "patient_id": "P",
                                                     "modality": "CT"})),
     "GET /api/worklist": READ, "GET /api/worklist/{accession}": READ,
