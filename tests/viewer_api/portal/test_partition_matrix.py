@@ -56,7 +56,6 @@ CALLERS: dict[str, tuple[str, str]] = {
     "n-admin": (B, "admin"), "n-doc": (B, "physician"), "n-pat": (B, "patient"), "n-vendor": (B, "vendor"),
     "n-share": (B, "share"), "n-clinician": (B, "clinician"),
 }
-JOBS = "jobs, plugins, benchmarks, routing, webhooks, retention, AI review per partition: branch i17-part-jobs"
 
 
 @dataclass(frozen=True)
