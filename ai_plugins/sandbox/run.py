@@ -137,6 +137,16 @@ def _rlimits(limits: Limits) -> list[str]:
             f"--nproc={limits.max_processes}:{limits.max_processes}", "--"]  # fmt: skip
 
 
+#: A sandbox's pids cgroup is named after the process that made it, so that what one archive process (or
+#: test process) left behind is told apart from the sandboxes another one on the machine runs meanwhile.
+_CGROUP_PREFIX = "cloudfilm-sandbox-"
+
+
+def cgroups_of(pid: int) -> list[Path]:
+    """The sandbox pids cgroups process ``pid`` made that still exist: none once its sandboxes ended."""
+    return sorted(PIDS_V1.glob(f"{_CGROUP_PREFIX}{pid}-*")) if PIDS_V1.is_dir() else []
+
+
 @contextlib.contextmanager
 def _pids_cgroup(max_processes: int) -> Iterator[Path | None]:
     """A fresh ``pids`` cgroup capped at ``max_processes`` (None where none can be made and none is
@@ -144,7 +154,7 @@ def _pids_cgroup(max_processes: int) -> Iterator[Path | None]:
     if os.geteuid() != 0:
         yield None  # RLIMIT_NPROC binds a user other than root, counted inside the sandbox's namespace
         return
-    group = PIDS_V1 / f"cloudfilm-sandbox-{uuid.uuid4().hex[:12]}"
+    group = PIDS_V1 / f"{_CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         group.mkdir()
         (group / "pids.max").write_text(str(max_processes))
