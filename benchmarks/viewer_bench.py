@@ -20,14 +20,10 @@ import gzip
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,7 +34,7 @@ from pacs.accounts.users import create_user  # noqa: E402
 from pacs.archive import Archive  # noqa: E402
 from pacs.settings import Settings  # noqa: E402
 from tests.factories import PATIENTS, make_ct_study, to_bytes  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.net import app_in_thread  # noqa: E402
 from viewer_api.app import create_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -101,18 +97,8 @@ def serve(slices: int, size: int) -> Iterator[str]:
             app = create_app(archive)
             share = create_share(archive.engine, app.state.authenticator.key, str(datasets[0].StudyInstanceUID),
                                  created_by=admin.id, expires_in_days=1, max_days=365)  # fmt: skip
-            port = free_port()
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   access_log=False))  # fmt: skip
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            while not server.started:
-                time.sleep(0.02)
-            try:
+            with app_in_thread(app) as port:
                 yield f"http://127.0.0.1:{port}/s/{share.token}"
-            finally:
-                server.should_exit = True
-                thread.join(timeout=10)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,13 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +36,7 @@ from pacs.accounts.users import create_user  # noqa: E402
 from pacs.archive import Archive  # noqa: E402
 from pacs.settings import Settings  # noqa: E402
 from tests.factories import to_bytes  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.net import app_in_thread  # noqa: E402
 from tests.viewer_api.portal.test_viewer_codecs import CASES, Case, make_case  # noqa: E402
 from viewer_api.app import create_app  # noqa: E402
 
@@ -71,18 +67,8 @@ def serve(slices: int, size: int, codecs: Path) -> Iterator[dict[str, str]]:
                 share = create_share(archive.engine, app.state.authenticator.key, str(datasets[0].StudyInstanceUID),
                                      created_by=admin.id, expires_in_days=1, max_days=365)  # fmt: skip
                 links[case.name] = share.token
-            port = free_port()
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   access_log=False))  # fmt: skip
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            while not server.started:
-                time.sleep(0.02)
-            try:
+            with app_in_thread(app) as port:
                 yield {name: f"http://127.0.0.1:{port}/s/{token}" for name, token in links.items()}
-            finally:
-                server.should_exit = True
-                thread.join(timeout=10)
 
 
 def one_run(browser: Browser, url: str) -> dict[str, float]:

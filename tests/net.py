@@ -1,9 +1,15 @@
-"""Loopback helpers shared by tests and benchmarks: free ports and a quiet JSON HTTP stub."""
+"""Loopback helpers shared by tests and benchmarks: free ports, an ASGI app served in a thread and a
+quiet JSON HTTP stub."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 
 def free_ports(count: int) -> list[int]:
@@ -22,6 +28,24 @@ def free_ports(count: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+@contextlib.contextmanager
+def app_in_thread(app: Any) -> Iterator[int]:
+    """Serve the ASGI ``app`` with uvicorn on a free loopback port in a thread; yields the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 class JsonStubHandler(BaseHTTPRequestHandler):
