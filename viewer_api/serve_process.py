@@ -25,6 +25,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-fd", type=int, required=True)
     parser.add_argument("--dicom-fd", type=int)
     parser.add_argument("--dicom-tls-fd", type=int)
+    parser.add_argument("--board-fd", type=int, required=True)
+    parser.add_argument("--processes", type=int, required=True)
     return parser.parse_args(argv)
 
 
@@ -68,6 +70,7 @@ def _main(argv: list[str] | None) -> None:
     logs.name_process(str(args.slot))
 
     from pacs.cli import open_archive_or_exit, settings_or_exit
+    from pacs.connection_board import ConnectionBoard
     from pacs.errors import SettingsError
     from viewer_api.banner import StartUp
     from viewer_api.server import ListeningSockets, Role, serve
@@ -76,6 +79,8 @@ def _main(argv: list[str] | None) -> None:
     http = _adopt(args.http_fd)
     assert http is not None
     sockets = ListeningSockets(http, _adopt(args.dicom_fd), _adopt(args.dicom_tls_fd))
+    os.set_inheritable(args.board_fd, False)
+    board = ConnectionBoard(args.board_fd, args.processes, args.slot)
 
     def ready() -> None:
         os.write(args.ready_fd, b"R")
@@ -83,7 +88,7 @@ def _main(argv: list[str] | None) -> None:
 
     archive = open_archive_or_exit(settings, migrate=False, create=False)  # the supervisor migrated it
     try:
-        serve(archive, StartUp(created=False, admin=None), Role(args.slot, sockets, ready))
+        serve(archive, StartUp(created=False, admin=None), Role(args.slot, sockets, ready, board))
     except SettingsError as exc:
         log.error("%s", exc)
         sys.exit(2)

@@ -16,8 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 import uvicorn
 
 from pacs.archive import Archive
+from pacs.connection_board import ConnectionBoard
 from pacs.fsck import housekeep
 from viewer_api.app import create_app
+from viewer_api.balanced_accept import BalancedAcceptor
 from viewer_api.banner import StartUp, startup_banner
 
 log = logging.getLogger("cloudfilm.serve")
@@ -63,6 +65,7 @@ class Role:
     slot: int
     sockets: ListeningSockets
     ready: Callable[[], None]  # tells the supervisor this process serves
+    board: ConnectionBoard | None = None  # the connections each sibling holds (balances accepting)
 
     @property
     def runs_jobs(self) -> bool:
@@ -79,7 +82,8 @@ def dicom_listener(archive: Archive, role: Role | None = None) -> BackgroundServ
     from pacs.dimse import DicomListener
 
     sockets = (role.sockets.dicom, role.sockets.dicom_tls) if role is not None else (None, None)
-    return DicomListener(archive, scope=partial(clinical_system_scope, archive.engine), sockets=sockets)
+    return DicomListener(archive, scope=partial(clinical_system_scope, archive.engine), sockets=sockets,
+                         board=role.board if role is not None else None)
 
 
 def hl7_listener(archive: Archive, role: Role | None = None) -> BackgroundService | None:
@@ -123,23 +127,42 @@ SERVICE_FACTORIES: list[Callable[[Archive, Role | None], BackgroundService | Non
 
 class _Server(uvicorn.Server):
     """uvicorn's server, calling back once it listens (the DICOM listener already does) and when its
-    shutdown begins (so the DICOM listener stops accepting at the same time)."""
+    shutdown begins (so the DICOM listener stops accepting at the same time). With a connection board
+    (``serve --processes N``) it accepts from the shared sockets itself, balanced between the processes
+    (:mod:`viewer_api.balanced_accept`)."""
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None], on_shutdown: Callable[[], None],
-                 stop_requested: threading.Event) -> None:
+                 stop_requested: threading.Event, board: ConnectionBoard | None = None) -> None:
         super().__init__(config)
         self._on_started = on_started
         self._on_shutdown = on_shutdown
         self._stop_requested = stop_requested
+        self._board = board
+        self._acceptors: list[BalancedAcceptor] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        if self._board is None or not sockets:
+            await super().startup(sockets=sockets)
+        else:
+            await super().startup(sockets=[])  # the lifespan, and no server of uvicorn's own
+
+            def protocol() -> asyncio.Protocol:
+                return self.config.http_protocol_class(  # type: ignore[call-arg]
+                    config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+            board = self._board
+            self._acceptors = [BalancedAcceptor(sock, protocol, board, lambda: len(self.server_state.connections))
+                               for sock in sockets]
+            for acceptor in self._acceptors:
+                acceptor.start()
         if self._stop_requested.is_set():  # SIGTERM came before uvicorn took over the signals
             self.should_exit = True
         if self.started and not self.should_exit:
             self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for acceptor in self._acceptors:
+            acceptor.close()
         await asyncio.to_thread(self._on_shutdown)
         await super().shutdown(sockets=sockets)
 
@@ -183,7 +206,7 @@ def serve(archive: Archive, start: StartUp, role: Role | None = None) -> None:
                                 timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
                                 log_config=None)  # its loggers go through the archive's handler and format
         server = _Server(config, lambda: threading.Thread(target=ready, name="ready", daemon=True).start(),
-                         stop_accepting, stop_requested)
+                         stop_accepting, stop_requested, board=role.board if role is not None else None)
         server.run(sockets=[role.sockets.http] if role is not None else None)
     finally:
         for service in reversed(services):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from pacs.archive import Archive
+from pacs.connection_board import ConnectionBoard
 from pacs.fsck import housekeep
 from pacs.settings import Settings
 from viewer_api.banner import StartUp, startup_banner
@@ -107,12 +108,14 @@ class Supervisor:
         self._sockets: ListeningSockets | None = None
         self._lifeline = (-1, -1)
         self._metrics_dir = ""
+        self._board: ConnectionBoard | None = None
 
     def run(self) -> int:
         """Bind, start the processes and watch them; raises :class:`OSError` when a port cannot be bound."""
         settings = self._archive.settings
         self._sockets = bind_all(settings)
         self._lifeline = os.pipe()
+        self._board = ConnectionBoard.create(len(self._processes))
         self._metrics_dir = tempfile.mkdtemp(prefix="cloudfilm-metrics-")
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -130,18 +133,21 @@ class Supervisor:
                 signal.signal(sig, handler)
             for fd in self._lifeline:
                 os.close(fd)
+            if self._board is not None:
+                self._board.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     # --- processes -------------------------------------------------------------------------------
 
     def _spawn(self, process: _Process) -> None:
-        sockets = self._sockets
-        assert sockets is not None
+        sockets, board = self._sockets, self._board
+        assert sockets is not None and board is not None
         ready_r, ready_w = os.pipe()
         lifeline = self._lifeline[0]
-        fds = [ready_w, lifeline, sockets.http.fileno()]
+        fds = [ready_w, lifeline, sockets.http.fileno(), board.fd]
         args = ["--slot", str(process.slot), "--ready-fd", str(ready_w), "--lifeline-fd", str(lifeline),
-                "--http-fd", str(sockets.http.fileno())]
+                "--http-fd", str(sockets.http.fileno()), "--board-fd", str(board.fd),
+                "--processes", str(len(self._processes))]
         for name, sock in (("--dicom-fd", sockets.dicom), ("--dicom-tls-fd", sockets.dicom_tls)):
             if sock is not None:
                 args += [name, str(sock.fileno())]
@@ -198,6 +204,8 @@ class Supervisor:
         assert process.proc is not None
         self._forget_ready_pipe(process)
         _metrics_of_dead(self._metrics_dir, process.proc.pid)
+        if self._board is not None:
+            self._board.mark_absent(process.slot)  # its siblings no longer wait for it to accept
         process.proc = None
 
     def _forget_ready_pipe(self, process: _Process) -> None:

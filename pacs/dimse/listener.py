@@ -25,6 +25,7 @@ from pynetdicom import AE, _config, evt
 from pacs import logs, metrics
 from pacs.access import AccessScope, ScopeProvider
 from pacs.archive import Archive
+from pacs.connection_board import ConnectionBoard
 from pacs.dimse import status
 from pacs.dimse.commitment import CommitmentSCP
 from pacs.dimse.contexts import MODALITY_WORKLIST_FIND, contexts_for, supported_contexts
@@ -59,13 +60,16 @@ class DicomListener:
     name = "dicom"
 
     def __init__(self, archive: Archive, *, scope: ScopeProvider = AccessScope.everything,
-                 sockets: tuple[socket.socket | None, socket.socket | None] = (None, None)) -> None:
+                 sockets: tuple[socket.socket | None, socket.socket | None] = (None, None),
+                 board: ConnectionBoard | None = None) -> None:
         """``scope``: what C-FIND, C-MOVE and C-GET may see, built per request (every study by default;
         ``cloudfilm serve`` hides the de-identified benchmark copies, see ai_plugins.benchmarks.visibility).
         ``sockets``: the plain and TLS listening sockets, already bound (by ``serve``'s supervisor, which
-        shares them between its processes); a port without one is bound here."""
+        shares them between its processes); a port without one is bound here. ``board``: the connections
+        each of those processes holds, so that associations are spread between them."""
         self._archive = archive
         self._sockets = sockets
+        self._board = board
         self._draining_since: float | None = None
         self._settings: Settings = archive.settings
         settings = self._settings
@@ -190,6 +194,7 @@ class DicomListener:
         server.pdu_limit = max(self._settings.dicom_max_pdu + 6, MIN_PDU_LIMIT)
         server.handshake_timeout = self._settings.dicom_artim_timeout
         server.intake = self._intake
+        server.board = self._board
         server.network_timeout = self._settings.dicom_network_timeout
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                   name=f"dicom-accept-{port}", daemon=True)

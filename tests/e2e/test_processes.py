@@ -4,16 +4,19 @@ an association in progress finish before the node stops."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,6 +124,76 @@ def test_both_processes_serve_both_ports(node: Node) -> None:
             assert f"cloudfilm_instances_stored_total {3.0 * (n + 1)}" in metrics  # summed over both processes
             assert 'processes="2"' in metrics and "cloudfilm_node_info{" in metrics
     assert _stored(node.settings) == 6
+
+
+def _established(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established connections to local ``port`` each of ``pids`` holds (from /proc)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if (target := os.readlink(fd)).startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+    held = dict.fromkeys(pids, 0)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if local_port == port and state == "01" and inode in inodes:
+                held[inodes[inode]] += 1
+    return held
+
+
+def _at_once(n: int, connect: Callable[[], object]) -> list[object]:
+    """``n`` connections opened by as many threads at the same instant."""
+    barrier = threading.Barrier(n)
+    opened: list[object] = []
+
+    def one() -> None:
+        barrier.wait()
+        opened.append(connect())
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return opened
+
+
+def test_new_connections_go_to_the_less_busy_process(node: Node) -> None:
+    """Keep-alive HTTP connections and DICOM associations opened in a burst go to the process that holds
+    fewer, not to whichever was idle when the burst came (every process is woken for each connection;
+    one holding more than its sibling lets the sibling take it): with half of them already held by one
+    process (its sibling was stopped), the next burst goes to the sibling."""
+    pids = list(node.pids().values())
+    port = int(node.url.rsplit(":", 1)[1])
+
+    def keep_alive() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: archive\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # served, and kept open
+        return sock
+
+    def association() -> Any:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title="CLOUDFILM")
+        assert assoc.is_established
+        return assoc
+
+    for listening, n, connect, end in ((port, 16, keep_alive, lambda c: c.close()),
+                                      (node.dicom_port, 8, association, lambda a: a.release())):
+        with suspended(pids[1]):
+            opened = _at_once(n // 2, connect)
+        try:
+            assert _established(listening, pids) == {pids[0]: n // 2, pids[1]: 0}
+            opened += _at_once(n // 2, connect)
+            held = _established(listening, pids)
+            assert sum(held.values()) == n and held[pids[1]] >= n // 2 - 1, (listening, held)
+        finally:
+            for connection in opened:
+                end(connection)
 
 
 def test_a_killed_process_is_replaced(node: Node) -> None:

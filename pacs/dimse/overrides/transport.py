@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from pacs.connection_board import ConnectionBoard, Kind
 from pacs.dimse.intake import Intake
 from pacs.dimse.overrides.provider import use_archive_dimse
 from pacs.dimse.overrides.reactor import make_event_driven
@@ -32,12 +33,6 @@ log = logging.getLogger(__name__)
 MIN_PDU_LIMIT = 256 * 1024
 
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3)
-
-#: On a socket shared by several processes, how long a process waits before accepting, per
-#: connection it already holds, and at most.
-ACCEPT_DEFER_S = 0.005
-MAX_ACCEPT_DEFER_S = 0.05
-
 
 def send_without_delay(sock: socket.socket | None) -> None:
     """Turn off Nagle's algorithm on an association's socket (see :class:`PromptSocket`)."""
@@ -162,6 +157,8 @@ class DicomServer(ThreadedAssociationServer):
     #: A listening socket bound by ``serve``'s supervisor and shared with its other processes, used
     #: instead of binding one (see :func:`serving_on`).
     inherited_socket: socket.socket | None = None
+    #: The connections each of those processes holds (``serve --processes N``), to spread associations.
+    board: ConnectionBoard | None = None
 
     def server_bind(self) -> None:
         if self.inherited_socket is None:
@@ -176,11 +173,13 @@ class DicomServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         listener = cast(socket.socket, self.socket)
-        if self.inherited_socket is not None and (held := self.intake.open_connections()):
+        if self.board is not None and (wait := self.board.defer(Kind.DICOM)):
             # Every process sharing the socket is told of each connection and the first to accept it
-            # wins, which is mostly the same one: a busy process lets a less busy sibling go first.
-            time.sleep(min(ACCEPT_DEFER_S * held, MAX_ACCEPT_DEFER_S))
+            # wins, which is mostly the same one: a busier process lets a less busy sibling go first.
+            time.sleep(wait)
         client, address = listener.accept()  # BlockingIOError (an OSError) when another took it: ignored
+        if self.board is not None:
+            self.board.held(Kind.DICOM, self.intake.open_connections() + 1)
         client.setblocking(True)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
@@ -194,6 +193,8 @@ class DicomServer(ThreadedAssociationServer):
         """Close connections past their ARTIM window. (pynetdicom's version runs a full ``gc.collect()``
         every 60 polls, stalling every association of the process; Python's own collector is enough.)"""
         self.intake.expire()
+        if self.board is not None:
+            self.board.held(Kind.DICOM, self.intake.open_connections())
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("unexpected error on the connection from %s", client_address)
