@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import select
 
@@ -27,7 +28,6 @@ from tests.conftest import archive_settings
 from tests.e2e.test_ai_pipeline import base_env, only_test_plugins
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.net import free_port
-from tests.pacs.dimse.support import peer_ae
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
@@ -52,7 +52,7 @@ def _node_env(settings: Settings, tmp_path: Path, name: str) -> dict[str, str]:
 
 def _c_store(port: int, datasets: list, acked: list[str] | None = None) -> list[str]:  # type: ignore[type-arg]
     """Send ``datasets``; the SOP Instance UIDs acknowledged with success, appended to ``acked`` as they come."""
-    ae = peer_ae("MODALITY")
+    ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     acked = [] if acked is None else acked

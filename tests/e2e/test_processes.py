@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from pydicom.dataset import Dataset
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 from sqlalchemy import func, select
 
@@ -31,7 +32,6 @@ from tests.cli import CLOUDFILM, cli_env, settings_env
 from tests.conftest import archive_settings
 from tests.factories import PATIENTS, make_ct_study
 from tests.net import free_port
-from tests.pacs.dimse.support import peer_ae
 from tests.viewer_api.conftest import STOW_TYPE, stow_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
@@ -88,7 +88,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
 
 
 def _c_store(port: int, datasets: list[Dataset], pause: float = 0.0, acked: list[str] | None = None) -> list[str]:
-    ae = peer_ae("MODALITY")
+    ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
@@ -176,7 +176,7 @@ def test_new_connections_go_to_the_less_busy_process(node: Node) -> None:
         return sock
 
     def association() -> Any:
-        ae = peer_ae("MODALITY")
+        ae = AE(ae_title="MODALITY")
         ae.add_requested_context(Verification)
         assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title="CLOUDFILM")
         assert assoc.is_established

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from pacs.archive import Archive
@@ -25,7 +26,6 @@ from tests.cli import run_cli, serving, settings_env
 from tests.conftest import archive_settings
 from tests.factories import PATIENTS, make_ct_study, to_bytes
 from tests.net import free_port
-from tests.pacs.dimse.support import peer_ae
 from tests.pg import postgres_available, temporary_database
 from tests.s3server import S3Server
 
@@ -43,7 +43,7 @@ class Modality(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        ae = peer_ae("MODALITY")
+        ae = AE(ae_title="MODALITY")
         ae.add_requested_context(CTImageStorage)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pynetdicom import AE
 
 from pacs.archive import Archive
 from pacs.fsck import fsck
@@ -26,7 +27,7 @@ from pacs.settings import Settings
 from tests.cli import CLOUDFILM, run_cli, settings_env
 from tests.factories import make_ct_study, to_bytes, write_files
 from tests.net import free_ports
-from tests.pacs.dimse.support import peer_ae, run_tool
+from tests.pacs.dimse.support import run_tool
 
 _KILL_BEFORE_COMMIT = textwrap.dedent(
     """
@@ -205,7 +206,7 @@ def _held_back(sock: Any, after: int, gate: threading.Event) -> None:
 
 def _cstore_cut_off(port: int, ds: Any, gate: threading.Event) -> threading.Thread:
     """A C-STORE of ``ds`` that stops mid-dataset (past the in-memory limit) until ``gate`` is set."""
-    ae = peer_ae("SLOWMOD")
+    ae = AE(ae_title="SLOWMOD")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDFILM")

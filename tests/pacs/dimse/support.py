@@ -19,7 +19,6 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotific
 
 from pacs.archive import Archive
 from pacs.dimse import DicomListener
-from pacs.dimse.overrides.requestor import ArchiveAE
 from pacs.settings import RemoteAE, Settings
 from tests.factories import to_bytes
 from tests.net import free_port
@@ -28,18 +27,6 @@ AET = "CLOUDFILM"
 QR_AET = "QRSCU"  # a configured modality: may find, move, get and commit
 DEST_AET = "DEST"  # a configured C-MOVE destination (a storescp started by the test)
 DCMTK_TIMEOUT_S = 60
-
-
-def peer_ae(aet: str) -> AE:
-    """An AE for a test's requesting peer (a modality sending, a workstation querying).
-
-    It is the archive's own requestor, whose reactor never reads a response off the DIMSE queue
-    while ``send_c_store`` (or any ``send_*``) waits for it. Stock pynetdicom's does, rarely and only
-    under load: the response is logged as "Received unexpected C-STORE service message" and the
-    sender reports a DIMSE timeout although the archive answered (seen once in a full run, on the
-    client side of a resend test). Tests check the archive, not that race.
-    """
-    return ArchiveAE(ae_title=aet)
 
 
 @dataclass
@@ -55,7 +42,7 @@ class Node:
         return self.listener.port
 
     def associate(self, contexts: Sequence[Any], *, aet: str = QR_AET, **kwargs: Any) -> Association:
-        ae = peer_ae(aet)
+        ae = AE(ae_title=aet)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
         return ae.associate("127.0.0.1", self.port, contexts=list(contexts), ae_title=AET, **kwargs)
 
